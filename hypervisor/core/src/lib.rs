@@ -1,0 +1,3 @@
+//! Placeholder: filled in by its issue.
+#![no_std]
+#![forbid(unsafe_code)]

@@ -1,0 +1,196 @@
+//! Multiboot2 header and the 32-bit entry stub: GRUB enters `_start32` in 32-bit flat protected
+//! mode with paging off, `eax` = multiboot2 magic, `ebx` = physical address of the boot
+//! information. The stub zeroes .bss, saves both registers, identity-maps the low 4 GiB with
+//! 2 MiB pages (early tables only: the post-launch stage replaces them with its own, page-granular
+//! W^X tables), enables long mode with NX, and calls `pre_launch_main(magic, info)` on the boot
+//! stack.
+
+use core::arch::global_asm;
+
+/// Size of the boot CPU's stack. A guard page (unmapped by the post-launch page tables) sits
+/// directly below it.
+pub const BOOT_STACK_SIZE: usize = 64 * 1024;
+
+global_asm!(
+    r#"
+    .set MB2_MAGIC, 0xE85250D6
+    .set MB2_ARCH_I386, 0
+
+    .section .multiboot2_header, "a"
+    .balign 8
+mb2_header_start:
+    .long MB2_MAGIC
+    .long MB2_ARCH_I386
+    .long mb2_header_end - mb2_header_start
+    .long -(MB2_MAGIC + MB2_ARCH_I386 + (mb2_header_end - mb2_header_start))
+
+    /* Module alignment tag: page-aligned modules, so they can be mapped into domB read-only. */
+    .balign 8
+    .short 6
+    .short 0
+    .long 8
+
+    /* End tag. */
+    .balign 8
+    .short 0
+    .short 0
+    .long 8
+mb2_header_end:
+
+    .section .boot.text, "ax"
+    .code32
+    .global _start32
+_start32:
+    cli
+    cld
+    mov esi, eax
+    mov ebp, ebx
+
+    /* Zero .bss (stack, early page tables, statics). */
+    mov edi, offset __bss_start
+    mov ecx, offset __bss_end
+    sub ecx, edi
+    shr ecx, 2
+    xor eax, eax
+    rep stosd
+
+    mov dword ptr [BOOT_MULTIBOOT_MAGIC], esi
+    mov dword ptr [BOOT_MULTIBOOT_INFO], ebp
+    mov esp, offset BOOT_STACK_TOP
+
+    /* Long mode present? (CPUID 0x80000001 EDX.LM) */
+    mov eax, 0x80000000
+    cpuid
+    cmp eax, 0x80000001
+    jb 90f
+    mov eax, 0x80000001
+    cpuid
+    test edx, (1 << 29)
+    jz 90f
+
+    /* PML4[0] -> PDPT; PDPT[0..4] -> PD0..PD3; each PD maps 1 GiB with 2 MiB pages. */
+    mov eax, offset EARLY_PDPT
+    or eax, 0x3
+    mov dword ptr [EARLY_PML4], eax
+    mov edi, offset EARLY_PDPT
+    mov eax, offset EARLY_PDS
+    or eax, 0x3
+    mov ecx, 4
+2:
+    mov dword ptr [edi], eax
+    add edi, 8
+    add eax, 0x1000
+    loop 2b
+
+    mov edi, offset EARLY_PDS
+    mov eax, 0x83          /* present, writable, 2 MiB */
+    xor edx, edx           /* high half of the physical address */
+    mov ecx, 2048
+3:
+    mov dword ptr [edi], eax
+    mov dword ptr [edi + 4], edx
+    add edi, 8
+    add eax, 0x200000
+    adc edx, 0
+    loop 3b
+
+    mov eax, cr4
+    or eax, (1 << 5)       /* PAE */
+    mov cr4, eax
+    mov eax, offset EARLY_PML4
+    mov cr3, eax
+    mov ecx, 0xC0000080    /* EFER */
+    rdmsr
+    or eax, (1 << 8) | (1 << 11)   /* LME, NXE */
+    wrmsr
+    mov eax, cr0
+    and eax, 0x9FFFFFFF    /* clear CD and NW: firmware may leave caching off */
+    or eax, 0x80010001     /* PG, WP, PE */
+    mov cr0, eax
+
+    lgdt [EARLY_GDT_PTR]
+    push 0x08
+    mov eax, offset long_mode_entry
+    push eax
+    retf
+
+    /* No long mode: say so on COM1 and fail the run. */
+90:
+    mov esi, offset NO_LONG_MODE_MSG
+91:
+    mov al, byte ptr [esi]
+    test al, al
+    jz 92f
+    mov dx, 0x3f8
+    out dx, al
+    inc esi
+    jmp 91b
+92:
+    mov dx, 0xf4
+    mov eax, 0x11
+    out dx, eax
+93:
+    hlt
+    jmp 93b
+
+    .code64
+long_mode_entry:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    xor eax, eax
+    mov fs, ax
+    mov gs, ax
+    mov rsp, offset BOOT_STACK_TOP
+    xor ebp, ebp           /* ends the frame-pointer chain for backtraces */
+    mov edi, dword ptr [BOOT_MULTIBOOT_MAGIC]
+    mov esi, dword ptr [BOOT_MULTIBOOT_INFO]
+    call pre_launch_main
+    ud2
+
+    .section .rodata.boot, "a"
+    .balign 8
+EARLY_GDT:
+    .quad 0
+    .quad 0x00AF9A000000FFFF   /* 0x08: 64-bit code, DPL 0 */
+    .quad 0x00CF92000000FFFF   /* 0x10: data */
+EARLY_GDT_END:
+    .balign 8
+EARLY_GDT_PTR:
+    .short EARLY_GDT_END - EARLY_GDT - 1
+    .quad EARLY_GDT
+NO_LONG_MODE_MSG:
+    .asciz "slipway: panic: CPU has no long mode\r\nslipway: exiting: failure\r\n"
+
+    .section .data.boot, "aw"
+    .balign 4
+    .global BOOT_MULTIBOOT_MAGIC
+BOOT_MULTIBOOT_MAGIC:
+    .long 0
+    .global BOOT_MULTIBOOT_INFO
+BOOT_MULTIBOOT_INFO:
+    .long 0
+
+    .section .bss.boot_tables, "aw", @nobits
+    .balign 4096
+EARLY_PML4:
+    .skip 4096
+EARLY_PDPT:
+    .skip 4096
+EARLY_PDS:
+    .skip 4096 * 4
+
+    .section .bss.boot_stack, "aw", @nobits
+    .balign 4096
+    .global BOOT_STACK_GUARD
+BOOT_STACK_GUARD:
+    .skip 4096
+    .global BOOT_STACK_BOTTOM
+BOOT_STACK_BOTTOM:
+    .skip {stack_size}
+    .global BOOT_STACK_TOP
+BOOT_STACK_TOP:
+"#,
+    stack_size = const BOOT_STACK_SIZE,
+);

@@ -1,0 +1,68 @@
+//! The hypervisor's console: one lock around COM1 so lines from several CPUs never interleave.
+
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::serial::Serial;
+
+static LOCKED: AtomicBool = AtomicBool::new(false);
+static mut SERIAL: Option<Serial> = None;
+
+/// Initializes COM1. Called once by the boot CPU before any output.
+pub fn init() {
+    lock();
+    // SAFETY: the console lock is held, so no other CPU touches SERIAL.
+    unsafe { *core::ptr::addr_of_mut!(SERIAL) = Some(Serial::init()) };
+    unlock();
+}
+
+fn lock() {
+    // Bounded: a CPU that died holding the lock (exception while printing) must not silence
+    // the panic report of another.
+    for _ in 0..50_000_000u64 {
+        if LOCKED
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return;
+        }
+        core::hint::spin_loop();
+    }
+    LOCKED.store(true, Ordering::SeqCst);
+}
+
+fn unlock() {
+    LOCKED.store(false, Ordering::Release);
+}
+
+/// Runs `f` with exclusive access to the serial port.
+pub fn with_serial<R>(f: impl FnOnce(&mut Serial) -> R) -> Option<R> {
+    lock();
+    // SAFETY: the console lock is held for the duration of `f`.
+    let result = unsafe { (*core::ptr::addr_of_mut!(SERIAL)).as_mut().map(f) };
+    unlock();
+    result
+}
+
+/// Prints one hypervisor line: `slipway: <text>`.
+pub fn print_line(args: fmt::Arguments<'_>) {
+    with_serial(|serial| {
+        let _ = serial.write_str("slipway: ");
+        let _ = serial.write_fmt(args);
+        let _ = serial.write_str("\n");
+    });
+}
+
+#[allow(dead_code)]
+/// Prints raw text (no prefix), for multi-part reports such as exception dumps.
+pub fn print_raw(args: fmt::Arguments<'_>) {
+    with_serial(|serial| {
+        let _ = serial.write_fmt(args);
+    });
+}
+
+/// `hvprintln!("...")` prints a `slipway: `-prefixed line on COM1.
+#[macro_export]
+macro_rules! hvprintln {
+    ($($arg:tt)*) => { $crate::console::print_line(format_args!($($arg)*)) };
+}

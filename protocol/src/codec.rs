@@ -70,6 +70,9 @@ pub enum DecodeError {
     Malformed,
     /// Bytes follow the complete message.
     TrailingBytes,
+    /// The body is not in canonical form: a varint is longer than needed. Each message has
+    /// exactly one accepted encoding.
+    NotCanonical,
 }
 
 impl fmt::Display for DecodeError {
@@ -80,6 +83,7 @@ impl fmt::Display for DecodeError {
             Self::UnsupportedVersion { found } => write!(f, "unsupported ABI version {found}"),
             Self::Malformed => f.write_str("the message body is malformed"),
             Self::TrailingBytes => f.write_str("bytes follow the complete message"),
+            Self::NotCanonical => f.write_str("the message body is not in canonical form"),
         }
     }
 }
@@ -105,8 +109,9 @@ pub(crate) fn encode<T: Serialize>(
     Ok(HEADER_LEN + body_len)
 }
 
-/// Checks the header, then decodes exactly one body filling the rest of `bytes`.
-pub(crate) fn decode<'de, T: Deserialize<'de>>(
+/// Checks the header, then decodes exactly one body filling the rest of `bytes`, in canonical
+/// form.
+pub(crate) fn decode<'de, T: Deserialize<'de> + Serialize>(
     magic: u32,
     version: u16,
     bytes: &'de [u8],
@@ -127,9 +132,40 @@ pub(crate) fn decode<'de, T: Deserialize<'de>>(
             postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
             _ => DecodeError::Malformed,
         })?;
-    if rest.is_empty() {
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes);
+    }
+    // postcard accepts over-long varints (`80 00` for 0); re-encoding and comparing, without a
+    // buffer, rejects them so that every message has exactly one encoding.
+    let canonical = postcard::serialize_with_flavor(&body, SameBytes(&bytes[HEADER_LEN..]));
+    if canonical.is_ok() {
         Ok(body)
     } else {
-        Err(DecodeError::TrailingBytes)
+        Err(DecodeError::NotCanonical)
+    }
+}
+
+/// A serializer output that only checks the bytes equal the expected ones.
+struct SameBytes<'a>(&'a [u8]);
+
+impl postcard::ser_flavors::Flavor for SameBytes<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        match self.0.split_first() {
+            Some((&expected, rest)) if expected == byte => {
+                self.0 = rest;
+                Ok(())
+            }
+            _ => Err(postcard::Error::SerializeBufferFull),
+        }
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(postcard::Error::SerializeBufferFull)
+        }
     }
 }

@@ -29,6 +29,10 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+#[cfg(test)]
+#[macro_use]
+extern crate std;
+
 mod bounded;
 mod codec;
 pub mod v1;

@@ -44,7 +44,7 @@ macro_rules! error_codes {
 
 error_codes! {
     // 0x01xx: the message itself.
-    MalformedRequest = 0x0101 => "the request could not be decoded: truncated, trailing bytes, or an invalid field (an unknown variant, a bound exceeded, an invalid name)",
+    MalformedRequest = 0x0101 => "the request could not be decoded: truncated, trailing bytes, not canonical, or an invalid field (an unknown variant, a bound exceeded, an invalid name)",
     BadMagic = 0x0102 => "the request does not start with the request magic",
     UnsupportedVersion = 0x0103 => "the request's ABI version is not supported by this hypervisor",
     // 0x02xx: who may call what, and when.
@@ -101,9 +101,10 @@ impl From<DecodeError> for Error {
         match error {
             DecodeError::BadMagic { .. } => Self::BadMagic,
             DecodeError::UnsupportedVersion { .. } => Self::UnsupportedVersion,
-            DecodeError::Truncated | DecodeError::Malformed | DecodeError::TrailingBytes => {
-                Self::MalformedRequest
-            }
+            DecodeError::Truncated
+            | DecodeError::Malformed
+            | DecodeError::TrailingBytes
+            | DecodeError::NotCanonical => Self::MalformedRequest,
         }
     }
 }

@@ -14,6 +14,8 @@
 //! then writes the encoded response into the guest page.
 
 mod error;
+#[cfg(test)]
+mod tests;
 mod types;
 
 use postcard::experimental::max_size::MaxSize;

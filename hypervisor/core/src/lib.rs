@@ -1,3 +1,16 @@
-//! Placeholder: filled in by its issue.
+//! The hardware-independent core of the Slipway hypervisor.
+//!
+//! Everything here is pure logic over small traits, so it is tested on the host; the hypervisor
+//! binary (`slipway-hypervisor`) implements the traits over real memory and the SVM backend.
+//! See README.md for a map of the modules.
 #![no_std]
 #![forbid(unsafe_code)]
+
+pub mod addr;
+pub mod frame_alloc;
+pub mod guest_memory;
+pub mod memory;
+pub mod paging;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

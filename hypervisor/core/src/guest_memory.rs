@@ -1,0 +1,338 @@
+//! A domain's RAM: guest-physical `[0, size)` backed by a few runs of host frames.
+//!
+//! Memory is allocated in as few physically contiguous, 2 MiB aligned runs as the allocator can
+//! give, so nested tables can use 2 MiB pages and the run list stays small enough for a fixed array
+//! (no heap). Every guest-physical access the hypervisor makes on a domain's behalf (loading a
+//! module, writing the start-info page) goes through [`GuestMemory::for_each_chunk`], which checks
+//! the range against the domain size with overflow checks before touching anything.
+
+use crate::addr::{Frame, LARGE_PAGE_SIZE, PAGE_SIZE, PhysAddr};
+use crate::frame_alloc::{AllocError, FrameAllocator};
+use crate::memory::{MemoryError, PhysMemory};
+use crate::paging::{Access, PageTable, PagingError};
+
+/// Maximum number of contiguous runs backing one domain.
+pub const MAX_RUNS: usize = 64;
+
+const LARGE_FRAMES: u64 = LARGE_PAGE_SIZE / PAGE_SIZE;
+
+/// One contiguous run: guest-physical `[gpa, gpa + frames * 4096)` at host frame `first`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Run {
+    /// First guest-physical address.
+    pub gpa: u64,
+    /// First host frame.
+    pub first: Frame,
+    /// Number of frames.
+    pub frames: u64,
+}
+
+/// Why a guest memory operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestMemoryError {
+    /// memory size is zero or not a multiple of 4 KiB
+    BadSize(u64),
+    /// the host has too little free memory, or it is too fragmented (more than MAX_RUNS runs)
+    OutOfMemory,
+    /// the guest-physical range lies (partly) outside the domain's memory or wraps around
+    OutOfBounds {
+        /// First guest-physical address asked for.
+        gpa: u64,
+        /// Length asked for.
+        len: u64,
+    },
+    /// host memory access failed
+    Memory(MemoryError),
+    /// mapping into the nested tables failed
+    Paging(PagingError),
+    /// giving frames back failed (bookkeeping bug)
+    Alloc(AllocError),
+}
+
+impl From<MemoryError> for GuestMemoryError {
+    fn from(error: MemoryError) -> Self {
+        GuestMemoryError::Memory(error)
+    }
+}
+
+/// The RAM of one domain.
+#[derive(Debug)]
+pub struct GuestMemory {
+    runs: [Run; MAX_RUNS],
+    run_count: usize,
+    size: u64,
+}
+
+impl GuestMemory {
+    /// Allocates `size` bytes of frames (contents unspecified: call [`GuestMemory::zero`]).
+    /// On failure every frame taken is given back.
+    pub fn allocate<A: FrameAllocator>(alloc: &mut A, size: u64) -> Result<Self, GuestMemoryError> {
+        if size == 0 || !size.is_multiple_of(PAGE_SIZE) {
+            return Err(GuestMemoryError::BadSize(size));
+        }
+        let empty = Run {
+            gpa: 0,
+            first: Frame::from_number(0),
+            frames: 0,
+        };
+        let mut memory = GuestMemory {
+            runs: [empty; MAX_RUNS],
+            run_count: 0,
+            size: 0,
+        };
+        let mut remaining = size / PAGE_SIZE;
+        while remaining > 0 {
+            if memory.run_count == MAX_RUNS {
+                memory.free_frames(alloc)?;
+                return Err(GuestMemoryError::OutOfMemory);
+            }
+            // Largest run first, halving on failure; 2 MiB alignment while runs are that big.
+            let mut want = remaining;
+            let run = loop {
+                let align = if want >= LARGE_FRAMES {
+                    LARGE_FRAMES
+                } else {
+                    1
+                };
+                match alloc.allocate_contiguous(want, align) {
+                    Ok(first) => break Some((first, want)),
+                    Err(_) if want > 1 => want /= 2,
+                    Err(_) => break None,
+                }
+            };
+            let Some((first, frames)) = run else {
+                memory.free_frames(alloc)?;
+                return Err(GuestMemoryError::OutOfMemory);
+            };
+            memory.runs[memory.run_count] = Run {
+                gpa: memory.size,
+                first,
+                frames,
+            };
+            memory.run_count += 1;
+            memory.size += frames * PAGE_SIZE;
+            remaining -= frames;
+        }
+        Ok(memory)
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The backing runs in guest-physical order.
+    pub fn runs(&self) -> &[Run] {
+        &self.runs[..self.run_count]
+    }
+
+    /// Zeroes all of the domain's memory (a domain starts with zeroed RAM).
+    pub fn zero<M: PhysMemory>(&self, mem: &mut M) -> Result<(), GuestMemoryError> {
+        for run in self.runs() {
+            mem.zero(run.first.start(), run.frames * PAGE_SIZE)?;
+        }
+        Ok(())
+    }
+
+    /// Maps the whole RAM read-write-execute at guest-physical 0 in `npt`.
+    pub fn map_into<M: PhysMemory, A: FrameAllocator>(
+        &self,
+        npt: &mut PageTable,
+        mem: &mut M,
+        alloc: &mut A,
+    ) -> Result<(), GuestMemoryError> {
+        for (i, run) in self.runs().iter().enumerate() {
+            if let Err(error) = npt.map_range(
+                mem,
+                alloc,
+                run.gpa,
+                run.first.start(),
+                run.frames * PAGE_SIZE,
+                Access::RWX,
+                true,
+            ) {
+                for done in &self.runs[..i] {
+                    let _ = npt.unmap_range(mem, alloc, done.gpa, done.frames * PAGE_SIZE);
+                }
+                return Err(GuestMemoryError::Paging(error));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks `[gpa, gpa + len)` and calls `chunk(host_address, offset_in_request, chunk_len)` for
+    /// each host-contiguous piece. Nothing is called unless the whole range is inside the domain.
+    pub fn for_each_chunk(
+        &self,
+        gpa: u64,
+        len: u64,
+        chunk: &mut dyn FnMut(PhysAddr, u64, u64) -> Result<(), GuestMemoryError>,
+    ) -> Result<(), GuestMemoryError> {
+        let out = GuestMemoryError::OutOfBounds { gpa, len };
+        let end = gpa.checked_add(len).ok_or(out)?;
+        if end > self.size {
+            return Err(out);
+        }
+        let mut cursor = gpa;
+        for run in self.runs() {
+            let run_end = run.gpa + run.frames * PAGE_SIZE;
+            if cursor >= end {
+                break;
+            }
+            if cursor >= run_end {
+                continue;
+            }
+            let piece = end.min(run_end) - cursor;
+            chunk(
+                PhysAddr(run.first.start().0 + (cursor - run.gpa)),
+                cursor - gpa,
+                piece,
+            )?;
+            cursor += piece;
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at guest-physical `gpa`.
+    pub fn write<M: PhysMemory>(
+        &self,
+        mem: &mut M,
+        gpa: u64,
+        data: &[u8],
+    ) -> Result<(), GuestMemoryError> {
+        self.for_each_chunk(gpa, data.len() as u64, &mut |host, offset, len| {
+            Ok(mem.write(host, &data[offset as usize..(offset + len) as usize])?)
+        })
+    }
+
+    /// Reads guest-physical `[gpa, gpa + buf.len())` into `buf` (the hypercall buffer copy).
+    pub fn read<M: PhysMemory>(
+        &self,
+        mem: &M,
+        gpa: u64,
+        buf: &mut [u8],
+    ) -> Result<(), GuestMemoryError> {
+        self.for_each_chunk(gpa, buf.len() as u64, &mut |host, offset, len| {
+            Ok(mem.read(host, &mut buf[offset as usize..(offset + len) as usize])?)
+        })
+    }
+
+    /// Copies `len` bytes from host-physical `src` (a boot module) to guest-physical `gpa`.
+    pub fn copy_from_host<M: PhysMemory>(
+        &self,
+        mem: &mut M,
+        src: PhysAddr,
+        gpa: u64,
+        len: u64,
+    ) -> Result<(), GuestMemoryError> {
+        self.for_each_chunk(gpa, len, &mut |host, offset, piece| {
+            let from = src
+                .checked_add(offset)
+                .ok_or(GuestMemoryError::OutOfBounds { gpa, len })?;
+            Ok(mem.copy(from, host, piece)?)
+        })
+    }
+
+    /// Zeroes every frame (so no secret leaves with them) and gives them back. Returns the number
+    /// of frames reclaimed.
+    pub fn scrub_and_free<M: PhysMemory, A: FrameAllocator>(
+        mut self,
+        mem: &mut M,
+        alloc: &mut A,
+    ) -> Result<u64, GuestMemoryError> {
+        self.zero(mem)?;
+        self.free_frames(alloc)
+    }
+
+    fn free_frames<A: FrameAllocator>(&mut self, alloc: &mut A) -> Result<u64, GuestMemoryError> {
+        let mut freed = 0;
+        for run in &self.runs[..self.run_count] {
+            for k in 0..run.frames {
+                let frame = run
+                    .first
+                    .checked_add(k)
+                    .ok_or(GuestMemoryError::OutOfMemory)?;
+                alloc.free(frame).map_err(GuestMemoryError::Alloc)?;
+                freed += 1;
+            }
+        }
+        self.run_count = 0;
+        self.size = 0;
+        Ok(freed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::PhysRange;
+    use crate::frame_alloc::BitmapFrameAllocator;
+    use crate::testing::FakePhysMemory;
+
+    extern crate std;
+    use std::vec;
+
+    const BASE: u64 = 0x20_0000;
+
+    #[test]
+    fn fragmented_memory_is_read_and_written_across_runs() {
+        // Two small regions force at least two runs.
+        let regions = [
+            PhysRange::new(BASE, BASE + 0x3000),
+            PhysRange::new(BASE + 0x10_0000, BASE + 0x10_2000),
+        ];
+        let mut storage = vec![0; BitmapFrameAllocator::storage_words(&regions)];
+        let mut alloc = BitmapFrameAllocator::new(&regions, &mut storage).unwrap();
+        let mut mem = FakePhysMemory::new(BASE, 0x20_0000);
+        let memory = GuestMemory::allocate(&mut alloc, 0x5000).unwrap();
+        assert!(memory.runs().len() >= 2);
+        assert_eq!(memory.size(), 0x5000);
+        memory.zero(&mut mem).unwrap();
+        let data: std::vec::Vec<u8> = (0..0x2100u32).map(|i| i as u8).collect();
+        memory.write(&mut mem, 0x2f00, &data).unwrap();
+        let mut back = vec![0u8; data.len()];
+        memory.read(&mem, 0x2f00, &mut back).unwrap();
+        assert_eq!(back, data);
+        assert_eq!(
+            memory.write(&mut mem, 0x4fff, &[1, 2]),
+            Err(GuestMemoryError::OutOfBounds {
+                gpa: 0x4fff,
+                len: 2
+            })
+        );
+        assert_eq!(
+            memory.for_each_chunk(u64::MAX, 2, &mut |_, _, _| panic!("must not be called")),
+            Err(GuestMemoryError::OutOfBounds {
+                gpa: u64::MAX,
+                len: 2
+            })
+        );
+        let frames: std::vec::Vec<Run> = memory.runs().to_vec();
+        assert_eq!(memory.scrub_and_free(&mut mem, &mut alloc).unwrap(), 5);
+        for run in frames {
+            assert!(
+                mem.frame_is_zero(run.first.start().0),
+                "scrubbed before free"
+            );
+        }
+        assert_eq!(alloc.free_frames(), 5);
+    }
+
+    #[test]
+    fn allocation_failure_gives_everything_back() {
+        let regions = [PhysRange::new(BASE, BASE + 0x4000)];
+        let mut storage = vec![0; 1];
+        let mut alloc = BitmapFrameAllocator::new(&regions, &mut storage).unwrap();
+        assert_eq!(
+            GuestMemory::allocate(&mut alloc, 0x5000).unwrap_err(),
+            GuestMemoryError::OutOfMemory
+        );
+        assert_eq!(alloc.free_frames(), 4);
+        assert_eq!(
+            GuestMemory::allocate(&mut alloc, 0x1001).unwrap_err(),
+            GuestMemoryError::BadSize(0x1001)
+        );
+        let big = GuestMemory::allocate(&mut alloc, 0x4000).unwrap();
+        assert_eq!(big.runs().len(), 1);
+    }
+}

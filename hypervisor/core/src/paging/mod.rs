@@ -33,6 +33,8 @@ pub struct Access {
     pub write: bool,
     /// Instruction fetches allowed.
     pub execute: bool,
+    /// Uncached (PCD|PWT), for device registers (MMIO) in the hypervisor's own tables.
+    pub uncached: bool,
 }
 
 impl Access {
@@ -40,21 +42,31 @@ impl Access {
     pub const R: Access = Access {
         write: false,
         execute: false,
+        uncached: false,
     };
     /// Read-write data.
     pub const RW: Access = Access {
         write: true,
         execute: false,
+        uncached: false,
     };
     /// Code.
     pub const RX: Access = Access {
         write: false,
         execute: true,
+        uncached: false,
     };
     /// Guest RAM (nested tables only: a guest manages its own W^X).
     pub const RWX: Access = Access {
         write: true,
         execute: true,
+        uncached: false,
+    };
+    /// Device registers: read-write, not executable, uncached.
+    pub const MMIO: Access = Access {
+        write: true,
+        execute: false,
+        uncached: true,
     };
 }
 

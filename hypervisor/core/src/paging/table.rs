@@ -87,6 +87,9 @@ impl PageTable {
         if access.write {
             entry |= WRITABLE;
         }
+        if access.uncached {
+            entry |= WRITE_THROUGH | CACHE_DISABLE;
+        }
         if !access.execute {
             entry |= NO_EXECUTE;
         }
@@ -467,6 +470,7 @@ fn access_of(entry: u64) -> Access {
     Access {
         write: entry & WRITABLE != 0,
         execute: entry & NO_EXECUTE == 0,
+        uncached: entry & CACHE_DISABLE != 0,
     }
 }
 
@@ -527,11 +531,17 @@ fn check_level<M: PhysMemory>(
             if level == 2 && entry & ADDR_MASK & !LARGE_ADDR_MASK != 0 {
                 return Err((at, "2 MiB page not aligned"));
             }
+            if (entry & WRITE_THROUGH != 0) != (entry & CACHE_DISABLE != 0) {
+                return Err((at, "leaf with only one of PCD and PWT"));
+            }
             if kind == TableKind::Host && entry & WRITABLE != 0 && entry & NO_EXECUTE == 0 {
                 return Err((at, "host page both writable and executable"));
             }
         } else {
-            if entry & WRITABLE == 0 || entry & NO_EXECUTE != 0 {
+            if entry & WRITABLE == 0
+                || entry & NO_EXECUTE != 0
+                || entry & (WRITE_THROUGH | CACHE_DISABLE) != 0
+            {
                 return Err((at, "table entry restricts rights (leaves must decide)"));
             }
             check_level(mem, address(entry), level - 1, kind)?;

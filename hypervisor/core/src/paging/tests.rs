@@ -58,7 +58,10 @@ fn host_mappings_have_exactly_the_permissions_asked() {
     let mut table = PageTable::new(TableKind::Host, &mut env.mem, &mut alloc).unwrap();
     watch(&mut env.mem, vec![(table.root(), TableKind::Host)]);
     let base = 0xffff_8000_0020_0000u64;
-    for (i, access) in [Access::R, Access::RW, Access::RX].into_iter().enumerate() {
+    for (i, access) in [Access::R, Access::RW, Access::RX, Access::MMIO]
+        .into_iter()
+        .enumerate()
+    {
         let virt = base + i as u64 * 0x1000;
         table
             .map(
@@ -111,8 +114,8 @@ fn host_mappings_have_exactly_the_permissions_asked() {
             virt: 0x0000_8000_0000_0000
         })
     );
-    // A guard page between two mappings stays unmapped.
-    assert_eq!(table.translate(&env.mem, base + 0x3000).unwrap(), None);
+    // A guard page after the mappings stays unmapped.
+    assert_eq!(table.translate(&env.mem, base + 0x4000).unwrap(), None);
     assert!(env.mem.violations.is_empty(), "{:?}", env.mem.violations);
     assert!(env.mem.writes > 3);
 }
@@ -418,7 +421,7 @@ fn two_domains_never_share_a_frame() {
 
 fn arbitrary_layout() -> impl Strategy<Value = Vec<(u64, bool, u8)>> {
     // (page slot, large, access index); slots are 2 MiB apart so large and small pages mix freely.
-    proptest::collection::vec((0u64..64, any::<bool>(), 0u8..4), 1..24)
+    proptest::collection::vec((0u64..64, any::<bool>(), 0u8..5), 1..24)
 }
 
 proptest! {
@@ -434,7 +437,7 @@ proptest! {
         let mut expected = BTreeMap::new();
         let mut used = BTreeSet::new();
         for (slot, large, access) in layout {
-            let access = [Access::R, Access::RW, Access::RX, Access::RWX][access as usize];
+            let access = [Access::R, Access::RW, Access::RX, Access::RWX, Access::MMIO][access as usize];
             // Spread slots over several PML4/PDPT entries.
             let base = (slot % 8) << 39 | (slot / 8) << 30 | (slot % 5) << 21;
             let (virt, size) = if large { (base, PageSize::Large) } else { (base + sub * 4096, PageSize::Small) };

@@ -13,6 +13,7 @@
 //! buffer, decodes and validates that copy, never reads the guest page again for that call, and
 //! then writes the encoded response into the guest page.
 
+mod client;
 mod error;
 #[cfg(test)]
 mod tests;
@@ -25,6 +26,7 @@ use crate::bounded::{BoundedVec, Bytes};
 use crate::codec::{self, DecodeError, EncodeError, HEADER_LEN};
 use crate::{BOOT_INFO_MAGIC, HYPERCALL_BUFFER_SIZE, REQUEST_MAGIC, RESPONSE_MAGIC};
 
+pub use client::{CallError, Hypercall, call};
 pub use error::Error;
 pub use types::{
     Capabilities, DOMAIN_NAME_MAX, Digest, DomainId, DomainName, LaunchKind, MAX_BANKS,

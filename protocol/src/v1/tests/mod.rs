@@ -2,6 +2,7 @@
 //! matches below are exhaustive: adding a variant without a pinned sample does not compile.
 
 mod api;
+mod client;
 mod props;
 mod samples;
 mod wire;

@@ -9,6 +9,7 @@
 pub mod addr;
 pub mod frame_alloc;
 pub mod guest_memory;
+pub mod memmap;
 pub mod memory;
 pub mod paging;
 

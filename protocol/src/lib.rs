@@ -2,8 +2,8 @@
 //! (the server) exchange, their wire encoding, error codes, the boot-information page, and the
 //! register convention of the hypercall instruction.
 //!
-//! The full contract, including the server's copy-once rule, is in `docs/abi.md`; this page
-//! summarises it.
+//! The full contract, including the server's copy-once rule and the error-code table, is in
+//! `docs/abi.md`; this page summarises it.
 //!
 //! # Transport (version independent)
 //!

@@ -58,7 +58,7 @@ error_codes! {
     InvalidMemorySize = 0x0304 => "the memory size is zero, not a multiple of 4 KiB, or above the hypervisor's limit",
     OutOfMemory = 0x0305 => "the hypervisor has not enough free memory for the domain",
     TooManyDomains = 0x0306 => "the hypervisor cannot create more domains",
-    DuplicateStartRequest = 0x0307 => "the domain's start was already requested, or another domain has the same boot order",
+    DuplicateStartRequest = 0x0307 => "the domain's start was already requested",
     ConsoleAlreadyAssigned = 0x0308 => "the console is already assigned to another domain",
     // 0x04xx: modules and memory ranges.
     UnknownModule = 0x0401 => "no boot module has this index",

@@ -12,6 +12,27 @@
 //! Server contract: the hypervisor copies the request once from the guest page into its own
 //! buffer, decodes and validates that copy, never reads the guest page again for that call, and
 //! then writes the encoded response into the guest page.
+//!
+//! ```
+//! use slipway_protocol::HYPERCALL_BUFFER_SIZE;
+//! use slipway_protocol::v1::*;
+//!
+//! // Client: encode into the buffer page.
+//! let mut page = [0u8; HYPERCALL_BUFFER_SIZE];
+//! let len = encode_request(&Request::QueryModule { index: 2 }, &mut page).unwrap();
+//! assert_eq!(&page[..len], b"SWRQ\x01\x00\x01\x02");
+//!
+//! // Server: decode its own copy, answer.
+//! let copy = page;
+//! let request = decode_request(&copy[..len]);
+//! let response: Response = match request {
+//!     Ok(Request::QueryModule { index: 2 }) => Err(Error::UnknownModule),
+//!     Ok(_) => Err(Error::NotPermitted),
+//!     Err(error) => Err(error.into()),
+//! };
+//! let len = encode_response(&response, &mut page).unwrap();
+//! assert_eq!(decode_response(&page[..len]), Ok(Err(Error::UnknownModule)));
+//! ```
 
 mod client;
 mod error;
@@ -118,8 +139,8 @@ pub enum Request {
         /// The domain.
         domain: DomainId,
     },
-    /// Records that `domain` starts after hand-off; domains start in ascending `boot_order`.
-    /// Answer: [`ResponseOk::Done`].
+    /// Records that `domain` starts after hand-off. Domains start in ascending `boot_order`;
+    /// equal orders start in the order their starts were requested. Answer: [`ResponseOk::Done`].
     RequestStart {
         /// The domain.
         domain: DomainId,

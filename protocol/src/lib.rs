@@ -17,7 +17,8 @@
 //! | `rsi` | request length in bytes, `1..=HYPERCALL_BUFFER_SIZE` | response length in bytes (0 unless status is 0) |
 //! | others | | preserved |
 //!
-//! In a 32-bit guest mode the hypervisor uses only the low 32 bits of each register.
+//! In a 32-bit guest mode the hypervisor uses only the low 32 bits of each register; every call
+//! number and status fits in 32 bits.
 //!
 //! # Messages
 //!
@@ -52,7 +53,8 @@ pub const RESPONSE_MAGIC: u32 = u32::from_le_bytes(*b"SWRS");
 pub const BOOT_INFO_MAGIC: u32 = u32::from_le_bytes(*b"SWBI");
 
 /// `rax` value of the message call: the only call number; the request itself says what to do.
-pub const CALL_MESSAGE: u64 = 0x534c_5750_0000_0001;
+pub const CALL_MESSAGE: u64 = 0x534c_5701;
+const _: () = assert!(CALL_MESSAGE > 0xffff && CALL_MESSAGE <= u32::MAX as u64);
 
 /// Length in bytes of both `VMMCALL` and `VMCALL`.
 pub const HYPERCALL_INSTRUCTION_LEN: u64 = 3;
@@ -70,13 +72,13 @@ pub enum TransportStatus {
     /// A response envelope of `rsi` bytes is in the buffer.
     Ok = 0,
     /// `rax` is not a known call number.
-    UnknownCall = 0x534c_5750_e000_0001,
+    UnknownCall = 0x534c_e001,
     /// The buffer page (`rdi`) is not entirely inside the caller's RAM.
-    BadBufferAddress = 0x534c_5750_e000_0002,
+    BadBufferAddress = 0x534c_e002,
     /// The buffer address (`rdi`) is not 4 KiB aligned.
-    BadBufferAlignment = 0x534c_5750_e000_0003,
+    BadBufferAlignment = 0x534c_e003,
     /// The request length (`rsi`) is zero or larger than [`HYPERCALL_BUFFER_SIZE`].
-    BadLength = 0x534c_5750_e000_0004,
+    BadLength = 0x534c_e004,
 }
 
 impl TransportStatus {
@@ -89,10 +91,10 @@ impl TransportStatus {
     pub const fn from_code(code: u64) -> Option<Self> {
         Some(match code {
             0 => Self::Ok,
-            0x534c_5750_e000_0001 => Self::UnknownCall,
-            0x534c_5750_e000_0002 => Self::BadBufferAddress,
-            0x534c_5750_e000_0003 => Self::BadBufferAlignment,
-            0x534c_5750_e000_0004 => Self::BadLength,
+            0x534c_e001 => Self::UnknownCall,
+            0x534c_e002 => Self::BadBufferAddress,
+            0x534c_e003 => Self::BadBufferAlignment,
+            0x534c_e004 => Self::BadLength,
             _ => return None,
         })
     }

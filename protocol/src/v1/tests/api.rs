@@ -229,3 +229,18 @@ fn each_request_knows_its_answer_and_whether_it_needs_the_builder() {
         assert_eq!(request.needs_builder(), !for_everyone, "{request:?}");
     }
 }
+
+#[test]
+fn statuses_fit_a_32_bit_register() {
+    for status in [
+        TransportStatus::UnknownCall,
+        TransportStatus::BadBufferAddress,
+        TransportStatus::BadBufferAlignment,
+        TransportStatus::BadLength,
+    ] {
+        assert!(
+            u32::try_from(status.code()).is_ok() && status.code() > 0xffff,
+            "{status:?}"
+        );
+    }
+}

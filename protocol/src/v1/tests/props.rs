@@ -214,6 +214,14 @@ proptest! {
     }
 
     #[test]
+    fn every_cut_of_a_request_is_truncated(request in request(), cut in any::<proptest::sample::Index>()) {
+        let mut buffer = [0u8; HYPERCALL_BUFFER_SIZE];
+        let len = encode_request(&request, &mut buffer).unwrap();
+        let cut = cut.index(len);
+        prop_assert_eq!(decode_request(&buffer[..cut]), Err(crate::DecodeError::Truncated));
+    }
+
+    #[test]
     fn responses_round_trip(response in response()) {
         let mut buffer = [0u8; HYPERCALL_BUFFER_SIZE];
         let len = encode_response(&response, &mut buffer).unwrap();
@@ -269,7 +277,7 @@ proptest! {
     ) {
         let all = pinned_bytes();
         let mut bytes = all[which.index(all.len())].clone();
-        let at = HEADER_LEN + position.index(bytes.len() - HEADER_LEN).min(bytes.len() - 1 - HEADER_LEN);
+        let at = HEADER_LEN + position.index(bytes.len() - HEADER_LEN);
         bytes[at] = value;
         decode_all(&bytes);
     }

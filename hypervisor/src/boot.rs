@@ -45,6 +45,9 @@ _start32:
     cld
     mov esi, eax
     mov ebp, ebx
+    rdtsc                  /* entry time: the zero of every boot milestone */
+    mov dword ptr [BOOT_ENTRY_TSC], eax
+    mov dword ptr [BOOT_ENTRY_TSC + 4], edx
 
     /* Zero .bss (stack, early page tables, statics). */
     mov edi, offset __bss_start
@@ -149,6 +152,19 @@ long_mode_entry:
     call pre_launch_main
     ud2
 
+    /* Post-launch entry: what a dynamic launch (SENTER/SKINIT) re-enters. Nothing of the
+     * pre-launch stack survives: rsp is reset to the top of the boot stack. rdi = physical
+     * address of the launch hand-off (untrusted input to the post-launch stage). */
+    .section .text.post_launch_entry, "ax"
+    .global post_launch_entry
+post_launch_entry:
+    cli
+    cld
+    mov rsp, offset BOOT_STACK_TOP
+    xor ebp, ebp
+    call post_launch_main
+    ud2
+
     .section .rodata.boot, "a"
     .balign 8
 EARLY_GDT:
@@ -171,6 +187,10 @@ BOOT_MULTIBOOT_MAGIC:
     .global BOOT_MULTIBOOT_INFO
 BOOT_MULTIBOOT_INFO:
     .long 0
+    .balign 8
+    .global BOOT_ENTRY_TSC
+BOOT_ENTRY_TSC:
+    .quad 0
 
     .section .bss.boot_tables, "aw", @nobits
     .balign 4096

@@ -3,13 +3,34 @@
 #![no_std]
 #![no_main]
 
+mod address_space;
 mod boot;
 mod console;
+mod cpu;
+mod idt;
+mod interrupts;
+#[allow(dead_code)] // timer and IPIs: used once SMP and preemption land
+mod lapic;
+mod launch;
+mod memmap;
+mod percpu;
+mod physmem;
 mod qemu_exit;
 mod serial;
+mod tsc;
 
 use multiboot2::{BootInformation, BootInformationHeader};
+use slipway_hv_core::addr::PhysRange;
+use slipway_hv_core::frame_alloc::{BitmapFrameAllocator, FrameAllocator};
+
+use launch::{LaunchBackend, LaunchHandoff};
 use qemu_exit::Verdict;
+
+/// The pre-launch stage's record for the post-launch stage.
+static mut HANDOFF: LaunchHandoff = LaunchHandoff::empty();
+
+/// Bitmap storage for the frame allocator: one bit per 4 KiB frame below 4 GiB.
+static mut FRAME_BITMAP: [u64; 16384] = [0; 16384];
 
 /// Pre-launch entry, called by the 32-bit stub in long mode on the boot stack.
 #[unsafe(no_mangle)]
@@ -23,7 +44,13 @@ extern "C" fn pre_launch_main(magic: u32, info_addr: u32) -> ! {
     let info = unsafe { BootInformation::load(info_addr as usize as *const BootInformationHeader) }
         .unwrap_or_else(|e| panic!("invalid multiboot2 information at {info_addr:#x}: {e:?}"));
     print_banner(&info);
-    qemu_exit::exit(Verdict::Success)
+    // SAFETY: single CPU, before the launch: nothing else references HANDOFF.
+    let handoff = unsafe { &mut *core::ptr::addr_of_mut!(HANDOFF) };
+    if let Err(error) = launch::describe_boot(&info, handoff) {
+        panic!("pre-launch: cannot describe the boot: {error:?}");
+    }
+    hvprintln!("pre-launch: application processors stay parked until the post-launch stage");
+    launch::launch(LaunchBackend::None, handoff)
 }
 
 fn print_banner(info: &BootInformation<'_>) {
@@ -54,8 +81,132 @@ fn print_banner(info: &BootInformation<'_>) {
     }
 }
 
+/// Post-launch entry (from `post_launch_entry`, fresh stack). `handoff_addr` is untrusted.
+#[unsafe(no_mangle)]
+extern "C" fn post_launch_main(handoff_addr: u64) -> ! {
+    // SAFETY: boot CPU, interrupts disabled, first thing in this stage.
+    unsafe { cpu::init(0) };
+    idt::build();
+    idt::load();
+    percpu::register(0, percpu::apic_id());
+    tsc::calibrate();
+    // The zero of the boot timeline: the first instruction of the entry stub.
+    hvprintln!("milestone entry at 0 us");
+    hvprintln!("post-launch: TSC {} kHz", tsc::hz() / 1000);
+
+    // The only hand-off this image accepts is its own record; its contents are re-validated.
+    let expected = core::ptr::addr_of!(HANDOFF) as u64;
+    if handoff_addr != expected {
+        panic!(
+            "post-launch: hand-off at {handoff_addr:#x}, expected the image's record at {expected:#x}"
+        );
+    }
+    // SAFETY: the address is the image's own static; the pre-launch stage is gone, nothing
+    // else writes it.
+    let handoff = unsafe { &*core::ptr::addr_of!(HANDOFF) };
+    let image = address_space::image_range();
+    let boot = memmap::validate(handoff, image)
+        .unwrap_or_else(|e| panic!("post-launch: hand-off refused: {e:?}"));
+    let free = &boot.free[..boot.free_count];
+    let free_bytes: u64 = free.iter().map(|r| r.len()).sum();
+    hvprintln!(
+        "post-launch: validated {} memory regions, {} modules; {} MiB free RAM in {} ranges",
+        handoff.region_count,
+        boot.module_count,
+        free_bytes >> 20,
+        free.len()
+    );
+    if boot.unused_ranges > 0 {
+        hvprintln!(
+            "post-launch: {} small RAM ranges ({} KiB) left unused: the allocator tracks {} ranges",
+            boot.unused_ranges,
+            boot.unused_bytes >> 10,
+            memmap::MAX_RANGES
+        );
+    }
+
+    // SAFETY: the bitmap is used only by this allocator, which lives for the rest of the run.
+    let bitmap = unsafe { &mut *core::ptr::addr_of_mut!(FRAME_BITMAP) };
+    let mut alloc = BitmapFrameAllocator::new(free, bitmap)
+        .unwrap_or_else(|e| panic!("frame allocator: {e:?}"));
+    let mut mem = physmem::DirectMap::new();
+    for range in free {
+        mem.allow_write(*range);
+    }
+    for range in &boot.modules[..boot.module_count] {
+        mem.allow_read(*range);
+    }
+    let table = address_space::build(
+        &mut mem,
+        &mut alloc,
+        free,
+        &boot.modules[..boot.module_count],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("hypervisor page tables: {e:?}"));
+    // SAFETY: the new tables identity-map the image (text RX, data RW), stacks (minus guards),
+    // free RAM and modules: everything this CPU uses next.
+    unsafe { address_space::activate(table.root().start().0) };
+    hvprintln!(
+        "post-launch: own page tables active (W^X, NX data, stack guard pages); {} frames free",
+        alloc.free_frames()
+    );
+    tsc::milestone(format_args!("memory-ready"));
+    lapic::mask_legacy_pics();
+    lapic::init_this_cpu();
+    let cmdline =
+        core::str::from_utf8(&handoff.cmdline[..handoff.cmdline_len as usize]).unwrap_or("");
+    run_self_test(cmdline);
+    let _ = PhysRange::default();
+    qemu_exit::exit(Verdict::Success)
+}
+
+/// `selftest=<kind>` on the hypervisor command line provokes a fault on purpose, so tests can
+/// check that it is reported (and never escalates to a silent triple fault).
+fn run_self_test(cmdline: &str) {
+    let Some(kind) = cmdline
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("selftest="))
+    else {
+        return;
+    };
+    hvprintln!("self-test: provoking `{kind}`");
+    match kind {
+        "page-fault" => {
+            // SAFETY: deliberately faulting read of an unmapped address (a self-test).
+            let value = unsafe { (0x40_0000_0000u64 as *const u64).read_volatile() };
+            hvprintln!("self-test: read {value:#x} from an unmapped address?!");
+        }
+        "stack-overflow" => {
+            fn recurse(depth: u64) -> u64 {
+                if depth == u64::MAX {
+                    return 0;
+                }
+                let buf = [depth; 64];
+                core::hint::black_box(&buf);
+                recurse(depth + 1) + core::hint::black_box(buf[3])
+            }
+            hvprintln!("self-test: {}", recurse(0));
+        }
+        "write-text" => {
+            let target = run_self_test as *const () as *mut u8;
+            // SAFETY: deliberately writing to the hypervisor's own code (a self-test of W^X).
+            unsafe { target.write_volatile(0xcc) };
+            hvprintln!("self-test: wrote to the hypervisor's text?!");
+        }
+        "panic" => panic!("self-test panic"),
+        other => hvprintln!("self-test: unknown kind `{other}` ignored"),
+    }
+}
+
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     hvprintln!("panic: {info}");
+    let rbp: u64;
+    // SAFETY: reading rbp has no side effects.
+    unsafe {
+        core::arch::asm!("mov {}, rbp", out(reg) rbp, options(nomem, nostack, preserves_flags))
+    };
+    idt::print_backtrace(percpu::current_cpu_index(), 0, rbp);
     qemu_exit::exit(Verdict::Failure)
 }

@@ -1,0 +1,224 @@
+//! The two boot stages and the dynamic-launch backend between them.
+//!
+//! The pre-launch stage copies what it learned from multiboot2 into a [`LaunchHandoff`] (a
+//! fixed-size record inside the hypervisor image) and calls the launch backend. A real dynamic
+//! launch (SENTER/SKINIT) re-enters the image at `post_launch_entry` with fresh CPU state; the
+//! "none" backend jumps there directly and says loudly that nothing was measured. The
+//! post-launch stage treats the hand-off as hostile input and validates all of it.
+
+use multiboot2::{BootInformation, MemoryAreaType};
+
+/// Capacity of the hand-off record.
+pub const MAX_REGIONS: usize = 256;
+pub const MAX_MODULES: usize = 32;
+pub const MAX_CMDLINE: usize = 256;
+/// Tag identifying a hand-off record ("SLPWHOFF").
+pub const HANDOFF_MAGIC: u64 = 0x4646_4f48_5750_4c53;
+
+/// Kind of a firmware memory region, normalized from the basic (E820) or EFI map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum RegionKind {
+    Usable = 1,
+    Reserved = 2,
+    AcpiReclaimable = 3,
+    AcpiNvs = 4,
+    Defective = 5,
+}
+
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct RawRegion {
+    pub base: u64,
+    pub len: u64,
+    /// A [`RegionKind`] value; anything else is treated as reserved after validation.
+    pub kind: u32,
+    pub _pad: u32,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct RawModule {
+    pub start: u64,
+    pub end: u64,
+    pub cmdline_len: u32,
+    pub _pad: u32,
+    pub cmdline: [u8; MAX_CMDLINE],
+}
+
+/// What the pre-launch stage passes to the post-launch stage. Plain data, no pointers.
+#[repr(C)]
+pub struct LaunchHandoff {
+    pub magic: u64,
+    /// 0 = BIOS, 1 = UEFI.
+    pub boot_source: u32,
+    /// 0 = basic (E820) map, 1 = EFI map.
+    pub map_kind: u32,
+    pub region_count: u32,
+    pub module_count: u32,
+    pub regions: [RawRegion; MAX_REGIONS],
+    pub modules: [RawModule; MAX_MODULES],
+    pub cmdline_len: u32,
+    pub cmdline: [u8; MAX_CMDLINE],
+}
+
+impl LaunchHandoff {
+    pub const fn empty() -> Self {
+        Self {
+            magic: 0,
+            boot_source: 0,
+            map_kind: 0,
+            region_count: 0,
+            module_count: 0,
+            regions: [RawRegion {
+                base: 0,
+                len: 0,
+                kind: 0,
+                _pad: 0,
+            }; MAX_REGIONS],
+            modules: [RawModule {
+                start: 0,
+                end: 0,
+                cmdline_len: 0,
+                _pad: 0,
+                cmdline: [0; MAX_CMDLINE],
+            }; MAX_MODULES],
+            cmdline_len: 0,
+            cmdline: [0; MAX_CMDLINE],
+        }
+    }
+}
+
+/// Why the pre-launch stage could not describe the boot.
+#[derive(Debug)]
+#[allow(dead_code)] // fields are printed through Debug
+pub enum PreLaunchError {
+    /// the multiboot2 information has no memory map
+    NoMemoryMap,
+    /// the firmware memory map has more entries than the hand-off holds
+    TooManyRegions(usize),
+    /// more boot modules than the hand-off holds
+    TooManyModules(usize),
+    /// a command line is longer than the hand-off holds
+    CommandLineTooLong(usize),
+    /// a command line is not valid UTF-8
+    CommandLineNotUtf8,
+}
+
+fn copy_cmdline(dst: &mut [u8; MAX_CMDLINE], text: &str) -> Result<u32, PreLaunchError> {
+    let bytes = text.as_bytes();
+    if bytes.len() > MAX_CMDLINE {
+        return Err(PreLaunchError::CommandLineTooLong(bytes.len()));
+    }
+    dst[..bytes.len()].copy_from_slice(bytes);
+    Ok(bytes.len() as u32)
+}
+
+/// Fills `out` from the multiboot2 information.
+pub fn describe_boot(
+    info: &BootInformation<'_>,
+    out: &mut LaunchHandoff,
+) -> Result<(), PreLaunchError> {
+    out.magic = HANDOFF_MAGIC;
+    out.boot_source = u32::from(
+        info.efi_sdt64_tag().is_some()
+            || info.efi_sdt32_tag().is_some()
+            || info.efi_memory_map_tag().is_some(),
+    );
+    let mut count = 0usize;
+    let mut push = |base: u64, len: u64, kind: RegionKind| -> Result<(), PreLaunchError> {
+        if count >= MAX_REGIONS {
+            return Err(PreLaunchError::TooManyRegions(count + 1));
+        }
+        out.regions[count] = RawRegion {
+            base,
+            len,
+            kind: kind as u32,
+            _pad: 0,
+        };
+        count += 1;
+        Ok(())
+    };
+    if let Some(efi) = info.efi_memory_map_tag() {
+        out.map_kind = 1;
+        for area in efi.memory_areas() {
+            // Boot services are gone (GRUB exited them): loader and boot-services memory is
+            // free RAM, except what the module list and the image occupy (checked post-launch).
+            let kind = match area.ty.0 {
+                1..=4 | 7 => RegionKind::Usable,
+                8 => RegionKind::Defective,
+                9 => RegionKind::AcpiReclaimable,
+                10 => RegionKind::AcpiNvs,
+                _ => RegionKind::Reserved,
+            };
+            push(area.phys_start, area.page_count.saturating_mul(4096), kind)?;
+        }
+    } else if let Some(map) = info.memory_map_tag() {
+        out.map_kind = 0;
+        for area in map.memory_areas() {
+            let kind = match area.typ() {
+                MemoryAreaType::Available => RegionKind::Usable,
+                MemoryAreaType::AcpiAvailable => RegionKind::AcpiReclaimable,
+                MemoryAreaType::ReservedHibernate => RegionKind::AcpiNvs,
+                MemoryAreaType::Defective => RegionKind::Defective,
+                _ => RegionKind::Reserved,
+            };
+            push(area.start_address(), area.size(), kind)?;
+        }
+    } else {
+        return Err(PreLaunchError::NoMemoryMap);
+    }
+    out.region_count = count as u32;
+
+    let mut modules = 0usize;
+    for module in info.module_tags() {
+        if modules >= MAX_MODULES {
+            return Err(PreLaunchError::TooManyModules(modules + 1));
+        }
+        let line = module
+            .cmdline()
+            .map_err(|_| PreLaunchError::CommandLineNotUtf8)?;
+        let slot = &mut out.modules[modules];
+        slot.start = u64::from(module.start_address());
+        slot.end = u64::from(module.end_address());
+        slot.cmdline_len = copy_cmdline(&mut slot.cmdline, line)?;
+        modules += 1;
+    }
+    out.module_count = modules as u32;
+    let line = match info.command_line_tag() {
+        Some(tag) => tag
+            .cmdline()
+            .map_err(|_| PreLaunchError::CommandLineNotUtf8)?,
+        None => "",
+    };
+    out.cmdline_len = copy_cmdline(&mut out.cmdline, line)?;
+    Ok(())
+}
+
+/// Dynamic-launch backends. Only "none" exists in this version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LaunchBackend {
+    /// No dynamic launch: jump to the post-launch entry, unmeasured.
+    None,
+}
+
+unsafe extern "C" {
+    fn post_launch_entry(handoff: u64) -> !;
+}
+
+/// Performs the dynamic launch: does not return.
+pub fn launch(backend: LaunchBackend, handoff: &'static LaunchHandoff) -> ! {
+    match backend {
+        LaunchBackend::None => {
+            crate::hvprintln!(
+                "WARNING: launch backend `none`: NO DYNAMIC LAUNCH, this boot is UNMEASURED"
+            );
+            crate::hvprintln!(
+                "WARNING: PCR17-22 keep their reset values; nothing below is attested"
+            );
+            // SAFETY: `post_launch_entry` resets the stack and never returns; the hand-off is a
+            // static inside the image, which stays mapped.
+            unsafe { post_launch_entry(handoff as *const LaunchHandoff as u64) }
+        }
+    }
+}

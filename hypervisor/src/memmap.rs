@@ -1,0 +1,211 @@
+//! Post-launch validation of the hand-off: the memory map, the module list and the command lines
+//! are hostile input. The result is the list of RAM ranges the frame allocator may hand out.
+//!
+//! The memory map and module checks are `slipway-hv-core`'s (`memmap`); this module converts the
+//! hand-off record and checks the record itself.
+
+use slipway_hv_core::addr::{PAGE_SIZE, PhysRange};
+
+use slipway_hv_core::memmap::{
+    DEFAULT_MMIO_HOLES, FirmwareRegion, MemoryMapError, RegionKind as CoreKind, validate_memory_map,
+};
+
+use crate::launch::{
+    HANDOFF_MAGIC, LaunchHandoff, MAX_CMDLINE, MAX_MODULES, MAX_REGIONS, RegionKind,
+};
+
+/// Free ranges handed to the frame allocator (its region limit).
+pub const MAX_RANGES: usize = slipway_hv_core::frame_alloc::MAX_ALLOCATOR_REGIONS;
+/// Ranges while the map is being processed (EFI maps have 100+ entries before merging).
+const WORK_RANGES: usize = 256;
+/// RAM the hypervisor uses starts at 1 MiB (low memory keeps firmware data and the AP trampoline)
+/// and ends at 4 GiB (the early identity map's reach).
+pub const LOW_LIMIT: u64 = 0x10_0000;
+pub const HIGH_LIMIT: u64 = 0x1_0000_0000;
+
+/// Why the post-launch stage refused the hand-off.
+#[derive(Debug)]
+#[allow(dead_code)] // fields are printed through Debug
+pub enum HandoffError {
+    /// the hand-off record has the wrong magic (not written by the pre-launch stage)
+    BadMagic(u64),
+    /// the hand-off record claims more entries than it can hold
+    CountTooLarge { what: &'static str, count: u32 },
+    /// the memory map or module list is inconsistent
+    Map(MemoryMapError),
+    /// a command line is longer than its buffer or not UTF-8
+    BadCommandLine { index: Option<usize> },
+    /// more disjoint RAM ranges than the allocator tracks
+    TooManyRanges,
+    /// no usable RAM remains below 4 GiB
+    NoRam,
+}
+
+/// The validated view of the boot.
+#[allow(dead_code)] // `low`: the AP trampoline page comes from here once SMP lands
+pub struct ValidatedBoot {
+    /// RAM the allocator may hand out (sorted, disjoint, page-aligned, without image and modules).
+    pub free: [PhysRange; MAX_RANGES],
+    pub free_count: usize,
+    /// Small free ranges left out because the allocator tracks at most MAX_RANGES.
+    pub unused_ranges: usize,
+    pub unused_bytes: u64,
+    /// Usable RAM below 1 MiB (page-aligned), for the AP trampoline.
+    pub low: [PhysRange; 8],
+    pub low_count: usize,
+    /// Module ranges (page-rounded outward), in multiboot2 order.
+    pub modules: [PhysRange; MAX_MODULES],
+    pub module_count: usize,
+}
+
+fn push(list: &mut [PhysRange], count: &mut usize, range: PhysRange) -> Result<(), HandoffError> {
+    if range.is_empty() {
+        return Ok(());
+    }
+    if *count >= list.len() {
+        return Err(HandoffError::TooManyRanges);
+    }
+    list[*count] = range;
+    *count += 1;
+    Ok(())
+}
+
+/// Removes `hole` from every range in `list[..count]`.
+fn subtract(
+    list: &mut [PhysRange],
+    count: &mut usize,
+    hole: PhysRange,
+) -> Result<(), HandoffError> {
+    let mut out = [PhysRange::default(); WORK_RANGES];
+    let mut n = 0;
+    for range in &list[..*count] {
+        if !range.overlaps(&hole) {
+            push(&mut out, &mut n, *range)?;
+            continue;
+        }
+        push(
+            &mut out,
+            &mut n,
+            PhysRange::new(range.start.0, hole.start.0.max(range.start.0)),
+        )?;
+        push(
+            &mut out,
+            &mut n,
+            PhysRange::new(hole.end.0.min(range.end.0), range.end.0),
+        )?;
+    }
+    list[..n].copy_from_slice(&out[..n]);
+    *count = n;
+    Ok(())
+}
+
+/// Validates the hand-off against the image: the record itself here, the memory map and module
+/// ranges through `slipway_hv_core::memmap::validate_memory_map`.
+pub fn validate(handoff: &LaunchHandoff, image: PhysRange) -> Result<ValidatedBoot, HandoffError> {
+    if handoff.magic != HANDOFF_MAGIC {
+        return Err(HandoffError::BadMagic(handoff.magic));
+    }
+    let regions = handoff.region_count as usize;
+    if regions > MAX_REGIONS {
+        return Err(HandoffError::CountTooLarge {
+            what: "memory regions",
+            count: handoff.region_count,
+        });
+    }
+    let module_count = handoff.module_count as usize;
+    if module_count > MAX_MODULES {
+        return Err(HandoffError::CountTooLarge {
+            what: "modules",
+            count: handoff.module_count,
+        });
+    }
+    let mut map = [FirmwareRegion {
+        base: 0,
+        len: 0,
+        kind: CoreKind::Reserved,
+    }; MAX_REGIONS];
+    for (slot, raw) in map.iter_mut().zip(&handoff.regions[..regions]) {
+        let kind = match raw.kind {
+            k if k == RegionKind::Usable as u32 => CoreKind::Usable,
+            k if k == RegionKind::Reserved as u32 => CoreKind::Reserved,
+            k if k == RegionKind::AcpiReclaimable as u32 => CoreKind::AcpiReclaimable,
+            k if k == RegionKind::AcpiNvs as u32 => CoreKind::AcpiNvs,
+            k if k == RegionKind::Defective as u32 => CoreKind::Defective,
+            other => CoreKind::Other(other),
+        };
+        *slot = FirmwareRegion {
+            base: raw.base,
+            len: raw.len,
+            kind,
+        };
+    }
+    let mut modules = [PhysRange::default(); MAX_MODULES];
+    for (index, module) in handoff.modules[..module_count].iter().enumerate() {
+        if module.end < module.start {
+            return Err(HandoffError::Map(MemoryMapError::BadModule { index }));
+        }
+        modules[index] = PhysRange::new(module.start, module.end);
+        let len = module.cmdline_len as usize;
+        if len > MAX_CMDLINE || core::str::from_utf8(&module.cmdline[..len]).is_err() {
+            return Err(HandoffError::BadCommandLine { index: Some(index) });
+        }
+    }
+    let len = handoff.cmdline_len as usize;
+    if len > MAX_CMDLINE || core::str::from_utf8(&handoff.cmdline[..len]).is_err() {
+        return Err(HandoffError::BadCommandLine { index: None });
+    }
+    let mut free = [PhysRange::default(); WORK_RANGES];
+    let mut free_count = validate_memory_map(
+        &map[..regions],
+        image,
+        &modules[..module_count],
+        &DEFAULT_MMIO_HOLES,
+        &mut free,
+    )
+    .map_err(HandoffError::Map)?;
+    // The early identity map reaches 4 GiB: RAM above stays unused in this version.
+    subtract(
+        &mut free,
+        &mut free_count,
+        PhysRange::new(HIGH_LIMIT, u64::MAX),
+    )?;
+
+    let mut low = [PhysRange::default(); 8];
+    let mut low_count = 0;
+    for region in &map[..regions] {
+        if region.kind == CoreKind::Usable && region.base < LOW_LIMIT && low_count < low.len() {
+            let start = region.base.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+            let end = region.base.saturating_add(region.len).min(LOW_LIMIT) / PAGE_SIZE * PAGE_SIZE;
+            if start < end {
+                low[low_count] = PhysRange::new(start, end);
+                low_count += 1;
+            }
+        }
+    }
+    if free_count == 0 {
+        return Err(HandoffError::NoRam);
+    }
+    // The allocator tracks MAX_RANGES regions: keep the largest, report what is left unused.
+    let list = &mut free[..free_count];
+    list.sort_unstable_by_key(|r| core::cmp::Reverse(r.len()));
+    let kept = free_count.min(MAX_RANGES);
+    let unused_bytes: u64 = list[kept..].iter().map(|r| r.len()).sum();
+    let mut out = [PhysRange::default(); MAX_RANGES];
+    out[..kept].copy_from_slice(&list[..kept]);
+    out[..kept].sort_unstable_by_key(|r| r.start.0);
+    let mut module_pages = [PhysRange::default(); MAX_MODULES];
+    for (index, module) in modules[..module_count].iter().enumerate() {
+        module_pages[index] =
+            PhysRange::new(module.start.0, module.end.0.div_ceil(PAGE_SIZE) * PAGE_SIZE);
+    }
+    Ok(ValidatedBoot {
+        free: out,
+        free_count: kept,
+        unused_ranges: free_count - kept,
+        unused_bytes,
+        low,
+        low_count,
+        modules: module_pages,
+        module_count,
+    })
+}

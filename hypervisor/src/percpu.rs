@@ -1,0 +1,29 @@
+//! Which physical CPU is running: the index is found from the initial APIC ID (CPUID leaf 1),
+//! which needs no per-CPU register set up first, so even an early exception can name its CPU.
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use crate::cpu::MAX_CPUS;
+
+const UNUSED: u32 = u32::MAX;
+static APIC_IDS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(UNUSED) }; MAX_CPUS];
+
+/// The initial APIC ID of the calling CPU.
+pub fn apic_id() -> u32 {
+    let leaf1 = core::arch::x86_64::__cpuid(1);
+    leaf1.ebx >> 24
+}
+
+/// Records that CPU `index` has APIC ID `apic_id`.
+pub fn register(index: usize, apic_id: u32) {
+    APIC_IDS[index].store(apic_id, Ordering::SeqCst);
+}
+
+/// Index of the calling CPU (0 = boot CPU; also 0 before registration).
+pub fn current_cpu_index() -> usize {
+    let id = apic_id();
+    APIC_IDS
+        .iter()
+        .position(|slot| slot.load(Ordering::Relaxed) == id)
+        .unwrap_or(0)
+}

@@ -34,3 +34,6 @@ pub use pcr::{InitialState, PcrBanks};
 
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = core::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests;

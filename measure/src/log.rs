@@ -17,7 +17,7 @@
 //!   u32 eventSize, u8 event[eventSize]
 //! ```
 
-use crate::alg::{AlgId, Bank, BankSet, MAX_BANKS};
+use crate::alg::{AlgId, Bank, BankSet, HashAlg, MAX_BANKS};
 use crate::digest::{Digest, DigestList};
 use crate::events::EV_NO_ACTION;
 use crate::hash::event_digests;
@@ -189,10 +189,8 @@ impl<'a> LogWriter<'a> {
         let mut end = events.pos;
         loop {
             let rest = &buf[end..];
-            if rest.is_empty()
-                || (rest.len() >= 8
-                    && (rest[..8].iter().all(|&b| b == 0) || rest[..8].iter().all(|&b| b == 0xFF)))
-            {
+            let head = &rest[..rest.len().min(8)];
+            if head.iter().all(|&b| b == 0) || head.iter().all(|&b| b == 0xFF) {
                 break;
             }
             match events.next() {
@@ -426,14 +424,12 @@ impl<'a> EventLog<'a> {
             pos: 0,
         };
         let at = |s: &Reader<'_>| event_start + s.pos;
+        // The Spec ID event was taken whole from the log: a field cut off inside it means its
+        // eventSize is too small, so report it as malformed at the log offset.
         let truncated = |error: Error| match error {
             Error::Truncated { offset, what } => Error::Malformed {
                 offset: event_start + offset,
-                what: if what.is_empty() {
-                    "Spec ID event shorter than its fields"
-                } else {
-                    what
-                },
+                what,
             },
             other => other,
         };
@@ -570,8 +566,6 @@ impl<'a> EventLog<'a> {
         Ok(())
     }
 }
-
-use crate::alg::HashAlg;
 
 /// Iterator over the events of an [`EventLog`].
 #[derive(Clone)]

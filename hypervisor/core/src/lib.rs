@@ -7,6 +7,8 @@
 #![forbid(unsafe_code)]
 
 pub mod addr;
+pub mod build_record;
+pub mod domain;
 pub mod frame_alloc;
 pub mod guest_memory;
 pub mod memmap;

@@ -193,7 +193,7 @@ fn pages_of(range: PhysRange) -> PhysRange {
     let end = range
         .end
         .align_up(PAGE_SIZE)
-        .unwrap_or(PhysAddr(u64::MAX & !(PAGE_SIZE - 1)));
+        .unwrap_or(PhysAddr(!(PAGE_SIZE - 1)));
     PhysRange {
         start: range.start.align_down(PAGE_SIZE),
         end,

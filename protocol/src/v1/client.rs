@@ -17,6 +17,17 @@ pub trait Hypercall {
     ) -> (u64, u64);
 }
 
+/// A closure `(buffer, request_len) -> (rax, rsi)` is a hypercall too.
+impl<F: FnMut(&mut [u8; HYPERCALL_BUFFER_SIZE], usize) -> (u64, u64)> Hypercall for F {
+    fn message(
+        &mut self,
+        buffer: &mut [u8; HYPERCALL_BUFFER_SIZE],
+        request_len: usize,
+    ) -> (u64, u64) {
+        self(buffer, request_len)
+    }
+}
+
 /// Why a call did not produce the expected answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

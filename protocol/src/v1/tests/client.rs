@@ -135,3 +135,20 @@ fn a_server_answers_undecodable_requests_with_the_matching_error() {
     );
     assert_eq!(seen, Some(Err(Error::UnsupportedVersion)));
 }
+
+#[test]
+fn a_closure_is_a_hypercall() {
+    let mut buffer = [0u8; HYPERCALL_BUFFER_SIZE];
+    let mut seen_len = 0;
+    let mut hypercall = |page: &mut [u8; HYPERCALL_BUFFER_SIZE], len: usize| {
+        seen_len = len;
+        assert_eq!(decode_request(&page[..len]), Ok(Request::HandOff));
+        let len = encode_response(&Err(Error::PlanIncomplete), page).unwrap();
+        (0, len as u64)
+    };
+    assert_eq!(
+        call(&mut hypercall, &mut buffer, &Request::HandOff),
+        Err(CallError::Refused(Error::PlanIncomplete))
+    );
+    assert_eq!(seen_len, 7);
+}

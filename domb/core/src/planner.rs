@@ -1,0 +1,360 @@
+//! The domain build planner: from the launch configuration and the boot modules, the exact
+//! sequence of protocol v1 requests that builds and starts each domain.
+//!
+//! Domain memory layout (guest-physical, `[0, memory)`):
+//!
+//! | range | content |
+//! |---|---|
+//! | `0x1000..0x2000` | start-info page ([`START_INFO_GPA`]; reserved in the memory map) |
+//! | ELF `p_paddr` ranges | kernel segments |
+//! | top of memory, page aligned | ramdisk, if any |
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use slipway_protocol::Bytes;
+use slipway_protocol::v1::{self, DomainId, DomainName, Request, VcpuEntry, WRITE_MEMORY_MAX};
+
+use crate::config::{DomainConfig, LaunchConfig, PAGE_SIZE};
+use crate::elf_load::{self, ElfError, LoadPlan};
+use crate::start_info::{
+    self, MemoryMapEntry, MemoryType, StartInfoError, StartInfoSpec, StartModule,
+};
+
+/// Where each domain's start-info page goes.
+pub const START_INFO_GPA: u64 = 0x1000;
+
+/// A boot module as the planner sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct ModuleData<'a> {
+    /// Module name (first word of its command line).
+    pub name: &'a str,
+    /// Module index in multiboot2 order (as in requests).
+    pub index: u16,
+    /// The module's bytes.
+    pub bytes: &'a [u8],
+}
+
+/// One build step of a domain; the domain id is filled in once `CreateDomain` has answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildStep {
+    /// Copy part of a module into the domain.
+    Populate {
+        /// Module index.
+        module: u16,
+        /// Offset in the module.
+        module_offset: u64,
+        /// Bytes to copy.
+        length: u64,
+        /// Destination.
+        gpa: u64,
+    },
+    /// Write bytes (a piece of the start-info page).
+    Write {
+        /// Destination.
+        gpa: u64,
+        /// The bytes (at most `WRITE_MEMORY_MAX`).
+        bytes: Vec<u8>,
+    },
+    /// Set a vCPU's PVH entry state.
+    SetVcpu {
+        /// vCPU index.
+        vcpu: u16,
+        /// Entry state.
+        entry: VcpuEntry,
+    },
+    /// Give the domain the console input focus.
+    AssignConsole,
+    /// Record the domain's start.
+    RequestStart {
+        /// Position in the start order.
+        boot_order: u16,
+    },
+}
+
+/// The plan of one domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainPlan {
+    /// Domain name.
+    pub name: DomainName,
+    /// The `CreateDomain` request.
+    pub create: Request,
+    /// The steps after creation, in order.
+    pub steps: Vec<BuildStep>,
+    /// The kernel's loading plan (for messages).
+    pub kernel: LoadPlan,
+}
+
+impl DomainPlan {
+    /// The requests after `CreateDomain`, for the domain id the hypervisor returned.
+    pub fn requests(&self, domain: DomainId) -> impl Iterator<Item = Request> + '_ {
+        self.steps.iter().map(move |step| step.to_request(domain))
+    }
+}
+
+impl BuildStep {
+    /// The protocol request for this step.
+    pub fn to_request(&self, domain: DomainId) -> Request {
+        match self {
+            Self::Populate {
+                module,
+                module_offset,
+                length,
+                gpa,
+            } => Request::PopulateFromModule {
+                domain,
+                module: *module,
+                module_offset: *module_offset,
+                length: *length,
+                gpa: *gpa,
+            },
+            Self::Write { gpa, bytes } => Request::WriteMemory {
+                domain,
+                gpa: *gpa,
+                // The planner never makes a chunk longer than WRITE_MEMORY_MAX.
+                bytes: Bytes::from_slice(bytes).unwrap_or_default(),
+            },
+            Self::SetVcpu { vcpu, entry } => Request::SetVcpuState {
+                domain,
+                vcpu: *vcpu,
+                entry: *entry,
+            },
+            Self::AssignConsole => Request::AssignConsole { domain },
+            Self::RequestStart { boot_order } => Request::RequestStart {
+                domain,
+                boot_order: *boot_order,
+            },
+        }
+    }
+}
+
+/// What went wrong while planning a domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanProblem {
+    /// the module is not among the boot modules
+    ModuleNotFound(String),
+    /// the kernel image cannot be loaded
+    Kernel(ElfError),
+    /// a kernel segment overlaps the start-info page at 0x1000
+    KernelOverlapsStartInfo,
+    /// the ramdisk does not fit in the memory left by the kernel and the start-info page
+    RamdiskDoesNotFit,
+    /// the start-info page cannot be built
+    StartInfo(StartInfoError),
+    /// the domain name is not valid for the protocol
+    BadName,
+}
+
+impl fmt::Display for PlanProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ModuleNotFound(name) => write!(f, "no boot module is named \"{name}\""),
+            Self::Kernel(error) => write!(f, "kernel image: {error}"),
+            Self::KernelOverlapsStartInfo => {
+                f.write_str("a kernel segment overlaps the start-info page at 0x1000")
+            }
+            Self::RamdiskDoesNotFit => {
+                f.write_str("the ramdisk does not fit in the memory left by the kernel")
+            }
+            Self::StartInfo(error) => write!(f, "start info: {error}"),
+            Self::BadName => f.write_str("the domain name is not valid for the protocol"),
+        }
+    }
+}
+
+/// A planning error: the domain's node, the property that leads to the problem, and the problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanError {
+    /// The domain's node.
+    pub node: String,
+    /// The property (`kernel`, `ramdisk`, `memory`, `bootargs`, ...).
+    pub property: &'static str,
+    /// What is wrong.
+    pub problem: PlanProblem,
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "node {} property {}: {}",
+            self.node, self.property, self.problem
+        )
+    }
+}
+
+/// Plans every domain named in `start` (in that order: it is the boot order).
+pub fn plan(
+    config: &LaunchConfig,
+    start: &[String],
+    modules: &[ModuleData<'_>],
+) -> Result<Vec<DomainPlan>, PlanError> {
+    let console_owner = start
+        .iter()
+        .filter_map(|name| config.domains.iter().find(|d| &d.name == name))
+        .find(|d| d.capabilities.control)
+        .map(|d| d.name.as_str());
+    let mut plans = Vec::new();
+    for (order, name) in start.iter().enumerate() {
+        let Some(domain) = config.domains.iter().find(|d| &d.name == name) else {
+            continue;
+        };
+        let console = console_owner == Some(domain.name.as_str());
+        plans.push(plan_domain(domain, order as u16, console, modules)?);
+    }
+    Ok(plans)
+}
+
+fn find_module<'m, 'a>(
+    domain: &DomainConfig,
+    property: &'static str,
+    name: &str,
+    modules: &'m [ModuleData<'a>],
+) -> Result<&'m ModuleData<'a>, PlanError> {
+    modules
+        .iter()
+        .find(|m| m.name == name)
+        .ok_or_else(|| PlanError {
+            node: domain.node.clone(),
+            property,
+            problem: PlanProblem::ModuleNotFound(String::from(name)),
+        })
+}
+
+fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+/// Plans one domain: `boot_order` is its position in the start order.
+pub fn plan_domain(
+    domain: &DomainConfig,
+    boot_order: u16,
+    assign_console: bool,
+    modules: &[ModuleData<'_>],
+) -> Result<DomainPlan, PlanError> {
+    let error = |property, problem| PlanError {
+        node: domain.node.clone(),
+        property,
+        problem,
+    };
+    let name =
+        DomainName::new(&domain.name).map_err(|_| error("domain-name", PlanProblem::BadName))?;
+    let memory = domain.memory_bytes;
+    let start_info_range = (START_INFO_GPA, START_INFO_GPA + PAGE_SIZE);
+    if memory < start_info_range.1 {
+        return Err(error("memory", PlanProblem::KernelOverlapsStartInfo));
+    }
+
+    let kernel_module = find_module(domain, "kernel", &domain.kernel, modules)?;
+    let kernel = elf_load::plan_load(kernel_module.bytes, memory)
+        .map_err(|e| error("kernel", PlanProblem::Kernel(e)))?;
+    if kernel
+        .occupied()
+        .any(|range| overlaps(range, start_info_range))
+    {
+        return Err(error("kernel", PlanProblem::KernelOverlapsStartInfo));
+    }
+
+    let mut steps = Vec::new();
+    for segment in kernel.segments.iter().filter(|s| s.file_len > 0) {
+        steps.push(BuildStep::Populate {
+            module: kernel_module.index,
+            module_offset: segment.file_offset,
+            length: segment.file_len,
+            gpa: segment.gpa,
+        });
+    }
+
+    let mut start_modules = Vec::new();
+    if let Some(ramdisk_name) = &domain.ramdisk {
+        let ramdisk = find_module(domain, "ramdisk", ramdisk_name, modules)?;
+        let size = ramdisk.bytes.len() as u64;
+        let gpa = memory
+            .checked_sub(size)
+            .map(|gpa| gpa & !(PAGE_SIZE - 1))
+            .ok_or_else(|| error("ramdisk", PlanProblem::RamdiskDoesNotFit))?;
+        let range = (gpa, gpa + size);
+        if overlaps(range, start_info_range) || kernel.occupied().any(|k| overlaps(k, range)) {
+            return Err(error("ramdisk", PlanProblem::RamdiskDoesNotFit));
+        }
+        if size > 0 {
+            steps.push(BuildStep::Populate {
+                module: ramdisk.index,
+                module_offset: 0,
+                length: size,
+                gpa,
+            });
+        }
+        start_modules.push(StartModule {
+            paddr: gpa,
+            size,
+            cmdline: "",
+        });
+    }
+
+    let memory_map = [
+        MemoryMapEntry {
+            addr: 0,
+            size: START_INFO_GPA,
+            kind: MemoryType::Ram,
+        },
+        MemoryMapEntry {
+            addr: START_INFO_GPA,
+            size: PAGE_SIZE,
+            kind: MemoryType::Reserved,
+        },
+        MemoryMapEntry {
+            addr: start_info_range.1,
+            size: memory - start_info_range.1,
+            kind: MemoryType::Ram,
+        },
+    ];
+    let page = start_info::build(&StartInfoSpec {
+        page_gpa: START_INFO_GPA,
+        cmdline: &domain.bootargs,
+        modules: &start_modules,
+        memory_map: &memory_map,
+    })
+    .map_err(|e| error("bootargs", PlanProblem::StartInfo(e)))?;
+    for (index, chunk) in page.chunks(WRITE_MEMORY_MAX).enumerate() {
+        steps.push(BuildStep::Write {
+            gpa: START_INFO_GPA + (index * WRITE_MEMORY_MAX) as u64,
+            bytes: chunk.to_vec(),
+        });
+    }
+
+    // Every vCPU gets the PVH entry state; the guest runtime tells them apart by arrival order.
+    let entry = VcpuEntry::Pvh32 {
+        entry_eip: kernel.entry,
+        start_info_gpa: START_INFO_GPA as u32,
+    };
+    for vcpu in 0..domain.vcpus {
+        steps.push(BuildStep::SetVcpu {
+            vcpu: vcpu as u16,
+            entry,
+        });
+    }
+    if assign_console {
+        steps.push(BuildStep::AssignConsole);
+    }
+    steps.push(BuildStep::RequestStart { boot_order });
+
+    let capabilities = v1::Capabilities {
+        control: domain.capabilities.control,
+        hardware: domain.capabilities.hardware,
+        recovery: domain.capabilities.recovery,
+    };
+    let create = Request::CreateDomain {
+        name: name.clone(),
+        memory_bytes: memory,
+        vcpus: domain.vcpus as u16,
+        capabilities,
+    };
+    Ok(DomainPlan {
+        name,
+        create,
+        steps,
+        kernel,
+    })
+}

@@ -1,0 +1,215 @@
+use super::fixtures::*;
+use crate::config;
+use crate::elf_load::ElfError;
+use crate::planner::{self, BuildStep, ModuleData, PlanError, PlanProblem, START_INFO_GPA};
+use slipway_protocol::v1::{self, DomainId, Request, VcpuEntry};
+
+fn modules<'a>(kernel: &'a [u8], initrd: &'a [u8]) -> Vec<ModuleData<'a>> {
+    vec![
+        ModuleData {
+            name: "domb",
+            index: 0,
+            bytes: b"",
+        },
+        ModuleData {
+            name: "config",
+            index: 1,
+            bytes: b"",
+        },
+        ModuleData {
+            name: "hello",
+            index: 2,
+            bytes: kernel,
+        },
+        ModuleData {
+            name: "initrd",
+            index: 3,
+            bytes: initrd,
+        },
+    ]
+}
+
+fn start_all(config: &config::LaunchConfig) -> Vec<String> {
+    config.domains.iter().map(|d| d.name.clone()).collect()
+}
+
+#[test]
+fn plans_every_domain_with_exact_requests() {
+    let config = config::parse(&dtb(&config_tree()), MODULES).unwrap();
+    let kernel = ElfSpec::pvh(0x10_0000).build();
+    let plans = planner::plan(&config, &start_all(&config), &modules(&kernel, b"")).unwrap();
+    assert_eq!(plans.len(), 3);
+    assert_eq!(
+        plans[0].create,
+        Request::CreateDomain {
+            name: v1::DomainName::new("ctl").unwrap(),
+            memory_bytes: 16 << 20,
+            vcpus: 1,
+            capabilities: v1::Capabilities {
+                control: true,
+                hardware: false,
+                recovery: true
+            },
+        }
+    );
+    let requests: Vec<_> = plans[0].requests(DomainId(5)).collect();
+    let segment_offset = (64 + 56 * 3 + 20) as u64;
+    assert_eq!(
+        requests[..2],
+        [
+            Request::PopulateFromModule {
+                domain: DomainId(5),
+                module: 2,
+                module_offset: segment_offset,
+                length: 0x1800,
+                gpa: 0x10_0000
+            },
+            Request::PopulateFromModule {
+                domain: DomainId(5),
+                module: 2,
+                module_offset: segment_offset + 0x1800,
+                length: 0x100,
+                gpa: 0x10_2000
+            },
+        ]
+    );
+    let Request::WriteMemory { gpa, bytes, .. } = &requests[2] else {
+        panic!("start info write expected")
+    };
+    assert_eq!(*gpa, START_INFO_GPA);
+    assert_eq!(&bytes[..4], &0x336e_c578u32.to_le_bytes());
+    assert_eq!(
+        requests[3..],
+        [
+            Request::SetVcpuState {
+                domain: DomainId(5),
+                vcpu: 0,
+                entry: VcpuEntry::Pvh32 {
+                    entry_eip: 0x10_0000,
+                    start_info_gpa: 0x1000
+                }
+            },
+            Request::AssignConsole {
+                domain: DomainId(5)
+            },
+            Request::RequestStart {
+                domain: DomainId(5),
+                boot_order: 0
+            },
+        ]
+    );
+    // Non-control domains get no console; boot orders are positions; every vCPU gets state.
+    let hello_b: Vec<_> = plans[2]
+        .steps
+        .iter()
+        .filter(|s| !matches!(s, BuildStep::Populate { .. } | BuildStep::Write { .. }))
+        .cloned()
+        .collect();
+    let entry = VcpuEntry::Pvh32 {
+        entry_eip: 0x10_0000,
+        start_info_gpa: 0x1000,
+    };
+    assert_eq!(
+        hello_b,
+        [
+            BuildStep::SetVcpu { vcpu: 0, entry },
+            BuildStep::SetVcpu { vcpu: 1, entry },
+            BuildStep::RequestStart { boot_order: 2 },
+        ]
+    );
+    // Every request encodes within the hypercall buffer.
+    let mut buffer = [0u8; slipway_protocol::HYPERCALL_BUFFER_SIZE];
+    for plan in &plans {
+        v1::encode_request(&plan.create, &mut buffer).unwrap();
+        for request in plan.requests(DomainId(1)) {
+            v1::encode_request(&request, &mut buffer).unwrap();
+        }
+    }
+}
+
+#[test]
+fn plans_only_the_started_domains_in_given_order() {
+    let config = config::parse(&dtb(&config_tree()), MODULES).unwrap();
+    let kernel = ElfSpec::pvh(0x10_0000).build();
+    let plans = planner::plan(&config, &["hello-b".into()], &modules(&kernel, b"")).unwrap();
+    assert_eq!(plans.len(), 1);
+    assert_eq!(plans[0].name.as_str(), "hello-b");
+    assert_eq!(
+        plans[0].steps.last(),
+        Some(&BuildStep::RequestStart { boot_order: 0 })
+    );
+}
+
+#[test]
+fn ramdisk_goes_to_top_of_memory_and_into_start_info() {
+    let mut tree = config_tree();
+    tree.find(&["chosen", "hypervisor", "hello-a"])
+        .set("ramdisk", s("initrd"));
+    let config = config::parse(&dtb(&tree), MODULES).unwrap();
+    let kernel = ElfSpec::pvh(0x10_0000).build();
+    let initrd = vec![0x5a; 5000];
+    let plans = planner::plan(&config, &["hello-a".into()], &modules(&kernel, &initrd)).unwrap();
+    let gpa = (16u64 << 20) - 0x2000;
+    assert!(plans[0].steps.contains(&BuildStep::Populate {
+        module: 3,
+        module_offset: 0,
+        length: 5000,
+        gpa
+    }));
+    let BuildStep::Write { bytes, .. } = plans[0]
+        .steps
+        .iter()
+        .find(|s| matches!(s, BuildStep::Write { .. }))
+        .unwrap()
+    else {
+        unreachable!()
+    };
+    assert_eq!(&bytes[12..16], &1u32.to_le_bytes());
+    assert_eq!(&bytes[56..64], &gpa.to_le_bytes());
+    assert_eq!(&bytes[64..72], &5000u64.to_le_bytes());
+}
+
+#[test]
+fn errors_name_the_domain_node_and_property() {
+    let mut tree = config_tree();
+    tree.find(&["chosen", "hypervisor", "hello-a"])
+        .set("ramdisk", s("initrd"));
+    let config = config::parse(&dtb(&tree), MODULES).unwrap();
+    let start = vec!["hello-a".to_string()];
+    let kernel = ElfSpec::pvh(0x10_0000).build();
+
+    let error = planner::plan(&config, &start, &modules(b"garbage", b"")).unwrap_err();
+    assert_eq!(
+        error,
+        PlanError {
+            node: "/chosen/hypervisor/hello-a".into(),
+            property: "kernel",
+            problem: PlanProblem::Kernel(ElfError::Malformed)
+        }
+    );
+    assert!(
+        error
+            .to_string()
+            .starts_with("node /chosen/hypervisor/hello-a property kernel:"),
+        "{error}"
+    );
+
+    let huge = vec![0; 15 << 20];
+    let error = planner::plan(&config, &start, &modules(&kernel, &huge)).unwrap_err();
+    assert_eq!(
+        (error.property, error.problem),
+        ("ramdisk", PlanProblem::RamdiskDoesNotFit)
+    );
+
+    let mut low = ElfSpec::pvh(0x1000);
+    low.loads[0].paddr = 0x1000;
+    let error = planner::plan(&config, &start, &modules(&low.build(), b"")).unwrap_err();
+    assert_eq!(
+        (error.property, error.problem),
+        ("kernel", PlanProblem::KernelOverlapsStartInfo)
+    );
+
+    let no_modules: Vec<ModuleData<'_>> = Vec::new();
+    let error = planner::plan(&config, &start, &no_modules).unwrap_err();
+    assert_eq!(error.problem, PlanProblem::ModuleNotFound("hello".into()));
+}

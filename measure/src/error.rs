@@ -76,6 +76,21 @@ pub enum Error {
         /// Bytes available.
         available: usize,
     },
+    /// The event goes into another PCR under the measurement plan.
+    WrongPcr {
+        /// The event type.
+        event_type: u32,
+        /// The PCR asked for.
+        pcr: u32,
+    },
+    /// Digests were passed for an event whose digest is computed from its data, or not passed
+    /// for one whose digest is not.
+    DigestRule {
+        /// The event type.
+        event_type: u32,
+        /// What is wrong.
+        what: &'static str,
+    },
     /// The event data is not a valid encoding for its event type.
     BadEventData {
         /// The event type.
@@ -132,6 +147,13 @@ impl fmt::Display for Error {
                 f,
                 "output buffer too small: need {needed} bytes, have {available}"
             ),
+            Error::WrongPcr { event_type, pcr } => write!(
+                f,
+                "event type {event_type:#x} does not go into PCR{pcr} under the measurement plan"
+            ),
+            Error::DigestRule { event_type, what } => {
+                write!(f, "wrong digests for event type {event_type:#x}: {what}")
+            }
             Error::BadEventData { event_type, what } => {
                 write!(f, "bad event data for event type {event_type:#x}: {what}")
             }

@@ -19,7 +19,7 @@
 
 use crate::alg::{AlgId, Bank, BankSet, HashAlg, MAX_BANKS};
 use crate::digest::{Digest, DigestList};
-use crate::events::EV_NO_ACTION;
+use crate::events::{DigestRule, EV_NO_ACTION, SEPARATOR_PCRS, SlipwayEvent};
 use crate::hash::event_digests;
 use crate::pcr::{InitialState, PCR_COUNT, PcrBanks};
 use crate::{Error, Result};
@@ -266,22 +266,9 @@ impl<'a> LogWriter<'a> {
         let ordered = digests.ordered_for(&self.banks)?;
         self.check_fits(data.len())?;
         let offset = self.len;
-        let needed = event_len(&self.banks, data.len());
-        let mut w = Writer {
-            out: &mut self.buf[offset..offset + needed],
-            pos: 0,
-        };
-        w.u32(pcr);
-        w.u32(event_type);
-        w.u32(ordered.len() as u32);
-        for digest in ordered.iter() {
-            w.u16(digest.alg().0);
-            w.bytes(digest.as_bytes());
-        }
-        w.u32(data.len() as u32);
-        w.bytes(data);
-        debug_assert_eq!(w.pos, needed);
-        self.len += needed;
+        let data_start = offset + event_len(&self.banks, 0);
+        self.buf[data_start..data_start + data.len()].copy_from_slice(data);
+        self.write_head(pcr, event_type, &ordered, data.len());
         Ok(offset)
     }
 
@@ -297,6 +284,84 @@ impl<'a> LogWriter<'a> {
         let digests = event_digests(&self.banks, data);
         self.append(pcr, event_type, &digests, data)?;
         Ok(digests)
+    }
+}
+
+impl LogWriter<'_> {
+    /// Appends a typed Slipway event at `pcr`, encoding its event data straight into the log
+    /// buffer. The PCR must be the one the plan assigns ([`SlipwayEvent::pcr`]; a separator goes
+    /// into any of [`SEPARATOR_PCRS`]). For events a verifier interprets
+    /// ([`DigestRule::EventData`]) pass `digests: None`: the digests are computed from the
+    /// encoded bytes. For a bound module or the launch region pass the digests. Returns the
+    /// digests written: extend the TPM with exactly these.
+    pub fn append_slipway(
+        &mut self,
+        pcr: u32,
+        event: &SlipwayEvent<'_>,
+        digests: Option<&DigestList>,
+    ) -> Result<DigestList> {
+        let event_type = event.event_type();
+        let pcr_ok = match event {
+            SlipwayEvent::Separator => SEPARATOR_PCRS.contains(&pcr),
+            _ => pcr == event.pcr(),
+        };
+        if !pcr_ok {
+            return Err(Error::WrongPcr { event_type, pcr });
+        }
+        let data_len = event.encoded_len();
+        if u32::try_from(data_len).is_err() {
+            return Err(Error::FieldTooLong {
+                what: "event data",
+                len: data_len,
+                max: u32::MAX as usize,
+            });
+        }
+        self.check_fits(data_len)?;
+        // Encode the data in its final place, after the fixed-size record head, so that its
+        // digests are computed from exactly the bytes in the log; the head is written last.
+        let data_start = self.len + event_len(&self.banks, 0);
+        let data = &mut self.buf[data_start..data_start + data_len];
+        event.encode(data)?;
+        let digests = match (event.digest_rule(), digests) {
+            (DigestRule::EventData, None) => event_digests(&self.banks, data),
+            (DigestRule::EventData, Some(_)) => {
+                return Err(Error::DigestRule {
+                    event_type,
+                    what: "its digest is the hash of its event data: pass no digests",
+                });
+            }
+            (_, Some(digests)) => *digests,
+            (_, None) => {
+                return Err(Error::DigestRule {
+                    event_type,
+                    what: "its digest is not the hash of its event data: pass the digests",
+                });
+            }
+        };
+        let ordered = digests.ordered_for(&self.banks)?;
+        self.write_head(pcr, event_type, &ordered, data_len);
+        Ok(digests)
+    }
+
+    /// Writes the record head (everything before the event data) at the end of the log and
+    /// counts the record, whose data must already be in place. `ordered` is in header order
+    /// and the record fits (checked by the caller).
+    fn write_head(&mut self, pcr: u32, event_type: u32, ordered: &DigestList, data_len: usize) {
+        let head_len = event_len(&self.banks, 0);
+        let mut w = Writer {
+            out: &mut self.buf[self.len..self.len + head_len],
+            pos: 0,
+        };
+        w.u32(pcr);
+        w.u32(event_type);
+        w.u32(ordered.len() as u32);
+        for digest in ordered.iter() {
+            w.u16(digest.alg().0);
+            w.bytes(digest.as_bytes());
+        }
+        w.u32(data_len as u32);
+        debug_assert_eq!(w.pos, head_len);
+        self.len += head_len + data_len;
     }
 }
 
@@ -642,4 +707,59 @@ fn parse_event<'a>(bytes: &'a [u8], offset: usize, banks: &BankSet) -> Result<(E
         },
         r.pos,
     ))
+}
+
+/// The first place where two logs differ, counting only events in selected PCRs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct EventDifference<'a, 'b> {
+    /// Index of the differing event among the selected events (0 = the first selected event).
+    pub index: usize,
+    /// The expected event there, or `None` if the expected log ends first.
+    pub expected: Option<Event<'a>>,
+    /// The actual event there, or `None` if the actual log ends first.
+    pub actual: Option<Event<'b>>,
+}
+
+/// Compares two logs event by event, looking only at events whose PCR is set in `pcr_mask`
+/// (bit n = PCR n): PCR index, event type, event data, and the digests of every bank both logs
+/// have. Returns the first difference, or `None` if the selected events agree. This is how a
+/// verifier names the first event that differs from the prediction.
+pub fn first_difference<'a, 'b>(
+    expected: &EventLog<'a>,
+    actual: &EventLog<'b>,
+    pcr_mask: u32,
+) -> Result<Option<EventDifference<'a, 'b>>> {
+    let selected = |event: &Result<Event<'_>>| match event {
+        Ok(event) => event.pcr < 32 && pcr_mask & (1 << event.pcr) != 0,
+        Err(_) => true,
+    };
+    let mut expected_events = expected.events().filter(selected);
+    let mut actual_events = actual.events().filter(selected);
+    let mut index = 0;
+    loop {
+        let want = expected_events.next().transpose()?;
+        let have = actual_events.next().transpose()?;
+        let same = match (&want, &have) {
+            (None, None) => return Ok(None),
+            (Some(want), Some(have)) => {
+                want.pcr == have.pcr
+                    && want.event_type == have.event_type
+                    && want.data == have.data
+                    && want.digests.iter().all(|digest| {
+                        have.digests
+                            .get(digest.alg())
+                            .is_none_or(|other| other == digest)
+                    })
+            }
+            _ => false,
+        };
+        if !same {
+            return Ok(Some(EventDifference {
+                index,
+                expected: want,
+                actual: have,
+            }));
+        }
+        index += 1;
+    }
 }

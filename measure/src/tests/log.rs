@@ -569,3 +569,124 @@ proptest! {
         prop_assert_eq!(parsed.replay(InitialState::DynamicLaunch).unwrap(), expected);
     }
 }
+
+#[test]
+fn append_slipway_encodes_in_place_and_enforces_the_plan() {
+    let banks = BankSet::from_algs(&[AlgId::SHA256, AlgId::SM3_256]).unwrap();
+    let mut buf = vec![0u8; 8192];
+    let mut log = new_log(&mut buf, banks);
+    let kind = SlipwayEvent::LaunchKind(LaunchKind::Emulated);
+    let digests = log.append_slipway(19, &kind, None).unwrap();
+    assert_eq!(digests, crate::hash::event_digests(&banks, &[1, 1]));
+    let config = vec![0x42u8; 3000];
+    log.append_slipway(19, &SlipwayEvent::LaunchConfig(&config), None)
+        .unwrap();
+    let module = SlipwayEvent::BootModule(ModuleRecord {
+        name: b"hello",
+        size: 3,
+    });
+    let bound = crate::hash::bound_module_digests(&banks, b"hello", b"abc");
+    assert_eq!(
+        log.append_slipway(20, &module, Some(&bound)).unwrap(),
+        bound
+    );
+    for pcr in SEPARATOR_PCRS {
+        log.append_slipway(pcr, &SlipwayEvent::Separator, None)
+            .unwrap();
+    }
+    let before = log.len();
+    assert_eq!(
+        log.append_slipway(20, &kind, None),
+        Err(Error::WrongPcr {
+            event_type: EV_SLIPWAY_LAUNCH_KIND,
+            pcr: 20
+        })
+    );
+    assert_eq!(
+        log.append_slipway(22, &SlipwayEvent::Separator, None),
+        Err(Error::WrongPcr {
+            event_type: EV_SEPARATOR,
+            pcr: 22
+        })
+    );
+    assert!(matches!(
+        log.append_slipway(20, &module, None),
+        Err(Error::DigestRule { .. })
+    ));
+    assert!(matches!(
+        log.append_slipway(19, &kind, Some(&bound)),
+        Err(Error::DigestRule { .. })
+    ));
+    assert_eq!(log.len(), before);
+
+    // Same bytes as encoding by hand and appending.
+    let mut other_buf = vec![0u8; 8192];
+    let mut other = new_log(&mut other_buf, banks);
+    other
+        .append_measured(19, EV_SLIPWAY_LAUNCH_KIND, &[1, 1])
+        .unwrap();
+    other
+        .append_measured(19, EV_SLIPWAY_LAUNCH_CONFIG, &config)
+        .unwrap();
+    let mut data = [0u8; 64];
+    let len = module.encode(&mut data).unwrap();
+    other
+        .append(20, EV_SLIPWAY_BOOT_MODULE, &bound, &data[..len])
+        .unwrap();
+    for pcr in SEPARATOR_PCRS {
+        other
+            .append_measured(pcr, EV_SEPARATOR, &SEPARATOR_DATA)
+            .unwrap();
+    }
+    assert_eq!(log.as_bytes(), other.as_bytes());
+}
+
+#[test]
+fn first_difference_names_the_first_differing_event() {
+    let banks = BankSet::all_supported();
+    let write = |module: &[u8]| {
+        let mut buf = vec![0u8; 8192];
+        let mut log = new_log(&mut buf, banks);
+        log.append_measured(17, 0x404, b"hardware").unwrap();
+        log.append_measured(19, EV_SLIPWAY_LAUNCH_KIND, &[1, 1])
+            .unwrap();
+        let data = [1, 1, 0, b'm', 3, 0, 0, 0, 0, 0, 0, 0];
+        let bound = crate::hash::bound_module_digests(&banks, b"m", module);
+        log.append(20, EV_SLIPWAY_BOOT_MODULE, &bound, &data)
+            .unwrap();
+        log.append_measured(21, EV_SEPARATOR, &SEPARATOR_DATA)
+            .unwrap();
+        log.as_bytes().to_vec()
+    };
+    let expected_bytes = write(b"abc");
+    let same_bytes = write(b"abc");
+    let changed_bytes = write(b"abd");
+    let expected = EventLog::parse(&expected_bytes).unwrap();
+    let same = EventLog::parse(&same_bytes).unwrap();
+    let changed = EventLog::parse(&changed_bytes).unwrap();
+    let slipway_pcrs = (1 << 19) | (1 << 20) | (1 << 21);
+    assert_eq!(
+        first_difference(&expected, &same, slipway_pcrs).unwrap(),
+        None
+    );
+    let difference = first_difference(&expected, &changed, slipway_pcrs)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        difference.index, 1,
+        "the module is the second Slipway event"
+    );
+    assert_eq!(
+        difference.expected.unwrap().event_type,
+        EV_SLIPWAY_BOOT_MODULE
+    );
+    assert_eq!(difference.actual.unwrap().pcr, 20);
+    // Only PCR21 selected: they agree.
+    assert_eq!(
+        first_difference(&expected, &changed, 1 << 21).unwrap(),
+        None
+    );
+    // A log that stops early.
+    let short = EventLog::parse(&expected_bytes[..expected_bytes.len() - 70]).unwrap();
+    assert!(first_difference(&expected, &short, slipway_pcrs).is_err());
+}

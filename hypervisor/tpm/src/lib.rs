@@ -1,0 +1,30 @@
+//! Slipway's TPM 2.0 stack: a TIS (PC Client PTP FIFO) driver over a register trait, TPM2
+//! command helpers over any [`TpmTransport`] (marshaling by `tpm2-protocol`), per-command
+//! counters, and (feature `verify`, std) the host-side quote verification.
+//!
+//! See README.md for the TIS sequence, the timeouts and what was verified against swtpm.
+
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![forbid(unsafe_code)]
+
+pub mod alg;
+pub mod command;
+pub mod rc;
+pub mod tis;
+pub mod transport;
+#[cfg(feature = "verify")]
+pub mod verify;
+
+#[cfg(test)]
+mod command_tests;
+#[cfg(test)]
+mod tis_tests;
+
+pub use alg::{Digest, HashAlg, PcrBanks, PcrMask};
+pub use command::{
+    AkTemplate, AttestationKey, CommandCounts, CommandError, Hierarchy, PcrAllocation, PcrValues,
+    Quote, StartupType, Tpm,
+};
+pub use rc::ResponseCode;
+pub use tis::{Clock, Tis, TisError, TisRegisters, TisTimeouts};
+pub use transport::TpmTransport;

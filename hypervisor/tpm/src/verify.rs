@@ -1,0 +1,417 @@
+//! Quote verification for host tools (`cargo xtask verify`): parse a TPMS_ATTEST, check that it
+//! is a genuine-TPM quote (magic TPM_GENERATED_VALUE, type TPM_ST_ATTEST_QUOTE) over the expected
+//! nonce, verify its signature with the attestation key's public area, and compare its pcrDigest
+//! with PCR values the verifier computed (for example by replaying the event log).
+//!
+//! Parsing is `tpm2-protocol`'s; ECDSA P-256 verification is the `p256` crate's. Binding the key
+//! to a genuine TPM (endorsement-key certificate) is not this module's job.
+
+use std::{fmt, vec::Vec};
+
+use p256::ecdsa::{Signature, VerifyingKey, signature::hazmat::PrehashVerifier};
+use sha1::Sha1;
+use sha2::{Digest as _, Sha256, Sha384, Sha512};
+use tpm2_protocol::{
+    TpmUnmarshal,
+    data::{
+        TpmAlgId, TpmEccCurve, TpmSt, TpmaObject, TpmsAttest, TpmtPublic, TpmtSignature,
+        TpmuAttest, TpmuPublicId, TpmuPublicParms, TpmuSignature,
+    },
+};
+
+use crate::alg::{HashAlg, PcrMask};
+
+/// Why a quote was not accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VerifyError {
+    /// A structure does not parse.
+    Malformed {
+        /// Which structure.
+        what: &'static str,
+        /// tpm2-protocol's error.
+        error: tpm2_protocol::TpmError,
+    },
+    /// Bytes follow a structure.
+    TrailingBytes {
+        /// Which structure.
+        what: &'static str,
+        /// How many.
+        count: usize,
+    },
+    /// The attestation is not a quote (TPM_ST_ATTEST_QUOTE).
+    NotAQuote {
+        /// The attestation type found.
+        attest_type: u16,
+    },
+    /// The quote's extraData is not the verifier's nonce.
+    NonceMismatch {
+        /// extraData in the quote.
+        quoted: Vec<u8>,
+    },
+    /// The key is not a restricted signing key fixed to its TPM.
+    NotAnAttestationKey {
+        /// Its objectAttributes.
+        attributes: u32,
+    },
+    /// The key type or curve is not supported here.
+    UnsupportedKey(&'static str),
+    /// The signature algorithm does not fit the key or is not supported.
+    UnsupportedSignature {
+        /// TPM_ALG_ID of the signature.
+        sig_alg: u16,
+    },
+    /// A hash algorithm this module cannot compute.
+    UnsupportedHash {
+        /// TPM_ALG_ID.
+        alg: u16,
+    },
+    /// The signature does not verify with the key over the attestation bytes.
+    BadSignature,
+    /// The verifier has no value for a quoted PCR.
+    PcrValueMissing {
+        /// Bank.
+        alg: HashAlg,
+        /// PCR.
+        pcr: u8,
+    },
+    /// The quoted pcrDigest differs from the digest of the expected PCR values.
+    PcrDigestMismatch {
+        /// Digest of the expected values.
+        expected: Vec<u8>,
+        /// pcrDigest in the quote.
+        quoted: Vec<u8>,
+    },
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VerifyError::Malformed { what, error } => write!(f, "malformed {what}: {error:?}"),
+            VerifyError::TrailingBytes { what, count } => {
+                write!(f, "{count} bytes follow the {what}")
+            }
+            VerifyError::NotAQuote { attest_type } => write!(
+                f,
+                "the attestation is of type {attest_type:#06x}, not TPM_ST_ATTEST_QUOTE"
+            ),
+            VerifyError::NonceMismatch { quoted } => {
+                write!(
+                    f,
+                    "the quote's nonce {} is not the expected one",
+                    Hex(quoted)
+                )
+            }
+            VerifyError::NotAnAttestationKey { attributes } => write!(
+                f,
+                "the key (attributes {attributes:#010x}) is not a restricted signing key fixed to its TPM"
+            ),
+            VerifyError::UnsupportedKey(what) => write!(f, "unsupported key: {what}"),
+            VerifyError::UnsupportedSignature { sig_alg } => {
+                write!(
+                    f,
+                    "unsupported signature algorithm {sig_alg:#06x} for this key"
+                )
+            }
+            VerifyError::UnsupportedHash { alg } => {
+                write!(f, "hash algorithm {alg:#06x} is not supported")
+            }
+            VerifyError::BadSignature => {
+                f.write_str("the quote's signature does not verify with the attestation key")
+            }
+            VerifyError::PcrValueMissing { alg, pcr } => {
+                write!(f, "no expected value for quoted PCR{pcr} in the {alg} bank")
+            }
+            VerifyError::PcrDigestMismatch { expected, quoted } => write!(
+                f,
+                "quoted pcrDigest {} differs from the expected {}",
+                Hex(quoted),
+                Hex(expected)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for VerifyError {}
+
+struct Hex<'a>(&'a [u8]);
+
+impl fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The fields of a quote's TPMS_ATTEST.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuoteInfo {
+    /// qualifiedSigner: the key's qualified name.
+    pub qualified_signer: Vec<u8>,
+    /// extraData: the nonce.
+    pub extra_data: Vec<u8>,
+    /// clockInfo.clock (ms).
+    pub clock: u64,
+    /// clockInfo.resetCount.
+    pub reset_count: u32,
+    /// clockInfo.restartCount.
+    pub restart_count: u32,
+    /// clockInfo.safe.
+    pub safe: bool,
+    /// firmwareVersion.
+    pub firmware_version: u64,
+    /// The quoted PCRs, per bank, in quote order.
+    pub pcr_selection: Vec<(HashAlg, PcrMask)>,
+    /// pcrDigest: H(concatenation of the selected PCR values), H the signing scheme's hash.
+    pub pcr_digest: Vec<u8>,
+}
+
+/// Parses a quote's TPMS_ATTEST (magic, type, fields); checks no signature.
+pub fn parse_quote_attest(attest: &[u8]) -> Result<QuoteInfo, VerifyError> {
+    let (parsed, rest) = TpmsAttest::unmarshal(attest).map_err(|error| VerifyError::Malformed {
+        what: "TPMS_ATTEST",
+        error,
+    })?;
+    if !rest.is_empty() {
+        return Err(VerifyError::TrailingBytes {
+            what: "TPMS_ATTEST",
+            count: rest.len(),
+        });
+    }
+    let TpmuAttest::Quote(quote) = &parsed.attested else {
+        return Err(VerifyError::NotAQuote {
+            attest_type: parsed.attest_type.value(),
+        });
+    };
+    if parsed.attest_type != TpmSt::AttestQuote {
+        return Err(VerifyError::NotAQuote {
+            attest_type: parsed.attest_type.value(),
+        });
+    }
+    let mut pcr_selection = Vec::new();
+    for selection in quote.pcr_select.iter() {
+        let alg = HashAlg::from_tpm(selection.hash).ok_or(VerifyError::UnsupportedHash {
+            alg: selection.hash.value(),
+        })?;
+        let mask =
+            PcrMask::from_select_bytes(&selection.pcr_select).ok_or(VerifyError::Malformed {
+                what: "TPMS_PCR_SELECTION (PCR above 23)",
+                error: tpm2_protocol::TpmError::TooManyItems {
+                    offset: 0,
+                    limit: 3,
+                    actual: selection.pcr_select.len(),
+                },
+            })?;
+        pcr_selection.push((alg, mask));
+    }
+    Ok(QuoteInfo {
+        qualified_signer: parsed.qualified_signer.to_vec(),
+        extra_data: parsed.extra_data.to_vec(),
+        clock: parsed.clock_info.clock.value(),
+        reset_count: parsed.clock_info.reset_count.value(),
+        restart_count: parsed.clock_info.restart_count.value(),
+        safe: parsed.clock_info.safe.into(),
+        firmware_version: parsed.firmware_version.value(),
+        pcr_selection,
+        pcr_digest: quote.pcr_digest.to_vec(),
+    })
+}
+
+/// An attestation key's public part, ready to verify signatures.
+#[derive(Clone, Debug)]
+pub struct AkPublic {
+    key: VerifyingKey,
+    name_alg: HashAlg,
+}
+
+impl AkPublic {
+    /// The key's nameAlg.
+    pub fn name_alg(&self) -> HashAlg {
+        self.name_alg
+    }
+}
+
+/// Parses a marshaled TPMT_PUBLIC of an attestation key (restricted, sign, fixedTPM; ECC P-256).
+pub fn parse_public(public: &[u8]) -> Result<AkPublic, VerifyError> {
+    let (parsed, rest) = TpmtPublic::unmarshal(public).map_err(|error| VerifyError::Malformed {
+        what: "TPMT_PUBLIC",
+        error,
+    })?;
+    if !rest.is_empty() {
+        return Err(VerifyError::TrailingBytes {
+            what: "TPMT_PUBLIC",
+            count: rest.len(),
+        });
+    }
+    let required = TpmaObject::RESTRICTED | TpmaObject::SIGN_ENCRYPT | TpmaObject::FIXED_TPM;
+    if !parsed.object_attributes.contains(required)
+        || parsed.object_attributes.contains(TpmaObject::DECRYPT)
+    {
+        return Err(VerifyError::NotAnAttestationKey {
+            attributes: parsed.object_attributes.bits(),
+        });
+    }
+    let name_alg = HashAlg::from_tpm(parsed.name_alg).ok_or(VerifyError::UnsupportedHash {
+        alg: parsed.name_alg.value(),
+    })?;
+    match (&parsed.parameters, &parsed.unique) {
+        (TpmuPublicParms::Ecc(params), TpmuPublicId::Ecc(point)) => {
+            if params.curve_id != TpmEccCurve::NistP256 {
+                return Err(VerifyError::UnsupportedKey(
+                    "ECC curve other than NIST P-256",
+                ));
+            }
+            let mut sec1 = [0u8; 65];
+            sec1[0] = 0x04;
+            left_pad(&point.x, &mut sec1[1..33])?;
+            left_pad(&point.y, &mut sec1[33..65])?;
+            let key = VerifyingKey::from_sec1_bytes(&sec1)
+                .map_err(|_| VerifyError::UnsupportedKey("the ECC point is not on P-256"))?;
+            Ok(AkPublic { key, name_alg })
+        }
+        (TpmuPublicParms::Rsa(_), _) => Err(VerifyError::UnsupportedKey(
+            "RSA attestation keys (this verifier checks ECDSA P-256 quotes)",
+        )),
+        _ => Err(VerifyError::UnsupportedKey("neither ECC nor RSA")),
+    }
+}
+
+fn left_pad(value: &[u8], out: &mut [u8]) -> Result<(), VerifyError> {
+    if value.len() > out.len() {
+        return Err(VerifyError::UnsupportedKey(
+            "a P-256 coordinate longer than 32 bytes",
+        ));
+    }
+    let start = out.len() - value.len();
+    out[..start].fill(0);
+    out[start..].copy_from_slice(value);
+    Ok(())
+}
+
+/// The TPM name of a public area: nameAlg (2 bytes, big endian) || H_nameAlg(TPMT_PUBLIC).
+pub fn public_name(public: &[u8]) -> Result<Vec<u8>, VerifyError> {
+    if public.len() < 4 {
+        return Err(VerifyError::Malformed {
+            what: "TPMT_PUBLIC",
+            error: tpm2_protocol::TpmError::UnexpectedEnd {
+                offset: 0,
+                needed: 4,
+                available: public.len(),
+            },
+        });
+    }
+    let id = u16::from_be_bytes([public[2], public[3]]);
+    let alg = HashAlg::from_id(id).ok_or(VerifyError::UnsupportedHash { alg: id })?;
+    let mut name = id.to_be_bytes().to_vec();
+    name.extend(hash(alg, public)?);
+    Ok(name)
+}
+
+/// Verifies a marshaled TPMT_SIGNATURE over `message` with `key`; returns the signature's hash.
+pub fn verify_signature(
+    key: &AkPublic,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<HashAlg, VerifyError> {
+    let (parsed, rest) =
+        TpmtSignature::unmarshal(signature).map_err(|error| VerifyError::Malformed {
+            what: "TPMT_SIGNATURE",
+            error,
+        })?;
+    if !rest.is_empty() {
+        return Err(VerifyError::TrailingBytes {
+            what: "TPMT_SIGNATURE",
+            count: rest.len(),
+        });
+    }
+    let TpmuSignature::Ecdsa(ecdsa) = &parsed.signature else {
+        return Err(VerifyError::UnsupportedSignature {
+            sig_alg: parsed.sig_alg.value(),
+        });
+    };
+    if parsed.sig_alg != TpmAlgId::Ecdsa {
+        return Err(VerifyError::UnsupportedSignature {
+            sig_alg: parsed.sig_alg.value(),
+        });
+    }
+    let digest_alg = HashAlg::from_tpm(ecdsa.hash).ok_or(VerifyError::UnsupportedHash {
+        alg: ecdsa.hash.value(),
+    })?;
+    let digest = hash(digest_alg, message)?;
+    let mut rs = [0u8; 64];
+    left_pad(&ecdsa.signature_r, &mut rs[..32]).map_err(|_| VerifyError::BadSignature)?;
+    left_pad(&ecdsa.signature_s, &mut rs[32..]).map_err(|_| VerifyError::BadSignature)?;
+    let signature = Signature::from_slice(&rs).map_err(|_| VerifyError::BadSignature)?;
+    key.key
+        .verify_prehash(&digest, &signature)
+        .map_err(|_| VerifyError::BadSignature)?;
+    Ok(digest_alg)
+}
+
+/// A quote whose signature and nonce checked out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedQuote {
+    /// The attested fields.
+    pub info: QuoteInfo,
+    /// The signing scheme's hash, which is also pcrDigest's hash.
+    pub digest_alg: HashAlg,
+}
+
+impl VerifiedQuote {
+    /// Compares pcrDigest with H(concatenation of the expected values of the quoted PCRs, bank
+    /// by bank in quote order, ascending PCR index within a bank). `expected(alg, pcr)` gives
+    /// the verifier's value (from a log replay or a prediction).
+    pub fn check_pcrs<V: AsRef<[u8]>>(
+        &self,
+        mut expected: impl FnMut(HashAlg, u8) -> Option<V>,
+    ) -> Result<(), VerifyError> {
+        let mut concatenated = Vec::new();
+        for (alg, mask) in &self.info.pcr_selection {
+            for pcr in mask.iter() {
+                let value =
+                    expected(*alg, pcr).ok_or(VerifyError::PcrValueMissing { alg: *alg, pcr })?;
+                concatenated.extend_from_slice(value.as_ref());
+            }
+        }
+        let expected = hash(self.digest_alg, &concatenated)?;
+        if expected != self.info.pcr_digest {
+            return Err(VerifyError::PcrDigestMismatch {
+                expected,
+                quoted: self.info.pcr_digest.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Verifies a quote: the key is an attestation key, the signature over `attest` verifies, the
+/// attestation is a quote, and its extraData equals `nonce`. PCR values are checked afterwards
+/// with [`VerifiedQuote::check_pcrs`].
+pub fn verify_quote(
+    public: &[u8],
+    attest: &[u8],
+    signature: &[u8],
+    nonce: &[u8],
+) -> Result<VerifiedQuote, VerifyError> {
+    let key = parse_public(public)?;
+    let digest_alg = verify_signature(&key, attest, signature)?;
+    let info = parse_quote_attest(attest)?;
+    if info.extra_data != nonce {
+        return Err(VerifyError::NonceMismatch {
+            quoted: info.extra_data,
+        });
+    }
+    Ok(VerifiedQuote { info, digest_alg })
+}
+
+/// H_alg(data) for the banks this module can compute (SHA-1, SHA-256, SHA-384, SHA-512).
+pub fn hash(alg: HashAlg, data: &[u8]) -> Result<Vec<u8>, VerifyError> {
+    Ok(match alg {
+        HashAlg::Sha1 => Sha1::digest(data).to_vec(),
+        HashAlg::Sha256 => Sha256::digest(data).to_vec(),
+        HashAlg::Sha384 => Sha384::digest(data).to_vec(),
+        HashAlg::Sha512 => Sha512::digest(data).to_vec(),
+        other => return Err(VerifyError::UnsupportedHash { alg: other.id() }),
+    })
+}

@@ -1,1 +1,74 @@
-//! Placeholder.
+//! Shared helpers for the QEMU integration tests in `tests/`: build a bundle once per test
+//! process, boot it, and check console lines. The tests are run by `cargo xtask test`, which
+//! first installs what they need (QEMU, OVMF, swtpm, GRUB, dtc).
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+pub use xtask::{BuiltBundle, Firmware, RunConfig, RunOutcome, Tpm, Verdict, Workspace};
+
+/// The workspace, located once.
+pub fn workspace() -> &'static Workspace {
+    static WS: OnceLock<Workspace> = OnceLock::new();
+    WS.get_or_init(|| {
+        xtask::procs::install_signal_handler();
+        Workspace::locate().unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+/// Builds bundle `name` once per test process (tests running in parallel share the build).
+pub fn bundle(name: &str) -> Arc<BuiltBundle> {
+    static BUILT: Mutex<Option<HashMap<String, Arc<BuiltBundle>>>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let map = built.get_or_insert_with(HashMap::new);
+    if let Some(b) = map.get(name) {
+        return b.clone();
+    }
+    let b = Arc::new(
+        xtask::build_bundle(workspace(), name).unwrap_or_else(|e| panic!("building `{name}`: {e}")),
+    );
+    map.insert(name.to_owned(), b.clone());
+    b
+}
+
+/// A run configuration for `bundle` under `firmware`, with its serial log beside the bundle
+/// (`serial-<test>.log`), console echo on (the test harness shows it for failing tests).
+pub fn config(bundle: &BuiltBundle, firmware: Firmware, test: &str) -> RunConfig {
+    let log: PathBuf = bundle.output_dir.join(format!("serial-{test}.log"));
+    let mut config = RunConfig::new(&bundle.iso, log);
+    config.firmware = firmware;
+    if let Some(smp) = bundle.manifest.run.smp {
+        config.smp = smp;
+    }
+    if let Some(mib) = bundle.manifest.run.memory_mib {
+        config.memory_mib = mib;
+    }
+    // OVMF under TCG needs 5-10 s to reach GRUB, more on a loaded CI machine.
+    config.timeout = Duration::from_secs(match firmware {
+        Firmware::Bios => 60,
+        Firmware::Uefi => 120,
+    });
+    config
+}
+
+/// Boots and returns the outcome; a run that could not take place fails the test.
+pub fn boot(config: &RunConfig) -> RunOutcome {
+    let outcome = xtask::run(config).unwrap_or_else(|e| panic!("run could not take place: {e}"));
+    println!("{}", outcome.report());
+    if !outcome.qemu_stderr.trim().is_empty() {
+        println!("QEMU stderr:\n{}", outcome.qemu_stderr);
+    }
+    outcome
+}
+
+/// Index of the first console line equal to `text`, or a panic naming it.
+pub fn line_index(outcome: &RunOutcome, text: &str) -> usize {
+    outcome
+        .lines
+        .iter()
+        .position(|l| l.text == text)
+        .unwrap_or_else(|| panic!("console line `{text}` missing"))
+}

@@ -1,0 +1,202 @@
+//! Command-line parsing for `cargo xtask` (pure).
+
+use std::time::Duration;
+
+use crate::runner::{Firmware, Tpm};
+
+/// The bundle `build` and `run` use when none is named.
+pub const DEFAULT_BUNDLE: &str = "demo";
+
+/// Options of `cargo xtask run`; `None` means "the bundle's `[run]` default, else the harness's".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunArgs {
+    pub bundle: String,
+    pub timeout: Option<Duration>,
+    pub firmware: Firmware,
+    pub tpm: Tpm,
+    pub smp: Option<u32>,
+    pub memory_mib: Option<u32>,
+    pub extra_qemu_args: Vec<String>,
+}
+
+/// A `cargo xtask` command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Build { bundle: String },
+    Run(RunArgs),
+    Test,
+    Setup,
+    Help,
+}
+
+pub const USAGE: &str = "\
+usage: cargo xtask <command>
+
+  build [BUNDLE]           build the binaries and the GRUB ISO of images/BUNDLE (default: demo)
+  run [BUNDLE] [options]   build, then boot it under QEMU with a fresh swtpm; exit 0 on the
+                           guest's success verdict. Options:
+      --timeout SECONDS    stop the run after this long (default: bundle's, else 60)
+      --uefi               boot through OVMF instead of SeaBIOS
+      --no-tpm             attach no TPM
+      --smp N              virtual CPUs (default: bundle's, else 2)
+      --memory MIB         guest RAM (default: bundle's, else 512)
+      -- ARGS...           extra QEMU arguments (e.g. -- -d int -D /tmp/qemu.log)
+  test                     set up the machine, run host unit tests, then the QEMU tests
+  setup                    install the rustup target and Debian packages the harness needs
+  help                     this text
+";
+
+fn number<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<T, String> {
+    let v = value.ok_or_else(|| format!("{flag} needs a value"))?;
+    v.parse()
+        .map_err(|_| format!("{flag}: `{v}` is not a valid number"))
+}
+
+/// Parses the arguments after `cargo xtask`.
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
+    let mut args = args.into_iter();
+    let Some(command) = args.next() else {
+        return Ok(Command::Help);
+    };
+    match command.as_str() {
+        "help" | "-h" | "--help" => Ok(Command::Help),
+        "test" | "setup" => {
+            if let Some(extra) = args.next() {
+                return Err(format!("`{command}` takes no arguments (got `{extra}`)"));
+            }
+            Ok(if command == "test" {
+                Command::Test
+            } else {
+                Command::Setup
+            })
+        }
+        "build" => {
+            let bundle = args.next().unwrap_or_else(|| DEFAULT_BUNDLE.to_owned());
+            if bundle.starts_with('-') {
+                return Err(format!("build: unknown option `{bundle}`"));
+            }
+            if let Some(extra) = args.next() {
+                return Err(format!("build takes one bundle name (got also `{extra}`)"));
+            }
+            Ok(Command::Build { bundle })
+        }
+        "run" => {
+            let mut run = RunArgs {
+                bundle: DEFAULT_BUNDLE.to_owned(),
+                timeout: None,
+                firmware: Firmware::Bios,
+                tpm: Tpm::Swtpm,
+                smp: None,
+                memory_mib: None,
+                extra_qemu_args: Vec::new(),
+            };
+            let mut bundle_given = false;
+            while let Some(arg) = args.next() {
+                match arg.as_str() {
+                    "--timeout" => {
+                        let secs: u64 = number("--timeout", args.next())?;
+                        if secs == 0 {
+                            return Err("--timeout must be at least 1".into());
+                        }
+                        run.timeout = Some(Duration::from_secs(secs));
+                    }
+                    "--uefi" => run.firmware = Firmware::Uefi,
+                    "--no-tpm" => run.tpm = Tpm::None,
+                    "--smp" => {
+                        let n: u32 = number("--smp", args.next())?;
+                        if n == 0 {
+                            return Err("--smp must be at least 1".into());
+                        }
+                        run.smp = Some(n);
+                    }
+                    "--memory" => run.memory_mib = Some(number("--memory", args.next())?),
+                    "--" => run.extra_qemu_args.extend(args.by_ref()),
+                    a if a.starts_with('-') => return Err(format!("run: unknown option `{a}`")),
+                    a if !bundle_given => {
+                        run.bundle = a.to_owned();
+                        bundle_given = true;
+                    }
+                    a => return Err(format!("run takes one bundle name (got also `{a}`)")),
+                }
+            }
+            Ok(Command::Run(run))
+        }
+        other => Err(format!("unknown command `{other}`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Command, String> {
+        parse(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn defaults_to_demo() {
+        assert_eq!(
+            p(&["build"]),
+            Ok(Command::Build {
+                bundle: "demo".into()
+            })
+        );
+        let Ok(Command::Run(r)) = p(&["run"]) else {
+            panic!()
+        };
+        assert_eq!(r.bundle, "demo");
+        assert_eq!(
+            (r.firmware, r.tpm, r.timeout),
+            (Firmware::Bios, Tpm::Swtpm, None)
+        );
+    }
+
+    #[test]
+    fn run_options() {
+        let Ok(Command::Run(r)) = p(&[
+            "run",
+            "--uefi",
+            "minimal",
+            "--timeout",
+            "90",
+            "--no-tpm",
+            "--smp",
+            "1",
+            "--memory",
+            "256",
+            "--",
+            "-d",
+            "int",
+        ]) else {
+            panic!()
+        };
+        assert_eq!(
+            r,
+            RunArgs {
+                bundle: "minimal".into(),
+                timeout: Some(Duration::from_secs(90)),
+                firmware: Firmware::Uefi,
+                tpm: Tpm::None,
+                smp: Some(1),
+                memory_mib: Some(256),
+                extra_qemu_args: vec!["-d".into(), "int".into()],
+            }
+        );
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        assert!(
+            p(&["run", "--timeout"])
+                .unwrap_err()
+                .contains("needs a value")
+        );
+        assert!(p(&["run", "--timeout", "x"]).unwrap_err().contains("`x`"));
+        assert!(p(&["run", "--timeout", "0"]).is_err());
+        assert!(p(&["run", "--fast"]).unwrap_err().contains("--fast"));
+        assert!(p(&["run", "a", "b"]).unwrap_err().contains("`b`"));
+        assert!(p(&["test", "x"]).is_err());
+        assert!(p(&["frobnicate"]).unwrap_err().contains("frobnicate"));
+        assert_eq!(p(&[]), Ok(Command::Help));
+    }
+}

@@ -1,0 +1,539 @@
+//! Runs a built bundle under QEMU (TCG, q35, `-cpu max`) with a fresh swtpm, streams and
+//! captures the serial console, and maps QEMU's exit to a [`Verdict`].
+//!
+//! Every run gets a private temporary directory (swtpm state and control socket, OVMF variable
+//! store) that is removed afterwards. QEMU and swtpm run as [`ManagedChild`]ren under a hard
+//! time limit, in their own process groups, and are killed and reaped on every exit path.
+//!
+//! Room for the measured-launch work (issue 4): a swtpm control-channel proxy slots in between
+//! [`start_swtpm`] and QEMU's `-chardev socket` (QEMU would connect to the proxy's socket in the
+//! same run directory); a QMP socket (`-qmp unix:<run dir>/qmp.sock,server=on,wait=off`) and a
+//! debugcon channel are further QEMU arguments beside the ones built in [`qemu_command`]; typing
+//! a nonce on the console is [`ConsoleInput`].
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::console::{self, LineSplitter, Milestone, SerialLine};
+use crate::procs::{HARD_LIMIT_GRACE, ManagedChild, TempDir, timed_command};
+use crate::verdict::Verdict;
+
+/// OVMF as installed by Debian's `ovmf` package (4 MiB flash layout, no Secure Boot keys).
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+/// The OVMF variable-store template; each run writes to its own copy.
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// The firmware QEMU boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS (QEMU's default).
+    Bios,
+    /// OVMF (UEFI) through two pflash drives.
+    Uefi,
+}
+
+impl Firmware {
+    pub fn label(self) -> &'static str {
+        match self {
+            Firmware::Bios => "bios",
+            Firmware::Uefi => "uefi",
+        }
+    }
+}
+
+/// The TPM attached to the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tpm {
+    /// A fresh swtpm (TPM 2.0, default banks) behind a `tpm-tis` device.
+    Swtpm,
+    /// No TPM.
+    None,
+}
+
+/// Bytes typed on the serial console once a line containing `after_line_containing` appeared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleInput {
+    pub after_line_containing: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Everything one run needs.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub iso: PathBuf,
+    pub firmware: Firmware,
+    pub tpm: Tpm,
+    /// Time until the run is stopped and reported as [`Verdict::Timeout`].
+    pub timeout: Duration,
+    pub smp: u32,
+    pub memory_mib: u32,
+    /// Where the raw serial bytes are written (created or truncated).
+    pub serial_log: PathBuf,
+    /// Print each console line on stdout as it arrives.
+    pub echo: bool,
+    /// Console input, each sent at most once, in order of their triggers.
+    pub console_input: Vec<ConsoleInput>,
+    /// Further QEMU arguments (debugging: `-d int -D file`, ...).
+    pub extra_qemu_args: Vec<String>,
+}
+
+/// Defaults used by `cargo xtask run` and the tests.
+pub const DEFAULT_SMP: u32 = 2;
+pub const DEFAULT_MEMORY_MIB: u32 = 512;
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl RunConfig {
+    /// A run of `iso` with the defaults: SeaBIOS, swtpm, 2 CPUs, 512 MiB, 60 s, echo on.
+    pub fn new(iso: impl Into<PathBuf>, serial_log: impl Into<PathBuf>) -> Self {
+        RunConfig {
+            iso: iso.into(),
+            firmware: Firmware::Bios,
+            tpm: Tpm::Swtpm,
+            timeout: DEFAULT_TIMEOUT,
+            smp: DEFAULT_SMP,
+            memory_mib: DEFAULT_MEMORY_MIB,
+            serial_log: serial_log.into(),
+            echo: true,
+            console_input: Vec::new(),
+            extra_qemu_args: Vec::new(),
+        }
+    }
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub verdict: Verdict,
+    /// Every console line, cleaned of escape sequences, with its arrival time.
+    pub lines: Vec<SerialLine>,
+    /// Boot milestones in the order reported.
+    pub milestones: Vec<Milestone>,
+    pub serial_log: PathBuf,
+    /// The run's private directory (swtpm state and sockets, OVMF variables); already removed
+    /// when the outcome is returned.
+    pub run_dir: PathBuf,
+    /// QEMU's own error output (warnings, device errors).
+    pub qemu_stderr: String,
+    /// From QEMU's start to its end.
+    pub elapsed: Duration,
+}
+
+impl RunOutcome {
+    /// Whether a console line equals `text` exactly.
+    pub fn has_line(&self, text: &str) -> bool {
+        self.lines.iter().any(|l| l.text == text)
+    }
+
+    /// Lines from the hypervisor (`slipway: ...`), in order.
+    pub fn hypervisor_lines(&self) -> impl Iterator<Item = &str> {
+        self.lines
+            .iter()
+            .map(|l| l.text.as_str())
+            .filter(|t| t.starts_with("slipway: "))
+    }
+
+    /// Host time of the first hypervisor line since QEMU's start.
+    pub fn first_hypervisor_line_at(&self) -> Option<Duration> {
+        self.lines
+            .iter()
+            .find(|l| l.text.starts_with("slipway: "))
+            .map(|l| l.at)
+    }
+
+    /// Verdict, timing and the milestone table, as printed at the end of `cargo xtask run`.
+    pub fn report(&self) -> String {
+        format!(
+            "{}run: {} ({} ms wall time, serial log {})\n",
+            console::milestone_table(&self.milestones, self.first_hypervisor_line_at()),
+            self.verdict,
+            self.elapsed.as_millis(),
+            self.serial_log.display()
+        )
+    }
+}
+
+/// Why a run could not take place (as opposed to a guest verdict).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The ISO to boot does not exist.
+    #[error("{0} does not exist (build the bundle first)")]
+    MissingIso(PathBuf),
+    /// An OVMF file is missing.
+    #[error("{0} is missing: install the `ovmf` package")]
+    MissingFirmware(&'static str),
+    /// swtpm did not come up.
+    #[error("swtpm did not start: {0}")]
+    Swtpm(String),
+    /// A process or file operation failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Starts swtpm for a run in `dir`; returns it once its control socket exists.
+fn start_swtpm(dir: &Path, hard_limit: Duration) -> Result<(ManagedChild, PathBuf), RunError> {
+    let state = dir.join("tpm-state");
+    std::fs::create_dir(&state)?;
+    let ctrl = dir.join("swtpm-ctrl.sock");
+    let log = dir.join("swtpm.log");
+    let mut cmd = timed_command("swtpm", hard_limit);
+    cmd.args(["socket", "--tpm2", "--tpmstate"])
+        .arg(format!("dir={}", state.display()))
+        .arg("--ctrl")
+        .arg(format!("type=unixio,path={}", ctrl.display()))
+        .arg("--log")
+        .arg(format!("file={},level=1", log.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut swtpm = ManagedChild::spawn("swtpm", cmd)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ctrl.exists() {
+        if let Some(status) = swtpm.try_wait()? {
+            let mut stderr = String::new();
+            if let Some(mut e) = swtpm.child_mut().stderr.take() {
+                let _ = e.read_to_string(&mut stderr);
+            }
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            return Err(RunError::Swtpm(format!(
+                "it exited ({status}): {}{}",
+                stderr.trim(),
+                log.trim()
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(RunError::Swtpm(format!(
+                "no control socket {} after 10 s",
+                ctrl.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok((swtpm, ctrl))
+}
+
+/// QEMU's arguments for `config` (without the `timeout` wrapper). `tpm_ctrl` is swtpm's control
+/// socket, `ovmf_vars` the run's writable copy of the variable store.
+pub fn qemu_args(
+    config: &RunConfig,
+    tpm_ctrl: Option<&Path>,
+    ovmf_vars: Option<&Path>,
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-machine",
+        "q35",
+        "-accel",
+        "tcg",
+        "-cpu",
+        "max",
+        "-no-reboot",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-nic",
+        "none",
+        // The serial console on QEMU's stdio: output streams to the harness, input is typed by it.
+        "-chardev",
+        "stdio,id=console,signal=off",
+        "-serial",
+        "chardev:console",
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=0x04",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(["-smp".into(), config.smp.to_string()]);
+    args.extend(["-m".into(), format!("{}M", config.memory_mib)]);
+    if let Some(ctrl) = tpm_ctrl {
+        args.extend([
+            "-chardev".into(),
+            format!("socket,id=chrtpm,path={}", ctrl.display()),
+            "-tpmdev".into(),
+            "emulator,id=tpm0,chardev=chrtpm".into(),
+            "-device".into(),
+            "tpm-tis,tpmdev=tpm0".into(),
+        ]);
+    }
+    if let Some(vars) = ovmf_vars {
+        args.extend([
+            "-drive".into(),
+            format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
+            "-drive".into(),
+            format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+        ]);
+    }
+    args.extend(["-cdrom".into(), config.iso.display().to_string()]);
+    args.extend(config.extra_qemu_args.iter().cloned());
+    args
+}
+
+/// Reads QEMU's stdout: writes the raw bytes to the serial log, sends clean lines.
+fn pump_serial(
+    mut stdout: impl Read,
+    mut log: File,
+    started: Instant,
+    lines: mpsc::Sender<SerialLine>,
+) {
+    let mut splitter = LineSplitter::default();
+    let mut buf = [0u8; 4096];
+    let send = |raw: Vec<u8>| {
+        let _ = lines.send(SerialLine {
+            at: started.elapsed(),
+            text: console::clean_line(&raw),
+        });
+    };
+    loop {
+        match stdout.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let _ = log.write_all(&buf[..n]);
+                splitter.push(&buf[..n]).into_iter().for_each(send);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    if let Some(rest) = splitter.finish() {
+        send(rest);
+    }
+    let _ = log.flush();
+}
+
+/// Keeps at most this much of QEMU's stderr.
+const MAX_STDERR: usize = 64 * 1024;
+
+fn collect_stderr(mut stderr: impl Read) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stderr.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        if out.len() < MAX_STDERR {
+            out.extend_from_slice(&buf[..n.min(MAX_STDERR - out.len())]);
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Sends the console input whose trigger `line` satisfies.
+fn feed_console(
+    line: &str,
+    pending: &mut std::collections::VecDeque<ConsoleInput>,
+    stdin: &mut Option<ChildStdin>,
+) {
+    while let Some(next) = pending.front() {
+        if !line.contains(&next.after_line_containing) {
+            break;
+        }
+        if let Some(input) = stdin.as_mut()
+            && input
+                .write_all(&next.bytes)
+                .and_then(|()| input.flush())
+                .is_err()
+        {
+            *stdin = None;
+        }
+        pending.pop_front();
+    }
+}
+
+/// Runs one QEMU boot as configured. Guest outcomes (success, failure, timeout, crash) are the
+/// [`RunOutcome::verdict`]; `Err` means the run could not take place.
+pub fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
+    if !config.iso.is_file() {
+        return Err(RunError::MissingIso(config.iso.clone()));
+    }
+    let hard_limit = config.timeout + HARD_LIMIT_GRACE;
+    let dir = TempDir::new("run")?;
+
+    let ovmf_vars = match config.firmware {
+        Firmware::Bios => None,
+        Firmware::Uefi => {
+            if !Path::new(OVMF_CODE).is_file() {
+                return Err(RunError::MissingFirmware(OVMF_CODE));
+            }
+            if !Path::new(OVMF_VARS).is_file() {
+                return Err(RunError::MissingFirmware(OVMF_VARS));
+            }
+            let vars = dir.path().join("OVMF_VARS.fd");
+            std::fs::copy(OVMF_VARS, &vars)?;
+            Some(vars)
+        }
+    };
+
+    // Declared before QEMU so it is dropped (killed) after QEMU on every path.
+    let (mut swtpm, tpm_ctrl) = match config.tpm {
+        Tpm::Swtpm => {
+            let (child, ctrl) = start_swtpm(dir.path(), hard_limit)?;
+            (Some(child), Some(ctrl))
+        }
+        Tpm::None => (None, None),
+    };
+
+    if let Some(parent) = config.serial_log.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let log = File::create(&config.serial_log).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot create {}: {e}", config.serial_log.display()),
+        )
+    })?;
+
+    let mut cmd = timed_command("qemu-system-x86_64", hard_limit);
+    cmd.args(qemu_args(config, tpm_ctrl.as_deref(), ovmf_vars.as_deref()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut qemu = ManagedChild::spawn("qemu-system-x86_64", cmd)?;
+    let deadline = started + config.timeout;
+
+    let stdout = qemu.child_mut().stdout.take().expect("stdout is piped");
+    let stderr = qemu.child_mut().stderr.take().expect("stderr is piped");
+    let mut stdin = qemu.child_mut().stdin.take();
+    let (tx, rx) = mpsc::channel();
+    let serial_thread = std::thread::spawn(move || pump_serial(stdout, log, started, tx));
+    let stderr_thread = std::thread::spawn(move || collect_stderr(stderr));
+
+    let mut pending_input: std::collections::VecDeque<ConsoleInput> =
+        config.console_input.iter().cloned().collect();
+    let mut lines = Vec::new();
+    let mut milestones = Vec::new();
+    let mut timed_out = false;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            timed_out = true;
+            break;
+        }
+        match rx.recv_timeout(deadline - now) {
+            Ok(line) => {
+                if config.echo {
+                    println!("{}", line.text);
+                }
+                if let Some(m) = console::parse_milestone(&line) {
+                    milestones.push(m);
+                }
+                feed_console(&line.text, &mut pending_input, &mut stdin);
+                lines.push(line);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                timed_out = true;
+                break;
+            }
+            // QEMU closed its stdout: it is exiting.
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+
+    let verdict = if timed_out {
+        qemu.kill_and_reap()?;
+        Verdict::Timeout(config.timeout)
+    } else {
+        // Stdout closes as QEMU exits; allow a moment for the exit itself.
+        match qemu.wait_until(Instant::now().max(deadline) + Duration::from_secs(5))? {
+            Some(status) => {
+                use std::os::unix::process::ExitStatusExt;
+                Verdict::from_exit(status.code(), status.signal())
+            }
+            None => {
+                qemu.kill_and_reap()?;
+                Verdict::Timeout(config.timeout)
+            }
+        }
+    };
+    let elapsed = started.elapsed();
+    drop(stdin);
+    // QEMU is gone, so both pipes are at end of stream.
+    let _ = serial_thread.join();
+    // Lines that arrived between the loop's end and QEMU's exit.
+    for line in rx.try_iter() {
+        if config.echo {
+            println!("{}", line.text);
+        }
+        if let Some(m) = console::parse_milestone(&line) {
+            milestones.push(m);
+        }
+        lines.push(line);
+    }
+    let qemu_stderr = stderr_thread.join().unwrap_or_default();
+    if let Some(swtpm) = swtpm.as_mut() {
+        // swtpm ends by itself once QEMU has closed its control connection; give it a moment
+        // so it can exit cleanly, then stop it regardless.
+        if swtpm
+            .wait_until(Instant::now() + Duration::from_secs(2))?
+            .is_none()
+        {
+            swtpm.kill_and_reap()?;
+        }
+    }
+    let run_dir = dir.path().to_owned();
+    drop(dir);
+
+    Ok(RunOutcome {
+        verdict,
+        lines,
+        milestones,
+        serial_log: config.serial_log.clone(),
+        run_dir,
+        qemu_stderr,
+        elapsed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_input_waits_for_its_trigger_and_goes_once() {
+        let mut pending: std::collections::VecDeque<ConsoleInput> = [
+            ConsoleInput {
+                after_line_containing: "nonce?".into(),
+                bytes: b"1234\n".to_vec(),
+            },
+            ConsoleInput {
+                after_line_containing: "more?".into(),
+                bytes: b"y\n".to_vec(),
+            },
+        ]
+        .into();
+        let mut no_stdin = None;
+        feed_console("[ctl] hello", &mut pending, &mut no_stdin);
+        assert_eq!(pending.len(), 2);
+        feed_console("[ctl] more? nonce?", &mut pending, &mut no_stdin);
+        // Both triggers are in the line: sent in order.
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn qemu_arguments_follow_the_contract() {
+        let mut config = RunConfig::new("/x/demo.iso", "/x/serial.log");
+        let bios = qemu_args(&config, Some(Path::new("/t/ctrl.sock")), None).join(" ");
+        for part in [
+            "-machine q35 -accel tcg -cpu max -no-reboot",
+            "-device isa-debug-exit,iobase=0xf4,iosize=0x04",
+            "-chardev socket,id=chrtpm,path=/t/ctrl.sock -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0",
+            "-smp 2 -m 512M",
+            "-cdrom /x/demo.iso",
+        ] {
+            assert!(bios.contains(part), "{part} missing in {bios}");
+        }
+        assert!(!bios.contains("pflash"));
+        config.extra_qemu_args = vec!["-d".into(), "int".into()];
+        let uefi = qemu_args(&config, None, Some(Path::new("/t/vars.fd"))).join(" ");
+        assert!(
+            uefi.contains(&format!("readonly=on,file={OVMF_CODE}")),
+            "{uefi}"
+        );
+        assert!(uefi.contains("unit=1,file=/t/vars.fd"), "{uefi}");
+        assert!(!uefi.contains("tpm"), "{uefi}");
+        assert!(uefi.ends_with("-d int"), "{uefi}");
+    }
+}

@@ -283,7 +283,10 @@ impl DomainTable {
         if self.iter().any(|d| d.name() == name) {
             return Err(Error::NameTaken);
         }
-        if memory_bytes == 0 || !memory_bytes.is_multiple_of(4096) || memory_bytes > MAX_DOMAIN_MEMORY {
+        if memory_bytes == 0
+            || !memory_bytes.is_multiple_of(4096)
+            || memory_bytes > MAX_DOMAIN_MEMORY
+        {
             return Err(Error::InvalidMemorySize);
         }
         if vcpus == 0 {

@@ -11,6 +11,7 @@ pub mod build_record;
 pub mod domain;
 pub mod frame_alloc;
 pub mod guest_memory;
+pub mod hypercall;
 pub mod memmap;
 pub mod memory;
 pub mod paging;

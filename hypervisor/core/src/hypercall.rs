@@ -1,0 +1,346 @@
+//! Hypercall dispatch: decode a copied request, validate it, perform it through [`Platform`],
+//! record it in the build record, and encode the response.
+//!
+//! The caller (the binary's exit handler) checks the transport registers with
+//! `slipway_protocol::TransportStatus::check_buffer`, copies the request once from guest memory
+//! into a hypervisor buffer, and passes that copy here: this module never sees guest memory, so a
+//! second vCPU rewriting the buffer during the call changes nothing. Every check happens before
+//! any effect, and every effect on a planned domain is recorded in its build record.
+
+use crate::addr::PhysRange;
+use crate::build_record::{BuildRecord, BuildStep};
+use crate::domain::{Domain, DomainState, DomainTable, MAX_DOMAINS};
+use slipway_measure::events::DOMB_PCRS;
+use slipway_protocol::EncodeError;
+use slipway_protocol::v1::{
+    self, BootSummary, Digest, DomainId, Error, LaunchKind, ModuleInfo, ModuleName, Request,
+    ResponseOk, TpmAlgId, TpmBanks,
+};
+
+/// A boot module as the hypervisor knows it after validation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootModule {
+    /// Its name (first word of its multiboot2 command line).
+    pub name: ModuleName,
+    /// Where its bytes are in host-physical memory (`len()` is its size).
+    pub phys: PhysRange,
+    /// Where it is mapped read-only in domB.
+    pub domb_gpa: u64,
+}
+
+/// Facts about the launch that queries report and measure requests are checked against.
+#[derive(Clone, Copy, Debug)]
+pub struct LaunchInfo<'a> {
+    /// How the hypervisor was launched.
+    pub launch_kind: LaunchKind,
+    /// Active TPM banks (empty without a TPM).
+    pub active_banks: &'a [TpmAlgId],
+    /// Boot modules in multiboot2 order.
+    pub modules: &'a [BootModule],
+}
+
+/// The effects the binary performs for the dispatcher. Each is called only after every check
+/// passed; an `Err` is answered to the caller unchanged and nothing is recorded.
+pub trait Platform {
+    /// Allocates zeroed memory, nested tables and vCPUs for a planned domain.
+    fn create_domain(&mut self, id: DomainId, memory_bytes: u64, vcpus: u16) -> Result<(), Error>;
+    /// Copies `[offset, offset + length)` of `module` to `gpa` in domain `id` (ranges checked).
+    fn populate_from_module(
+        &mut self,
+        id: DomainId,
+        module: &BootModule,
+        offset: u64,
+        length: u64,
+        gpa: u64,
+    ) -> Result<(), Error>;
+    /// Writes `bytes` at `gpa` in domain `id` (range checked).
+    fn write_memory(&mut self, id: DomainId, gpa: u64, bytes: &[u8]) -> Result<(), Error>;
+    /// Feeds `bytes` to the caller's console line buffer.
+    fn console_write(&mut self, caller: DomainId, bytes: &[u8]);
+    /// Extends `pcr` (19 or 20, checked) with the digests (one per active bank, checked) and
+    /// appends the event; returns the event's index in the log.
+    fn measure(
+        &mut self,
+        pcr: u8,
+        event_type: u32,
+        digests: &[Digest],
+        event_data: &[u8],
+    ) -> Result<u32, Error>;
+    /// At hand-off, before anything irreversible, once per planned domain in creation order: the
+    /// place for the PCR21 build event (the measured-launch issue).
+    fn complete_build(&mut self, domain: &Domain) -> Result<(), Error>;
+    /// Destroys the builder after hand-off: tears down its tables, scrubs and frees its memory.
+    /// Returns the number of pages reclaimed.
+    fn destroy_builder(&mut self, id: DomainId) -> u64;
+    /// Starts a domain after hand-off (its vCPU entries are in `domain`).
+    fn start_domain(&mut self, domain: &Domain);
+    /// The domain shut itself down: stop its vCPUs and release what it holds.
+    fn shutdown_domain(&mut self, id: DomainId, exit_code: u32);
+}
+
+/// What the vCPU that made the call does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Resume the caller with the response.
+    Resume,
+    /// Hand-off happened: the caller (domB) is gone; `started` domains were started in order.
+    HandedOff {
+        /// Pages reclaimed from domB.
+        reclaimed_pages: u64,
+        /// Number of domains started.
+        started: usize,
+    },
+    /// The caller shut itself down: do not resume it.
+    ShutDown {
+        /// The exit code it gave.
+        exit_code: u32,
+    },
+}
+
+/// The result of one call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// Length of the encoded response in the response buffer (write it to the guest page and
+    /// return it in `rsi` when the caller is resumed).
+    pub response_len: usize,
+    /// What happens to the caller.
+    pub outcome: Outcome,
+}
+
+/// Handles one request from `caller`. `request` is the hypervisor's own copy of the guest's
+/// bytes; the encoded response is written into `response`.
+pub fn dispatch<P: Platform>(
+    table: &mut DomainTable,
+    launch: &LaunchInfo<'_>,
+    platform: &mut P,
+    caller: DomainId,
+    request: &[u8],
+    response: &mut [u8],
+) -> Result<Reply, EncodeError> {
+    let (result, outcome) = match v1::decode_request(request) {
+        Err(error) => (Err(Error::from(error)), Outcome::Resume),
+        Ok(request) => handle(table, launch, platform, caller, &request),
+    };
+    let response_len = v1::encode_response(&result, response)?;
+    Ok(Reply {
+        response_len,
+        outcome,
+    })
+}
+
+fn handle<P: Platform>(
+    table: &mut DomainTable,
+    launch: &LaunchInfo<'_>,
+    platform: &mut P,
+    caller: DomainId,
+    request: &Request,
+) -> (Result<ResponseOk, Error>, Outcome) {
+    let running = table
+        .get(caller)
+        .is_some_and(|d| d.state() == DomainState::Running);
+    let builder = table.get(caller).is_some_and(|d| d.capabilities().builder);
+    if !running {
+        // Only a running vCPU can call; anything else is a binary bug, refused all the same.
+        return (Err(Error::NotPermitted), Outcome::Resume);
+    }
+    if request.needs_builder() {
+        if table.handed_off() {
+            return (Err(Error::AfterHandOff), Outcome::Resume);
+        }
+        if !builder {
+            return (Err(Error::NotPermitted), Outcome::Resume);
+        }
+    }
+    match request {
+        Request::HandOff => match hand_off(table, platform, caller) {
+            Ok(outcome) => (Ok(ResponseOk::Done), outcome),
+            Err(error) => (Err(error), Outcome::Resume),
+        },
+        Request::Shutdown { exit_code } => {
+            // The caller is running (checked above), so the transition cannot fail.
+            let _ = table.mark_shut_down(caller, *exit_code);
+            platform.shutdown_domain(caller, *exit_code);
+            (
+                Ok(ResponseOk::Done),
+                Outcome::ShutDown {
+                    exit_code: *exit_code,
+                },
+            )
+        }
+        other => (
+            perform(table, launch, platform, caller, other),
+            Outcome::Resume,
+        ),
+    }
+}
+
+fn perform<P: Platform>(
+    table: &mut DomainTable,
+    launch: &LaunchInfo<'_>,
+    platform: &mut P,
+    caller: DomainId,
+    request: &Request,
+) -> Result<ResponseOk, Error> {
+    match request {
+        Request::QueryBootInfo => Ok(ResponseOk::BootInfo(BootSummary {
+            launch_kind: launch.launch_kind,
+            active_banks: TpmBanks::from_slice(launch.active_banks)
+                .map_err(|_| Error::UnknownAlgorithm)?,
+            module_count: launch.modules.len() as u16,
+        })),
+        Request::QueryModule { index } => {
+            let module = launch
+                .modules
+                .get(usize::from(*index))
+                .ok_or(Error::UnknownModule)?;
+            Ok(ResponseOk::Module(ModuleInfo {
+                name: module.name.clone(),
+                size: module.phys.len(),
+                gpa: module.domb_gpa,
+            }))
+        }
+        Request::CreateDomain {
+            name,
+            memory_bytes,
+            vcpus,
+            capabilities,
+        } => {
+            let id = table.check_create(name, *memory_bytes, *vcpus)?;
+            platform.create_domain(id, *memory_bytes, *vcpus)?;
+            table.insert_planned(id, name.clone(), *memory_bytes, *vcpus, *capabilities);
+            Ok(ResponseOk::DomainCreated(id))
+        }
+        Request::PopulateFromModule {
+            domain,
+            module,
+            module_offset,
+            length,
+            gpa,
+        } => {
+            let target = recordable(table, *domain)?;
+            let source = launch
+                .modules
+                .get(usize::from(*module))
+                .ok_or(Error::UnknownModule)?;
+            if module_offset
+                .checked_add(*length)
+                .is_none_or(|end| end > source.phys.len())
+            {
+                return Err(Error::RangeOutsideModule);
+            }
+            inside_domain(target, *gpa, *length)?;
+            platform.populate_from_module(*domain, source, *module_offset, *length, *gpa)?;
+            target_mut(table, *domain)?.record(BuildStep::PopulateFromModule {
+                module: *module,
+                module_name: source.name.clone(),
+                module_offset: *module_offset,
+                length: *length,
+                gpa: *gpa,
+            })?;
+            Ok(ResponseOk::Done)
+        }
+        Request::WriteMemory { domain, gpa, bytes } => {
+            let target = recordable(table, *domain)?;
+            inside_domain(target, *gpa, bytes.len() as u64)?;
+            platform.write_memory(*domain, *gpa, bytes)?;
+            target_mut(table, *domain)?.record(BuildRecord::write_step(*gpa, bytes))?;
+            Ok(ResponseOk::Done)
+        }
+        Request::SetVcpuState {
+            domain,
+            vcpu,
+            entry,
+        } => {
+            recordable(table, *domain)?;
+            let target = target_mut(table, *domain)?;
+            target.set_vcpu_entry(*vcpu, *entry)?;
+            target.record(BuildStep::SetVcpuEntry {
+                vcpu: *vcpu,
+                entry: *entry,
+            })?;
+            Ok(ResponseOk::Done)
+        }
+        Request::AssignConsole { domain } => {
+            recordable(table, *domain)?;
+            table.assign_console(*domain)?;
+            target_mut(table, *domain)?.record(BuildStep::AssignConsole)?;
+            Ok(ResponseOk::Done)
+        }
+        Request::RequestStart { domain, boot_order } => {
+            recordable(table, *domain)?;
+            table.request_start(*domain, *boot_order)?;
+            target_mut(table, *domain)?.record(BuildStep::RequestStart {
+                boot_order: *boot_order,
+            })?;
+            Ok(ResponseOk::Done)
+        }
+        Request::WriteConsole { bytes } => {
+            platform.console_write(caller, bytes);
+            Ok(ResponseOk::Done)
+        }
+        Request::Measure {
+            pcr,
+            event_type,
+            digests,
+            event_data,
+        } => {
+            if !DOMB_PCRS.contains(&u32::from(*pcr)) {
+                return Err(Error::PcrNotAllowed);
+            }
+            v1::check_digests(digests, launch.active_banks)?;
+            let event_index = platform.measure(*pcr, *event_type, digests, event_data)?;
+            Ok(ResponseOk::Measured { event_index })
+        }
+        // Handled before; a future variant is refused rather than guessed at.
+        _ => Err(Error::MalformedRequest),
+    }
+}
+
+/// A planned domain whose build record has room for one more step.
+fn recordable(table: &mut DomainTable, id: DomainId) -> Result<&Domain, Error> {
+    let domain = table.planned_mut(id)?;
+    if !domain.can_record() {
+        // The record bounds a build; a plan needing more steps is refused before any effect.
+        return Err(Error::OutOfMemory);
+    }
+    Ok(domain)
+}
+
+fn target_mut(table: &mut DomainTable, id: DomainId) -> Result<&mut Domain, Error> {
+    table.planned_mut(id)
+}
+
+fn inside_domain(domain: &Domain, gpa: u64, length: u64) -> Result<(), Error> {
+    match gpa.checked_add(length) {
+        Some(end) if end <= domain.memory_bytes() => Ok(()),
+        _ => Err(Error::RangeOutsideDomain),
+    }
+}
+
+fn hand_off<P: Platform>(
+    table: &mut DomainTable,
+    platform: &mut P,
+    builder: DomainId,
+) -> Result<Outcome, Error> {
+    table.check_plan()?;
+    for domain in table.iter().filter(|d| d.state() == DomainState::Planned) {
+        platform.complete_build(domain)?;
+    }
+    let mut order = [DomainId(0); MAX_DOMAINS];
+    let count = table.hand_off(builder, &mut order)?;
+    let reclaimed_pages = platform.destroy_builder(builder);
+    for id in &order[..count] {
+        if table.mark_started(*id).is_ok()
+            && let Some(domain) = table.get(*id)
+        {
+            platform.start_domain(domain);
+        }
+    }
+    Ok(Outcome::HandedOff {
+        reclaimed_pages,
+        started: count,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,717 @@
+//! Dispatcher tests over a fake platform: every error path, and that a refused request has no
+//! effect and leaves no record.
+
+extern crate std;
+
+use super::*;
+use crate::build_record::MAX_BUILD_STEPS;
+use crate::domain::StopReason;
+use slipway_protocol::v1::{Capabilities, DomainName, VcpuEntry, decode_response, encode_request};
+use slipway_protocol::{BoundedVec, Bytes, HYPERCALL_BUFFER_SIZE, REQUEST_MAGIC};
+use std::string::String;
+use std::vec::Vec;
+use std::{format, vec};
+
+#[derive(Default)]
+struct FakePlatform {
+    calls: Vec<String>,
+    fail_create: Option<Error>,
+    fail_measure: Option<Error>,
+    fail_complete: Option<Error>,
+    events: u32,
+}
+
+impl Platform for FakePlatform {
+    fn create_domain(&mut self, id: DomainId, memory_bytes: u64, vcpus: u16) -> Result<(), Error> {
+        if let Some(error) = self.fail_create {
+            return Err(error);
+        }
+        self.calls
+            .push(format!("create {} {memory_bytes:#x} {vcpus}", id.0));
+        Ok(())
+    }
+    fn populate_from_module(
+        &mut self,
+        id: DomainId,
+        module: &BootModule,
+        offset: u64,
+        length: u64,
+        gpa: u64,
+    ) -> Result<(), Error> {
+        self.calls.push(format!(
+            "populate {} {} {offset:#x} {length:#x} {gpa:#x}",
+            id.0, module.name
+        ));
+        Ok(())
+    }
+    fn write_memory(&mut self, id: DomainId, gpa: u64, bytes: &[u8]) -> Result<(), Error> {
+        self.calls
+            .push(format!("write {} {gpa:#x} {}", id.0, bytes.len()));
+        Ok(())
+    }
+    fn console_write(&mut self, caller: DomainId, bytes: &[u8]) {
+        self.calls.push(format!(
+            "console {} {}",
+            caller.0,
+            String::from_utf8_lossy(bytes)
+        ));
+    }
+    fn measure(
+        &mut self,
+        pcr: u8,
+        event_type: u32,
+        digests: &[Digest],
+        event_data: &[u8],
+    ) -> Result<u32, Error> {
+        if let Some(error) = self.fail_measure {
+            return Err(error);
+        }
+        self.calls.push(format!(
+            "measure {pcr} {event_type:#x} {} {}",
+            digests.len(),
+            event_data.len()
+        ));
+        self.events += 1;
+        Ok(self.events - 1)
+    }
+    fn complete_build(&mut self, domain: &Domain) -> Result<(), Error> {
+        if let Some(error) = self.fail_complete {
+            return Err(error);
+        }
+        self.calls.push(format!("complete {}", domain.name()));
+        Ok(())
+    }
+    fn destroy_builder(&mut self, id: DomainId) -> u64 {
+        self.calls.push(format!("destroy {}", id.0));
+        256
+    }
+    fn start_domain(&mut self, domain: &Domain) {
+        self.calls.push(format!("start {}", domain.name()));
+    }
+    fn shutdown_domain(&mut self, id: DomainId, exit_code: u32) {
+        self.calls.push(format!("shutdown {} {exit_code}", id.0));
+    }
+}
+
+const BANKS: [TpmAlgId; 2] = [TpmAlgId::SHA1, TpmAlgId::SHA256];
+
+struct World {
+    table: DomainTable,
+    modules: Vec<BootModule>,
+    platform: FakePlatform,
+    domb: DomainId,
+}
+
+impl World {
+    fn new() -> Self {
+        let mut table = DomainTable::new();
+        let domb = table.create_boot_domain(0x100_0000, 1).unwrap();
+        let module = |name: &str, start: u64, len: u64, gpa: u64| BootModule {
+            name: ModuleName::new(name).unwrap(),
+            phys: PhysRange::new(start, start + len),
+            domb_gpa: gpa,
+        };
+        let modules = vec![
+            module("config", 0x40_0000, 0x800, 0x200_0000),
+            module("hello", 0x50_0000, 0x1_2345, 0x200_1000),
+        ];
+        World {
+            table,
+            modules,
+            platform: FakePlatform::default(),
+            domb,
+        }
+    }
+
+    fn call_raw(&mut self, caller: DomainId, bytes: &[u8]) -> (Result<ResponseOk, Error>, Outcome) {
+        let launch = LaunchInfo {
+            launch_kind: LaunchKind::Emulated,
+            active_banks: &BANKS,
+            modules: &self.modules,
+        };
+        let mut response = [0u8; HYPERCALL_BUFFER_SIZE];
+        let reply = dispatch(
+            &mut self.table,
+            &launch,
+            &mut self.platform,
+            caller,
+            bytes,
+            &mut response,
+        )
+        .unwrap();
+        (
+            decode_response(&response[..reply.response_len]).unwrap(),
+            reply.outcome,
+        )
+    }
+
+    fn call(&mut self, caller: DomainId, request: Request) -> Result<ResponseOk, Error> {
+        let mut bytes = [0u8; HYPERCALL_BUFFER_SIZE];
+        let len = encode_request(&request, &mut bytes).unwrap();
+        let (result, outcome) = self.call_raw(caller, &bytes[..len]);
+        assert_eq!(outcome, Outcome::Resume);
+        result
+    }
+
+    fn create(&mut self, name: &str, memory_bytes: u64, vcpus: u16) -> Result<DomainId, Error> {
+        let capabilities = Capabilities {
+            control: name == "ctl",
+            ..Default::default()
+        };
+        let request = Request::CreateDomain {
+            name: DomainName::new(name).unwrap(),
+            memory_bytes,
+            vcpus,
+            capabilities,
+        };
+        match self.call(self.domb, request)? {
+            ResponseOk::DomainCreated(id) => Ok(id),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// Checks that a refused request changed nothing on the platform.
+    fn refused(&mut self, caller: DomainId, request: Request, error: Error) {
+        let calls = self.platform.calls.len();
+        let records: Vec<usize> = self
+            .table
+            .iter()
+            .map(|d| d.build_record().steps().len())
+            .collect();
+        assert_eq!(
+            self.call(caller, request.clone()),
+            Err(error),
+            "{request:?}"
+        );
+        assert_eq!(
+            self.platform.calls.len(),
+            calls,
+            "refused {request:?} had an effect"
+        );
+        let after: Vec<usize> = self
+            .table
+            .iter()
+            .map(|d| d.build_record().steps().len())
+            .collect();
+        assert_eq!(records, after, "refused {request:?} was recorded");
+    }
+}
+
+fn entry() -> VcpuEntry {
+    VcpuEntry::Pvh32 {
+        entry_eip: 0x10_0000,
+        start_info_gpa: 0x1000,
+    }
+}
+
+fn digests(list: &[(TpmAlgId, usize)]) -> BoundedVec<Digest, { v1::MAX_BANKS }> {
+    let all: Vec<Digest> = list
+        .iter()
+        .map(|(alg, len)| Digest::new(*alg, &vec![0xab; *len]).unwrap())
+        .collect();
+    BoundedVec::from_slice(&all).unwrap()
+}
+
+fn measure(pcr: u8, list: &[(TpmAlgId, usize)]) -> Request {
+    Request::Measure {
+        pcr,
+        event_type: 0x606,
+        digests: digests(list),
+        event_data: Bytes::from_slice(b"hello").unwrap(),
+    }
+}
+
+#[test]
+fn queries_report_the_launch_and_modules() {
+    let mut w = World::new();
+    let domb = w.domb;
+    match w.call(domb, Request::QueryBootInfo).unwrap() {
+        ResponseOk::BootInfo(summary) => {
+            assert_eq!(summary.launch_kind, LaunchKind::Emulated);
+            assert_eq!(&*summary.active_banks, &BANKS);
+            assert_eq!(summary.module_count, 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        w.call(domb, Request::QueryModule { index: 1 }),
+        Ok(ResponseOk::Module(ModuleInfo {
+            name: ModuleName::new("hello").unwrap(),
+            size: 0x1_2345,
+            gpa: 0x200_1000
+        }))
+    );
+    w.refused(
+        domb,
+        Request::QueryModule { index: 2 },
+        Error::UnknownModule,
+    );
+}
+
+#[test]
+fn garbage_requests_get_decode_errors() {
+    let mut w = World::new();
+    let domb = w.domb;
+    assert_eq!(w.call_raw(domb, &[]).0, Err(Error::MalformedRequest));
+    assert_eq!(w.call_raw(domb, &[0xff; 40]).0, Err(Error::BadMagic));
+    let mut bad_version = REQUEST_MAGIC.to_le_bytes().to_vec();
+    bad_version.extend_from_slice(&[2, 0, 0]);
+    assert_eq!(
+        w.call_raw(domb, &bad_version).0,
+        Err(Error::UnsupportedVersion)
+    );
+    let mut bytes = [0u8; 64];
+    let len = encode_request(&Request::QueryModule { index: 1 }, &mut bytes).unwrap();
+    assert_eq!(
+        w.call_raw(domb, &bytes[..len - 1]).0,
+        Err(Error::MalformedRequest)
+    );
+    assert_eq!(
+        w.call_raw(domb, &bytes[..len + 1]).0,
+        Err(Error::MalformedRequest)
+    );
+    assert!(w.platform.calls.is_empty());
+}
+
+#[test]
+fn create_domain_errors() {
+    let mut w = World::new();
+    let domb = w.domb;
+    let create = |name: &str, memory_bytes, vcpus| Request::CreateDomain {
+        name: DomainName::new(name).unwrap(),
+        memory_bytes,
+        vcpus,
+        capabilities: Capabilities::default(),
+    };
+    w.refused(domb, create("domb", 4096, 1), Error::NameReserved);
+    w.refused(domb, create("slipway", 4096, 1), Error::NameReserved);
+    w.refused(domb, create("a", 0, 1), Error::InvalidMemorySize);
+    w.refused(domb, create("a", 4095, 1), Error::InvalidMemorySize);
+    w.refused(
+        domb,
+        create("a", u64::MAX & !0xfff, 1),
+        Error::InvalidMemorySize,
+    );
+    w.refused(domb, create("a", 4096, 0), Error::NoVcpus);
+    w.refused(domb, create("a", 4096, 200), Error::TooManyVcpus);
+    w.platform.fail_create = Some(Error::OutOfMemory);
+    w.refused(domb, create("a", 4096, 1), Error::OutOfMemory);
+    w.platform.fail_create = None;
+    let a = w.create("a", 4096, 1).unwrap();
+    assert_eq!(w.platform.calls, ["create 1 0x1000 1"]);
+    assert_eq!(w.table.get(a).unwrap().state(), DomainState::Planned);
+    w.refused(domb, create("a", 4096, 1), Error::NameTaken);
+}
+
+#[test]
+fn memory_requests_check_every_range_with_overflow() {
+    let mut w = World::new();
+    let domb = w.domb;
+    let web = w.create("web", 0x20_0000, 1).unwrap();
+    let populate = |domain, module, module_offset, length, gpa| Request::PopulateFromModule {
+        domain,
+        module,
+        module_offset,
+        length,
+        gpa,
+    };
+    w.refused(
+        domb,
+        populate(DomainId(9), 1, 0, 1, 0),
+        Error::UnknownDomain,
+    );
+    w.refused(domb, populate(domb, 1, 0, 1, 0), Error::UnknownDomain);
+    w.refused(domb, populate(web, 2, 0, 1, 0), Error::UnknownModule);
+    w.refused(
+        domb,
+        populate(web, 1, 0, 0x1_2346, 0),
+        Error::RangeOutsideModule,
+    );
+    w.refused(
+        domb,
+        populate(web, 1, 0x1_2345, 1, 0),
+        Error::RangeOutsideModule,
+    );
+    w.refused(
+        domb,
+        populate(web, 1, u64::MAX, 2, 0),
+        Error::RangeOutsideModule,
+    );
+    w.refused(
+        domb,
+        populate(web, 1, 0, 0x1000, 0x20_0000 - 0xfff),
+        Error::RangeOutsideDomain,
+    );
+    w.refused(
+        domb,
+        populate(web, 1, 0, 0x1000, u64::MAX - 0x10),
+        Error::RangeOutsideDomain,
+    );
+    assert_eq!(
+        w.call(domb, populate(web, 1, 0x345, 0x1_2000, 0x1f_0000 - 0x2000)),
+        Ok(ResponseOk::Done)
+    );
+    let write = |domain, gpa, n: usize| Request::WriteMemory {
+        domain,
+        gpa,
+        bytes: Bytes::from_slice(&vec![7u8; n]).unwrap(),
+    };
+    w.refused(
+        domb,
+        write(web, 0x20_0000 - 10, 11),
+        Error::RangeOutsideDomain,
+    );
+    w.refused(
+        domb,
+        write(web, u64::MAX - 4, 11),
+        Error::RangeOutsideDomain,
+    );
+    w.refused(domb, write(DomainId(0), 0, 1), Error::UnknownDomain);
+    assert_eq!(
+        w.call(domb, write(web, 0x20_0000 - 11, 11)),
+        Ok(ResponseOk::Done)
+    );
+    assert_eq!(
+        w.platform.calls[1..],
+        [
+            "populate 1 hello 0x345 0x12000 0x1ee000",
+            "write 1 0x1ffff5 11"
+        ]
+    );
+    let steps = w.table.get(web).unwrap().build_record().steps();
+    assert_eq!(steps.len(), 2);
+    assert_eq!(steps[1], BuildRecord::write_step(0x20_0000 - 11, &[7; 11]));
+}
+
+#[test]
+fn vcpu_console_and_start_requests() {
+    let mut w = World::new();
+    let domb = w.domb;
+    let web = w.create("web", 0x20_0000, 2).unwrap();
+    let ctl = w.create("ctl", 0x20_0000, 1).unwrap();
+    let set = |domain, vcpu, entry| Request::SetVcpuState {
+        domain,
+        vcpu,
+        entry,
+    };
+    w.refused(domb, set(web, 2, entry()), Error::InvalidVcpu);
+    w.refused(
+        domb,
+        set(
+            web,
+            0,
+            VcpuEntry::Pvh32 {
+                entry_eip: 0x20_0000,
+                start_info_gpa: 0,
+            },
+        ),
+        Error::InvalidEntryState,
+    );
+    w.refused(domb, set(DomainId(7), 0, entry()), Error::UnknownDomain);
+    assert_eq!(w.call(domb, set(web, 1, entry())), Ok(ResponseOk::Done));
+    assert_eq!(
+        w.call(domb, Request::AssignConsole { domain: ctl }),
+        Ok(ResponseOk::Done)
+    );
+    w.refused(
+        domb,
+        Request::AssignConsole { domain: web },
+        Error::ConsoleAlreadyAssigned,
+    );
+    assert_eq!(
+        w.call(
+            domb,
+            Request::RequestStart {
+                domain: web,
+                boot_order: 2
+            }
+        ),
+        Ok(ResponseOk::Done)
+    );
+    w.refused(
+        domb,
+        Request::RequestStart {
+            domain: web,
+            boot_order: 3,
+        },
+        Error::DuplicateStartRequest,
+    );
+    w.refused(
+        domb,
+        Request::RequestStart {
+            domain: ctl,
+            boot_order: 2,
+        },
+        Error::DuplicateStartRequest,
+    );
+    let record = w.table.get(web).unwrap().build_record();
+    assert_eq!(
+        record.steps(),
+        [
+            BuildStep::SetVcpuEntry {
+                vcpu: 1,
+                entry: entry()
+            },
+            BuildStep::RequestStart { boot_order: 2 }
+        ]
+    );
+}
+
+#[test]
+fn measure_accepts_only_pcr_19_and_20_with_every_bank_once() {
+    let mut w = World::new();
+    let domb = w.domb;
+    let good = [(TpmAlgId::SHA1, 20), (TpmAlgId::SHA256, 32)];
+    for pcr in [0, 17, 18, 21, 22, 23, 255] {
+        w.refused(domb, measure(pcr, &good), Error::PcrNotAllowed);
+    }
+    w.refused(domb, measure(19, &good[..1]), Error::BankMissing);
+    w.refused(
+        domb,
+        measure(
+            19,
+            &[
+                (TpmAlgId::SHA1, 20),
+                (TpmAlgId::SHA256, 32),
+                (TpmAlgId::SHA384, 48),
+            ],
+        ),
+        Error::UnknownAlgorithm,
+    );
+    w.refused(
+        domb,
+        measure(19, &[(TpmAlgId::SHA1, 20), (TpmAlgId::SHA1, 20)]),
+        Error::DuplicateBank,
+    );
+    w.refused(
+        domb,
+        measure(20, &[(TpmAlgId::SHA1, 20), (TpmAlgId::SHA256, 20)]),
+        Error::DigestLengthWrong,
+    );
+    assert_eq!(
+        w.call(domb, measure(19, &good)),
+        Ok(ResponseOk::Measured { event_index: 0 })
+    );
+    assert_eq!(
+        w.call(domb, measure(20, &good)),
+        Ok(ResponseOk::Measured { event_index: 1 })
+    );
+    w.platform.fail_measure = Some(Error::TpmFailed);
+    w.refused(domb, measure(20, &good), Error::TpmFailed);
+}
+
+#[test]
+fn build_records_are_bounded_before_any_effect() {
+    let mut w = World::new();
+    let domb = w.domb;
+    let web = w.create("web", 0x20_0000, 1).unwrap();
+    let write = Request::WriteMemory {
+        domain: web,
+        gpa: 0,
+        bytes: Bytes::from_slice(b"x").unwrap(),
+    };
+    for _ in 0..MAX_BUILD_STEPS {
+        assert_eq!(w.call(domb, write.clone()), Ok(ResponseOk::Done));
+    }
+    w.refused(domb, write, Error::OutOfMemory);
+    w.refused(
+        domb,
+        Request::RequestStart {
+            domain: web,
+            boot_order: 0,
+        },
+        Error::OutOfMemory,
+    );
+}
+
+#[test]
+fn hand_off_starts_in_order_and_closes_the_builder_interface() {
+    let mut w = World::new();
+    let domb = w.domb;
+    let web = w.create("web", 0x20_0000, 1).unwrap();
+    let ctl = w.create("ctl", 0x20_0000, 1).unwrap();
+    assert_eq!(w.call(domb, Request::HandOff), Err(Error::PlanIncomplete));
+    for (domain, order) in [(web, 9), (ctl, 1)] {
+        w.call(
+            domb,
+            Request::SetVcpuState {
+                domain,
+                vcpu: 0,
+                entry: entry(),
+            },
+        )
+        .unwrap();
+        w.call(
+            domb,
+            Request::RequestStart {
+                domain,
+                boot_order: order,
+            },
+        )
+        .unwrap();
+    }
+    // A failing completion (the PCR21 extend, later) leaves everything as it was.
+    w.platform.fail_complete = Some(Error::TpmFailed);
+    assert_eq!(w.call(domb, Request::HandOff), Err(Error::TpmFailed));
+    assert!(!w.table.handed_off());
+    w.platform.fail_complete = None;
+    w.platform.calls.clear();
+    let mut bytes = [0u8; 16];
+    let len = encode_request(&Request::HandOff, &mut bytes).unwrap();
+    let (result, outcome) = w.call_raw(domb, &bytes[..len]);
+    assert_eq!(result, Ok(ResponseOk::Done));
+    assert_eq!(
+        outcome,
+        Outcome::HandedOff {
+            reclaimed_pages: 256,
+            started: 2
+        }
+    );
+    assert_eq!(
+        w.platform.calls,
+        [
+            "complete web",
+            "complete ctl",
+            "destroy 0",
+            "start ctl",
+            "start web"
+        ]
+    );
+    assert_eq!(w.table.get(web).unwrap().state(), DomainState::Running);
+
+    // From now on every builder request is refused, from anyone, with AfterHandOff.
+    let builder_requests = [
+        Request::QueryBootInfo,
+        Request::QueryModule { index: 0 },
+        Request::CreateDomain {
+            name: DomainName::new("late").unwrap(),
+            memory_bytes: 4096,
+            vcpus: 1,
+            capabilities: Capabilities::default(),
+        },
+        Request::PopulateFromModule {
+            domain: web,
+            module: 0,
+            module_offset: 0,
+            length: 1,
+            gpa: 0,
+        },
+        Request::WriteMemory {
+            domain: web,
+            gpa: 0,
+            bytes: Bytes::from_slice(b"x").unwrap(),
+        },
+        Request::SetVcpuState {
+            domain: web,
+            vcpu: 0,
+            entry: entry(),
+        },
+        Request::AssignConsole { domain: web },
+        Request::RequestStart {
+            domain: web,
+            boot_order: 3,
+        },
+        measure(19, &[(TpmAlgId::SHA1, 20), (TpmAlgId::SHA256, 32)]),
+        Request::HandOff,
+    ];
+    for request in builder_requests {
+        for caller in [web, ctl] {
+            w.refused(caller, request.clone(), Error::AfterHandOff);
+        }
+    }
+    // domB is gone: it cannot call anything any more.
+    w.refused(
+        domb,
+        Request::WriteConsole {
+            bytes: Bytes::from_slice(b"hi").unwrap(),
+        },
+        Error::NotPermitted,
+    );
+    // The console and shutdown remain.
+    assert_eq!(
+        w.call(
+            web,
+            Request::WriteConsole {
+                bytes: Bytes::from_slice(b"hi").unwrap()
+            }
+        ),
+        Ok(ResponseOk::Done)
+    );
+    assert_eq!(w.platform.calls.last().unwrap(), "console 1 hi");
+    let len = encode_request(&Request::Shutdown { exit_code: 3 }, &mut bytes).unwrap();
+    assert_eq!(
+        w.call_raw(web, &bytes[..len]).1,
+        Outcome::ShutDown { exit_code: 3 }
+    );
+    assert_eq!(
+        w.table.get(web).unwrap().state(),
+        DomainState::ShutDown { exit_code: 3 }
+    );
+    w.table.mark_crashed(ctl, StopReason::TripleFault).unwrap();
+    assert!(w.table.all_finished());
+}
+
+#[test]
+fn non_builders_cannot_build_before_hand_off() {
+    let mut w = World::new();
+    // A second running domain without the builder capability (only reachable through a binary
+    // bug before hand-off, but the dispatcher must not rely on that).
+    let other = w.create("other", 0x1000, 1).unwrap();
+    w.table.mark_started(other).unwrap();
+    w.refused(other, Request::QueryBootInfo, Error::NotPermitted);
+    w.refused(other, Request::HandOff, Error::NotPermitted);
+    let planned = w.create("planned", 0x1000, 1).unwrap();
+    w.refused(
+        planned,
+        Request::WriteConsole {
+            bytes: Bytes::from_slice(b"x").unwrap(),
+        },
+        Error::NotPermitted,
+    );
+}
+
+#[test]
+fn the_build_record_encodes_as_the_pcr21_payload() {
+    let mut w = World::new();
+    let domb = w.domb;
+    let web = w.create("web", 0x20_0000, 1).unwrap();
+    w.call(
+        domb,
+        Request::PopulateFromModule {
+            domain: web,
+            module: 1,
+            module_offset: 0,
+            length: 16,
+            gpa: 0x1000,
+        },
+    )
+    .unwrap();
+    w.call(
+        domb,
+        Request::SetVcpuState {
+            domain: web,
+            vcpu: 0,
+            entry: entry(),
+        },
+    )
+    .unwrap();
+    let mut out = [0u8; 512];
+    let len = w
+        .table
+        .get(web)
+        .unwrap()
+        .build_record()
+        .encode(&mut out)
+        .unwrap();
+    // version 1, name "web", memory 0x200000 (varint), 1 vCPU, capabilities, 2 steps...
+    assert_eq!(&out[..9], &[1, 3, b'w', b'e', b'b', 0x80, 0x80, 0x80, 0x01]);
+    assert!(len > 20);
+    assert_eq!(
+        w.table
+            .get(web)
+            .unwrap()
+            .build_record()
+            .encode(&mut out[..8]),
+        Err(crate::build_record::RecordError::BufferTooSmall)
+    );
+}

@@ -61,6 +61,7 @@ pub trait Platform {
     /// appends the event; returns the event's index in the log.
     fn measure(
         &mut self,
+        caller: DomainId,
         pcr: u8,
         event_type: u32,
         digests: &[Digest],
@@ -69,13 +70,6 @@ pub trait Platform {
     /// At hand-off, before anything irreversible, once per planned domain in creation order: the
     /// place for the PCR21 build event (the measured-launch issue).
     fn complete_build(&mut self, domain: &Domain) -> Result<(), Error>;
-    /// Destroys the builder after hand-off: tears down its tables, scrubs and frees its memory.
-    /// Returns the number of pages reclaimed.
-    fn destroy_builder(&mut self, id: DomainId) -> u64;
-    /// Starts a domain after hand-off (its vCPU entries are in `domain`).
-    fn start_domain(&mut self, domain: &Domain);
-    /// The domain shut itself down: stop its vCPUs and release what it holds.
-    fn shutdown_domain(&mut self, id: DomainId, exit_code: u32);
 }
 
 /// What the vCPU that made the call does next.
@@ -83,14 +77,16 @@ pub trait Platform {
 pub enum Outcome {
     /// Resume the caller with the response.
     Resume,
-    /// Hand-off happened: the caller (domB) is gone; `started` domains were started in order.
+    /// Hand-off happened: the table marked the caller (domB) destroyed and refuses builder
+    /// requests from now on. The binary now destroys domB (tables, scrub, free), then starts
+    /// `order[..count]` in that order, calling [`DomainTable::mark_started`] for each.
     HandedOff {
-        /// Pages reclaimed from domB.
-        reclaimed_pages: u64,
-        /// Number of domains started.
-        started: usize,
+        /// Planned domains in ascending boot order.
+        order: [DomainId; MAX_DOMAINS],
+        /// How many entries of `order` are valid.
+        count: usize,
     },
-    /// The caller shut itself down: do not resume it.
+    /// The caller shut itself down (the table says so already): stop its vCPUs, release it.
     ShutDown {
         /// The exit code it gave.
         exit_code: u32,
@@ -159,7 +155,6 @@ fn handle<P: Platform>(
         Request::Shutdown { exit_code } => {
             // The caller is running (checked above), so the transition cannot fail.
             let _ = table.mark_shut_down(caller, *exit_code);
-            platform.shutdown_domain(caller, *exit_code);
             (
                 Ok(ResponseOk::Done),
                 Outcome::ShutDown {
@@ -288,7 +283,7 @@ fn perform<P: Platform>(
                 return Err(Error::PcrNotAllowed);
             }
             v1::check_digests(digests, launch.active_banks)?;
-            let event_index = platform.measure(*pcr, *event_type, digests, event_data)?;
+            let event_index = platform.measure(caller, *pcr, *event_type, digests, event_data)?;
             Ok(ResponseOk::Measured { event_index })
         }
         // Handled before; a future variant is refused rather than guessed at.
@@ -328,18 +323,7 @@ fn hand_off<P: Platform>(
     }
     let mut order = [DomainId(0); MAX_DOMAINS];
     let count = table.hand_off(builder, &mut order)?;
-    let reclaimed_pages = platform.destroy_builder(builder);
-    for id in &order[..count] {
-        if table.mark_started(*id).is_ok()
-            && let Some(domain) = table.get(*id)
-        {
-            platform.start_domain(domain);
-        }
-    }
-    Ok(Outcome::HandedOff {
-        reclaimed_pages,
-        started: count,
-    })
+    Ok(Outcome::HandedOff { order, count })
 }
 
 #[cfg(test)]

@@ -8,12 +8,19 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use std::time::{Duration, Instant};
+
 use crate::bundle::{Manifest, ManifestError, ModuleSource};
 use crate::grub::{self, GrubModule};
+use crate::procs::ManagedChild;
 use crate::workspace::{FREESTANDING_TARGET, Workspace, cargo};
 
 /// The hypervisor package and binary.
 pub const HYPERVISOR_PACKAGE: &str = "slipway-hypervisor";
+
+/// Longest a build of the freestanding binaries may take (a cold build takes about two minutes on
+/// two cores).
+const BUILD_TIME_LIMIT: Duration = Duration::from_secs(30 * 60);
 
 /// GRUB modules put on the ISO (both platforms). The EFI core image looks for every `part_*`
 /// module at start and complains about each missing one, so all are included; the rest is what
@@ -117,10 +124,26 @@ pub fn build_freestanding(ws: &Workspace, packages: &[&str]) -> Result<(), Build
     for p in packages {
         cmd.args(["-p", p]);
     }
-    let status = cmd.status().map_err(|source| BuildError::Tool {
+    // A managed child, so Ctrl-C or SIGTERM to the harness stops the build too.
+    let mut child = ManagedChild::spawn("cargo build", cmd).map_err(|source| BuildError::Tool {
         tool: "cargo",
         source,
     })?;
+    let status = child
+        .wait_until(Instant::now() + BUILD_TIME_LIMIT)
+        .map_err(|source| BuildError::Tool {
+            tool: "cargo",
+            source,
+        })?;
+    let Some(status) = status else {
+        return Err(BuildError::Cargo {
+            packages: packages.join(", "),
+            status: format!(
+                "still running after {} s; stopped",
+                BUILD_TIME_LIMIT.as_secs()
+            ),
+        });
+    };
     if !status.success() {
         return Err(BuildError::Cargo {
             packages: packages.join(", "),

@@ -13,6 +13,30 @@
 //! - [`log`]: the TCG PC Client crypto-agile event log: header, writer (new or appending to a
 //!   foreign log), parser, replay.
 //! - [`events`]: Slipway's event types, PCR assignments and event-data encodings.
+//!
+//! ```
+//! use slipway_measure::events::*;
+//! use slipway_measure::hash::BoundModuleHasher;
+//! use slipway_measure::{BankSet, EventLog, InitialState, LogHeader, LogWriter};
+//!
+//! let banks = BankSet::all_supported(); // the TPM's active banks, in its order
+//! let mut buf = [0u8; 16 * 1024];
+//! let mut log = LogWriter::new(&mut buf, &LogHeader::slipway(banks))?;
+//! // An event a verifier interprets: its digests are computed from the bytes written.
+//! let kind = SlipwayEvent::LaunchKind(LaunchKind::Emulated);
+//! let digests = log.append_slipway(PCR_BUILD_INPUTS, &kind, None)?;
+//! assert_eq!(digests.len(), 4); // extend PCR19 with these: one PCR_Extend, every bank
+//! // A boot module bound to its name: the image is read once for every bank.
+//! let mut hasher = BoundModuleHasher::new(&banks, b"hello");
+//! hasher.update(b"image bytes");
+//! let (bound, _image_digests) = hasher.finalize();
+//! let module = SlipwayEvent::BootModule(ModuleRecord { name: b"hello", size: 11 });
+//! log.append_slipway(PCR_BOOT_MODULES, &module, Some(&bound))?;
+//! // Replay, as a verifier does.
+//! let pcrs = EventLog::parse(log.as_bytes())?.replay(InitialState::DynamicLaunch)?;
+//! assert!(pcrs.value(PCR_BOOT_MODULES, slipway_measure::HashAlg::Sha256)?.is_some());
+//! # Ok::<(), slipway_measure::Error>(())
+//! ```
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

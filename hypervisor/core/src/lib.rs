@@ -8,6 +8,7 @@
 
 pub mod addr;
 pub mod build_record;
+pub mod console;
 pub mod domain;
 pub mod frame_alloc;
 pub mod guest_memory;
@@ -15,6 +16,7 @@ pub mod hypercall;
 pub mod memmap;
 pub mod memory;
 pub mod paging;
+pub mod uart;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

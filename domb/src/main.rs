@@ -1,4 +1,97 @@
+//! domB, the boot domain: measures every input before using it, parses the launch configuration,
+//! evaluates the launch policy, builds every domain through protocol v1 hypercalls, and hands off.
+//! The logic is `slipway_domb_core::launch::run`; this is the glue to the guest runtime: boot
+//! information, module mappings, the hypercall and the console.
 #![no_std]
 #![no_main]
-#[panic_handler]
-fn panic(_: &core::panic::PanicInfo) -> ! { loop {} }
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+use core::fmt::{self, Display};
+
+use slipway_domb_core::launch::{self, BootFacts, Hypervisor};
+use slipway_domb_core::planner::ModuleData;
+use slipway_guest_rt::hypercall::{self, CallError};
+use slipway_guest_rt::{Boot, memory, println};
+use slipway_protocol::v1::{self, BootInfo, LaunchKind, Request, ResponseOk};
+
+slipway_guest_rt::entry!(main);
+
+/// Prints why domB stops and shuts it down with failure (the hypervisor reports it).
+fn fail(what: &str, why: impl Display) -> ! {
+    println!("error: {what}: {why}");
+    hypercall::shutdown(1)
+}
+
+struct Hypercall;
+
+impl Hypervisor for Hypercall {
+    type Error = CallError;
+    fn call(&mut self, request: &Request) -> Result<ResponseOk, CallError> {
+        hypercall::call(request)
+    }
+}
+
+/// Line-buffered console output for the launch's progress lines.
+struct Console;
+
+impl fmt::Write for Console {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        slipway_guest_rt::print!("{text}");
+        Ok(())
+    }
+}
+
+fn boot_info(start_info_gpa: u64) -> BootInfo {
+    let info = memory::start_info(start_info_gpa).unwrap_or_else(|e| fail("start info", e));
+    let entry = info
+        .module(0)
+        .unwrap_or_else(|| fail("start info", "no module 0 (the boot information)"));
+    let bytes = memory::bytes(entry.paddr, entry.size)
+        .unwrap_or_else(|| fail("boot information", "not inside the identity map"));
+    v1::decode_boot_info(bytes)
+        .unwrap_or_else(|e| fail("boot information", alloc::format!("{e:?}")))
+}
+
+fn main(boot: Boot) -> ! {
+    if boot.cpu != 0 {
+        fail("start", "domB runs on one vCPU");
+    }
+    let info = boot_info(boot.start_info_gpa);
+    let launch_kind = match info.launch_kind {
+        LaunchKind::None => "none (unmeasured)",
+        LaunchKind::Emulated => "emulated",
+        LaunchKind::Txt => "txt",
+        LaunchKind::Skinit => "skinit",
+        _ => "unknown",
+    };
+    println!(
+        "launch kind: {launch_kind}; {} boot modules",
+        info.modules.len()
+    );
+    // x86_64-unknown-none is soft-float: sha1/sha2 are pinned to their portable backends there.
+    println!("hashing backend: software (portable sha1/sha2; no SIMD or SHA-NI on this target)");
+
+    let mut modules = Vec::new();
+    for (index, module) in info.modules.iter().enumerate() {
+        let bytes = memory::bytes(module.gpa, module.size).unwrap_or_else(|| {
+            fail(
+                "boot module",
+                alloc::format!("{} is not mapped below 4 GiB", module.name),
+            )
+        });
+        modules.push(ModuleData {
+            name: module.name.as_str(),
+            index: index as u16,
+            bytes,
+        });
+    }
+    let facts = BootFacts {
+        launch_kind: info.launch_kind,
+        active_banks: &info.active_banks,
+        modules: &modules,
+    };
+    let error = launch::run(&facts, &mut Hypercall, &mut Console);
+    fail("launch", error)
+}

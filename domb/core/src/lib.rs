@@ -9,6 +9,8 @@ extern crate alloc;
 pub mod config;
 pub mod dtb;
 pub mod elf_load;
+pub mod launch;
+pub mod measurements;
 pub mod planner;
 pub mod policy;
 pub mod start_info;

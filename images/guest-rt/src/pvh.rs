@@ -197,6 +197,16 @@ impl<'m, M: PhysRead> StartInfo<'m, M> {
             .fold(0u64, u64::saturating_add)
     }
 
+    /// End of the highest RAM range: the domain's memory size for a Slipway domain, whose RAM
+    /// is `[0, size)` with only the start-info page reserved inside it.
+    pub fn ram_end(&self) -> u64 {
+        self.memory_map()
+            .filter(|range| range.kind == E820_RAM)
+            .map(|range| range.addr.saturating_add(range.size))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Bytes of usable RAM in the memory map.
     pub fn ram_size(&self) -> u64 {
         self.memory_map()
@@ -271,6 +281,7 @@ mod tests {
         assert_eq!(info.memory_map().count(), 2);
         assert_eq!(info.memory_size(), 0x10000);
         assert_eq!(info.ram_size(), 0xf000);
+        assert_eq!(info.ram_end(), 0x10000);
     }
 
     #[test]

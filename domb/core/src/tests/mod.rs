@@ -4,6 +4,8 @@
 mod config_tests;
 mod elf_tests;
 mod fixtures;
+mod launch_tests;
+mod measurement_tests;
 mod planner_tests;
 mod policy_tests;
 mod start_info_tests;

@@ -53,8 +53,8 @@ fn main(boot: Boot) -> ! {
     let name = word_value(cmdline, "name").unwrap_or("hello");
     println!("hello from {name}");
     println!(
-        "memory: {} KiB ({} KiB RAM)",
-        info.memory_size() / 1024,
+        "memory: {} KiB ({} KiB usable RAM)",
+        info.ram_end() / 1024,
         info.ram_size() / 1024
     );
     println!("command line: \"{cmdline}\"");

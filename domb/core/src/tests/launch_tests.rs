@@ -1,0 +1,267 @@
+use super::fixtures::*;
+use crate::launch::{self, BootFacts, Hypervisor, LaunchError};
+use crate::planner::ModuleData;
+use slipway_measure::events;
+use slipway_protocol::v1::{self, DomainId, LaunchKind, Request, ResponseOk, TpmAlgId};
+
+/// A fake hypervisor: records every request (after a round trip through the wire encoding),
+/// answers like the real one, and can refuse one kind of request.
+#[derive(Default)]
+struct Fake {
+    requests: Vec<Request>,
+    refuse_measure: bool,
+    refuse_populate: bool,
+    next_id: u16,
+}
+
+impl Hypervisor for Fake {
+    type Error = v1::Error;
+    fn call(&mut self, request: &Request) -> Result<ResponseOk, v1::Error> {
+        let mut buffer = [0u8; slipway_protocol::HYPERCALL_BUFFER_SIZE];
+        let len = v1::encode_request(request, &mut buffer).expect("every request fits the buffer");
+        let request = v1::decode_request(&buffer[..len]).expect("decodes");
+        self.requests.push(request.clone());
+        match request {
+            Request::Measure { .. } if self.refuse_measure => Err(v1::Error::NotPermitted),
+            Request::Measure { .. } => Ok(ResponseOk::Measured {
+                event_index: self.requests.len() as u32,
+            }),
+            Request::CreateDomain { .. } => {
+                self.next_id += 1;
+                Ok(ResponseOk::DomainCreated(DomainId(self.next_id)))
+            }
+            Request::PopulateFromModule { .. } if self.refuse_populate => {
+                Err(v1::Error::RangeOutsideDomain)
+            }
+            Request::HandOff => Err(v1::Error::PlanIncomplete),
+            _ => Ok(ResponseOk::Done),
+        }
+    }
+}
+
+fn run(
+    fake: &mut Fake,
+    kind: LaunchKind,
+    banks: &[TpmAlgId],
+    tree: &Node,
+) -> (LaunchError, String) {
+    let config = dtb(tree);
+    let kernel = ElfSpec::pvh(0x10_0000).build();
+    let modules = [
+        ModuleData {
+            name: "domb",
+            index: 0,
+            bytes: b"domb image",
+        },
+        ModuleData {
+            name: "config",
+            index: 1,
+            bytes: &config,
+        },
+        ModuleData {
+            name: "hello",
+            index: 2,
+            bytes: &kernel,
+        },
+        ModuleData {
+            name: "initrd",
+            index: 3,
+            bytes: b"unused ramdisk",
+        },
+    ];
+    let mut out = String::new();
+    let boot = BootFacts {
+        launch_kind: kind,
+        active_banks: banks,
+        modules: &modules,
+    };
+    let error = launch::run(&boot, fake, &mut out);
+    (error, out)
+}
+
+fn measure_types(requests: &[Request]) -> Vec<(u8, u32)> {
+    requests
+        .iter()
+        .filter_map(|r| match r {
+            Request::Measure {
+                pcr, event_type, ..
+            } => Some((*pcr, *event_type)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn measures_everything_before_use_then_builds_and_hands_off() {
+    let mut fake = Fake::default();
+    let banks = [
+        TpmAlgId::SHA1,
+        TpmAlgId::SHA256,
+        TpmAlgId::SHA384,
+        TpmAlgId::SHA512,
+    ];
+    let (error, out) = run(&mut fake, LaunchKind::Emulated, &banks, &config_tree());
+    // The fake refuses the hand-off, so run() returns that error after everything else.
+    assert_eq!(
+        error,
+        LaunchError::HandOff(format!("{}", v1::Error::PlanIncomplete))
+    );
+    assert_eq!(
+        measure_types(&fake.requests),
+        [
+            (19, events::EV_SLIPWAY_LAUNCH_CONFIG),
+            (19, events::EV_SLIPWAY_POLICY),
+            (20, events::EV_SLIPWAY_BOOT_MODULE), // hello
+            (20, events::EV_SLIPWAY_BOOT_MODULE), // initrd: measured although unused
+            (19, events::EV_SLIPWAY_POLICY_DECISION),
+        ]
+    );
+    // Every measurement comes before the first build request; the hand-off is last.
+    let first_create = fake
+        .requests
+        .iter()
+        .position(|r| matches!(r, Request::CreateDomain { .. }))
+        .unwrap();
+    assert!(
+        fake.requests[first_create..]
+            .iter()
+            .all(|r| !matches!(r, Request::Measure { .. }))
+    );
+    assert_eq!(fake.requests.last(), Some(&Request::HandOff));
+    let creates: Vec<_> = fake
+        .requests
+        .iter()
+        .filter_map(|r| match r {
+            Request::CreateDomain { name, .. } => Some(name.as_str().to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(creates, ["ctl", "hello-a", "hello-b"]);
+    for request in &fake.requests {
+        if let Request::Measure { digests, .. } = request {
+            v1::check_digests(digests, &banks).unwrap();
+        }
+    }
+    assert!(
+        out.contains("active TPM banks: sha1, sha256, sha384, sha512"),
+        "{out}"
+    );
+    assert!(
+        out.contains("policy: all checks passed: start-all"),
+        "{out}"
+    );
+    assert!(out.contains("handing off"), "{out}");
+}
+
+#[test]
+fn default_policy_unmeasured_without_tpm_starts_only_recovery() {
+    let mut tree = config_tree();
+    tree.find(&["chosen", "hypervisor"])
+        .children
+        .retain(|c| c.name != "policy");
+    let mut fake = Fake::default();
+    let (_, out) = run(&mut fake, LaunchKind::None, &[], &tree);
+    assert!(out.contains("active TPM banks: none"), "{out}");
+    assert!(
+        out.contains("policy: unmeasured-launch: recovery-only"),
+        "{out}"
+    );
+    assert!(
+        out.contains("policy: tpm-unavailable: recovery-only"),
+        "{out}"
+    );
+    assert!(out.contains("policy: starting ctl\n"), "{out}");
+    let creates = fake
+        .requests
+        .iter()
+        .filter(|r| matches!(r, Request::CreateDomain { .. }))
+        .count();
+    assert_eq!(creates, 1);
+    // Without banks the measure requests still go out, without digests.
+    for request in &fake.requests {
+        if let Request::Measure { digests, .. } = request {
+            assert!(digests.is_empty());
+        }
+    }
+}
+
+#[test]
+fn refused_measurements_count_as_tpm_unavailable() {
+    let mut fake = Fake {
+        refuse_measure: true,
+        ..Fake::default()
+    };
+    let mut tree = config_tree();
+    tree.find(&["chosen", "hypervisor", "policy"])
+        .set("tpm-unavailable", s("halt"));
+    let (error, out) = run(&mut fake, LaunchKind::Emulated, &[TpmAlgId::SHA256], &tree);
+    assert_eq!(
+        error,
+        LaunchError::PolicyHalt(crate::policy::HaltReason::PolicyHalt)
+    );
+    assert!(out.contains("measure: config: refused:"), "{out}");
+    assert!(
+        !fake
+            .requests
+            .iter()
+            .any(|r| matches!(r, Request::CreateDomain { .. }))
+    );
+}
+
+#[test]
+fn config_errors_and_build_errors_stop_the_launch() {
+    let mut fake = Fake::default();
+    let mut tree = config_tree();
+    tree.find(&["chosen", "hypervisor", "hello-b"])
+        .set("memory", u64v(3));
+    let (error, _) = run(&mut fake, LaunchKind::Emulated, &[TpmAlgId::SHA256], &tree);
+    assert_eq!(
+        error.to_string(),
+        "launch configuration: node /chosen/hypervisor/hello-b property memory: memory must be a multiple of 4 KiB"
+    );
+    // The configuration was measured before it was parsed, and nothing after.
+    assert_eq!(
+        measure_types(&fake.requests),
+        [(19, events::EV_SLIPWAY_LAUNCH_CONFIG)]
+    );
+
+    let mut fake = Fake {
+        refuse_populate: true,
+        ..Fake::default()
+    };
+    let (error, _) = run(
+        &mut fake,
+        LaunchKind::Emulated,
+        &[TpmAlgId::SHA256],
+        &config_tree(),
+    );
+    assert_eq!(
+        error,
+        LaunchError::Build {
+            domain: "ctl".into(),
+            request: "populate",
+            error: format!("{}", v1::Error::RangeOutsideDomain)
+        }
+    );
+}
+
+#[test]
+fn allow_list_mismatch_is_decided_and_measured() {
+    let mut tree = config_tree();
+    tree.find(&["chosen", "hypervisor", "hello-a"])
+        .set("allowed-sha256", vec![0; 32]);
+    let mut fake = Fake::default();
+    let (error, out) = run(&mut fake, LaunchKind::Emulated, &[TpmAlgId::SHA1], &tree);
+    assert_eq!(
+        error,
+        LaunchError::PolicyHalt(crate::policy::HaltReason::PolicyHalt)
+    );
+    assert!(
+        out.contains("policy: digest-not-allowed (domain hello-a, module hello): halt"),
+        "{out}"
+    );
+    assert_eq!(
+        measure_types(&fake.requests).last(),
+        Some(&(19, events::EV_SLIPWAY_POLICY_DECISION))
+    );
+}

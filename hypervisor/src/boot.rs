@@ -9,7 +9,7 @@ use core::arch::global_asm;
 
 /// Size of the boot CPU's stack. A guard page (unmapped by the post-launch page tables) sits
 /// directly below it.
-pub const BOOT_STACK_SIZE: usize = 64 * 1024;
+pub const BOOT_STACK_SIZE: usize = 256 * 1024;
 
 global_asm!(
     r#"

@@ -66,3 +66,15 @@ pub fn print_raw(args: fmt::Arguments<'_>) {
 macro_rules! hvprintln {
     ($($arg:tt)*) => { $crate::console::print_line(format_args!($($arg)*)) };
 }
+
+/// Prints one line of a domain's output: `[<name>] <text>`. `text` is already escaped
+/// (printable ASCII only) and length-capped by the domain's line buffer.
+pub fn print_domain_line(name: &str, text: &str) {
+    with_serial(|serial| {
+        let _ = serial.write_str("[");
+        let _ = serial.write_str(name);
+        let _ = serial.write_str("] ");
+        let _ = serial.write_str(text);
+        let _ = serial.write_str("\n");
+    });
+}

@@ -13,7 +13,7 @@ use x86_64::structures::tss::TaskStateSegment;
 /// Physical CPUs the hypervisor supports.
 pub const MAX_CPUS: usize = 4;
 /// Main stack of an application processor.
-pub const AP_STACK_SIZE: usize = 64 * 1024;
+pub const AP_STACK_SIZE: usize = 128 * 1024;
 /// Stack for double faults and NMIs.
 pub const IST_STACK_SIZE: usize = 16 * 1024;
 /// IST slot (1-based in the IDT gate) for double faults and machine checks.

@@ -6,6 +6,7 @@
 mod address_space;
 mod boot;
 mod console;
+mod console_model;
 mod cpu;
 mod idt;
 mod interrupts;
@@ -15,9 +16,14 @@ mod launch;
 mod memmap;
 mod percpu;
 mod physmem;
+mod pvh;
 mod qemu_exit;
 mod serial;
+mod start_info;
+mod svm;
 mod tsc;
+mod vm;
+mod vmexit;
 
 use multiboot2::{BootInformation, BootInformationHeader};
 use slipway_hv_core::addr::PhysRange;
@@ -28,6 +34,15 @@ use qemu_exit::Verdict;
 
 /// The pre-launch stage's record for the post-launch stage.
 static mut HANDOFF: LaunchHandoff = LaunchHandoff::empty();
+
+/// The hypervisor's state once the post-launch stage has built it.
+static mut HV: core::mem::MaybeUninit<vm::Hv> = core::mem::MaybeUninit::uninit();
+
+/// Domain bookkeeping and hardware state: large (about 150 KiB), so statics rather than stack.
+static mut DOMAIN_TABLE: slipway_hv_core::domain::DomainTable =
+    slipway_hv_core::domain::DomainTable::new();
+static mut DOMAINS: [Option<vm::DomainHw>; slipway_hv_core::domain::MAX_DOMAINS] =
+    [const { None }; slipway_hv_core::domain::MAX_DOMAINS];
 
 /// Bitmap storage for the frame allocator: one bit per 4 KiB frame below 4 GiB.
 static mut FRAME_BITMAP: [u64; 16384] = [0; 16384];
@@ -157,8 +172,71 @@ extern "C" fn post_launch_main(handoff_addr: u64) -> ! {
     let cmdline =
         core::str::from_utf8(&handoff.cmdline[..handoff.cmdline_len as usize]).unwrap_or("");
     run_self_test(cmdline);
-    let _ = PhysRange::default();
+
+    // SAFETY: HV is written once here and used only by this CPU's run loop from now on.
+    let hv = unsafe { &mut *core::ptr::addr_of_mut!(HV) };
+    let hv = hv.write(start_hypervisor(mem, alloc, handoff, &boot, cmdline));
+    let domb_memory = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("domb_mem="))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(vm::DOMB_DEFAULT_MEMORY, |mib| mib << 20);
+    match hv.create_domb(domb_memory, cmdline) {
+        Ok(_) => tsc::milestone(format_args!("domb-started")),
+        Err(reason) => {
+            hvprintln!("no boot domain: {reason}; nothing to run");
+            qemu_exit::exit(if hv.modules.iter().any(|m| m.name == "domb") {
+                Verdict::Failure
+            } else {
+                Verdict::Success
+            })
+        }
+    }
+    hv.run();
+    hv.print_accounting();
+    hvprintln!("all domains have finished");
     qemu_exit::exit(Verdict::Success)
+}
+
+/// Enables SVM and gathers the modules: everything the domains need from the platform.
+fn start_hypervisor(
+    mem: physmem::DirectMap,
+    mut alloc: BitmapFrameAllocator<'static>,
+    handoff: &LaunchHandoff,
+    boot: &memmap::ValidatedBoot,
+    _cmdline: &str,
+) -> vm::Hv {
+    let svm = svm::SvmCpu::enable(&mut alloc).unwrap_or_else(|e| panic!("SVM: {e:?}"));
+    let maps = svm::permission_maps(&mut alloc).unwrap_or_else(|e| panic!("SVM: {e:?}"));
+    hvprintln!("svm: enabled with nested paging; every I/O port and MSR intercepted");
+    let mut modules = heapless::Vec::new();
+    for raw in &handoff.modules[..boot.module_count] {
+        let line = core::str::from_utf8(&raw.cmdline[..raw.cmdline_len as usize]).unwrap_or("");
+        let mut name = heapless::String::new();
+        let _ = name.push_str(line.split_whitespace().next().unwrap_or(""));
+        let mut cmdline = heapless::String::new();
+        let _ = cmdline.push_str(line);
+        let _ = modules.push(vm::BootModule {
+            range: PhysRange::new(raw.start, raw.end),
+            name,
+            cmdline,
+        });
+    }
+    vm::Hv {
+        mem,
+        alloc,
+        maps,
+        svm,
+        modules,
+        module_gpas: [0; vm::MAX_MODULES],
+        // SAFETY: the two statics are handed out once, here, to the one `Hv`.
+        table: unsafe { &mut *core::ptr::addr_of_mut!(DOMAIN_TABLE) },
+        // SAFETY: as above.
+        domains: unsafe { &mut *core::ptr::addr_of_mut!(DOMAINS) },
+        next_asid: 1,
+        domb: None,
+        finished: heapless::Vec::new(),
+    }
 }
 
 /// `selftest=<kind>` on the hypervisor command line provokes a fault on purpose, so tests can

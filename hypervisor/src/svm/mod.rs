@@ -1,0 +1,449 @@
+//! The AMD SVM backend: enabling SVM, the world switch, VMCB setup with deny-by-default
+//! intercepts, nested paging, event injection, and normalizing #VMEXITs into [`VmExit`].
+
+pub mod vmcb;
+
+use core::arch::global_asm;
+
+use slipway_hv_core::frame_alloc::FrameAllocator;
+use x86_64::registers::model_specific::Msr;
+
+use crate::vmexit::{ForbiddenInstruction, VmExit};
+use vmcb::{Vmcb, control, exit, save};
+
+const MSR_EFER: u32 = 0xc000_0080;
+const MSR_VM_CR: u32 = 0xc001_0114;
+const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
+const EFER_SVME: u64 = 1 << 12;
+const VM_CR_SVMDIS: u64 = 1 << 4;
+
+/// Guest general-purpose registers the VMCB does not hold (rax and rsp live in the VMCB).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GuestRegs {
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+}
+
+// World switch: svm_world_switch(vmcb_pa, regs, host_state_pa). With GIF cleared: VMLOAD the
+// guest's FS/GS/TR/LDTR/syscall MSRs, load the guest GPRs, VMRUN; after #VMEXIT save the guest's
+// GPRs and VMSAVE its hidden state, VMLOAD the host's (its TR points at the TSS with the IST
+// stacks), set GIF. Interrupts stay disabled (RFLAGS.IF = 0) throughout; a pending physical
+// interrupt is taken later, in `take_pending_interrupts`.
+global_asm!(
+    r#"
+    .section .text.svm_world_switch, "ax"
+    .global svm_world_switch
+svm_world_switch:
+    push rbx
+    push rbp
+    push r12
+    push r13
+    push r14
+    push r15
+    push rsi
+    push rdx
+    push rdi
+    clgi
+    mov rax, rdi
+    vmload rax
+    mov rax, rsi
+    mov rbx, [rax + 0]
+    mov rcx, [rax + 8]
+    mov rdx, [rax + 16]
+    mov rsi, [rax + 24]
+    mov rdi, [rax + 32]
+    mov rbp, [rax + 40]
+    mov r8,  [rax + 48]
+    mov r9,  [rax + 56]
+    mov r10, [rax + 64]
+    mov r11, [rax + 72]
+    mov r12, [rax + 80]
+    mov r13, [rax + 88]
+    mov r14, [rax + 96]
+    mov r15, [rax + 104]
+    mov rax, [rsp]
+    vmrun rax
+    vmsave rax
+    mov rax, [rsp + 16]
+    mov [rax + 0], rbx
+    mov [rax + 8], rcx
+    mov [rax + 16], rdx
+    mov [rax + 24], rsi
+    mov [rax + 32], rdi
+    mov [rax + 40], rbp
+    mov [rax + 48], r8
+    mov [rax + 56], r9
+    mov [rax + 64], r10
+    mov [rax + 72], r11
+    mov [rax + 80], r12
+    mov [rax + 88], r13
+    mov [rax + 96], r14
+    mov [rax + 104], r15
+    mov rax, [rsp + 8]
+    vmload rax
+    stgi
+    add rsp, 24
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbp
+    pop rbx
+    ret
+"#
+);
+
+unsafe extern "C" {
+    fn svm_world_switch(vmcb_pa: u64, regs: *mut GuestRegs, host_state_pa: u64);
+}
+
+/// Why SVM cannot be used.
+#[derive(Debug)]
+#[allow(dead_code)] // fields are printed through Debug
+pub enum SvmError {
+    /// the CPU does not offer SVM (CPUID 0x80000001 ECX bit 2)
+    NotSupported,
+    /// SVM is disabled by the firmware (VM_CR.SVMDIS)
+    DisabledByFirmware,
+    /// the CPU has no nested paging (CPUID 0x8000000A EDX bit 0)
+    NoNestedPaging,
+    /// no frame for the host save area or the permission maps
+    OutOfMemory,
+}
+
+/// Per-physical-CPU SVM state: the host save area (VM_HSAVE_PA) and the host's VMSAVE page.
+pub struct SvmCpu {
+    host_state_pa: u64,
+}
+
+/// I/O and MSR permission maps, shared by every vCPU (all bits set: everything intercepted).
+#[derive(Clone, Copy)]
+pub struct PermissionMaps {
+    iopm_pa: u64,
+    msrpm_pa: u64,
+}
+
+fn alloc_zeroed(alloc: &mut impl FrameAllocator, count: u64) -> Result<u64, SvmError> {
+    let frame = alloc
+        .allocate_contiguous(count, 1)
+        .map_err(|_| SvmError::OutOfMemory)?;
+    let pa = frame.start().0;
+    // SAFETY: freshly allocated frames from free RAM, identity-mapped RW in the hypervisor's tables.
+    unsafe { core::ptr::write_bytes(pa as *mut u8, 0, (count * 4096) as usize) };
+    Ok(pa)
+}
+
+/// Checks SVM and nested-paging support.
+pub fn check_support() -> Result<(), SvmError> {
+    let ext = core::arch::x86_64::__cpuid(0x8000_0001);
+    if ext.ecx & (1 << 2) == 0 {
+        return Err(SvmError::NotSupported);
+    }
+    // SAFETY: VM_CR exists on every CPU with SVM; reading it has no side effects.
+    if unsafe { Msr::new(MSR_VM_CR).read() } & VM_CR_SVMDIS != 0 {
+        return Err(SvmError::DisabledByFirmware);
+    }
+    let svm_features = core::arch::x86_64::__cpuid(0x8000_000a);
+    if svm_features.edx & 1 == 0 {
+        return Err(SvmError::NoNestedPaging);
+    }
+    Ok(())
+}
+
+/// Builds the permission maps: IOPM (12 KiB) and MSRPM (8 KiB), every bit set. Deny by default:
+/// no port and no MSR reaches hardware; the exit handler decides per access.
+pub fn permission_maps(alloc: &mut impl FrameAllocator) -> Result<PermissionMaps, SvmError> {
+    let iopm_pa = alloc_zeroed(alloc, 3)?;
+    let msrpm_pa = alloc_zeroed(alloc, 2)?;
+    // SAFETY: both ranges were just allocated for these maps and are mapped RW.
+    unsafe {
+        core::ptr::write_bytes(iopm_pa as *mut u8, 0xff, 3 * 4096);
+        core::ptr::write_bytes(msrpm_pa as *mut u8, 0xff, 2 * 4096);
+    }
+    Ok(PermissionMaps { iopm_pa, msrpm_pa })
+}
+
+impl SvmCpu {
+    /// Enables SVM on the calling CPU.
+    pub fn enable(alloc: &mut impl FrameAllocator) -> Result<Self, SvmError> {
+        check_support()?;
+        let hsave = alloc_zeroed(alloc, 1)?;
+        let host_state_pa = alloc_zeroed(alloc, 1)?;
+        // SAFETY: setting EFER.SVME on a CPU that supports SVM (checked) and giving it a zeroed
+        // page it owns as host save area; VMSAVE writes the host's current hidden segment state
+        // (TR with the IST stacks, FS/GS) into a page this CPU owns.
+        unsafe {
+            let mut efer = Msr::new(MSR_EFER);
+            efer.write(efer.read() | EFER_SVME);
+            Msr::new(MSR_VM_HSAVE_PA).write(hsave);
+            core::arch::asm!("vmsave rax", in("rax") host_state_pa, options(nostack));
+        }
+        Ok(Self { host_state_pa })
+    }
+}
+
+/// One virtual CPU on SVM.
+pub struct SvmVcpu {
+    vmcb: Vmcb,
+    pub regs: GuestRegs,
+}
+
+/// The guest's initial state.
+#[derive(Clone, Copy, Debug)]
+pub enum EntryState {
+    /// PVH: 32-bit flat protected mode, paging off, `rbx` = start-info address.
+    Pvh32 { rip: u64, rbx: u64 },
+}
+
+// Segment attributes in the VMCB's packed format (type | S<<4 | DPL<<5 | P<<7 | L<<9 | D<<10 | G<<11).
+const ATTR_CODE32: u16 = 0x9b | (1 << 10) | (1 << 11);
+const ATTR_DATA32: u16 = 0x93 | (1 << 10) | (1 << 11);
+const ATTR_TSS32_BUSY: u16 = 0x8b;
+const ATTR_LDT: u16 = 0x82;
+
+impl SvmVcpu {
+    /// Creates a vCPU with its VMCB: deny-by-default intercepts, nested paging at `ncr3`,
+    /// `asid` (never 0), and the entry state.
+    pub fn new(
+        alloc: &mut impl FrameAllocator,
+        maps: PermissionMaps,
+        ncr3: u64,
+        asid: u32,
+        entry: EntryState,
+    ) -> Result<Self, SvmError> {
+        assert!(asid != 0, "ASID 0 belongs to the host");
+        let vmcb_pa = alloc_zeroed(alloc, 1)?;
+        // SAFETY: a zeroed frame just allocated for this VMCB alone.
+        let mut vmcb = unsafe { Vmcb::new(vmcb_pa) };
+        use vmcb::*;
+        vmcb.write32(
+            control::INTERCEPT_MISC1,
+            INTERCEPT_INTR
+                | INTERCEPT_NMI
+                | INTERCEPT_SMI
+                | INTERCEPT_INIT
+                | INTERCEPT_CPUID
+                | INTERCEPT_INVD
+                | INTERCEPT_HLT
+                | INTERCEPT_INVLPGA
+                | INTERCEPT_IOIO
+                | INTERCEPT_MSR
+                | INTERCEPT_TASK_SWITCH
+                | INTERCEPT_SHUTDOWN,
+        );
+        vmcb.write32(
+            control::INTERCEPT_MISC2,
+            INTERCEPT_VMRUN
+                | INTERCEPT_VMMCALL
+                | INTERCEPT_VMLOAD
+                | INTERCEPT_VMSAVE
+                | INTERCEPT_STGI
+                | INTERCEPT_CLGI
+                | INTERCEPT_SKINIT
+                | INTERCEPT_ICEBP
+                | INTERCEPT_WBINVD
+                | INTERCEPT_MONITOR
+                | INTERCEPT_MWAIT
+                | INTERCEPT_MWAIT_ARMED
+                | INTERCEPT_XSETBV,
+        );
+        // Machine checks stay with the host.
+        vmcb.write32(control::INTERCEPT_EXCEPTIONS, 1 << 18);
+        vmcb.write64(control::IOPM_BASE, maps.iopm_pa);
+        vmcb.write64(control::MSRPM_BASE, maps.msrpm_pa);
+        vmcb.write32(control::GUEST_ASID, asid);
+        // Flush this ASID's TLB entries on the first VMRUN (the emulator flushes anyway).
+        vmcb.write8(control::TLB_CONTROL, 1);
+        // V_INTR_MASKING: the guest's IF only masks virtual interrupts; physical ones exit.
+        vmcb.write64(control::VINTR, 1 << 24);
+        vmcb.write64(control::NP_CONTROL, 1);
+        vmcb.write64(control::N_CR3, ncr3);
+
+        match entry {
+            EntryState::Pvh32 { rip, rbx } => {
+                vmcb.set_segment(save::CS, 0x08, ATTR_CODE32, 0xffff_ffff, 0);
+                for seg in [save::DS, save::ES, save::SS, save::FS, save::GS] {
+                    vmcb.set_segment(seg, 0x10, ATTR_DATA32, 0xffff_ffff, 0);
+                }
+                vmcb.set_segment(save::TR, 0x18, ATTR_TSS32_BUSY, 0x67, 0);
+                vmcb.set_segment(save::LDTR, 0, ATTR_LDT, 0xffff, 0);
+                vmcb.set_segment(save::GDTR, 0, 0, 0, 0);
+                vmcb.set_segment(save::IDTR, 0, 0, 0, 0);
+                vmcb.write64(save::CR0, 0x11); // PE | ET
+                vmcb.write64(save::CR3, 0);
+                vmcb.write64(save::CR4, 0);
+                vmcb.write64(save::EFER, EFER_SVME); // guest EFER.SVME must be 1
+                vmcb.write64(save::RFLAGS, 0x2);
+                vmcb.write64(save::RIP, rip);
+                vmcb.write64(save::RSP, 0);
+                vmcb.write64(save::RAX, 0);
+                vmcb.write64(save::DR6, 0xffff_0ff0);
+                vmcb.write64(save::DR7, 0x400);
+                vmcb.write64(save::G_PAT, 0x0007_0406_0007_0406);
+                vmcb.write8(save::CPL, 0);
+                let regs = GuestRegs {
+                    rbx,
+                    ..GuestRegs::default()
+                };
+                Ok(Self { vmcb, regs })
+            }
+        }
+    }
+
+    /// The VMCB's physical address (freed by the owner when the vCPU is destroyed).
+    pub fn vmcb_pa(&self) -> u64 {
+        self.vmcb.pa()
+    }
+
+    pub fn rip(&self) -> u64 {
+        self.vmcb.read64(save::RIP)
+    }
+    pub fn set_rip(&mut self, rip: u64) {
+        self.vmcb.write64(save::RIP, rip);
+    }
+    pub fn rax(&self) -> u64 {
+        self.vmcb.read64(save::RAX)
+    }
+    pub fn set_rax(&mut self, value: u64) {
+        self.vmcb.write64(save::RAX, value);
+    }
+    pub fn efer(&self) -> u64 {
+        self.vmcb.read64(save::EFER)
+    }
+    pub fn set_efer(&mut self, value: u64) {
+        self.vmcb.write64(save::EFER, value);
+    }
+
+    /// Advances RIP by `len` bytes (no NRIP-save: the exit handler knows the length).
+    pub fn skip_instruction(&mut self, len: u64) {
+        let rip = self.rip().wrapping_add(len);
+        // Outside long mode RIP wraps at 32 bits.
+        let long_mode = self.efer() & (1 << 10) != 0;
+        self.set_rip(if long_mode { rip } else { rip & 0xffff_ffff });
+    }
+
+    /// Injects an exception (`vector` < 32) with an optional error code at the next VMRUN.
+    pub fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        let mut event = u64::from(vector) | (3 << 8) | (1 << 31); // type 3 = exception, valid
+        if let Some(code) = error_code {
+            event |= (1 << 11) | (u64::from(code) << 32);
+        }
+        self.vmcb.write64(control::EVENT_INJECTION, event);
+    }
+
+    /// Runs the guest until the next #VMEXIT and returns it, normalized.
+    pub fn run(&mut self, cpu: &SvmCpu) -> VmExit {
+        // SAFETY: the VMCB is this vCPU's, fully initialized (intercepts include VMRUN, ASID
+        // != 0, nested paging over the domain's own frames); `regs` is a live Rust object; the
+        // host state page was filled by VMSAVE when SVM was enabled on this CPU. The world
+        // switch restores every callee-saved register and the host's hidden state.
+        unsafe { svm_world_switch(self.vmcb.pa(), &mut self.regs, cpu.host_state_pa) };
+        self.vmcb.write8(control::TLB_CONTROL, 0);
+        self.decode_exit()
+    }
+
+    fn decode_exit(&mut self) -> VmExit {
+        let code = self.vmcb.read64(control::EXIT_CODE);
+        let info1 = self.vmcb.read64(control::EXIT_INFO1);
+        let info2 = self.vmcb.read64(control::EXIT_INFO2);
+        match code {
+            exit::IOIO => {
+                let port = (info1 >> 16) as u16;
+                let size = if info1 & (1 << 4) != 0 {
+                    1
+                } else if info1 & (1 << 5) != 0 {
+                    2
+                } else {
+                    4
+                };
+                if info1 & (1 << 2) != 0 {
+                    VmExit::IoString { port }
+                } else if info1 & 1 != 0 {
+                    VmExit::IoIn {
+                        port,
+                        size,
+                        next_rip: info2,
+                    }
+                } else {
+                    let mask = if size == 4 {
+                        0xffff_ffff
+                    } else {
+                        (1u64 << (size * 8)) - 1
+                    };
+                    VmExit::IoOut {
+                        port,
+                        size,
+                        value: (self.rax() & mask) as u32,
+                        next_rip: info2,
+                    }
+                }
+            }
+            exit::VMMCALL => VmExit::Hypercall,
+            exit::CPUID => VmExit::Cpuid,
+            exit::HLT => VmExit::Halt,
+            exit::MSR => {
+                let msr = self.regs.rcx as u32;
+                if info1 == 0 {
+                    VmExit::MsrRead { msr }
+                } else {
+                    let value = (self.rax() & 0xffff_ffff) | (self.regs.rdx << 32);
+                    VmExit::MsrWrite { msr, value }
+                }
+            }
+            exit::NPF => VmExit::NestedPageFault {
+                gpa: info2,
+                write: info1 & 2 != 0,
+                fetch: info1 & 0x10 != 0,
+            },
+            exit::INTR => VmExit::PhysicalInterrupt,
+            exit::NMI => VmExit::Nmi,
+            exit::SHUTDOWN => VmExit::Shutdown,
+            exit::VMRUN => VmExit::Forbidden(ForbiddenInstruction::Vmrun),
+            exit::VMLOAD => VmExit::Forbidden(ForbiddenInstruction::Vmload),
+            exit::VMSAVE => VmExit::Forbidden(ForbiddenInstruction::Vmsave),
+            exit::STGI => VmExit::Forbidden(ForbiddenInstruction::Stgi),
+            exit::CLGI => VmExit::Forbidden(ForbiddenInstruction::Clgi),
+            exit::SKINIT => VmExit::Forbidden(ForbiddenInstruction::Skinit),
+            exit::INVLPGA => VmExit::Forbidden(ForbiddenInstruction::Invlpga),
+            exit::XSETBV => VmExit::Forbidden(ForbiddenInstruction::Xsetbv),
+            exit::INVD => VmExit::Forbidden(ForbiddenInstruction::Invd),
+            exit::WBINVD => VmExit::Forbidden(ForbiddenInstruction::Wbinvd),
+            exit::MONITOR | exit::MWAIT | exit::MWAIT_ARMED => {
+                VmExit::Forbidden(ForbiddenInstruction::MonitorMwait)
+            }
+            exit::ICEBP => VmExit::Forbidden(ForbiddenInstruction::Icebp),
+            exit::TASK_SWITCH => VmExit::Forbidden(ForbiddenInstruction::TaskSwitch),
+            exit::INIT => VmExit::Forbidden(ForbiddenInstruction::Init),
+            exit::SMI => VmExit::Forbidden(ForbiddenInstruction::Smi),
+            c if (exit::EXCEPTION_BASE..exit::EXCEPTION_BASE + 32).contains(&c) => {
+                VmExit::Exception {
+                    vector: (c - exit::EXCEPTION_BASE) as u8,
+                    error_code: info1,
+                }
+            }
+            c if c & 0xffff_ffff == exit::INVALID_LOW32 => VmExit::Invalid,
+            c => VmExit::Unknown { code: c },
+        }
+    }
+}
+
+/// Lets a physical interrupt that caused an INTR exit be delivered to the host's IDT
+/// (the scheduler tick), then disables interrupts again.
+pub fn take_pending_interrupts() {
+    // SAFETY: GIF is set after the world switch; the one-instruction window after STI lets a
+    // pending interrupt in, handled by the hypervisor's IDT (EOI and tick count only).
+    unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
+}

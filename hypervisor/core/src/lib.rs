@@ -10,6 +10,7 @@ pub mod addr;
 pub mod build_record;
 pub mod console;
 pub mod domain;
+pub mod exit_handler;
 pub mod frame_alloc;
 pub mod guest_memory;
 pub mod hypercall;
@@ -17,6 +18,7 @@ pub mod memmap;
 pub mod memory;
 pub mod paging;
 pub mod uart;
+pub mod vmexit;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -1,0 +1,275 @@
+//! What to do for each exit: the policy half of the vCPU loop, free of hardware access.
+//!
+//! - I/O: the UART at COM1 is emulated; every other port behaves like an empty bus (reads all
+//!   ones, writes ignored), so probing guests keep running and no port reaches hardware (not the
+//!   debug-exit port, not the TPM, nothing). String I/O is not emulated and stops the domain.
+//! - CPUID: passed through from the host, filtered by [`filter_cpuid`].
+//! - MSRs: EFER is emulated (the guest may set SCE, LME, NXE; SVME stays set underneath because
+//!   SVM requires it, and is hidden from the guest); any other intercepted MSR raises #GP, as on a
+//!   CPU without that MSR.
+//! - Hypercalls are returned to the caller ([`ExitAction::Hypercall`]), which uses
+//!   [`hypercall_registers`] and [`finish_hypercall`] around `hypercall::dispatch`.
+//! - Nested page faults, triple faults, forbidden instructions, intercepted exceptions, invalid
+//!   state and unknown exits stop the domain with a reason.
+
+use crate::domain::StopReason;
+use crate::uart::Uart16550;
+use crate::vmexit::{Event, Reg, VcpuBackend, VmExit};
+use slipway_protocol::{CALL_MESSAGE, HYPERCALL_INSTRUCTION_LEN, TransportStatus};
+
+/// EFER MSR number.
+pub const MSR_EFER: u32 = 0xc000_0080;
+const EFER_SCE: u64 = 1 << 0;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+const EFER_NXE: u64 = 1 << 11;
+/// EFER.SVME: must be 1 in the guest state on SVM; the guest never sees it.
+pub const EFER_SVME: u64 = 1 << 12;
+/// Leaf of the hypervisor vendor signature.
+pub const HYPERVISOR_LEAF: u32 = 0x4000_0000;
+/// The vendor signature in CPUID 0x40000000 (ebx, ecx, edx).
+pub const HYPERVISOR_SIGNATURE: &[u8; 12] = b"SlipwaySlipw";
+
+/// What the vCPU loop does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitAction {
+    /// Re-enter the guest.
+    Resume,
+    /// A hypercall: check and copy the buffer, dispatch, then [`finish_hypercall`].
+    Hypercall,
+    /// The vCPU executed HLT (rip already advanced): it waits for an event; with no interrupts
+    /// given to domains it is idle until the domain ends.
+    Halt,
+    /// A physical interrupt or NMI: let the host handle it and the scheduler decide.
+    Preempt,
+    /// Stop the domain and print the reason.
+    Stop(StopReason),
+}
+
+/// Handles one exit. `console` receives each byte the guest transmits on its UART; `host_cpuid`
+/// executes CPUID on the physical CPU.
+pub fn handle_exit<B: VcpuBackend + ?Sized>(
+    exit: VmExit,
+    vcpu: &mut B,
+    uart: &mut Uart16550,
+    console: &mut dyn FnMut(u8),
+    host_cpuid: &mut dyn FnMut(u32, u32) -> [u32; 4],
+) -> ExitAction {
+    match exit {
+        VmExit::IoOut {
+            port,
+            size,
+            value,
+            next_rip,
+        } => {
+            if !matches!(size, 1 | 2 | 4) {
+                return ExitAction::Stop(StopReason::UnhandledExit { code: 0x7b });
+            }
+            // A wide access touches consecutive ports, as on the ISA bus.
+            for i in 0..size {
+                let byte = (value >> (8 * i)) as u8;
+                if let Some(offset) = port
+                    .checked_add(u16::from(i))
+                    .and_then(Uart16550::offset_of)
+                    && let Some(out) = uart.io_write(offset, byte)
+                {
+                    console(out);
+                }
+            }
+            vcpu.set_reg(Reg::Rip, next_rip);
+            ExitAction::Resume
+        }
+        VmExit::IoIn {
+            port,
+            size,
+            next_rip,
+        } => {
+            if !matches!(size, 1 | 2 | 4) {
+                return ExitAction::Stop(StopReason::UnhandledExit { code: 0x7b });
+            }
+            let mut value = 0u32;
+            for i in 0..size {
+                let byte = match port
+                    .checked_add(u16::from(i))
+                    .and_then(Uart16550::offset_of)
+                {
+                    Some(offset) => uart.io_read(offset),
+                    None => 0xff,
+                };
+                value |= u32::from(byte) << (8 * i);
+            }
+            let rax = vcpu.reg(Reg::Rax);
+            let merged = match size {
+                1 => (rax & !0xff) | u64::from(value),
+                2 => (rax & !0xffff) | u64::from(value),
+                _ => u64::from(value), // 32-bit results zero-extend
+            };
+            vcpu.set_reg(Reg::Rax, merged);
+            vcpu.set_reg(Reg::Rip, next_rip);
+            ExitAction::Resume
+        }
+        VmExit::IoString { port } => ExitAction::Stop(StopReason::ForbiddenAccess {
+            what: u32::from(port),
+            msr: false,
+        }),
+        VmExit::Cpuid { leaf, subleaf } => {
+            let raw = if (HYPERVISOR_LEAF..0x5000_0000).contains(&leaf) {
+                [0; 4]
+            } else {
+                host_cpuid(leaf, subleaf)
+            };
+            let [a, b, c, d] = filter_cpuid(leaf, subleaf, raw);
+            for (reg, value) in [(Reg::Rax, a), (Reg::Rbx, b), (Reg::Rcx, c), (Reg::Rdx, d)] {
+                vcpu.set_reg(reg, u64::from(value));
+            }
+            vcpu.advance_rip(2);
+            ExitAction::Resume
+        }
+        VmExit::MsrRead { msr } => {
+            if msr == MSR_EFER {
+                let efer = vcpu.reg(Reg::Efer) & !EFER_SVME;
+                vcpu.set_reg(Reg::Rax, efer & 0xffff_ffff);
+                vcpu.set_reg(Reg::Rdx, efer >> 32);
+                vcpu.advance_rip(2);
+            } else {
+                vcpu.inject(Event::GENERAL_PROTECTION);
+            }
+            ExitAction::Resume
+        }
+        VmExit::MsrWrite { msr, value } => {
+            let writable = EFER_SCE | EFER_LME | EFER_NXE;
+            if msr == MSR_EFER && value & !(writable | EFER_LMA) == 0 {
+                // LMA is the CPU's to set; keep its current value, keep SVME set.
+                let lma = vcpu.reg(Reg::Efer) & EFER_LMA;
+                vcpu.set_reg(Reg::Efer, (value & writable) | lma | EFER_SVME);
+                vcpu.advance_rip(2);
+            } else {
+                vcpu.inject(Event::GENERAL_PROTECTION);
+            }
+            ExitAction::Resume
+        }
+        VmExit::Hypercall => ExitAction::Hypercall,
+        VmExit::Halt => {
+            vcpu.advance_rip(1);
+            ExitAction::Halt
+        }
+        VmExit::NestedPageFault {
+            gpa,
+            write,
+            execute,
+            present: _,
+        } => {
+            // All of a domain's RAM is mapped when it starts: any fault is outside its memory or
+            // against its rights (e.g. a write to domB's read-only modules).
+            ExitAction::Stop(StopReason::MemoryViolation {
+                gpa,
+                write,
+                execute,
+            })
+        }
+        VmExit::ExternalInterrupt | VmExit::Nmi => ExitAction::Preempt,
+        // SMM ran on the host's behalf; an INIT aimed at a guest is dropped (no guest may reset
+        // another's vCPU in this issue).
+        VmExit::Smi | VmExit::Init => ExitAction::Resume,
+        VmExit::Shutdown => ExitAction::Stop(StopReason::TripleFault),
+        VmExit::Forbidden(instruction) => {
+            ExitAction::Stop(StopReason::ForbiddenInstruction(instruction.name()))
+        }
+        VmExit::Exception { vector, .. } => ExitAction::Stop(StopReason::UnhandledExit {
+            code: 0x40 + u64::from(vector),
+        }),
+        VmExit::InvalidState => ExitAction::Stop(StopReason::InvalidState),
+        VmExit::Unknown { code } => ExitAction::Stop(StopReason::UnhandledExit { code }),
+    }
+}
+
+/// Filters what the host CPUID reports before the guest sees it.
+///
+/// Hidden: VMX (1.ECX[5]), SVM (0x80000001.ECX[2]) and SKINIT (0x80000001.ECX[12]) and the SVM
+/// leaf 0x8000000A, so no guest tries nested virtualization or a dynamic launch; MONITOR/MWAIT
+/// (1.ECX[3]), which are intercepted; x2APIC (1.ECX[21]) and the TSC deadline timer (1.ECX[24]):
+/// domains get no interrupt controller in this issue; XSAVE/OSXSAVE/AVX (1.ECX[26..28]), AVX2 and
+/// AVX-512 (7.0.EBX) and leaf 0xD, because XSETBV is forbidden. Added: the hypervisor-present bit
+/// (1.ECX[31]) and the vendor leaf 0x40000000 ("SlipwaySlipw", no further leaves).
+pub fn filter_cpuid(leaf: u32, subleaf: u32, raw: [u32; 4]) -> [u32; 4] {
+    let [mut a, mut b, mut c, mut d] = raw;
+    match leaf {
+        0x1 => {
+            c &= !((1 << 3) | (1 << 5) | (1 << 21) | (1 << 24) | (1 << 26) | (1 << 27) | (1 << 28));
+            c |= 1 << 31;
+        }
+        0x7 if subleaf == 0 => {
+            // AVX2 (5), AVX-512 F/DQ/IFMA/PF/ER/CD/BW/VL (16, 17, 21, 26, 27, 28, 30, 31).
+            b &= !((1 << 5)
+                | (1 << 16)
+                | (1 << 17)
+                | (1 << 21)
+                | (1 << 26)
+                | (1 << 27)
+                | (1 << 28)
+                | (1 << 30)
+                | (1 << 31));
+            // AVX-512 VBMI and friends in ECX, AVX-512 4VNNIW/4FMAPS and AMX in EDX.
+            c &= !((1 << 1) | (1 << 6) | (1 << 11) | (1 << 12) | (1 << 14));
+            d &= !((1 << 2) | (1 << 3) | (1 << 8) | (1 << 22) | (1 << 24) | (1 << 25));
+        }
+        0xd | 0x8000_000a => [a, b, c, d] = [0; 4],
+        0x8000_0001 => c &= !((1 << 2) | (1 << 12)),
+        HYPERVISOR_LEAF => {
+            let word = |i: usize| {
+                u32::from_le_bytes([0, 1, 2, 3].map(|k| HYPERVISOR_SIGNATURE[4 * i + k]))
+            };
+            [a, b, c, d] = [HYPERVISOR_LEAF, word(0), word(1), word(2)];
+        }
+        0x4000_0001..0x5000_0000 => [a, b, c, d] = [0; 4],
+        _ => {}
+    }
+    [a, b, c, d]
+}
+
+/// Reads the hypercall registers (rax = call number, rdi = buffer gpa, rsi = length; low 32 bits
+/// only outside 64-bit mode) and checks them against the caller's RAM size. On `Ok`, copy
+/// `len` bytes from `gpa` once and dispatch.
+pub fn hypercall_registers<B: VcpuBackend + ?Sized>(
+    vcpu: &B,
+    ram_bytes: u64,
+) -> Result<(u64, usize), TransportStatus> {
+    let mask = if vcpu.reg(Reg::LongMode) != 0 {
+        u64::MAX
+    } else {
+        0xffff_ffff
+    };
+    let (call, gpa, len) = (
+        vcpu.reg(Reg::Rax) & mask,
+        vcpu.reg(Reg::Rdi) & mask,
+        vcpu.reg(Reg::Rsi) & mask,
+    );
+    // In 32-bit mode the call number cannot be passed whole: accept its low half there.
+    if call != CALL_MESSAGE & mask {
+        return Err(TransportStatus::UnknownCall);
+    }
+    match TransportStatus::check_buffer(gpa, len, ram_bytes) {
+        TransportStatus::Ok => Ok((gpa, len as usize)),
+        status => Err(status),
+    }
+}
+
+/// Completes a hypercall the caller resumes from: status in rax, response length in rsi (0 unless
+/// the status is `Ok`), rip past the 3-byte instruction.
+pub fn finish_hypercall<B: VcpuBackend + ?Sized>(
+    vcpu: &mut B,
+    status: TransportStatus,
+    response_len: usize,
+) {
+    vcpu.set_reg(Reg::Rax, status.code());
+    let len = if status == TransportStatus::Ok {
+        response_len as u64
+    } else {
+        0
+    };
+    vcpu.set_reg(Reg::Rsi, len);
+    vcpu.advance_rip(HYPERCALL_INSTRUCTION_LEN);
+}
+
+#[cfg(test)]
+mod tests;

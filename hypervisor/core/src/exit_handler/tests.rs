@@ -1,0 +1,356 @@
+//! Exit-handler tests over a fake backend.
+
+extern crate std;
+
+use super::*;
+use crate::vmexit::ForbiddenInstruction;
+use std::vec::Vec;
+
+#[derive(Default)]
+struct FakeVcpu {
+    rax: u64,
+    rbx: u64,
+    rcx: u64,
+    rdx: u64,
+    rsi: u64,
+    rdi: u64,
+    rip: u64,
+    efer: u64,
+    long_mode: bool,
+    injected: Vec<Event>,
+}
+
+impl VcpuBackend for FakeVcpu {
+    fn run(&mut self) -> VmExit {
+        VmExit::Halt
+    }
+    fn reg(&self, reg: Reg) -> u64 {
+        match reg {
+            Reg::Rax => self.rax,
+            Reg::Rbx => self.rbx,
+            Reg::Rcx => self.rcx,
+            Reg::Rdx => self.rdx,
+            Reg::Rsi => self.rsi,
+            Reg::Rdi => self.rdi,
+            Reg::Rip => self.rip,
+            Reg::Efer => self.efer,
+            Reg::LongMode => u64::from(self.long_mode),
+        }
+    }
+    fn set_reg(&mut self, reg: Reg, value: u64) {
+        match reg {
+            Reg::Rax => self.rax = value,
+            Reg::Rbx => self.rbx = value,
+            Reg::Rcx => self.rcx = value,
+            Reg::Rdx => self.rdx = value,
+            Reg::Rsi => self.rsi = value,
+            Reg::Rdi => self.rdi = value,
+            Reg::Rip => self.rip = value,
+            Reg::Efer => self.efer = value,
+            Reg::LongMode => {}
+        }
+    }
+    fn inject(&mut self, event: Event) {
+        self.injected.push(event);
+    }
+}
+
+struct Rig {
+    vcpu: FakeVcpu,
+    uart: Uart16550,
+    printed: Vec<u8>,
+}
+
+impl Rig {
+    fn new() -> Self {
+        Rig {
+            vcpu: FakeVcpu {
+                rip: 0x1000,
+                efer: EFER_SVME,
+                ..Default::default()
+            },
+            uart: Uart16550::new(),
+            printed: Vec::new(),
+        }
+    }
+    fn exit(&mut self, exit: VmExit) -> ExitAction {
+        let printed = &mut self.printed;
+        let mut host = |leaf: u32, _sub: u32| match leaf {
+            0x1 => [0x00a2_0f12, 0x0008_0800, 0xffff_ffff, 0x178b_fbff],
+            0x7 => [0, u32::MAX, u32::MAX, u32::MAX],
+            0x8000_0001 => [0, 0, u32::MAX, 0],
+            0x8000_000a => [1, 0x10, 0, 0xff],
+            _ => [0x11, 0x22, 0x33, 0x44],
+        };
+        handle_exit(
+            exit,
+            &mut self.vcpu,
+            &mut self.uart,
+            &mut |b| printed.push(b),
+            &mut host,
+        )
+    }
+}
+
+#[test]
+fn uart_output_reaches_the_console_and_rip_moves_to_next_rip() {
+    let mut rig = Rig::new();
+    let action = rig.exit(VmExit::IoOut {
+        port: 0x3f8,
+        size: 1,
+        value: u32::from(b'h'),
+        next_rip: 0x1002,
+    });
+    assert_eq!(action, ExitAction::Resume);
+    assert_eq!(rig.vcpu.rip, 0x1002);
+    // A 16-bit out to 0x3f8 writes THR then IER.
+    rig.exit(VmExit::IoOut {
+        port: 0x3f8,
+        size: 2,
+        value: 0x0369,
+        next_rip: 0x1004,
+    });
+    assert_eq!(rig.printed, b"hi");
+    assert_eq!(rig.uart.io_read(1), 0x03);
+}
+
+#[test]
+fn uart_reads_and_the_empty_bus() {
+    let mut rig = Rig::new();
+    rig.vcpu.rax = 0xdead_beef_cafe_f00d;
+    rig.exit(VmExit::IoIn {
+        port: 0x3fd,
+        size: 1,
+        next_rip: 0x1001,
+    });
+    assert_eq!(rig.vcpu.rax, 0xdead_beef_cafe_f060, "LSR merged into al");
+    rig.exit(VmExit::IoIn {
+        port: 0x60,
+        size: 2,
+        next_rip: 0x1001,
+    });
+    assert_eq!(rig.vcpu.rax, 0xdead_beef_cafe_ffff);
+    rig.exit(VmExit::IoIn {
+        port: 0x70,
+        size: 4,
+        next_rip: 0x1001,
+    });
+    assert_eq!(rig.vcpu.rax, 0xffff_ffff, "32-bit in zero-extends");
+    // Writes to unassigned ports go nowhere (the debug-exit port included).
+    assert_eq!(
+        rig.exit(VmExit::IoOut {
+            port: 0xf4,
+            size: 1,
+            value: 0x10,
+            next_rip: 0x1003
+        }),
+        ExitAction::Resume
+    );
+    assert!(rig.printed.is_empty());
+    assert_eq!(
+        rig.exit(VmExit::IoString { port: 0x3f8 }),
+        ExitAction::Stop(StopReason::ForbiddenAccess {
+            what: 0x3f8,
+            msr: false
+        })
+    );
+    assert!(matches!(
+        rig.exit(VmExit::IoIn {
+            port: 0x3f8,
+            size: 3,
+            next_rip: 0
+        }),
+        ExitAction::Stop(_)
+    ));
+}
+
+#[test]
+fn cpuid_hides_virtualization_and_names_the_hypervisor() {
+    let mut rig = Rig::new();
+    rig.vcpu.rax = 0x8000_0001;
+    rig.exit(VmExit::Cpuid {
+        leaf: 0x8000_0001,
+        subleaf: 0,
+    });
+    assert_eq!(
+        rig.vcpu.rcx as u32 & ((1 << 2) | (1 << 12)),
+        0,
+        "SVM and SKINIT hidden"
+    );
+    assert_eq!(
+        rig.vcpu.rcx as u32 | (1 << 2) | (1 << 12),
+        u32::MAX,
+        "nothing else hidden"
+    );
+    assert_eq!(rig.vcpu.rip, 0x1002);
+    rig.exit(VmExit::Cpuid {
+        leaf: 0x8000_000a,
+        subleaf: 0,
+    });
+    assert_eq!(
+        [rig.vcpu.rax, rig.vcpu.rbx, rig.vcpu.rcx, rig.vcpu.rdx],
+        [0; 4]
+    );
+    rig.exit(VmExit::Cpuid {
+        leaf: 1,
+        subleaf: 0,
+    });
+    let ecx = rig.vcpu.rcx as u32;
+    assert_ne!(ecx & (1 << 31), 0, "hypervisor present");
+    for bit in [3, 5, 21, 24, 26, 27, 28] {
+        assert_eq!(ecx & (1 << bit), 0, "leaf 1 ecx bit {bit}");
+    }
+    rig.exit(VmExit::Cpuid {
+        leaf: HYPERVISOR_LEAF,
+        subleaf: 0,
+    });
+    let mut signature = Vec::new();
+    for reg in [rig.vcpu.rbx, rig.vcpu.rcx, rig.vcpu.rdx] {
+        signature.extend_from_slice(&(reg as u32).to_le_bytes());
+    }
+    assert_eq!(&signature, HYPERVISOR_SIGNATURE);
+    rig.exit(VmExit::Cpuid {
+        leaf: 0x4000_0003,
+        subleaf: 0,
+    });
+    assert_eq!(
+        [rig.vcpu.rax, rig.vcpu.rbx, rig.vcpu.rcx, rig.vcpu.rdx],
+        [0; 4]
+    );
+    rig.exit(VmExit::Cpuid {
+        leaf: 0x5,
+        subleaf: 0,
+    });
+    assert_eq!(
+        [rig.vcpu.rax, rig.vcpu.rbx, rig.vcpu.rcx, rig.vcpu.rdx],
+        [0x11, 0x22, 0x33, 0x44]
+    );
+}
+
+#[test]
+fn efer_is_emulated_and_other_msrs_fault() {
+    let mut rig = Rig::new();
+    rig.exit(VmExit::MsrWrite {
+        msr: MSR_EFER,
+        value: EFER_LME | EFER_NXE,
+    });
+    assert_eq!(
+        rig.vcpu.efer,
+        EFER_LME | EFER_NXE | EFER_SVME,
+        "SVME stays set"
+    );
+    assert_eq!(rig.vcpu.rip, 0x1002);
+    rig.vcpu.efer |= EFER_LMA;
+    rig.exit(VmExit::MsrRead { msr: MSR_EFER });
+    assert_eq!(rig.vcpu.rax, EFER_LME | EFER_NXE | EFER_LMA, "SVME hidden");
+    rig.exit(VmExit::MsrWrite {
+        msr: MSR_EFER,
+        value: EFER_SVME | EFER_LME,
+    });
+    assert_eq!(
+        rig.vcpu.injected,
+        [Event::GENERAL_PROTECTION],
+        "the guest may not set SVME"
+    );
+    rig.exit(VmExit::MsrRead { msr: 0xc001_0114 }); // VM_CR
+    rig.exit(VmExit::MsrWrite {
+        msr: 0xc001_0117,
+        value: 0x1000,
+    }); // VM_HSAVE_PA
+    assert_eq!(rig.vcpu.injected.len(), 3);
+    assert_eq!(
+        rig.vcpu.rip, 0x1004,
+        "faulting MSR accesses do not advance rip"
+    );
+}
+
+#[test]
+fn faults_stop_the_domain_with_a_reason() {
+    let mut rig = Rig::new();
+    for (kind, name) in [
+        (ForbiddenInstruction::Vmsave, "VMSAVE"),
+        (ForbiddenInstruction::Clgi, "CLGI"),
+        (ForbiddenInstruction::Skinit, "SKINIT"),
+    ] {
+        assert_eq!(
+            rig.exit(VmExit::Forbidden(kind)),
+            ExitAction::Stop(StopReason::ForbiddenInstruction(name))
+        );
+    }
+    assert_eq!(
+        rig.exit(VmExit::NestedPageFault {
+            gpa: 0x1_0000_0000,
+            write: true,
+            execute: false,
+            present: false
+        }),
+        ExitAction::Stop(StopReason::MemoryViolation {
+            gpa: 0x1_0000_0000,
+            write: true,
+            execute: false
+        })
+    );
+    assert_eq!(
+        rig.exit(VmExit::Shutdown),
+        ExitAction::Stop(StopReason::TripleFault)
+    );
+    assert_eq!(
+        rig.exit(VmExit::InvalidState),
+        ExitAction::Stop(StopReason::InvalidState)
+    );
+    assert_eq!(
+        rig.exit(VmExit::Unknown { code: 0x99 }),
+        ExitAction::Stop(StopReason::UnhandledExit { code: 0x99 })
+    );
+    assert_eq!(rig.exit(VmExit::ExternalInterrupt), ExitAction::Preempt);
+    assert_eq!(rig.exit(VmExit::Halt), ExitAction::Halt);
+    assert_eq!(rig.vcpu.rip, 0x1001);
+    assert_eq!(rig.exit(VmExit::Hypercall), ExitAction::Hypercall);
+    assert_eq!(rig.vcpu.rip, 0x1001, "the dispatcher's caller advances rip");
+}
+
+#[test]
+fn hypercall_registers_are_checked_and_completed() {
+    let mut rig = Rig::new();
+    rig.vcpu.long_mode = true;
+    rig.vcpu.rax = CALL_MESSAGE;
+    rig.vcpu.rdi = 0x5000;
+    rig.vcpu.rsi = 100;
+    assert_eq!(hypercall_registers(&rig.vcpu, 0x10_0000), Ok((0x5000, 100)));
+    assert_eq!(
+        hypercall_registers(&rig.vcpu, 0x5800),
+        Err(TransportStatus::BadBufferAddress)
+    );
+    rig.vcpu.rdi = 0x5008;
+    assert_eq!(
+        hypercall_registers(&rig.vcpu, 0x10_0000),
+        Err(TransportStatus::BadBufferAlignment)
+    );
+    rig.vcpu.rdi = 0x5000;
+    rig.vcpu.rsi = 4097;
+    assert_eq!(
+        hypercall_registers(&rig.vcpu, 0x10_0000),
+        Err(TransportStatus::BadLength)
+    );
+    rig.vcpu.rax = 1;
+    assert_eq!(
+        hypercall_registers(&rig.vcpu, 0x10_0000),
+        Err(TransportStatus::UnknownCall)
+    );
+    // 32-bit caller: upper halves are ignored.
+    rig.vcpu.long_mode = false;
+    rig.vcpu.rax = CALL_MESSAGE & 0xffff_ffff | 0xdead_0000_0000_0000;
+    rig.vcpu.rdi = 0xffff_0000_0000_5000;
+    rig.vcpu.rsi = 0x1_0000_0010;
+    assert_eq!(
+        hypercall_registers(&rig.vcpu, 0x10_0000),
+        Ok((0x5000, 0x10))
+    );
+    finish_hypercall(&mut rig.vcpu, TransportStatus::Ok, 42);
+    assert_eq!((rig.vcpu.rax, rig.vcpu.rsi, rig.vcpu.rip), (0, 42, 0x1003));
+    finish_hypercall(&mut rig.vcpu, TransportStatus::BadLength, 42);
+    assert_eq!(
+        (rig.vcpu.rax, rig.vcpu.rsi),
+        (TransportStatus::BadLength.code(), 0)
+    );
+}

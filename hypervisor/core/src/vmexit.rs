@@ -1,0 +1,220 @@
+//! The normalized exit and the vCPU backend interface.
+//!
+//! Common code never sees a VMCB (or, later, a VMCS): the architecture backend turns each exit
+//! into one [`VmExit`] and gives register access through [`VcpuBackend`]. What to do with an exit
+//! is decided by the pure handler in [`crate::exit_handler`].
+
+use core::fmt;
+
+/// An instruction no guest may execute: each is intercepted, and executing it stops the domain.
+/// (With guest EFER.SVME forced to 1, an unintercepted VMSAVE or VMLOAD would let a guest write or
+/// load hypervisor state, CLGI would stop preemption, SKINIT would relaunch the machine.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForbiddenInstruction {
+    /// VMRUN.
+    Vmrun,
+    /// VMLOAD.
+    Vmload,
+    /// VMSAVE.
+    Vmsave,
+    /// STGI.
+    Stgi,
+    /// CLGI.
+    Clgi,
+    /// SKINIT.
+    Skinit,
+    /// INVLPGA.
+    Invlpga,
+    /// XSETBV (XSAVE is hidden from guests).
+    Xsetbv,
+    /// INVD (would drop dirty cache lines, hypervisor data included).
+    Invd,
+    /// MONITOR (hidden in CPUID).
+    Monitor,
+    /// MWAIT (would idle the physical CPU).
+    Mwait,
+    /// RDPRU, RDPMC and other instructions the backend intercepts without a name here.
+    Other,
+}
+
+impl ForbiddenInstruction {
+    /// Mnemonic, for the stop message.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ForbiddenInstruction::Vmrun => "VMRUN",
+            ForbiddenInstruction::Vmload => "VMLOAD",
+            ForbiddenInstruction::Vmsave => "VMSAVE",
+            ForbiddenInstruction::Stgi => "STGI",
+            ForbiddenInstruction::Clgi => "CLGI",
+            ForbiddenInstruction::Skinit => "SKINIT",
+            ForbiddenInstruction::Invlpga => "INVLPGA",
+            ForbiddenInstruction::Xsetbv => "XSETBV",
+            ForbiddenInstruction::Invd => "INVD",
+            ForbiddenInstruction::Monitor => "MONITOR",
+            ForbiddenInstruction::Mwait => "MWAIT",
+            ForbiddenInstruction::Other => "an intercepted instruction",
+        }
+    }
+}
+
+impl fmt::Display for ForbiddenInstruction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a vCPU left guest mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmExit {
+    /// `out` to `port` of `size` bytes (1, 2 or 4); `next_rip` is the instruction after it.
+    IoOut {
+        /// Port.
+        port: u16,
+        /// Access size in bytes.
+        size: u8,
+        /// Value (low `size` bytes).
+        value: u32,
+        /// Address of the next instruction (SVM: EXITINFO2).
+        next_rip: u64,
+    },
+    /// `in` from `port` of `size` bytes.
+    IoIn {
+        /// Port.
+        port: u16,
+        /// Access size in bytes.
+        size: u8,
+        /// Address of the next instruction.
+        next_rip: u64,
+    },
+    /// `ins`/`outs` (string I/O): not emulated.
+    IoString {
+        /// Port.
+        port: u16,
+    },
+    /// `rdmsr` of an intercepted MSR (2-byte instruction).
+    MsrRead {
+        /// MSR number (ecx).
+        msr: u32,
+    },
+    /// `wrmsr` of an intercepted MSR (2-byte instruction).
+    MsrWrite {
+        /// MSR number (ecx).
+        msr: u32,
+        /// Value (edx:eax).
+        value: u64,
+    },
+    /// `cpuid` (2-byte instruction).
+    Cpuid {
+        /// eax on entry.
+        leaf: u32,
+        /// ecx on entry.
+        subleaf: u32,
+    },
+    /// `vmmcall` / `vmcall` (3-byte instruction).
+    Hypercall,
+    /// `hlt` (1-byte instruction).
+    Halt,
+    /// Nested page fault.
+    NestedPageFault {
+        /// Faulting guest-physical address.
+        gpa: u64,
+        /// The access was a write.
+        write: bool,
+        /// The access was an instruction fetch.
+        execute: bool,
+        /// A mapping was present (a rights violation rather than a hole).
+        present: bool,
+    },
+    /// A physical interrupt arrived (the scheduler tick, or another device's).
+    ExternalInterrupt,
+    /// A physical NMI arrived.
+    Nmi,
+    /// A system-management interrupt was taken.
+    Smi,
+    /// An INIT signal arrived.
+    Init,
+    /// Triple fault.
+    Shutdown,
+    /// A forbidden instruction.
+    Forbidden(ForbiddenInstruction),
+    /// An intercepted guest exception.
+    Exception {
+        /// Vector.
+        vector: u8,
+        /// Error code, if the exception has one.
+        error_code: Option<u32>,
+    },
+    /// The hardware refused the vCPU state (SVM: VMEXIT_INVALID).
+    InvalidState,
+    /// Any other exit code.
+    Unknown {
+        /// The raw exit code.
+        code: u64,
+    },
+}
+
+/// Guest registers common code reads and writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reg {
+    /// rax.
+    Rax,
+    /// rbx.
+    Rbx,
+    /// rcx.
+    Rcx,
+    /// rdx.
+    Rdx,
+    /// rsi.
+    Rsi,
+    /// rdi.
+    Rdi,
+    /// rip.
+    Rip,
+    /// EFER (the guest's view; the backend keeps SVME set underneath, see the exit handler).
+    Efer,
+    /// CS.L && EFER.LMA as 0/1: whether the vCPU executes 64-bit code (read-only).
+    LongMode,
+}
+
+/// An event to inject into the guest on the next entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A hardware exception.
+    Exception {
+        /// Vector.
+        vector: u8,
+        /// Error code, if the exception has one.
+        error_code: Option<u32>,
+    },
+}
+
+impl Event {
+    /// General protection fault with error code 0 (refused MSR access).
+    pub const GENERAL_PROTECTION: Event = Event::Exception {
+        vector: 13,
+        error_code: Some(0),
+    };
+    /// Invalid opcode.
+    pub const INVALID_OPCODE: Event = Event::Exception {
+        vector: 6,
+        error_code: None,
+    };
+}
+
+/// One vCPU as the architecture backend drives it.
+pub trait VcpuBackend {
+    /// Enters the guest until the next exit.
+    fn run(&mut self) -> VmExit;
+    /// Reads a register.
+    fn reg(&self, reg: Reg) -> u64;
+    /// Writes a register (writes to [`Reg::LongMode`] are ignored).
+    fn set_reg(&mut self, reg: Reg, value: u64);
+    /// Queues an event for the next entry.
+    fn inject(&mut self, event: Event);
+    /// Advances rip past an instruction of `len` bytes (no NRIP-save under QEMU: common code
+    /// knows the lengths).
+    fn advance_rip(&mut self, len: u64) {
+        let rip = self.reg(Reg::Rip);
+        self.set_reg(Reg::Rip, rip.wrapping_add(len));
+    }
+}

@@ -335,6 +335,8 @@ impl<'a> SlipwayEvent<'a> {
 
     /// Decodes the event data of a Slipway event (or a separator). Returns `Ok(None)` for an
     /// event type that is not Slipway's; an error for a Slipway type with bad data.
+    /// `EV_SEPARATOR` is TCG's: firmware also writes it (with 0x00000001 for an error), so decode
+    /// only events in Slipway's PCRs (17-21).
     pub fn decode(event_type: u32, data: &'a [u8]) -> Result<Option<SlipwayEvent<'a>>> {
         let bad = |what: &'static str| Error::BadEventData { event_type, what };
         let mut r = In { data, pos: 0 };

@@ -63,9 +63,9 @@ pub struct LogHeader<'a> {
 }
 
 impl LogHeader<'static> {
-    /// The header Slipway writes: client platform class (the value SeaBIOS, EDK2 and Intel's
-    /// SINIT use; the class does not change the format), spec version 2.0 errata 2, 64-bit
-    /// UINTN, vendor info "slipway".
+    /// The header Slipway writes: client platform class (the value SeaBIOS and EDK2 use; the
+    /// class does not change the format), spec version 2.0 errata 2, 64-bit UINTN, vendor info
+    /// "slipway".
     pub fn slipway(banks: BankSet) -> LogHeader<'static> {
         LogHeader {
             platform_class: PLATFORM_CLASS_CLIENT,

@@ -690,3 +690,21 @@ fn first_difference_names_the_first_differing_event() {
     let short = EventLog::parse(&expected_bytes[..expected_bytes.len() - 70]).unwrap();
     assert!(first_difference(&expected, &short, slipway_pcrs).is_err());
 }
+
+#[test]
+fn a_header_bank_of_unknown_algorithm_is_capped_at_its_declared_size() {
+    let mut banks = BankSet::single(HashAlg::Sha256);
+    banks
+        .push(Bank::with_size(AlgId(0x4242), 16).unwrap())
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let mut log = new_log(&mut buf, banks);
+    let digests = log.append_measured(19, 0x601, b"x").unwrap();
+    assert_eq!(digests.get(AlgId(0x4242)).unwrap().as_bytes(), [0xFF; 16]);
+    let parsed = EventLog::parse(log.as_bytes()).unwrap();
+    assert_eq!(parsed.header().banks, banks);
+    let event = parsed.events().next().unwrap().unwrap();
+    assert_eq!(event.digests, digests);
+    let pcrs = parsed.replay(InitialState::DynamicLaunch).unwrap();
+    assert_eq!(pcrs.banks().collect::<Vec<_>>(), [HashAlg::Sha256]);
+}

@@ -166,6 +166,34 @@ impl PcrBanks {
     }
 }
 
+impl PcrBanks {
+    /// The PCR digest a TPM2_Quote attests (`TPMS_QUOTE_INFO.pcrDigest`): the hash, with the
+    /// quote's hash algorithm `digest_alg`, of the selected PCR values concatenated in selection
+    /// order: selections in the order given, PCRs in ascending index within each (TPM 2.0 Part 1,
+    /// "PCR digest"). `selection` pairs a bank with a PCR mask (bit n = PCR n).
+    pub fn quote_digest(
+        &self,
+        digest_alg: HashAlg,
+        selection: &[(HashAlg, u32)],
+    ) -> Result<Digest> {
+        let mut hasher = MultiHasher::new(&BankSet::single(digest_alg));
+        for &(alg, mask) in selection {
+            if !self.tracked[alg.index()] {
+                return Err(Error::UnexpectedBank(alg.id()));
+            }
+            if mask >> PCR_COUNT != 0 {
+                return Err(Error::PcrIndex(31 - mask.leading_zeros()));
+            }
+            for pcr in 0..PCR_COUNT {
+                if mask & (1 << pcr) != 0 {
+                    hasher.update(&self.values[alg.index()][pcr][..alg.digest_size()]);
+                }
+            }
+        }
+        Ok(hasher.finalize().as_slice()[0])
+    }
+}
+
 impl core::fmt::Debug for PcrBanks {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let mut list = f.debug_map();

@@ -111,3 +111,38 @@ fn emulated_launch_pcr17_is_hash_of_zero_and_region_hash() {
         sha2::Sha512::digest(&sha512_input).as_slice()
     );
 }
+
+#[test]
+fn quote_digest_hashes_selected_values_in_selection_order() {
+    let banks = BankSet::from_algs(&[AlgId::SHA1, AlgId::SHA256]).unwrap();
+    let mut pcrs = PcrBanks::new(&banks, InitialState::DynamicLaunch);
+    pcrs.extend(17, &hash(HashAlg::Sha256, b"a")).unwrap();
+    pcrs.extend(19, &hash(HashAlg::Sha256, b"b")).unwrap();
+    pcrs.extend(18, &hash(HashAlg::Sha1, b"c")).unwrap();
+    let value = |pcr, alg| pcrs.value(pcr, alg).unwrap().unwrap().as_bytes().to_vec();
+    let mut concat = Vec::new();
+    for pcr in 17..=21 {
+        concat.extend(value(pcr, HashAlg::Sha256));
+    }
+    for pcr in [18, 20] {
+        concat.extend(value(pcr, HashAlg::Sha1));
+    }
+    let selection = [
+        (HashAlg::Sha256, 0b11111 << 17),
+        (HashAlg::Sha1, (1 << 18) | (1 << 20)),
+    ];
+    assert_eq!(
+        pcrs.quote_digest(HashAlg::Sha256, &selection)
+            .unwrap()
+            .as_bytes(),
+        sha2::Sha256::digest(&concat).as_slice()
+    );
+    assert_eq!(
+        pcrs.quote_digest(HashAlg::Sha256, &[(HashAlg::Sha512, 1)]),
+        Err(Error::UnexpectedBank(AlgId::SHA512))
+    );
+    assert_eq!(
+        pcrs.quote_digest(HashAlg::Sha256, &[(HashAlg::Sha1, 1 << 24)]),
+        Err(Error::PcrIndex(24))
+    );
+}

@@ -17,6 +17,7 @@ pub mod hypercall;
 pub mod memmap;
 pub mod memory;
 pub mod paging;
+pub mod sched;
 pub mod uart;
 pub mod vmexit;
 

@@ -30,14 +30,17 @@ pub const PAGE_SIZE: u64 = 4096;
 /// Largest domain memory: all guest RAM stays below the 32-bit MMIO hole at 3 GiB, so a domain's
 /// memory map is one RAM range and the TPM page (0xfed40000) can later be mapped above it.
 pub const MAX_DOMAIN_MEMORY: u64 = 3 << 30;
-/// Most vCPUs per domain.
-pub const MAX_VCPUS: u32 = 16;
-/// Most domains in one configuration.
-pub const MAX_DOMAINS: usize = 32;
+/// Most vCPUs per domain (the hypervisor's per-domain limit).
+pub const MAX_VCPUS: u32 = 8;
+/// Most domains in one configuration (the hypervisor's 16 domains, less domB).
+pub const MAX_DOMAINS: usize = 15;
 /// Longest command line, in bytes (without the terminating NUL).
 pub const MAX_BOOTARGS_LEN: usize = 1024;
 /// Longest domain name.
 pub const MAX_NAME_LEN: usize = 31;
+/// Domain names the hypervisor keeps for itself (its `RESERVED_NAMES`): refused here already, so
+/// the error names the node.
+pub const RESERVED_DOMAIN_NAMES: [&str; 3] = ["domb", "slipway", "hypervisor"];
 /// Modules that are not domain images: the boot domain and the configuration itself.
 pub const RESERVED_MODULES: [&str; 2] = ["domb", "config"];
 
@@ -117,10 +120,12 @@ pub enum Problem {
     MemoryNotPageMultiple,
     /// memory exceeds the 3 GiB a domain may have
     MemoryTooBig,
-    /// cpus must be between 1 and 16
+    /// cpus must be between 1 and 8
     BadCpuCount,
     /// the name is not 1 to 31 characters from `a-z`, `0-9` and `-`
     MalformedName,
+    /// the name is reserved (`domb`, `slipway`, `hypervisor`)
+    ReservedName,
     /// another domain already has this name (the other node is given)
     DuplicateName(String),
     /// the capability is not one of `control`, `hardware`, `recovery`
@@ -141,7 +146,7 @@ pub enum Problem {
     UnknownAction(String),
     /// the configuration has no domain nodes
     NoDomains,
-    /// the configuration has more than 32 domains
+    /// the configuration has more than 15 domains
     TooManyDomains,
 }
 
@@ -169,6 +174,7 @@ impl fmt::Display for Problem {
             Self::MalformedName => {
                 f.write_str("the name is not 1 to 31 characters from a-z, 0-9 and '-'")
             }
+            Self::ReservedName => f.write_str("the name is reserved (domb, slipway, hypervisor)"),
             Self::DuplicateName(other) => write!(f, "the name is already used by {other}"),
             Self::UnknownCapability(name) => {
                 write!(
@@ -495,6 +501,9 @@ fn parse_domain(
     };
     if !is_valid_domain_name(name) {
         return Err(property_error(path, name_property, Problem::MalformedName));
+    }
+    if RESERVED_DOMAIN_NAMES.contains(&name) {
+        return Err(property_error(path, name_property, Problem::ReservedName));
     }
     let domain = DomainConfig {
         node: path.to_owned(),

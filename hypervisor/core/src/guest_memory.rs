@@ -262,6 +262,23 @@ impl GuestMemory {
     }
 }
 
+/// Maps a boot module read-only and not executable at `gpa` in domB's nested tables. The module
+/// starts on a page boundary ([`crate::memmap`] checks that); its last page is mapped whole, which
+/// is safe because memmap also keeps the rest of that page out of the frame allocator.
+pub fn map_module_read_only<M: PhysMemory, A: FrameAllocator>(
+    npt: &mut PageTable,
+    mem: &mut M,
+    alloc: &mut A,
+    gpa: u64,
+    module: crate::addr::PhysRange,
+) -> Result<(), PagingError> {
+    let len = module
+        .len()
+        .checked_next_multiple_of(PAGE_SIZE)
+        .ok_or(PagingError::Overflow)?;
+    npt.map_range(mem, alloc, gpa, module.start, len, Access::R, true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,6 +333,31 @@ mod tests {
             );
         }
         assert_eq!(alloc.free_frames(), 5);
+    }
+
+    #[test]
+    fn domb_sees_its_ram_writable_and_modules_read_only() {
+        use crate::paging::TableKind;
+        let regions = [PhysRange::new(BASE, BASE + 0x20_0000)];
+        let mut storage = vec![0; BitmapFrameAllocator::storage_words(&regions)];
+        let mut alloc = BitmapFrameAllocator::new(&regions, &mut storage).unwrap();
+        let mut mem = FakePhysMemory::new(BASE, 0x20_0000);
+        let ram = GuestMemory::allocate(&mut alloc, 0x8_0000).unwrap();
+        let mut npt = PageTable::new(TableKind::Nested, &mut mem, &mut alloc).unwrap();
+        ram.map_into(&mut npt, &mut mem, &mut alloc).unwrap();
+        let module = PhysRange::new(0x100_0000, 0x100_1801);
+        map_module_read_only(&mut npt, &mut mem, &mut alloc, 0x10_0000, module).unwrap();
+        let at = |gpa| npt.translate(&mem, gpa).unwrap();
+        assert_eq!(at(0x7_f000).unwrap().access, Access::RWX);
+        let module_page = at(0x10_1800).unwrap();
+        assert_eq!(module_page.access, Access::R);
+        assert_eq!(module_page.translate(0x10_1800), PhysAddr(0x100_1800));
+        assert!(
+            at(0x10_2000).is_none(),
+            "nothing past the module's last page"
+        );
+        assert!(at(0x8_0000).is_none(), "nothing past RAM");
+        crate::paging::check_tables(&mem, npt.root(), TableKind::Nested).unwrap();
     }
 
     #[test]

@@ -2,7 +2,15 @@
 //!
 //! Everything here is pure logic over small traits, so it is tested on the host; the hypervisor
 //! binary (`slipway-hypervisor`) implements the traits over real memory and the SVM backend.
-//! See README.md for a map of the modules.
+//! See README.md for a map of the modules. In short, the binary:
+//! 1. validates the pre-launch stage's memory map with [`memmap::validate_memory_map`] and builds a
+//!    [`frame_alloc::BitmapFrameAllocator`] over the result;
+//! 2. builds its own tables and each domain's nested tables with [`paging::PageTable`] and
+//!    [`guest_memory::GuestMemory`];
+//! 3. runs vCPUs through its [`vmexit::VcpuBackend`], handing each exit to
+//!    [`exit_handler::handle_exit`] and each hypercall to [`hypercall::dispatch`] over the
+//!    [`domain::DomainTable`];
+//! 4. prints domain output through [`console::ConsoleMux`] and schedules with [`sched::Scheduler`].
 #![no_std]
 #![forbid(unsafe_code)]
 

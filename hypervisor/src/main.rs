@@ -236,6 +236,8 @@ fn start_hypervisor(
         next_asid: 1,
         domb: None,
         finished: heapless::Vec::new(),
+        core_modules: heapless::Vec::new(),
+        announced: [false; slipway_hv_core::domain::MAX_DOMAINS],
     }
 }
 

@@ -4,19 +4,22 @@
 //! `DomainTable`.
 
 use slipway_hv_core::addr::{PAGE_SIZE, PhysAddr, PhysRange};
-use slipway_hv_core::domain::{DomainTable, MAX_DOMAINS, StopReason};
+use slipway_hv_core::console::LineBuffer;
+use slipway_hv_core::domain::{Domain, DomainTable, MAX_DOMAINS, StopReason};
 use slipway_hv_core::frame_alloc::{BitmapFrameAllocator, FrameAllocator};
 use slipway_hv_core::guest_memory::GuestMemory;
+use slipway_hv_core::hypercall::{self, LaunchInfo, Outcome};
 use slipway_hv_core::paging::{Access, PageTable, TableKind};
+use slipway_hv_core::uart::Uart16550;
 use slipway_protocol::v1::{
-    self, BootInfo, BootSummary, DomainId, Error, LaunchKind, ModuleInfo, ModuleName, Request,
-    Response, ResponseOk, TpmBanks,
+    self, BootInfo, Digest, DomainId, Error, LaunchKind, ModuleInfo, ModuleName, TpmBanks,
+    VcpuEntry,
 };
 use slipway_protocol::{
     CALL_MESSAGE, HYPERCALL_BUFFER_SIZE, HYPERCALL_INSTRUCTION_LEN, TransportStatus,
 };
 
-use crate::console_model::{LineBuffer, Uart, filter_cpuid};
+use crate::console_model::filter_cpuid;
 use crate::hvprintln;
 use crate::physmem::DirectMap;
 use crate::svm::{EntryState, PermissionMaps, SvmCpu, SvmVcpu};
@@ -44,7 +47,9 @@ pub struct DomainHw {
     pub memory: GuestMemory,
     pub npt: PageTable,
     pub vcpus: heapless::Vec<SvmVcpu, MAX_VCPUS>,
-    pub uart: Uart,
+    pub uart: Uart16550,
+    /// Round-robin position among this domain's vCPUs.
+    pub next_vcpu: usize,
     pub line: LineBuffer,
     /// Guest time (TSC ticks) per physical CPU.
     pub run_ticks: [u64; crate::cpu::MAX_CPUS],
@@ -65,6 +70,144 @@ pub struct Hv {
     pub domb: Option<DomainId>,
     /// Guest time of every destroyed domain, per pCPU, for the end-of-run accounting.
     pub finished: heapless::Vec<(heapless::String<32>, [u64; crate::cpu::MAX_CPUS]), 32>,
+    /// Boot modules as the hypercall dispatcher sees them (with their address in domB).
+    pub core_modules: heapless::Vec<hypercall::BootModule, MAX_MODULES>,
+    /// Domains whose `planned:` milestone was printed.
+    pub announced: [bool; MAX_DOMAINS],
+}
+
+/// The hardware side of hypercalls: what `slipway_hv_core::hypercall::dispatch` asks for, after
+/// it has checked the request (ranges, capabilities, state).
+struct HwPlatform<'a> {
+    mem: &'a mut DirectMap,
+    alloc: &'a mut BitmapFrameAllocator<'static>,
+    domains: &'a mut [Option<DomainHw>; MAX_DOMAINS],
+}
+
+impl HwPlatform<'_> {
+    fn domain(&mut self, id: DomainId) -> Result<&mut DomainHw, Error> {
+        self.domains
+            .get_mut(usize::from(id.0))
+            .and_then(Option::as_mut)
+            .ok_or(Error::UnknownDomain)
+    }
+}
+
+impl hypercall::Platform for HwPlatform<'_> {
+    fn create_domain(&mut self, id: DomainId, memory_bytes: u64, _vcpus: u16) -> Result<(), Error> {
+        if self
+            .domains
+            .get(usize::from(id.0))
+            .is_none_or(Option::is_some)
+        {
+            return Err(Error::TooManyDomains);
+        }
+        let hw = allocate_domain_hw(self.mem, self.alloc, id, memory_bytes)?;
+        self.domains[usize::from(id.0)] = Some(hw);
+        Ok(())
+    }
+
+    fn populate_from_module(
+        &mut self,
+        id: DomainId,
+        module: &hypercall::BootModule,
+        offset: u64,
+        length: u64,
+        gpa: u64,
+    ) -> Result<(), Error> {
+        let src = module
+            .phys
+            .start
+            .checked_add(offset)
+            .ok_or(Error::RangeOutsideModule)?;
+        let mem = &mut *self.mem;
+        let domain = self
+            .domains
+            .get_mut(usize::from(id.0))
+            .and_then(Option::as_mut)
+            .ok_or(Error::UnknownDomain)?;
+        domain
+            .memory
+            .copy_from_host(mem, src, gpa, length)
+            .map_err(|_| Error::RangeOutsideDomain)
+    }
+
+    fn write_memory(&mut self, id: DomainId, gpa: u64, bytes: &[u8]) -> Result<(), Error> {
+        let mem = &mut *self.mem;
+        let domain = self
+            .domains
+            .get_mut(usize::from(id.0))
+            .and_then(Option::as_mut)
+            .ok_or(Error::UnknownDomain)?;
+        domain
+            .memory
+            .write(mem, gpa, bytes)
+            .map_err(|_| Error::RangeOutsideDomain)
+    }
+
+    fn console_write(&mut self, caller: DomainId, bytes: &[u8]) {
+        if let Ok(domain) = self.domain(caller) {
+            for &byte in bytes {
+                if let Some(line) = domain.line.push(byte) {
+                    crate::console::print_domain_line(&domain.name, line.as_str());
+                }
+            }
+        }
+    }
+
+    fn measure(
+        &mut self,
+        _caller: DomainId,
+        _pcr: u8,
+        _event_type: u32,
+        _digests: &[Digest],
+        _event_data: &[u8],
+    ) -> Result<u32, Error> {
+        // No TPM driver or event log in this version (the measured-launch issue adds them):
+        // nothing can be extended, and saying so is the only honest answer.
+        Err(Error::TpmFailed)
+    }
+
+    fn complete_build(&mut self, _domain: &Domain) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// Allocates zeroed RAM and nested page tables for a domain (cleaned up on failure).
+fn allocate_domain_hw(
+    mem: &mut DirectMap,
+    alloc: &mut BitmapFrameAllocator<'static>,
+    id: DomainId,
+    memory_bytes: u64,
+) -> Result<DomainHw, Error> {
+    let memory = GuestMemory::allocate(alloc, memory_bytes).map_err(|_| Error::OutOfMemory)?;
+    if memory.zero(mem).is_err() {
+        let _ = memory.scrub_and_free(mem, alloc);
+        return Err(Error::OutOfMemory);
+    }
+    let mut npt = match PageTable::new(TableKind::Nested, mem, alloc) {
+        Ok(npt) => npt,
+        Err(_) => {
+            let _ = memory.scrub_and_free(mem, alloc);
+            return Err(Error::OutOfMemory);
+        }
+    };
+    if memory.map_into(&mut npt, mem, alloc).is_err() {
+        let _ = npt.teardown(mem, alloc);
+        let _ = memory.scrub_and_free(mem, alloc);
+        return Err(Error::OutOfMemory);
+    }
+    Ok(DomainHw {
+        id,
+        name: heapless::String::new(),
+        memory,
+        npt,
+        vcpus: heapless::Vec::new(),
+        uart: Uart16550::default(),
+        next_vcpu: 0,
+        line: LineBuffer::new(),
+        run_ticks: [0; crate::cpu::MAX_CPUS],
+    })
 }
 
 /// What the run loop does after an exit.
@@ -84,52 +227,15 @@ fn module_bytes(range: PhysRange) -> &'static [u8] {
 }
 
 impl Hv {
-    fn domain_mut(&mut self, id: DomainId) -> Option<&mut DomainHw> {
-        self.domains
-            .get_mut(usize::from(id.0))
-            .and_then(Option::as_mut)
-    }
-
-    /// Allocates zeroed RAM and nested page tables for a domain.
     fn create_domain_hw(
         &mut self,
         id: DomainId,
         name: &str,
         memory_bytes: u64,
     ) -> Result<(), Error> {
-        let memory =
-            GuestMemory::allocate(&mut self.alloc, memory_bytes).map_err(|_| Error::OutOfMemory)?;
-        if memory.zero(&mut self.mem).is_err() {
-            let _ = memory.scrub_and_free(&mut self.mem, &mut self.alloc);
-            return Err(Error::OutOfMemory);
-        }
-        let mut npt = match PageTable::new(TableKind::Nested, &mut self.mem, &mut self.alloc) {
-            Ok(npt) => npt,
-            Err(_) => {
-                let _ = memory.scrub_and_free(&mut self.mem, &mut self.alloc);
-                return Err(Error::OutOfMemory);
-            }
-        };
-        if memory
-            .map_into(&mut npt, &mut self.mem, &mut self.alloc)
-            .is_err()
-        {
-            let _ = npt.teardown(&mut self.mem, &mut self.alloc);
-            let _ = memory.scrub_and_free(&mut self.mem, &mut self.alloc);
-            return Err(Error::OutOfMemory);
-        }
-        let mut domain_name = heapless::String::new();
-        let _ = domain_name.push_str(name);
-        self.domains[usize::from(id.0)] = Some(DomainHw {
-            id,
-            name: domain_name,
-            memory,
-            npt,
-            vcpus: heapless::Vec::new(),
-            uart: Uart::default(),
-            line: LineBuffer::default(),
-            run_ticks: [0; crate::cpu::MAX_CPUS],
-        });
+        let mut hw = allocate_domain_hw(&mut self.mem, &mut self.alloc, id, memory_bytes)?;
+        let _ = hw.name.push_str(name);
+        self.domains[usize::from(id.0)] = Some(hw);
         Ok(())
     }
 
@@ -199,6 +305,13 @@ impl Hv {
                 )
                 .map_err(|_| "mapping a module into domB failed")?;
             self.module_gpas[i] = gpa;
+            let name = ModuleName::new(&module.name)
+                .map_err(|_| "a module name is not a valid protocol name")?;
+            let _ = self.core_modules.push(hypercall::BootModule {
+                name,
+                phys: module.range,
+                domb_gpa: gpa,
+            });
             gpa += pages;
         }
         // Boot-information page (postcard BootInfo) and the PVH start info.
@@ -282,11 +395,11 @@ impl Hv {
         Ok(id)
     }
 
-    /// Runs every runnable vCPU until all domains have finished.
+    /// Runs every runnable vCPU, round robin, until all domains have finished. A vCPU runs until
+    /// it yields (HLT, the scheduler tick) or its domain stops.
     pub fn run(&mut self) {
         let mut current = 0usize;
         loop {
-            // Pick the next domain with a vCPU (round robin).
             let Some(index) = (0..MAX_DOMAINS)
                 .map(|i| (current + i) % MAX_DOMAINS)
                 .find(|&i| {
@@ -297,10 +410,27 @@ impl Hv {
             else {
                 return;
             };
-            current = index;
-            match self.run_vcpu(index, 0) {
+            let vcpu = {
+                let Some(domain) = self.domains[index].as_mut() else {
+                    continue;
+                };
+                let v = domain.next_vcpu % domain.vcpus.len();
+                domain.next_vcpu = v + 1;
+                v
+            };
+            match self.run_vcpu(index, vcpu) {
                 Next::Resume => {}
-                Next::Yield | Next::Stopped => current = (index + 1) % MAX_DOMAINS,
+                Next::Yield | Next::Stopped => {
+                    // Next domain once every vCPU of this one had its turn.
+                    let wrapped = self.domains[index]
+                        .as_ref()
+                        .is_none_or(|d| d.next_vcpu >= d.vcpus.len());
+                    current = if wrapped {
+                        (index + 1) % MAX_DOMAINS
+                    } else {
+                        index
+                    };
+                }
             }
         }
     }
@@ -333,13 +463,15 @@ impl Hv {
                 value,
                 next_rip,
             } => {
-                if (0x3f8..=0x3ff).contains(&port)
-                    && size == 1
-                    && let Some(byte) = domain.uart.io_out(port - 0x3f8, value as u8)
-                    && domain.line.push(byte)
-                {
-                    let line = domain.line.take();
-                    crate::console::print_domain_line(&domain.name, &line);
+                for i in 0..size {
+                    if let Some(offset) = port
+                        .checked_add(u16::from(i))
+                        .and_then(Uart16550::offset_of)
+                        && let Some(byte) = domain.uart.io_write(offset, (value >> (8 * i)) as u8)
+                        && let Some(line) = domain.line.push(byte)
+                    {
+                        crate::console::print_domain_line(&domain.name, line.as_str());
+                    }
                 }
                 // Every other port: no device (writes dropped).
                 vcpu.set_rip(next_rip);
@@ -350,14 +482,23 @@ impl Hv {
                 size,
                 next_rip,
             } => {
-                let value: u64 = if (0x3f8..=0x3ff).contains(&port) && size == 1 {
-                    u64::from(domain.uart.io_in(port - 0x3f8))
-                } else {
-                    // No device: all ones, like an empty bus.
-                    (1u64 << (size * 8)) - 1
-                };
-                let mask = (1u64 << (size * 8)) - 1;
-                vcpu.set_rax((vcpu.rax() & !mask) | value);
+                let mut value = 0u64;
+                for i in 0..size {
+                    let byte = match port
+                        .checked_add(u16::from(i))
+                        .and_then(Uart16550::offset_of)
+                    {
+                        Some(offset) => domain.uart.io_read(offset),
+                        None => 0xff, // no device: an empty bus reads all ones
+                    };
+                    value |= u64::from(byte) << (8 * i);
+                }
+                let rax = vcpu.rax();
+                vcpu.set_rax(match size {
+                    1 => (rax & !0xff) | value,
+                    2 => (rax & !0xffff) | value,
+                    _ => value,
+                });
                 vcpu.set_rip(next_rip);
                 Next::Resume
             }
@@ -417,24 +558,7 @@ impl Hv {
                 },
             ),
             VmExit::Forbidden(what) => {
-                let name = match what {
-                    crate::vmexit::ForbiddenInstruction::Vmrun => "VMRUN",
-                    crate::vmexit::ForbiddenInstruction::Vmload => "VMLOAD",
-                    crate::vmexit::ForbiddenInstruction::Vmsave => "VMSAVE",
-                    crate::vmexit::ForbiddenInstruction::Stgi => "STGI",
-                    crate::vmexit::ForbiddenInstruction::Clgi => "CLGI",
-                    crate::vmexit::ForbiddenInstruction::Skinit => "SKINIT",
-                    crate::vmexit::ForbiddenInstruction::Invlpga => "INVLPGA",
-                    crate::vmexit::ForbiddenInstruction::Xsetbv => "XSETBV",
-                    crate::vmexit::ForbiddenInstruction::Invd => "INVD",
-                    crate::vmexit::ForbiddenInstruction::Wbinvd => "WBINVD",
-                    crate::vmexit::ForbiddenInstruction::MonitorMwait => "MONITOR/MWAIT",
-                    crate::vmexit::ForbiddenInstruction::Icebp => "ICEBP",
-                    crate::vmexit::ForbiddenInstruction::TaskSwitch => "task switch",
-                    crate::vmexit::ForbiddenInstruction::Init => "INIT",
-                    crate::vmexit::ForbiddenInstruction::Smi => "SMI",
-                };
-                self.stop(index, StopReason::ForbiddenInstruction(name))
+                self.stop(index, StopReason::ForbiddenInstruction(what.name()))
             }
             VmExit::IoString { port } => {
                 hvprintln!(
@@ -454,7 +578,7 @@ impl Hv {
         }
     }
 
-    /// Stops a domain: prints why, releases its vCPUs, scrubs and frees its memory.
+    /// Stops a crashed domain: prints why, releases its vCPUs, scrubs and frees its memory.
     fn stop(&mut self, index: usize, reason: StopReason) -> Next {
         if let Some(domain) = self.domains[index].as_ref() {
             let rip = domain.vcpus.first().map_or(0, |v| v.rip());
@@ -462,8 +586,7 @@ impl Hv {
             let id = domain.id;
             let _ = self.table.mark_crashed(id, reason);
         }
-        let reclaimed = self.destroy(index);
-        let _ = reclaimed;
+        self.destroy(index);
         Next::Stopped
     }
 
@@ -472,15 +595,14 @@ impl Hv {
         let Some(mut domain) = self.domains[index].take() else {
             return 0;
         };
-        if !domain.line.is_empty() {
-            let line = domain.line.take();
-            crate::console::print_domain_line(&domain.name, &line);
+        if let Some(line) = domain.line.flush() {
+            crate::console::print_domain_line(&domain.name, line.as_str());
         }
         let _ = self.finished.push((domain.name.clone(), domain.run_ticks));
         let mut pages = 0;
         while let Some(vcpu) = domain.vcpus.pop() {
-            let frame = slipway_hv_core::addr::Frame::containing(PhysAddr(vcpu.vmcb_pa()));
             // The VMCB page is scrubbed before it goes back.
+            let frame = slipway_hv_core::addr::Frame::containing(PhysAddr(vcpu.vmcb_pa()));
             let _ = slipway_hv_core::memory::PhysMemory::zero_frame(&mut self.mem, frame);
             if self.alloc.free(frame).is_ok() {
                 pages += 1;
@@ -494,8 +616,8 @@ impl Hv {
                 .unwrap_or(0)
     }
 
-    /// VMMCALL: checks the transport registers, copies the request once into hypervisor memory,
-    /// decodes that copy, carries it out and writes the response into the caller's buffer.
+    /// VMMCALL: checks the transport registers, copies the request once into hypervisor memory
+    /// and hands that copy to `slipway_hv_core::hypercall::dispatch`; writes the response back.
     fn hypercall(&mut self, index: usize, vcpu_index: usize) -> Next {
         let Some(domain) = self.domains[index].as_mut() else {
             return Next::Stopped;
@@ -507,108 +629,149 @@ impl Hv {
         let buffer = narrow(vcpu.regs.rdi);
         let len = narrow(vcpu.regs.rsi);
         vcpu.skip_instruction(HYPERCALL_INSTRUCTION_LEN);
-        if call != CALL_MESSAGE {
-            vcpu.set_rax(TransportStatus::UnknownCall as u64);
-            vcpu.regs.rsi = 0;
-            return Next::Resume;
-        }
-        let status = TransportStatus::check_buffer(buffer, len, domain.memory.size());
+        let status = if call != CALL_MESSAGE {
+            TransportStatus::UnknownCall
+        } else {
+            TransportStatus::check_buffer(buffer, len, domain.memory.size())
+        };
         if status != TransportStatus::Ok {
             vcpu.set_rax(status as u64);
             vcpu.regs.rsi = 0;
             return Next::Resume;
         }
-        let mut request_bytes = [0u8; HYPERCALL_BUFFER_SIZE];
-        let request_bytes = &mut request_bytes[..len as usize];
-        if domain
-            .memory
-            .read(&self.mem, buffer, request_bytes)
-            .is_err()
-        {
+        // The one copy: from here on the guest page is never read again for this call.
+        let mut request = [0u8; HYPERCALL_BUFFER_SIZE];
+        let request = &mut request[..len as usize];
+        if domain.memory.read(&self.mem, buffer, request).is_err() {
             vcpu.set_rax(TransportStatus::BadBufferAddress as u64);
             vcpu.regs.rsi = 0;
             return Next::Resume;
         }
-        let id = domain.id;
-        let response: Response = match v1::decode_request(request_bytes) {
-            Err(error) => Err(Error::from(error)),
-            Ok(Request::Shutdown { exit_code }) => return self.shut_down(index, exit_code),
-            Ok(request) => self.dispatch(index, id, request),
+        let caller = domain.id;
+        let mut response = [0u8; HYPERCALL_BUFFER_SIZE];
+        let launch = LaunchInfo {
+            launch_kind: LaunchKind::None,
+            active_banks: &[],
+            modules: &self.core_modules,
         };
-        let Some(domain) = self.domains[index].as_mut() else {
-            return Next::Stopped;
+        let mut platform = HwPlatform {
+            mem: &mut self.mem,
+            alloc: &mut self.alloc,
+            domains: self.domains,
         };
-        let mut out = [0u8; v1::MAX_RESPONSE_LEN];
-        let vcpu = &mut domain.vcpus[vcpu_index];
-        match v1::encode_response(&response, &mut out) {
-            Ok(n)
+        let reply = match hypercall::dispatch(
+            self.table,
+            &launch,
+            &mut platform,
+            caller,
+            request,
+            &mut response,
+        ) {
+            Ok(reply) => reply,
+            Err(error) => panic!("hypercall response does not fit its buffer: {error:?}"),
+        };
+        self.announce_planned();
+        match reply.outcome {
+            Outcome::Resume => {
+                let Some(domain) = self.domains[index].as_mut() else {
+                    return Next::Stopped;
+                };
+                let vcpu = &mut domain.vcpus[vcpu_index];
                 if domain
                     .memory
-                    .write(&mut self.mem, buffer, &out[..n])
-                    .is_ok() =>
-            {
-                vcpu.set_rax(TransportStatus::Ok as u64);
-                vcpu.regs.rsi = n as u64;
+                    .write(&mut self.mem, buffer, &response[..reply.response_len])
+                    .is_ok()
+                {
+                    vcpu.set_rax(TransportStatus::Ok as u64);
+                    vcpu.regs.rsi = reply.response_len as u64;
+                } else {
+                    vcpu.set_rax(TransportStatus::BadBufferAddress as u64);
+                    vcpu.regs.rsi = 0;
+                }
+                Next::Resume
             }
-            _ => {
-                vcpu.set_rax(TransportStatus::BadBufferAddress as u64);
-                vcpu.regs.rsi = 0;
+            Outcome::ShutDown { exit_code } => {
+                if let Some(domain) = self.domains[index].as_ref() {
+                    hvprintln!("domain {} shut down (exit code {exit_code})", domain.name);
+                }
+                self.destroy(index);
+                Next::Stopped
+            }
+            Outcome::HandedOff { order, count } => {
+                self.hand_off(index, &order[..count]);
+                Next::Stopped
             }
         }
-        Next::Resume
     }
 
-    fn shut_down(&mut self, index: usize, exit_code: u32) -> Next {
-        if let Some(domain) = self.domains[index].as_ref() {
-            hvprintln!("domain {} shut down (exit code {exit_code})", domain.name);
-            let _ = self.table.mark_shut_down(domain.id, exit_code);
+    /// Prints `milestone planned:<name>` once per domain whose start has been requested.
+    fn announce_planned(&mut self) {
+        for domain in self.table.iter() {
+            let slot = usize::from(domain.id().0);
+            if domain.boot_order().is_some() && !self.announced[slot] {
+                self.announced[slot] = true;
+                crate::tsc::milestone(format_args!("planned:{}", domain.name().as_str()));
+            }
         }
-        self.destroy(index);
-        Next::Stopped
     }
 
-    /// Carries out one decoded request for `caller`.
-    fn dispatch(&mut self, index: usize, caller: DomainId, request: Request) -> Response {
-        let builder = self
-            .table
-            .get(caller)
-            .is_some_and(|d| d.capabilities().builder);
-        if request.needs_builder() {
-            if self.table.handed_off() {
-                return Err(Error::AfterHandOff);
-            }
-            if !builder {
-                return Err(Error::NotPermitted);
-            }
-        }
-        match request {
-            Request::WriteConsole { bytes } => {
-                if let Some(domain) = self.domains[index].as_mut() {
-                    for &byte in bytes.iter() {
-                        if domain.line.push(byte) {
-                            let line = domain.line.take();
-                            crate::console::print_domain_line(&domain.name, &line);
-                        }
+    /// Hand-off: destroy domB (scrubbed, reclaimed), then start the recorded domains in order.
+    fn hand_off(&mut self, domb_index: usize, order: &[DomainId]) {
+        let pages = self.destroy(domb_index);
+        hvprintln!(
+            "hand-off: domb destroyed, {pages} pages reclaimed (scrubbed); builder requests refused from now on"
+        );
+        crate::tsc::milestone(format_args!("hand-off"));
+        for &id in order {
+            match self.start_domain(id) {
+                Ok(()) => {
+                    let _ = self.table.mark_started(id);
+                    if let Some(domain) = self.table.get(id) {
+                        crate::tsc::milestone(format_args!("started:{}", domain.name().as_str()));
                     }
                 }
-                Ok(ResponseOk::Done)
+                Err(error) => {
+                    hvprintln!("domain {}: cannot start: {error}", id.0);
+                    let _ = self.table.mark_started(id);
+                    let _ = self.table.mark_crashed(id, StopReason::InvalidState);
+                    self.destroy(usize::from(id.0));
+                }
             }
-            Request::QueryBootInfo => Ok(ResponseOk::BootInfo(BootSummary {
-                launch_kind: LaunchKind::None,
-                active_banks: TpmBanks::new(),
-                module_count: self.modules.len() as u16,
-            })),
-            Request::QueryModule { index: module } => {
-                let module_index = usize::from(module);
-                let m = self.modules.get(module_index).ok_or(Error::UnknownModule)?;
-                Ok(ResponseOk::Module(ModuleInfo {
-                    name: ModuleName::new(&m.name).map_err(|_| Error::UnknownModule)?,
-                    size: m.range.len(),
-                    gpa: self.module_gpas[module_index],
-                }))
-            }
-            _ => Err(Error::NotPermitted),
         }
+    }
+
+    /// Creates a planned domain's vCPUs from the entries recorded in the domain table.
+    fn start_domain(&mut self, id: DomainId) -> Result<(), Error> {
+        let (name, count) = {
+            let domain = self.table.get(id).ok_or(Error::UnknownDomain)?;
+            let mut name = heapless::String::<32>::new();
+            let _ = name.push_str(domain.name().as_str());
+            (name, domain.vcpu_count())
+        };
+        if let Some(hw) = self.domains[usize::from(id.0)].as_mut() {
+            hw.name = name;
+        }
+        for v in 0..count {
+            let entry = self
+                .table
+                .get(id)
+                .and_then(|d| d.vcpu_entry(v))
+                .ok_or(Error::InvalidEntryState)?;
+            let state = match entry {
+                VcpuEntry::Pvh32 {
+                    entry_eip,
+                    start_info_gpa,
+                } => EntryState::Pvh32 {
+                    rip: u64::from(entry_eip),
+                    rbx: u64::from(start_info_gpa),
+                },
+                VcpuEntry::Long64 { rip, rsp, cr3, rsi } => {
+                    EntryState::Long64 { rip, rsp, cr3, rsi }
+                }
+            };
+            self.add_vcpu(id, state)?;
+        }
+        Ok(())
     }
 
     /// Prints per-pCPU guest time per domain (accumulated by the run loop).

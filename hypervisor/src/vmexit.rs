@@ -64,3 +64,26 @@ pub enum VmExit {
     /// An exit code this backend does not know.
     Unknown { code: u64 },
 }
+
+impl ForbiddenInstruction {
+    /// The instruction's name, for the stop message.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Vmrun => "VMRUN",
+            Self::Vmload => "VMLOAD",
+            Self::Vmsave => "VMSAVE",
+            Self::Stgi => "STGI",
+            Self::Clgi => "CLGI",
+            Self::Skinit => "SKINIT",
+            Self::Invlpga => "INVLPGA",
+            Self::Xsetbv => "XSETBV",
+            Self::Invd => "INVD",
+            Self::Wbinvd => "WBINVD",
+            Self::MonitorMwait => "MONITOR/MWAIT",
+            Self::Icebp => "ICEBP",
+            Self::TaskSwitch => "task switch",
+            Self::Init => "INIT",
+            Self::Smi => "SMI",
+        }
+    }
+}

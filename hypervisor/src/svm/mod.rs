@@ -206,12 +206,21 @@ pub struct SvmVcpu {
 pub enum EntryState {
     /// PVH: 32-bit flat protected mode, paging off, `rbx` = start-info address.
     Pvh32 { rip: u64, rbx: u64 },
+    /// 64-bit long mode with the guest's own page tables at `cr3`, `rsi` = argument.
+    Long64 {
+        rip: u64,
+        rsp: u64,
+        cr3: u64,
+        rsi: u64,
+    },
 }
 
 // Segment attributes in the VMCB's packed format (type | S<<4 | DPL<<5 | P<<7 | L<<9 | D<<10 | G<<11).
 const ATTR_CODE32: u16 = 0x9b | (1 << 10) | (1 << 11);
 const ATTR_DATA32: u16 = 0x93 | (1 << 10) | (1 << 11);
 const ATTR_TSS32_BUSY: u16 = 0x8b;
+const ATTR_CODE64: u16 = 0x9b | (1 << 9) | (1 << 11);
+const ATTR_TSS64_BUSY: u16 = 0x8b;
 const ATTR_LDT: u16 = 0x82;
 
 impl SvmVcpu {
@@ -296,6 +305,33 @@ impl SvmVcpu {
                 vmcb.write8(save::CPL, 0);
                 let regs = GuestRegs {
                     rbx,
+                    ..GuestRegs::default()
+                };
+                Ok(Self { vmcb, regs })
+            }
+            EntryState::Long64 { rip, rsp, cr3, rsi } => {
+                vmcb.set_segment(save::CS, 0x08, ATTR_CODE64, 0xffff_ffff, 0);
+                for seg in [save::DS, save::ES, save::SS, save::FS, save::GS] {
+                    vmcb.set_segment(seg, 0x10, ATTR_DATA32, 0xffff_ffff, 0);
+                }
+                vmcb.set_segment(save::TR, 0x18, ATTR_TSS64_BUSY, 0x67, 0);
+                vmcb.set_segment(save::LDTR, 0, ATTR_LDT, 0xffff, 0);
+                vmcb.set_segment(save::GDTR, 0, 0, 0, 0);
+                vmcb.set_segment(save::IDTR, 0, 0, 0, 0);
+                vmcb.write64(save::CR0, 0x8000_0033); // PG | NE | ET | MP | PE
+                vmcb.write64(save::CR3, cr3);
+                vmcb.write64(save::CR4, 0x20); // PAE
+                vmcb.write64(save::EFER, EFER_SVME | (1 << 8) | (1 << 10) | (1 << 11)); // LME LMA NXE
+                vmcb.write64(save::RFLAGS, 0x2);
+                vmcb.write64(save::RIP, rip);
+                vmcb.write64(save::RSP, rsp);
+                vmcb.write64(save::RAX, 0);
+                vmcb.write64(save::DR6, 0xffff_0ff0);
+                vmcb.write64(save::DR7, 0x400);
+                vmcb.write64(save::G_PAT, 0x0007_0406_0007_0406);
+                vmcb.write8(save::CPL, 0);
+                let regs = GuestRegs {
+                    rsi,
                     ..GuestRegs::default()
                 };
                 Ok(Self { vmcb, regs })

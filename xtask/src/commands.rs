@@ -130,21 +130,18 @@ fn test_command(ws: &Workspace) -> ExitCode {
         ),
     ];
     let mut failed = Vec::new();
+    let mut totals = TestCounts::default();
     for (label, args) in stages {
         println!("xtask test: {label}");
         let stage_start = Instant::now();
-        let ok = cargo()
-            .current_dir(&ws.root)
-            .args(args)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or_else(|e| {
-                eprintln!("xtask: cannot run cargo: {e}");
-                false
-            });
+        let (ok, counts) = run_cargo_test(ws, args);
+        totals.add(&counts);
         println!(
-            "xtask test: {label}: {} in {:.1} s",
+            "xtask test: {label}: {} ({} passed, {} failed, {} ignored) in {:.1} s",
             if ok { "passed" } else { "FAILED" },
+            counts.passed,
+            counts.failed,
+            counts.ignored,
             stage_start.elapsed().as_secs_f64()
         );
         if !ok {
@@ -152,9 +149,112 @@ fn test_command(ws: &Workspace) -> ExitCode {
         }
     }
     println!("xtask test: total {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "summary: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
     if failed.is_empty() {
         ExitCode::SUCCESS
     } else {
         fail(format!("failed stages: {}", failed.join("; ")))
+    }
+}
+
+/// Test counts summed over `cargo test`'s `test result:` lines.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TestCounts {
+    pub passed: u64,
+    pub failed: u64,
+    pub ignored: u64,
+}
+
+impl TestCounts {
+    fn add(&mut self, other: &TestCounts) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.ignored += other.ignored;
+    }
+
+    /// Reads a libtest summary line:
+    /// `test result: ok. 31 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; ...`.
+    pub fn parse_line(line: &str) -> Option<TestCounts> {
+        let rest = line.trim().strip_prefix("test result: ")?;
+        let mut counts = TestCounts::default();
+        let mut seen = false;
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => counts.passed = n,
+                "failed" => counts.failed = n,
+                "ignored" => counts.ignored = n,
+                _ => continue,
+            }
+            seen = true;
+        }
+        seen.then_some(counts)
+    }
+}
+
+/// Runs `cargo <args>` in the workspace, passing its output through and counting test results.
+fn run_cargo_test(ws: &Workspace, args: &[&str]) -> (bool, TestCounts) {
+    use std::io::BufRead;
+    let child = cargo()
+        .current_dir(&ws.root)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("xtask: cannot run cargo: {e}");
+            return (false, TestCounts::default());
+        }
+    };
+    let mut counts = TestCounts::default();
+    if let Some(stdout) = child.stdout.take() {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            println!("{line}");
+            if let Some(c) = TestCounts::parse_line(&line) {
+                counts.add(&c);
+            }
+        }
+    }
+    let ok = child.wait().map(|s| s.success()).unwrap_or(false);
+    (ok, counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libtest_summaries_are_counted() {
+        assert_eq!(
+            TestCounts::parse_line(
+                "test result: ok. 31 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 1.01s"
+            ),
+            Some(TestCounts {
+                passed: 31,
+                failed: 0,
+                ignored: 2
+            })
+        );
+        assert_eq!(
+            TestCounts::parse_line(
+                "test result: FAILED. 4 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 21.36s"
+            ),
+            Some(TestCounts {
+                passed: 4,
+                failed: 1,
+                ignored: 0
+            })
+        );
+        assert_eq!(TestCounts::parse_line("running 5 tests"), None);
+        assert_eq!(TestCounts::parse_line("test foo ... ok"), None);
     }
 }

@@ -4,6 +4,7 @@
 mod config_tests;
 mod elf_tests;
 mod fixtures;
+mod hv_core_tests;
 mod launch_tests;
 mod measurement_tests;
 mod planner_tests;

@@ -2,7 +2,7 @@
 //!
 //! The hypervisor binary implements [`PhysMemory`] over its direct map (with `unsafe`); everything
 //! in this crate that touches memory (page tables, domain loading) goes through the trait so that
-//! host tests can substitute a checking fake ([`crate::testing::FakePhysMemory`]).
+//! host tests can substitute a checking fake (`testing::FakePhysMemory`, feature `testing`).
 
 use crate::addr::{Frame, PAGE_SIZE, PhysAddr};
 

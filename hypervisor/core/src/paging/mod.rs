@@ -1,4 +1,4 @@
-//! Page-table builders over [`PhysMemory`] and [`FrameAllocator`].
+//! Page-table builders over [`crate::memory::PhysMemory`] and [`crate::frame_alloc::FrameAllocator`].
 //!
 //! One implementation serves both the hypervisor's own 4-level tables ([`TableKind::Host`]) and
 //! AMD nested page tables ([`TableKind::Nested`]): the format is the same; they differ in the U bit

@@ -58,6 +58,12 @@ pub enum BuildStep {
     },
 }
 
+/// Most bytes one encoded step takes (postcard varints: u16 <= 3 bytes, u64 <= 10 bytes; the
+/// largest step is a module copy with a 63-byte module name).
+pub const MAX_STEP_LEN: usize = 1 + 3 + (1 + 63) + 3 * 10;
+/// Most bytes an encoded [`BuildRecord`] takes: size the PCR21 event buffer with this.
+pub const MAX_ENCODED_LEN: usize = 3 + (1 + 31) + 10 + 3 + 3 + 1 + MAX_BUILD_STEPS * MAX_STEP_LEN;
+
 /// Why a step could not be recorded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecordError {
@@ -127,10 +133,81 @@ impl BuildRecord {
         }
     }
 
-    /// Encodes the record (postcard): the PCR21 event payload.
+    /// Encodes the record (postcard): the PCR21 event payload, at most [`MAX_ENCODED_LEN`] bytes.
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, RecordError> {
         postcard::to_slice(self, out)
             .map(|used| used.len())
             .map_err(|_| RecordError::BufferTooSmall)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_worst_case_record_fits_max_encoded_len() {
+        let name = DomainName::new(&"z".repeat(31)).unwrap();
+        let capabilities = Capabilities {
+            control: true,
+            hardware: true,
+            recovery: true,
+        };
+        let mut record = BuildRecord::new(name, u64::MAX, u16::MAX, capabilities);
+        let module_name = ModuleName::new(&"m".repeat(63)).unwrap();
+        while record.has_room() {
+            let step = BuildStep::PopulateFromModule {
+                module: u16::MAX,
+                module_name: module_name.clone(),
+                module_offset: u64::MAX,
+                length: u64::MAX,
+                gpa: u64::MAX,
+            };
+            record.push(step).unwrap();
+        }
+        assert_eq!(
+            record.push(BuildStep::AssignConsole),
+            Err(RecordError::Full)
+        );
+        let mut out = [0u8; MAX_ENCODED_LEN];
+        let len = record.encode(&mut out).unwrap();
+        assert!(
+            len <= MAX_ENCODED_LEN && MAX_ENCODED_LEN - len <= 2,
+            "bound {MAX_ENCODED_LEN}, worst case {len}"
+        );
+        let long_entry = BuildStep::SetVcpuEntry {
+            vcpu: u16::MAX,
+            entry: VcpuEntry::Long64 {
+                rip: u64::MAX,
+                rsp: u64::MAX,
+                cr3: u64::MAX,
+                rsi: u64::MAX,
+            },
+        };
+        let mut step_bytes = [0u8; 128];
+        assert!(
+            postcard::to_slice(&long_entry, &mut step_bytes)
+                .unwrap()
+                .len()
+                <= MAX_STEP_LEN
+        );
+        let write = BuildRecord::write_step(u64::MAX, b"x");
+        assert!(postcard::to_slice(&write, &mut step_bytes).unwrap().len() <= MAX_STEP_LEN);
+    }
+
+    #[test]
+    fn writes_are_recorded_by_digest() {
+        // SHA-256("abc"), FIPS 180-2 appendix B.1.
+        let BuildStep::WriteMemory {
+            gpa,
+            length,
+            sha256,
+        } = BuildRecord::write_step(0x1000, b"abc")
+        else {
+            panic!("not a write step")
+        };
+        assert_eq!((gpa, length), (0x1000, 3));
+        assert_eq!(&sha256[..4], &[0xba, 0x78, 0x16, 0xbf]);
+        assert_eq!(&sha256[28..], &[0xf2, 0x00, 0x15, 0xad]);
     }
 }

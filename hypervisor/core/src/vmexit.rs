@@ -33,6 +33,12 @@ pub enum ForbiddenInstruction {
     Monitor,
     /// MWAIT (would idle the physical CPU).
     Mwait,
+    /// WBINVD (flushes every cache of the machine: a cheap way to slow every other domain).
+    Wbinvd,
+    /// ICEBP / INT1 (a debug trap meant for hardware debuggers).
+    Icebp,
+    /// A hardware task switch (no guest gets a TSS-based setup here).
+    TaskSwitch,
     /// RDPRU, RDPMC and other instructions the backend intercepts without a name here.
     Other,
 }
@@ -52,6 +58,9 @@ impl ForbiddenInstruction {
             ForbiddenInstruction::Invd => "INVD",
             ForbiddenInstruction::Monitor => "MONITOR",
             ForbiddenInstruction::Mwait => "MWAIT",
+            ForbiddenInstruction::Wbinvd => "WBINVD",
+            ForbiddenInstruction::Icebp => "ICEBP",
+            ForbiddenInstruction::TaskSwitch => "task switch",
             ForbiddenInstruction::Other => "an intercepted instruction",
         }
     }

@@ -419,6 +419,45 @@ fn two_domains_never_share_a_frame() {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Domains of random sizes, created and destroyed in random order from one allocator, never
+    /// share a frame, and nested tables never map a table frame.
+    #[test]
+    fn domains_never_share_frames(sizes in proptest::collection::vec((1u64..300, any::<bool>()), 1..8)) {
+        let mut env = env();
+        let mut alloc = allocator(&mut env.storage, 4096);
+        let mut live: Vec<(GuestMemory, PageTable)> = Vec::new();
+        for (pages, destroy_one) in sizes {
+            if destroy_one && !live.is_empty() {
+                let (memory, npt) = live.remove(0);
+                npt.teardown(&mut env.mem, &mut alloc).unwrap();
+                memory.scrub_and_free(&mut env.mem, &mut alloc).unwrap();
+            }
+            let Ok(memory) = GuestMemory::allocate(&mut alloc, pages * 4096) else { continue };
+            let mut npt = PageTable::new(TableKind::Nested, &mut env.mem, &mut alloc).unwrap();
+            memory.map_into(&mut npt, &mut env.mem, &mut alloc).unwrap();
+            live.push((memory, npt));
+        }
+        let mut owner: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut tables: BTreeSet<u64> = BTreeSet::new();
+        for (index, (memory, npt)) in live.iter().enumerate() {
+            tables.insert(npt.root().start().0);
+            let mut mapped = 0;
+            npt.for_each_mapping(&env.mem, &mut |m| {
+                mapped += m.size.bytes();
+                for frame in (m.phys.0..m.phys.0 + m.size.bytes()).step_by(4096) {
+                    assert!(owner.insert(frame, index).is_none(), "frame {frame:#x} in two domains");
+                }
+            }).unwrap();
+            prop_assert_eq!(mapped, memory.size());
+            check_tables(&env.mem, npt.root(), TableKind::Nested).unwrap();
+        }
+        prop_assert!(tables.iter().all(|t| !owner.contains_key(t)));
+    }
+}
+
 fn arbitrary_layout() -> impl Strategy<Value = Vec<(u64, bool, u8)>> {
     // (page slot, large, access index); slots are 2 MiB apart so large and small pages mix freely.
     proptest::collection::vec((0u64..64, any::<bool>(), 0u8..5), 1..24)

@@ -519,6 +519,15 @@ impl DomainTable {
             .map(|d| d.id)
     }
 
+    /// The builder stopped (shut down or crashed) before hand-off: no planned domain will ever
+    /// start, so the launch failed and the hypervisor should end the run with failure.
+    pub fn builder_lost(&self) -> bool {
+        !self.handed_off
+            && self
+                .iter()
+                .any(|d| d.capabilities.builder && !matches!(d.state, DomainState::Running))
+    }
+
     /// After hand-off: no domain runs or waits any more (the hypervisor may end the run).
     pub fn all_finished(&self) -> bool {
         self.handed_off
@@ -668,6 +677,7 @@ mod tests {
         let (web, ctl) = (ids[0], ids[1]);
         let mut order = [DomainId(0); MAX_DOMAINS];
         assert_eq!(table.hand_off(domb, &mut order), Err(Error::PlanIncomplete));
+        assert!(!table.builder_lost());
         table
             .planned_mut(web)
             .unwrap()
@@ -721,6 +731,16 @@ mod tests {
         table.mark_crashed(web, StopReason::TripleFault).unwrap();
         assert!(table.mark_shut_down(web, 0).is_err());
         assert!(table.all_finished());
+    }
+
+    #[test]
+    fn a_builder_stopping_before_hand_off_fails_the_launch() {
+        let mut table = DomainTable::new();
+        let domb = table.create_boot_domain(0x10_0000, 1).unwrap();
+        assert!(!table.builder_lost());
+        table.mark_crashed(domb, StopReason::TripleFault).unwrap();
+        assert!(table.builder_lost());
+        assert!(!table.all_finished());
     }
 
     #[test]

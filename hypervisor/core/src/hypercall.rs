@@ -10,12 +10,26 @@
 use crate::addr::PhysRange;
 use crate::build_record::{BuildRecord, BuildStep};
 use crate::domain::{Domain, DomainState, DomainTable, MAX_DOMAINS};
-use slipway_measure::events::DOMB_PCRS;
+use slipway_measure::events::{
+    EV_SLIPWAY_BOOT_MODULE, EV_SLIPWAY_LAUNCH_CONFIG, EV_SLIPWAY_POLICY,
+    EV_SLIPWAY_POLICY_DECISION, PCR_BOOT_MODULES, PCR_BUILD_INPUTS,
+};
 use slipway_protocol::EncodeError;
 use slipway_protocol::v1::{
     self, BootSummary, Digest, DomainId, Error, LaunchKind, ModuleInfo, ModuleName, Request,
     ResponseOk, TpmAlgId, TpmBanks,
 };
+
+/// The (PCR, event type) pairs domB may ask for (`docs/measurement.md`, section 4): the launch
+/// configuration, the policy and policy decisions into PCR19, boot modules into PCR20. Every other
+/// Slipway event type (launch kind, command line, domB image, domain builds, separators) is the
+/// hypervisor's own: a builder that could log one could make a verifier misread the log.
+pub const BUILDER_EVENTS: [(u8, u32); 4] = [
+    (PCR_BUILD_INPUTS as u8, EV_SLIPWAY_LAUNCH_CONFIG),
+    (PCR_BUILD_INPUTS as u8, EV_SLIPWAY_POLICY),
+    (PCR_BUILD_INPUTS as u8, EV_SLIPWAY_POLICY_DECISION),
+    (PCR_BOOT_MODULES as u8, EV_SLIPWAY_BOOT_MODULE),
+];
 
 /// A boot module as the hypervisor knows it after validation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -279,7 +293,10 @@ fn perform<P: Platform>(
             digests,
             event_data,
         } => {
-            if !DOMB_PCRS.contains(&u32::from(*pcr)) {
+            // A PCR outside 19/20, or an event type not planned for that PCR: the protocol has
+            // no separate code for the latter, and "may not extend this PCR (with this event)"
+            // is what it means.
+            if !BUILDER_EVENTS.contains(&(*pcr, *event_type)) {
                 return Err(Error::PcrNotAllowed);
             }
             v1::check_digests(digests, launch.active_banks)?;

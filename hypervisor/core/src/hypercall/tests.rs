@@ -204,9 +204,10 @@ fn digests(list: &[(TpmAlgId, usize)]) -> BoundedVec<Digest, { v1::MAX_BANKS }> 
 }
 
 fn measure(pcr: u8, list: &[(TpmAlgId, usize)]) -> Request {
+    let event_type = if pcr == 20 { 0x606 } else { 0x604 };
     Request::Measure {
         pcr,
-        event_type: 0x606,
+        event_type,
         digests: digests(list),
         event_data: Bytes::from_slice(b"hello").unwrap(),
     }
@@ -452,6 +453,58 @@ fn measure_accepts_only_pcr_19_and_20_with_every_bank_once() {
     for pcr in [0, 17, 18, 21, 22, 23, 255] {
         w.refused(domb, measure(pcr, &good), Error::PcrNotAllowed);
     }
+    // Only the planned event types, each into its PCR.
+    for (pcr, event_type) in [
+        (19, 0x601),
+        (19, 0x603),
+        (19, 0x606),
+        (20, 0x604),
+        (21, 0x607),
+        (19, 0x4),
+        (20, 0x3),
+    ] {
+        let Request::Measure {
+            digests,
+            event_data,
+            ..
+        } = measure(19, &good)
+        else {
+            unreachable!()
+        };
+        w.refused(
+            domb,
+            Request::Measure {
+                pcr,
+                event_type,
+                digests,
+                event_data,
+            },
+            Error::PcrNotAllowed,
+        );
+    }
+    for (pcr, event_type) in BUILDER_EVENTS {
+        let Request::Measure {
+            digests,
+            event_data,
+            ..
+        } = measure(19, &good)
+        else {
+            unreachable!()
+        };
+        assert!(
+            w.call(
+                domb,
+                Request::Measure {
+                    pcr,
+                    event_type,
+                    digests,
+                    event_data
+                }
+            )
+            .is_ok()
+        );
+    }
+    w.platform.events = 0;
     w.refused(domb, measure(19, &good[..1]), Error::BankMissing);
     w.refused(
         domb,

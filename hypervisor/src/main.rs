@@ -6,11 +6,9 @@
 mod address_space;
 mod boot;
 mod console;
-mod console_model;
 mod cpu;
 mod idt;
 mod interrupts;
-#[allow(dead_code)] // timer and IPIs: used once SMP and preemption land
 mod lapic;
 mod launch;
 mod memmap;
@@ -19,15 +17,16 @@ mod physmem;
 mod pvh;
 mod qemu_exit;
 mod serial;
+mod smp;
 mod start_info;
 mod svm;
 mod tsc;
 mod vm;
-mod vmexit;
 
 use multiboot2::{BootInformation, BootInformationHeader};
 use slipway_hv_core::addr::PhysRange;
 use slipway_hv_core::frame_alloc::{BitmapFrameAllocator, FrameAllocator};
+use slipway_hv_core::sched::{RunAccounting, Scheduler};
 
 use launch::{LaunchBackend, LaunchHandoff};
 use qemu_exit::Verdict;
@@ -43,6 +42,9 @@ static mut DOMAIN_TABLE: slipway_hv_core::domain::DomainTable =
     slipway_hv_core::domain::DomainTable::new();
 static mut DOMAINS: [Option<vm::DomainHw>; slipway_hv_core::domain::MAX_DOMAINS] =
     [const { None }; slipway_hv_core::domain::MAX_DOMAINS];
+
+static mut SCHEDULER: Scheduler = Scheduler::new(1, 3);
+static mut ACCOUNTING: RunAccounting = RunAccounting::new(1);
 
 /// Bitmap storage for the frame allocator: one bit per 4 KiB frame below 4 GiB.
 static mut FRAME_BITMAP: [u64; 16384] = [0; 16384];
@@ -151,12 +153,24 @@ extern "C" fn post_launch_main(handoff_addr: u64) -> ! {
     for range in &boot.modules[..boot.module_count] {
         mem.allow_read(*range);
     }
+    // The AP trampoline page must be usable low RAM (outside the allocator, which starts at 1 MiB).
+    let trampoline = smp::TRAMPOLINE;
+    let trampoline_ok = boot.low[..boot.low_count]
+        .iter()
+        .any(|r| r.start.0 <= trampoline && trampoline + 4096 <= r.end.0);
+    if trampoline_ok {
+        smp::install_trampoline();
+    } else {
+        hvprintln!(
+            "smp: page {trampoline:#x} is not usable RAM: application processors stay parked"
+        );
+    }
     let table = address_space::build(
         &mut mem,
         &mut alloc,
         free,
         &boot.modules[..boot.module_count],
-        None,
+        trampoline_ok.then_some(trampoline),
     )
     .unwrap_or_else(|e| panic!("hypervisor page tables: {e:?}"));
     // SAFETY: the new tables identity-map the image (text RX, data RW), stacks (minus guards),
@@ -173,29 +187,52 @@ extern "C" fn post_launch_main(handoff_addr: u64) -> ! {
         core::str::from_utf8(&handoff.cmdline[..handoff.cmdline_len as usize]).unwrap_or("");
     run_self_test(cmdline);
 
-    // SAFETY: HV is written once here and used only by this CPU's run loop from now on.
+    let root = table.root().start().0;
+    // SAFETY: HV is written once here; from now on it is reached only through smp::with_hv.
     let hv = unsafe { &mut *core::ptr::addr_of_mut!(HV) };
     let hv = hv.write(start_hypervisor(mem, alloc, handoff, &boot, cmdline));
+    smp::install(hv);
+    let wanted = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("cpus="))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(cpu::MAX_CPUS);
+    let pcpus = if trampoline_ok {
+        smp::start_aps(root, wanted)
+    } else {
+        1
+    };
+    hvprintln!(
+        "smp: {pcpus} physical CPUs schedule vCPUs (tick {} ms)",
+        smp::TICK_MS
+    );
     let domb_memory = cmdline
         .split_whitespace()
         .find_map(|w| w.strip_prefix("domb_mem="))
         .and_then(|v| v.parse::<u64>().ok())
         .map_or(vm::DOMB_DEFAULT_MEMORY, |mib| mib << 20);
-    match hv.create_domb(domb_memory, cmdline) {
+    let created = smp::with_hv(|hv| {
+        hv.pcpus = pcpus;
+        *hv.sched = Scheduler::new(pcpus, 3);
+        *hv.accounting = RunAccounting::new(pcpus);
+        hv.tick_tsc = tsc::hz() / 1000 * u64::from(smp::TICK_MS);
+        let has_domb = hv.modules.iter().any(|m| m.name == "domb");
+        hv.create_domb(domb_memory, cmdline)
+            .map_err(|reason| (reason, has_domb))
+    });
+    match created {
         Ok(_) => tsc::milestone(format_args!("domb-started")),
-        Err(reason) => {
+        Err((reason, has_domb)) => {
             hvprintln!("no boot domain: {reason}; nothing to run");
-            qemu_exit::exit(if hv.modules.iter().any(|m| m.name == "domb") {
+            qemu_exit::exit(if has_domb {
                 Verdict::Failure
             } else {
                 Verdict::Success
             })
         }
     }
-    hv.run();
-    hv.print_accounting();
-    hvprintln!("all domains have finished");
-    qemu_exit::exit(Verdict::Success)
+    smp::release_aps();
+    smp::scheduler_loop(0)
 }
 
 /// Enables SVM and gathers the modules: everything the domains need from the platform.
@@ -207,6 +244,8 @@ fn start_hypervisor(
     _cmdline: &str,
 ) -> vm::Hv {
     let svm = svm::SvmCpu::enable(&mut alloc).unwrap_or_else(|e| panic!("SVM: {e:?}"));
+    let mut svms = [const { None }; cpu::MAX_CPUS];
+    svms[0] = Some(svm);
     let maps = svm::permission_maps(&mut alloc).unwrap_or_else(|e| panic!("SVM: {e:?}"));
     hvprintln!("svm: enabled with nested paging; every I/O port and MSR intercepted");
     let mut modules = heapless::Vec::new();
@@ -226,7 +265,15 @@ fn start_hypervisor(
         mem,
         alloc,
         maps,
-        svm,
+        svm: svms,
+        pcpus: 1,
+        // SAFETY: the statics are handed out once, here, to the one `Hv`.
+        sched: unsafe { &mut *core::ptr::addr_of_mut!(SCHEDULER) },
+        // SAFETY: as above.
+        accounting: unsafe { &mut *core::ptr::addr_of_mut!(ACCOUNTING) },
+        tick_tsc: 1,
+        ticks_seen: [0; cpu::MAX_CPUS],
+        verdict: None,
         modules,
         module_gpas: [0; vm::MAX_MODULES],
         // SAFETY: the two statics are handed out once, here, to the one `Hv`.
@@ -235,7 +282,6 @@ fn start_hypervisor(
         domains: unsafe { &mut *core::ptr::addr_of_mut!(DOMAINS) },
         next_asid: 1,
         domb: None,
-        finished: heapless::Vec::new(),
         core_modules: heapless::Vec::new(),
         announced: [false; slipway_hv_core::domain::MAX_DOMAINS],
     }

@@ -6,24 +6,23 @@
 use slipway_hv_core::addr::{PAGE_SIZE, PhysAddr, PhysRange};
 use slipway_hv_core::console::LineBuffer;
 use slipway_hv_core::domain::{Domain, DomainTable, MAX_DOMAINS, StopReason};
+use slipway_hv_core::exit_handler::{self, ExitAction};
 use slipway_hv_core::frame_alloc::{BitmapFrameAllocator, FrameAllocator};
 use slipway_hv_core::guest_memory::GuestMemory;
 use slipway_hv_core::hypercall::{self, LaunchInfo, Outcome};
 use slipway_hv_core::paging::{Access, PageTable, TableKind};
+use slipway_hv_core::sched::{RunAccounting, Scheduler, VcpuRef};
 use slipway_hv_core::uart::Uart16550;
+use slipway_hv_core::vmexit::VmExit;
 use slipway_protocol::v1::{
     self, BootInfo, Digest, DomainId, Error, LaunchKind, ModuleInfo, ModuleName, TpmBanks,
     VcpuEntry,
 };
-use slipway_protocol::{
-    CALL_MESSAGE, HYPERCALL_BUFFER_SIZE, HYPERCALL_INSTRUCTION_LEN, TransportStatus,
-};
+use slipway_protocol::{HYPERCALL_BUFFER_SIZE, TransportStatus};
 
-use crate::console_model::filter_cpuid;
 use crate::hvprintln;
 use crate::physmem::DirectMap;
-use crate::svm::{EntryState, PermissionMaps, SvmCpu, SvmVcpu};
-use crate::vmexit::VmExit;
+use crate::svm::{BoundVcpu, EntryState, PermissionMaps, SvmCpu, SvmVcpu};
 
 /// Most boot modules handled.
 pub const MAX_MODULES: usize = 32;
@@ -48,11 +47,11 @@ pub struct DomainHw {
     pub npt: PageTable,
     pub vcpus: heapless::Vec<SvmVcpu, MAX_VCPUS>,
     pub uart: Uart16550,
-    /// Round-robin position among this domain's vCPUs.
-    pub next_vcpu: usize,
     pub line: LineBuffer,
-    /// Guest time (TSC ticks) per physical CPU.
-    pub run_ticks: [u64; crate::cpu::MAX_CPUS],
+    /// Which vCPUs are on a physical CPU right now (the domain is only destroyed when none is).
+    pub running: [bool; MAX_VCPUS],
+    /// The domain has stopped; it is destroyed once no vCPU of it is running any more.
+    pub dying: bool,
 }
 
 /// The hypervisor's state after the post-launch stage.
@@ -60,7 +59,18 @@ pub struct Hv {
     pub mem: DirectMap,
     pub alloc: BitmapFrameAllocator<'static>,
     pub maps: PermissionMaps,
-    pub svm: SvmCpu,
+    /// SVM state of each physical CPU (enabled by that CPU).
+    pub svm: [Option<SvmCpu>; crate::cpu::MAX_CPUS],
+    /// Physical CPUs running the scheduler loop.
+    pub pcpus: usize,
+    pub sched: &'static mut Scheduler,
+    pub accounting: &'static mut RunAccounting,
+    /// TSC ticks per scheduler tick (the APIC timer period), for tick-slot accounting.
+    pub tick_tsc: u64,
+    /// Timer ticks each pCPU has accounted for so far.
+    pub ticks_seen: [u64; crate::cpu::MAX_CPUS],
+    /// Set when the run is over (every domain finished): the verdict.
+    pub verdict: Option<crate::qemu_exit::Verdict>,
     pub modules: heapless::Vec<BootModule, MAX_MODULES>,
     /// Where domB sees each module (guest-physical, read-only).
     pub module_gpas: [u64; MAX_MODULES],
@@ -68,8 +78,6 @@ pub struct Hv {
     pub domains: &'static mut [Option<DomainHw>; MAX_DOMAINS],
     pub next_asid: u32,
     pub domb: Option<DomainId>,
-    /// Guest time of every destroyed domain, per pCPU, for the end-of-run accounting.
-    pub finished: heapless::Vec<(heapless::String<32>, [u64; crate::cpu::MAX_CPUS]), 32>,
     /// Boot modules as the hypercall dispatcher sees them (with their address in domB).
     pub core_modules: heapless::Vec<hypercall::BootModule, MAX_MODULES>,
     /// Domains whose `planned:` milestone was printed.
@@ -204,20 +212,10 @@ fn allocate_domain_hw(
         npt,
         vcpus: heapless::Vec::new(),
         uart: Uart16550::default(),
-        next_vcpu: 0,
         line: LineBuffer::new(),
-        run_ticks: [0; crate::cpu::MAX_CPUS],
+        running: [false; MAX_VCPUS],
+        dying: false,
     })
-}
-
-/// What the run loop does after an exit.
-enum Next {
-    /// Resume the same vCPU.
-    Resume,
-    /// Let another vCPU run (timer tick, HLT).
-    Yield,
-    /// The domain stopped (shut down or crashed); its resources are released.
-    Stopped,
 }
 
 fn module_bytes(range: PhysRange) -> &'static [u8] {
@@ -384,6 +382,15 @@ impl Hv {
             },
         )
         .map_err(|_| "creating domB's vCPU failed")?;
+        self.sched
+            .add_to(
+                0,
+                VcpuRef {
+                    domain: id,
+                    vcpu: 0,
+                },
+            )
+            .map_err(|_| "queueing domB's vCPU failed")?;
         self.domb = Some(id);
         hvprintln!(
             "domb: {} KiB RAM, entry {:#x}, {} modules mapped read-only at {:#x}",
@@ -395,210 +402,131 @@ impl Hv {
         Ok(id)
     }
 
-    /// Runs every runnable vCPU, round robin, until all domains have finished. A vCPU runs until
-    /// it yields (HLT, the scheduler tick) or its domain stops.
-    pub fn run(&mut self) {
-        let mut current = 0usize;
+    /// Under the lock: the next vCPU for physical CPU `cpu`, marked running. The returned
+    /// pointer stays valid until [`Hv::after_exit`] for it: a domain is only destroyed when none
+    /// of its vCPUs is marked running.
+    pub fn pick(&mut self, cpu: usize) -> Option<(VcpuRef, *mut SvmVcpu)> {
         loop {
-            let Some(index) = (0..MAX_DOMAINS)
-                .map(|i| (current + i) % MAX_DOMAINS)
-                .find(|&i| {
-                    self.domains[i]
-                        .as_ref()
-                        .is_some_and(|d| !d.vcpus.is_empty())
-                })
-            else {
-                return;
+            let v = self.sched.pick(cpu)?;
+            let slot = usize::from(v.domain.0);
+            let Some(domain) = self.domains.get_mut(slot).and_then(Option::as_mut) else {
+                self.sched.remove(v);
+                continue;
             };
-            let vcpu = {
-                let Some(domain) = self.domains[index].as_mut() else {
-                    continue;
-                };
-                let v = domain.next_vcpu % domain.vcpus.len();
-                domain.next_vcpu = v + 1;
-                v
-            };
-            match self.run_vcpu(index, vcpu) {
-                Next::Resume => {}
-                Next::Yield | Next::Stopped => {
-                    // Next domain once every vCPU of this one had its turn.
-                    let wrapped = self.domains[index]
-                        .as_ref()
-                        .is_none_or(|d| d.next_vcpu >= d.vcpus.len());
-                    current = if wrapped {
-                        (index + 1) % MAX_DOMAINS
-                    } else {
-                        index
-                    };
-                }
+            let index = usize::from(v.vcpu);
+            if domain.dying || index >= domain.vcpus.len() || domain.running[index] {
+                self.sched.remove(v);
+                continue;
             }
+            domain.running[index] = true;
+            return Some((v, &mut domain.vcpus[index] as *mut SvmVcpu));
         }
     }
 
-    fn run_vcpu(&mut self, index: usize, vcpu: usize) -> Next {
-        loop {
-            let Some(domain) = self.domains[index].as_mut() else {
-                return Next::Stopped;
-            };
-            let start = crate::tsc::now();
-            let exit = domain.vcpus[vcpu].run(&self.svm);
-            let cpu = crate::percpu::current_cpu_index();
-            domain.run_ticks[cpu] += crate::tsc::now() - start;
-            match self.handle_exit(index, vcpu, exit) {
-                Next::Resume => {}
-                other => return other,
-            }
+    /// Under the lock: accounts timer ticks `cpu` has seen since the last call.
+    pub fn account_ticks(&mut self, cpu: usize, running: Option<DomainId>) {
+        let total = crate::interrupts::TICKS[cpu].load(core::sync::atomic::Ordering::Relaxed);
+        while self.ticks_seen[cpu] < total {
+            self.ticks_seen[cpu] += 1;
+            let period = crate::tsc::now() / self.tick_tsc.max(1);
+            self.accounting.record_tick(cpu, period, running);
+            self.sched.tick(cpu);
         }
     }
 
-    fn handle_exit(&mut self, index: usize, vcpu_index: usize, exit: VmExit) -> Next {
-        let Some(domain) = self.domains[index].as_mut() else {
-            return Next::Stopped;
+    /// Under the lock: handles the exit of vCPU `v` that ran on `cpu` for `tsc_ticks`.
+    pub fn after_exit(&mut self, cpu: usize, v: VcpuRef, exit: VmExit, tsc_ticks: u64) {
+        let slot = usize::from(v.domain.0);
+        let index = usize::from(v.vcpu);
+        self.accounting.charge(cpu, v.domain, tsc_ticks);
+        self.account_ticks(cpu, Some(v.domain));
+        let Some(domain) = self.domains[slot].as_mut() else {
+            return;
         };
-        let vcpu = &mut domain.vcpus[vcpu_index];
-        match exit {
-            VmExit::IoOut {
-                port,
-                size,
-                value,
-                next_rip,
-            } => {
-                for i in 0..size {
-                    if let Some(offset) = port
-                        .checked_add(u16::from(i))
-                        .and_then(Uart16550::offset_of)
-                        && let Some(byte) = domain.uart.io_write(offset, (value >> (8 * i)) as u8)
-                        && let Some(line) = domain.line.push(byte)
-                    {
-                        crate::console::print_domain_line(&domain.name, line.as_str());
-                    }
-                }
-                // Every other port: no device (writes dropped).
-                vcpu.set_rip(next_rip);
-                Next::Resume
+        domain.running[index] = false;
+        if domain.dying {
+            self.reap(slot);
+            return;
+        }
+        let Some(svm) = self.svm[cpu].as_ref() else {
+            return;
+        };
+        let DomainHw {
+            vcpus,
+            uart,
+            line,
+            name,
+            ..
+        } = domain;
+        let mut bound = BoundVcpu {
+            vcpu: &mut vcpus[index],
+            cpu: svm,
+        };
+        let mut console = |byte: u8| {
+            if let Some(done) = line.push(byte) {
+                crate::console::print_domain_line(name, done.as_str());
             }
-            VmExit::IoIn {
-                port,
-                size,
-                next_rip,
-            } => {
-                let mut value = 0u64;
-                for i in 0..size {
-                    let byte = match port
-                        .checked_add(u16::from(i))
-                        .and_then(Uart16550::offset_of)
-                    {
-                        Some(offset) => domain.uart.io_read(offset),
-                        None => 0xff, // no device: an empty bus reads all ones
-                    };
-                    value |= u64::from(byte) << (8 * i);
-                }
-                let rax = vcpu.rax();
-                vcpu.set_rax(match size {
-                    1 => (rax & !0xff) | value,
-                    2 => (rax & !0xffff) | value,
-                    _ => value,
-                });
-                vcpu.set_rip(next_rip);
-                Next::Resume
-            }
-            VmExit::Cpuid => {
-                let leaf = vcpu.rax() as u32;
-                let subleaf = vcpu.regs.rcx as u32;
-                let raw = core::arch::x86_64::__cpuid_count(leaf, subleaf);
-                let [a, b, c, d] =
-                    filter_cpuid(leaf, subleaf, [raw.eax, raw.ebx, raw.ecx, raw.edx]);
-                vcpu.set_rax(u64::from(a));
-                vcpu.regs.rbx = u64::from(b);
-                vcpu.regs.rcx = u64::from(c);
-                vcpu.regs.rdx = u64::from(d);
-                vcpu.skip_instruction(2);
-                Next::Resume
-            }
-            VmExit::MsrRead { msr } => {
-                if msr == 0xc000_0080 {
-                    let efer = vcpu.efer() & !(1 << 12); // the guest never sees SVME
-                    vcpu.set_rax(efer & 0xffff_ffff);
-                    vcpu.regs.rdx = efer >> 32;
-                    vcpu.skip_instruction(2);
-                } else {
-                    vcpu.inject_exception(13, Some(0));
-                }
-                Next::Resume
-            }
-            VmExit::MsrWrite { msr, value } => {
-                // EFER: SCE, LME, NXE only; SVME stays set (a hardware requirement).
-                const ALLOWED: u64 = (1 << 0) | (1 << 8) | (1 << 11);
-                if msr == 0xc000_0080 && value & !(ALLOWED | (1 << 10) | (1 << 12)) == 0 {
-                    let lma = vcpu.efer() & (1 << 10);
-                    vcpu.set_efer((value & ALLOWED) | lma | (1 << 12));
-                    vcpu.skip_instruction(2);
-                } else {
-                    vcpu.inject_exception(13, Some(0));
-                }
-                Next::Resume
-            }
-            VmExit::Hypercall => self.hypercall(index, vcpu_index),
-            VmExit::Halt => {
-                vcpu.skip_instruction(1);
-                Next::Yield
-            }
-            VmExit::PhysicalInterrupt => {
-                crate::svm::take_pending_interrupts();
-                Next::Yield
-            }
-            VmExit::Nmi => Next::Resume,
-            VmExit::Shutdown => self.stop(index, StopReason::TripleFault),
-            VmExit::NestedPageFault { gpa, write, fetch } => self.stop(
-                index,
-                StopReason::MemoryViolation {
-                    gpa,
-                    write,
-                    execute: fetch,
-                },
-            ),
-            VmExit::Forbidden(what) => {
-                self.stop(index, StopReason::ForbiddenInstruction(what.name()))
-            }
-            VmExit::IoString { port } => {
-                hvprintln!(
-                    "domain {}: string I/O on port {port:#x} is not emulated",
-                    domain.name
-                );
-                self.stop(index, StopReason::UnhandledExit { code: 0x7b })
-            }
-            VmExit::Exception { vector, .. } => self.stop(
-                index,
-                StopReason::UnhandledExit {
-                    code: 0x40 + u64::from(vector),
-                },
-            ),
-            VmExit::Invalid => self.stop(index, StopReason::InvalidState),
-            VmExit::Unknown { code } => self.stop(index, StopReason::UnhandledExit { code }),
+        };
+        let mut host_cpuid = |leaf: u32, subleaf: u32| {
+            let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+            [r.eax, r.ebx, r.ecx, r.edx]
+        };
+        let action =
+            exit_handler::handle_exit(exit, &mut bound, uart, &mut console, &mut host_cpuid);
+        match action {
+            ExitAction::Resume | ExitAction::Preempt => {}
+            ExitAction::Halt => self.sched.yield_now(cpu),
+            ExitAction::Hypercall => self.hypercall(cpu, slot, index),
+            ExitAction::Stop(reason) => self.stop(slot, reason),
         }
     }
 
-    /// Stops a crashed domain: prints why, releases its vCPUs, scrubs and frees its memory.
-    fn stop(&mut self, index: usize, reason: StopReason) -> Next {
-        if let Some(domain) = self.domains[index].as_ref() {
+    /// Stops a crashed domain: prints why; its resources go once no vCPU of it runs.
+    fn stop(&mut self, slot: usize, reason: StopReason) {
+        if let Some(domain) = self.domains[slot].as_mut() {
             let rip = domain.vcpus.first().map_or(0, |v| v.rip());
             hvprintln!("domain {} stopped: {reason} (rip {rip:#x})", domain.name);
             let id = domain.id;
+            domain.dying = true;
             let _ = self.table.mark_crashed(id, reason);
+            self.sched.remove_domain(id);
         }
-        self.destroy(index);
-        Next::Stopped
+        self.reap(slot);
+    }
+
+    /// Destroys a dying domain once none of its vCPUs is running; ends the run when nothing is left.
+    fn reap(&mut self, slot: usize) {
+        let idle = self.domains[slot]
+            .as_ref()
+            .is_some_and(|d| d.dying && !d.running.iter().any(|&r| r));
+        if idle {
+            self.destroy(slot);
+        }
+        self.check_finished();
+    }
+
+    fn check_finished(&mut self) {
+        if self.verdict.is_some() || self.domains.iter().any(Option::is_some) {
+            return;
+        }
+        if self.table.handed_off() {
+            hvprintln!("all domains have finished");
+            self.verdict = Some(crate::qemu_exit::Verdict::Success);
+        } else {
+            hvprintln!("the boot domain ended without handing off: nothing was started");
+            self.verdict = Some(crate::qemu_exit::Verdict::Failure);
+        }
     }
 
     /// Frees a domain's vCPUs, nested tables and memory (scrubbed). Returns pages reclaimed.
-    fn destroy(&mut self, index: usize) -> u64 {
-        let Some(mut domain) = self.domains[index].take() else {
+    fn destroy(&mut self, slot: usize) -> u64 {
+        let Some(mut domain) = self.domains[slot].take() else {
             return 0;
         };
+        self.sched.remove_domain(domain.id);
         if let Some(line) = domain.line.flush() {
             crate::console::print_domain_line(&domain.name, line.as_str());
         }
-        let _ = self.finished.push((domain.name.clone(), domain.run_ticks));
         let mut pages = 0;
         while let Some(vcpu) = domain.vcpus.pop() {
             // The VMCB page is scrubbed before it goes back.
@@ -618,34 +546,31 @@ impl Hv {
 
     /// VMMCALL: checks the transport registers, copies the request once into hypervisor memory
     /// and hands that copy to `slipway_hv_core::hypercall::dispatch`; writes the response back.
-    fn hypercall(&mut self, index: usize, vcpu_index: usize) -> Next {
-        let Some(domain) = self.domains[index].as_mut() else {
-            return Next::Stopped;
+    fn hypercall(&mut self, cpu: usize, slot: usize, index: usize) {
+        let Some(svm) = self.svm[cpu].as_ref() else {
+            return;
         };
-        let vcpu = &mut domain.vcpus[vcpu_index];
-        let long_mode = vcpu.efer() & (1 << 10) != 0;
-        let narrow = |v: u64| if long_mode { v } else { v & 0xffff_ffff };
-        let call = narrow(vcpu.rax());
-        let buffer = narrow(vcpu.regs.rdi);
-        let len = narrow(vcpu.regs.rsi);
-        vcpu.skip_instruction(HYPERCALL_INSTRUCTION_LEN);
-        let status = if call != CALL_MESSAGE {
-            TransportStatus::UnknownCall
-        } else {
-            TransportStatus::check_buffer(buffer, len, domain.memory.size())
+        let Some(domain) = self.domains[slot].as_mut() else {
+            return;
         };
-        if status != TransportStatus::Ok {
-            vcpu.set_rax(status as u64);
-            vcpu.regs.rsi = 0;
-            return Next::Resume;
-        }
+        let ram = domain.memory.size();
+        let mut bound = BoundVcpu {
+            vcpu: &mut domain.vcpus[index],
+            cpu: svm,
+        };
+        let (buffer, len) = match exit_handler::hypercall_registers(&bound, ram) {
+            Ok(registers) => registers,
+            Err(status) => {
+                exit_handler::finish_hypercall(&mut bound, status, 0);
+                return;
+            }
+        };
         // The one copy: from here on the guest page is never read again for this call.
         let mut request = [0u8; HYPERCALL_BUFFER_SIZE];
-        let request = &mut request[..len as usize];
+        let request = &mut request[..len];
         if domain.memory.read(&self.mem, buffer, request).is_err() {
-            vcpu.set_rax(TransportStatus::BadBufferAddress as u64);
-            vcpu.regs.rsi = 0;
-            return Next::Resume;
+            exit_handler::finish_hypercall(&mut bound, TransportStatus::BadBufferAddress, 0);
+            return;
         }
         let caller = domain.id;
         let mut response = [0u8; HYPERCALL_BUFFER_SIZE];
@@ -673,34 +598,36 @@ impl Hv {
         self.announce_planned();
         match reply.outcome {
             Outcome::Resume => {
-                let Some(domain) = self.domains[index].as_mut() else {
-                    return Next::Stopped;
+                let Some(svm) = self.svm[cpu].as_ref() else {
+                    return;
                 };
-                let vcpu = &mut domain.vcpus[vcpu_index];
-                if domain
-                    .memory
-                    .write(&mut self.mem, buffer, &response[..reply.response_len])
-                    .is_ok()
-                {
-                    vcpu.set_rax(TransportStatus::Ok as u64);
-                    vcpu.regs.rsi = reply.response_len as u64;
+                let Some(domain) = self.domains[slot].as_mut() else {
+                    return;
+                };
+                let written =
+                    domain
+                        .memory
+                        .write(&mut self.mem, buffer, &response[..reply.response_len]);
+                let mut bound = BoundVcpu {
+                    vcpu: &mut domain.vcpus[index],
+                    cpu: svm,
+                };
+                let status = if written.is_ok() {
+                    TransportStatus::Ok
                 } else {
-                    vcpu.set_rax(TransportStatus::BadBufferAddress as u64);
-                    vcpu.regs.rsi = 0;
-                }
-                Next::Resume
+                    TransportStatus::BadBufferAddress
+                };
+                exit_handler::finish_hypercall(&mut bound, status, reply.response_len);
             }
             Outcome::ShutDown { exit_code } => {
-                if let Some(domain) = self.domains[index].as_ref() {
+                if let Some(domain) = self.domains[slot].as_mut() {
                     hvprintln!("domain {} shut down (exit code {exit_code})", domain.name);
+                    domain.dying = true;
                 }
-                self.destroy(index);
-                Next::Stopped
+                self.sched.remove_domain(caller);
+                self.reap(slot);
             }
-            Outcome::HandedOff { order, count } => {
-                self.hand_off(index, &order[..count]);
-                Next::Stopped
-            }
+            Outcome::HandedOff { order, count } => self.hand_off(slot, &order[..count]),
         }
     }
 
@@ -716,10 +643,10 @@ impl Hv {
     }
 
     /// Hand-off: destroy domB (scrubbed, reclaimed), then start the recorded domains in order.
-    fn hand_off(&mut self, domb_index: usize, order: &[DomainId]) {
-        let pages = self.destroy(domb_index);
+    fn hand_off(&mut self, domb_slot: usize, order: &[DomainId]) {
+        let pages = self.destroy(domb_slot);
         hvprintln!(
-            "hand-off: domb destroyed, {pages} pages reclaimed (scrubbed); builder requests refused from now on"
+            "hand-off: domb destroyed, {pages} pages reclaimed (scrubbed); builder requests are refused from now on"
         );
         crate::tsc::milestone(format_args!("hand-off"));
         for &id in order {
@@ -738,9 +665,11 @@ impl Hv {
                 }
             }
         }
+        self.check_finished();
     }
 
-    /// Creates a planned domain's vCPUs from the entries recorded in the domain table.
+    /// Creates a planned domain's vCPUs from the entries recorded in the domain table and queues
+    /// them with the scheduler.
     fn start_domain(&mut self, id: DomainId) -> Result<(), Error> {
         let (name, count) = {
             let domain = self.table.get(id).ok_or(Error::UnknownDomain)?;
@@ -770,18 +699,24 @@ impl Hv {
                 }
             };
             self.add_vcpu(id, state)?;
+            self.sched
+                .add(VcpuRef {
+                    domain: id,
+                    vcpu: v,
+                })
+                .map_err(|_| Error::TooManyVcpus)?;
         }
         Ok(())
     }
 
-    /// Prints per-pCPU guest time per domain (accumulated by the run loop).
+    /// Prints per-pCPU guest time per domain and the ticks both pCPUs ran guests.
     pub fn print_accounting(&self) {
-        for (name, ticks) in &self.finished {
-            hvprintln!(
-                "accounting: {name}: pcpu0 {} us, pcpu1 {} us",
-                crate::tsc::ticks_to_us(ticks[0]),
-                crate::tsc::ticks_to_us(ticks[1])
-            );
-        }
+        let tsc_per_us = crate::tsc::hz() / 1_000_000;
+        let table = &*self.table;
+        let name = |id: DomainId| table.get(id).map(|d| d.name().as_str());
+        crate::console::print_raw(format_args!(
+            "{}",
+            self.accounting.summary(tsc_per_us, &name)
+        ));
     }
 }

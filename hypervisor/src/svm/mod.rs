@@ -8,7 +8,7 @@ use core::arch::global_asm;
 use slipway_hv_core::frame_alloc::FrameAllocator;
 use x86_64::registers::model_specific::Msr;
 
-use crate::vmexit::{ForbiddenInstruction, VmExit};
+use slipway_hv_core::vmexit::{Event, ForbiddenInstruction, Reg, VcpuBackend, VmExit};
 use vmcb::{Vmcb, control, exit, save};
 
 const MSR_EFER: u32 = 0xc000_0080;
@@ -37,11 +37,13 @@ pub struct GuestRegs {
     pub r15: u64,
 }
 
-// World switch: svm_world_switch(vmcb_pa, regs, host_state_pa). With GIF cleared: VMLOAD the
-// guest's FS/GS/TR/LDTR/syscall MSRs, load the guest GPRs, VMRUN; after #VMEXIT save the guest's
-// GPRs and VMSAVE its hidden state, VMLOAD the host's (its TR points at the TSS with the IST
-// stacks), set GIF. Interrupts stay disabled (RFLAGS.IF = 0) throughout; a pending physical
-// interrupt is taken later, in `take_pending_interrupts`.
+// World switch: svm_world_switch(vmcb_pa, regs, host_state_pa). GIF is cleared first, then
+// RFLAGS.IF set: with V_INTR_MASKING the host's IF at VMRUN decides whether physical interrupts
+// exit the guest, and GIF=0 keeps them from reaching the host meanwhile. VMLOAD the guest's
+// FS/GS/TR/LDTR/syscall MSRs, load its GPRs, VMRUN; after #VMEXIT save the guest's GPRs and VMSAVE
+// its hidden state, VMLOAD the host's (TR points at the TSS with the IST stacks), then STGI: a
+// pending physical interrupt (the scheduler tick) is taken right there by the host's IDT, and
+// CLI closes the window.
 global_asm!(
     r#"
     .section .text.svm_world_switch, "ax"
@@ -57,6 +59,7 @@ svm_world_switch:
     push rdx
     push rdi
     clgi
+    sti
     mov rax, rdi
     vmload rax
     mov rax, rsi
@@ -95,6 +98,8 @@ svm_world_switch:
     mov rax, [rsp + 8]
     vmload rax
     stgi
+    nop
+    cli
     add rsp, 24
     pop r15
     pop r14
@@ -428,7 +433,10 @@ impl SvmVcpu {
                 }
             }
             exit::VMMCALL => VmExit::Hypercall,
-            exit::CPUID => VmExit::Cpuid,
+            exit::CPUID => VmExit::Cpuid {
+                leaf: self.rax() as u32,
+                subleaf: self.regs.rcx as u32,
+            },
             exit::HLT => VmExit::Halt,
             exit::MSR => {
                 let msr = self.regs.rcx as u32;
@@ -442,10 +450,13 @@ impl SvmVcpu {
             exit::NPF => VmExit::NestedPageFault {
                 gpa: info2,
                 write: info1 & 2 != 0,
-                fetch: info1 & 0x10 != 0,
+                execute: info1 & 0x10 != 0,
+                present: info1 & 1 != 0,
             },
-            exit::INTR => VmExit::PhysicalInterrupt,
+            exit::INTR => VmExit::ExternalInterrupt,
             exit::NMI => VmExit::Nmi,
+            exit::SMI => VmExit::Smi,
+            exit::INIT => VmExit::Init,
             exit::SHUTDOWN => VmExit::Shutdown,
             exit::VMRUN => VmExit::Forbidden(ForbiddenInstruction::Vmrun),
             exit::VMLOAD => VmExit::Forbidden(ForbiddenInstruction::Vmload),
@@ -456,30 +467,75 @@ impl SvmVcpu {
             exit::INVLPGA => VmExit::Forbidden(ForbiddenInstruction::Invlpga),
             exit::XSETBV => VmExit::Forbidden(ForbiddenInstruction::Xsetbv),
             exit::INVD => VmExit::Forbidden(ForbiddenInstruction::Invd),
-            exit::WBINVD => VmExit::Forbidden(ForbiddenInstruction::Wbinvd),
-            exit::MONITOR | exit::MWAIT | exit::MWAIT_ARMED => {
-                VmExit::Forbidden(ForbiddenInstruction::MonitorMwait)
+            exit::MONITOR => VmExit::Forbidden(ForbiddenInstruction::Monitor),
+            exit::MWAIT | exit::MWAIT_ARMED => VmExit::Forbidden(ForbiddenInstruction::Mwait),
+            exit::WBINVD | exit::ICEBP | exit::TASK_SWITCH => {
+                VmExit::Forbidden(ForbiddenInstruction::Other)
             }
-            exit::ICEBP => VmExit::Forbidden(ForbiddenInstruction::Icebp),
-            exit::TASK_SWITCH => VmExit::Forbidden(ForbiddenInstruction::TaskSwitch),
-            exit::INIT => VmExit::Forbidden(ForbiddenInstruction::Init),
-            exit::SMI => VmExit::Forbidden(ForbiddenInstruction::Smi),
             c if (exit::EXCEPTION_BASE..exit::EXCEPTION_BASE + 32).contains(&c) => {
                 VmExit::Exception {
                     vector: (c - exit::EXCEPTION_BASE) as u8,
-                    error_code: info1,
+                    error_code: Some(info1 as u32),
                 }
             }
-            c if c & 0xffff_ffff == exit::INVALID_LOW32 => VmExit::Invalid,
+            c if c & 0xffff_ffff == exit::INVALID_LOW32 => VmExit::InvalidState,
             c => VmExit::Unknown { code: c },
         }
     }
 }
 
-/// Lets a physical interrupt that caused an INTR exit be delivered to the host's IDT
-/// (the scheduler tick), then disables interrupts again.
-pub fn take_pending_interrupts() {
-    // SAFETY: GIF is set after the world switch; the one-instruction window after STI lets a
-    // pending interrupt in, handled by the hypervisor's IDT (EOI and tick count only).
-    unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
+/// A vCPU bound to the physical CPU that runs it: the one backend interface common code
+/// (`slipway_hv_core::exit_handler`) drives.
+pub struct BoundVcpu<'a> {
+    pub vcpu: &'a mut SvmVcpu,
+    /// SVM state of the physical CPU this runs on (it enabled SVM there).
+    pub cpu: &'a SvmCpu,
+}
+
+impl VcpuBackend for BoundVcpu<'_> {
+    fn run(&mut self) -> VmExit {
+        self.vcpu.run(self.cpu)
+    }
+
+    fn reg(&self, reg: Reg) -> u64 {
+        let v = &self.vcpu;
+        match reg {
+            Reg::Rax => v.rax(),
+            Reg::Rbx => v.regs.rbx,
+            Reg::Rcx => v.regs.rcx,
+            Reg::Rdx => v.regs.rdx,
+            Reg::Rsi => v.regs.rsi,
+            Reg::Rdi => v.regs.rdi,
+            Reg::Rip => v.rip(),
+            Reg::Efer => v.efer(),
+            Reg::LongMode => u64::from(v.efer() & (1 << 10) != 0),
+        }
+    }
+
+    fn set_reg(&mut self, reg: Reg, value: u64) {
+        let v = &mut self.vcpu;
+        match reg {
+            Reg::Rax => v.set_rax(value),
+            Reg::Rbx => v.regs.rbx = value,
+            Reg::Rcx => v.regs.rcx = value,
+            Reg::Rdx => v.regs.rdx = value,
+            Reg::Rsi => v.regs.rsi = value,
+            Reg::Rdi => v.regs.rdi = value,
+            Reg::Rip => v.set_rip(value),
+            Reg::Efer => v.set_efer(value),
+            Reg::LongMode => {} // follows from EFER.LMA, not writable
+        }
+    }
+
+    fn inject(&mut self, event: Event) {
+        match event {
+            Event::Exception { vector, error_code } => {
+                self.vcpu.inject_exception(vector, error_code)
+            }
+        }
+    }
+
+    fn advance_rip(&mut self, len: u64) {
+        self.vcpu.skip_instruction(len);
+    }
 }

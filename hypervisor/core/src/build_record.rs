@@ -32,6 +32,10 @@ pub enum BuildStep {
         length: u64,
         /// Destination.
         gpa: u64,
+        /// SHA-256 of the bytes as they landed in the domain, when the platform computes it
+        /// ([`crate::hypercall::Platform::populated_sha256`]): PCR21 then says what was loaded
+        /// independently of domB's own PCR20 measurement of the module.
+        sha256: Option<[u8; 32]>,
     },
     /// Wrote `length` bytes with SHA-256 `sha256` at `gpa`.
     WriteMemory {
@@ -60,7 +64,7 @@ pub enum BuildStep {
 
 /// Most bytes one encoded step takes (postcard varints: u16 <= 3 bytes, u64 <= 10 bytes; the
 /// largest step is a module copy with a 63-byte module name).
-pub const MAX_STEP_LEN: usize = 1 + 3 + (1 + 63) + 3 * 10;
+pub const MAX_STEP_LEN: usize = 1 + 3 + (1 + 63) + 3 * 10 + (1 + 32);
 /// Most bytes an encoded [`BuildRecord`] takes: size the PCR21 event buffer with this.
 pub const MAX_ENCODED_LEN: usize = 3 + (1 + 31) + 10 + 3 + 3 + 1 + MAX_BUILD_STEPS * MAX_STEP_LEN;
 
@@ -162,6 +166,7 @@ mod tests {
                 module_offset: u64::MAX,
                 length: u64::MAX,
                 gpa: u64::MAX,
+                sha256: Some([0xff; 32]),
             };
             record.push(step).unwrap();
         }

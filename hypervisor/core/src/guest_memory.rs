@@ -233,6 +233,32 @@ impl GuestMemory {
         })
     }
 
+    /// SHA-256 of guest-physical `[gpa, gpa + len)` (for build records).
+    pub fn sha256<M: PhysMemory>(
+        &self,
+        mem: &M,
+        gpa: u64,
+        len: u64,
+    ) -> Result<[u8; 32], GuestMemoryError> {
+        use sha2::{Digest as _, Sha256};
+        let mut hasher = Sha256::new();
+        let mut buf = [0u8; 512];
+        self.for_each_chunk(gpa, len, &mut |host, _, piece| {
+            let mut done = 0;
+            while done < piece {
+                let n = (piece - done).min(buf.len() as u64) as usize;
+                let at = host
+                    .checked_add(done)
+                    .ok_or(GuestMemoryError::OutOfBounds { gpa, len })?;
+                mem.read(at, &mut buf[..n])?;
+                hasher.update(&buf[..n]);
+                done += n as u64;
+            }
+            Ok(())
+        })?;
+        Ok(hasher.finalize().into())
+    }
+
     /// Zeroes every frame (so no secret leaves with them) and gives them back. Returns the number
     /// of frames reclaimed.
     pub fn scrub_and_free<M: PhysMemory, A: FrameAllocator>(
@@ -307,6 +333,12 @@ mod tests {
         memory.zero(&mut mem).unwrap();
         let data: std::vec::Vec<u8> = (0..0x2100u32).map(|i| i as u8).collect();
         memory.write(&mut mem, 0x2f00, &data).unwrap();
+        use sha2::{Digest as _, Sha256};
+        let expected: [u8; 32] = Sha256::digest(&data).into();
+        assert_eq!(
+            memory.sha256(&mem, 0x2f00, data.len() as u64).unwrap(),
+            expected
+        );
         let mut back = vec![0u8; data.len()];
         memory.read(&mem, 0x2f00, &mut back).unwrap();
         assert_eq!(back, data);

@@ -18,6 +18,7 @@ struct FakePlatform {
     fail_create: Option<Error>,
     fail_measure: Option<Error>,
     fail_complete: Option<Error>,
+    hash_populates: bool,
     events: u32,
 }
 
@@ -43,6 +44,14 @@ impl Platform for FakePlatform {
             id.0, module.name
         ));
         Ok(())
+    }
+    fn populated_sha256(&mut self, _id: DomainId, gpa: u64, length: u64) -> Option<[u8; 32]> {
+        self.hash_populates.then(|| {
+            let mut digest = [0u8; 32];
+            digest[..8].copy_from_slice(&gpa.to_le_bytes());
+            digest[8..16].copy_from_slice(&length.to_le_bytes());
+            digest
+        })
     }
     fn write_memory(&mut self, id: DomainId, gpa: u64, bytes: &[u8]) -> Result<(), Error> {
         self.calls
@@ -368,7 +377,30 @@ fn memory_requests_check_every_range_with_overflow() {
     );
     let steps = w.table.get(web).unwrap().build_record().steps();
     assert_eq!(steps.len(), 2);
+    let populated = BuildStep::PopulateFromModule {
+        module: 1,
+        module_name: ModuleName::new("hello").unwrap(),
+        module_offset: 0x345,
+        length: 0x1_2000,
+        gpa: 0x1e_e000,
+        sha256: None,
+    };
+    assert_eq!(steps[0], populated);
     assert_eq!(steps[1], BuildRecord::write_step(0x20_0000 - 11, &[7; 11]));
+    // A platform that hashes what it copied gets the digest recorded.
+    w.platform.hash_populates = true;
+    w.call(domb, populate(web, 0, 0, 0x10, 0x100)).unwrap();
+    let BuildStep::PopulateFromModule {
+        sha256: Some(digest),
+        ..
+    } = w.table.get(web).unwrap().build_record().steps()[2]
+    else {
+        panic!("no digest recorded")
+    };
+    assert_eq!(
+        digest[..16],
+        [0x00, 0x01, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0]
+    );
 }
 
 #[test]

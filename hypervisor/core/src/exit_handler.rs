@@ -63,7 +63,12 @@ pub fn handle_exit<B: VcpuBackend + ?Sized>(
             next_rip,
         } => {
             if !matches!(size, 1 | 2 | 4) {
-                return ExitAction::Stop(StopReason::UnhandledExit { code: 0x7b });
+                // No x86 port access has another size: a backend bug or a corrupted exit, refused
+                // as an access to that port.
+                return ExitAction::Stop(StopReason::ForbiddenAccess {
+                    what: u32::from(port),
+                    msr: false,
+                });
             }
             // A wide access touches consecutive ports, as on the ISA bus.
             for i in 0..size {
@@ -85,7 +90,12 @@ pub fn handle_exit<B: VcpuBackend + ?Sized>(
             next_rip,
         } => {
             if !matches!(size, 1 | 2 | 4) {
-                return ExitAction::Stop(StopReason::UnhandledExit { code: 0x7b });
+                // No x86 port access has another size: a backend bug or a corrupted exit, refused
+                // as an access to that port.
+                return ExitAction::Stop(StopReason::ForbiddenAccess {
+                    what: u32::from(port),
+                    msr: false,
+                });
             }
             let mut value = 0u32;
             for i in 0..size {

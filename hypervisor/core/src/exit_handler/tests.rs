@@ -160,7 +160,10 @@ fn uart_reads_and_the_empty_bus() {
             size: 3,
             next_rip: 0
         }),
-        ExitAction::Stop(_)
+        ExitAction::Stop(StopReason::ForbiddenAccess {
+            what: 0x3f8,
+            msr: false
+        })
     ));
 }
 

@@ -274,6 +274,7 @@ fn start_hypervisor(
         tick_tsc: 1,
         ticks_seen: [0; cpu::MAX_CPUS],
         verdict: None,
+        mux: slipway_hv_core::console::ConsoleMux::new(),
         modules,
         module_gpas: [0; vm::MAX_MODULES],
         // SAFETY: the two statics are handed out once, here, to the one `Hv`.

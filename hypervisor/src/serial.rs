@@ -47,7 +47,6 @@ impl Serial {
     }
 
     /// Returns a received byte, if one is waiting.
-    #[allow(dead_code)]
     pub fn try_read_byte(&mut self) -> Option<u8> {
         // SAFETY: reading LSR has no side effects; reading RBR consumes one received byte,
         // which only the hypervisor's console reads.

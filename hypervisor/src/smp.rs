@@ -220,6 +220,15 @@ pub fn scheduler_loop(cpu: usize) -> ! {
                 return Err(verdict);
             }
             hv.account_ticks(cpu, None);
+            if cpu == 0 {
+                // Serial input, a few bytes per round: to the focused domain or the focus keys.
+                for _ in 0..16 {
+                    match crate::console::with_serial(|serial| serial.try_read_byte()).flatten() {
+                        Some(byte) => hv.console_input(byte),
+                        None => break,
+                    }
+                }
+            }
             let svm = hv.svm[cpu].as_ref().map(|s| s as *const crate::svm::SvmCpu);
             Ok(hv.pick(cpu).zip(svm))
         });

@@ -4,7 +4,7 @@
 //! `DomainTable`.
 
 use slipway_hv_core::addr::{PAGE_SIZE, PhysAddr, PhysRange};
-use slipway_hv_core::console::LineBuffer;
+use slipway_hv_core::console::{ConsoleMux, InputAction, LineBuffer};
 use slipway_hv_core::domain::{Domain, DomainTable, MAX_DOMAINS, StopReason};
 use slipway_hv_core::exit_handler::{self, ExitAction};
 use slipway_hv_core::frame_alloc::{BitmapFrameAllocator, FrameAllocator};
@@ -69,6 +69,8 @@ pub struct Hv {
     pub tick_tsc: u64,
     /// Timer ticks each pCPU has accounted for so far.
     pub ticks_seen: [u64; crate::cpu::MAX_CPUS],
+    /// Serial input focus (and the Ctrl-] focus keys).
+    pub mux: ConsoleMux,
     /// Set when the run is over (every domain finished): the verdict.
     pub verdict: Option<crate::qemu_exit::Verdict>,
     pub modules: heapless::Vec<BootModule, MAX_MODULES>,
@@ -392,6 +394,7 @@ impl Hv {
             )
             .map_err(|_| "queueing domB's vCPU failed")?;
         self.domb = Some(id);
+        self.mux.set_focus(Some(id));
         hvprintln!(
             "domb: {} KiB RAM, entry {:#x}, {} modules mapped read-only at {:#x}",
             memory_bytes >> 10,
@@ -631,6 +634,27 @@ impl Hv {
         }
     }
 
+    /// One byte of serial input: to the focused domain's UART, or a focus key.
+    pub fn console_input(&mut self, byte: u8) {
+        match self.mux.input(byte, self.table) {
+            InputAction::Deliver(id, byte) => {
+                if let Some(domain) = self
+                    .domains
+                    .get_mut(usize::from(id.0))
+                    .and_then(Option::as_mut)
+                {
+                    let _ = domain.uart.push_input(byte);
+                }
+            }
+            InputAction::FocusChanged(id) => {
+                if let Some(domain) = self.table.get(id) {
+                    hvprintln!("console: input now goes to {}", domain.name().as_str());
+                }
+            }
+            InputAction::Consumed | InputAction::NoFocus => {}
+        }
+    }
+
     /// Prints `milestone planned:<name>` once per domain whose start has been requested.
     fn announce_planned(&mut self) {
         for domain in self.table.iter() {
@@ -649,6 +673,14 @@ impl Hv {
             "hand-off: domb destroyed, {pages} pages reclaimed (scrubbed); builder requests are refused from now on"
         );
         crate::tsc::milestone(format_args!("hand-off"));
+        let focus = self.table.console_focus_default();
+        self.mux.set_focus(focus);
+        if let Some(domain) = focus.and_then(|id| self.table.get(id)) {
+            hvprintln!(
+                "console: input goes to {} (Ctrl-] then a domain id digit, or n for the next, switches)",
+                domain.name().as_str()
+            );
+        }
         for &id in order {
             match self.start_domain(id) {
                 Ok(()) => {

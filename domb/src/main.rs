@@ -93,5 +93,6 @@ fn main(boot: Boot) -> ! {
         modules: &modules,
     };
     let error = launch::run(&facts, &mut Hypercall, &mut Console);
-    fail("launch", error)
+    println!("error: {error}");
+    hypercall::shutdown(1)
 }

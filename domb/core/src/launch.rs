@@ -112,7 +112,7 @@ impl<H: Hypervisor, W: Write> Measurer<'_, H, W> {
                 self.tpm_ok = false;
             }
             Err(error) => {
-                let _ = writeln!(self.out, "measure: {what}: refused: {error}");
+                let _ = writeln!(self.out, "measure: {what}: {error}");
                 self.tpm_ok = false;
             }
         }

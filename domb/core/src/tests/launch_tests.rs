@@ -199,7 +199,7 @@ fn refused_measurements_count_as_tpm_unavailable() {
         error,
         LaunchError::PolicyHalt(crate::policy::HaltReason::PolicyHalt)
     );
-    assert!(out.contains("measure: config: refused:"), "{out}");
+    assert!(out.contains("measure: config: the calling domain lacks"), "{out}");
     assert!(
         !fake
             .requests

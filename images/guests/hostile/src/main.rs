@@ -161,6 +161,16 @@ static STOP_REWRITING: AtomicBool = AtomicBool::new(false);
 static REWRITES: AtomicU32 = AtomicU32::new(0);
 const REWRITE_CALLS: u32 = 200;
 
+/// Causes one exit (a read of the UART's line-status register), so that a hypervisor that
+/// schedules vCPUs only at exits gets a chance to run the other vCPU.
+fn exit_once() {
+    let _status: u8;
+    // SAFETY: reading COM1's line-status register (0x3fd) has no effect on memory.
+    unsafe {
+        core::arch::asm!("in al, dx", in("dx") 0x3fdu16, out("al") _status, options(nomem, nostack))
+    };
+}
+
 fn rewrite_buffer_second_vcpu() -> ! {
     let base = SHARED.0.get() as *mut u8;
     REWRITER_RUNNING.store(true, Ordering::Release);
@@ -177,6 +187,9 @@ fn rewrite_buffer_second_vcpu() -> ! {
         }
         round = round.wrapping_add(1);
         REWRITES.store(round, Ordering::Relaxed);
+        if round.is_multiple_of(64) {
+            exit_once();
+        }
     }
     park()
 }
@@ -185,11 +198,11 @@ fn rewrite_buffer_caller() -> ! {
     let mut spins = 0u64;
     while !REWRITER_RUNNING.load(Ordering::Acquire) {
         spins += 1;
-        if spins == 200_000_000 {
+        if spins == 100_000 {
             println!("FAILED: vCPU 1 never started (configure cpus = <2>)");
             hypercall::shutdown(1);
         }
-        core::hint::spin_loop();
+        exit_once();
     }
     let message = b"rewrite-buffer probe\n";
     let request = Request::WriteConsole {

@@ -222,3 +222,14 @@ pub fn launch(backend: LaunchBackend, handoff: &'static LaunchHandoff) -> ! {
         }
     }
 }
+
+impl LaunchBackend {
+    /// Starts the application processors the pre-launch stage left parked. After a real dynamic
+    /// launch they wait in a launch-specific state (TXT: GETSEC[WAKEUP]; SKINIT: INIT); with
+    /// "none" they are still where the firmware left them, so INIT-SIPI-SIPI starts them.
+    pub fn start_application_processors(self, page_table_root: u64, wanted: usize) -> usize {
+        match self {
+            LaunchBackend::None => crate::smp::start_aps(page_table_root, wanted),
+        }
+    }
+}

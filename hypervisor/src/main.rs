@@ -198,7 +198,7 @@ extern "C" fn post_launch_main(handoff_addr: u64) -> ! {
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(cpu::MAX_CPUS);
     let pcpus = if trampoline_ok {
-        smp::start_aps(root, wanted)
+        LaunchBackend::None.start_application_processors(root, wanted)
     } else {
         1
     };

@@ -240,7 +240,11 @@ impl Hv {
     }
 
     fn add_vcpu(&mut self, id: DomainId, entry: EntryState) -> Result<(), Error> {
+        // ASIDs are never reused, so no stale translation of a destroyed domain can survive.
         let asid = self.next_asid;
+        if asid >= crate::svm::asid_count() {
+            return Err(Error::OutOfMemory);
+        }
         self.next_asid += 1;
         let Some(domain) = self.domains[usize::from(id.0)].as_mut() else {
             return Err(Error::UnknownDomain);

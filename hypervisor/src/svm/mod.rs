@@ -168,6 +168,11 @@ pub fn check_support() -> Result<(), SvmError> {
     Ok(())
 }
 
+/// Number of ASIDs the CPU supports (CPUID 0x8000000A EBX); ASID 0 is the host's.
+pub fn asid_count() -> u32 {
+    core::arch::x86_64::__cpuid(0x8000_000a).ebx
+}
+
 /// Builds the permission maps: IOPM (12 KiB) and MSRPM (8 KiB), every bit set. Deny by default:
 /// no port and no MSR reaches hardware; the exit handler decides per access.
 pub fn permission_maps(alloc: &mut impl FrameAllocator) -> Result<PermissionMaps, SvmError> {

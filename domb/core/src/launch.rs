@@ -46,6 +46,13 @@ pub enum LaunchError {
     Banks(String),
     /// there is no boot module named "config"
     NoConfig,
+    /// an object cannot be measured, so it is not used: (object, reason)
+    Unmeasurable {
+        /// The object.
+        what: String,
+        /// Why.
+        error: MeasureError,
+    },
     /// the launch configuration is wrong: (node, property, problem)
     Config(config::ConfigError),
     /// the policy halts the launch: (reason)
@@ -72,6 +79,9 @@ impl fmt::Display for LaunchError {
             Self::NoConfig => {
                 f.write_str("launch configuration: no boot module is named \"config\"")
             }
+            Self::Unmeasurable { what, error } => {
+                write!(f, "measure: {what}: cannot measure: {error}")
+            }
             Self::Config(error) => write!(f, "launch configuration: {error}"),
             Self::PolicyHalt(reason) => write!(f, "policy: launch halted: {reason}"),
             Self::Plan(error) => write!(f, "plan: {error}"),
@@ -92,17 +102,19 @@ struct Measurer<'h, H: Hypervisor, W: Write> {
 }
 
 impl<H: Hypervisor, W: Write> Measurer<'_, H, W> {
-    /// Sends one measure request. A failure is printed and counts as a failing TPM.
-    fn send(&mut self, what: &str, measurement: Result<Measurement, MeasureError>) {
+    /// Sends one measure request. An object that cannot be expressed as a measurement stops the
+    /// launch (it must not be used unmeasured); a refusal by the hypervisor is printed and counts
+    /// as a failing TPM for the policy.
+    fn send(
+        &mut self,
+        what: &str,
+        measurement: Result<Measurement, MeasureError>,
+    ) -> Result<(), LaunchError> {
         let prepared = measurement.and_then(|m| m.to_request().map(|request| (m.pcr, request)));
-        let (pcr, request) = match prepared {
-            Ok(prepared) => prepared,
-            Err(error) => {
-                let _ = writeln!(self.out, "measure: {what}: cannot measure: {error}");
-                self.tpm_ok = false;
-                return;
-            }
-        };
+        let (pcr, request) = prepared.map_err(|error| LaunchError::Unmeasurable {
+            what: String::from(what),
+            error,
+        })?;
         match self.hypervisor.call(&request) {
             Ok(ResponseOk::Measured { event_index }) => {
                 let _ = writeln!(self.out, "measure: {what} -> PCR{pcr}, event {event_index}");
@@ -116,6 +128,7 @@ impl<H: Hypervisor, W: Write> Measurer<'_, H, W> {
                 self.tpm_ok = false;
             }
         }
+        Ok(())
     }
 }
 
@@ -177,13 +190,13 @@ fn run_inner<H: Hypervisor, W: Write>(
         .iter()
         .find(|m| m.name == CONFIG_MODULE)
         .ok_or(LaunchError::NoConfig)?;
-    measurer.send("config", measurements::config(&banks, config_module.bytes));
+    measurer.send("config", measurements::config(&banks, config_module.bytes))?;
     let names: Vec<&str> = boot.modules.iter().map(|m| m.name).collect();
     let config = config::parse(config_module.bytes, &names).map_err(LaunchError::Config)?;
     let _ = writeln!(measurer.out, "config: {} domains", config.domains.len());
 
     // 2. The policy, measured before it is evaluated.
-    measurer.send("policy", measurements::policy(&banks, &config));
+    measurer.send("policy", measurements::policy(&banks, &config))?;
 
     // 3. Every other boot module, bound to its name, before anything is loaded from it.
     let allow_listed: Vec<&str> = config
@@ -204,7 +217,7 @@ fn run_inner<H: Hypervisor, W: Write>(
             .as_ref()
             .ok()
             .and_then(|(_, image)| image.get(HashAlg::Sha256.id()).copied());
-        measurer.send(&what, measured.map(|(m, _)| m));
+        measurer.send(&what, measured.map(|(m, _)| m))?;
         if allow_listed.contains(&module.name) {
             let digest = image_sha256
                 .unwrap_or_else(|| slipway_measure::hash::hash(HashAlg::Sha256, module.bytes));
@@ -223,7 +236,7 @@ fn run_inner<H: Hypervisor, W: Write>(
     let evaluation = policy::evaluate(&config, &facts);
     if evaluation.decisions.is_empty() {
         let _ = writeln!(measurer.out, "policy: all checks passed: start-all");
-        measurer.send("decision", measurements::decision(&banks, None));
+        measurer.send("decision", measurements::decision(&banks, None))?;
     }
     for decision in &evaluation.decisions {
         let _ = writeln!(
@@ -231,7 +244,7 @@ fn run_inner<H: Hypervisor, W: Write>(
             "policy: {}: {}",
             decision.trigger, decision.action
         );
-        measurer.send("decision", measurements::decision(&banks, Some(decision)));
+        measurer.send("decision", measurements::decision(&banks, Some(decision)))?;
     }
     let Measurer {
         hypervisor, out, ..

@@ -199,7 +199,10 @@ fn refused_measurements_count_as_tpm_unavailable() {
         error,
         LaunchError::PolicyHalt(crate::policy::HaltReason::PolicyHalt)
     );
-    assert!(out.contains("measure: config: the calling domain lacks"), "{out}");
+    assert!(
+        out.contains("measure: config: the calling domain lacks"),
+        "{out}"
+    );
     assert!(
         !fake
             .requests
@@ -264,4 +267,25 @@ fn allow_list_mismatch_is_decided_and_measured() {
         measure_types(&fake.requests).last(),
         Some(&(19, events::EV_SLIPWAY_POLICY_DECISION))
     );
+}
+
+#[test]
+fn a_configuration_too_large_to_measure_is_not_used() {
+    let mut tree = config_tree();
+    tree.find(&["chosen", "hypervisor", "hello-a"])
+        .set("bootargs", s(&"x".repeat(1000)));
+    tree.find(&["chosen", "hypervisor", "hello-b"])
+        .set("bootargs", s(&"y".repeat(1000)));
+    tree.find(&["chosen", "hypervisor", "ctl"])
+        .set("bootargs", s(&"z".repeat(1000)));
+    let mut fake = Fake::default();
+    let (error, _) = run(&mut fake, LaunchKind::Emulated, &[TpmAlgId::SHA256], &tree);
+    assert!(
+        matches!(
+            &error,
+            LaunchError::Unmeasurable { what, error: crate::measurements::MeasureError::EventDataTooLong } if what == "config"
+        ),
+        "{error:?}"
+    );
+    assert!(fake.requests.is_empty(), "nothing is sent or built");
 }

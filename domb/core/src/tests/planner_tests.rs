@@ -213,3 +213,54 @@ fn errors_name_the_domain_node_and_property() {
     let error = planner::plan(&config, &start, &no_modules).unwrap_err();
     assert_eq!(error.problem, PlanProblem::ModuleNotFound("hello".into()));
 }
+
+mod never_panics {
+    use super::*;
+    use crate::config::{Capabilities, DomainConfig};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+        #[test]
+        fn any_sizes_give_a_plan_or_an_error(
+            pages in 1u64..=786_432,
+            ramdisk_len in 0usize..=64 * 1024,
+            use_ramdisk in any::<bool>(),
+            vcpus in 1u32..=8,
+            bootargs_len in 0usize..=1024,
+            kernel_at in 0u64..=0x40_0000,
+        ) {
+            let mut spec = ElfSpec::pvh(0);
+            spec.loads[0].paddr = kernel_at & !0xfff;
+            spec.loads[1].paddr = (kernel_at & !0xfff) + 0x2000;
+            spec.entry_note = Some(((kernel_at & !0xfff) as u32).to_le_bytes().to_vec());
+            let kernel = spec.build();
+            let initrd = vec![1u8; ramdisk_len];
+            let domain = DomainConfig {
+                node: "/chosen/hypervisor/p".into(),
+                name: "p".into(),
+                memory_bytes: pages * 4096,
+                vcpus,
+                capabilities: Capabilities::default(),
+                kernel: "hello".into(),
+                ramdisk: use_ramdisk.then(|| "initrd".to_string()),
+                bootargs: "a".repeat(bootargs_len),
+                boot_order: None,
+                allowed_sha256: Vec::new(),
+            };
+            let modules = modules(&kernel, &initrd);
+            if let Ok(plan) = planner::plan_domain(&domain, 0, false, &modules) {
+                let mut buffer = [0u8; slipway_protocol::HYPERCALL_BUFFER_SIZE];
+                v1::encode_request(&plan.create, &mut buffer).unwrap();
+                for request in plan.requests(DomainId(1)) {
+                    v1::encode_request(&request, &mut buffer).unwrap();
+                    match request {
+                        Request::PopulateFromModule { gpa, length, .. } => prop_assert!(gpa + length <= pages * 4096),
+                        Request::WriteMemory { gpa, bytes, .. } => prop_assert!(gpa + bytes.len() as u64 <= pages * 4096),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}

@@ -29,7 +29,7 @@ use tpm2_protocol::{
 };
 
 use crate::{
-    alg::{Digest, DigestLengthError, HashAlg, MAX_BANKS, PCR_COUNT, PcrBanks, PcrMask},
+    alg::{AlgId, Bank, BankSet, Digest, DigestList, PCR_COUNT, PcrMask, tpm_alg},
     rc::ResponseCode,
     transport::TpmTransport,
 };
@@ -46,6 +46,10 @@ pub const MAX_ATTEST_SIZE: usize = 1024;
 pub const MAX_NONCE_SIZE: usize = MAX_DATA_SIZE;
 
 const HEADER_SIZE: usize = 10;
+
+/// How often a command is sent again after TPM_RC_RETRY, _YIELDED, _TESTING or _NV_RATE
+/// (swtpm answers the first ECDSA signature after start-up with TPM_RC_RETRY).
+pub const MAX_RETRIES: u32 = 8;
 
 /// Errors of a TPM command.
 #[derive(Debug, PartialEq, Eq)]
@@ -87,12 +91,11 @@ pub enum CommandError<E> {
     },
     /// PCR {0} does not exist (0-23).
     InvalidPcr(u8),
-    /// An extend must carry every active bank: this one is missing.
-    MissingBank(HashAlg),
-    /// A digest was given for a bank that is not active.
-    BankNotActive(HashAlg),
-    /// Two digests were given for one bank.
-    DuplicateBank(HashAlg),
+    /// The digests do not fit the banks: an extend must carry every active bank exactly once
+    /// (a bank left out could be forged later), each digest of its bank's size.
+    Digests(slipway_measure::Error),
+    /// tpm2-protocol does not know this algorithm id.
+    UnknownAlgorithm(AlgId),
     /// The request names no bank or no PCR.
     EmptySelection,
     /// The quote nonce is longer than a TPM2B_DATA.
@@ -100,8 +103,6 @@ pub enum CommandError<E> {
         /// Length given.
         len: usize,
     },
-    /// The TPM returned a digest of the wrong length.
-    DigestLength(DigestLengthError),
 }
 
 impl<E: fmt::Display> fmt::Display for CommandError<E> {
@@ -119,23 +120,16 @@ impl<E: fmt::Display> fmt::Display for CommandError<E> {
                 write!(f, "{command}: unexpected response: {reason}")
             }
             CommandError::InvalidPcr(pcr) => write!(f, "PCR {pcr} does not exist (0-23)"),
-            CommandError::MissingBank(alg) => write!(
+            CommandError::Digests(error) => write!(
                 f,
-                "PCR_Extend must carry every active bank: {alg} is missing and would stay open"
+                "digests do not match the active banks (every active bank exactly once): {error}"
             ),
-            CommandError::BankNotActive(alg) => {
-                write!(
-                    f,
-                    "a digest was given for the {alg} bank, which is not active"
-                )
-            }
-            CommandError::DuplicateBank(alg) => write!(f, "two digests were given for {alg}"),
+            CommandError::UnknownAlgorithm(alg) => write!(f, "unknown TPM algorithm {alg}"),
             CommandError::EmptySelection => f.write_str("the request selects no bank or no PCR"),
             CommandError::NonceTooLong { len } => write!(
                 f,
                 "quote nonce of {len} bytes is longer than {MAX_NONCE_SIZE} bytes"
             ),
-            CommandError::DigestLength(error) => write!(f, "TPM returned {error}"),
         }
     }
 }
@@ -291,31 +285,32 @@ impl fmt::Display for CommandCounts {
 /// its selected PCRs. A bank is active when it has PCRs selected.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PcrAllocation {
-    banks: [Option<(HashAlg, PcrMask)>; MAX_BANKS],
+    banks: [Option<(Bank, PcrMask)>; slipway_measure::MAX_BANKS],
     len: usize,
 }
 
 impl PcrAllocation {
     /// Every implemented bank with its allocated PCRs, in the TPM's order.
-    pub fn iter(&self) -> impl Iterator<Item = (HashAlg, PcrMask)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (Bank, PcrMask)> + '_ {
         self.banks[..self.len].iter().flatten().copied()
     }
 
     /// The active banks (PCRs allocated), in the TPM's order.
-    pub fn active_banks(&self) -> PcrBanks {
-        let mut banks = PcrBanks::new();
-        for (alg, mask) in self.iter() {
+    pub fn active_banks(&self) -> BankSet {
+        let mut banks = BankSet::empty();
+        for (bank, mask) in self.iter() {
             if !mask.is_empty() {
-                banks.push(alg);
+                // Distinct and at most MAX_BANKS: checked when the allocation was parsed.
+                let _ = banks.push(bank);
             }
         }
         banks
     }
 
     /// The PCRs allocated in `alg`'s bank (empty when not implemented).
-    pub fn allocated(&self, alg: HashAlg) -> PcrMask {
+    pub fn allocated(&self, alg: AlgId) -> PcrMask {
         self.iter()
-            .find(|(a, _)| *a == alg)
+            .find(|(bank, _)| bank.alg == alg)
             .map_or(PcrMask::EMPTY, |(_, mask)| mask)
     }
 }
@@ -323,15 +318,15 @@ impl PcrAllocation {
 /// PCR values of one bank, as read by TPM2_PCR_Read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PcrValues {
-    alg: HashAlg,
+    bank: Bank,
     values: [Option<Digest>; PCR_COUNT as usize],
     update_counter: u32,
 }
 
 impl PcrValues {
     /// The bank.
-    pub fn alg(&self) -> HashAlg {
-        self.alg
+    pub fn alg(&self) -> AlgId {
+        self.bank.alg
     }
 
     /// The value of PCR `pcr`, if it was read.
@@ -460,40 +455,44 @@ impl<T: TpmTransport> Tpm<T> {
         };
         let mut allocation = PcrAllocation::default();
         for selection in list.iter() {
-            let alg = HashAlg::from_tpm(selection.hash)
-                .ok_or(unexpected(cc, "a PCR bank has an unknown hash algorithm"))?;
+            let bank = Bank::new(AlgId(selection.hash.value()))
+                .map_err(|_| unexpected(cc, "a PCR bank is not a hash algorithm"))?;
             let mask = PcrMask::from_select_bytes(&selection.pcr_select)
                 .ok_or(unexpected(cc, "a bank allocates PCRs above 23"))?;
-            if allocation.iter().any(|(a, _)| a == alg) || allocation.len == MAX_BANKS {
+            if allocation.iter().any(|(b, _)| b.alg == bank.alg)
+                || allocation.len == allocation.banks.len()
+            {
                 return Err(unexpected(cc, "a PCR bank is listed twice"));
             }
-            allocation.banks[allocation.len] = Some((alg, mask));
+            allocation.banks[allocation.len] = Some((bank, mask));
             allocation.len += 1;
         }
         Ok(allocation)
     }
 
     /// The active banks (GetCapability(TPM_CAP_PCRS), banks with PCRs allocated).
-    pub fn active_banks(&mut self) -> Result<PcrBanks, T::Error> {
+    pub fn active_banks(&mut self) -> Result<BankSet, T::Error> {
         Ok(self.pcr_allocation()?.active_banks())
     }
 
     /// TPM2_PCR_Read of `pcrs` in `alg`'s bank (repeated until the TPM returned every PCR: one
     /// response carries at most 8 digests).
-    pub fn pcr_read(&mut self, alg: HashAlg, pcrs: PcrMask) -> Result<PcrValues, T::Error> {
+    pub fn pcr_read(&mut self, alg: AlgId, pcrs: PcrMask) -> Result<PcrValues, T::Error> {
         if pcrs.is_empty() {
             return Err(CommandError::EmptySelection);
         }
         let cc = TpmCc::PcrRead;
+        let bank = Bank::new(alg).map_err(CommandError::Digests)?;
+        let tpm = tpm_alg(alg).ok_or(CommandError::UnknownAlgorithm(alg))?;
         let mut values = PcrValues {
-            alg,
+            bank,
             values: [None; PCR_COUNT as usize],
             update_counter: 0,
         };
         let mut remaining = pcrs;
         while !remaining.is_empty() {
             let mut selection = TpmlPcrSelection::default();
-            push(&mut selection, pcr_selection(alg, remaining), cc)?;
+            push(&mut selection, pcr_selection(tpm, remaining), cc)?;
             let command = TpmPcrReadCommand {
                 handles: [],
                 pcr_selection_in: selection,
@@ -506,10 +505,10 @@ impl<T: TpmTransport> Tpm<T> {
                 if mask.is_empty() {
                     continue;
                 }
-                if HashAlg::from_tpm(out.hash) != Some(alg) {
+                if out.hash != tpm {
                     return Err(unexpected(cc, "returned a bank that was not asked for"));
                 }
-                returned = PcrMask::from_bits(returned.bits() | mask.bits());
+                returned = returned.union(mask);
             }
             if returned.is_empty() {
                 return Err(unexpected(cc, "returned no PCR (bank not active?)"));
@@ -521,7 +520,7 @@ impl<T: TpmTransport> Tpm<T> {
                 return Err(unexpected(cc, "digest count differs from the selection"));
             }
             for (pcr, digest) in returned.iter().zip(response.pcr_values.iter()) {
-                let digest = Digest::new(alg, digest).map_err(CommandError::DigestLength)?;
+                let digest = Digest::for_bank(bank, digest).map_err(CommandError::Digests)?;
                 values.values[usize::from(pcr)] = Some(digest);
             }
             values.update_counter = response.pcr_update_counter.value();
@@ -531,12 +530,13 @@ impl<T: TpmTransport> Tpm<T> {
     }
 
     /// TPM2_PCR_Extend of PCR `pcr` with one digest per bank. `digests` must carry every bank in
-    /// `active` exactly once and nothing else (a bank left out could be forged later).
+    /// `active` exactly once and nothing else (a bank left out could be forged later); they are
+    /// sent in `active`'s order.
     pub fn pcr_extend(
         &mut self,
         pcr: u8,
-        digests: &[Digest],
-        active: &PcrBanks,
+        digests: &DigestList,
+        active: &BankSet,
     ) -> Result<(), T::Error> {
         if pcr >= PCR_COUNT {
             return Err(CommandError::InvalidPcr(pcr));
@@ -544,21 +544,12 @@ impl<T: TpmTransport> Tpm<T> {
         if active.is_empty() {
             return Err(CommandError::EmptySelection);
         }
-        for (index, digest) in digests.iter().enumerate() {
-            if !active.contains(digest.alg()) {
-                return Err(CommandError::BankNotActive(digest.alg()));
-            }
-            if digests[..index].iter().any(|d| d.alg() == digest.alg()) {
-                return Err(CommandError::DuplicateBank(digest.alg()));
-            }
-        }
+        let ordered = digests.ordered_for(active).map_err(CommandError::Digests)?;
         let cc = TpmCc::PcrExtend;
         let mut values = TpmlDigestValues::default();
-        for alg in active.iter() {
-            let digest = digests
-                .iter()
-                .find(|d| d.alg() == alg)
-                .ok_or(CommandError::MissingBank(alg))?;
+        for digest in ordered.iter() {
+            let hash_alg =
+                tpm_alg(digest.alg()).ok_or(CommandError::UnknownAlgorithm(digest.alg()))?;
             let buffer = digest
                 .as_bytes()
                 .try_into()
@@ -566,7 +557,7 @@ impl<T: TpmTransport> Tpm<T> {
             push(
                 &mut values,
                 TpmtHa {
-                    hash_alg: alg.to_tpm(),
+                    hash_alg,
                     digest: TpmuHa::Digest(buffer),
                 },
                 cc,
@@ -626,7 +617,7 @@ impl<T: TpmTransport> Tpm<T> {
         &mut self,
         key: &AttestationKey,
         nonce: &[u8],
-        banks: &PcrBanks,
+        banks: &BankSet,
         pcrs: PcrMask,
     ) -> Result<Quote, T::Error> {
         let cc = TpmCc::Quote;
@@ -637,7 +628,8 @@ impl<T: TpmTransport> Tpm<T> {
             return Err(CommandError::EmptySelection);
         }
         let mut selection = TpmlPcrSelection::default();
-        for alg in banks.iter() {
+        for bank in banks.iter() {
+            let alg = tpm_alg(bank.alg).ok_or(CommandError::UnknownAlgorithm(bank.alg))?;
             push(&mut selection, pcr_selection(alg, pcrs), cc)?;
         }
         let command = TpmQuoteCommand {
@@ -706,22 +698,31 @@ impl<T: TpmTransport> Tpm<T> {
                 .map_err(|error| CommandError::Marshal { command: cc, error })?;
             writer.len()
         };
-        self.counts.record(cc.value());
-        let received = self
-            .transport
-            .transmit(&self.command[..len], &mut self.response)
-            .map_err(|error| CommandError::Transport { command: cc, error })?;
+        let mut attempt = 0;
+        let received = loop {
+            self.counts.record(cc.value());
+            let received = self
+                .transport
+                .transmit(&self.command[..len], &mut self.response)
+                .map_err(|error| CommandError::Transport { command: cc, error })?;
+            let rc = raw_response_code(&self.response[..received.min(RESPONSE_BUFFER_SIZE)]);
+            if attempt < MAX_RETRIES && rc.is_some_and(|rc| ResponseCode(rc).is_retry()) {
+                self.transport.before_retry(attempt);
+                attempt += 1;
+                continue;
+            }
+            break received;
+        };
         let bytes = &self.response[..received.min(RESPONSE_BUFFER_SIZE)];
         let malformed = |error| CommandError::MalformedResponse { command: cc, error };
-        if bytes.len() < HEADER_SIZE {
+        let Some(rc) = raw_response_code(bytes) else {
             return Err(malformed(tpm2_protocol::TpmError::UnexpectedEnd {
                 offset: 0,
                 needed: HEADER_SIZE,
                 available: bytes.len(),
             }));
-        }
+        };
         // The raw code first: vendor codes are errors too, even where tpm2-protocol has no name.
-        let rc = u32::from_be_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]);
         if rc != 0 {
             return Err(CommandError::Tpm {
                 command: cc,
@@ -734,13 +735,19 @@ impl<T: TpmTransport> Tpm<T> {
     }
 }
 
+/// The response code of a response with a complete header.
+fn raw_response_code(bytes: &[u8]) -> Option<u32> {
+    (bytes.len() >= HEADER_SIZE)
+        .then(|| u32::from_be_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]))
+}
+
 fn unexpected<E>(command: TpmCc, reason: &'static str) -> CommandError<E> {
     CommandError::UnexpectedResponse { command, reason }
 }
 
-fn pcr_selection(alg: HashAlg, pcrs: PcrMask) -> TpmsPcrSelection {
+fn pcr_selection(alg: TpmAlgId, pcrs: PcrMask) -> TpmsPcrSelection {
     TpmsPcrSelection {
-        hash: alg.to_tpm(),
+        hash: alg,
         // Three bytes always fit TPMS_PCR_SELECT (capacity 4).
         pcr_select: TpmsPcrSelect::try_from(&pcrs.select_bytes()[..]).unwrap_or_default(),
     }

@@ -4,10 +4,24 @@ use std::{collections::VecDeque, format, string::String, vec, vec::Vec};
 
 use tpm2_protocol::data::TpmCc;
 
+use slipway_measure::Error as MeasureError;
+
 use crate::{
-    AkTemplate, CommandError, Digest, HashAlg, Hierarchy, PcrBanks, PcrMask, ResponseCode,
-    StartupType, Tpm, TpmTransport,
+    AkTemplate, AlgId, BankSet, CommandError, Digest, DigestList, HashAlg, Hierarchy, PcrMask,
+    ResponseCode, StartupType, Tpm, TpmTransport,
 };
+
+fn list(digests: &[Digest]) -> DigestList {
+    let mut list = DigestList::new();
+    for digest in digests {
+        list.push(*digest).unwrap();
+    }
+    list
+}
+
+fn filled(alg: HashAlg, byte: u8) -> Digest {
+    Digest::filled(alg.into(), byte)
+}
 
 #[derive(Default)]
 struct Mock {
@@ -92,12 +106,12 @@ fn startup_bytes_are_pinned() {
 
 #[test]
 fn pcr_extend_bytes_are_pinned_and_carry_every_bank() {
-    let banks = PcrBanks::from_algs(&[HashAlg::Sha1, HashAlg::Sha256]).unwrap();
-    let sha256 = Digest::new(HashAlg::Sha256, &[0xaa; 32]).unwrap();
-    let sha1 = Digest::new(HashAlg::Sha1, &[0xbb; 20]).unwrap();
+    let banks = BankSet::from_algs(&[AlgId::SHA1, AlgId::SHA256]).unwrap();
+    let sha256 = Digest::new(AlgId::SHA256, &[0xaa; 32]).unwrap();
+    let sha1 = Digest::new(AlgId::SHA1, &[0xbb; 20]).unwrap();
     let mut tpm = tpm(vec![ok_sessions(&[], &[])]);
     // Given in another order than the banks: sent in bank order.
-    tpm.pcr_extend(23, &[sha256, sha1], &banks).unwrap();
+    tpm.pcr_extend(23, &list(&[sha256, sha1]), &banks).unwrap();
     let expected = unhex(&format!(
         "8002 00000057 00000182 00000017 00000009 40000009 0000 01 0000 00000002 0004 {} 000b {}",
         "bb".repeat(20),
@@ -108,34 +122,39 @@ fn pcr_extend_bytes_are_pinned_and_carry_every_bank() {
 
 #[test]
 fn pcr_extend_refuses_an_incomplete_or_foreign_bank_set_before_sending() {
-    let banks = PcrBanks::from_algs(&[HashAlg::Sha1, HashAlg::Sha256]).unwrap();
-    let sha256 = Digest::new(HashAlg::Sha256, &[0xaa; 32]).unwrap();
-    let sha384 = Digest::filled(HashAlg::Sha384, 1);
+    let banks = BankSet::from_algs(&[AlgId::SHA1, AlgId::SHA256]).unwrap();
+    let sha256 = Digest::new(AlgId::SHA256, &[0xaa; 32]).unwrap();
+    let sha384 = filled(HashAlg::Sha384, 1);
     let mut tpm = tpm(vec![]);
+    let sha1 = Digest::new(AlgId::SHA1, &[0xbb; 20]).unwrap();
     assert_eq!(
-        tpm.pcr_extend(19, &[sha256], &banks),
-        Err(CommandError::MissingBank(HashAlg::Sha1))
+        tpm.pcr_extend(19, &list(&[sha256]), &banks),
+        Err(CommandError::Digests(MeasureError::MissingBank(
+            AlgId::SHA1
+        )))
     );
     assert_eq!(
-        tpm.pcr_extend(19, &[sha256, sha384], &banks),
-        Err(CommandError::BankNotActive(HashAlg::Sha384))
+        tpm.pcr_extend(19, &list(&[sha256, sha1, sha384]), &banks),
+        Err(CommandError::Digests(MeasureError::UnexpectedBank(
+            AlgId::SHA384
+        )))
     );
     assert_eq!(
-        tpm.pcr_extend(19, &[sha256, sha256], &banks),
-        Err(CommandError::DuplicateBank(HashAlg::Sha256))
-    );
-    assert_eq!(
-        tpm.pcr_extend(24, &[sha256], &banks),
+        tpm.pcr_extend(24, &list(&[sha256, sha1]), &banks),
         Err(CommandError::InvalidPcr(24))
+    );
+    assert_eq!(
+        tpm.pcr_extend(16, &list(&[sha256, sha1]), &BankSet::empty()),
+        Err(CommandError::EmptySelection)
     );
     assert_eq!(tpm.counts().total(), 0);
 }
 
 #[test]
 fn locality_error_is_decoded() {
-    let banks = PcrBanks::from_algs(&[HashAlg::Sha256]).unwrap();
+    let banks = BankSet::single(HashAlg::Sha256);
     let mut tpm = tpm(vec![error(0x907)]);
-    let result = tpm.pcr_extend(21, &[Digest::filled(HashAlg::Sha256, 0)], &banks);
+    let result = tpm.pcr_extend(21, &list(&[filled(HashAlg::Sha256, 0)]), &banks);
     let Err(CommandError::Tpm { command, rc }) = &result else {
         panic!("{result:?}");
     };
@@ -162,10 +181,10 @@ fn pcr_allocation_distinguishes_active_banks() {
     );
     assert_eq!(
         allocation.active_banks(),
-        PcrBanks::from_algs(&[HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sha512]).unwrap()
+        BankSet::from_algs(&[AlgId::SHA1, AlgId::SHA256, AlgId::SHA512]).unwrap()
     );
-    assert_eq!(allocation.allocated(HashAlg::Sha384), PcrMask::EMPTY);
-    assert_eq!(allocation.allocated(HashAlg::Sha1), PcrMask::range(0, 23));
+    assert_eq!(allocation.allocated(AlgId::SHA384), PcrMask::EMPTY);
+    assert_eq!(allocation.allocated(AlgId::SHA1), PcrMask::range(0, 23));
     assert_eq!(
         format!("{}", allocation.active_banks()),
         "sha1,sha256,sha512"
@@ -184,9 +203,7 @@ fn pcr_read_repeats_until_every_pcr_is_returned() {
     let mut second = unhex("00000008 00000001 000b 03 000008 00000001");
     second.extend(unhex(&format!("0020 {}", "33".repeat(32))));
     let mut tpm = tpm(vec![ok(&first), ok(&second)]);
-    let values = tpm
-        .pcr_read(HashAlg::Sha256, PcrMask::range(17, 19))
-        .unwrap();
+    let values = tpm.pcr_read(AlgId::SHA256, PcrMask::range(17, 19)).unwrap();
     assert_eq!(values.get(17).unwrap().as_bytes(), &[0x11; 32]);
     assert_eq!(values.get(18).unwrap().as_bytes(), &[0x22; 32]);
     assert_eq!(values.get(19).unwrap().as_bytes(), &[0x33; 32]);
@@ -205,7 +222,7 @@ fn pcr_read_rejects_answers_that_do_not_match_the_request() {
     params.extend(unhex(&format!("0020 {}", "11".repeat(32))));
     let mut tpm = tpm(vec![ok(&params)]);
     assert!(matches!(
-        tpm.pcr_read(HashAlg::Sha256, PcrMask::range(17, 17)),
+        tpm.pcr_read(AlgId::SHA256, PcrMask::range(17, 17)),
         Err(CommandError::UnexpectedResponse {
             command: TpmCc::PcrRead,
             ..
@@ -216,8 +233,8 @@ fn pcr_read_rejects_answers_that_do_not_match_the_request() {
     params.extend(unhex(&format!("0014 {}", "11".repeat(20))));
     let mut tpm = crate::command_tests::tpm(vec![ok(&params)]);
     assert!(matches!(
-        tpm.pcr_read(HashAlg::Sha256, PcrMask::range(17, 17)),
-        Err(CommandError::DigestLength(_))
+        tpm.pcr_read(AlgId::SHA256, PcrMask::range(17, 17)),
+        Err(CommandError::Digests(_))
     ));
 }
 
@@ -266,14 +283,14 @@ fn create_primary_sends_the_documented_template() {
 #[test]
 fn quote_refuses_long_nonce_and_empty_selection() {
     let key = crate::command::tests_support::key(0x8000_0000);
-    let banks = PcrBanks::from_algs(&[HashAlg::Sha256]).unwrap();
+    let banks = BankSet::single(HashAlg::Sha256);
     let mut tpm = tpm(vec![]);
     assert_eq!(
         tpm.quote(&key, &[0; 67], &banks, PcrMask::QUOTE),
         Err(CommandError::NonceTooLong { len: 67 })
     );
     assert_eq!(
-        tpm.quote(&key, &[0; 16], &PcrBanks::new(), PcrMask::QUOTE),
+        tpm.quote(&key, &[0; 16], &BankSet::empty(), PcrMask::QUOTE),
         Err(CommandError::EmptySelection)
     );
     assert_eq!(tpm.counts().total(), 0);
@@ -281,15 +298,35 @@ fn quote_refuses_long_nonce_and_empty_selection() {
 
 #[test]
 fn counts_print_per_command() {
-    let banks = PcrBanks::from_algs(&[HashAlg::Sha256]).unwrap();
+    let banks = BankSet::single(HashAlg::Sha256);
     let mut tpm = tpm(vec![ok(&[]), ok_sessions(&[], &[]), ok_sessions(&[], &[])]);
     tpm.startup(StartupType::Clear).unwrap();
     for _ in 0..2 {
-        tpm.pcr_extend(16, &[Digest::filled(HashAlg::Sha256, 1)], &banks)
+        tpm.pcr_extend(16, &list(&[filled(HashAlg::Sha256, 1)]), &banks)
             .unwrap();
     }
     assert_eq!(
         format!("{}", tpm.counts()),
         "3 TPM commands (TPM_CC_Startup 1, TPM_CC_PCR_Extend 2)"
     );
+}
+
+#[test]
+fn retry_codes_resend_the_command_a_bounded_number_of_times() {
+    let mut tpm = tpm(vec![error(0x922), error(0x90a), ok(&[])]);
+    tpm.startup(StartupType::Clear).unwrap();
+    assert_eq!(tpm.counts().get(TpmCc::Startup), 3);
+    let sent = &tpm.transport().sent;
+    assert!(sent.iter().all(|command| command == &sent[0]));
+
+    let replies = vec![error(0x922); crate::command::MAX_RETRIES as usize + 1];
+    let mut tpm = crate::command_tests::tpm(replies);
+    assert_eq!(
+        tpm.startup(StartupType::Clear),
+        Err(CommandError::Tpm {
+            command: TpmCc::Startup,
+            rc: ResponseCode(0x922)
+        })
+    );
+    assert_eq!(tpm.counts().total(), crate::command::MAX_RETRIES + 1);
 }

@@ -20,7 +20,7 @@ mod command_tests;
 #[cfg(test)]
 mod tis_tests;
 
-pub use alg::{Digest, HashAlg, PcrBanks, PcrMask};
+pub use alg::{AlgId, Bank, BankSet, Digest, DigestList, HashAlg, PcrMask};
 pub use command::{
     AkTemplate, AttestationKey, CommandCounts, CommandError, Hierarchy, PcrAllocation, PcrValues,
     Quote, StartupType, Tpm,

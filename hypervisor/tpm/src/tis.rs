@@ -716,4 +716,13 @@ impl<R: TisRegisters, C: Clock> crate::transport::TpmTransport for Tis<R, C> {
     fn transmit(&mut self, command: &[u8], response: &mut [u8]) -> Result<usize, TisError> {
         Tis::transmit(self, command, response)
     }
+
+    /// Backs off 20 ms, 40 ms, ... up to 1.28 s (Linux's TPM2 retry policy is similar).
+    fn before_retry(&mut self, attempt: u32) {
+        let micros = 20_000u32 << attempt.min(6);
+        let start = self.clock.now_micros();
+        while self.clock.now_micros().saturating_sub(start) < u64::from(micros) {
+            self.clock.delay_micros(micros);
+        }
+    }
 }

@@ -11,6 +11,13 @@ pub trait TpmTransport {
     /// Sends the complete `command` and writes the complete response into `response`;
     /// returns the response length.
     fn transmit(&mut self, command: &[u8], response: &mut [u8]) -> Result<usize, Self::Error>;
+
+    /// Called before a command is sent again because the TPM answered TPM_RC_RETRY, _YIELDED,
+    /// _TESTING or _NV_RATE; `attempt` counts from 0. A transport with a clock waits here (the
+    /// TIS driver backs off 20 ms, doubling); the default does not wait.
+    fn before_retry(&mut self, attempt: u32) {
+        let _ = attempt;
+    }
 }
 
 impl<T: TpmTransport + ?Sized> TpmTransport for &mut T {
@@ -18,5 +25,9 @@ impl<T: TpmTransport + ?Sized> TpmTransport for &mut T {
 
     fn transmit(&mut self, command: &[u8], response: &mut [u8]) -> Result<usize, Self::Error> {
         (**self).transmit(command, response)
+    }
+
+    fn before_retry(&mut self, attempt: u32) {
+        (**self).before_retry(attempt)
     }
 }

@@ -9,8 +9,6 @@
 use std::{fmt, vec::Vec};
 
 use p256::ecdsa::{Signature, VerifyingKey, signature::hazmat::PrehashVerifier};
-use sha1::Sha1;
-use sha2::{Digest as _, Sha256, Sha384, Sha512};
 use tpm2_protocol::{
     TpmUnmarshal,
     data::{
@@ -19,7 +17,7 @@ use tpm2_protocol::{
     },
 };
 
-use crate::alg::{HashAlg, PcrMask};
+use crate::alg::{AlgId, HashAlg, PcrMask};
 
 /// Why a quote was not accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,7 +68,7 @@ pub enum VerifyError {
     /// The verifier has no value for a quoted PCR.
     PcrValueMissing {
         /// Bank.
-        alg: HashAlg,
+        alg: AlgId,
         /// PCR.
         pcr: u8,
     },
@@ -162,7 +160,7 @@ pub struct QuoteInfo {
     /// firmwareVersion.
     pub firmware_version: u64,
     /// The quoted PCRs, per bank, in quote order.
-    pub pcr_selection: Vec<(HashAlg, PcrMask)>,
+    pub pcr_selection: Vec<(AlgId, PcrMask)>,
     /// pcrDigest: H(concatenation of the selected PCR values), H the signing scheme's hash.
     pub pcr_digest: Vec<u8>,
 }
@@ -191,9 +189,7 @@ pub fn parse_quote_attest(attest: &[u8]) -> Result<QuoteInfo, VerifyError> {
     }
     let mut pcr_selection = Vec::new();
     for selection in quote.pcr_select.iter() {
-        let alg = HashAlg::from_tpm(selection.hash).ok_or(VerifyError::UnsupportedHash {
-            alg: selection.hash.value(),
-        })?;
+        let alg = AlgId(selection.hash.value());
         let mask =
             PcrMask::from_select_bytes(&selection.pcr_select).ok_or(VerifyError::Malformed {
                 what: "TPMS_PCR_SELECTION (PCR above 23)",
@@ -252,9 +248,7 @@ pub fn parse_public(public: &[u8]) -> Result<AkPublic, VerifyError> {
             attributes: parsed.object_attributes.bits(),
         });
     }
-    let name_alg = HashAlg::from_tpm(parsed.name_alg).ok_or(VerifyError::UnsupportedHash {
-        alg: parsed.name_alg.value(),
-    })?;
+    let name_alg = hash_alg(parsed.name_alg.value())?;
     match (&parsed.parameters, &parsed.unique) {
         (TpmuPublicParms::Ecc(params), TpmuPublicId::Ecc(point)) => {
             if params.curve_id != TpmEccCurve::NistP256 {
@@ -302,9 +296,9 @@ pub fn public_name(public: &[u8]) -> Result<Vec<u8>, VerifyError> {
         });
     }
     let id = u16::from_be_bytes([public[2], public[3]]);
-    let alg = HashAlg::from_id(id).ok_or(VerifyError::UnsupportedHash { alg: id })?;
+    let alg = hash_alg(id)?;
     let mut name = id.to_be_bytes().to_vec();
-    name.extend(hash(alg, public)?);
+    name.extend(hash(alg, public));
     Ok(name)
 }
 
@@ -335,10 +329,8 @@ pub fn verify_signature(
             sig_alg: parsed.sig_alg.value(),
         });
     }
-    let digest_alg = HashAlg::from_tpm(ecdsa.hash).ok_or(VerifyError::UnsupportedHash {
-        alg: ecdsa.hash.value(),
-    })?;
-    let digest = hash(digest_alg, message)?;
+    let digest_alg = hash_alg(ecdsa.hash.value())?;
+    let digest = hash(digest_alg, message);
     let mut rs = [0u8; 64];
     left_pad(&ecdsa.signature_r, &mut rs[..32]).map_err(|_| VerifyError::BadSignature)?;
     left_pad(&ecdsa.signature_s, &mut rs[32..]).map_err(|_| VerifyError::BadSignature)?;
@@ -364,7 +356,7 @@ impl VerifiedQuote {
     /// the verifier's value (from a log replay or a prediction).
     pub fn check_pcrs<V: AsRef<[u8]>>(
         &self,
-        mut expected: impl FnMut(HashAlg, u8) -> Option<V>,
+        mut expected: impl FnMut(AlgId, u8) -> Option<V>,
     ) -> Result<(), VerifyError> {
         let mut concatenated = Vec::new();
         for (alg, mask) in &self.info.pcr_selection {
@@ -374,7 +366,7 @@ impl VerifiedQuote {
                 concatenated.extend_from_slice(value.as_ref());
             }
         }
-        let expected = hash(self.digest_alg, &concatenated)?;
+        let expected = hash(self.digest_alg, &concatenated);
         if expected != self.info.pcr_digest {
             return Err(VerifyError::PcrDigestMismatch {
                 expected,
@@ -405,13 +397,13 @@ pub fn verify_quote(
     Ok(VerifiedQuote { info, digest_alg })
 }
 
-/// H_alg(data) for the banks this module can compute (SHA-1, SHA-256, SHA-384, SHA-512).
-pub fn hash(alg: HashAlg, data: &[u8]) -> Result<Vec<u8>, VerifyError> {
-    Ok(match alg {
-        HashAlg::Sha1 => Sha1::digest(data).to_vec(),
-        HashAlg::Sha256 => Sha256::digest(data).to_vec(),
-        HashAlg::Sha384 => Sha384::digest(data).to_vec(),
-        HashAlg::Sha512 => Sha512::digest(data).to_vec(),
-        other => return Err(VerifyError::UnsupportedHash { alg: other.id() }),
-    })
+/// H_alg(data) (`slipway-measure`'s hashing).
+pub fn hash(alg: HashAlg, data: &[u8]) -> Vec<u8> {
+    slipway_measure::hash::hash(alg, data).as_bytes().to_vec()
+}
+
+fn hash_alg(id: u16) -> Result<HashAlg, VerifyError> {
+    AlgId(id)
+        .hash_alg()
+        .ok_or(VerifyError::UnsupportedHash { alg: id })
 }

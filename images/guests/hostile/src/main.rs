@@ -204,11 +204,11 @@ fn rewrite_buffer_caller() -> ! {
         }
         exit_once();
     }
-    let message = b"rewrite-buffer probe\n";
+    // Each executed request prints one dot; the line ends after the loop.
     let request = Request::WriteConsole {
-        bytes: Bytes::from_slice(message).expect("short message"),
+        bytes: Bytes::from_slice(b".").expect("short message"),
     };
-    let (mut answered, mut refused) = (0u32, 0u32);
+    let (mut done, mut refused, mut unreadable, mut transport) = (0u32, 0u32, 0u32, 0u32);
     for _ in 0..REWRITE_CALLS {
         let mut encoded = [0u8; HYPERCALL_BUFFER_SIZE];
         let len = v1::encode_request(&request, &mut encoded).expect("request fits");
@@ -219,16 +219,29 @@ fn rewrite_buffer_caller() -> ! {
         }
         // SAFETY: the buffer is a page-aligned static of this domain's RAM; the concurrent
         // rewriting by vCPU 1 is the point of the test and can only change request bytes.
-        let (status, _) = unsafe { hypercall::raw_call(base as u64, len as u64) };
-        if status == 0 {
-            answered += 1
-        } else {
-            refused += 1
+        let (status, response_len) = unsafe { hypercall::raw_call(base as u64, len as u64) };
+        if status != 0 {
+            transport += 1;
+            continue;
+        }
+        // vCPU 1 may already be rewriting the response too: copy it out, then decode.
+        let mut response = [0u8; HYPERCALL_BUFFER_SIZE];
+        let response_len = (response_len as usize).min(HYPERCALL_BUFFER_SIZE);
+        for (offset, byte) in response[..response_len].iter_mut().enumerate() {
+            // SAFETY: as above; offsets stay below the page size.
+            *byte = unsafe { core::ptr::read_volatile(base.add(offset)) };
+        }
+        match v1::decode_response(&response[..response_len]) {
+            Ok(Ok(_)) => done += 1,
+            Ok(Err(_)) => refused += 1,
+            Err(_) => unreadable += 1,
         }
     }
     STOP_REWRITING.store(true, Ordering::Release);
+    println!();
     println!(
-        "rewrite-buffer: {REWRITE_CALLS} calls during {} rewrites: {answered} answered, {refused} refused at transport",
+        "rewrite-buffer: {REWRITE_CALLS} calls during {} rewrites: {done} done, {refused} refused, \
+         {unreadable} responses overwritten by vCPU 1, {transport} refused at transport",
         REWRITES.load(Ordering::Relaxed)
     );
     hypercall::shutdown(0)

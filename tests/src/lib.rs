@@ -35,9 +35,10 @@ pub fn bundle(name: &str) -> Arc<BuiltBundle> {
 }
 
 /// A run configuration for `bundle` under `firmware`, with its serial log beside the bundle
-/// (`serial-<test>.log`), console echo on (the test harness shows it for failing tests).
+/// (`serial-test-<test>.log`, apart from `cargo xtask run`'s `serial-<firmware>.log`) and
+/// console echo on (the test harness shows it for failing tests).
 pub fn config(bundle: &BuiltBundle, firmware: Firmware, test: &str) -> RunConfig {
-    let log: PathBuf = bundle.output_dir.join(format!("serial-{test}.log"));
+    let log: PathBuf = bundle.output_dir.join(format!("serial-test-{test}.log"));
     let mut config = RunConfig::new(&bundle.iso, log);
     config.firmware = firmware;
     if let Some(smp) = bundle.manifest.run.smp {

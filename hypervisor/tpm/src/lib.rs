@@ -26,5 +26,7 @@ pub use command::{
     Quote, StartupType, Tpm,
 };
 pub use rc::ResponseCode;
-pub use tis::{Clock, Tis, TisError, TisRegisters, TisTimeouts};
+pub use tis::{Clock, Tis, TisError, TisInfo, TisRegisters, TisTimeouts, WaitFor};
+/// Command codes, as carried by [`CommandError`] and [`CommandCounts`].
+pub use tpm2_protocol::data::TpmCc;
 pub use transport::TpmTransport;

@@ -407,3 +407,156 @@ fn hash_alg(id: u16) -> Result<HashAlg, VerifyError> {
         .hash_alg()
         .ok_or(VerifyError::UnsupportedHash { alg: id })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Captured from swtpm 0.7.1 (`swtpm_setup --pcr-banks sha256`, no dynamic launch): the
+    // ECC P-256 AK of the endorsement hierarchy quoting PCR17-21 (all FF) with this nonce.
+    const PUBLIC: &str = "0023000b00050072000000100018000b000300100020670c6505ef194c9ababd1eaa523660a1e3cb203f5d7ee60507da347da3db422200208954e8358935675205a5623d6ef3aa4a7f419bbb772eccb5a8d952c998c7744b";
+    const ATTEST: &str = "ff54434780180022000b0267b47fa214e6d63d5a0bec0ff26fea2ac42795b7830ec66313dd52b8418a67000d736c6970776179206e6f6e6365000000000000000c000000020000000001201910230016363600000001000b0300003e00200052516839b94ee314a4e3b398c8036de3790d672194987a394ee60323848539";
+    const SIGNATURE: &str = "0018000b0020ca29adb522083fefca8dd2fe5d6264c11057ba0c2bb7032911fd546c0ce5d8b200201635a74cb18ed76e639806d22e33215467ef1ed3137459c786e709308083c6ee";
+    const NONCE: &[u8] = b"slipway nonce";
+
+    fn unhex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn all_ff(_: AlgId, _: u8) -> Option<[u8; 32]> {
+        Some([0xff; 32])
+    }
+
+    #[test]
+    fn captured_quote_verifies() {
+        let verified =
+            verify_quote(&unhex(PUBLIC), &unhex(ATTEST), &unhex(SIGNATURE), NONCE).unwrap();
+        assert_eq!(verified.digest_alg, HashAlg::Sha256);
+        assert_eq!(verified.info.extra_data, NONCE);
+        assert_eq!(
+            verified.info.pcr_selection,
+            [(AlgId::SHA256, PcrMask::QUOTE)]
+        );
+        assert_eq!(verified.info.reset_count, 2);
+        verified.check_pcrs(all_ff).unwrap();
+        assert_eq!(
+            verified.check_pcrs(|_, pcr| (pcr != 21).then_some([0xff; 32])),
+            Err(VerifyError::PcrValueMissing {
+                alg: AlgId::SHA256,
+                pcr: 21
+            })
+        );
+        let error = verified
+            .check_pcrs(|_, pcr| Some(if pcr == 19 { [0; 32] } else { [0xff; 32] }))
+            .unwrap_err();
+        assert!(
+            std::format!("{error}").starts_with(
+                "quoted pcrDigest 0052516839b94ee314a4e3b398c8036de3790d672194987a394ee60323848539 differs"
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn any_changed_byte_breaks_the_signature() {
+        let attest = unhex(ATTEST);
+        for index in [0, 6, 40, attest.len() - 1] {
+            let mut tampered = attest.clone();
+            tampered[index] ^= 0x01;
+            assert_eq!(
+                verify_quote(&unhex(PUBLIC), &tampered, &unhex(SIGNATURE), NONCE),
+                Err(VerifyError::BadSignature),
+                "byte {index}"
+            );
+        }
+        let mut signature = unhex(SIGNATURE);
+        signature[10] ^= 0x80;
+        assert_eq!(
+            verify_quote(&unhex(PUBLIC), &attest, &signature, NONCE),
+            Err(VerifyError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn wrong_nonce_is_named() {
+        assert_eq!(
+            verify_quote(
+                &unhex(PUBLIC),
+                &unhex(ATTEST),
+                &unhex(SIGNATURE),
+                b"replayed"
+            ),
+            Err(VerifyError::NonceMismatch {
+                quoted: NONCE.to_vec()
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_attestations_are_refused() {
+        let mut attest = unhex(ATTEST);
+        attest[0] = 0;
+        assert!(matches!(
+            parse_quote_attest(&attest),
+            Err(VerifyError::Malformed {
+                what: "TPMS_ATTEST",
+                error: tpm2_protocol::TpmError::InvalidMagicNumber { .. }
+            })
+        ));
+        let mut attest = unhex(ATTEST);
+        attest.push(0);
+        assert_eq!(
+            parse_quote_attest(&attest),
+            Err(VerifyError::TrailingBytes {
+                what: "TPMS_ATTEST",
+                count: 1
+            })
+        );
+        let attest = unhex(ATTEST);
+        for len in [0, 3, 10, attest.len() - 1] {
+            assert!(
+                matches!(
+                    parse_quote_attest(&attest[..len]),
+                    Err(VerifyError::Malformed { .. })
+                ),
+                "{len}"
+            );
+        }
+        // TPM_ST_ATTEST_QUOTE (0x8018) changed to TPM_ST_ATTEST_TIME (0x8019).
+        let mut attest = unhex(ATTEST);
+        attest[5] = 0x19;
+        assert!(parse_quote_attest(&attest).is_err());
+    }
+
+    #[test]
+    fn only_restricted_signing_keys_are_attestation_keys() {
+        let mut public = unhex(PUBLIC);
+        public[5] |= 0x02; // decrypt (0x00020000)
+        assert_eq!(
+            parse_public(&public).unwrap_err(),
+            VerifyError::NotAnAttestationKey {
+                attributes: 0x0007_0072
+            }
+        );
+        let mut public = unhex(PUBLIC);
+        public[5] &= !0x01; // restricted (0x00010000)
+        assert!(matches!(
+            parse_public(&public),
+            Err(VerifyError::NotAnAttestationKey { .. })
+        ));
+        // A point that is not on the curve.
+        let mut public = unhex(PUBLIC);
+        let last = public.len() - 1;
+        public[last] ^= 1;
+        assert_eq!(
+            parse_public(&public).unwrap_err(),
+            VerifyError::UnsupportedKey("the ECC point is not on P-256")
+        );
+        let key = parse_public(&unhex(PUBLIC)).unwrap();
+        assert_eq!(key.name_alg(), HashAlg::Sha256);
+        assert_eq!(public_name(&unhex(PUBLIC)).unwrap()[..2], [0x00, 0x0b]);
+    }
+}

@@ -513,14 +513,33 @@ impl Hv {
     }
 
     fn check_finished(&mut self) {
-        if self.verdict.is_some() || self.domains.iter().any(Option::is_some) {
+        if self.verdict.is_some() {
+            return;
+        }
+        if self.table.builder_lost() {
+            // domB stopped before hand-off: nothing it planned will ever start; release it all.
+            for slot in 0..MAX_DOMAINS {
+                if self.domains[slot]
+                    .as_ref()
+                    .is_some_and(|d| !d.running.iter().any(|&r| r))
+                {
+                    self.destroy(slot);
+                }
+            }
+            if self.domains.iter().all(Option::is_none) {
+                hvprintln!("the boot domain ended without handing off: no domain was started");
+                self.verdict = Some(crate::qemu_exit::Verdict::Failure);
+            }
+            return;
+        }
+        if self.domains.iter().any(Option::is_some) {
             return;
         }
         if self.table.handed_off() {
             hvprintln!("all domains have finished");
             self.verdict = Some(crate::qemu_exit::Verdict::Success);
         } else {
-            hvprintln!("the boot domain ended without handing off: nothing was started");
+            hvprintln!("the boot domain ended without handing off: no domain was started");
             self.verdict = Some(crate::qemu_exit::Verdict::Failure);
         }
     }

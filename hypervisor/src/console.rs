@@ -53,7 +53,6 @@ pub fn print_line(args: fmt::Arguments<'_>) {
     });
 }
 
-#[allow(dead_code)]
 /// Prints raw text (no prefix), for multi-part reports such as exception dumps.
 pub fn print_raw(args: fmt::Arguments<'_>) {
     with_serial(|serial| {

@@ -129,8 +129,11 @@ pub fn stacks(cpu: usize) -> [StackRange; 3] {
 
 /// Loads this CPU's GDT and TSS and reloads the segment registers.
 ///
+/// Rebuilding the tables from scratch makes a second call (the post-launch stage after the
+/// pre-launch stage) load the same descriptors again, with a TSS descriptor that is not busy.
+///
 /// # Safety
-/// Called once per CPU, by CPU `cpu` itself, with interrupts disabled.
+/// Called by CPU `cpu` itself, with interrupts disabled, never concurrently for one `cpu`.
 pub unsafe fn init(cpu: usize) {
     assert!(cpu < MAX_CPUS, "CPU index {cpu} beyond MAX_CPUS");
     let [_, df, nmi] = stacks(cpu);
@@ -141,6 +144,7 @@ pub unsafe fn init(cpu: usize) {
         tss.interrupt_stack_table[(IST_DOUBLE_FAULT - 1) as usize] = VirtAddr::new(df.top);
         tss.interrupt_stack_table[(IST_NMI - 1) as usize] = VirtAddr::new(nmi.top);
         let gdt = &mut *core::ptr::addr_of_mut!(GDT[cpu]);
+        *gdt = GlobalDescriptorTable::empty();
         let code = gdt.append(Descriptor::kernel_code_segment());
         let data = gdt.append(Descriptor::kernel_data_segment());
         let tss_sel = gdt.append(Descriptor::tss_segment(&*core::ptr::addr_of!(TSS[cpu])));

@@ -11,7 +11,6 @@ pub const DEFAULT_BASE: u64 = 0xfee0_0000;
 
 static BASE: AtomicU64 = AtomicU64::new(DEFAULT_BASE);
 
-const REG_ID: u64 = 0x20;
 const REG_EOI: u64 = 0xb0;
 const REG_SPURIOUS: u64 = 0xf0;
 const REG_ICR_LOW: u64 = 0x300;
@@ -62,12 +61,6 @@ pub fn init_this_cpu() {
     write(REG_LVT_LINT0, 1 << 16);
     write(REG_LVT_LINT1, 1 << 16);
     write(REG_LVT_TIMER, 1 << 16);
-}
-
-/// This CPU's APIC ID from the APIC itself.
-#[allow(dead_code)]
-pub fn id() -> u32 {
-    read(REG_ID) >> 24
 }
 
 /// Signals end of interrupt.

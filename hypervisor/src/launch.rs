@@ -91,7 +91,6 @@ impl LaunchHandoff {
 
 /// Why the pre-launch stage could not describe the boot.
 #[derive(Debug)]
-#[allow(dead_code)] // fields are printed through Debug
 pub enum PreLaunchError {
     /// the multiboot2 information has no memory map
     NoMemoryMap,
@@ -230,6 +229,23 @@ impl LaunchBackend {
     pub fn start_application_processors(self, page_table_root: u64, wanted: usize) -> usize {
         match self {
             LaunchBackend::None => crate::smp::start_aps(page_table_root, wanted),
+        }
+    }
+}
+
+impl core::fmt::Display for PreLaunchError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::NoMemoryMap => write!(f, "the multiboot2 information has no memory map"),
+            Self::TooManyRegions(n) => write!(
+                f,
+                "the firmware memory map has {n} entries, more than {MAX_REGIONS}"
+            ),
+            Self::TooManyModules(n) => write!(f, "{n} boot modules, more than {MAX_MODULES}"),
+            Self::CommandLineTooLong(n) => {
+                write!(f, "a command line of {n} bytes, longer than {MAX_CMDLINE}")
+            }
+            Self::CommandLineNotUtf8 => write!(f, "a command line is not valid UTF-8"),
         }
     }
 }

@@ -53,6 +53,12 @@ static mut FRAME_BITMAP: [u64; 16384] = [0; 16384];
 #[unsafe(no_mangle)]
 extern "C" fn pre_launch_main(magic: u32, info_addr: u32) -> ! {
     console::init();
+    // Exceptions are reported from the first Rust instruction on (the post-launch stage loads
+    // these tables again, as after a dynamic launch nothing of this stage's CPU state survives).
+    // SAFETY: boot CPU, interrupts disabled, before anything uses the GDT/TSS.
+    unsafe { cpu::init(0) };
+    idt::build();
+    idt::load();
     if magic != multiboot2::MAGIC {
         panic!("not booted by multiboot2: magic {magic:#x}");
     }
@@ -123,7 +129,7 @@ extern "C" fn post_launch_main(handoff_addr: u64) -> ! {
     let handoff = unsafe { &*core::ptr::addr_of!(HANDOFF) };
     let image = address_space::image_range();
     let boot = memmap::validate(handoff, image)
-        .unwrap_or_else(|e| panic!("post-launch: hand-off refused: {e:?}"));
+        .unwrap_or_else(|e| panic!("post-launch: hand-off refused: {e}"));
     let free = &boot.free[..boot.free_count];
     let free_bytes: u64 = free.iter().map(|r| r.len()).sum();
     hvprintln!(
@@ -243,10 +249,10 @@ fn start_hypervisor(
     boot: &memmap::ValidatedBoot,
     _cmdline: &str,
 ) -> vm::Hv {
-    let svm = svm::SvmCpu::enable(&mut alloc).unwrap_or_else(|e| panic!("SVM: {e:?}"));
+    let svm = svm::SvmCpu::enable(&mut alloc).unwrap_or_else(|e| panic!("SVM: {e}"));
     let mut svms = [const { None }; cpu::MAX_CPUS];
     svms[0] = Some(svm);
-    let maps = svm::permission_maps(&mut alloc).unwrap_or_else(|e| panic!("SVM: {e:?}"));
+    let maps = svm::permission_maps(&mut alloc).unwrap_or_else(|e| panic!("SVM: {e}"));
     hvprintln!("svm: enabled with nested paging; every I/O port and MSR intercepted");
     let mut modules = heapless::Vec::new();
     for raw in &handoff.modules[..boot.module_count] {

@@ -25,7 +25,6 @@ pub const HIGH_LIMIT: u64 = 0x1_0000_0000;
 
 /// Why the post-launch stage refused the hand-off.
 #[derive(Debug)]
-#[allow(dead_code)] // fields are printed through Debug
 pub enum HandoffError {
     /// the hand-off record has the wrong magic (not written by the pre-launch stage)
     BadMagic(u64),
@@ -42,7 +41,6 @@ pub enum HandoffError {
 }
 
 /// The validated view of the boot.
-#[allow(dead_code)] // `low`: the AP trampoline page comes from here once SMP lands
 pub struct ValidatedBoot {
     /// RAM the allocator may hand out (sorted, disjoint, page-aligned, without image and modules).
     pub free: [PhysRange; MAX_RANGES],
@@ -208,4 +206,30 @@ pub fn validate(handoff: &LaunchHandoff, image: PhysRange) -> Result<ValidatedBo
         modules: module_pages,
         module_count,
     })
+}
+
+impl core::fmt::Display for HandoffError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::BadMagic(m) => write!(
+                f,
+                "the hand-off record has magic {m:#x}: not written by the pre-launch stage"
+            ),
+            Self::CountTooLarge { what, count } => write!(
+                f,
+                "the hand-off record claims {count} {what}, more than it holds"
+            ),
+            Self::Map(error) => write!(f, "{error}"),
+            Self::BadCommandLine { index: Some(i) } => {
+                write!(f, "module {i}'s command line is too long or not UTF-8")
+            }
+            Self::BadCommandLine { index: None } => {
+                write!(f, "the hypervisor command line is too long or not UTF-8")
+            }
+            Self::TooManyRanges => {
+                write!(f, "more disjoint RAM ranges than the validation can hold")
+            }
+            Self::NoRam => write!(f, "no usable RAM remains below 4 GiB"),
+        }
+    }
 }

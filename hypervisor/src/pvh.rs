@@ -31,7 +31,6 @@ pub struct PvhImage {
 
 /// Why an image was refused.
 #[derive(Debug)]
-#[allow(dead_code)] // fields are printed through Debug
 pub enum PvhError {
     /// not a little-endian ELF64 the `elf` crate can parse
     NotElf(elf::ParseError),
@@ -121,4 +120,29 @@ pub fn plan(image: &[u8], ram_limit: u64) -> Result<PvhImage, PvhError> {
         entry,
         segments: loads,
     })
+}
+
+impl core::fmt::Display for PvhError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::NotElf(e) => write!(f, "not a little-endian ELF64: {e}"),
+            Self::NoProgramHeaders => write!(f, "the image has no program headers"),
+            Self::NoPvhEntryNote => write!(f, "no XEN_ELFNOTE_PHYS32_ENTRY note: not a PVH image"),
+            Self::BadEntryNote => write!(f, "the PVH entry note's value is not a 32-bit address"),
+            Self::SegmentOutsideImage { index } => {
+                write!(f, "program header {index} points outside the image")
+            }
+            Self::SegmentOutsideRam { index, gpa, len } => {
+                write!(
+                    f,
+                    "program header {index} ({len:#x} bytes at {gpa:#x}) lies outside the domain's usable RAM"
+                )
+            }
+            Self::EntryNotLoaded { entry } => write!(
+                f,
+                "the entry point {entry:#x} is not inside a loaded segment"
+            ),
+            Self::TooManySegments => write!(f, "more than {MAX_SEGMENTS} loadable segments"),
+        }
+    }
 }

@@ -192,7 +192,7 @@ extern "C" fn ap_main(cpu: u32) -> ! {
     lapic::init_this_cpu();
     with_hv(|hv| {
         let svm = crate::svm::SvmCpu::enable(&mut hv.alloc)
-            .unwrap_or_else(|e| panic!("SVM on cpu {cpu}: {e:?}"));
+            .unwrap_or_else(|e| panic!("SVM on cpu {cpu}: {e}"));
         hv.svm[cpu] = Some(svm);
     });
     AP_ALIVE.fetch_add(1, Ordering::SeqCst);

@@ -273,7 +273,7 @@ impl Hv {
         let boot_info_gpa = memory_bytes - 4 * PAGE_SIZE;
         let buffer_gpa = memory_bytes - 5 * PAGE_SIZE;
         let plan = crate::pvh::plan(image, buffer_gpa).map_err(|e| {
-            hvprintln!("domb: image refused: {e:?}");
+            hvprintln!("domb: image refused: {e}");
             "domB image is not a loadable PVH ELF"
         })?;
         let id = self

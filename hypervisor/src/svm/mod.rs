@@ -117,7 +117,6 @@ unsafe extern "C" {
 
 /// Why SVM cannot be used.
 #[derive(Debug)]
-#[allow(dead_code)] // fields are printed through Debug
 pub enum SvmError {
     /// the CPU does not offer SVM (CPUID 0x80000001 ECX bit 2)
     NotSupported,
@@ -127,6 +126,17 @@ pub enum SvmError {
     NoNestedPaging,
     /// no frame for the host save area or the permission maps
     OutOfMemory,
+}
+
+impl core::fmt::Display for SvmError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::NotSupported => "the CPU does not offer SVM (CPUID 0x80000001 ECX bit 2)",
+            Self::DisabledByFirmware => "SVM is disabled by the firmware (VM_CR.SVMDIS)",
+            Self::NoNestedPaging => "the CPU has no nested paging (CPUID 0x8000000A EDX bit 0)",
+            Self::OutOfMemory => "no frame for the host save area, a VMCB or the permission maps",
+        })
+    }
 }
 
 /// Per-physical-CPU SVM state: the host save area (VM_HSAVE_PA) and the host's VMSAVE page.

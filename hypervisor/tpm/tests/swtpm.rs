@@ -144,7 +144,7 @@ impl Swtpm {
 
     /// Connects the data channel and runs TPM2_Startup(CLEAR) through the helpers.
     fn started(&self) -> Tpm<SocketTransport> {
-        let stream = UnixStream::connect(self.data_socket()).unwrap();
+        let stream = self.connect();
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
@@ -153,27 +153,58 @@ impl Swtpm {
         tpm
     }
 
-    /// `swtpm_ioctl` on the control channel, with a time limit.
-    fn ioctl(&self, args: &[&str]) {
-        let mut child = Command::new("swtpm_ioctl")
-            .arg("--unix")
-            .arg(self.ctrl_socket())
-            .args(args)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("swtpm_ioctl (package swtpm-tools) not runnable: {e}"));
+    /// Connects the data channel. The socket file appears before swtpm listens on it, so a
+    /// refused connection is retried. The connection is kept: with `--terminate`, closing it
+    /// ends swtpm.
+    fn connect(&self) -> UnixStream {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "swtpm_ioctl {args:?}: {status}");
+            match UnixStream::connect(self.data_socket()) {
+                Ok(stream) => return stream,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("swtpm data socket: {e}"),
+            }
+        }
+    }
+
+    /// `swtpm_ioctl` on the control channel, with a time limit; a failure is retried while the
+    /// control socket may not listen yet (a refused connection changes nothing in the TPM).
+    fn ioctl(&self, args: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut child = Command::new("swtpm_ioctl")
+                .arg("--unix")
+                .arg(self.ctrl_socket())
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("swtpm_ioctl (package swtpm-tools) not runnable: {e}"));
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("swtpm_ioctl {args:?} hung");
+                }
+                thread::sleep(Duration::from_millis(5));
+            };
+            if status.success() {
                 return;
             }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("swtpm_ioctl {args:?} hung");
-            }
-            thread::sleep(Duration::from_millis(5));
+            let mut stderr = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+            let refused = stderr.contains("onnection refused") || stderr.contains("No such file");
+            assert!(
+                refused && Instant::now() < deadline,
+                "swtpm_ioctl {args:?}: {status}: {stderr}"
+            );
+            thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -481,8 +512,9 @@ fn rsa_attestation_key_quotes_with_rsassa() {
 #[test]
 fn commands_before_startup_are_refused_with_initialize() {
     let swtpm = Swtpm::start(None);
-    let stream = UnixStream::connect(swtpm.data_socket()).unwrap();
-    let mut tpm = Tpm::new(SocketTransport { stream });
+    let mut tpm = Tpm::new(SocketTransport {
+        stream: swtpm.connect(),
+    });
     match tpm.pcr_allocation() {
         Err(CommandError::Tpm { rc, .. }) => {
             assert_eq!(rc, slipway_tpm::ResponseCode::INITIALIZE, "{rc}")

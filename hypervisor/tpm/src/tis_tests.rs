@@ -533,3 +533,14 @@ fn command_helpers_run_over_the_tis_driver() {
     assert_eq!(banks, crate::BankSet::single(crate::HashAlg::Sha256));
     assert_eq!(tpm.counts().total(), 1);
 }
+
+#[test]
+fn retry_backoff_doubles_on_the_clock() {
+    use crate::TpmTransport;
+    let mut fake = FakeTpm::new();
+    let mut tis = driver(&mut fake, 0);
+    tis.before_retry(0);
+    tis.before_retry(1);
+    let (_, clock) = tis.into_parts();
+    assert!((60_000..61_000).contains(&clock.now), "{}", clock.now);
+}

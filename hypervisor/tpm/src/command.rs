@@ -235,6 +235,15 @@ pub struct CommandCounts {
 }
 
 impl CommandCounts {
+    /// No command sent.
+    pub const fn new() -> CommandCounts {
+        CommandCounts {
+            entries: [(0, 0); 16],
+            len: 0,
+            other: 0,
+        }
+    }
+
     fn record(&mut self, code: u32) {
         if let Some(entry) = self.entries[..self.len].iter_mut().find(|e| e.0 == code) {
             entry.1 += 1;
@@ -402,11 +411,12 @@ pub struct Tpm<T> {
 type Result<T, E> = core::result::Result<T, CommandError<E>>;
 
 impl<T: TpmTransport> Tpm<T> {
-    /// Helpers over `transport`. Sends nothing.
-    pub fn new(transport: T) -> Self {
+    /// Helpers over `transport`. Sends nothing. `const`, so the hypervisor can keep its TPM in
+    /// a static.
+    pub const fn new(transport: T) -> Self {
         Tpm {
             transport,
-            counts: CommandCounts::default(),
+            counts: CommandCounts::new(),
             command: [0; COMMAND_BUFFER_SIZE],
             response: [0; RESPONSE_BUFFER_SIZE],
         }

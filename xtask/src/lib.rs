@@ -13,6 +13,7 @@ pub mod cli;
 pub mod commands;
 pub mod console;
 pub mod grub;
+pub mod launch;
 pub mod procs;
 pub mod runner;
 pub mod setup;

@@ -60,6 +60,9 @@ pub struct LaunchHandoff {
     pub modules: [RawModule; MAX_MODULES],
     pub cmdline_len: u32,
     pub cmdline: [u8; MAX_CMDLINE],
+    /// Local APIC IDs of the enabled processors in the ACPI MADT (0 if none was found).
+    pub apic_id_count: u32,
+    pub apic_ids: [u32; crate::acpi::MAX_APIC_IDS],
 }
 
 impl LaunchHandoff {
@@ -85,6 +88,8 @@ impl LaunchHandoff {
             }; MAX_MODULES],
             cmdline_len: 0,
             cmdline: [0; MAX_CMDLINE],
+            apic_id_count: 0,
+            apic_ids: [0; crate::acpi::MAX_APIC_IDS],
         }
     }
 }
@@ -191,6 +196,14 @@ pub fn describe_boot(
         None => "",
     };
     out.cmdline_len = copy_cmdline(&mut out.cmdline, line)?;
+    let count = if let Some(v2) = info.rsdp_v2_tag().filter(|t| t.xsdt_address() != 0) {
+        crate::acpi::apic_ids(v2.xsdt_address() as u64, 8, &mut out.apic_ids)
+    } else if let Some(v1) = info.rsdp_v1_tag() {
+        crate::acpi::apic_ids(v1.rsdt_address() as u64, 4, &mut out.apic_ids)
+    } else {
+        0
+    };
+    out.apic_id_count = count as u32;
     Ok(())
 }
 
@@ -226,9 +239,14 @@ impl LaunchBackend {
     /// Starts the application processors the pre-launch stage left parked. After a real dynamic
     /// launch they wait in a launch-specific state (TXT: GETSEC[WAKEUP]; SKINIT: INIT); with
     /// "none" they are still where the firmware left them, so INIT-SIPI-SIPI starts them.
-    pub fn start_application_processors(self, page_table_root: u64, wanted: usize) -> usize {
+    pub fn start_application_processors(
+        self,
+        page_table_root: u64,
+        apic_ids: &[u32],
+        wanted: usize,
+    ) -> usize {
         match self {
-            LaunchBackend::None => crate::smp::start_aps(page_table_root, wanted),
+            LaunchBackend::None => crate::smp::start_aps(page_table_root, apic_ids, wanted),
         }
     }
 }

@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod acpi;
 mod address_space;
 mod boot;
 mod console;
@@ -72,7 +73,10 @@ extern "C" fn pre_launch_main(magic: u32, info_addr: u32) -> ! {
     if let Err(error) = launch::describe_boot(&info, handoff) {
         panic!("pre-launch: cannot describe the boot: {error:?}");
     }
-    hvprintln!("pre-launch: application processors stay parked until the post-launch stage");
+    hvprintln!(
+        "pre-launch: {} processors in the ACPI MADT; application processors stay parked until the post-launch stage",
+        handoff.apic_id_count
+    );
     launch::launch(LaunchBackend::None, handoff)
 }
 
@@ -204,7 +208,14 @@ extern "C" fn post_launch_main(handoff_addr: u64) -> ! {
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(cpu::MAX_CPUS);
     let pcpus = if trampoline_ok {
-        LaunchBackend::None.start_application_processors(root, wanted)
+        {
+            let count = (handoff.apic_id_count as usize).min(handoff.apic_ids.len());
+            LaunchBackend::None.start_application_processors(
+                root,
+                &handoff.apic_ids[..count],
+                wanted,
+            )
+        }
     } else {
         1
     };

@@ -83,8 +83,28 @@ impl PhysMemory for DirectMap {
 
     fn zero(&mut self, addr: PhysAddr, len: u64) -> Result<(), MemoryError> {
         Self::check(&self.writable[..self.writable_count], addr, len)?;
-        // SAFETY: as in `write`.
-        unsafe { core::ptr::write_bytes(addr.0 as *mut u8, 0, len as usize) };
+        if addr.is_aligned(8) && len.is_multiple_of(64) {
+            // A plain loop of 64-bit stores instead of `rep stos` (what memset compiles to):
+            // under the emulator a string instruction runs one helper call per element, a
+            // compiled loop runs about ten times faster, and domain RAM is zeroed (and scrubbed)
+            // in bulk. Volatile stores keep the compiler from turning the loop back into memset.
+            let mut p = addr.0 as *mut u64;
+            let end = (addr.0 + len) as *mut u64;
+            while p < end {
+                // SAFETY: `[addr, addr + len)` lies inside one writable range (checked above),
+                // is 8-byte aligned, and `p` advances by 8 words while below `end`, a multiple
+                // of 64 bytes from `addr`.
+                unsafe {
+                    for i in 0..8 {
+                        p.add(i).write_volatile(0);
+                    }
+                    p = p.add(8);
+                }
+            }
+        } else {
+            // SAFETY: as in `write`.
+            unsafe { core::ptr::write_bytes(addr.0 as *mut u8, 0, len as usize) };
+        }
         Ok(())
     }
 

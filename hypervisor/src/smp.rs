@@ -146,16 +146,16 @@ pub fn install_trampoline() {
     unsafe { core::ptr::copy_nonoverlapping(start, TRAMPOLINE as *mut u8, len) };
 }
 
-/// The APIC IDs of the other CPUs, from the ACPI MADT is not parsed in this version: QEMU numbers
-/// CPUs 0..n, so APs are probed by ID and counted when they answer.
-pub fn start_aps(cr3: u64, wanted: usize) -> usize {
+/// Starts the processors with the given APIC IDs (from the MADT), up to `wanted` CPUs in all.
+/// Returns how many CPUs (the boot CPU included) run.
+pub fn start_aps(cr3: u64, apic_ids: &[u32], wanted: usize) -> usize {
     AP_BOOT_CR3.store(
         u32::try_from(cr3).expect("page tables below 4 GiB"),
         Ordering::SeqCst,
     );
     let mut started = 1;
     let my_id = crate::percpu::apic_id();
-    for apic_id in 0..8u32 {
+    for &apic_id in apic_ids {
         if started >= wanted.min(MAX_CPUS) {
             break;
         }
@@ -175,7 +175,7 @@ pub fn start_aps(cr3: u64, wanted: usize) -> usize {
             hvprintln!("smp: cpu {cpu} (APIC ID {apic_id}) started");
             started += 1;
         } else {
-            break;
+            hvprintln!("smp: the CPU with APIC ID {apic_id} did not answer: left parked");
         }
     }
     started

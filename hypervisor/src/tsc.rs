@@ -5,8 +5,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::instructions::port::Port;
 
 const PIT_HZ: u64 = 1_193_182;
-/// PIT counts for the calibration window (about 20 ms).
-const CALIBRATION_COUNTS: u64 = 23_864;
+/// PIT counts for the calibration window (about 10 ms: 0.01% resolution at GHz TSC rates).
+const CALIBRATION_COUNTS: u64 = 11_932;
 
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 

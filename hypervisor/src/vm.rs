@@ -27,7 +27,7 @@ use crate::svm::{BoundVcpu, EntryState, PermissionMaps, SvmCpu, SvmVcpu};
 /// Most boot modules handled.
 pub const MAX_MODULES: usize = 32;
 /// Default domB RAM.
-pub const DOMB_DEFAULT_MEMORY: u64 = 64 << 20;
+pub const DOMB_DEFAULT_MEMORY: u64 = 32 << 20;
 /// vCPUs per domain the hardware side holds.
 pub const MAX_VCPUS: usize = 8;
 
@@ -191,7 +191,8 @@ fn allocate_domain_hw(
     memory_bytes: u64,
 ) -> Result<DomainHw, Error> {
     let memory = GuestMemory::allocate(alloc, memory_bytes).map_err(|_| Error::OutOfMemory)?;
-    if memory.zero(mem).is_err() {
+    let zr = memory.zero(mem);
+    if zr.is_err() {
         let _ = memory.scrub_and_free(mem, alloc);
         return Err(Error::OutOfMemory);
     }

@@ -1,0 +1,63 @@
+//! Finding the other CPUs: the local APIC IDs listed in the ACPI MADT, read by the pre-launch
+//! stage (the early identity map reaches the firmware's tables) and passed on in the hand-off.
+//! Firmware tables are input like any other: lengths are bounded, checksums verified, and an
+//! unreadable table just means "no other CPUs".
+
+/// Most CPUs recorded.
+pub const MAX_APIC_IDS: usize = 8;
+/// Highest physical address read (the early identity map's reach).
+const LIMIT: u64 = 0x1_0000_0000;
+
+fn bytes(addr: u64, len: u64) -> Option<&'static [u8]> {
+    if addr == 0 || addr.checked_add(len)? > LIMIT || len > 1 << 20 {
+        return None;
+    }
+    // SAFETY: in the pre-launch stage the early page tables identity-map the low 4 GiB (checked
+    // above) and firmware tables are not written by anyone while we read them.
+    Some(unsafe { core::slice::from_raw_parts(addr as *const u8, len as usize) })
+}
+
+/// A whole ACPI table at `addr` whose checksum is valid.
+fn table(addr: u64) -> Option<&'static [u8]> {
+    let header = bytes(addr, 36)?;
+    let len = u32::from_le_bytes(header[4..8].try_into().ok()?) as u64;
+    if len < 36 {
+        return None;
+    }
+    let all = bytes(addr, len)?;
+    (all.iter().fold(0u8, |a, b| a.wrapping_add(*b)) == 0).then_some(all)
+}
+
+/// The APIC IDs of enabled processors in the MADT, found through the RSDT (`entry_size` 4)
+/// or XSDT (`entry_size` 8) at `root`.
+pub fn apic_ids(root: u64, entry_size: usize, out: &mut [u32; MAX_APIC_IDS]) -> usize {
+    let Some(root) = table(root) else { return 0 };
+    let mut count = 0;
+    for entry in root[36..].chunks_exact(entry_size) {
+        let addr = match entry_size {
+            4 => u64::from(u32::from_le_bytes(entry.try_into().unwrap_or([0; 4]))),
+            _ => u64::from_le_bytes(entry.try_into().unwrap_or([0; 8])),
+        };
+        let Some(madt) = table(addr).filter(|t| &t[0..4] == b"APIC" && t.len() >= 44) else {
+            continue;
+        };
+        let mut at = 44;
+        while at + 2 <= madt.len() {
+            let (kind, len) = (madt[at], madt[at + 1] as usize);
+            if len < 2 || at + len > madt.len() {
+                break;
+            }
+            // Type 0: processor local APIC (ACPI id, APIC id, flags: enabled | online capable).
+            if kind == 0 && len >= 8 && count < MAX_APIC_IDS {
+                let flags = u32::from_le_bytes(madt[at + 4..at + 8].try_into().unwrap_or([0; 4]));
+                if flags & 0b11 != 0 {
+                    out[count] = u32::from(madt[at + 3]);
+                    count += 1;
+                }
+            }
+            at += len;
+        }
+        break;
+    }
+    count
+}

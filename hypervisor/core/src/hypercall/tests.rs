@@ -778,3 +778,133 @@ fn the_build_record_encodes_as_the_pcr21_payload() {
         Err(crate::build_record::RecordError::BufferTooSmall)
     );
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary bytes after a valid header never panic the dispatcher, always get a
+        /// decodable response, and a refused request has no effect.
+        #[test]
+        fn arbitrary_requests_are_answered_without_panics(
+            body in proptest::collection::vec(any::<u8>(), 0..300),
+            as_builder in any::<bool>(),
+        ) {
+            let mut w = World::new();
+            let other = w.create("other", 0x10_0000, 1).unwrap();
+            let caller = if as_builder { w.domb } else { other };
+            if !as_builder {
+                w.table.mark_started(other).unwrap();
+            }
+            let mut bytes = REQUEST_MAGIC.to_le_bytes().to_vec();
+            bytes.extend_from_slice(&v1::VERSION.to_le_bytes());
+            bytes.extend_from_slice(&body);
+            let calls = w.platform.calls.len();
+            let (result, outcome) = w.call_raw(caller, &bytes);
+            if result.is_err() {
+                prop_assert_eq!(w.platform.calls.len(), calls);
+                prop_assert_eq!(outcome, Outcome::Resume);
+            }
+            if !as_builder {
+                // A non-builder can only write to the console or shut down.
+                prop_assert!(w.platform.calls[calls..].iter().all(|c| c.starts_with("console")));
+            }
+        }
+    }
+
+    fn edge() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            0u64..0x30_0000,
+            Just(u64::MAX),
+            Just(u64::MAX - 0xfff),
+            Just(0x10_0000),
+            Just(0x1_2345)
+        ]
+    }
+
+    fn request() -> impl Strategy<Value = Request> {
+        let domain = (0u16..4).prop_map(DomainId);
+        prop_oneof![
+            Just(Request::QueryBootInfo),
+            (0u16..3).prop_map(|index| Request::QueryModule { index }),
+            (0usize..3, edge(), 0u16..3).prop_map(|(n, memory_bytes, vcpus)| {
+                Request::CreateDomain {
+                    name: DomainName::new(["a", "b", "domb"][n]).unwrap(),
+                    memory_bytes: memory_bytes & !0xfff,
+                    vcpus,
+                    capabilities: Capabilities::default(),
+                }
+            }),
+            (domain.clone(), 0u16..3, edge(), edge(), edge()).prop_map(
+                |(domain, module, module_offset, length, gpa)| {
+                    Request::PopulateFromModule {
+                        domain,
+                        module,
+                        module_offset,
+                        length: length % 0x2_0000,
+                        gpa,
+                    }
+                }
+            ),
+            (domain.clone(), edge(), 0usize..64).prop_map(|(domain, gpa, n)| {
+                Request::WriteMemory {
+                    domain,
+                    gpa,
+                    bytes: Bytes::from_slice(&vec![1u8; n]).unwrap(),
+                }
+            }),
+            (domain.clone(), 0u16..3, edge(), edge()).prop_map(|(domain, vcpu, eip, info)| {
+                Request::SetVcpuState {
+                    domain,
+                    vcpu,
+                    entry: VcpuEntry::Pvh32 {
+                        entry_eip: eip as u32,
+                        start_info_gpa: info as u32,
+                    },
+                }
+            }),
+            domain
+                .clone()
+                .prop_map(|domain| Request::AssignConsole { domain }),
+            (domain, 0u16..4)
+                .prop_map(|(domain, boot_order)| Request::RequestStart { domain, boot_order }),
+            Just(Request::HandOff),
+        ]
+    }
+
+    proptest! {
+        /// Random plans: whatever domB asks, every recorded memory step lies inside its domain,
+        /// nothing but planned domains is changed, and after hand-off nothing more is built.
+        #[test]
+        fn random_plans_keep_the_invariants(requests in proptest::collection::vec(request(), 1..40)) {
+            let mut w = World::new();
+            let domb = w.domb;
+            for request in requests {
+                let handed_off = w.table.handed_off();
+                let mut bytes = [0u8; HYPERCALL_BUFFER_SIZE];
+                let len = encode_request(&request, &mut bytes).unwrap();
+                let calls = w.platform.calls.len();
+                let (result, _) = w.call_raw(domb, &bytes[..len]);
+                if handed_off {
+                    prop_assert_eq!(result, Err(Error::NotPermitted), "domB is gone after hand-off");
+                    prop_assert_eq!(w.platform.calls.len(), calls);
+                }
+            }
+            for domain in w.table.iter() {
+                let size = domain.memory_bytes();
+                for step in domain.build_record().steps() {
+                    match step {
+                        BuildStep::PopulateFromModule { gpa, length, module, module_offset, .. } => {
+                            prop_assert!(gpa + length <= size);
+                            prop_assert!(module_offset + length <= w.modules[usize::from(*module)].phys.len());
+                        }
+                        BuildStep::WriteMemory { gpa, length, .. } => prop_assert!(gpa + length <= size),
+                        BuildStep::SetVcpuEntry { vcpu, .. } => prop_assert!(*vcpu < domain.vcpu_count()),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}

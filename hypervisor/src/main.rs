@@ -27,6 +27,7 @@ mod vm;
 use multiboot2::{BootInformation, BootInformationHeader};
 use slipway_hv_core::addr::PhysRange;
 use slipway_hv_core::frame_alloc::{BitmapFrameAllocator, FrameAllocator};
+use slipway_hv_core::paging::TableKind;
 use slipway_hv_core::sched::{RunAccounting, Scheduler};
 
 use launch::{LaunchBackend, LaunchHandoff};
@@ -183,11 +184,17 @@ extern "C" fn post_launch_main(handoff_addr: u64) -> ! {
         trampoline_ok.then_some(trampoline),
     )
     .unwrap_or_else(|e| panic!("hypervisor page tables: {e:?}"));
+    // Boot-time assertion of the builder's invariants (no W+X leaf, NX on data, no U bit).
+    if let Err((entry, why)) =
+        slipway_hv_core::paging::check_tables(&mem, table.root(), TableKind::Host)
+    {
+        panic!("hypervisor page tables: entry at {entry:#x}: {why}");
+    }
     // SAFETY: the new tables identity-map the image (text RX, data RW), stacks (minus guards),
     // free RAM and modules: everything this CPU uses next.
     unsafe { address_space::activate(table.root().start().0) };
     hvprintln!(
-        "post-launch: own page tables active (W^X, NX data, stack guard pages); {} frames free",
+        "post-launch: own page tables active (checked: no W+X page, NX on data, stack guard pages unmapped); {} frames free",
         alloc.free_frames()
     );
     tsc::milestone(format_args!("memory-ready"));

@@ -203,7 +203,9 @@ fn allocate_domain_hw(
             return Err(Error::OutOfMemory);
         }
     };
-    if memory.map_into(&mut npt, mem, alloc).is_err() {
+    if memory.map_into(&mut npt, mem, alloc).is_err()
+        || slipway_hv_core::paging::check_tables(mem, npt.root(), TableKind::Nested).is_err()
+    {
         let _ = npt.teardown(mem, alloc);
         let _ = memory.scrub_and_free(mem, alloc);
         return Err(Error::OutOfMemory);

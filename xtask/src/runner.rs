@@ -5,11 +5,12 @@
 //! store) that is removed afterwards. QEMU and swtpm run as [`ManagedChild`]ren under a hard
 //! time limit, in their own process groups, and are killed and reaped on every exit path.
 //!
-//! Room for the measured-launch work (issue 4): a swtpm control-channel proxy slots in between
-//! [`start_swtpm`] and QEMU's `-chardev socket` (QEMU would connect to the proxy's socket in the
-//! same run directory); a QMP socket (`-qmp unix:<run dir>/qmp.sock,server=on,wait=off`) and a
-//! debugcon channel are further QEMU arguments beside the ones built in [`qemu_command`]; typing
-//! a nonce on the console is [`ConsoleInput`].
+//! With a TPM, the run uses [`crate::launch::EmulatedLaunch`]: swtpm behind the control-channel
+//! proxy (QEMU's TPM chardev connects to the proxy's socket in the run directory), the
+//! emulated-launch driver on the debugcon port 0xe9, and QMP
+//! (`-qmp unix:<run dir>/qmp.sock,server=on,wait=off`). swtpm and the proxy are stopped after
+//! QEMU on every path; the launch report is [`RunOutcome::launch`]. Typing a nonce on the
+//! console is [`ConsoleInput`].
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -18,7 +19,10 @@ use std::process::{ChildStdin, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use slipway_measure::{BankSet, HashAlg};
+
 use crate::console::{self, LineSplitter, Milestone, SerialLine};
+use crate::launch::{EmulatedLaunch, EmulatedLaunchReport, TpmError, TpmOptions};
 use crate::procs::{HARD_LIMIT_GRACE, ManagedChild, TempDir, timed_command};
 use crate::verdict::Verdict;
 
@@ -79,6 +83,9 @@ pub struct RunConfig {
     pub console_input: Vec<ConsoleInput>,
     /// Further QEMU arguments (debugging: `-d int -D file`, ...).
     pub extra_qemu_args: Vec<String>,
+    /// With [`Tpm::Swtpm`]: the active PCR banks, provisioned with `swtpm_setup --pcr-banks`
+    /// (comma-separated, e.g. `sha256`); `None`: a fresh swtpm (sha1, sha256, sha384, sha512).
+    pub tpm_banks: Option<String>,
 }
 
 /// Defaults used by `cargo xtask run` and the tests.
@@ -100,6 +107,7 @@ impl RunConfig {
             echo: true,
             console_input: Vec::new(),
             extra_qemu_args: Vec::new(),
+            tpm_banks: None,
         }
     }
 }
@@ -120,6 +128,9 @@ pub struct RunOutcome {
     pub qemu_stderr: String,
     /// From QEMU's start to its end.
     pub elapsed: Duration,
+    /// The emulated launch (request, measurement, ignored requests) and every swtpm control
+    /// command of the run; `None` without a TPM.
+    pub launch: Option<EmulatedLaunchReport>,
 }
 
 impl RunOutcome {
@@ -147,8 +158,12 @@ impl RunOutcome {
     /// Verdict, timing and the milestone table, as printed at the end of `cargo xtask run`.
     pub fn report(&self) -> String {
         format!(
-            "{}run: {} ({} ms wall time, serial log {})\n",
+            "{}{}run: {} ({} ms wall time, serial log {})\n",
             console::milestone_table(&self.milestones, self.first_hypervisor_line_at()),
+            self.launch
+                .as_ref()
+                .map(|l| l.launch.summary())
+                .unwrap_or_default(),
             self.verdict,
             self.elapsed.as_millis(),
             self.serial_log.display()
@@ -165,58 +180,20 @@ pub enum RunError {
     /// An OVMF file is missing.
     #[error("{0} is missing: install the `ovmf` package")]
     MissingFirmware(&'static str),
-    /// swtpm did not come up.
-    #[error("swtpm did not start: {0}")]
-    Swtpm(String),
+    /// swtpm, its control proxy or the launch driver did not come up, or did not stop.
+    #[error("{0}")]
+    Tpm(#[from] TpmError),
+    /// A `tpm_banks` name is not a bank Slipway knows.
+    #[error("unknown PCR bank `{0}` (expected sha1, sha256, sha384 or sha512)")]
+    UnknownBank(String),
     /// A process or file operation failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
-/// Starts swtpm for a run in `dir`; returns it once its control socket exists.
-fn start_swtpm(dir: &Path, hard_limit: Duration) -> Result<(ManagedChild, PathBuf), RunError> {
-    let state = dir.join("tpm-state");
-    std::fs::create_dir(&state)?;
-    let ctrl = dir.join("swtpm-ctrl.sock");
-    let log = dir.join("swtpm.log");
-    let mut cmd = timed_command("swtpm", hard_limit);
-    cmd.args(["socket", "--tpm2", "--tpmstate"])
-        .arg(format!("dir={}", state.display()))
-        .arg("--ctrl")
-        .arg(format!("type=unixio,path={}", ctrl.display()))
-        .arg("--log")
-        .arg(format!("file={},level=1", log.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut swtpm = ManagedChild::spawn("swtpm", cmd)?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ctrl.exists() {
-        if let Some(status) = swtpm.try_wait()? {
-            let mut stderr = String::new();
-            if let Some(mut e) = swtpm.child_mut().stderr.take() {
-                let _ = e.read_to_string(&mut stderr);
-            }
-            let log = std::fs::read_to_string(&log).unwrap_or_default();
-            return Err(RunError::Swtpm(format!(
-                "it exited ({status}): {}{}",
-                stderr.trim(),
-                log.trim()
-            )));
-        }
-        if Instant::now() > deadline {
-            return Err(RunError::Swtpm(format!(
-                "no control socket {} after 10 s",
-                ctrl.display()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Ok((swtpm, ctrl))
-}
-
-/// QEMU's arguments for `config` (without the `timeout` wrapper). `tpm_ctrl` is swtpm's control
-/// socket, `ovmf_vars` the run's writable copy of the variable store.
+/// QEMU's arguments for `config` (without the `timeout` wrapper). `tpm_ctrl` is the TPM's
+/// control socket (the proxy's), `ovmf_vars` the run's writable copy of the variable store.
+/// The launch driver's debugcon and QMP arguments come from [`EmulatedLaunch::qemu_args`].
 pub fn qemu_args(
     config: &RunConfig,
     tpm_ctrl: Option<&Path>,
@@ -366,14 +343,20 @@ pub fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
         }
     };
 
-    // Declared before QEMU so it is dropped (killed) after QEMU on every path.
-    let (mut swtpm, tpm_ctrl) = match config.tpm {
+    // Declared before QEMU so it is dropped (swtpm shut down, proxy and driver stopped) after
+    // QEMU on every path.
+    let launch = match config.tpm {
         Tpm::Swtpm => {
-            let (child, ctrl) = start_swtpm(dir.path(), hard_limit)?;
-            (Some(child), Some(ctrl))
+            let options = TpmOptions {
+                pcr_banks: config.tpm_banks.clone(),
+                hard_limit,
+            };
+            let banks = report_banks(config.tpm_banks.as_deref())?;
+            Some(EmulatedLaunch::start(dir.path(), &options, banks)?)
         }
-        Tpm::None => (None, None),
+        Tpm::None => None,
     };
+    let tpm_ctrl = launch.as_ref().map(|l| l.tpm().qemu_socket().to_owned());
 
     if let Some(parent) = config.serial_log.parent() {
         std::fs::create_dir_all(parent)?;
@@ -386,8 +369,11 @@ pub fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
     })?;
 
     let mut cmd = timed_command("qemu-system-x86_64", hard_limit);
-    cmd.args(qemu_args(config, tpm_ctrl.as_deref(), ovmf_vars.as_deref()))
-        .stdin(Stdio::piped())
+    cmd.args(qemu_args(config, tpm_ctrl.as_deref(), ovmf_vars.as_deref()));
+    if let Some(launch) = &launch {
+        cmd.args(launch.driver().qemu_args());
+    }
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let started = Instant::now();
@@ -463,16 +449,8 @@ pub fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
         lines.push(line);
     }
     let qemu_stderr = stderr_thread.join().unwrap_or_default();
-    if let Some(swtpm) = swtpm.as_mut() {
-        // swtpm ends by itself once QEMU has closed its control connection; give it a moment
-        // so it can exit cleanly, then stop it regardless.
-        if swtpm
-            .wait_until(Instant::now() + Duration::from_secs(2))?
-            .is_none()
-        {
-            swtpm.kill_and_reap()?;
-        }
-    }
+    // QEMU is gone: stop the driver, shut swtpm down, stop the proxy.
+    let launch = launch.map(EmulatedLaunch::finish).transpose()?;
     let run_dir = dir.path().to_owned();
     drop(dir);
 
@@ -484,7 +462,21 @@ pub fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
         run_dir,
         qemu_stderr,
         elapsed,
+        launch,
     })
+}
+
+/// The banks the launch report predicts PCR17 for: those of `tpm_banks`, or all four.
+fn report_banks(tpm_banks: Option<&str>) -> Result<BankSet, RunError> {
+    let Some(names) = tpm_banks else {
+        return Ok(BankSet::all_supported());
+    };
+    let mut algs = Vec::new();
+    for name in names.split(',').map(str::trim) {
+        let alg = HashAlg::from_name(name).ok_or_else(|| RunError::UnknownBank(name.into()))?;
+        algs.push(alg.id());
+    }
+    BankSet::from_algs(&algs).map_err(|_| RunError::UnknownBank(names.into()))
 }
 
 #[cfg(test)]
@@ -510,6 +502,19 @@ mod tests {
         feed_console("[ctl] more? nonce?", &mut pending, &mut no_stdin);
         // Both triggers are in the line: sent in order.
         assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn tpm_banks_name_the_banks_the_launch_report_predicts() {
+        assert_eq!(report_banks(None).unwrap().len(), 4);
+        let one = report_banks(Some("sha256")).unwrap();
+        assert_eq!(one.len(), 1);
+        assert!(one.contains(HashAlg::Sha256.id()));
+        assert_eq!(report_banks(Some("sha1, sha384")).unwrap().len(), 2);
+        assert!(matches!(
+            report_banks(Some("sha256,sm3_256")),
+            Err(RunError::UnknownBank(b)) if b == "sm3_256"
+        ));
     }
 
     #[test]

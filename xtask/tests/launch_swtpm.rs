@@ -225,3 +225,22 @@ fn the_proxy_serves_a_second_qemu_after_the_first_disconnects() {
     drop(tpm);
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
 }
+
+#[test]
+fn a_one_bank_tpm_gets_the_launch_in_that_bank() {
+    let dir = TempDir::new("launch-swtpm").unwrap();
+    let options = TpmOptions {
+        pcr_banks: Some("sha256".into()),
+        ..TpmOptions::default()
+    };
+    let tpm = EmulatedTpm::start(dir.path(), &options).unwrap();
+    let (_qemu, mut data) = attach_fake_qemu(tpm.qemu_socket());
+    let banks = data.active_banks().unwrap();
+    assert_eq!(banks.len(), 1);
+    let measured = region(4096 * 3);
+    tpm.client().dynamic_launch(&measured).unwrap();
+    assert_eq!(
+        read_pcr(&mut data, &banks, 17),
+        emulated_launch_pcr17(&banks, &measured)
+    );
+}

@@ -21,7 +21,7 @@ use slipway_tpm::{PcrMask, Tpm, TpmTransport};
 use xtask::launch::ctrl::CtrlCommand;
 use xtask::launch::driver::DEBUGCON_READBACK;
 use xtask::launch::{
-    CtrlClient, CtrlConnection, EmulatedLaunch, LaunchOutcome, Origin, TpmOptions,
+    CtrlClient, CtrlConnection, EmulatedLaunch, LaunchOutcome, Origin, Qmp, TpmOptions,
 };
 use xtask::procs::{ManagedChild, TempDir, timed_command};
 
@@ -260,4 +260,63 @@ fn qemu_hands_its_data_socket_through_the_proxy_and_one_launch_is_measured() {
         assert!(!dir.path().join(socket).exists(), "{socket} left behind");
     }
     assert!(Path::new(dir.path()).exists());
+}
+
+#[test]
+fn a_clean_qemu_quit_shuts_swtpm_down_through_the_proxy() {
+    let dir = TempDir::new("launch-qemu").unwrap();
+    let launch =
+        EmulatedLaunch::start(dir.path(), &TpmOptions::default(), BankSet::all_supported())
+            .unwrap();
+    let mut cmd = timed_command("qemu-system-x86_64", Duration::from_secs(60));
+    cmd.args([
+        "-machine",
+        "q35",
+        "-accel",
+        "tcg",
+        "-no-reboot",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        "none",
+        "-nic",
+        "none",
+        "-m",
+        "128M",
+    ])
+    .args(launch.qemu_args())
+    .stdin(Stdio::null())
+    .stdout(Stdio::null());
+    let mut qemu = ManagedChild::spawn("qemu-system-x86_64", cmd).unwrap();
+    let mut qmp = Qmp::connect(launch.driver().qmp_socket(), Duration::from_secs(10)).unwrap();
+    // QMP works before the launch driver ever needs it: pause, check, resume.
+    qmp.stop().unwrap();
+    assert!(!qmp.status().unwrap().0);
+    qmp.cont().unwrap();
+    assert!(qmp.status().unwrap().0);
+    let err = qmp.execute("no-such-command", None).unwrap_err();
+    assert!(err.to_string().contains("no-such-command"), "{err}");
+    qmp.quit().unwrap();
+    let status = qemu
+        .wait_until(Instant::now() + Duration::from_secs(10))
+        .unwrap()
+        .expect("QEMU quits");
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(200));
+    let last = launch.tpm().log().last().cloned().unwrap();
+    assert_eq!(
+        (last.origin, last.command, last.result),
+        (Origin::Qemu, CtrlCommand::Shutdown.code(), Some(0)),
+        "QEMU's clean exit sends CMD_SHUTDOWN"
+    );
+    let report = launch.finish().unwrap();
+    assert!(report.tpm.clean_exit);
+    assert!(
+        report.tpm.proxy_errors.is_empty(),
+        "{:?}",
+        report.tpm.proxy_errors
+    );
+    assert!(report.launch.launch.is_none());
 }

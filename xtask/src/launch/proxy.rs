@@ -33,8 +33,8 @@ use std::time::Duration;
 use rustix::event::{PollFd, PollFlags, poll};
 
 use super::ctrl::{
-    self, CtrlClient, CtrlConnection, CtrlError, CtrlTransport, command_name, read_message,
-    request_len,
+    self, CtrlClient, CtrlCommand, CtrlConnection, CtrlError, CtrlTransport, command_name,
+    read_message, request_len,
 };
 
 /// Who sent a forwarded command.
@@ -146,6 +146,10 @@ impl Shared {
             state.swtpm = None;
             let message = format!("{} from {origin:?}: {e}", command_name(command));
             state.errors.push(message);
+        }
+        if result.is_ok() && command == CtrlCommand::Shutdown.code() {
+            // swtpm exits after answering CMD_SHUTDOWN (QEMU sends it when it quits cleanly).
+            state.swtpm = None;
         }
         if state.log.len() < MAX_LOG {
             state.log.push(Forwarded {

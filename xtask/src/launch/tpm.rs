@@ -196,8 +196,11 @@ impl EmulatedTpm {
         let mut clean_exit = false;
         if let Some(mut swtpm) = self.swtpm.take() {
             if let Some(proxy) = &self.proxy {
-                // Fails harmlessly when swtpm is already gone (QEMU may have shut it down).
-                let _ = proxy.client().shutdown();
+                // QEMU sends CMD_SHUTDOWN itself when it quits cleanly; then swtpm is gone or
+                // going, and the proxy has closed its connection (the call fails harmlessly).
+                if swtpm.try_wait()?.is_none() && proxy.swtpm_connected() {
+                    let _ = proxy.client().shutdown();
+                }
                 proxy.disconnect_swtpm();
             }
             clean_exit = match swtpm.wait_until(Instant::now() + Duration::from_secs(2))? {

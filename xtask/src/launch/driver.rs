@@ -14,9 +14,9 @@
 //! refused (no TPM command) and still uses up the boot's one request. Other debugcon text is
 //! kept in [`LaunchReport::other_lines`] (capped).
 //!
-//! If pausing fails, nothing else happens; if reading or hashing fails, the guest is resumed
-//! anyway and the failure recorded: the hypervisor's PCR17 check then finds no launch and the
-//! boot counts as unmeasured.
+//! If pausing fails, nothing is read or measured and the guest is resumed; if reading or
+//! hashing fails, the guest is resumed anyway and the failure recorded: the hypervisor's PCR17
+//! check then finds no launch and the boot counts as unmeasured.
 //!
 //! The core ([`LaunchSession`]) is generic over the guest ([`GuestAccess`]) and the TPM
 //! ([`LaunchTpm`]) so its rules are unit-tested with fakes; [`LaunchDriver`] runs it in a
@@ -230,7 +230,14 @@ impl<G: GuestAccess, T: LaunchTpm> LaunchSession<G, T> {
             error: error.to_string(),
         };
         if let Err(e) = self.guest.pause() {
-            return failed(e);
+            // `stop` may have worked before the check failed: never leave the guest paused.
+            return match self.guest.resume() {
+                Ok(()) => failed(e),
+                Err(r) => LaunchOutcome::Failed {
+                    request,
+                    error: format!("{e}; and then: {r}"),
+                },
+            };
         }
         let paused = Instant::now();
         let measured = self
@@ -522,11 +529,15 @@ mod tests {
         paused: bool,
         calls: Vec<String>,
         fail_read: bool,
+        fail_pause: bool,
     }
 
     impl GuestAccess for &mut FakeGuest {
         fn pause(&mut self) -> Result<(), LaunchError> {
             self.calls.push("pause".into());
+            if self.fail_pause {
+                return Err(LaunchError::NotPaused("running".into()));
+            }
             self.paused = true;
             Ok(())
         }
@@ -612,6 +623,27 @@ mod tests {
         ));
         assert_eq!(report.ignored_requests.len(), 1);
         assert!(report.summary().contains("REFUSED"), "{}", report.summary());
+    }
+
+    #[test]
+    fn a_failed_pause_measures_nothing_and_resumes() {
+        let mut guest = FakeGuest {
+            fail_pause: true,
+            ..FakeGuest::default()
+        };
+        let mut tpm = FakeTpm::default();
+        let mut session =
+            LaunchSession::new(&mut guest, &mut tpm, BankSet::single(HashAlg::Sha256));
+        session.handle_line(&lines("SLIPWAY-LAUNCH 0 0x10\n")[0]);
+        let report = session.into_report();
+        assert!(tpm.launches.is_empty());
+        assert_eq!(guest.calls, ["pause", "resume"]);
+        assert!(report.measured().is_none());
+        assert!(
+            report.summary().contains("still runs"),
+            "{}",
+            report.summary()
+        );
     }
 
     #[test]

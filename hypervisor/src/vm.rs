@@ -142,6 +142,17 @@ impl hypercall::Platform for HwPlatform<'_> {
             .map_err(|_| Error::RangeOutsideDomain)
     }
 
+    fn populated_sha256(&mut self, id: DomainId, gpa: u64, length: u64) -> Option<[u8; 32]> {
+        // Recorded in the build record (PCR21 in the measured launch): what the domain really
+        // received, read back from its RAM. Loaded segments are small, so the cost is low.
+        let mem = &*self.mem;
+        let domain = self
+            .domains
+            .get(usize::from(id.0))
+            .and_then(Option::as_ref)?;
+        domain.memory.sha256(mem, gpa, length).ok()
+    }
+
     fn write_memory(&mut self, id: DomainId, gpa: u64, bytes: &[u8]) -> Result<(), Error> {
         let mem = &mut *self.mem;
         let domain = self

@@ -37,6 +37,18 @@ mb2_header_start:
     .long 8
 mb2_header_end:
 
+    /* MLE-style header (docs/architecture.md, "Measured region"): what a dynamic launch
+     * measures. The region is all code and read-only data, from the image start to the end of
+     * .rodata, loaded verbatim from the ELF file and never written before the launch request. */
+    .balign 8
+    .global MLE_HEADER
+MLE_HEADER:
+    .ascii "SLWYMLE\0"
+    .long 1
+    .long 32
+    .quad __image_start
+    .quad __rodata_end
+
     .section .boot.text, "ax"
     .code32
     .global _start32

@@ -27,7 +27,7 @@ use crate::svm::{BoundVcpu, EntryState, PermissionMaps, SvmCpu, SvmVcpu};
 /// Most boot modules handled.
 pub const MAX_MODULES: usize = 32;
 /// Default domB RAM.
-pub const DOMB_DEFAULT_MEMORY: u64 = 32 << 20;
+pub const DOMB_DEFAULT_MEMORY: u64 = 64 << 20;
 /// vCPUs per domain the hardware side holds.
 pub const MAX_VCPUS: usize = 8;
 

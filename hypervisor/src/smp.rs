@@ -236,9 +236,10 @@ pub fn scheduler_loop(cpu: usize) -> ! {
             Err(verdict) => finish(cpu, verdict),
             Ok(Some(((v, vcpu), svm))) => {
                 let start = tsc::now();
-                // SAFETY: `pick` marked this vCPU running, so its domain (and the VMCB and
-                // registers behind the pointer) stays alive and untouched by other CPUs until
-                // `after_exit`; the SvmCpu belongs to this CPU and lives as long as the state.
+                // SAFETY: `pick` marked this vCPU running, so its cell (VMCB and registers
+                // behind the pointer) stays alive and no other CPU touches or borrows it until
+                // `after_exit` clears the mark; the SvmCpu is this CPU's and lives as long as
+                // the state.
                 let exit = unsafe { (*vcpu).run(&*svm) };
                 let ran = tsc::now() - start;
                 with_hv(|hv| hv.after_exit(cpu, v, exit, ran));

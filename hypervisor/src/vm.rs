@@ -3,6 +3,8 @@
 //! loop. Domain bookkeeping (names, states, capabilities, start order) is `slipway-hv-core`'s
 //! `DomainTable`.
 
+use core::cell::UnsafeCell;
+
 use slipway_hv_core::addr::{PAGE_SIZE, PhysAddr, PhysRange};
 use slipway_hv_core::console::{ConsoleMux, InputAction, LineBuffer};
 use slipway_hv_core::domain::{Domain, DomainTable, MAX_DOMAINS, StopReason};
@@ -31,6 +33,27 @@ pub const DOMB_DEFAULT_MEMORY: u64 = 64 << 20;
 /// vCPUs per domain the hardware side holds.
 pub const MAX_VCPUS: usize = 8;
 
+/// One vCPU's state. Kept outside `DomainHw` so that a vCPU running on one CPU (reached through
+/// a raw pointer, without the lock) is never covered by a `&mut` another CPU creates while it
+/// handles some other exit under the lock.
+struct VcpuCell(UnsafeCell<Option<SvmVcpu>>);
+
+// SAFETY: a cell is touched only by the CPU holding the big lock while the vCPU is not marked
+// running, or by the one CPU that marked it running (until `after_exit` clears the mark).
+unsafe impl Sync for VcpuCell {}
+
+static VCPUS: [VcpuCell; MAX_DOMAINS * MAX_VCPUS] =
+    [const { VcpuCell(UnsafeCell::new(None)) }; MAX_DOMAINS * MAX_VCPUS];
+
+/// The cell of vCPU `index` of the domain in slot `slot`.
+fn vcpu_cell(slot: usize, index: usize) -> *mut Option<SvmVcpu> {
+    assert!(
+        slot < MAX_DOMAINS && index < MAX_VCPUS,
+        "vCPU cell out of range"
+    );
+    VCPUS[slot * MAX_VCPUS + index].0.get()
+}
+
 /// A boot module: its exact physical range and its name (first word of its command line).
 #[derive(Clone)]
 pub struct BootModule {
@@ -45,7 +68,8 @@ pub struct DomainHw {
     pub name: heapless::String<32>,
     pub memory: GuestMemory,
     pub npt: PageTable,
-    pub vcpus: heapless::Vec<SvmVcpu, MAX_VCPUS>,
+    /// Number of vCPUs created (their state lives in [`VCPUS`]).
+    pub vcpu_count: usize,
     pub uart: Uart16550,
     pub line: LineBuffer,
     /// Which vCPUs are on a physical CPU right now (the domain is only destroyed when none is).
@@ -226,7 +250,7 @@ fn allocate_domain_hw(
         name: heapless::String::new(),
         memory,
         npt,
-        vcpus: heapless::Vec::new(),
+        vcpu_count: 0,
         uart: Uart16550::default(),
         line: LineBuffer::new(),
         running: [false; MAX_VCPUS],
@@ -263,10 +287,17 @@ impl Hv {
         let Some(domain) = self.domains[usize::from(id.0)].as_mut() else {
             return Err(Error::UnknownDomain);
         };
+        if domain.vcpu_count >= MAX_VCPUS {
+            return Err(Error::TooManyVcpus);
+        }
         let ncr3 = domain.npt.root().start().0;
         let vcpu = SvmVcpu::new(&mut self.alloc, self.maps, ncr3, asid, entry)
             .map_err(|_| Error::OutOfMemory)?;
-        domain.vcpus.push(vcpu).map_err(|_| Error::TooManyVcpus)
+        let index = domain.vcpu_count;
+        // SAFETY: the lock is held and the vCPU does not exist yet, so no CPU runs it.
+        unsafe { *vcpu_cell(usize::from(id.0), index) = Some(vcpu) };
+        domain.vcpu_count += 1;
+        Ok(())
     }
 
     /// Creates domB from the module named `domb`: PVH ELF loaded into its RAM, modules mapped
@@ -435,12 +466,17 @@ impl Hv {
                 continue;
             };
             let index = usize::from(v.vcpu);
-            if domain.dying || index >= domain.vcpus.len() || domain.running[index] {
+            if domain.dying || index >= domain.vcpu_count || domain.running[index] {
                 self.sched.remove(v);
                 continue;
             }
+            // SAFETY: lock held, vCPU not running: this CPU is the only one touching the cell.
+            let Some(vcpu) = (unsafe { (*vcpu_cell(slot, index)).as_mut() }) else {
+                self.sched.remove(v);
+                continue;
+            };
             domain.running[index] = true;
-            return Some((v, &mut domain.vcpus[index] as *mut SvmVcpu));
+            return Some((v, vcpu as *mut SvmVcpu));
         }
     }
 
@@ -473,16 +509,13 @@ impl Hv {
             return;
         };
         let DomainHw {
-            vcpus,
-            uart,
-            line,
-            name,
-            ..
+            uart, line, name, ..
         } = domain;
-        let mut bound = BoundVcpu {
-            vcpu: &mut vcpus[index],
-            cpu: svm,
+        // SAFETY: lock held and the vCPU no longer marked running: only this CPU touches it.
+        let Some(vcpu) = (unsafe { (*vcpu_cell(slot, index)).as_mut() }) else {
+            return;
         };
+        let mut bound = BoundVcpu { vcpu, cpu: svm };
         let mut console = |byte: u8| {
             if let Some(done) = line.push(byte) {
                 crate::console::print_domain_line(name, done.as_str());
@@ -505,7 +538,9 @@ impl Hv {
     /// Stops a crashed domain: prints why; its resources go once no vCPU of it runs.
     fn stop(&mut self, slot: usize, reason: StopReason) {
         if let Some(domain) = self.domains[slot].as_mut() {
-            let rip = domain.vcpus.first().map_or(0, |v| v.rip());
+            // SAFETY: reading one register of vCPU 0 under the lock; if it is running on another
+            // CPU the value may be stale, which only affects this message.
+            let rip = unsafe { (*vcpu_cell(slot, 0)).as_ref().map_or(0, |v| v.rip()) };
             hvprintln!("domain {} stopped: {reason} (rip {rip:#x})", domain.name);
             let id = domain.id;
             domain.dying = true;
@@ -568,7 +603,12 @@ impl Hv {
             crate::console::print_domain_line(&domain.name, line.as_str());
         }
         let mut pages = 0;
-        while let Some(vcpu) = domain.vcpus.pop() {
+        for index in 0..domain.vcpu_count {
+            // SAFETY: the domain is destroyed only when none of its vCPUs is running (or before
+            // any ran), and the lock is held: the cell is this CPU's alone.
+            let Some(vcpu) = (unsafe { (*vcpu_cell(slot, index)).take() }) else {
+                continue;
+            };
             // The VMCB page is scrubbed before it goes back.
             let frame = slipway_hv_core::addr::Frame::containing(PhysAddr(vcpu.vmcb_pa()));
             let _ = slipway_hv_core::memory::PhysMemory::zero_frame(&mut self.mem, frame);
@@ -594,10 +634,11 @@ impl Hv {
             return;
         };
         let ram = domain.memory.size();
-        let mut bound = BoundVcpu {
-            vcpu: &mut domain.vcpus[index],
-            cpu: svm,
+        // SAFETY: called from `after_exit` under the lock, the vCPU not running.
+        let Some(vcpu) = (unsafe { (*vcpu_cell(slot, index)).as_mut() }) else {
+            return;
         };
+        let mut bound = BoundVcpu { vcpu, cpu: svm };
         let (buffer, len) = match exit_handler::hypercall_registers(&bound, ram) {
             Ok(registers) => registers,
             Err(status) => {
@@ -648,10 +689,11 @@ impl Hv {
                     domain
                         .memory
                         .write(&mut self.mem, buffer, &response[..reply.response_len]);
-                let mut bound = BoundVcpu {
-                    vcpu: &mut domain.vcpus[index],
-                    cpu: svm,
+                // SAFETY: as above: under the lock, the vCPU not running.
+                let Some(vcpu) = (unsafe { (*vcpu_cell(slot, index)).as_mut() }) else {
+                    return;
                 };
+                let mut bound = BoundVcpu { vcpu, cpu: svm };
                 let status = if written.is_ok() {
                     TransportStatus::Ok
                 } else {

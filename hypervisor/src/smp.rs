@@ -229,8 +229,8 @@ pub fn scheduler_loop(cpu: usize) -> ! {
                     }
                 }
             }
-            let svm = hv.svm[cpu].as_ref().map(|s| s as *const crate::svm::SvmCpu);
-            Ok(hv.pick(cpu).zip(svm))
+            let svm = hv.svm[cpu];
+            Ok(svm.and_then(|svm| hv.pick(cpu).map(|work| (work, svm))))
         });
         match work {
             Err(verdict) => finish(cpu, verdict),
@@ -240,7 +240,7 @@ pub fn scheduler_loop(cpu: usize) -> ! {
                 // behind the pointer) stays alive and no other CPU touches or borrows it until
                 // `after_exit` clears the mark; the SvmCpu is this CPU's and lives as long as
                 // the state.
-                let exit = unsafe { (*vcpu).run(&*svm) };
+                let exit = unsafe { (*vcpu).run(&svm) };
                 let ran = tsc::now() - start;
                 with_hv(|hv| hv.after_exit(cpu, v, exit, ran));
             }

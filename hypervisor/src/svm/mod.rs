@@ -140,6 +140,8 @@ impl core::fmt::Display for SvmError {
 }
 
 /// Per-physical-CPU SVM state: the host save area (VM_HSAVE_PA) and the host's VMSAVE page.
+/// A plain copyable handle: the runner takes a copy under the lock and needs no reference.
+#[derive(Clone, Copy)]
 pub struct SvmCpu {
     host_state_pa: u64,
 }

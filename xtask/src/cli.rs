@@ -27,6 +27,8 @@ pub enum Command {
     Test,
     Setup,
     Help,
+    Predict(crate::predict::PredictArgs),
+    Verify(crate::verify::VerifyArgs),
 }
 
 pub const USAGE: &str = "\
@@ -41,6 +43,14 @@ usage: cargo xtask <command>
       --smp N              virtual CPUs (default: bundle's, else 2)
       --memory MIB         guest RAM (default: bundle's, else 512)
       -- ARGS...           extra QEMU arguments (e.g. -- -d int -D /tmp/qemu.log)
+  predict [BUNDLE] [--banks sha1,sha256,..] [--out FILE] [--launch emulated|txt|skinit]
+                           print the expected PCR17-21 values of the bundle and write the exact
+                           expected event log (default banks: sha1,sha256,sha384,sha512)
+  verify TRANSCRIPT [--nonce HEX] [--bank sha256] [--bundle B | --expected-log FILE]
+                           accept a run's attest transcript only if the quote checks with the
+                           printed key and nonce, the log replays to it and matches the
+                           prediction (exit 2 bad input, 3 bad evidence, 4 unmeasured launch,
+                           5 differs from the prediction)
   test                     set up the machine, run host unit tests, then the QEMU tests
   setup                    install the rustup target and Debian packages the harness needs
   help                     this text
@@ -121,6 +131,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             }
             Ok(Command::Run(run))
         }
+        "predict" => crate::predict::parse_args(args).map(Command::Predict),
+        "verify" => crate::verify::parse_args(args).map(Command::Verify),
         other => Err(format!("unknown command `{other}`")),
     }
 }

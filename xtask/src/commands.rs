@@ -45,6 +45,8 @@ pub fn execute(command: Command) -> ExitCode {
         }
         Command::Run(args) => run_command(&ws, args),
         Command::Test => test_command(&ws),
+        Command::Predict(args) => crate::predict::predict_command(&ws, &args),
+        Command::Verify(args) => crate::verify::verify_command(&ws, &args),
     }
 }
 

@@ -14,10 +14,12 @@ pub mod commands;
 pub mod console;
 pub mod grub;
 pub mod launch;
+pub mod predict;
 pub mod procs;
 pub mod runner;
 pub mod setup;
 pub mod verdict;
+pub mod verify;
 pub mod workspace;
 
 pub use builder::{BuiltBundle, BuiltModule, build_bundle};

@@ -1,0 +1,672 @@
+//! `cargo xtask predict`: the expected PCR17-21 values and the exact expected event log of a
+//! bundle, from its files alone (`docs/measurement.md` section 7).
+//!
+//! The events domB and the hypervisor's dispatcher produce (launch configuration, policy, boot
+//! modules, policy decisions, and the PCR21 build records) are not re-derived here: domB's real
+//! launch (`slipway_domb_core::launch::run`) runs against hv-core's real hypercall dispatcher
+//! (`slipway_hv_core::hypercall::dispatch`) on the host, over a platform that holds the bundle's
+//! module bytes and writes every measure request and every build record into a
+//! `slipway-measure` log. It is the code the machine runs, so a difference in a real run is a
+//! real difference, never a re-implementation drifting.
+//!
+//! The hypervisor's own events around it follow `docs/measurement.md` section 4: PCR17's
+//! emulated-launch event (region from the MLE header, `docs/architecture.md`), the launch kind,
+//! the capped banks (if any), the hypervisor command line, the domB image bound to `domb`; then
+//! domB's; then one DOMAIN_BUILD per domain in the order hv-core's hand-off asks for it
+//! (`Platform::complete_build`, creation order), then the separators into PCR19, 20, 21.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use slipway_domb_core::launch::{self, BootFacts, Hypervisor, LaunchError};
+use slipway_domb_core::planner::ModuleData;
+use slipway_hv_core::addr::PhysRange;
+use slipway_hv_core::domain::{Domain, DomainTable};
+use slipway_hv_core::hypercall::{self, BootModule, LaunchInfo, Outcome, Platform};
+use slipway_measure::events::{
+    BUILD_PAYLOAD_POSTCARD_V1, DomainBuildRecord, LaunchKind as EventLaunchKind, ModuleRecord,
+    PCR_BUILD_INPUTS, PCR_DOMAIN_BUILDS, PCR_DRTM_DETAILS, SEPARATOR_PCRS, SlipwayEvent,
+};
+use slipway_measure::hash::bound_module_digests;
+use slipway_measure::log::LogHeader;
+use slipway_measure::{
+    AlgId, BankSet, Digest, DigestList, EventLog, HashAlg, InitialState, LogWriter, MultiHasher,
+    PcrBanks,
+};
+use slipway_protocol::HYPERCALL_BUFFER_SIZE;
+use slipway_protocol::v1::{self, DomainId, LaunchKind, ModuleName, Request, ResponseOk, TpmAlgId};
+
+/// The PCRs a prediction covers.
+pub const PREDICTED_PCRS: [u32; 5] = [17, 18, 19, 20, 21];
+/// Bit mask of [`PREDICTED_PCRS`].
+pub const PREDICTED_PCR_MASK: u32 = 0b11111 << 17;
+/// Bit mask of the PCRs Slipway's own events go into (19-21).
+pub const SLIPWAY_PCR_MASK: u32 = 0b111 << 19;
+
+/// Size of the log buffer a prediction is written into (the hypervisor's log is smaller).
+const LOG_CAPACITY: usize = 1 << 20;
+/// Memory domB gets in the host run (it does not matter to any record: domB's own memory is
+/// never measured, only the builds it asks for).
+const DOMB_MEMORY: u64 = 64 << 20;
+/// Where the host run pretends modules lie (only their sizes matter to the dispatcher's checks).
+const MODULE_BASE: u64 = 0x1000_0000;
+/// Where the host run pretends modules are mapped in domB.
+const DOMB_MODULE_BASE: u64 = 0x8000_0000;
+
+/// The magic of the hypervisor's MLE-style header (`docs/architecture.md`).
+pub const MLE_MAGIC: &[u8; 8] = b"SLWYMLE\0";
+/// The header lies in the first 32 KiB of the image (with the multiboot2 header).
+pub const MLE_SEARCH_LIMIT: usize = 32 * 1024;
+
+/// Which launch the prediction is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PredictedLaunch {
+    /// The emulated dynamic launch under QEMU + swtpm: PCR17-21 from the bundle alone.
+    Emulated,
+    /// Intel TXT: PCR17/18 are the platform's and SINIT's golden values; only the Slipway
+    /// events (PCR19-21) are predicted, to replay after the launch's own.
+    Txt,
+    /// AMD SKINIT: as for TXT, only the Slipway events.
+    Skinit,
+}
+
+impl PredictedLaunch {
+    fn event_kind(self) -> EventLaunchKind {
+        match self {
+            PredictedLaunch::Emulated => EventLaunchKind::Emulated,
+            PredictedLaunch::Txt => EventLaunchKind::IntelTxt,
+            PredictedLaunch::Skinit => EventLaunchKind::AmdSkinit,
+        }
+    }
+    fn protocol_kind(self) -> LaunchKind {
+        match self {
+            PredictedLaunch::Emulated => LaunchKind::Emulated,
+            PredictedLaunch::Txt => LaunchKind::Txt,
+            PredictedLaunch::Skinit => LaunchKind::Skinit,
+        }
+    }
+}
+
+/// What a prediction is made from: the bundle's files, in boot order.
+#[derive(Clone, Debug)]
+pub struct BundleInputs {
+    /// The hypervisor ELF file, as GRUB loads it.
+    pub hypervisor_elf: Vec<u8>,
+    /// The hypervisor command line as the multiboot2 command-line tag carries it (GRUB passes
+    /// the words after the image path, joined by spaces).
+    pub hypervisor_cmdline: String,
+    /// Every boot module, in multiboot2 order: (name, bytes).
+    pub modules: Vec<(String, Vec<u8>)>,
+}
+
+/// The region the hypervisor's MLE header declares, with its bytes as loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeasuredRegion {
+    /// Physical start.
+    pub start: u64,
+    /// The region's bytes (`end - start` of them).
+    pub bytes: Vec<u8>,
+}
+
+/// Why a prediction cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PredictError {
+    /// the hypervisor image is not a valid ELF64 file: {0}
+    #[error("the hypervisor image is not a valid ELF64 file: {0}")]
+    Elf(String),
+    /// the hypervisor declares no measured region (no `SLWYMLE` header in its first 32 KiB)
+    #[error(
+        "the hypervisor declares no measured region (no `SLWYMLE\\0` header in its first 32 KiB of loaded bytes)"
+    )]
+    NoMleHeader,
+    /// the MLE header is malformed
+    #[error("the hypervisor's MLE header is malformed: {0}")]
+    BadMleHeader(String),
+    /// no bank to predict
+    #[error("no bank to predict (give at least sha256)")]
+    NoBanks,
+    /// a bank Slipway cannot hash
+    #[error("bank {0} cannot be predicted: {1}")]
+    Bank(String, String),
+    /// the event log cannot be written
+    #[error("writing the expected log failed: {0:?}")]
+    Log(slipway_measure::Error),
+    /// the bundle has no `domb` module
+    #[error("the bundle has no module named `domb`")]
+    NoDomb,
+    /// a module name is not valid for the hypervisor
+    #[error("module name `{0}` is refused by the hypervisor (1-63 bytes)")]
+    ModuleName(String),
+    /// domB's launch did not reach hand-off on the host
+    #[error(
+        "domB's launch stops on these inputs (so the machine would stop too): {error}\n{output}"
+    )]
+    Launch {
+        /// domB's error.
+        error: String,
+        /// domB's console output.
+        output: String,
+    },
+    /// a dispatcher refusal the machine would make too
+    #[error("hv-core refused a request of domB's launch: {0}")]
+    Dispatcher(String),
+}
+
+impl From<slipway_measure::Error> for PredictError {
+    fn from(error: slipway_measure::Error) -> Self {
+        PredictError::Log(error)
+    }
+}
+
+/// A prediction: the expected log and the PCR values it replays to.
+#[derive(Clone, Debug)]
+pub struct Prediction {
+    /// The launch predicted.
+    pub launch: PredictedLaunch,
+    /// The banks predicted, in log order.
+    pub banks: BankSet,
+    /// The exact expected event-log bytes.
+    pub log: Vec<u8>,
+    /// The log replayed from the post-launch state (PCR17-22 = 0).
+    pub pcrs: PcrBanks,
+    /// domB's console output during the host run (its decisions are printed there).
+    pub domb_output: String,
+}
+
+impl Prediction {
+    /// `PCR<n> <alg> <hex>` lines: PCR17-21 for the emulated launch, PCR19-21 for hardware
+    /// launches (the Slipway events replayed from 0).
+    pub fn pcr_lines(&self) -> String {
+        let mut out = String::new();
+        let pcrs: &[u32] = match self.launch {
+            PredictedLaunch::Emulated => &PREDICTED_PCRS,
+            _ => &PREDICTED_PCRS[2..],
+        };
+        for alg in self.banks.supported() {
+            for &pcr in pcrs {
+                let value = self
+                    .pcrs
+                    .value(pcr, alg)
+                    .ok()
+                    .flatten()
+                    .expect("a predicted bank is tracked");
+                let _ = writeln!(out, "PCR{pcr} {} {value}", alg.name());
+            }
+        }
+        out
+    }
+}
+
+/// Parses a bank list such as `sha1,sha256`.
+pub fn parse_banks(text: &str) -> Result<BankSet, PredictError> {
+    let mut set = BankSet::empty();
+    for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let alg = HashAlg::from_name(name).ok_or_else(|| {
+            PredictError::Bank(name.into(), "unknown (sha1, sha256, sha384, sha512)".into())
+        })?;
+        set.push(alg.into())
+            .map_err(|e| PredictError::Bank(name.into(), format!("{e:?}")))?;
+    }
+    if set.is_empty() {
+        return Err(PredictError::NoBanks);
+    }
+    Ok(set)
+}
+
+/// Reconstructs the measured region the hypervisor's MLE header declares: the header is found
+/// in the first 32 KiB of the loaded image, and the region's bytes are the `PT_LOAD` segments'
+/// file bytes at their physical addresses, zero-filled in gaps and beyond each segment's file
+/// size (exactly what is in memory when the launch is requested).
+pub fn measured_region(elf_bytes: &[u8]) -> Result<MeasuredRegion, PredictError> {
+    use elf::ElfBytes;
+    use elf::abi::PT_LOAD;
+    use elf::endian::AnyEndian;
+
+    let file = ElfBytes::<AnyEndian>::minimal_parse(elf_bytes)
+        .map_err(|e| PredictError::Elf(e.to_string()))?;
+    let segments = file
+        .segments()
+        .ok_or_else(|| PredictError::Elf("no program headers".into()))?;
+    let loads: Vec<_> = segments.iter().filter(|p| p.p_type == PT_LOAD).collect();
+    let image_start = loads
+        .iter()
+        .map(|p| p.p_paddr)
+        .min()
+        .ok_or_else(|| PredictError::Elf("no PT_LOAD segment".into()))?;
+    // The loaded image from its lowest physical address, as far as the search needs.
+    let load = |start: u64, len: usize| -> Result<Vec<u8>, PredictError> {
+        let mut out = vec![0u8; len];
+        let end = start + len as u64;
+        for p in &loads {
+            let seg_start = p.p_paddr;
+            let seg_file_end = p.p_paddr + p.p_filesz;
+            let from = seg_start.max(start);
+            let to = seg_file_end.min(end);
+            if from >= to {
+                continue;
+            }
+            let file_from = (p.p_offset + (from - seg_start)) as usize;
+            let file_to = file_from + (to - from) as usize;
+            let src = elf_bytes.get(file_from..file_to).ok_or_else(|| {
+                PredictError::Elf(format!("segment at {seg_start:#x} runs past the file"))
+            })?;
+            out[(from - start) as usize..(to - start) as usize].copy_from_slice(src);
+        }
+        Ok(out)
+    };
+    let head = load(image_start, MLE_SEARCH_LIMIT)?;
+    let at = head
+        .windows(MLE_MAGIC.len())
+        .position(|w| w == MLE_MAGIC)
+        .ok_or(PredictError::NoMleHeader)?;
+    let header = head
+        .get(at..at + 32)
+        .ok_or_else(|| PredictError::BadMleHeader("truncated at the 32 KiB limit".into()))?;
+    let u32_at = |o: usize| u32::from_le_bytes(header[o..o + 4].try_into().expect("4 bytes"));
+    let u64_at = |o: usize| u64::from_le_bytes(header[o..o + 8].try_into().expect("8 bytes"));
+    let (version, size, start, end) = (u32_at(8), u32_at(12), u64_at(16), u64_at(24));
+    if version != 1 || size != 32 {
+        return Err(PredictError::BadMleHeader(format!(
+            "version {version}, size {size} (expected 1, 32)"
+        )));
+    }
+    if end <= start || end - start > 256 << 20 {
+        return Err(PredictError::BadMleHeader(format!(
+            "region [{start:#x}, {end:#x}) is empty or larger than 256 MiB"
+        )));
+    }
+    Ok(MeasuredRegion {
+        start,
+        bytes: load(start, (end - start) as usize)?,
+    })
+}
+
+/// The platform of the host run: no domain memory (nothing the records hold depends on it:
+/// writes are recorded with the SHA-256 of the request's bytes, module copies by module, range
+/// and the SHA-256 of the copied bytes, which the hypervisor computes after each copy, as this
+/// platform does from the module's bytes), and every measure request appended to the expected
+/// log exactly as the hypervisor appends it.
+struct PredictPlatform<'log, 'm> {
+    log: LogWriter<'log>,
+    modules: &'m [(String, Vec<u8>)],
+    last_populated: Option<(DomainId, u64, u64, [u8; 32])>,
+    error: Option<PredictError>,
+}
+
+fn measure_digests(digests: &[v1::Digest]) -> Result<DigestList, slipway_measure::Error> {
+    let mut list = DigestList::new();
+    for digest in digests {
+        list.push(Digest::new(AlgId(digest.alg.0), &digest.bytes)?)?;
+    }
+    Ok(list)
+}
+
+impl Platform for PredictPlatform<'_, '_> {
+    fn create_domain(&mut self, _: DomainId, _: u64, _: u16) -> Result<(), v1::Error> {
+        Ok(())
+    }
+    fn populate_from_module(
+        &mut self,
+        id: DomainId,
+        module: &BootModule,
+        offset: u64,
+        length: u64,
+        gpa: u64,
+    ) -> Result<(), v1::Error> {
+        // The dispatcher checked the range against the module's size.
+        let bytes = self
+            .modules
+            .iter()
+            .find(|(name, _)| name == module.name.as_str())
+            .and_then(|(_, bytes)| bytes.get(offset as usize..(offset + length) as usize))
+            .ok_or(v1::Error::RangeOutsideModule)?;
+        let digest = slipway_measure::hash::hash(HashAlg::Sha256, bytes);
+        let sha256 = digest.as_bytes().try_into().expect("32 bytes");
+        self.last_populated = Some((id, gpa, length, sha256));
+        Ok(())
+    }
+    fn populated_sha256(&mut self, id: DomainId, gpa: u64, length: u64) -> Option<[u8; 32]> {
+        match self.last_populated.take() {
+            Some((i, g, l, sha256)) if (i, g, l) == (id, gpa, length) => Some(sha256),
+            _ => None,
+        }
+    }
+    fn write_memory(&mut self, _: DomainId, _: u64, _: &[u8]) -> Result<(), v1::Error> {
+        Ok(())
+    }
+    fn console_write(&mut self, _: DomainId, _: &[u8]) {}
+    fn measure(
+        &mut self,
+        _: DomainId,
+        pcr: u8,
+        event_type: u32,
+        digests: &[v1::Digest],
+        data: &[u8],
+    ) -> Result<u32, v1::Error> {
+        let appended = measure_digests(digests)
+            .and_then(|list| self.log.append(u32::from(pcr), event_type, &list, data));
+        match appended {
+            Ok(_) => Ok(0),
+            Err(e) => {
+                self.error.get_or_insert(PredictError::Log(e));
+                Err(v1::Error::EventLogFull)
+            }
+        }
+    }
+    fn complete_build(&mut self, domain: &Domain) -> Result<(), v1::Error> {
+        let mut payload = vec![0u8; slipway_hv_core::build_record::MAX_ENCODED_LEN];
+        let appended = domain
+            .build_record()
+            .encode(&mut payload)
+            .map_err(|e| PredictError::Dispatcher(format!("build record: {e:?}")))
+            .and_then(|len| {
+                let event = SlipwayEvent::DomainBuild(DomainBuildRecord {
+                    name: domain.name().as_str().as_bytes(),
+                    payload_format: BUILD_PAYLOAD_POSTCARD_V1,
+                    payload: &payload[..len],
+                });
+                self.log
+                    .append_slipway(PCR_DOMAIN_BUILDS, &event, None)
+                    .map_err(PredictError::Log)
+            });
+        match appended {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.error.get_or_insert(e);
+                Err(v1::Error::EventLogFull)
+            }
+        }
+    }
+}
+
+struct HostHypervisor<'a, 'log> {
+    table: DomainTable,
+    launch: LaunchInfo<'a>,
+    platform: PredictPlatform<'log, 'a>,
+    domb: DomainId,
+    handed_off: bool,
+}
+
+const HANDED_OFF: &str = "handed off";
+
+impl Hypervisor for HostHypervisor<'_, '_> {
+    type Error = String;
+    fn call(&mut self, request: &Request) -> Result<ResponseOk, String> {
+        let mut bytes = [0u8; HYPERCALL_BUFFER_SIZE];
+        let len = v1::encode_request(request, &mut bytes).map_err(|e| format!("{e:?}"))?;
+        let mut response = [0u8; HYPERCALL_BUFFER_SIZE];
+        let reply = hypercall::dispatch(
+            &mut self.table,
+            &self.launch,
+            &mut self.platform,
+            self.domb,
+            &bytes[..len],
+            &mut response,
+        )
+        .map_err(|e| format!("{e:?}"))?;
+        if let Outcome::HandedOff { .. } = reply.outcome {
+            self.handed_off = true;
+            return Err(HANDED_OFF.into());
+        }
+        let answer =
+            v1::decode_response(&response[..reply.response_len]).map_err(|e| format!("{e:?}"))?;
+        answer.map_err(|e| e.message().to_string())
+    }
+}
+
+/// Predicts the log and PCR values of `inputs` for `banks` (in the TPM's order: the log header
+/// lists them in this order).
+pub fn predict(
+    inputs: &BundleInputs,
+    banks: &BankSet,
+    launch_kind: PredictedLaunch,
+) -> Result<Prediction, PredictError> {
+    if banks.is_empty() {
+        return Err(PredictError::NoBanks);
+    }
+    if let Some(bank) = banks.unsupported().next() {
+        return Err(PredictError::Bank(
+            format!("{:#06x}", bank.alg.0),
+            "Slipway caps it; a capped bank is no evidence and is not predicted".into(),
+        ));
+    }
+    let domb_image = &inputs
+        .modules
+        .iter()
+        .find(|(name, _)| name == launch::DOMB_MODULE)
+        .ok_or(PredictError::NoDomb)?
+        .1;
+    let mut buf = vec![0u8; LOG_CAPACITY];
+    let mut log = LogWriter::new(&mut buf, &LogHeader::slipway(*banks))?;
+
+    // The hypervisor's events before domB runs.
+    if launch_kind == PredictedLaunch::Emulated {
+        let region = measured_region(&inputs.hypervisor_elf)?;
+        let mut hasher = MultiHasher::new(banks);
+        hasher.update(&region.bytes);
+        let region_digests = hasher.finalize();
+        log.append_slipway(
+            PCR_DRTM_DETAILS,
+            &SlipwayEvent::EmulatedLaunch {
+                region_start: region.start,
+                region_size: region.bytes.len() as u64,
+            },
+            Some(&region_digests),
+        )?;
+    }
+    log.append_slipway(
+        PCR_BUILD_INPUTS,
+        &SlipwayEvent::LaunchKind(launch_kind.event_kind()),
+        None,
+    )?;
+    log.append_slipway(
+        PCR_BUILD_INPUTS,
+        &SlipwayEvent::HypervisorCmdline(inputs.hypervisor_cmdline.as_bytes()),
+        None,
+    )?;
+    let domb_digests = bound_module_digests(banks, launch::DOMB_MODULE.as_bytes(), domb_image);
+    log.append_slipway(
+        PCR_BUILD_INPUTS,
+        &SlipwayEvent::DombImage(ModuleRecord {
+            name: launch::DOMB_MODULE.as_bytes(),
+            size: domb_image.len() as u64,
+        }),
+        Some(&domb_digests),
+    )?;
+
+    // domB's launch against hv-core's dispatcher.
+    let mut modules = Vec::new();
+    let mut next = MODULE_BASE;
+    for (name, bytes) in &inputs.modules {
+        let module_name =
+            ModuleName::new(name).map_err(|_| PredictError::ModuleName(name.clone()))?;
+        let start = next;
+        next = (start + bytes.len() as u64 + 0xfff) & !0xfff;
+        modules.push(BootModule {
+            name: module_name,
+            phys: PhysRange::new(start, start + bytes.len() as u64),
+            domb_gpa: DOMB_MODULE_BASE + (start - MODULE_BASE),
+        });
+    }
+    let alg_ids: Vec<TpmAlgId> = banks.iter().map(|b| TpmAlgId(b.alg.0)).collect();
+    let mut table = DomainTable::new();
+    let domb = table
+        .create_boot_domain(DOMB_MEMORY, 1)
+        .map_err(|e| PredictError::Dispatcher(e.message().into()))?;
+    let mut hv = HostHypervisor {
+        table,
+        launch: LaunchInfo {
+            launch_kind: launch_kind.protocol_kind(),
+            active_banks: &alg_ids,
+            modules: &modules,
+        },
+        platform: PredictPlatform {
+            log,
+            modules: &inputs.modules,
+            last_populated: None,
+            error: None,
+        },
+        domb,
+        handed_off: false,
+    };
+    let module_data: Vec<ModuleData<'_>> = inputs
+        .modules
+        .iter()
+        .enumerate()
+        .map(|(index, (name, bytes))| ModuleData {
+            name,
+            index: index as u16,
+            bytes,
+        })
+        .collect();
+    let boot = BootFacts {
+        launch_kind: launch_kind.protocol_kind(),
+        active_banks: &alg_ids,
+        modules: &module_data,
+    };
+    let mut domb_output = String::new();
+    let error = launch::run(&boot, &mut hv, &mut domb_output);
+    if let Some(error) = hv.platform.error.take() {
+        return Err(error);
+    }
+    if !(hv.handed_off && error == LaunchError::HandOff(HANDED_OFF.into())) {
+        return Err(PredictError::Launch {
+            error: error.to_string(),
+            output: domb_output,
+        });
+    }
+
+    // The separators, then the log is final.
+    let mut log = hv.platform.log;
+    for pcr in SEPARATOR_PCRS {
+        log.append_slipway(pcr, &SlipwayEvent::Separator, None)?;
+    }
+    let bytes = log.as_bytes().to_vec();
+    let pcrs = EventLog::parse(&bytes)?.replay(InitialState::DynamicLaunch)?;
+    Ok(Prediction {
+        launch: launch_kind,
+        banks: *banks,
+        log: bytes,
+        pcrs,
+        domb_output,
+    })
+}
+
+/// Options of `cargo xtask predict`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PredictArgs {
+    /// The bundle (default `demo`).
+    pub bundle: String,
+    /// Banks, e.g. `sha1,sha256` (default: swtpm's four).
+    pub banks: Option<String>,
+    /// Where to write the expected log (default `<bundle output>/expected-<launch>.log`).
+    pub out: Option<PathBuf>,
+    /// The launch kind.
+    pub launch: PredictedLaunch,
+}
+
+/// Parses the arguments after `predict`.
+pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<PredictArgs, String> {
+    let mut parsed = PredictArgs {
+        bundle: crate::cli::DEFAULT_BUNDLE.to_owned(),
+        banks: None,
+        out: None,
+        launch: PredictedLaunch::Emulated,
+    };
+    let mut bundle_given = false;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--banks" => {
+                parsed.banks = Some(args.next().ok_or("--banks needs a value (e.g. sha256)")?)
+            }
+            "--out" => parsed.out = Some(args.next().ok_or("--out needs a file")?.into()),
+            "--launch" => {
+                parsed.launch = match args.next().as_deref() {
+                    Some("emulated") => PredictedLaunch::Emulated,
+                    Some("txt") => PredictedLaunch::Txt,
+                    Some("skinit") => PredictedLaunch::Skinit,
+                    other => {
+                        return Err(format!(
+                            "--launch takes emulated, txt or skinit (got {other:?})"
+                        ));
+                    }
+                }
+            }
+            a if a.starts_with('-') => return Err(format!("predict: unknown option `{a}`")),
+            a if !bundle_given => {
+                parsed.bundle = a.to_owned();
+                bundle_given = true;
+            }
+            a => return Err(format!("predict takes one bundle name (got also `{a}`)")),
+        }
+    }
+    Ok(parsed)
+}
+
+/// Builds the bundle and reads its inputs (the files GRUB would load).
+pub fn bundle_inputs(bundle: &crate::builder::BuiltBundle) -> Result<BundleInputs, std::io::Error> {
+    let hypervisor = bundle.output_dir.join("root/boot/slipway-hypervisor");
+    let mut modules = Vec::new();
+    for module in &bundle.modules {
+        modules.push((module.name.clone(), std::fs::read(&module.path)?));
+    }
+    Ok(BundleInputs {
+        hypervisor_elf: std::fs::read(hypervisor)?,
+        hypervisor_cmdline: bundle.manifest.hypervisor_cmdline.join(" "),
+        modules,
+    })
+}
+
+#[cfg(test)]
+mod tests;
+
+/// `cargo xtask predict`: builds the bundle, predicts, prints the PCR lines and writes the log.
+pub fn predict_command(ws: &crate::Workspace, args: &PredictArgs) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let fail = |message: String| {
+        eprintln!("xtask predict: error: {message}");
+        ExitCode::FAILURE
+    };
+    let banks = match args.banks.as_deref().map(parse_banks).transpose() {
+        Ok(banks) => banks.unwrap_or_else(BankSet::all_supported),
+        Err(e) => return fail(e.to_string()),
+    };
+    let bundle = match crate::builder::build_bundle(ws, &args.bundle) {
+        Ok(bundle) => bundle,
+        Err(e) => return fail(e.to_string()),
+    };
+    let inputs = match bundle_inputs(&bundle) {
+        Ok(inputs) => inputs,
+        Err(e) => return fail(format!("cannot read the bundle's files: {e}")),
+    };
+    let prediction = match predict(&inputs, &banks, args.launch) {
+        Ok(p) => p,
+        Err(e) => return fail(e.to_string()),
+    };
+    let launch = match args.launch {
+        PredictedLaunch::Emulated => "emulated",
+        PredictedLaunch::Txt => "txt",
+        PredictedLaunch::Skinit => "skinit",
+    };
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| bundle.output_dir.join(format!("expected-{launch}.log")));
+    if let Err(e) = std::fs::write(&out, &prediction.log) {
+        return fail(format!("cannot write {}: {e}", out.display()));
+    }
+    if args.launch != PredictedLaunch::Emulated {
+        println!(
+            "# {launch} launch: PCR17/18 are the platform's and SINIT's golden values; the lines \
+             below replay only Slipway's events (PCR19-21) from 0: append them to the launch's own"
+        );
+    }
+    print!("{}", prediction.pcr_lines());
+    eprintln!(
+        "xtask predict: expected event log ({} bytes) written to {}",
+        prediction.log.len(),
+        out.display()
+    );
+    ExitCode::SUCCESS
+}

@@ -77,3 +77,19 @@ pub fn print_domain_line(name: &str, text: &str) {
         let _ = serial.write_str("\n");
     });
 }
+
+/// Writes text to the debugcon port 0xe9 (the launch harness's channel; ignored without one).
+pub fn print_debugcon(args: fmt::Arguments<'_>) {
+    struct Debugcon;
+    impl Write for Debugcon {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            for byte in s.bytes() {
+                // SAFETY: port 0xe9 is the hypervisor's (never passed to a domain); writing it
+                // only emits a byte to QEMU's debugcon, or nothing.
+                unsafe { x86_64::instructions::port::Port::<u8>::new(0xe9).write(byte) };
+            }
+            Ok(())
+        }
+    }
+    let _ = Debugcon.write_fmt(args);
+}

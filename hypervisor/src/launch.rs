@@ -212,6 +212,19 @@ pub fn describe_boot(
 pub enum LaunchBackend {
     /// No dynamic launch: jump to the post-launch entry, unmeasured.
     None,
+    /// The emulated launch of the QEMU + swtpm harness (debugcon request, PCR17 by swtpm).
+    Emulated,
+}
+
+impl LaunchBackend {
+    /// The backend for this platform: emulated when the launch harness answers on debugcon.
+    pub fn detect() -> Self {
+        if crate::tpm::harness_attached() {
+            LaunchBackend::Emulated
+        } else {
+            LaunchBackend::None
+        }
+    }
 }
 
 unsafe extern "C" {
@@ -228,11 +241,25 @@ pub fn launch(backend: LaunchBackend, handoff: &'static LaunchHandoff) -> ! {
             crate::hvprintln!(
                 "WARNING: PCR17-22 keep their reset values; nothing below is attested"
             );
-            // SAFETY: `post_launch_entry` resets the stack and never returns; the hand-off is a
-            // static inside the image, which stays mapped.
-            unsafe { post_launch_entry(handoff as *const LaunchHandoff as u64) }
+        }
+        LaunchBackend::Emulated => {
+            let (start, region) = crate::tpm::measured_region();
+            crate::hvprintln!(
+                "launch backend `emulated`: asking the harness to measure {start:#x}+{:#x}",
+                region.len()
+            );
+            if crate::tpm::request_emulated_launch() {
+                crate::hvprintln!("launch backend `emulated`: PCR17 shows the launch");
+            } else {
+                crate::hvprintln!(
+                    "WARNING: launch backend `emulated`: no launch seen: this boot is UNMEASURED"
+                );
+            }
         }
     }
+    // SAFETY: `post_launch_entry` resets the stack and never returns; the hand-off is a static
+    // inside the image, which stays mapped.
+    unsafe { post_launch_entry(handoff as *const LaunchHandoff as u64) }
 }
 
 impl LaunchBackend {
@@ -246,7 +273,10 @@ impl LaunchBackend {
         wanted: usize,
     ) -> usize {
         match self {
-            LaunchBackend::None => crate::smp::start_aps(page_table_root, apic_ids, wanted),
+            // The emulated launch leaves the APs where the firmware put them, as "none" does.
+            LaunchBackend::None | LaunchBackend::Emulated => {
+                crate::smp::start_aps(page_table_root, apic_ids, wanted)
+            }
         }
     }
 }

@@ -21,6 +21,7 @@ mod serial;
 mod smp;
 mod start_info;
 mod svm;
+mod tpm;
 mod tsc;
 mod vm;
 
@@ -78,7 +79,9 @@ extern "C" fn pre_launch_main(magic: u32, info_addr: u32) -> ! {
         "pre-launch: {} processors in the ACPI MADT; application processors stay parked until the post-launch stage",
         handoff.apic_id_count
     );
-    launch::launch(LaunchBackend::None, handoff)
+    // The TIS driver's timeouts need the clock (post-launch calibrates again, fresh).
+    tsc::calibrate();
+    launch::launch(LaunchBackend::detect(), handoff)
 }
 
 fn print_banner(info: &BootInformation<'_>) {
@@ -267,6 +270,7 @@ fn start_hypervisor(
     boot: &memmap::ValidatedBoot,
     _cmdline: &str,
 ) -> vm::Hv {
+    let (launch_kind, active_banks, tpm) = check_launch();
     let svm = svm::SvmCpu::enable(&mut alloc).unwrap_or_else(|e| panic!("SVM: {e}"));
     let mut svms = [const { None }; cpu::MAX_CPUS];
     svms[0] = Some(svm);
@@ -299,6 +303,9 @@ fn start_hypervisor(
         ticks_seen: [0; cpu::MAX_CPUS],
         verdict: None,
         mux: slipway_hv_core::console::ConsoleMux::new(),
+        launch_kind,
+        active_banks,
+        tpm,
         modules,
         module_gpas: [0; vm::MAX_MODULES],
         // SAFETY: the two statics are handed out once, here, to the one `Hv`.
@@ -309,6 +316,45 @@ fn start_hypervisor(
         domb: None,
         core_modules: heapless::Vec::new(),
         announced: [false; slipway_hv_core::domain::MAX_DOMAINS],
+    }
+}
+
+/// Post-launch: decides from the TPM alone (never from the pre-launch stage's word) whether this
+/// boot was launched: PCR17 must hold this image's measurement and PCR18 zero in every bank.
+fn check_launch() -> (
+    slipway_protocol::v1::LaunchKind,
+    heapless::Vec<slipway_protocol::v1::TpmAlgId, 8>,
+    Option<tpm::HvTpm>,
+) {
+    use slipway_protocol::v1::{LaunchKind, TpmAlgId};
+    let mut tpm = match tpm::open() {
+        Ok(tpm) => tpm,
+        Err(error) => {
+            hvprintln!("UNMEASURED LAUNCH: no usable TPM ({error})");
+            return (LaunchKind::None, heapless::Vec::new(), None);
+        }
+    };
+    let mut active = heapless::Vec::new();
+    match tpm::verify_emulated_launch(&mut tpm) {
+        Ok(banks) => {
+            for bank in banks.iter() {
+                let _ = active.push(TpmAlgId(bank.alg.0));
+            }
+            hvprintln!(
+                "launch: emulated dynamic launch verified: PCR17 = H(0..0 || H(region)) and PCR18 = 0 in {} banks",
+                active.len()
+            );
+            (LaunchKind::Emulated, active, Some(tpm))
+        }
+        Err(why) => {
+            if let Ok(banks) = tpm.active_banks() {
+                for bank in banks.iter() {
+                    let _ = active.push(TpmAlgId(bank.alg.0));
+                }
+            }
+            hvprintln!("UNMEASURED LAUNCH: {why}");
+            (LaunchKind::None, active, Some(tpm))
+        }
     }
 }
 

@@ -93,6 +93,13 @@ pub struct Hv {
     pub tick_tsc: u64,
     /// Timer ticks each pCPU has accounted for so far.
     pub ticks_seen: [u64; crate::cpu::MAX_CPUS],
+    /// What the launch was (checked post-launch) and the TPM's active banks (empty without TPM).
+    pub launch_kind: LaunchKind,
+    pub active_banks: heapless::Vec<v1::TpmAlgId, 8>,
+    /// The TPM at locality 2, if there is one (extends and the event log come with issue 4's
+    /// measurement path; until then the measure hypercall is refused).
+    #[allow(dead_code)]
+    pub tpm: Option<crate::tpm::HvTpm>,
     /// Serial input focus (and the Ctrl-] focus keys).
     pub mux: ConsoleMux,
     /// Set when the run is over (every domain finished): the verdict.
@@ -375,8 +382,9 @@ impl Hv {
             });
         }
         let boot_info = BootInfo {
-            launch_kind: LaunchKind::None,
-            active_banks: TpmBanks::new(),
+            launch_kind: self.launch_kind,
+            active_banks: TpmBanks::from_slice(&self.active_banks)
+                .map_err(|_| "too many TPM banks for BootInfo")?,
             modules: slipway_protocol::BoundedVec::from_slice(&modules)
                 .map_err(|_| "too many modules for BootInfo")?,
             hypercall_buffer_gpa: buffer_gpa,
@@ -656,8 +664,8 @@ impl Hv {
         let caller = domain.id;
         let mut response = [0u8; HYPERCALL_BUFFER_SIZE];
         let launch = LaunchInfo {
-            launch_kind: LaunchKind::None,
-            active_banks: &[],
+            launch_kind: self.launch_kind,
+            active_banks: &self.active_banks,
             modules: &self.core_modules,
         };
         let mut platform = HwPlatform {

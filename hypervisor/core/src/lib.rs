@@ -25,7 +25,9 @@ pub mod hypercall;
 pub mod memmap;
 pub mod memory;
 pub mod paging;
+pub mod pvh;
 pub mod sched;
+pub mod start_info;
 pub mod uart;
 pub mod vmexit;
 

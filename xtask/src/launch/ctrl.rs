@@ -462,6 +462,18 @@ impl CtrlConnection {
         })
     }
 
+    /// Like [`CtrlConnection::connect`], but retries until `deadline`: swtpm creates its socket
+    /// file before it listens on it, so a connect right after the file appears can be refused.
+    pub fn connect_until(path: &Path, deadline: Instant) -> Result<CtrlConnection, CtrlError> {
+        loop {
+            match CtrlConnection::connect(path) {
+                Ok(connection) => return Ok(connection),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -28,7 +28,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, poll};
 
@@ -186,9 +186,10 @@ pub struct CtrlProxy {
 
 impl CtrlProxy {
     /// Connects to swtpm's control socket `swtpm_ctrl` and listens on `listen` (which must not
-    /// exist). Returns once QEMU can connect.
+    /// exist). Returns once QEMU can connect; waits up to 10 s for swtpm to accept.
     pub fn start(listen: &Path, swtpm_ctrl: &Path) -> Result<CtrlProxy, ProxyError> {
-        let swtpm = CtrlConnection::connect(swtpm_ctrl)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let swtpm = CtrlConnection::connect_until(swtpm_ctrl, deadline)?;
         let listener = UnixListener::bind(listen).map_err(|source| ProxyError::Listen {
             path: listen.to_owned(),
             source,

@@ -31,6 +31,13 @@ impl Hypervisor for Hypercall {
     fn call(&mut self, request: &Request) -> Result<ResponseOk, CallError> {
         hypercall::call(request)
     }
+
+    fn refusal(error: &CallError) -> Option<v1::Error> {
+        match error {
+            CallError::Refused(refusal) => Some(*refusal),
+            _ => None,
+        }
+    }
 }
 
 /// Line-buffered console output for the launch's progress lines.

@@ -146,8 +146,6 @@ fn missing_kernel_module_is_refused() {
 /// hypervisor refuses the domain's creation, and domB's message must still name the node and
 /// the property, as every configuration error does.
 #[test]
-#[ignore = "domB names only the domain for a refused build request, not the node and property \
-            (see /work/notes/issue3-findings.md, F1); remove this once fixed"]
 fn memory_size_larger_than_the_machine_is_refused_naming_the_node() {
     let outcome = boot_bundle("test-bad-config-memory-too-big");
     let error = refused_launch_error(&outcome);

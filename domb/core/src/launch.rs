@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 use core::fmt::{self, Display, Write};
 
 use slipway_measure::HashAlg;
-use slipway_protocol::v1::{LaunchKind, Request, ResponseOk, TpmAlgId};
+use slipway_protocol::v1::{self, LaunchKind, Request, ResponseOk, TpmAlgId};
 
 use crate::config;
 use crate::measurements::{self, MeasureError, Measurement};
@@ -26,6 +26,24 @@ pub trait Hypervisor {
     type Error: Display;
     /// Sends `request`; returns the answer (already checked to match the request) or an error.
     fn call(&mut self, request: &Request) -> Result<ResponseOk, Self::Error>;
+
+    /// The protocol error inside `error`, when the hypervisor refused the request (as opposed to
+    /// a transport failure). Lets domB trace a refused creation back to a configuration property.
+    /// The default says "cannot tell", for transports whose errors carry no protocol code.
+    fn refusal(_error: &Self::Error) -> Option<v1::Error> {
+        None
+    }
+}
+
+/// The configuration property behind a refused `CreateDomain`, so that the message names it as
+/// every configuration error does.
+fn property_behind_create_refusal(refusal: v1::Error) -> Option<&'static str> {
+    match refusal {
+        v1::Error::OutOfMemory => Some("memory"),
+        v1::Error::TooManyVcpus => Some("cpus"),
+        v1::Error::NameTaken | v1::Error::NameReserved => Some("domain-name"),
+        _ => None,
+    }
 }
 
 /// What domB knows from its boot information.
@@ -271,7 +289,17 @@ fn run_inner<H: Hypervisor, W: Write>(
                     &format_args!("unexpected answer {other:?}"),
                 ));
             }
-            Err(error) => return Err(build_error(&plan.create, &error)),
+            Err(error) => {
+                let node = config.domains.iter().find(|d| d.name == plan.name.as_str());
+                let property = H::refusal(&error).and_then(property_behind_create_refusal);
+                if let (Some(node), Some(property)) = (node, property) {
+                    return Err(build_error(
+                        &plan.create,
+                        &format_args!("node {} property {property}: {error}", node.node),
+                    ));
+                }
+                return Err(build_error(&plan.create, &error));
+            }
         };
         for request in plan.requests(domain) {
             if let Err(error) = hypervisor.call(&request) {

@@ -11,6 +11,7 @@ struct Fake {
     requests: Vec<Request>,
     refuse_measure: bool,
     refuse_populate: bool,
+    refuse_create: Option<v1::Error>,
     next_id: u16,
 }
 
@@ -26,6 +27,9 @@ impl Hypervisor for Fake {
             Request::Measure { .. } => Ok(ResponseOk::Measured {
                 event_index: self.requests.len() as u32,
             }),
+            Request::CreateDomain { .. } if self.refuse_create.is_some() => {
+                Err(self.refuse_create.unwrap())
+            }
             Request::CreateDomain { .. } => {
                 self.next_id += 1;
                 Ok(ResponseOk::DomainCreated(DomainId(self.next_id)))
@@ -36,6 +40,10 @@ impl Hypervisor for Fake {
             Request::HandOff => Err(v1::Error::PlanIncomplete),
             _ => Ok(ResponseOk::Done),
         }
+    }
+
+    fn refusal(error: &v1::Error) -> Option<v1::Error> {
+        Some(*error)
     }
 }
 
@@ -288,4 +296,43 @@ fn a_configuration_too_large_to_measure_is_not_used() {
         "{error:?}"
     );
     assert!(fake.requests.is_empty(), "nothing is sent or built");
+}
+
+#[test]
+fn a_refused_creation_names_the_node_and_the_property_behind_it() {
+    for (refusal, property) in [
+        (v1::Error::OutOfMemory, "memory"),
+        (v1::Error::TooManyVcpus, "cpus"),
+        (v1::Error::NameTaken, "domain-name"),
+    ] {
+        let mut fake = Fake {
+            refuse_create: Some(refusal),
+            ..Fake::default()
+        };
+        let (error, _) = run(
+            &mut fake,
+            LaunchKind::Emulated,
+            &[TpmAlgId::SHA256],
+            &config_tree(),
+        );
+        let message = format!("{error}");
+        assert!(
+            message.contains(&format!(
+                "node /chosen/hypervisor/ctl property {property}: "
+            )),
+            "{message}"
+        );
+    }
+    // A refusal no property explains keeps the plain build error.
+    let mut fake = Fake {
+        refuse_create: Some(v1::Error::NotPermitted),
+        ..Fake::default()
+    };
+    let (error, _) = run(
+        &mut fake,
+        LaunchKind::Emulated,
+        &[TpmAlgId::SHA256],
+        &config_tree(),
+    );
+    assert!(!format!("{error}").contains("property"), "{error}");
 }

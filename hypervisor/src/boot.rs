@@ -181,8 +181,10 @@ post_launch_entry:
     .balign 8
 EARLY_GDT:
     .quad 0
-    .quad 0x00AF9A000000FFFF   /* 0x08: 64-bit code, DPL 0 */
-    .quad 0x00CF92000000FFFF   /* 0x10: data */
+    /* Accessed bits preset: the CPU would otherwise set them in memory when loading the
+     * selectors, writing into the measured region (this table is in .rodata). */
+    .quad 0x00AF9B000000FFFF   /* 0x08: 64-bit code, DPL 0 */
+    .quad 0x00CF93000000FFFF   /* 0x10: data */
 EARLY_GDT_END:
     .balign 8
 EARLY_GDT_PTR:

@@ -12,6 +12,7 @@ mod idt;
 mod interrupts;
 mod lapic;
 mod launch;
+mod measurement;
 mod memmap;
 mod percpu;
 mod physmem;
@@ -270,7 +271,38 @@ fn start_hypervisor(
     boot: &memmap::ValidatedBoot,
     _cmdline: &str,
 ) -> vm::Hv {
-    let (launch_kind, active_banks, tpm) = check_launch();
+    let (mut launch_kind, active_banks, tpm, banks) = check_launch();
+    let measurement = tpm.and_then(|tpm| {
+        let kind = match launch_kind {
+            slipway_protocol::v1::LaunchKind::Emulated => {
+                slipway_measure::events::LaunchKind::Emulated
+            }
+            _ => slipway_measure::events::LaunchKind::Unmeasured,
+        };
+        let cmdline = &handoff.cmdline[..handoff.cmdline_len as usize];
+        let domb = handoff.modules[..boot.module_count].iter().find(|m| {
+            let line = &m.cmdline[..m.cmdline_len as usize];
+            line.split(|&b| b == b' ').next() == Some(b"domb".as_slice())
+        });
+        let domb_image = match domb {
+            // SAFETY: a validated module range, mapped read-only, never written.
+            Some(m) => unsafe {
+                core::slice::from_raw_parts(m.start as *const u8, (m.end - m.start) as usize)
+            },
+            None => &[],
+        };
+        match measurement::Measurement::start(tpm, banks, kind, cmdline, domb_image) {
+            Ok(m) => {
+                hvprintln!("measurement: launch kind, command line and domB image in PCR19");
+                Some(m)
+            }
+            Err(why) => {
+                hvprintln!("UNMEASURED LAUNCH: measurement failed before domB: {why}");
+                launch_kind = slipway_protocol::v1::LaunchKind::None;
+                None
+            }
+        }
+    });
     let svm = svm::SvmCpu::enable(&mut alloc).unwrap_or_else(|e| panic!("SVM: {e}"));
     let mut svms = [const { None }; cpu::MAX_CPUS];
     svms[0] = Some(svm);
@@ -305,7 +337,7 @@ fn start_hypervisor(
         mux: slipway_hv_core::console::ConsoleMux::new(),
         launch_kind,
         active_banks,
-        tpm,
+        measurement,
         modules,
         module_gpas: [0; vm::MAX_MODULES],
         // SAFETY: the two statics are handed out once, here, to the one `Hv`.
@@ -325,13 +357,19 @@ fn check_launch() -> (
     slipway_protocol::v1::LaunchKind,
     heapless::Vec<slipway_protocol::v1::TpmAlgId, 8>,
     Option<tpm::HvTpm>,
+    slipway_measure::BankSet,
 ) {
     use slipway_protocol::v1::{LaunchKind, TpmAlgId};
     let mut tpm = match tpm::open() {
         Ok(tpm) => tpm,
         Err(error) => {
             hvprintln!("UNMEASURED LAUNCH: no usable TPM ({error})");
-            return (LaunchKind::None, heapless::Vec::new(), None);
+            return (
+                LaunchKind::None,
+                heapless::Vec::new(),
+                None,
+                slipway_measure::BankSet::empty(),
+            );
         }
     };
     let mut active = heapless::Vec::new();
@@ -344,16 +382,24 @@ fn check_launch() -> (
                 "launch: emulated dynamic launch verified: PCR17 = H(0..0 || H(region)) and PCR18 = 0 in {} banks",
                 active.len()
             );
-            (LaunchKind::Emulated, active, Some(tpm))
+            (LaunchKind::Emulated, active, Some(tpm), banks)
         }
         Err(why) => {
-            if let Ok(banks) = tpm.active_banks() {
-                for bank in banks.iter() {
-                    let _ = active.push(TpmAlgId(bank.alg.0));
-                }
-            }
             hvprintln!("UNMEASURED LAUNCH: {why}");
-            (LaunchKind::None, active, Some(tpm))
+            match tpm.active_banks() {
+                Ok(banks) => {
+                    for bank in banks.iter() {
+                        let _ = active.push(TpmAlgId(bank.alg.0));
+                    }
+                    (LaunchKind::None, active, Some(tpm), banks)
+                }
+                Err(_) => (
+                    LaunchKind::None,
+                    active,
+                    None,
+                    slipway_measure::BankSet::empty(),
+                ),
+            }
         }
     }
 }

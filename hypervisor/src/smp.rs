@@ -114,9 +114,9 @@ ap_lm64:
     .balign 8
 ap_gdt:
     .quad 0
-    .quad 0x00CF9A000000FFFF
-    .quad 0x00CF92000000FFFF
-    .quad 0x00AF9A000000FFFF
+    .quad 0x00CF9B000000FFFF
+    .quad 0x00CF93000000FFFF
+    .quad 0x00AF9B000000FFFF
 ap_gdt_ptr:
     .short ap_gdt_ptr - ap_gdt - 1
     .long TRAMP + (ap_gdt - AP_TRAMPOLINE_START)

@@ -96,10 +96,8 @@ pub struct Hv {
     /// What the launch was (checked post-launch) and the TPM's active banks (empty without TPM).
     pub launch_kind: LaunchKind,
     pub active_banks: heapless::Vec<v1::TpmAlgId, 8>,
-    /// The TPM at locality 2, if there is one (extends and the event log come with issue 4's
-    /// measurement path; until then the measure hypercall is refused).
-    #[allow(dead_code)]
-    pub tpm: Option<crate::tpm::HvTpm>,
+    /// The TPM and the event log, when there is a TPM.
+    pub measurement: Option<crate::measurement::Measurement>,
     /// Serial input focus (and the Ctrl-] focus keys).
     pub mux: ConsoleMux,
     /// Set when the run is over (every domain finished): the verdict.
@@ -120,6 +118,7 @@ pub struct Hv {
 /// The hardware side of hypercalls: what `slipway_hv_core::hypercall::dispatch` asks for, after
 /// it has checked the request (ranges, capabilities, state).
 struct HwPlatform<'a> {
+    measurement: Option<&'a mut crate::measurement::Measurement>,
     mem: &'a mut DirectMap,
     alloc: &'a mut BitmapFrameAllocator<'static>,
     domains: &'a mut [Option<DomainHw>; MAX_DOMAINS],
@@ -210,18 +209,28 @@ impl hypercall::Platform for HwPlatform<'_> {
     fn measure(
         &mut self,
         _caller: DomainId,
-        _pcr: u8,
-        _event_type: u32,
-        _digests: &[Digest],
-        _event_data: &[u8],
+        pcr: u8,
+        event_type: u32,
+        digests: &[Digest],
+        event_data: &[u8],
     ) -> Result<u32, Error> {
-        // No TPM driver or event log in this version (the measured-launch issue adds them):
-        // nothing can be extended, and saying so is the only honest answer.
-        Err(Error::TpmFailed)
+        match self.measurement.as_deref_mut() {
+            Some(m) => m.measure(pcr, event_type, digests, event_data),
+            // No TPM: nothing can be extended, and saying so is the only honest answer.
+            None => Err(Error::TpmFailed),
+        }
     }
 
-    fn complete_build(&mut self, _domain: &Domain) -> Result<(), Error> {
-        Ok(())
+    fn complete_build(&mut self, domain: &Domain) -> Result<(), Error> {
+        let Some(m) = self.measurement.as_deref_mut() else {
+            return Ok(());
+        };
+        let mut payload = [0u8; slipway_hv_core::build_record::MAX_ENCODED_LEN];
+        let len = domain
+            .build_record()
+            .encode(&mut payload)
+            .map_err(|_| Error::EventLogFull)?;
+        m.domain_build(domain.name().as_str(), &payload[..len])
     }
 }
 
@@ -669,6 +678,7 @@ impl Hv {
             modules: &self.core_modules,
         };
         let mut platform = HwPlatform {
+            measurement: self.measurement.as_mut(),
             mem: &mut self.mem,
             alloc: &mut self.alloc,
             domains: self.domains,
@@ -755,6 +765,11 @@ impl Hv {
 
     /// Hand-off: destroy domB (scrubbed, reclaimed), then start the recorded domains in order.
     fn hand_off(&mut self, domb_slot: usize, order: &[DomainId]) {
+        if let Some(m) = self.measurement.as_mut()
+            && let Err(why) = m.separators()
+        {
+            hvprintln!("measurement: {why}");
+        }
         let pages = self.destroy(domb_slot);
         hvprintln!(
             "hand-off: domb destroyed, {pages} pages reclaimed (scrubbed); builder requests are refused from now on"

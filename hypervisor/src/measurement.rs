@@ -165,6 +165,13 @@ impl Measurement {
         Ok(())
     }
 
+    /// After the separators: gives up locality 2, so that a control domain can use locality 0.
+    pub fn release_locality(&mut self) {
+        if let Err(error) = self.tpm.transport().relinquish_locality() {
+            crate::hvprintln!("tpm: releasing locality 2: {error}");
+        }
+    }
+
     fn events(&self) -> u32 {
         slipway_measure::log::EventLog::parse(self.log.as_bytes())
             .map(|log| log.events().count() as u32)

@@ -26,6 +26,9 @@ use crate::hvprintln;
 use crate::physmem::DirectMap;
 use crate::svm::{BoundVcpu, EntryState, PermissionMaps, SvmCpu, SvmVcpu};
 
+/// The TPM's locality-0 register page (guest-physical = host-physical in control domains).
+const TPM_LOCALITY0: u64 = 0xfed4_0000;
+
 /// Most boot modules handled.
 pub const MAX_MODULES: usize = 32;
 /// Default domB RAM.
@@ -765,10 +768,11 @@ impl Hv {
 
     /// Hand-off: destroy domB (scrubbed, reclaimed), then start the recorded domains in order.
     fn hand_off(&mut self, domb_slot: usize, order: &[DomainId]) {
-        if let Some(m) = self.measurement.as_mut()
-            && let Err(why) = m.separators()
-        {
-            hvprintln!("measurement: {why}");
+        if let Some(m) = self.measurement.as_mut() {
+            if let Err(why) = m.separators() {
+                hvprintln!("measurement: {why}");
+            }
+            m.release_locality();
         }
         let pages = self.destroy(domb_slot);
         hvprintln!(
@@ -811,8 +815,28 @@ impl Hv {
             let _ = name.push_str(domain.name().as_str());
             (name, domain.vcpu_count())
         };
+        let control = self
+            .table
+            .get(id)
+            .is_some_and(|d| d.capabilities().granted.control);
         if let Some(hw) = self.domains[usize::from(id.0)].as_mut() {
             hw.name = name;
+            // A control domain gets the TPM's locality-0 register page (uncached) and nothing
+            // else of the TPM: localities 1-4 stay unmapped, so it can never extend PCR17-22.
+            if control && self.measurement.is_some() {
+                hw.npt
+                    .map_range(
+                        &mut self.mem,
+                        &mut self.alloc,
+                        TPM_LOCALITY0,
+                        PhysAddr(TPM_LOCALITY0),
+                        PAGE_SIZE,
+                        Access::MMIO,
+                        false,
+                    )
+                    .map_err(|_| Error::OutOfMemory)?;
+                hvprintln!("domain {}: TPM locality 0 mapped (control domain)", hw.name);
+            }
         }
         for v in 0..count {
             let entry = self

@@ -29,6 +29,7 @@ pub enum Command {
     Help,
     Predict(crate::predict::PredictArgs),
     Verify(crate::verify::VerifyArgs),
+    Bench(crate::bench::BenchArgs),
 }
 
 pub const USAGE: &str = "\
@@ -51,6 +52,9 @@ usage: cargo xtask <command>
                            printed key and nonce, the log replays to it and matches the
                            prediction (exit 2 bad input, 3 bad evidence, 4 unmeasured launch,
                            5 differs from the prediction)
+  bench [--mib N]          hash N MiB (default 1024) with domB's exact build of the hashing code
+                           (x86_64-unknown-none, portable backends) for all four banks in one
+                           pass and per algorithm, and with `openssl dgst`: one ratio each
   test                     set up the machine, run host unit tests, then the QEMU tests
   setup                    install the rustup target and Debian packages the harness needs
   help                     this text
@@ -133,6 +137,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         }
         "predict" => crate::predict::parse_args(args).map(Command::Predict),
         "verify" => crate::verify::parse_args(args).map(Command::Verify),
+        "bench" => crate::bench::parse_args(args).map(Command::Bench),
         other => Err(format!("unknown command `{other}`")),
     }
 }

@@ -47,6 +47,7 @@ pub fn execute(command: Command) -> ExitCode {
         Command::Test => test_command(&ws),
         Command::Predict(args) => crate::predict::predict_command(&ws, &args),
         Command::Verify(args) => crate::verify::verify_command(&ws, &args),
+        Command::Bench(args) => crate::bench::bench_command(&ws, args),
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`bundle`], [`grub`], [`console`], [`verdict`], [`cli`]: the pure parts, unit-tested.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod builder;
 pub mod bundle;
 pub mod cli;

@@ -23,6 +23,9 @@ use slipway_tpm::verify::{self as quote_verify, VerifiedQuote};
 
 use crate::predict::PREDICTED_PCR_MASK;
 
+/// Re-exported for callers (the QEMU tests) that name banks and parse logs.
+pub use slipway_measure::{EventLog as ParsedLog, HashAlg as Alg};
+
 /// The prefix of every transcript line (after the console's `[domain] ` prefix).
 pub const LINE_PREFIX: &str = "attest: ";
 
@@ -314,6 +317,26 @@ fn quoted_values_match(quote: &VerifiedQuote, pcrs: &PcrBanks) -> Result<(), Str
     quote
         .check_pcrs(|alg, pcr| pcrs.value(u32::from(pcr), alg.hash_alg()?).ok().flatten())
         .map_err(|e| e.to_string())
+}
+
+/// Checks the quote alone (key, signature, nonce) and that it attests `expected`'s PCR values
+/// (a prediction's replay) in every quoted bank; returns the quoted selection. This is a step of
+/// [`verify`], which also requires the log; on its own it shows that a run's TPM state is the
+/// predicted one.
+pub fn check_quote_attests(
+    transcript: &Transcript,
+    nonce: &[u8],
+    expected: &PcrBanks,
+) -> Result<Vec<(slipway_measure::AlgId, PcrMask)>, Rejection> {
+    let quote = quote_verify::verify_quote(
+        &transcript.ak_public,
+        &transcript.quote_attest,
+        &transcript.quote_signature,
+        nonce,
+    )
+    .map_err(|e| Rejection::Quote(e.to_string()))?;
+    quoted_values_match(&quote, expected).map_err(Rejection::Mismatch)?;
+    Ok(quote.info.pcr_selection)
 }
 
 /// The decision: accepts the run only if every check passes (see the module documentation).

@@ -27,6 +27,7 @@ pub struct Measurement {
     banks: BankSet,
     log: LogWriter<'static>,
     extends: u32,
+    kind: LaunchKind,
 }
 
 impl Measurement {
@@ -47,12 +48,13 @@ impl Measurement {
             banks,
             log,
             extends: 0,
+            kind,
         };
         if kind == LaunchKind::Emulated {
             let (start, region) = crate::tpm::measured_region();
             let mut hasher = MultiHasher::new(&banks);
             hasher.update(region);
-            let digests = hasher.finalize();
+            let digests = hasher.finalize_for();
             let event = SlipwayEvent::EmulatedLaunch {
                 region_start: start,
                 region_size: region.len() as u64,
@@ -63,6 +65,19 @@ impl Measurement {
                 .map_err(|_| "logging the launch event")?;
         }
         this.record(PCR_BUILD_INPUTS, &SlipwayEvent::LaunchKind(kind), None)?;
+        // A bank Slipway cannot hash is capped in every event (the log writer does that), and
+        // said so here, right after the launch kind (docs/measurement.md section 5).
+        let mut capped = BankSet::empty();
+        for bank in banks.unsupported() {
+            let _ = capped.push(bank);
+        }
+        if !capped.is_empty() {
+            crate::hvprintln!(
+                "WARNING: {} active PCR bank(s) use an algorithm Slipway cannot hash: capped (no evidence)",
+                capped.len()
+            );
+            this.record(PCR_BUILD_INPUTS, &SlipwayEvent::BanksCapped(capped), None)?;
+        }
         this.record(
             PCR_BUILD_INPUTS,
             &SlipwayEvent::HypervisorCmdline(cmdline),
@@ -151,7 +166,10 @@ impl Measurement {
         );
         // The log's own replay, so a run can be compared with `cargo xtask predict` by eye.
         if let Ok(log) = slipway_measure::log::EventLog::parse(self.log.as_bytes())
-            && let Ok(pcrs) = log.replay(slipway_measure::pcr::InitialState::DynamicLaunch)
+            && let Ok(pcrs) = log.replay(match self.kind {
+                LaunchKind::Unmeasured => slipway_measure::pcr::InitialState::NoDynamicLaunch,
+                _ => slipway_measure::pcr::InitialState::DynamicLaunch,
+            })
         {
             for pcr in 17..=21 {
                 if let Ok(Some(value)) = pcrs.value(pcr, slipway_measure::HashAlg::Sha256) {

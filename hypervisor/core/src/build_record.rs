@@ -148,6 +148,7 @@ impl BuildRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    extern crate std;
 
     #[test]
     fn the_worst_case_record_fits_max_encoded_len() {
@@ -214,5 +215,62 @@ mod tests {
         assert_eq!((gpa, length), (0x1000, 3));
         assert_eq!(&sha256[..4], &[0xba, 0x78, 0x16, 0xbf]);
         assert_eq!(&sha256[28..], &[0xf2, 0x00, 0x15, 0xad]);
+    }
+
+    /// The encoding is the PCR21 payload that verifiers predict: changing it must be deliberate.
+    #[test]
+    fn the_encoding_is_pinned() {
+        let name = DomainName::new("web").unwrap();
+        let capabilities = Capabilities {
+            control: true,
+            hardware: false,
+            recovery: true,
+        };
+        let mut record = BuildRecord::new(name, 0x20_0000, 2, capabilities);
+        let steps = [
+            BuildStep::PopulateFromModule {
+                module: 2,
+                module_name: ModuleName::new("k").unwrap(),
+                module_offset: 0x40,
+                length: 0x100,
+                gpa: 0x10_0000,
+                sha256: Some([0x11; 32]),
+            },
+            BuildRecord::write_step(0x1000, b"abc"),
+            BuildStep::SetVcpuEntry {
+                vcpu: 1,
+                entry: VcpuEntry::Pvh32 {
+                    entry_eip: 0x10_0000,
+                    start_info_gpa: 0x1000,
+                },
+            },
+            BuildStep::AssignConsole,
+            BuildStep::RequestStart { boot_order: 3 },
+        ];
+        for step in steps {
+            record.push(step).unwrap();
+        }
+        let mut out = [0u8; 256];
+        let len = record.encode(&mut out).unwrap();
+        let mut expected = std::vec::Vec::new();
+        expected.extend_from_slice(&[
+            1, 3, b'w', b'e', b'b', 0x80, 0x80, 0x80, 0x01, 2, 1, 0, 1, 5,
+        ]);
+        expected.extend_from_slice(&[0, 2, 1, b'k', 0x40, 0x80, 0x02, 0x80, 0x80, 0x40, 1]);
+        expected.extend_from_slice(&[0x11; 32]);
+        expected.extend_from_slice(&[1, 0x80, 0x20, 3]);
+        expected.extend_from_slice(&BuildRecord::write_step(0, b"abc").sha256_for_test());
+        expected.extend_from_slice(&[2, 1, 0, 0x80, 0x80, 0x40, 0x80, 0x20]);
+        expected.extend_from_slice(&[3, 4, 3]);
+        assert_eq!(&out[..len], &expected[..]);
+    }
+
+    impl BuildStep {
+        fn sha256_for_test(&self) -> [u8; 32] {
+            match self {
+                BuildStep::WriteMemory { sha256, .. } => *sha256,
+                _ => panic!("not a write"),
+            }
+        }
     }
 }

@@ -102,6 +102,98 @@ fn quote_attests_the_predicted_pcrs_in_four_banks() {
     check_quote_against_prediction(None, "issue4-attest-four-banks");
 }
 
+/// Offset of a byte inside the first `PT_LOAD` segment's file bytes of an ELF64 image (a byte
+/// the loader copies into the domain).
+fn loaded_byte(elf: &[u8]) -> usize {
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap()) as usize;
+    let phoff = u64_at(32);
+    let phnum = u16::from_le_bytes([elf[56], elf[57]]) as usize;
+    (0..phnum)
+        .map(|i| phoff + 56 * i)
+        .find(|&ph| u32::from_le_bytes(elf[ph..ph + 4].try_into().unwrap()) == 1)
+        .map(|ph| u64_at(ph + 8) + u64_at(ph + 32) / 2)
+        .expect("a PT_LOAD segment")
+}
+
+/// The fleet check end to end, with the log taken from the prediction: the log is evidence only
+/// through the quote (verify replays it against the quoted digest), so where the bytes come from
+/// does not matter; the run's own log reaches the transcript once control domains get the log
+/// window (see `verify_accepts_the_transcript`). Then one byte of the hello kernel changes:
+/// exactly PCR20 and PCR21 change, and verify names the module's event.
+#[test]
+fn verify_accepts_the_run_and_names_a_changed_kernel() {
+    let nonce = fresh_nonce();
+    let outcome = attest_run(None, "issue4-attest-verify-predicted-log", &nonce);
+    let mut transcript = verify::parse_transcript(&transcript_text(&outcome)).unwrap();
+    let built = bundle(BUNDLE);
+    let inputs = predict::bundle_inputs(&built).unwrap();
+    let banks = predict::parse_banks("sha1,sha256,sha384,sha512").unwrap();
+    let prediction = predict::predict(&inputs, &banks, PredictedLaunch::Emulated).unwrap();
+    transcript.slipway_log = prediction.log.clone();
+    let requirements = |expected_log: Vec<u8>| Requirements {
+        nonce: nonce.clone(),
+        bank: Alg::Sha256,
+        expected_log,
+    };
+    let accepted = verify::verify(&transcript, &requirements(prediction.log.clone()))
+        .unwrap_or_else(|e| panic!("verify: {e}"));
+    assert_eq!(accepted.quoted_banks.len(), 4);
+
+    // tpm2_eventlog (tpm2-tools) parses the log and replays it to the same PCR values.
+    let log_file = built.output_dir.join("issue4-predicted.log");
+    std::fs::write(&log_file, &prediction.log).unwrap();
+    let tool = std::process::Command::new("tpm2_eventlog")
+        .arg(&log_file)
+        .output()
+        .expect("tpm2_eventlog (apt-get install tpm2-tools)");
+    assert!(
+        tool.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tool.stderr)
+    );
+    let text = String::from_utf8_lossy(&tool.stdout);
+    let sha256 = text
+        .split("sha256:")
+        .last()
+        .expect("a sha256 bank in the pcrs section");
+    // (PCR18 has no events; the tool lists only PCRs that have.)
+    for pcr in [17, 19, 20, 21] {
+        let value = prediction.pcrs.value(pcr, Alg::Sha256).unwrap().unwrap();
+        assert!(
+            sha256.contains(&format!("{pcr} : 0x{value}")),
+            "tpm2_eventlog PCR{pcr}:\n{text}"
+        );
+    }
+
+    // One byte of one domain's kernel changes.
+    let mut changed = inputs.clone();
+    let hello = &mut changed
+        .modules
+        .iter_mut()
+        .find(|(name, _)| name == "hello")
+        .unwrap()
+        .1;
+    let at = loaded_byte(hello);
+    hello[at] ^= 0x01;
+    let other = predict::predict(&changed, &banks, PredictedLaunch::Emulated).unwrap();
+    for pcr in 17..=21 {
+        for alg in [Alg::Sha1, Alg::Sha256, Alg::Sha384, Alg::Sha512] {
+            let same =
+                prediction.pcrs.value(pcr, alg).unwrap() == other.pcrs.value(pcr, alg).unwrap();
+            assert_eq!(
+                same,
+                pcr < 20,
+                "PCR{pcr} {alg:?}: only PCR20 and PCR21 change"
+            );
+        }
+    }
+    let error = verify::verify(&transcript, &requirements(other.log)).unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, Rejection::Mismatch(_)), "{message}");
+    assert!(message.contains("PCR20"), "{message}");
+    assert!(message.contains("BOOT_MODULE module `hello`"), "{message}");
+}
+
 #[test]
 fn quote_attests_the_predicted_pcrs_with_one_bank() {
     check_quote_against_prediction(Some("sha256"), "issue4-attest-one-bank");
@@ -132,6 +224,51 @@ fn verify_accepts_the_transcript() {
         },
     )
     .unwrap_or_else(|e| panic!("verify: {e}"));
+}
+
+/// A kernel outside its domain's allow-list: the policy's action (recovery only) is taken and
+/// measured, and the quote still attests exactly the predicted values (predict runs the same
+/// policy code).
+#[test]
+fn a_module_outside_its_allow_list_starts_only_recovery() {
+    let nonce = fresh_nonce();
+    let built = bundle("test-measured-allowlist");
+    let mut run = config(&built, Firmware::Bios, "issue4-allowlist");
+    run.tpm = Tpm::Swtpm;
+    run.console_input = vec![ConsoleInput {
+        after_line_containing: "attest: nonce?".into(),
+        bytes: format!("{}\r", hex(&nonce)).into_bytes(),
+    }];
+    let outcome = boot(&run);
+    assert_eq!(
+        outcome.verdict,
+        Verdict::Success,
+        "verdict: {}",
+        outcome.verdict
+    );
+    assert!(
+        outcome.has_line(
+            "[domb] policy: digest-not-allowed (domain hello, module hello): recovery-only"
+        ),
+        "the decision is printed"
+    );
+    let started: Vec<&str> = outcome
+        .milestones
+        .iter()
+        .filter_map(|m| m.name.strip_prefix("started:"))
+        .collect();
+    assert_eq!(started, ["control"], "only the recovery domain starts");
+    let transcript = verify::parse_transcript(&transcript_text(&outcome)).unwrap();
+    let inputs = predict::bundle_inputs(&built).unwrap();
+    let banks = predict::parse_banks("sha1,sha256,sha384,sha512").unwrap();
+    let prediction = predict::predict(&inputs, &banks, PredictedLaunch::Emulated).unwrap();
+    assert!(
+        prediction.domb_output.contains("digest-not-allowed"),
+        "{}",
+        prediction.domb_output
+    );
+    verify::check_quote_attests(&transcript, &nonce, &prediction.pcrs)
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]

@@ -300,3 +300,48 @@ fn without_a_tpm_the_launch_is_unmeasured_and_only_recovery_starts() {
         .collect();
     assert_eq!(started, ["control"], "only the recovery domain starts");
 }
+
+/// A domain prints text imitating a launch request and writes it to the launch channel's port
+/// (0xe9); the hypervisor's own request is the boot's only one. The harness served exactly one
+/// hash sequence, saw nothing from the domain, and the attest domain's quote (started after it)
+/// attests exactly the predicted PCR17-21: the TPM was not touched.
+#[test]
+fn a_fake_launch_request_does_not_touch_the_tpm() {
+    let nonce = fresh_nonce();
+    let built = bundle("test-measured-hostile");
+    let mut run = config(&built, Firmware::Bios, "issue4-fake-launch");
+    run.tpm = Tpm::Swtpm;
+    run.console_input = vec![ConsoleInput {
+        after_line_containing: "attest: nonce?".into(),
+        bytes: format!("{}\r", hex(&nonce)).into_bytes(),
+    }];
+    let outcome = boot(&run);
+    assert!(
+        outcome.has_line("[fake] slipway-launch-request region=0x200000 size=0x100000"),
+        "the imitation stays on the domain's own, prefixed console"
+    );
+    let report = outcome.launch.as_ref().expect("a launch report");
+    assert!(report.launch.measured().is_some(), "{report:?}");
+    assert!(
+        report.launch.ignored_requests.is_empty()
+            && !report
+                .launch
+                .other_lines
+                .iter()
+                .any(|l| l.contains("slipway-launch-request")),
+        "nothing of the domain reached the launch channel: {report:?}"
+    );
+    let hash_starts = report
+        .tpm
+        .log
+        .iter()
+        .filter(|f| f.name() == "CMD_HASH_START")
+        .count();
+    assert_eq!(hash_starts, 1, "{:?}", report.tpm.log);
+    let transcript = verify::parse_transcript(&transcript_text(&outcome)).unwrap();
+    let inputs = predict::bundle_inputs(&built).unwrap();
+    let banks = predict::parse_banks("sha1,sha256,sha384,sha512").unwrap();
+    let prediction = predict::predict(&inputs, &banks, PredictedLaunch::Emulated).unwrap();
+    verify::check_quote_attests(&transcript, &nonce, &prediction.pcrs)
+        .unwrap_or_else(|e| panic!("{e}"));
+}

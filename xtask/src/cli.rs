@@ -17,6 +17,8 @@ pub struct RunArgs {
     pub smp: Option<u32>,
     pub memory_mib: Option<u32>,
     pub extra_qemu_args: Vec<String>,
+    /// A nonce (hex) typed on the console when the attest control domain asks for it.
+    pub nonce: Option<String>,
 }
 
 /// A `cargo xtask` command.
@@ -43,6 +45,8 @@ usage: cargo xtask <command>
       --no-tpm             attach no TPM
       --smp N              virtual CPUs (default: bundle's, else 2)
       --memory MIB         guest RAM (default: bundle's, else 512)
+      --nonce HEX          type this nonce when the attest control domain asks for one
+                           (then: cargo xtask verify <serial log> --nonce HEX --bundle BUNDLE)
       -- ARGS...           extra QEMU arguments (e.g. -- -d int -D /tmp/qemu.log)
   predict [BUNDLE] [--banks sha1,sha256,..] [--out FILE] [--launch emulated|txt|skinit]
                            print the expected PCR17-21 values of the bundle and write the exact
@@ -103,6 +107,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
                 smp: None,
                 memory_mib: None,
                 extra_qemu_args: Vec::new(),
+                nonce: None,
             };
             let mut bundle_given = false;
             while let Some(arg) = args.next() {
@@ -124,6 +129,11 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
                         run.smp = Some(n);
                     }
                     "--memory" => run.memory_mib = Some(number("--memory", args.next())?),
+                    "--nonce" => {
+                        let nonce = args.next().ok_or("--nonce needs a hex value")?;
+                        crate::verify::parse_hex(&nonce).map_err(|e| format!("--nonce: {e}"))?;
+                        run.nonce = Some(nonce);
+                    }
                     "--" => run.extra_qemu_args.extend(args.by_ref()),
                     a if a.starts_with('-') => return Err(format!("run: unknown option `{a}`")),
                     a if !bundle_given => {
@@ -197,6 +207,7 @@ mod tests {
                 smp: Some(1),
                 memory_mib: Some(256),
                 extra_qemu_args: vec!["-d".into(), "int".into()],
+                nonce: None,
             }
         );
     }

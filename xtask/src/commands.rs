@@ -78,6 +78,12 @@ fn run_command(ws: &Workspace, args: RunArgs) -> ExitCode {
         .or(defaults.memory_mib)
         .unwrap_or(runner::DEFAULT_MEMORY_MIB);
     config.extra_qemu_args = args.extra_qemu_args;
+    if let Some(nonce) = &args.nonce {
+        config.console_input.push(crate::runner::ConsoleInput {
+            after_line_containing: "attest: nonce?".into(),
+            bytes: format!("{nonce}\r").into_bytes(),
+        });
+    }
     println!(
         "xtask: booting {} under {}{} ({} CPUs, {} MiB, timeout {} s)",
         bundle.iso.display(),

@@ -375,7 +375,9 @@ pub fn verify(transcript: &Transcript, req: &Requirements) -> Result<Accepted, R
     // 3. The log: well-formed, replays to the quoted digest.
     if transcript.slipway_log.is_empty() {
         return Err(Rejection::Log(
-            "the transcript carries no Slipway event log".into(),
+            "the transcript carries no Slipway event log (the control domain found no \
+             `slipway-event-log` window in its start info)"
+                .into(),
         ));
     }
     let log =
@@ -569,6 +571,8 @@ fn verify_from_args(
     let expected_log = match (&args.expected_log, &args.bundle) {
         (Some(path), _) => std::fs::read(path)
             .map_err(|e| Rejection::Usage(format!("cannot read {}: {e}", path.display())))?,
+        // No log: nothing to predict for; `verify` reports the quote or the missing log.
+        (None, _) if transcript.slipway_log.is_empty() => Vec::new(),
         (None, bundle) => {
             let bundle = bundle.as_deref().unwrap_or(crate::cli::DEFAULT_BUNDLE);
             // Predict for the banks the run's log has (its header lists them in TPM order).

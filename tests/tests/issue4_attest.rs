@@ -2,7 +2,8 @@
 //! (`images/test-measured-attest`): the harness types a fresh nonce on the control domain's
 //! console, the domain quotes PCR17-21 in every active bank with the attestation key it creates,
 //! and the host checks the quote (key, signature, nonce) against `cargo xtask predict`'s values
-//! for the same bundle, in a default (four-bank) swtpm and in a one-bank (sha256) swtpm. Without
+//! for the same bundle (and the harness's measured PCR17 against predict's), in a default
+//! (four-bank) swtpm and in a one-bank (sha256) swtpm; then `verify`'s whole decision. Without
 //! a TPM the launch is unmeasured, said loudly, and the default policy (the bundle has no policy
 //! node) starts only the recovery domain.
 //!
@@ -59,7 +60,12 @@ fn transcript_text(outcome: &RunOutcome) -> String {
         .collect()
 }
 
-fn check_quote_against_prediction(banks: Option<&str>, test: &str) {
+/// One measured boot: the quote checks against the prediction (and the harness measured the
+/// predicted PCR17). Returns what later checks need.
+fn check_quote_against_prediction(
+    banks: Option<&str>,
+    test: &str,
+) -> (Vec<u8>, verify::Transcript, predict::Prediction) {
     let nonce = fresh_nonce();
     let outcome = attest_run(banks, test, &nonce);
     let transcript = verify::parse_transcript(&transcript_text(&outcome))
@@ -82,6 +88,24 @@ fn check_quote_against_prediction(banks: Option<&str>, test: &str) {
             )
         });
     assert_eq!(selection.len(), bank_set.len(), "{selection:?}");
+    // The harness (playing the CPU) measured exactly the predicted PCR17, in every bank.
+    let launch = outcome
+        .launch
+        .as_ref()
+        .expect("a TPM run has a launch report");
+    let measured = launch
+        .launch
+        .measured()
+        .unwrap_or_else(|| panic!("the launch request was not measured: {launch:?}"));
+    assert_eq!(measured.len(), bank_set.len());
+    for digest in measured.iter() {
+        let alg = digest.hash_alg().expect("a bank Slipway hashes");
+        assert_eq!(
+            prediction.pcrs.value(17, alg).unwrap().as_ref(),
+            Some(digest),
+            "PCR17 {alg:?}"
+        );
+    }
     // A wrong nonce is refused.
     let mut other = nonce.clone();
     other[0] ^= 1;
@@ -95,11 +119,7 @@ fn check_quote_against_prediction(banks: Option<&str>, test: &str) {
     )
     .unwrap_err();
     assert!(matches!(error, Rejection::Quote(_)), "{error}");
-}
-
-#[test]
-fn quote_attests_the_predicted_pcrs_in_four_banks() {
-    check_quote_against_prediction(None, "issue4-attest-four-banks");
+    (nonce, transcript, prediction)
 }
 
 /// Offset of a byte inside the first `PT_LOAD` segment's file bytes of an ELF64 image (a byte
@@ -115,20 +135,19 @@ fn loaded_byte(elf: &[u8]) -> usize {
         .expect("a PT_LOAD segment")
 }
 
-/// The fleet check end to end, with the log taken from the prediction: the log is evidence only
+/// Four banks: the quote attests the prediction; then the fleet check end to end, with the log
+/// taken from the prediction: the log is evidence only
 /// through the quote (verify replays it against the quoted digest), so where the bytes come from
 /// does not matter; the run's own log reaches the transcript once control domains get the log
 /// window (see `verify_accepts_the_transcript`). Then one byte of the hello kernel changes:
 /// exactly PCR20 and PCR21 change, and verify names the module's event.
 #[test]
-fn verify_accepts_the_run_and_names_a_changed_kernel() {
-    let nonce = fresh_nonce();
-    let outcome = attest_run(None, "issue4-attest-verify-predicted-log", &nonce);
-    let mut transcript = verify::parse_transcript(&transcript_text(&outcome)).unwrap();
+fn four_banks_quote_verify_and_a_changed_kernel() {
+    let (nonce, mut transcript, prediction) =
+        check_quote_against_prediction(None, "issue4-attest-four-banks");
     let built = bundle(BUNDLE);
     let inputs = predict::bundle_inputs(&built).unwrap();
-    let banks = predict::parse_banks("sha1,sha256,sha384,sha512").unwrap();
-    let prediction = predict::predict(&inputs, &banks, PredictedLaunch::Emulated).unwrap();
+    let banks = prediction.banks;
     transcript.slipway_log = prediction.log.clone();
     let requirements = |expected_log: Vec<u8>| Requirements {
         nonce: nonce.clone(),
@@ -196,7 +215,9 @@ fn verify_accepts_the_run_and_names_a_changed_kernel() {
 
 #[test]
 fn quote_attests_the_predicted_pcrs_with_one_bank() {
-    check_quote_against_prediction(Some("sha256"), "issue4-attest-one-bank");
+    let (_, _, prediction) =
+        check_quote_against_prediction(Some("sha256"), "issue4-attest-one-bank");
+    assert_eq!(prediction.banks.len(), 1);
 }
 
 /// The whole fleet check of `cargo xtask verify`: needs the event log in the control domain's

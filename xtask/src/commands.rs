@@ -118,17 +118,23 @@ fn run_command(ws: &Workspace, args: RunArgs) -> ExitCode {
 
 fn test_command(ws: &Workspace) -> ExitCode {
     let started = Instant::now();
-    println!("xtask test: [1/3] environment (rustup target, Debian packages)");
+    println!("xtask test: [1/4] environment (rustup target, Debian packages)");
     if let Err(e) = ensure_environment(&ws.root) {
         return fail(e);
     }
-    let stages: [(&str, &[&str]); 2] = [
+    let stages: [(&str, &[&str]); 3] = [
         (
-            "[2/3] host unit tests (cargo test, default members)",
+            "[2/4] host unit tests (cargo test, default members)",
             &["test"],
         ),
         (
-            "[3/3] QEMU integration tests (cargo test -p slipway-integration-tests)",
+            // Guest images are not default members (their binaries are freestanding); their
+            // pure libraries are host-tested here.
+            "[3/4] guest libraries' host tests (cargo test -p slipway-guest-attest --lib)",
+            &["test", "-p", "slipway-guest-attest", "--lib"],
+        ),
+        (
+            "[4/4] QEMU integration tests (cargo test -p slipway-integration-tests)",
             &[
                 "test",
                 "-p",

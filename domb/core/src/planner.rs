@@ -8,6 +8,10 @@
 //! | `0x1000..0x2000` | start-info page ([`START_INFO_GPA`]; reserved in the memory map) |
 //! | ELF `p_paddr` ranges | kernel segments |
 //! | top of memory, page aligned | ramdisk, if any |
+//!
+//! A control domain's map also reserves the two event-log windows above its RAM
+//! (`v1::SLIPWAY_LOG_GPA`, `v1::FIRMWARE_LOG_GPA`, `v1::LOG_WINDOW_SIZE` each), listed after the
+//! ramdisk as start-info modules `slipway-event-log` and `firmware-event-log`.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -293,7 +297,26 @@ pub fn plan_domain(
         });
     }
 
-    let memory_map = [
+    // A control domain gets the two event-log windows (docs/abi.md, "Event-log windows"):
+    // reserved in its memory map and listed as modules; the hypervisor maps them at hand-off.
+    let log_windows = [
+        (v1::SLIPWAY_LOG_GPA, v1::SLIPWAY_LOG_MODULE),
+        (v1::FIRMWARE_LOG_GPA, v1::FIRMWARE_LOG_MODULE),
+    ];
+    let log_windows: &[(u64, &str)] = if domain.capabilities.control {
+        &log_windows
+    } else {
+        &[]
+    };
+    for &(gpa, cmdline) in log_windows {
+        start_modules.push(StartModule {
+            paddr: gpa,
+            size: v1::LOG_WINDOW_SIZE,
+            cmdline,
+        });
+    }
+
+    let mut memory_map = alloc::vec![
         MemoryMapEntry {
             addr: 0,
             size: START_INFO_GPA,
@@ -310,6 +333,11 @@ pub fn plan_domain(
             kind: MemoryType::Ram,
         },
     ];
+    memory_map.extend(log_windows.iter().map(|&(gpa, _)| MemoryMapEntry {
+        addr: gpa,
+        size: v1::LOG_WINDOW_SIZE,
+        kind: MemoryType::Reserved,
+    }));
     let page = start_info::build(&StartInfoSpec {
         page_gpa: START_INFO_GPA,
         cmdline: &domain.bootargs,

@@ -30,7 +30,7 @@ pub const START_INFO_PAGE_LEN: usize = 4096;
 pub enum MemoryType {
     /// Usable RAM (E820 type 1).
     Ram = 1,
-    /// Reserved (E820 type 2): the start-info page.
+    /// Reserved (E820 type 2): the start-info page and, in control domains, the event-log windows.
     Reserved = 2,
 }
 

@@ -36,6 +36,7 @@
 
 mod client;
 mod error;
+mod log_window;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -49,6 +50,11 @@ use crate::{BOOT_INFO_MAGIC, HYPERCALL_BUFFER_SIZE, REQUEST_MAGIC, RESPONSE_MAGI
 
 pub use client::{CallError, Hypercall, call};
 pub use error::Error;
+pub use log_window::{
+    FIRMWARE_LOG_GPA, FIRMWARE_LOG_MODULE, LOG_DESCRIPTOR_LEN, LOG_WINDOW_CAPACITY,
+    LOG_WINDOW_MAGIC, LOG_WINDOW_SIZE, LogWindowDescriptor, LogWindowError, SLIPWAY_LOG_GPA,
+    SLIPWAY_LOG_MODULE,
+};
 pub use types::{
     Capabilities, DOMAIN_NAME_MAX, Digest, DomainId, DomainName, LaunchKind, MAX_BANKS,
     MAX_DIGEST_LEN, MODULE_NAME_MAX, ModuleInfo, ModuleName, NameError, TpmAlgId, TpmBanks,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use super::fixtures::*;
 use crate::launch::{self, BootFacts, Hypervisor, LaunchError};
 use crate::planner::ModuleData;
-use slipway_guest_rt::pvh::{PhysRead, StartInfo};
+use slipway_guest_rt::pvh::{PhysRead, StartInfo, read_c_string};
 use slipway_hv_core::addr::PhysRange;
 use slipway_hv_core::domain::{Domain, DomainTable};
 use slipway_hv_core::hypercall::{self, BootModule, LaunchInfo, Outcome, Platform};
@@ -228,8 +228,26 @@ fn launch_against_hv_core_dispatcher_builds_bootable_domains() {
         let info = StartInfo::parse(memory, 0x1000).expect("the guest can parse its start info");
         assert_eq!(info.cmdline().unwrap(), expected_cmdline);
         assert_eq!(info.ram_end(), 16 << 20);
-        assert_eq!(info.memory_size(), 16 << 20);
-        assert_eq!(info.module_count, 0);
+        assert_eq!(info.ram_size(), (16 << 20) - 0x1000);
+        // The control domain (started[0]) also gets the two event-log windows, reserved.
+        let windows = if id == started[0] { 2 } else { 0 };
+        assert_eq!(
+            info.memory_size(),
+            (16 << 20) + windows * v1::LOG_WINDOW_SIZE
+        );
+        assert_eq!(info.module_count, windows as u32);
+        for (index, (gpa, name)) in [
+            (v1::SLIPWAY_LOG_GPA, v1::SLIPWAY_LOG_MODULE),
+            (v1::FIRMWARE_LOG_GPA, v1::FIRMWARE_LOG_MODULE),
+        ]
+        .into_iter()
+        .take(windows as usize)
+        .enumerate()
+        {
+            let module = info.module(index as u32).unwrap();
+            assert_eq!((module.paddr, module.size), (gpa, v1::LOG_WINDOW_SIZE));
+            assert_eq!(read_c_string(memory, module.cmdline_paddr).unwrap(), name);
+        }
         for segment in &plan.segments {
             let loaded = memory.read(segment.gpa, segment.mem_len as usize).unwrap();
             let file = &kernel

@@ -264,3 +264,121 @@ mod never_panics {
         }
     }
 }
+
+/// The start-info bytes a plan writes (all `Write` steps, in order, from `START_INFO_GPA`).
+fn start_info_of(plan: &planner::DomainPlan) -> Vec<u8> {
+    let mut page = Vec::new();
+    for step in &plan.steps {
+        if let BuildStep::Write { gpa, bytes } = step {
+            assert_eq!(*gpa, START_INFO_GPA + page.len() as u64);
+            page.extend_from_slice(bytes);
+        }
+    }
+    page
+}
+
+fn u32_at(page: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(page[at..at + 4].try_into().unwrap())
+}
+
+fn u64_at(page: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(page[at..at + 8].try_into().unwrap())
+}
+
+/// (paddr, size, command line) of every start-info module.
+fn start_modules(page: &[u8]) -> Vec<(u64, u64, String)> {
+    let count = u32_at(page, 12) as usize;
+    if count == 0 {
+        return Vec::new();
+    }
+    let list = (u64_at(page, 16) - START_INFO_GPA) as usize;
+    (0..count)
+        .map(|index| {
+            let at = list + index * 32;
+            let cmdline = u64_at(page, at + 16);
+            let text = if cmdline == 0 {
+                String::new()
+            } else {
+                let from = (cmdline - START_INFO_GPA) as usize;
+                let len = page[from..].iter().position(|b| *b == 0).unwrap();
+                String::from_utf8(page[from..from + len].to_vec()).unwrap()
+            };
+            (u64_at(page, at), u64_at(page, at + 8), text)
+        })
+        .collect()
+}
+
+/// (addr, size, type) of every memory-map entry.
+fn memory_map(page: &[u8]) -> Vec<(u64, u64, u32)> {
+    let count = u32_at(page, 48) as usize;
+    let map = (u64_at(page, 40) - START_INFO_GPA) as usize;
+    (0..count)
+        .map(|index| {
+            let at = map + index * 24;
+            (
+                u64_at(page, at),
+                u64_at(page, at + 8),
+                u32_at(page, at + 16),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn control_domains_get_both_log_windows_reserved_and_listed() {
+    let mut tree = config_tree();
+    tree.find(&["chosen", "hypervisor", "ctl"])
+        .set("ramdisk", s("initrd"));
+    let config = config::parse(&dtb(&tree), MODULES).unwrap();
+    let kernel = ElfSpec::pvh(0x10_0000).build();
+    let initrd = vec![0x5a; 5000];
+    let plans = planner::plan(&config, &start_all(&config), &modules(&kernel, &initrd)).unwrap();
+    assert_eq!(plans[0].name.as_str(), "ctl");
+    let page = start_info_of(&plans[0]);
+    let ramdisk_gpa = (16u64 << 20) - 0x2000;
+    assert_eq!(
+        start_modules(&page),
+        [
+            (ramdisk_gpa, 5000, String::new()),
+            (
+                v1::SLIPWAY_LOG_GPA,
+                v1::LOG_WINDOW_SIZE,
+                "slipway-event-log".into()
+            ),
+            (
+                v1::FIRMWARE_LOG_GPA,
+                v1::LOG_WINDOW_SIZE,
+                "firmware-event-log".into()
+            ),
+        ]
+    );
+    assert_eq!(
+        memory_map(&page),
+        [
+            (0, 0x1000, 1),
+            (0x1000, 0x1000, 2),
+            (0x2000, (16 << 20) - 0x2000, 1),
+            (v1::SLIPWAY_LOG_GPA, v1::LOG_WINDOW_SIZE, 2),
+            (v1::FIRMWARE_LOG_GPA, v1::LOG_WINDOW_SIZE, 2),
+        ]
+    );
+    // The windows lie above the largest RAM a domain may have.
+    const { assert!(v1::SLIPWAY_LOG_GPA >= config::MAX_DOMAIN_MEMORY) };
+}
+
+#[test]
+fn other_domains_get_no_log_windows() {
+    let config = config::parse(&dtb(&config_tree()), MODULES).unwrap();
+    let kernel = ElfSpec::pvh(0x10_0000).build();
+    let plans = planner::plan(&config, &start_all(&config), &modules(&kernel, b"")).unwrap();
+    for plan in &plans[1..] {
+        let page = start_info_of(plan);
+        assert!(start_modules(&page).is_empty(), "{}", plan.name.as_str());
+        assert_eq!(memory_map(&page).len(), 3);
+        assert!(memory_map(&page).iter().all(|entry| entry.0 < 16 << 20));
+    }
+    // The control domain without a ramdisk lists the two windows only.
+    let page = start_info_of(&plans[0]);
+    let names: Vec<_> = start_modules(&page).into_iter().map(|m| m.2).collect();
+    assert_eq!(names, ["slipway-event-log", "firmware-event-log"]);
+}

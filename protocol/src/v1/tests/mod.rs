@@ -3,6 +3,7 @@
 
 mod api;
 mod client;
+mod log_window;
 mod props;
 mod samples;
 mod wire;

@@ -222,6 +222,11 @@ fn perform<P: Platform>(
             vcpus,
             capabilities,
         } => {
+            // A control domain gets the event-log windows mapped at `v1::SLIPWAY_LOG_GPA`: its
+            // RAM must end below them (refused here, not as a mapping failure at hand-off).
+            if capabilities.control && *memory_bytes > v1::SLIPWAY_LOG_GPA {
+                return Err(Error::InvalidMemorySize);
+            }
             let id = table.check_create(name, *memory_bytes, *vcpus)?;
             platform.create_domain(id, *memory_bytes, *vcpus)?;
             table.insert_planned(id, name.clone(), *memory_bytes, *vcpus, *capabilities);

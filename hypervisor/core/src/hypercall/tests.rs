@@ -290,6 +290,16 @@ fn create_domain_errors() {
     w.refused(domb, create("a", 4095, 1), Error::InvalidMemorySize);
     w.refused(domb, create("a", !0xfff, 1), Error::InvalidMemorySize);
     w.refused(domb, create("a", 4096, 0), Error::NoVcpus);
+    let big_control = Request::CreateDomain {
+        name: DomainName::new("ctl").unwrap(),
+        memory_bytes: v1::SLIPWAY_LOG_GPA + 4096,
+        vcpus: 1,
+        capabilities: Capabilities {
+            control: true,
+            ..Default::default()
+        },
+    };
+    w.refused(domb, big_control, Error::InvalidMemorySize);
     w.refused(domb, create("a", 4096, 200), Error::TooManyVcpus);
     w.platform.fail_create = Some(Error::OutOfMemory);
     w.refused(domb, create("a", 4096, 1), Error::OutOfMemory);

@@ -1,5 +1,6 @@
-//! Finding the other CPUs: the local APIC IDs listed in the ACPI MADT, read by the pre-launch
-//! stage (the early identity map reaches the firmware's tables) and passed on in the hand-off.
+//! Finding the other CPUs (the local APIC IDs listed in the ACPI MADT) and the firmware's TPM
+//! event log (the log area of the ACPI TPM2 table), read by the pre-launch stage (the early
+//! identity map reaches the firmware's tables) and passed on in the hand-off.
 //! Firmware tables are input like any other: lengths are bounded, checksums verified, and an
 //! unreadable table just means "no other CPUs".
 
@@ -28,19 +29,41 @@ fn table(addr: u64) -> Option<&'static [u8]> {
     (all.iter().fold(0u8, |a, b| a.wrapping_add(*b)) == 0).then_some(all)
 }
 
+/// The first table with `signature` listed in the RSDT (`entry_size` 4) or XSDT (`entry_size`
+/// 8) at `root`, whole and with a valid checksum.
+fn find_table(root: u64, entry_size: usize, signature: &[u8; 4]) -> Option<&'static [u8]> {
+    let root = table(root)?;
+    root[36..].chunks_exact(entry_size).find_map(|entry| {
+        let addr = match entry_size {
+            4 => u64::from(u32::from_le_bytes(entry.try_into().ok()?)),
+            _ => u64::from_le_bytes(entry.try_into().ok()?),
+        };
+        table(addr).filter(|t| &t[0..4] == signature)
+    })
+}
+
+/// Length of a TPM2 table that carries the log-area fields (TCG ACPI specification, table
+/// revision 4 and later: LAML at offset 64, LASA at offset 68).
+const TPM2_WITH_LOG_AREA: usize = 76;
+
+/// The firmware's TPM event-log area from the ACPI TPM2 table: (start address LASA, minimum
+/// length LAML). `None` without a TPM2 table, with a table older than revision 4 or too short
+/// for the log fields, or with a zero address or length. The area itself is checked post-launch.
+pub fn tpm2_log_area(root: u64, entry_size: usize) -> Option<(u64, u32)> {
+    let tpm2 = find_table(root, entry_size, b"TPM2")?;
+    if tpm2[8] < 4 || tpm2.len() < TPM2_WITH_LOG_AREA {
+        return None;
+    }
+    let laml = u32::from_le_bytes(tpm2[64..68].try_into().ok()?);
+    let lasa = u64::from_le_bytes(tpm2[68..76].try_into().ok()?);
+    (laml != 0 && lasa != 0).then_some((lasa, laml))
+}
+
 /// The APIC IDs of enabled processors in the MADT, found through the RSDT (`entry_size` 4)
 /// or XSDT (`entry_size` 8) at `root`.
 pub fn apic_ids(root: u64, entry_size: usize, out: &mut [u32; MAX_APIC_IDS]) -> usize {
-    let Some(root) = table(root) else { return 0 };
     let mut count = 0;
-    for entry in root[36..].chunks_exact(entry_size) {
-        let addr = match entry_size {
-            4 => u64::from(u32::from_le_bytes(entry.try_into().unwrap_or([0; 4]))),
-            _ => u64::from_le_bytes(entry.try_into().unwrap_or([0; 8])),
-        };
-        let Some(madt) = table(addr).filter(|t| &t[0..4] == b"APIC" && t.len() >= 44) else {
-            continue;
-        };
+    if let Some(madt) = find_table(root, entry_size, b"APIC").filter(|t| t.len() >= 44) {
         let mut at = 44;
         while at + 2 <= madt.len() {
             let (kind, len) = (madt[at], madt[at + 1] as usize);
@@ -57,7 +80,6 @@ pub fn apic_ids(root: u64, entry_size: usize, out: &mut [u32; MAX_APIC_IDS]) -> 
             }
             at += len;
         }
-        break;
     }
     count
 }

@@ -63,6 +63,9 @@ pub struct LaunchHandoff {
     /// Local APIC IDs of the enabled processors in the ACPI MADT (0 if none was found).
     pub apic_id_count: u32,
     pub apic_ids: [u32; crate::acpi::MAX_APIC_IDS],
+    /// The firmware's TPM event-log area from the ACPI TPM2 table (LASA, LAML); 0, 0 if none.
+    pub firmware_log_start: u64,
+    pub firmware_log_len: u64,
 }
 
 impl LaunchHandoff {
@@ -90,6 +93,8 @@ impl LaunchHandoff {
             cmdline: [0; MAX_CMDLINE],
             apic_id_count: 0,
             apic_ids: [0; crate::acpi::MAX_APIC_IDS],
+            firmware_log_start: 0,
+            firmware_log_len: 0,
         }
     }
 }
@@ -196,14 +201,18 @@ pub fn describe_boot(
         None => "",
     };
     out.cmdline_len = copy_cmdline(&mut out.cmdline, line)?;
-    let count = if let Some(v2) = info.rsdp_v2_tag().filter(|t| t.xsdt_address() != 0) {
-        crate::acpi::apic_ids(v2.xsdt_address() as u64, 8, &mut out.apic_ids)
-    } else if let Some(v1) = info.rsdp_v1_tag() {
-        crate::acpi::apic_ids(v1.rsdt_address() as u64, 4, &mut out.apic_ids)
+    let root = if let Some(v2) = info.rsdp_v2_tag().filter(|t| t.xsdt_address() != 0) {
+        Some((v2.xsdt_address() as u64, 8))
     } else {
-        0
+        info.rsdp_v1_tag().map(|v1| (v1.rsdt_address() as u64, 4))
     };
-    out.apic_id_count = count as u32;
+    if let Some((root, entry_size)) = root {
+        out.apic_id_count = crate::acpi::apic_ids(root, entry_size, &mut out.apic_ids) as u32;
+        if let Some((start, len)) = crate::acpi::tpm2_log_area(root, entry_size) {
+            out.firmware_log_start = start;
+            out.firmware_log_len = u64::from(len);
+        }
+    }
     Ok(())
 }
 

@@ -12,6 +12,7 @@ mod idt;
 mod interrupts;
 mod lapic;
 mod launch;
+mod log_windows;
 mod measurement;
 mod memmap;
 mod percpu;
@@ -157,6 +158,29 @@ extern "C" fn post_launch_main(handoff_addr: u64) -> ! {
         );
     }
 
+    // The firmware's event log (ACPI TPM2 log area) is copied now, while the early identity map
+    // still reaches firmware-reserved memory; control domains get it unchanged at hand-off.
+    let firmware_log =
+        match log_windows::capture_firmware_log(handoff, image, &boot.modules[..boot.module_count])
+        {
+            Ok(Some(log)) => {
+                hvprintln!(
+                    "post-launch: firmware event log: {} bytes (ACPI TPM2 log area at {:#x})",
+                    log.len(),
+                    handoff.firmware_log_start
+                );
+                Some(log)
+            }
+            Ok(None) => {
+                hvprintln!("post-launch: the firmware publishes no event log (ACPI TPM2)");
+                None
+            }
+            Err(why) => {
+                hvprintln!("post-launch: firmware event log not passed on: {why}");
+                None
+            }
+        };
+
     // SAFETY: the bitmap is used only by this allocator, which lives for the rest of the run.
     let bitmap = unsafe { &mut *core::ptr::addr_of_mut!(FRAME_BITMAP) };
     let mut alloc = BitmapFrameAllocator::new(free, bitmap)
@@ -211,7 +235,14 @@ extern "C" fn post_launch_main(handoff_addr: u64) -> ! {
     let root = table.root().start().0;
     // SAFETY: HV is written once here; from now on it is reached only through smp::with_hv.
     let hv = unsafe { &mut *core::ptr::addr_of_mut!(HV) };
-    let hv = hv.write(start_hypervisor(mem, alloc, handoff, &boot, cmdline));
+    let hv = hv.write(start_hypervisor(
+        mem,
+        alloc,
+        handoff,
+        &boot,
+        cmdline,
+        firmware_log,
+    ));
     smp::install(hv);
     let wanted = cmdline
         .split_whitespace()
@@ -270,6 +301,7 @@ fn start_hypervisor(
     handoff: &LaunchHandoff,
     boot: &memmap::ValidatedBoot,
     _cmdline: &str,
+    firmware_log: Option<&'static [u8]>,
 ) -> vm::Hv {
     let (mut launch_kind, active_banks, tpm, banks) = check_launch();
     let measurement = tpm.and_then(|tpm| {
@@ -338,6 +370,7 @@ fn start_hypervisor(
         launch_kind,
         active_banks,
         measurement,
+        firmware_log,
         modules,
         module_gpas: [0; vm::MAX_MODULES],
         // SAFETY: the two statics are handed out once, here, to the one `Hv`.

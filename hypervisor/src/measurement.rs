@@ -16,8 +16,8 @@ use slipway_protocol::v1::{self, Error};
 
 use crate::tpm::HvTpm;
 
-/// Capacity of the event log.
-pub const LOG_CAPACITY: usize = 256 * 1024;
+/// Capacity of the event log: what a control domain's log window carries after its descriptor.
+pub const LOG_CAPACITY: usize = slipway_protocol::v1::LOG_WINDOW_CAPACITY;
 
 static mut LOG_BUFFER: [u8; LOG_CAPACITY] = [0; LOG_CAPACITY];
 
@@ -184,6 +184,11 @@ impl Measurement {
     }
 
     /// After the separators: gives up locality 2, so that a control domain can use locality 0.
+    /// The log's bytes (final once the separators are logged).
+    pub fn log_bytes(&self) -> &[u8] {
+        self.log.as_bytes()
+    }
+
     pub fn release_locality(&mut self) {
         if let Err(error) = self.tpm.transport().relinquish_locality() {
             crate::hvprintln!("tpm: releasing locality 2: {error}");

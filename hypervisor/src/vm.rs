@@ -5,7 +5,7 @@
 
 use core::cell::UnsafeCell;
 
-use slipway_hv_core::addr::{PAGE_SIZE, PhysAddr, PhysRange};
+use slipway_hv_core::addr::{Frame, PAGE_SIZE, PhysAddr, PhysRange};
 use slipway_hv_core::console::{ConsoleMux, InputAction, LineBuffer};
 use slipway_hv_core::domain::{Domain, DomainTable, MAX_DOMAINS, StopReason};
 use slipway_hv_core::exit_handler::{self, ExitAction};
@@ -79,6 +79,8 @@ pub struct DomainHw {
     pub running: [bool; MAX_VCPUS],
     /// The domain has stopped; it is destroyed once no vCPU of it is running any more.
     pub dying: bool,
+    /// Frames of the event-log windows (control domains), freed with the domain.
+    pub log_frames: heapless::Vec<Frame, { crate::log_windows::DOMAIN_LOG_FRAMES }>,
 }
 
 /// The hypervisor's state after the post-launch stage.
@@ -101,6 +103,8 @@ pub struct Hv {
     pub active_banks: heapless::Vec<v1::TpmAlgId, 8>,
     /// The TPM and the event log, when there is a TPM.
     pub measurement: Option<crate::measurement::Measurement>,
+    /// The firmware's event log (ACPI TPM2 log area, copied post-launch), if it published one.
+    pub firmware_log: Option<&'static [u8]>,
     /// Serial input focus (and the Ctrl-] focus keys).
     pub mux: ConsoleMux,
     /// Set when the run is over (every domain finished): the verdict.
@@ -274,6 +278,7 @@ fn allocate_domain_hw(
         line: LineBuffer::new(),
         running: [false; MAX_VCPUS],
         dying: false,
+        log_frames: heapless::Vec::new(),
     })
 }
 
@@ -637,6 +642,12 @@ impl Hv {
             }
         }
         let _ = domain.npt.teardown(&mut self.mem, &mut self.alloc);
+        for frame in domain.log_frames.iter().copied() {
+            let _ = slipway_hv_core::memory::PhysMemory::zero_frame(&mut self.mem, frame);
+            if self.alloc.free(frame).is_ok() {
+                pages += 1;
+            }
+        }
         pages
             + domain
                 .memory
@@ -836,6 +847,33 @@ impl Hv {
                     )
                     .map_err(|_| Error::OutOfMemory)?;
                 hvprintln!("domain {}: TPM locality 0 mapped (control domain)", hw.name);
+            }
+            // A control domain gets the finished logs (the separators are logged) read-only in
+            // its two log windows (docs/abi.md, "Event-log windows").
+            if control {
+                let slipway_log = self.measurement.as_ref().map(|m| m.log_bytes());
+                for (gpa, log, what) in [
+                    (v1::SLIPWAY_LOG_GPA, slipway_log, "slipway"),
+                    (v1::FIRMWARE_LOG_GPA, self.firmware_log, "firmware"),
+                ] {
+                    crate::log_windows::map_window(
+                        &mut self.mem,
+                        &mut self.alloc,
+                        &mut hw.npt,
+                        gpa,
+                        log,
+                        &mut hw.log_frames,
+                    )
+                    .map_err(|why| {
+                        hvprintln!("domain {}: {what} log window: {why:?}", hw.name);
+                        Error::OutOfMemory
+                    })?;
+                    hvprintln!(
+                        "domain {}: {what} event log ({} bytes) mapped read-only at {gpa:#x}",
+                        hw.name,
+                        log.map_or(0, <[u8]>::len)
+                    );
+                }
             }
         }
         for v in 0..count {

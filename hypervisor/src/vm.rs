@@ -341,7 +341,7 @@ impl Hv {
         let start_info_gpa = memory_bytes - 3 * PAGE_SIZE;
         let boot_info_gpa = memory_bytes - 4 * PAGE_SIZE;
         let buffer_gpa = memory_bytes - 5 * PAGE_SIZE;
-        let plan = crate::pvh::plan(image, buffer_gpa).map_err(|e| {
+        let plan = slipway_hv_core::pvh::plan(image, buffer_gpa).map_err(|e| {
             hvprintln!("domb: image refused: {e}");
             "domB image is not a loadable PVH ELF"
         })?;
@@ -414,30 +414,32 @@ impl Hv {
             .write(&mut self.mem, boot_info_gpa, &page[..boot_info_len])
             .map_err(|_| "writing BootInfo failed")?;
         {
-            let mut start_modules =
-                heapless::Vec::<crate::start_info::StartModule<'_>, { MAX_MODULES + 1 }>::new();
-            let _ = start_modules.push(crate::start_info::StartModule {
+            let mut start_modules = heapless::Vec::<
+                slipway_hv_core::start_info::StartModule<'_>,
+                { MAX_MODULES + 1 },
+            >::new();
+            let _ = start_modules.push(slipway_hv_core::start_info::StartModule {
                 gpa: boot_info_gpa,
                 size: boot_info_len as u64,
                 cmdline: "bootinfo",
             });
             for (i, module) in self.modules.iter().enumerate() {
-                let _ = start_modules.push(crate::start_info::StartModule {
+                let _ = start_modules.push(slipway_hv_core::start_info::StartModule {
                     gpa: self.module_gpas[i],
                     size: module.range.len(),
                     cmdline: &module.cmdline,
                 });
             }
             let memmap = [
-                (0, memory_bytes, crate::start_info::MEMMAP_RAM),
+                (0, memory_bytes, slipway_hv_core::start_info::MEMMAP_RAM),
                 (
                     memory_bytes,
                     gpa - memory_bytes,
-                    crate::start_info::MEMMAP_RESERVED,
+                    slipway_hv_core::start_info::MEMMAP_RESERVED,
                 ),
             ];
             let mut area = [0u8; 3 * 4096];
-            let len = crate::start_info::build(
+            let len = slipway_hv_core::start_info::build(
                 &mut area,
                 start_info_gpa,
                 cmdline,

@@ -51,6 +51,8 @@ pub enum FirmwareLogError {
     Malformed { offset: usize },
     /// the log is larger than its window carries
     TooLarge { len: usize },
+    /// the TPM2 table's log area holds no event (UEFI firmware logs through EFI_TCG2_PROTOCOL)
+    Empty,
 }
 
 impl fmt::Display for FirmwareLogError {
@@ -77,6 +79,9 @@ impl fmt::Display for FirmwareLogError {
             Self::TooLarge { len } => write!(
                 f,
                 "the log ({len} bytes) is larger than its window carries ({LOG_WINDOW_CAPACITY})"
+            ),
+            Self::Empty => f.write_str(
+                "the TPM2 table's log area holds no event (UEFI firmware logs through EFI_TCG2_PROTOCOL)",
             ),
         }
     }
@@ -173,7 +178,7 @@ pub fn capture_firmware_log(
         return Err(FirmwareLogError::TooLarge { len });
     }
     if len == 0 {
-        return Ok(None);
+        return Err(FirmwareLogError::Empty);
     }
     // SAFETY: the buffer is written once, here, on the boot CPU before any other CPU or domain
     // runs; afterwards it is only read.

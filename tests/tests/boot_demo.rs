@@ -3,8 +3,18 @@
 //! only then do the domains run, each line with its `[name]` prefix; the run ends with success
 //! when every domain has shut down. Domain names come from the run's own milestones, so the test
 //! follows the demo configuration as it changes.
+//!
+//! Issue 4: the demo's control domain is the attest guest. Each run types a fresh nonce when it
+//! asks (as `cargo xtask run` does), and the check `cargo xtask run` performs at the end
+//! (`xtask::verify::verify_run`: quote, nonce, log replay, prediction, SHA-256 required) accepts
+//! the run in every bank of a default swtpm. Without a TPM the launch is unmeasured, the
+//! default policy starts only the recovery domain, and the run ends on its own (the attest
+//! domain stops: it has no TPM page), never at a nonce prompt.
 
-use slipway_integration_tests::{Firmware, RunOutcome, Verdict, boot, bundle, config};
+use slipway_integration_tests::{
+    BuiltBundle, Firmware, RunOutcome, Tpm, Verdict, boot, bundle, config,
+};
+use xtask::verify::{self, Alg};
 
 fn check_demo(outcome: &RunOutcome) {
     assert_eq!(
@@ -108,14 +118,97 @@ fn check_demo(outcome: &RunOutcome) {
     );
 }
 
-#[test]
-fn demo_bundle_boots_under_seabios() {
-    let bundle = bundle("demo");
-    check_demo(&boot(&config(&bundle, Firmware::Bios, "bios")));
+/// A demo run with a TPM, typing a fresh nonce at the attest domain's prompt.
+fn measured_demo_run(
+    firmware: Firmware,
+    test: &str,
+) -> (std::sync::Arc<BuiltBundle>, RunOutcome, Vec<u8>) {
+    let built = bundle("demo");
+    let nonce = verify::fresh_nonce().unwrap_or_else(|e| panic!("{e}"));
+    let mut run = config(&built, firmware, test);
+    run.tpm = Tpm::Swtpm;
+    run.console_input = vec![verify::nonce_input(&nonce)];
+    let outcome = boot(&run);
+    (built, outcome, nonce)
+}
+
+/// The control domain is the attest guest and quoted the typed nonce; `cargo xtask run`'s
+/// verification accepts the run in all four banks of the default swtpm.
+fn check_attestation(built: &BuiltBundle, outcome: &RunOutcome, nonce: &[u8]) {
+    assert!(
+        outcome.has_line(&format!("[control] attest: nonce {}", verify::hex(nonce))),
+        "the attest control domain did not receive the typed nonce"
+    );
+    assert!(outcome.has_line("[control] attest: done"));
+    let accepted = verify::verify_run(built, outcome, nonce, Alg::Sha256).unwrap_or_else(|e| {
+        panic!("the verification of `cargo xtask run` rejects the demo run: {e}")
+    });
+    assert_eq!(
+        accepted.quoted_banks,
+        [Alg::Sha1, Alg::Sha256, Alg::Sha384, Alg::Sha512]
+    );
+    // The same checks refuse another nonce.
+    let mut other = nonce.to_vec();
+    other[0] ^= 1;
+    assert!(matches!(
+        verify::verify_run(built, outcome, &other, Alg::Sha256),
+        Err(verify::Rejection::Quote(_))
+    ));
 }
 
 #[test]
-fn demo_bundle_boots_under_ovmf() {
-    let bundle = bundle("demo");
-    check_demo(&boot(&config(&bundle, Firmware::Uefi, "uefi")));
+fn demo_bundle_boots_measured_under_seabios() {
+    let (built, outcome, nonce) = measured_demo_run(Firmware::Bios, "bios");
+    check_demo(&outcome);
+    check_attestation(&built, &outcome, &nonce);
+}
+
+#[test]
+fn demo_bundle_boots_measured_under_ovmf() {
+    let (built, outcome, nonce) = measured_demo_run(Firmware::Uefi, "uefi");
+    check_demo(&outcome);
+    check_attestation(&built, &outcome, &nonce);
+}
+
+/// `cargo xtask run --no-tpm`: unmeasured, only the recovery domain, and a clean end.
+#[test]
+fn demo_bundle_without_a_tpm_starts_only_the_recovery_domain() {
+    let built = bundle("demo");
+    let mut run = config(&built, Firmware::Bios, "no-tpm");
+    run.tpm = Tpm::None;
+    run.console_input = vec![verify::nonce_input(&[0x5a; 16])];
+    let outcome = boot(&run);
+    assert_eq!(
+        outcome.verdict,
+        Verdict::Success,
+        "verdict: {}",
+        outcome.verdict
+    );
+    assert!(
+        outcome
+            .hypervisor_lines()
+            .any(|l| l.starts_with("slipway: UNMEASURED LAUNCH")),
+        "the hypervisor says so loudly"
+    );
+    assert!(
+        outcome.has_line("[domb] policy: unmeasured-launch: recovery-only"),
+        "the default policy's decision is printed"
+    );
+    let started: Vec<&str> = outcome
+        .milestones
+        .iter()
+        .filter_map(|m| m.name.strip_prefix("started:"))
+        .collect();
+    assert_eq!(started, ["control"], "only the recovery domain starts");
+    assert!(
+        !outcome
+            .lines
+            .iter()
+            .any(|l| l.text.contains(verify::NONCE_PROMPT)),
+        "without a TPM the attest domain never asks for a nonce"
+    );
+    assert_eq!(
+        outcome.hypervisor_lines().last(),
+        Some("slipway: exiting: success")
+    );
 }

@@ -17,8 +17,11 @@ pub struct RunArgs {
     pub smp: Option<u32>,
     pub memory_mib: Option<u32>,
     pub extra_qemu_args: Vec<String>,
-    /// A nonce (hex) typed on the console when the attest control domain asks for it.
+    /// A nonce (hex) typed on the console when the attest control domain asks for it;
+    /// `None`: a fresh random one.
     pub nonce: Option<String>,
+    /// Verify the attest transcript at the end of a run with a TPM (`--no-verify`: don't).
+    pub verify: bool,
 }
 
 /// A `cargo xtask` command.
@@ -38,15 +41,19 @@ pub const USAGE: &str = "\
 usage: cargo xtask <command>
 
   build [BUNDLE]           build the binaries and the GRUB ISO of images/BUNDLE (default: demo)
-  run [BUNDLE] [options]   build, then boot it under QEMU with a fresh swtpm; exit 0 on the
-                           guest's success verdict. Options:
+  run [BUNDLE] [options]   build, then boot it under QEMU with a fresh swtpm; when the bundle's
+                           attest control domain asks for a nonce, type a fresh random one;
+                           at the end, verify its transcript as `verify` does. Exit 0 only on
+                           the guest's success verdict and (with a TPM, attest bundles) an
+                           accepted attestation; 1 failed run, 2-5 `verify`'s codes. Options:
       --timeout SECONDS    stop the run after this long (default: bundle's, else 60)
       --uefi               boot through OVMF instead of SeaBIOS
       --no-tpm             attach no TPM
       --smp N              virtual CPUs (default: bundle's, else 2)
       --memory MIB         guest RAM (default: bundle's, else 512)
-      --nonce HEX          type this nonce when the attest control domain asks for one
-                           (then: cargo xtask verify <serial log> --nonce HEX --bundle BUNDLE)
+      --nonce HEX          type this nonce instead of a fresh random one
+      --no-verify          do not verify the transcript at the end (check it later with
+                           cargo xtask verify <serial log> --nonce HEX --bundle BUNDLE)
       -- ARGS...           extra QEMU arguments (e.g. -- -d int -D /tmp/qemu.log)
   predict [BUNDLE] [--banks sha1,sha256,..] [--out FILE] [--launch emulated|txt|skinit]
                            print the expected PCR17-21 values of the bundle and write the exact
@@ -108,6 +115,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
                 memory_mib: None,
                 extra_qemu_args: Vec::new(),
                 nonce: None,
+                verify: true,
             };
             let mut bundle_given = false;
             while let Some(arg) = args.next() {
@@ -134,6 +142,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
                         crate::verify::parse_hex(&nonce).map_err(|e| format!("--nonce: {e}"))?;
                         run.nonce = Some(nonce);
                     }
+                    "--no-verify" => run.verify = false,
                     "--" => run.extra_qemu_args.extend(args.by_ref()),
                     a if a.starts_with('-') => return Err(format!("run: unknown option `{a}`")),
                     a if !bundle_given => {
@@ -173,9 +182,23 @@ mod tests {
         };
         assert_eq!(r.bundle, "demo");
         assert_eq!(
-            (r.firmware, r.tpm, r.timeout),
-            (Firmware::Bios, Tpm::Swtpm, None)
+            (r.firmware, r.tpm, r.timeout, r.nonce, r.verify),
+            (Firmware::Bios, Tpm::Swtpm, None, None, true)
         );
+    }
+
+    #[test]
+    fn nonce_and_verification() {
+        let Ok(Command::Run(r)) = p(&["run", "--nonce", "00ff", "--no-verify"]) else {
+            panic!()
+        };
+        assert_eq!((r.nonce.as_deref(), r.verify), (Some("00ff"), false));
+        assert!(
+            p(&["run", "--nonce", "xyz"])
+                .unwrap_err()
+                .contains("--nonce")
+        );
+        assert!(p(&["run", "--nonce"]).unwrap_err().contains("--nonce"));
     }
 
     #[test]
@@ -208,6 +231,7 @@ mod tests {
                 memory_mib: Some(256),
                 extra_qemu_args: vec!["-d".into(), "int".into()],
                 nonce: None,
+                verify: true,
             }
         );
     }

@@ -8,6 +8,7 @@ use crate::builder::build_bundle;
 use crate::cli::{Command, RunArgs, USAGE};
 use crate::runner::{self, RunConfig, Tpm};
 use crate::setup::ensure_environment;
+use crate::verify;
 use crate::workspace::{Workspace, cargo};
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
@@ -78,12 +79,19 @@ fn run_command(ws: &Workspace, args: RunArgs) -> ExitCode {
         .or(defaults.memory_mib)
         .unwrap_or(runner::DEFAULT_MEMORY_MIB);
     config.extra_qemu_args = args.extra_qemu_args;
-    if let Some(nonce) = &args.nonce {
-        config.console_input.push(crate::runner::ConsoleInput {
-            after_line_containing: "attest: nonce?".into(),
-            bytes: format!("{nonce}\r").into_bytes(),
-        });
-    }
+    let attests = verify::bundle_attests(&bundle.manifest);
+    // The nonce the attest control domain quotes with: the user's, or a fresh random one.
+    let (nonce, nonce_source) = match &args.nonce {
+        Some(hex) => match verify::parse_hex(hex) {
+            Ok(nonce) => (nonce, "from --nonce"),
+            Err(e) => return fail(format!("--nonce: {e}")),
+        },
+        None => match verify::fresh_nonce() {
+            Ok(nonce) => (nonce, "fresh from /dev/urandom"),
+            Err(e) => return fail(format!("cannot make a nonce: {e}")),
+        },
+    };
+    config.console_input.push(verify::nonce_input(&nonce));
     println!(
         "xtask: booting {} under {}{} ({} CPUs, {} MiB, timeout {} s)",
         bundle.iso.display(),
@@ -100,20 +108,103 @@ fn run_command(ws: &Workspace, args: RunArgs) -> ExitCode {
         config.memory_mib,
         config.timeout.as_secs()
     );
-    match runner::run(&config) {
-        Ok(outcome) => {
-            print!("{}", outcome.report());
-            if outcome.verdict.is_success() {
-                ExitCode::SUCCESS
-            } else {
-                if !outcome.qemu_stderr.trim().is_empty() {
-                    eprintln!("QEMU's error output:\n{}", outcome.qemu_stderr.trim_end());
-                }
-                fail(format!("run failed: {}", outcome.verdict))
-            }
-        }
-        Err(e) => fail(e),
+    if attests {
+        println!(
+            "xtask: nonce {} ({nonce_source}), typed when the attest domain asks for one",
+            verify::hex(&nonce)
+        );
     }
+    let outcome = match runner::run(&config) {
+        Ok(outcome) => outcome,
+        Err(e) => return fail(e),
+    };
+    print!("{}", outcome.report());
+    if !outcome.verdict.is_success() {
+        if !outcome.qemu_stderr.trim().is_empty() {
+            eprintln!("QEMU's error output:\n{}", outcome.qemu_stderr.trim_end());
+        }
+        return fail(format!("run failed: {}", outcome.verdict));
+    }
+    let attestation = if !attests {
+        Attestation::NotAttesting
+    } else if config.tpm == Tpm::None {
+        Attestation::NoTpm
+    } else if !args.verify {
+        Attestation::Skipped
+    } else {
+        Attestation::Checked(verify::verify_run(&bundle, &outcome, &nonce, VERIFY_BANK))
+    };
+    let recheck = format!(
+        "cargo xtask verify {} --nonce {} --bundle {}",
+        outcome.serial_log.display(),
+        verify::hex(&nonce),
+        bundle.name
+    );
+    print!(
+        "{}",
+        attestation_section(&attestation, &bundle.name, &recheck)
+    );
+    ExitCode::from(attestation.exit_code())
+}
+
+/// The bank `cargo xtask run` requires of a run's quote and log (`verify`'s default).
+const VERIFY_BANK: slipway_measure::HashAlg = slipway_measure::HashAlg::Sha256;
+
+/// What `cargo xtask run` concludes about a successful run's attestation.
+#[derive(Debug)]
+enum Attestation {
+    /// The bundle has no attest control domain: no transcript to check.
+    NotAttesting,
+    /// `--no-tpm`: nothing is measured; the attest domain stops without a TPM page.
+    NoTpm,
+    /// `--no-verify`.
+    Skipped,
+    /// `verify`'s checks on the run's transcript.
+    Checked(Result<verify::Accepted, verify::Rejection>),
+}
+
+impl Attestation {
+    /// 0 unless the attestation was checked and rejected: then `verify`'s exit code (2-5).
+    fn exit_code(&self) -> u8 {
+        match self {
+            Attestation::Checked(Err(rejection)) => rejection.exit_code(),
+            _ => 0,
+        }
+    }
+}
+
+/// The section `cargo xtask run` prints after the milestone table.
+fn attestation_section(attestation: &Attestation, bundle: &str, recheck: &str) -> String {
+    let mut out = String::from("\n== attestation (the checks of `cargo xtask verify`) ==\n");
+    match attestation {
+        Attestation::NotAttesting => out.push_str(&format!(
+            "not attested: bundle `{bundle}` has no attest control domain ({})\n",
+            verify::ATTEST_PACKAGE
+        )),
+        Attestation::NoTpm => out.push_str(
+            "unmeasured launch: no TPM attached (--no-tpm): nothing is measured, nothing to \
+             verify; the launch policy's decision is printed above\n",
+        ),
+        Attestation::Skipped => out.push_str(&format!(
+            "not verified (--no-verify); check with:\n  {recheck}\n"
+        )),
+        Attestation::Checked(Ok(accepted)) => {
+            out.push_str(&verify::report(accepted, VERIFY_BANK));
+            out.push_str(&format!("same check by hand: {recheck}\n"));
+        }
+        Attestation::Checked(Err(rejection)) => {
+            let label = match rejection {
+                verify::Rejection::Unmeasured(_) => "UNMEASURED LAUNCH",
+                _ => "REJECTED",
+            };
+            out.push_str(&format!(
+                "verify: {label}: {rejection}\nsame check by hand: {recheck}\nxtask: the run \
+                 fails with verify's exit code {}\n",
+                rejection.exit_code()
+            ));
+        }
+    }
+    out
 }
 
 fn test_command(ws: &Workspace) -> ExitCode {
@@ -246,6 +337,48 @@ fn run_cargo_test(ws: &Workspace, args: &[&str]) -> (bool, TestCounts) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_rejected_attestation_changes_the_exit_code() {
+        let recheck = "cargo xtask verify serial.log --nonce 00 --bundle demo";
+        for quiet in [
+            Attestation::NotAttesting,
+            Attestation::NoTpm,
+            Attestation::Skipped,
+        ] {
+            assert_eq!(quiet.exit_code(), 0, "{quiet:?}");
+        }
+        let skipped = attestation_section(&Attestation::Skipped, "demo", recheck);
+        assert!(skipped.contains("--no-verify") && skipped.contains(recheck));
+        assert!(
+            attestation_section(&Attestation::NoTpm, "demo", recheck).contains("unmeasured launch")
+        );
+        let unmeasured = Attestation::Checked(Err(verify::Rejection::Unmeasured("none".into())));
+        assert_eq!(unmeasured.exit_code(), 4);
+        let text = attestation_section(&unmeasured, "demo", recheck);
+        assert!(text.contains("verify: UNMEASURED LAUNCH"), "{text}");
+        assert!(text.contains("exit code 4"), "{text}");
+        let differs = Attestation::Checked(Err(verify::Rejection::Mismatch(
+            "first differing event #7".into(),
+        )));
+        assert_eq!(differs.exit_code(), 5);
+        let text = attestation_section(&differs, "demo", recheck);
+        assert!(
+            text.contains("verify: REJECTED") && text.contains("#7"),
+            "{text}"
+        );
+        let accepted = Attestation::Checked(Ok(verify::Accepted {
+            quoted_banks: vec![slipway_measure::HashAlg::Sha256],
+            events: 15,
+            pcrs: vec![(17, "ab".into())],
+        }));
+        assert_eq!(accepted.exit_code(), 0);
+        let text = attestation_section(&accepted, "demo", recheck);
+        assert!(
+            text.contains("verify: ACCEPTED") && text.contains("PCR17 sha256 ab"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn libtest_summaries_are_counted() {

@@ -297,6 +297,14 @@ fn collect_stderr(mut stderr: impl Read) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Console input is typed in pieces of at most this many bytes, [`TYPING_PAUSE`] apart: the
+/// hypervisor moves serial input into the focused domain's 64-byte queue (hv-core's
+/// `uart::INPUT_QUEUE`) and drops what does not fit, so a long line typed at once (a 64-byte
+/// nonce is 129 bytes with its Enter) could lose its end while the domain is not draining.
+const TYPING_CHUNK: usize = 16;
+/// The pause between two typed pieces (the hypervisor polls the UART at least every 10 ms tick).
+const TYPING_PAUSE: Duration = Duration::from_millis(30);
+
 /// Sends the console input whose trigger `line` satisfies.
 fn feed_console(
     line: &str,
@@ -307,13 +315,14 @@ fn feed_console(
         if !line.contains(&next.after_line_containing) {
             break;
         }
-        if let Some(input) = stdin.as_mut()
-            && input
-                .write_all(&next.bytes)
-                .and_then(|()| input.flush())
-                .is_err()
-        {
-            *stdin = None;
+        for (index, piece) in next.bytes.chunks(TYPING_CHUNK).enumerate() {
+            let Some(input) = stdin.as_mut() else { break };
+            if index > 0 {
+                std::thread::sleep(TYPING_PAUSE);
+            }
+            if input.write_all(piece).and_then(|()| input.flush()).is_err() {
+                *stdin = None;
+            }
         }
         pending.pop_front();
     }

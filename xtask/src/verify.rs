@@ -568,35 +568,123 @@ fn verify_from_args(
                 .ok_or(Rejection::Transcript(TranscriptError::Missing("nonce")))?
         }
     };
-    let expected_log = match (&args.expected_log, &args.bundle) {
-        (Some(path), _) => std::fs::read(path)
-            .map_err(|e| Rejection::Usage(format!("cannot read {}: {e}", path.display())))?,
-        // No log: nothing to predict for; `verify` reports the quote or the missing log.
-        (None, _) if transcript.slipway_log.is_empty() => Vec::new(),
+    match (&args.expected_log, &args.bundle) {
+        (Some(path), _) => {
+            let expected_log = std::fs::read(path)
+                .map_err(|e| Rejection::Usage(format!("cannot read {}: {e}", path.display())))?;
+            let accepted = verify(
+                &transcript,
+                &Requirements {
+                    nonce,
+                    bank,
+                    expected_log,
+                },
+            )?;
+            Ok((accepted, bank))
+        }
         (None, bundle) => {
             let bundle = bundle.as_deref().unwrap_or(crate::cli::DEFAULT_BUNDLE);
-            // Predict for the banks the run's log has (its header lists them in TPM order).
-            let banks = EventLog::parse(&transcript.slipway_log)
-                .map(|log| log.header().banks)
-                .map_err(|e| Rejection::Log(e.to_string()))?;
             let built = crate::builder::build_bundle(ws, bundle)
                 .map_err(|e| Rejection::Usage(format!("cannot build bundle `{bundle}`: {e}")))?;
-            let inputs = crate::predict::bundle_inputs(&built)
-                .map_err(|e| Rejection::Usage(format!("cannot read bundle `{bundle}`: {e}")))?;
-            crate::predict::predict(&inputs, &banks, crate::predict::PredictedLaunch::Emulated)
-                .map_err(|e| Rejection::Usage(format!("cannot predict `{bundle}`: {e}")))?
-                .log
+            let accepted = verify_against_bundle(&built, &transcript, nonce, bank)?;
+            Ok((accepted, bank))
         }
+    }
+}
+
+/// [`verify`] against the prediction for a built bundle, in the banks the run's log has (its
+/// header lists them in TPM order): `cargo xtask verify --bundle` and the end of
+/// `cargo xtask run`.
+pub fn verify_against_bundle(
+    built: &crate::builder::BuiltBundle,
+    transcript: &Transcript,
+    nonce: Vec<u8>,
+    bank: HashAlg,
+) -> Result<Accepted, Rejection> {
+    let bundle = &built.name;
+    let expected_log = if transcript.slipway_log.is_empty() {
+        // No log: nothing to predict for; `verify` reports the quote or the missing log.
+        Vec::new()
+    } else {
+        let banks = EventLog::parse(&transcript.slipway_log)
+            .map(|log| log.header().banks)
+            .map_err(|e| Rejection::Log(e.to_string()))?;
+        let inputs = crate::predict::bundle_inputs(built)
+            .map_err(|e| Rejection::Usage(format!("cannot read bundle `{bundle}`: {e}")))?;
+        crate::predict::predict(&inputs, &banks, crate::predict::PredictedLaunch::Emulated)
+            .map_err(|e| Rejection::Usage(format!("cannot predict `{bundle}`: {e}")))?
+            .log
     };
-    let accepted = verify(
-        &transcript,
+    verify(
+        transcript,
         &Requirements {
             nonce,
             bank,
             expected_log,
         },
-    )?;
-    Ok((accepted, bank))
+    )
+}
+
+/// The package of the attest control domain: a bundle with a module built from it prints a
+/// transcript that `cargo xtask run` verifies.
+pub const ATTEST_PACKAGE: &str = "slipway-guest-attest";
+
+/// The line on which the attest domain waits for its nonce.
+pub const NONCE_PROMPT: &str = "attest: nonce?";
+
+/// The bytes of a nonce `cargo xtask run` generates: 128 bits, never repeated in practice.
+pub const NONCE_BYTES: usize = 16;
+
+/// Whether the bundle has a module built from [`ATTEST_PACKAGE`] (its runs print a transcript).
+pub fn bundle_attests(manifest: &crate::bundle::Manifest) -> bool {
+    manifest.modules.iter().any(|m| {
+        matches!(&m.source, crate::bundle::ModuleSource::Binary(package) if package == ATTEST_PACKAGE)
+    })
+}
+
+/// A fresh nonce from the operating system's random source (`/dev/urandom`).
+pub fn fresh_nonce() -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut nonce = vec![0u8; NONCE_BYTES];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut nonce))
+        .map_err(|e| std::io::Error::new(e.kind(), format!("/dev/urandom: {e}")))?;
+    Ok(nonce)
+}
+
+/// Lower-case hex, the nonce format of the console and the CLI.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Typing `nonce` (hex, then Enter) once the attest domain prompts for it.
+pub fn nonce_input(nonce: &[u8]) -> crate::runner::ConsoleInput {
+    crate::runner::ConsoleInput {
+        after_line_containing: NONCE_PROMPT.into(),
+        bytes: format!("{}\r", hex(nonce)).into_bytes(),
+    }
+}
+
+/// The transcript of a run: its console lines (only the `attest: ` ones count).
+pub fn transcript_of(outcome: &crate::runner::RunOutcome) -> String {
+    outcome
+        .lines
+        .iter()
+        .map(|l| format!("{}\n", l.text))
+        .collect()
+}
+
+/// The verification `cargo xtask run` performs at the end of a run with a TPM: the run's
+/// transcript, with the nonce `run` typed, against the bundle's prediction, requiring `bank`.
+/// Exactly the checks of `cargo xtask verify SERIAL_LOG --nonce HEX --bundle BUNDLE`.
+pub fn verify_run(
+    built: &crate::builder::BuiltBundle,
+    outcome: &crate::runner::RunOutcome,
+    nonce: &[u8],
+    bank: HashAlg,
+) -> Result<Accepted, Rejection> {
+    let transcript = parse_transcript(&transcript_of(outcome))?;
+    verify_against_bundle(built, &transcript, nonce.to_vec(), bank)
 }
 
 #[cfg(test)]

@@ -3,34 +3,21 @@
 //! console, the domain quotes PCR17-21 in every active bank with the attestation key it creates,
 //! and the host checks the quote (key, signature, nonce) against `cargo xtask predict`'s values
 //! for the same bundle (and the harness's measured PCR17 against predict's), in a default
-//! (four-bank) swtpm and in a one-bank (sha256) swtpm; then `verify`'s whole decision. Without
-//! a TPM the launch is unmeasured, said loudly, and the default policy (the bundle has no policy
-//! node) starts only the recovery domain.
+//! (four-bank) swtpm and in a one-bank (sha256) swtpm; then `verify`'s whole decision on the
+//! run's own transcript, with the event log the hypervisor mapped into the control domain.
+//! Without a TPM the launch is unmeasured, said loudly, and the default policy (the bundle has
+//! no policy node) starts only the recovery domain.
 //!
 //! One SeaBIOS boot per case.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use slipway_integration_tests::{Firmware, RunOutcome, Tpm, Verdict, boot, bundle, config};
-use xtask::ConsoleInput;
 use xtask::predict::{self, PredictedLaunch};
-use xtask::verify::{self, Alg, ParsedLog, Rejection, Requirements};
+use xtask::verify::{self, Alg, ParsedLog, Rejection, Requirements, fresh_nonce, nonce_input};
 
 const BUNDLE: &str = "test-measured-attest";
 
-/// A nonce no earlier run can have been asked for: time and process id.
-fn fresh_nonce() -> Vec<u8> {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let mut nonce = nanos.to_be_bytes().to_vec();
-    nonce.extend(std::process::id().to_be_bytes());
-    nonce
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+fn nonce() -> Vec<u8> {
+    fresh_nonce().unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn attest_run(banks: Option<&str>, test: &str, nonce: &[u8]) -> RunOutcome {
@@ -38,10 +25,7 @@ fn attest_run(banks: Option<&str>, test: &str, nonce: &[u8]) -> RunOutcome {
     let mut run = config(&built, Firmware::Bios, test);
     run.tpm = Tpm::Swtpm;
     run.tpm_banks = banks.map(str::to_owned);
-    run.console_input = vec![ConsoleInput {
-        after_line_containing: "attest: nonce?".into(),
-        bytes: format!("{}\r", hex(nonce)).into_bytes(),
-    }];
+    run.console_input = vec![nonce_input(nonce)];
     let outcome = boot(&run);
     assert_eq!(
         outcome.verdict,
@@ -53,11 +37,7 @@ fn attest_run(banks: Option<&str>, test: &str, nonce: &[u8]) -> RunOutcome {
 }
 
 fn transcript_text(outcome: &RunOutcome) -> String {
-    outcome
-        .lines
-        .iter()
-        .map(|l| format!("{}\n", l.text))
-        .collect()
+    verify::transcript_of(outcome)
 }
 
 /// One measured boot: the quote checks against the prediction (and the harness measured the
@@ -66,7 +46,7 @@ fn check_quote_against_prediction(
     banks: Option<&str>,
     test: &str,
 ) -> (Vec<u8>, verify::Transcript, predict::Prediction) {
-    let nonce = fresh_nonce();
+    let nonce = nonce();
     let outcome = attest_run(banks, test, &nonce);
     let transcript = verify::parse_transcript(&transcript_text(&outcome))
         .unwrap_or_else(|e| panic!("transcript: {e}"));
@@ -135,32 +115,56 @@ fn loaded_byte(elf: &[u8]) -> usize {
         .expect("a PT_LOAD segment")
 }
 
-/// Four banks: the quote attests the prediction; then the fleet check end to end, with the log
-/// taken from the prediction: the log is evidence only
-/// through the quote (verify replays it against the quoted digest), so where the bytes come from
-/// does not matter; the run's own log reaches the transcript once control domains get the log
-/// window (see `verify_accepts_the_transcript`). Then one byte of the hello kernel changes:
-/// exactly PCR20 and PCR21 change, and verify names the module's event.
+/// The whole fleet check of `cargo xtask verify` on a run's own transcript (quote, nonce, the
+/// event log from the control domain's log window replayed to the quote, prediction, SHA-256
+/// required): accepted in every quoted bank. Returns the accepted result.
+fn check_verify_accepts(
+    transcript: &verify::Transcript,
+    nonce: &[u8],
+    prediction: &predict::Prediction,
+) -> verify::Accepted {
+    assert!(
+        !transcript.slipway_log.is_empty(),
+        "the transcript carries the run's own Slipway event log"
+    );
+    let log_banks = ParsedLog::parse(&transcript.slipway_log)
+        .unwrap_or_else(|e| panic!("the transcript's log: {e}"))
+        .header()
+        .banks;
+    assert_eq!(log_banks, prediction.banks, "one digest per active bank");
+    verify::verify(
+        transcript,
+        &Requirements {
+            nonce: nonce.to_vec(),
+            bank: Alg::Sha256,
+            expected_log: prediction.log.clone(),
+        },
+    )
+    .unwrap_or_else(|e| panic!("verify: {e}"))
+}
+
+/// Four banks: the quote attests the prediction, and verify accepts the run's own transcript
+/// (its log, from the control domain's log window). `tpm2_eventlog` (tpm2-tools) parses that
+/// captured log and replays it to the same PCR values, and SeaBIOS's own log reaches the
+/// transcript too. Then one byte of the hello kernel changes: exactly PCR20 and PCR21 change,
+/// and verify names the module's event.
 #[test]
-fn four_banks_quote_verify_and_a_changed_kernel() {
-    let (nonce, mut transcript, prediction) =
+fn four_banks_verify_accepts_the_transcript_and_a_changed_kernel() {
+    let (nonce, transcript, prediction) =
         check_quote_against_prediction(None, "issue4-attest-four-banks");
     let built = bundle(BUNDLE);
     let inputs = predict::bundle_inputs(&built).unwrap();
     let banks = prediction.banks;
-    transcript.slipway_log = prediction.log.clone();
-    let requirements = |expected_log: Vec<u8>| Requirements {
-        nonce: nonce.clone(),
-        bank: Alg::Sha256,
-        expected_log,
-    };
-    let accepted = verify::verify(&transcript, &requirements(prediction.log.clone()))
-        .unwrap_or_else(|e| panic!("verify: {e}"));
+    let accepted = check_verify_accepts(&transcript, &nonce, &prediction);
     assert_eq!(accepted.quoted_banks.len(), 4);
+    assert!(
+        !transcript.firmware_log.is_empty(),
+        "SeaBIOS publishes its event log (ACPI TPM2); the control domain receives it"
+    );
 
-    // tpm2_eventlog (tpm2-tools) parses the log and replays it to the same PCR values.
-    let log_file = built.output_dir.join("issue4-predicted.log");
-    std::fs::write(&log_file, &prediction.log).unwrap();
+    // tpm2_eventlog (tpm2-tools) parses the captured log and replays it to the same PCR values.
+    let log_file = built.output_dir.join("issue4-captured.log");
+    std::fs::write(&log_file, &transcript.slipway_log).unwrap();
     let tool = std::process::Command::new("tpm2_eventlog")
         .arg(&log_file)
         .output()
@@ -206,60 +210,42 @@ fn four_banks_quote_verify_and_a_changed_kernel() {
             );
         }
     }
-    let error = verify::verify(&transcript, &requirements(other.log)).unwrap_err();
+    let error = verify::verify(
+        &transcript,
+        &Requirements {
+            nonce: nonce.clone(),
+            bank: Alg::Sha256,
+            expected_log: other.log,
+        },
+    )
+    .unwrap_err();
     let message = error.to_string();
     assert!(matches!(error, Rejection::Mismatch(_)), "{message}");
     assert!(message.contains("PCR20"), "{message}");
     assert!(message.contains("BOOT_MODULE module `hello`"), "{message}");
 }
 
+/// A TPM provisioned with one bank (sha256): the quote attests the prediction, the run's log
+/// has one bank, and verify accepts the run's own transcript.
 #[test]
-fn quote_attests_the_predicted_pcrs_with_one_bank() {
-    let (_, _, prediction) =
+fn verify_accepts_the_transcript() {
+    let (nonce, transcript, prediction) =
         check_quote_against_prediction(Some("sha256"), "issue4-attest-one-bank");
     assert_eq!(prediction.banks.len(), 1);
-}
-
-/// The whole fleet check of `cargo xtask verify`: needs the event log in the control domain's
-/// log window (`docs/architecture.md`, "The log reaches control domains"), which the hypervisor
-/// and domB do not provide yet.
-#[test]
-#[ignore = "the event-log window of control domains is not implemented yet (hypervisor/domB)"]
-fn verify_accepts_the_transcript() {
-    let nonce = fresh_nonce();
-    let outcome = attest_run(None, "issue4-attest-verify", &nonce);
-    let transcript = verify::parse_transcript(&transcript_text(&outcome)).unwrap();
-    let built = bundle(BUNDLE);
-    let inputs = predict::bundle_inputs(&built).unwrap();
-    let banks = ParsedLog::parse(&transcript.slipway_log)
-        .unwrap_or_else(|e| panic!("the transcript's log: {e}"))
-        .header()
-        .banks;
-    let prediction = predict::predict(&inputs, &banks, PredictedLaunch::Emulated).unwrap();
-    verify::verify(
-        &transcript,
-        &Requirements {
-            nonce,
-            bank: Alg::Sha256,
-            expected_log: prediction.log,
-        },
-    )
-    .unwrap_or_else(|e| panic!("verify: {e}"));
+    let accepted = check_verify_accepts(&transcript, &nonce, &prediction);
+    assert_eq!(accepted.quoted_banks, [Alg::Sha256]);
 }
 
 /// A kernel outside its domain's allow-list: the policy's action (recovery only) is taken and
 /// measured, and the quote still attests exactly the predicted values (predict runs the same
-/// policy code).
+/// policy code): verify accepts the run.
 #[test]
 fn a_module_outside_its_allow_list_starts_only_recovery() {
-    let nonce = fresh_nonce();
+    let nonce = nonce();
     let built = bundle("test-measured-allowlist");
     let mut run = config(&built, Firmware::Bios, "issue4-allowlist");
     run.tpm = Tpm::Swtpm;
-    run.console_input = vec![ConsoleInput {
-        after_line_containing: "attest: nonce?".into(),
-        bytes: format!("{}\r", hex(&nonce)).into_bytes(),
-    }];
+    run.console_input = vec![nonce_input(&nonce)];
     let outcome = boot(&run);
     assert_eq!(
         outcome.verdict,
@@ -290,6 +276,7 @@ fn a_module_outside_its_allow_list_starts_only_recovery() {
     );
     verify::check_quote_attests(&transcript, &nonce, &prediction.pcrs)
         .unwrap_or_else(|e| panic!("{e}"));
+    check_verify_accepts(&transcript, &nonce, &prediction);
 }
 
 #[test]
@@ -325,17 +312,14 @@ fn without_a_tpm_the_launch_is_unmeasured_and_only_recovery_starts() {
 /// A domain prints text imitating a launch request and writes it to the launch channel's port
 /// (0xe9); the hypervisor's own request is the boot's only one. The harness served exactly one
 /// hash sequence, saw nothing from the domain, and the attest domain's quote (started after it)
-/// attests exactly the predicted PCR17-21: the TPM was not touched.
+/// attests exactly the predicted PCR17-21, which verify accepts: the TPM was not touched.
 #[test]
 fn a_fake_launch_request_does_not_touch_the_tpm() {
-    let nonce = fresh_nonce();
+    let nonce = nonce();
     let built = bundle("test-measured-hostile");
     let mut run = config(&built, Firmware::Bios, "issue4-fake-launch");
     run.tpm = Tpm::Swtpm;
-    run.console_input = vec![ConsoleInput {
-        after_line_containing: "attest: nonce?".into(),
-        bytes: format!("{}\r", hex(&nonce)).into_bytes(),
-    }];
+    run.console_input = vec![nonce_input(&nonce)];
     let outcome = boot(&run);
     assert!(
         outcome.has_line("[fake] slipway-launch-request region=0x200000 size=0x100000"),
@@ -365,4 +349,5 @@ fn a_fake_launch_request_does_not_touch_the_tpm() {
     let prediction = predict::predict(&inputs, &banks, PredictedLaunch::Emulated).unwrap();
     verify::check_quote_attests(&transcript, &nonce, &prediction.pcrs)
         .unwrap_or_else(|e| panic!("{e}"));
+    check_verify_accepts(&transcript, &nonce, &prediction);
 }

@@ -215,8 +215,9 @@ fn test_command(ws: &Workspace) -> ExitCode {
     }
     let stages: [(&str, &[&str]); 3] = [
         (
-            "[2/4] host unit tests (cargo test, default members)",
-            &["test"],
+            // --no-fail-fast: one failing crate must not hide the results of the others.
+            "[2/4] host unit tests (cargo test --no-fail-fast, default members)",
+            &["test", "--no-fail-fast"],
         ),
         (
             // Guest images are not default members (their binaries are freestanding); their
@@ -228,6 +229,7 @@ fn test_command(ws: &Workspace) -> ExitCode {
             "[4/4] QEMU integration tests (cargo test -p slipway-integration-tests)",
             &[
                 "test",
+                "--no-fail-fast",
                 "-p",
                 "slipway-integration-tests",
                 "--",

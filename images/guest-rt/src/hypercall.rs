@@ -5,10 +5,10 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
-use slipway_protocol::v1::{Request, ResponseOk};
+use slipway_protocol::v1::{self, Request, ResponseOk};
 use slipway_protocol::{CALL_MESSAGE, HYPERCALL_BUFFER_SIZE};
 
-pub use crate::exchange::CallError;
+pub use slipway_protocol::v1::CallError;
 
 /// Which hypercall instruction this CPU uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,12 +91,13 @@ pub fn call(request: &Request) -> Result<ResponseOk, CallError> {
     }
     // SAFETY: BUFFER_LOCK is held, so this is the only reference to the buffer.
     let buffer = unsafe { &mut *BUFFER.0.get() };
-    let result = crate::exchange::call(buffer, request, |buffer, len| {
+    let mut instruction = |buffer: &mut [u8; HYPERCALL_BUFFER_SIZE], len: usize| {
         let gpa = buffer.as_ptr() as u64;
         // SAFETY: the buffer is a page-aligned static in this domain's RAM (identity-mapped),
         // and the lock keeps every other user away until the call returns.
         unsafe { raw_call(gpa, len as u64) }
-    });
+    };
+    let result = v1::call(&mut instruction, buffer, request);
     BUFFER_LOCK.store(false, Ordering::Release);
     result
 }

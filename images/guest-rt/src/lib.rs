@@ -9,11 +9,11 @@
 //! - a panic handler that prints the panic and shuts the domain down with failure;
 //! - a bump heap for `alloc`.
 //!
-//! The pure parts (start-info parsing, the request/response exchange) build and test on the host;
+//! The request/response exchange is `slipway_protocol::v1::call`; the hypercall module only
+//! supplies the instruction. The pure part (start-info parsing) builds and tests on the host;
 //! the hardware glue is compiled only for `target_os = "none"`.
 #![no_std]
 
-pub mod exchange;
 pub mod pvh;
 
 #[cfg(target_os = "none")]

@@ -56,7 +56,7 @@ impl fmt::Display for CallError {
             Self::UnknownStatus(code) => write!(f, "unknown transport status {code:#x}"),
             Self::ResponseTooLong(len) => write!(f, "response length {len} exceeds the buffer"),
             Self::Decode(error) => write!(f, "cannot decode the response: {error}"),
-            Self::Refused(error) => write!(f, "refused: {error}"),
+            Self::Refused(error) => write!(f, "refused: {error} ({:#06x})", *error as u16),
             Self::WrongAnswer => f.write_str("the response does not answer the request"),
         }
     }

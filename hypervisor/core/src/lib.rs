@@ -14,11 +14,13 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod acpi;
 pub mod addr;
 pub mod build_record;
 pub mod console;
 pub mod domain;
 pub mod exit_handler;
+pub mod firmware_log;
 pub mod frame_alloc;
 pub mod guest_memory;
 pub mod hypercall;

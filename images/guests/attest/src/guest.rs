@@ -10,11 +10,11 @@
 use core::fmt::Write as _;
 
 use slipway_guest_attest::{
-    FIRMWARE_LOG_MODULE, LineEvent, LineReader, NONCE_PROMPT, PREFIX, SLIPWAY_LOG_MODULE,
-    log_in_window, parse_nonce, write_blob, write_hex,
+    LineEvent, LineReader, NONCE_PROMPT, PREFIX, parse_nonce, write_blob, write_hex,
 };
 use slipway_guest_rt::pvh::read_c_string;
 use slipway_guest_rt::{Boot, console, hypercall, memory, println};
+use slipway_protocol::v1::{FIRMWARE_LOG_MODULE, LogWindowDescriptor, SLIPWAY_LOG_MODULE};
 use slipway_tpm::{AkTemplate, Clock, Hierarchy, PcrMask, Tis, TisRegisters, Tpm};
 
 slipway_guest_rt::entry!(run);
@@ -239,7 +239,7 @@ fn run(boot: Boot) -> ! {
             );
             continue;
         };
-        match log_in_window(window) {
+        match LogWindowDescriptor::log_in(window) {
             Ok(Some(log)) => console::with_lock(|c| {
                 let _ = write_blob(c, kind, log);
             }),

@@ -1,6 +1,6 @@
 //! The pure parts of the attest control domain, host-tested: the nonce line, console line
-//! input, the log-window descriptor, and the transcript framing (`README.md` defines the format;
-//! `cargo xtask verify` parses it).
+//! input, and the transcript framing (`README.md` defines the format; `cargo xtask verify`
+//! parses it). The log windows are read with `slipway_protocol::v1::LogWindowDescriptor`.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
@@ -20,14 +20,6 @@ pub const B64_CHUNK: usize = 72;
 pub const MAX_NONCE: usize = 64;
 /// Longest input line kept (longer input is refused as a whole).
 pub const MAX_LINE: usize = 2 * MAX_NONCE + 8;
-/// Magic of a log window's descriptor (`docs/architecture.md`).
-pub const LOG_WINDOW_MAGIC: &[u8; 8] = b"SLWYLOG\0";
-/// Size of the descriptor.
-pub const LOG_WINDOW_HEADER: usize = 16;
-/// Start-info module command line of the Slipway log window.
-pub const SLIPWAY_LOG_MODULE: &str = "slipway-event-log";
-/// Start-info module command line of the firmware log window.
-pub const FIRMWARE_LOG_MODULE: &str = "firmware-event-log";
 
 /// A nonce read from the console.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,45 +156,6 @@ impl LineReader {
             }
         }
     }
-}
-
-/// Why a log window is unusable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WindowError {
-    /// the window is smaller than its 16-byte descriptor
-    TooSmall,
-    /// the descriptor's magic is not `SLWYLOG\0`
-    BadMagic,
-    /// the descriptor's length runs past the window
-    LengthPastWindow,
-}
-
-impl fmt::Display for WindowError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            WindowError::TooSmall => "the window is smaller than its 16-byte descriptor",
-            WindowError::BadMagic => "the descriptor's magic is not SLWYLOG",
-            WindowError::LengthPastWindow => "the descriptor's length runs past the window",
-        })
-    }
-}
-
-/// The log in a window (`None` when the descriptor says length 0: "none").
-pub fn log_in_window(window: &[u8]) -> Result<Option<&[u8]>, WindowError> {
-    let header = window
-        .get(..LOG_WINDOW_HEADER)
-        .ok_or(WindowError::TooSmall)?;
-    if &header[..8] != LOG_WINDOW_MAGIC {
-        return Err(WindowError::BadMagic);
-    }
-    let len = u32::from_le_bytes([header[8], header[9], header[10], header[11]]) as usize;
-    if len == 0 {
-        return Ok(None);
-    }
-    window
-        .get(LOG_WINDOW_HEADER..LOG_WINDOW_HEADER + len)
-        .map(Some)
-        .ok_or(WindowError::LengthPastWindow)
 }
 
 /// Writes one blob: `attest: begin KIND LEN`, `attest: b64 CHUNK` lines, `attest: end KIND`.

@@ -190,8 +190,10 @@ impl<'m, M: PhysRead> StartInfo<'m, M> {
         })
     }
 
-    /// Total bytes the memory map describes (RAM and reserved), i.e. the domain's memory size.
-    pub fn memory_size(&self) -> u64 {
+    /// Total bytes the memory map describes, every type together: RAM, the reserved start-info
+    /// page and, for a control domain, the reserved event-log windows above RAM. Not the
+    /// domain's memory size: that is [`Self::ram_end`] (usable RAM: [`Self::ram_size`]).
+    pub fn described_size(&self) -> u64 {
         self.memory_map()
             .map(|range| range.size)
             .fold(0u64, u64::saturating_add)
@@ -279,7 +281,7 @@ mod tests {
         );
         assert_eq!(info.module(1), None);
         assert_eq!(info.memory_map().count(), 2);
-        assert_eq!(info.memory_size(), 0x10000);
+        assert_eq!(info.described_size(), 0x10000);
         assert_eq!(info.ram_size(), 0xf000);
         assert_eq!(info.ram_end(), 0x10000);
     }

@@ -232,7 +232,7 @@ fn launch_against_hv_core_dispatcher_builds_bootable_domains() {
         // The control domain (started[0]) also gets the two event-log windows, reserved.
         let windows = if id == started[0] { 2 } else { 0 };
         assert_eq!(
-            info.memory_size(),
+            info.described_size(),
             (16 << 20) + windows * v1::LOG_WINDOW_SIZE
         );
         assert_eq!(info.module_count, windows as u32);

@@ -451,7 +451,15 @@ fn demo_config_dts_parses() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let config = config::parse(&output.stdout, &["domb", "config", "hello"]).unwrap();
+    // The module names are the bundle's own, so the test follows the demo's module list.
+    let bundle = include_str!("../../../../images/demo/bundle.toml");
+    let modules: Vec<&str> = bundle
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("name = \""))
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert!(modules.contains(&"domb"), "no module names in {bundle}");
+    let config = config::parse(&output.stdout, &modules).unwrap();
     assert!(
         config
             .domains

@@ -81,6 +81,9 @@ pub struct DomainHw {
     pub dying: bool,
     /// Frames of the event-log windows (control domains), freed with the domain.
     pub log_frames: heapless::Vec<Frame, { crate::log_windows::DOMAIN_LOG_FRAMES }>,
+    /// Console input is being dropped because the domain's UART queue is full; said once per
+    /// overrun, so a user typing faster than the domain reads learns that bytes were lost.
+    pub input_overrun: bool,
 }
 
 /// The hypervisor's state after the post-launch stage.
@@ -279,6 +282,7 @@ fn allocate_domain_hw(
         running: [false; MAX_VCPUS],
         dying: false,
         log_frames: heapless::Vec::new(),
+        input_overrun: false,
     })
 }
 
@@ -756,7 +760,15 @@ impl Hv {
                     .get_mut(usize::from(id.0))
                     .and_then(Option::as_mut)
                 {
-                    let _ = domain.uart.push_input(byte);
+                    if domain.uart.push_input(byte) {
+                        domain.input_overrun = false;
+                    } else if !domain.input_overrun {
+                        domain.input_overrun = true;
+                        hvprintln!(
+                            "console: input for {} dropped: its UART queue is full (the domain is not reading)",
+                            domain.name
+                        );
+                    }
                 }
             }
             InputAction::FocusChanged(id) => {

@@ -1,12 +1,13 @@
-//! Hostile test guest for issue 3's tests. One behaviour per run, chosen by the command-line
-//! word `test=<behaviour>`; each prints what it is about to do, then does it. Where the
-//! hypervisor must stop the domain, surviving is reported as `FAILED: ...` and the domain shuts
+//! Hostile test guest for issue 3's and issue 4's tests. One behaviour per run, chosen by the
+//! command-line word `test=<behaviour>`; each prints what it is about to do, then does it. Where
+//! the hypervisor must stop the domain, surviving is reported as `FAILED: ...` and the domain shuts
 //! down with exit code 1; where it must refuse, the refusal is printed and the domain shuts down
 //! with 0.
 //!
 //! | behaviour | what it does | expected |
 //! |---|---|---|
 //! | `write-outside` | writes just above the end of its RAM | domain stopped |
+//! | `write-log-window` | as a control domain, reads its Slipway event-log window's descriptor, then writes 16 bytes in (at `SLIPWAY_LOG_GPA + 16`) | domain stopped (the window is read-only) |
 //! | `builder-after-handoff` | sends CreateDomain, Measure, HandOff | each refused (`AfterHandOff`/`NotPermitted`) |
 //! | `vmsave`, `clgi`, `skinit`, `vmload`, `stgi` | executes that SVM instruction | domain stopped |
 //! | `rewrite-buffer` | vCPU 1 rewrites the hypercall buffer while vCPU 0 calls (needs `cpus = <2>`) | hypervisor unharmed; each call answered or refused |
@@ -59,6 +60,7 @@ fn main(boot: Boot) -> ! {
     println!("hostile guest: test={test}");
     match test {
         "write-outside" => write_outside(info.ram_end()),
+        "write-log-window" => write_log_window(),
         "builder-after-handoff" => builder_after_handoff(),
         "vmsave" | "vmload" | "clgi" | "stgi" | "skinit" => svm_instruction(test),
         "rewrite-buffer" => rewrite_buffer_caller(),
@@ -80,6 +82,24 @@ fn write_outside(ram_end: u64) -> ! {
     // must stop the domain on the nested page fault. Nothing in this guest aliases it.
     unsafe { core::ptr::write_volatile(target as *mut u64, 0x5157_5157_5157_5157) };
     survived("a write outside its memory")
+}
+
+fn write_log_window() -> ! {
+    let window = v1::SLIPWAY_LOG_GPA;
+    // Reading is allowed: the descriptor shows the window is there and mapped.
+    match memory::bytes(window, v1::LOG_WINDOW_SIZE).map(v1::LogWindowDescriptor::decode) {
+        Some(Ok(descriptor)) => {
+            println!("log window at {window:#x}: {} log bytes", descriptor.length)
+        }
+        Some(Err(error)) => println!("log window at {window:#x}: unusable descriptor: {error}"),
+        None => println!("log window at {window:#x}: outside the identity map"),
+    }
+    let target = window + v1::LOG_DESCRIPTOR_LEN as u64;
+    println!("writing to {target:#x}, inside my read-only log window");
+    // SAFETY: deliberately hostile: the window is mapped read-only (nested paging); the
+    // hypervisor must stop the domain on the write. Nothing in this guest aliases it.
+    unsafe { core::ptr::write_volatile(target as *mut u64, 0x5157_5157_5157_5157) };
+    survived("a write to its read-only log window")
 }
 
 fn builder_after_handoff() -> ! {

@@ -216,16 +216,51 @@ pub fn describe_boot(
     Ok(())
 }
 
-/// Dynamic-launch backends. Only "none" exists in this version.
+/// Dynamic-launch backends. `none` and `emulated` work; `txt` and `skinit` refuse until their
+/// issue (this machine has neither SMX nor SKINIT to test them on).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LaunchBackend {
     /// No dynamic launch: jump to the post-launch entry, unmeasured.
     None,
     /// The emulated launch of the QEMU + swtpm harness (debugcon request, PCR17 by swtpm).
     Emulated,
+    /// Intel TXT (GETSEC[SENTER] with a SINIT ACM): not implemented yet, refuses.
+    Txt,
+    /// AMD SKINIT: not implemented yet, refuses.
+    Skinit,
 }
 
 impl LaunchBackend {
+    /// The backend the hypervisor command line asks for with `launch=auto|none|emulated|txt|skinit`
+    /// (default `auto`: emulated when the launch harness answers on debugcon, else none). An
+    /// unknown value or an unavailable backend is said loudly and gives `none`: the boot is then
+    /// unmeasured and the launch policy decides, never a silent fallback to something measured.
+    pub fn choose(cmdline: &[u8]) -> Self {
+        let asked = cmdline
+            .split(|&b| b == b' ')
+            .find_map(|word| word.strip_prefix(b"launch=".as_slice()));
+        match asked {
+            None | Some(b"auto") => Self::detect(),
+            Some(b"none") => LaunchBackend::None,
+            Some(b"emulated") if crate::tpm::harness_attached() => LaunchBackend::Emulated,
+            Some(b"emulated") => {
+                crate::hvprintln!(
+                    "ERROR: launch=emulated, but no launch harness answers on the debugcon port"
+                );
+                LaunchBackend::None
+            }
+            Some(b"txt") => LaunchBackend::Txt,
+            Some(b"skinit") => LaunchBackend::Skinit,
+            Some(other) => {
+                crate::hvprintln!(
+                    "ERROR: unknown launch={} (expected auto, none, emulated, txt or skinit)",
+                    core::str::from_utf8(other).unwrap_or("<not UTF-8>")
+                );
+                LaunchBackend::None
+            }
+        }
+    }
+
     /// The backend for this platform: emulated when the launch harness answers on debugcon.
     pub fn detect() -> Self {
         if crate::tpm::harness_attached() {
@@ -265,6 +300,16 @@ pub fn launch(backend: LaunchBackend, handoff: &'static LaunchHandoff) -> ! {
                 );
             }
         }
+        LaunchBackend::Txt | LaunchBackend::Skinit => {
+            let (name, needs) = match backend {
+                LaunchBackend::Txt => ("txt", "GETSEC[SENTER], a SINIT ACM and the TXT heap"),
+                _ => ("skinit", "SKINIT and a secure loader block"),
+            };
+            crate::hvprintln!(
+                "ERROR: launch backend `{name}` is not implemented in this version (it needs {needs}): refusing to launch"
+            );
+            crate::hvprintln!("WARNING: NO DYNAMIC LAUNCH, this boot is UNMEASURED");
+        }
     }
     // SAFETY: `post_launch_entry` resets the stack and never returns; the hand-off is a static
     // inside the image, which stays mapped.
@@ -283,9 +328,11 @@ impl LaunchBackend {
     ) -> usize {
         match self {
             // The emulated launch leaves the APs where the firmware put them, as "none" does.
-            LaunchBackend::None | LaunchBackend::Emulated => {
-                crate::smp::start_aps(page_table_root, apic_ids, wanted)
-            }
+            // A refused TXT/SKINIT launch did nothing either.
+            LaunchBackend::None
+            | LaunchBackend::Emulated
+            | LaunchBackend::Txt
+            | LaunchBackend::Skinit => crate::smp::start_aps(page_table_root, apic_ids, wanted),
         }
     }
 }

@@ -81,7 +81,8 @@ extern "C" fn pre_launch_main(magic: u32, info_addr: u32) -> ! {
     );
     // The TIS driver's timeouts need the clock (post-launch calibrates again, fresh).
     tsc::calibrate();
-    launch::launch(LaunchBackend::detect(), handoff)
+    let cmdline = &handoff.cmdline[..handoff.cmdline_len as usize];
+    launch::launch(LaunchBackend::choose(cmdline), handoff)
 }
 
 fn print_banner(info: &BootInformation<'_>) {

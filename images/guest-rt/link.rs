@@ -1,0 +1,18 @@
+//! The build script of every guest image (domB and the guests in `images/guests/*`, each
+//! naming this file with `build = ".../guest-rt/link.rs"`): links the binaries with
+//! slipway-guest-rt's linker script at physical 1 MiB, as non-PIE static executables (the
+//! runtime's 32-bit entry and static page tables hold absolute addresses). One file, so that
+//! every image links the same way.
+fn main() {
+    if std::env::var("TARGET").unwrap_or_default() == "x86_64-unknown-none" {
+        let script = std::env::var("DEP_SLIPWAY_GUEST_RT_LINKER_SCRIPT")
+            .expect("slipway-guest-rt exports its linker script");
+        println!("cargo:rustc-link-arg-bins=-T{script}");
+        // x86_64-unknown-none links static-pie by default; the last of -pie/--no-pie wins in lld.
+        println!("cargo:rustc-link-arg-bins=--no-pie");
+        println!("cargo:rustc-link-arg-bins=-zmax-page-size=0x1000");
+    }
+    // Only the environment matters (a change to this file rebuilds and reruns the script
+    // anyway); without a rerun-if line any change in the package would rerun it.
+    println!("cargo:rerun-if-env-changed=DEP_SLIPWAY_GUEST_RT_LINKER_SCRIPT");
+}

@@ -10,10 +10,11 @@
 //! - a bump heap for `alloc`.
 //!
 //! The request/response exchange is `slipway_protocol::v1::call`; the hypercall module only
-//! supplies the instruction. The pure part (start-info parsing) builds and tests on the host;
-//! the hardware glue is compiled only for `target_os = "none"`.
+//! supplies the instruction. The pure parts (start-info parsing, command-line words) build and
+//! test on the host; the hardware glue is compiled only for `target_os = "none"`.
 #![no_std]
 
+pub mod cmdline;
 pub mod pvh;
 
 #[cfg(target_os = "none")]

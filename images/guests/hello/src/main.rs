@@ -6,15 +6,10 @@
 #![no_std]
 #![no_main]
 
+use slipway_guest_rt::cmdline::word_value;
 use slipway_guest_rt::{Boot, hypercall, memory, println};
 
 slipway_guest_rt::entry!(main);
-
-fn word_value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
-    cmdline
-        .split_ascii_whitespace()
-        .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
-}
 
 /// The starting value below `limit` with the longest Collatz sequence, and its length.
 fn longest_collatz(limit: u64) -> (u64, u32) {

@@ -19,18 +19,13 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+use slipway_guest_rt::cmdline::word_value;
 use slipway_guest_rt::hypercall::{self, CallError};
 use slipway_guest_rt::{Boot, memory, println};
 use slipway_protocol::v1::{self, Capabilities, DomainName, Request};
 use slipway_protocol::{Bytes, HYPERCALL_BUFFER_SIZE};
 
 slipway_guest_rt::entry!(main);
-
-fn word_value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
-    cmdline
-        .split_ascii_whitespace()
-        .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
-}
 
 fn survived(what: &str) -> ! {
     println!("FAILED: {what} did not stop this domain");

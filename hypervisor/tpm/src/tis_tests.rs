@@ -240,6 +240,14 @@ impl Clock for FakeClock {
 
 const STARTUP: [u8; 12] = [0x80, 0x01, 0, 0, 0, 12, 0, 0, 1, 0x44, 0, 0];
 
+/// Sends [`STARTUP`] to `fake` at locality 0 (granted first) with a 64-byte response buffer.
+fn transmit_startup(fake: &mut FakeTpm) -> Result<usize, TisError> {
+    let mut tis = driver(fake, 0);
+    tis.request_locality().unwrap();
+    let mut response = [0u8; 64];
+    tis.transmit(&STARTUP, &mut response)
+}
+
 fn driver(fake: &mut FakeTpm, locality: u8) -> Tis<&mut FakeTpm, FakeClock> {
     Tis::with_timeouts(
         fake,
@@ -355,10 +363,7 @@ fn invalid_locality_and_malformed_command_are_refused() {
 fn command_that_never_completes_times_out_and_is_aborted() {
     let mut fake = FakeTpm::new();
     fake.exec_polls = u32::MAX;
-    let mut tis = driver(&mut fake, 0);
-    tis.request_locality().unwrap();
-    let mut response = [0u8; 64];
-    let error = tis.transmit(&STARTUP, &mut response).unwrap_err();
+    let error = transmit_startup(&mut fake).unwrap_err();
     assert!(matches!(
         error,
         TisError::Timeout {
@@ -367,7 +372,6 @@ fn command_that_never_completes_times_out_and_is_aborted() {
             ..
         }
     ));
-    let _ = tis.into_parts();
     assert_eq!(fake.state, State::Ready, "aborted with commandReady");
 }
 
@@ -375,11 +379,8 @@ fn command_that_never_completes_times_out_and_is_aborted() {
 fn tpm_that_never_gets_ready_times_out_after_timeout_b() {
     let mut fake = FakeTpm::new();
     fake.never_ready = true;
-    let mut tis = driver(&mut fake, 0);
-    tis.request_locality().unwrap();
-    let mut response = [0u8; 64];
     assert!(matches!(
-        tis.transmit(&STARTUP, &mut response),
+        transmit_startup(&mut fake),
         Err(TisError::Timeout {
             waiting_for: WaitFor::CommandReady,
             waited_us: 2_000_000..=2_001_000,
@@ -392,11 +393,8 @@ fn tpm_that_never_gets_ready_times_out_after_timeout_b() {
 fn stuck_burst_count_times_out_after_timeout_d() {
     let mut fake = FakeTpm::new();
     fake.zero_bursts = u32::MAX;
-    let mut tis = driver(&mut fake, 0);
-    tis.request_locality().unwrap();
-    let mut response = [0u8; 64];
     assert!(matches!(
-        tis.transmit(&STARTUP, &mut response),
+        transmit_startup(&mut fake),
         Err(TisError::Timeout {
             waiting_for: WaitFor::BurstCount,
             waited_us: 30_000..=31_000,
@@ -409,11 +407,8 @@ fn stuck_burst_count_times_out_after_timeout_d() {
 fn expect_dropping_early_is_an_error() {
     let mut fake = FakeTpm::new();
     fake.expect_drops_after = Some(8);
-    let mut tis = driver(&mut fake, 0);
-    tis.request_locality().unwrap();
-    let mut response = [0u8; 64];
     assert!(matches!(
-        tis.transmit(&STARTUP, &mut response),
+        transmit_startup(&mut fake),
         Err(TisError::ExpectClearedEarly {
             written: 8,
             len: 12,
@@ -448,29 +443,22 @@ fn response_larger_than_the_buffer_is_refused_and_aborted() {
 fn response_with_extra_bytes_or_bad_size_is_refused() {
     let mut fake = FakeTpm::new();
     fake.response_overrun = 3;
-    let mut tis = driver(&mut fake, 0);
-    tis.request_locality().unwrap();
-    let mut response = [0u8; 64];
     assert!(matches!(
-        tis.transmit(&STARTUP, &mut response),
+        transmit_startup(&mut fake),
         Err(TisError::ResponseOverrun { .. })
     ));
 
     let mut fake = FakeTpm::new();
     fake.handler = |_| vec![0x80, 0x01, 0, 0, 0, 4, 0, 0, 0, 0];
-    let mut tis = driver(&mut fake, 0);
-    tis.request_locality().unwrap();
     assert_eq!(
-        tis.transmit(&STARTUP, &mut response),
+        transmit_startup(&mut fake),
         Err(TisError::ResponseTooShort { size: 4 })
     );
 
     let mut fake = FakeTpm::new();
     fake.handler = |_| vec![0x80, 0x01, 0, 0, 0, 20, 0, 0, 0, 0];
-    let mut tis = driver(&mut fake, 0);
-    tis.request_locality().unwrap();
     assert!(matches!(
-        tis.transmit(&STARTUP, &mut response),
+        transmit_startup(&mut fake),
         Err(TisError::ResponseUnderrun {
             read: 10,
             size: 20,

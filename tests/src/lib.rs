@@ -73,3 +73,12 @@ pub fn line_index(outcome: &RunOutcome, text: &str) -> usize {
         .position(|l| l.text == text)
         .unwrap_or_else(|| panic!("console line `{text}` missing"))
 }
+
+/// The domains the hypervisor started, in start order (its `started:<name>` milestones).
+pub fn started_domains(outcome: &RunOutcome) -> Vec<&str> {
+    outcome
+        .milestones
+        .iter()
+        .filter_map(|m| m.name.strip_prefix("started:"))
+        .collect()
+}

@@ -12,7 +12,7 @@
 //! domain stops: it has no TPM page), never at a nonce prompt.
 
 use slipway_integration_tests::{
-    BuiltBundle, Firmware, RunOutcome, Tpm, Verdict, boot, bundle, config,
+    BuiltBundle, Firmware, RunOutcome, Tpm, Verdict, boot, bundle, config, started_domains,
 };
 use xtask::verify::{self, Alg};
 
@@ -194,11 +194,7 @@ fn demo_bundle_without_a_tpm_starts_only_the_recovery_domain() {
         outcome.has_line("[domb] policy: unmeasured-launch: recovery-only"),
         "the default policy's decision is printed"
     );
-    let started: Vec<&str> = outcome
-        .milestones
-        .iter()
-        .filter_map(|m| m.name.strip_prefix("started:"))
-        .collect();
+    let started = started_domains(&outcome);
     assert_eq!(started, ["control"], "only the recovery domain starts");
     assert!(
         !outcome

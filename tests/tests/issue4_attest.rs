@@ -10,7 +10,9 @@
 //!
 //! One SeaBIOS boot per case.
 
-use slipway_integration_tests::{Firmware, RunOutcome, Tpm, Verdict, boot, bundle, config};
+use slipway_integration_tests::{
+    Firmware, RunOutcome, Tpm, Verdict, boot, bundle, config, started_domains,
+};
 use xtask::predict::{self, PredictedLaunch};
 use xtask::verify::{self, Alg, ParsedLog, Rejection, Requirements, fresh_nonce, nonce_input};
 
@@ -259,11 +261,7 @@ fn a_module_outside_its_allow_list_starts_only_recovery() {
         ),
         "the decision is printed"
     );
-    let started: Vec<&str> = outcome
-        .milestones
-        .iter()
-        .filter_map(|m| m.name.strip_prefix("started:"))
-        .collect();
+    let started = started_domains(&outcome);
     assert_eq!(started, ["control"], "only the recovery domain starts");
     let transcript = verify::parse_transcript(&transcript_text(&outcome)).unwrap();
     let inputs = predict::bundle_inputs(&built).unwrap();
@@ -301,11 +299,7 @@ fn without_a_tpm_the_launch_is_unmeasured_and_only_recovery_starts() {
         outcome.has_line("[domb] policy: unmeasured-launch: recovery-only"),
         "the decision is printed"
     );
-    let started: Vec<&str> = outcome
-        .milestones
-        .iter()
-        .filter_map(|m| m.name.strip_prefix("started:"))
-        .collect();
+    let started = started_domains(&outcome);
     assert_eq!(started, ["control"], "only the recovery domain starts");
 }
 

@@ -4,7 +4,7 @@
 //! unmeasured: the launch harness sees no request, the default policy starts only the recovery
 //! domain, and the run ends cleanly.
 
-use slipway_integration_tests::{Firmware, Verdict, boot, bundle, config};
+use slipway_integration_tests::{Firmware, Verdict, boot, bundle, config, started_domains};
 
 #[test]
 fn launch_txt_refuses_loudly_and_the_boot_is_unmeasured() {
@@ -39,10 +39,6 @@ fn launch_txt_refuses_loudly_and_the_boot_is_unmeasured() {
         outcome.has_line("[domb] policy: unmeasured-launch: recovery-only"),
         "the decision is printed"
     );
-    let started: Vec<&str> = outcome
-        .milestones
-        .iter()
-        .filter_map(|m| m.name.strip_prefix("started:"))
-        .collect();
+    let started = started_domains(&outcome);
     assert_eq!(started, ["rescue"], "only the recovery domain starts");
 }

@@ -1,8 +1,9 @@
 //! Finding the other CPUs (the local APIC IDs listed in the ACPI MADT) and the firmware's TPM
 //! event log (the log area of the ACPI TPM2 table), read by the pre-launch stage (the early
 //! identity map reaches the firmware's tables) and passed on in the hand-off.
-//! Firmware tables are input like any other: lengths are bounded, checksums verified, and an
-//! unreadable table just means "no other CPUs".
+//! Firmware tables are input like any other: lengths are bounded here (the raw reads), tables
+//! are checked and the TPM2 log fields read by hv-core's `acpi` (host-tested), and an unreadable
+//! table just means "no other CPUs" or "no firmware log".
 
 /// Most CPUs recorded.
 pub const MAX_APIC_IDS: usize = 8;
@@ -18,15 +19,11 @@ fn bytes(addr: u64, len: u64) -> Option<&'static [u8]> {
     Some(unsafe { core::slice::from_raw_parts(addr as *const u8, len as usize) })
 }
 
-/// A whole ACPI table at `addr` whose checksum is valid.
+/// A whole ACPI table at `addr` that hv-core finds valid (length field, checksum).
 fn table(addr: u64) -> Option<&'static [u8]> {
     let header = bytes(addr, 36)?;
     let len = u32::from_le_bytes(header[4..8].try_into().ok()?) as u64;
-    if len < 36 {
-        return None;
-    }
-    let all = bytes(addr, len)?;
-    (all.iter().fold(0u8, |a, b| a.wrapping_add(*b)) == 0).then_some(all)
+    bytes(addr, len).filter(|t| slipway_hv_core::acpi::table_is_valid(t))
 }
 
 /// The first table with `signature` listed in the RSDT (`entry_size` 4) or XSDT (`entry_size`
@@ -42,21 +39,10 @@ fn find_table(root: u64, entry_size: usize, signature: &[u8; 4]) -> Option<&'sta
     })
 }
 
-/// Length of a TPM2 table that carries the log-area fields (TCG ACPI specification, table
-/// revision 4 and later: LAML at offset 64, LASA at offset 68).
-const TPM2_WITH_LOG_AREA: usize = 76;
-
-/// The firmware's TPM event-log area from the ACPI TPM2 table: (start address LASA, minimum
-/// length LAML). `None` without a TPM2 table, with a table older than revision 4 or too short
-/// for the log fields, or with a zero address or length. The area itself is checked post-launch.
+/// The firmware's TPM event-log area (LASA, LAML) from the ACPI TPM2 table, as hv-core's
+/// `acpi::tpm2_log_area` reads it. The area itself is checked post-launch.
 pub fn tpm2_log_area(root: u64, entry_size: usize) -> Option<(u64, u32)> {
-    let tpm2 = find_table(root, entry_size, b"TPM2")?;
-    if tpm2[8] < 4 || tpm2.len() < TPM2_WITH_LOG_AREA {
-        return None;
-    }
-    let laml = u32::from_le_bytes(tpm2[64..68].try_into().ok()?);
-    let lasa = u64::from_le_bytes(tpm2[68..76].try_into().ok()?);
-    (laml != 0 && lasa != 0).then_some((lasa, laml))
+    find_table(root, entry_size, b"TPM2").and_then(slipway_hv_core::acpi::tpm2_log_area)
 }
 
 /// The APIC IDs of enabled processors in the MADT, found through the RSDT (`entry_size` 4)

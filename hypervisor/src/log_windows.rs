@@ -8,74 +8,40 @@
 use core::fmt;
 
 use slipway_hv_core::addr::{Frame, PAGE_SIZE, PhysAddr, PhysRange};
+use slipway_hv_core::firmware_log::{self, FirmwareLogError};
 use slipway_hv_core::frame_alloc::FrameAllocator;
 use slipway_hv_core::memory::PhysMemory;
 use slipway_hv_core::paging::{Access, PageSize, PageTable};
-use slipway_measure::log::EventLog;
 use slipway_protocol::v1::{
     LOG_DESCRIPTOR_LEN, LOG_WINDOW_CAPACITY, LOG_WINDOW_SIZE, LogWindowDescriptor,
 };
 
-use crate::launch::{LaunchHandoff, RegionKind};
+use crate::launch::LaunchHandoff;
+use crate::memmap::ValidatedBoot;
 
 /// Frames of one window.
 pub const WINDOW_FRAMES: usize = (LOG_WINDOW_SIZE / PAGE_SIZE) as usize;
 /// Frames of both windows of a control domain.
 pub const DOMAIN_LOG_FRAMES: usize = 2 * WINDOW_FRAMES;
-/// Largest firmware log area read (its used part must still fit a window).
-const MAX_FIRMWARE_AREA: u64 = 16 << 20;
-/// The early identity map's reach (the copy is made before the hypervisor's own tables).
-const EARLY_MAP_END: u64 = 1 << 32;
 
 /// The firmware's log, copied post-launch while the early identity map is still active.
 static mut FIRMWARE_LOG: [u8; LOG_WINDOW_CAPACITY] = [0; LOG_WINDOW_CAPACITY];
 
 /// Why the firmware's event log is not passed on (its window then says "no log").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FirmwareLogError {
-    /// the TPM2 table's log area wraps around the address space
-    AreaWraps,
-    /// the TPM2 table's log area is larger than 16 MiB or ends above 4 GiB
-    AreaTooLarge,
-    /// the TPM2 table's log area is not inside one reserved or ACPI region of the memory map
-    NotReserved,
-    /// the TPM2 table's log area overlaps usable RAM
-    OverlapsRam,
-    /// the TPM2 table's log area overlaps the hypervisor image
-    OverlapsImage,
-    /// the TPM2 table's log area overlaps a boot module
-    OverlapsModule(usize),
-    /// the log does not start with a crypto-agile Spec ID header
-    NotCryptoAgile,
-    /// an event of the log is malformed
-    Malformed { offset: usize },
+pub enum CaptureError {
+    /// the area or the log in it is refused (hv-core's `firmware_log` checks)
+    Log(FirmwareLogError),
     /// the log is larger than its window carries
     TooLarge { len: usize },
     /// the TPM2 table's log area holds no event (UEFI firmware logs through EFI_TCG2_PROTOCOL)
     Empty,
 }
 
-impl fmt::Display for FirmwareLogError {
+impl fmt::Display for CaptureError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::AreaWraps => f.write_str("the TPM2 table's log area wraps around"),
-            Self::AreaTooLarge => {
-                f.write_str("the TPM2 table's log area is larger than 16 MiB or ends above 4 GiB")
-            }
-            Self::NotReserved => f.write_str(
-                "the TPM2 table's log area is not inside one reserved or ACPI region of the memory map",
-            ),
-            Self::OverlapsRam => f.write_str("the TPM2 table's log area overlaps usable RAM"),
-            Self::OverlapsImage => {
-                f.write_str("the TPM2 table's log area overlaps the hypervisor image")
-            }
-            Self::OverlapsModule(index) => {
-                write!(f, "the TPM2 table's log area overlaps boot module {index}")
-            }
-            Self::NotCryptoAgile => {
-                f.write_str("the log does not start with a crypto-agile Spec ID header")
-            }
-            Self::Malformed { offset } => write!(f, "the log is malformed at offset {offset}"),
+            Self::Log(why) => why.fmt(f),
             Self::TooLarge { len } => write!(
                 f,
                 "the log ({len} bytes) is larger than its window carries ({LOG_WINDOW_CAPACITY})"
@@ -87,98 +53,45 @@ impl fmt::Display for FirmwareLogError {
     }
 }
 
-/// Checks the log area the pre-launch stage found in the TPM2 table against the validated boot
-/// (reserved or ACPI memory only, never RAM, the image or a module) and returns it.
-fn checked_area(
-    handoff: &LaunchHandoff,
-    image: PhysRange,
-    modules: &[PhysRange],
-) -> Result<Option<PhysRange>, FirmwareLogError> {
-    if handoff.firmware_log_len == 0 {
-        return Ok(None);
-    }
-    let area = PhysRange::from_start_len(handoff.firmware_log_start, handoff.firmware_log_len)
-        .ok_or(FirmwareLogError::AreaWraps)?;
-    if area.len() > MAX_FIRMWARE_AREA || area.end.0 > EARLY_MAP_END {
-        return Err(FirmwareLogError::AreaTooLarge);
-    }
-    let regions = &handoff.regions[..(handoff.region_count as usize).min(handoff.regions.len())];
-    let region_range = |r: &crate::launch::RawRegion| PhysRange::from_start_len(r.base, r.len);
-    let firmware_owned = |kind: u32| {
-        kind == RegionKind::Reserved as u32
-            || kind == RegionKind::AcpiReclaimable as u32
-            || kind == RegionKind::AcpiNvs as u32
-    };
-    if !regions.iter().any(|r| {
-        firmware_owned(r.kind) && region_range(r).is_some_and(|range| range.contains_range(&area))
-    }) {
-        return Err(FirmwareLogError::NotReserved);
-    }
-    if regions.iter().any(|r| {
-        r.kind == RegionKind::Usable as u32
-            && region_range(r).is_none_or(|range| range.overlaps(&area))
-    }) {
-        return Err(FirmwareLogError::OverlapsRam);
-    }
-    if image.overlaps(&area) {
-        return Err(FirmwareLogError::OverlapsImage);
-    }
-    if let Some(index) = modules.iter().position(|m| m.overlaps(&area)) {
-        return Err(FirmwareLogError::OverlapsModule(index));
-    }
-    Ok(Some(area))
-}
-
-/// Length of the log at the start of `area`: up to the first all-zero event header (a firmware
-/// log area is zero past its last event) or the area's end. `Ok(0)` for an all-zero area.
-pub fn used_log_len(area: &[u8]) -> Result<usize, FirmwareLogError> {
-    let log = match EventLog::parse(area) {
-        Ok(log) => log,
-        Err(_) if area.iter().all(|&b| b == 0) => return Ok(0),
-        Err(_) => return Err(FirmwareLogError::NotCryptoAgile),
-    };
-    let mut events = log.events();
-    loop {
-        let at = events.offset();
-        match events.next() {
-            None => return Ok(at),
-            Some(Ok(event))
-                if event.pcr == 0
-                    && event.event_type == 0
-                    && event.digests.is_empty()
-                    && event.data.is_empty() =>
-            {
-                return Ok(at);
-            }
-            Some(Ok(_)) => {}
-            Some(Err(_)) if area[at..].iter().all(|&b| b == 0) => return Ok(at),
-            Some(Err(_)) => return Err(FirmwareLogError::Malformed { offset: at }),
-        }
-    }
-}
-
 /// Copies the firmware's log (the used part of the TPM2 table's log area, unchanged) into the
 /// hypervisor. Runs post-launch after the hand-off was validated and BEFORE the hypervisor's own
 /// page tables replace the early identity map. `Ok(None)`: the firmware published no log.
+/// The area's placement and the log's length are hv-core's (`firmware_log::{checked_area,
+/// used_len}`); only the read of the area and the copy are here.
 pub fn capture_firmware_log(
     handoff: &LaunchHandoff,
+    boot: &ValidatedBoot,
     image: PhysRange,
-    modules: &[PhysRange],
-) -> Result<Option<&'static [u8]>, FirmwareLogError> {
-    let Some(area) = checked_area(handoff, image, modules)? else {
+) -> Result<Option<&'static [u8]>, CaptureError> {
+    let (start, len) = (handoff.firmware_log_start, handoff.firmware_log_len);
+    if len == 0 {
         return Ok(None);
-    };
-    // SAFETY: the early page tables identity-map the low 4 GiB and the area lies below 4 GiB
-    // (checked), inside firmware-reserved memory that is neither RAM the hypervisor hands out,
-    // nor its image, nor a module (checked); nothing writes it while this one CPU reads it.
+    }
+    // The TPM2 table's LAML is a u32; a wider length in the record is refused like hv-core would.
+    let laml = u32::try_from(len).map_err(|_| match start.checked_add(len) {
+        None => CaptureError::Log(FirmwareLogError::AreaWraps),
+        Some(_) => CaptureError::Log(FirmwareLogError::AreaTooLarge),
+    })?;
+    let area = firmware_log::checked_area(
+        &boot.map[..boot.region_count],
+        image,
+        &boot.modules[..boot.module_count],
+        start,
+        laml,
+    )
+    .map_err(CaptureError::Log)?;
+    // SAFETY: the early page tables identity-map the low 4 GiB and `checked_area` guarantees the
+    // area ends at or below 4 GiB (FIRMWARE_AREA_LIMIT), is at most 16 MiB, and lies inside one
+    // firmware-reserved region of the validated map that is neither RAM the hypervisor hands
+    // out, nor its image, nor a module; nothing writes it while this one CPU reads it.
     let bytes =
         unsafe { core::slice::from_raw_parts(area.start.0 as *const u8, area.len() as usize) };
-    let len = used_log_len(bytes)?;
+    let len = firmware_log::used_len(bytes).map_err(CaptureError::Log)?;
     if len > LOG_WINDOW_CAPACITY {
-        return Err(FirmwareLogError::TooLarge { len });
+        return Err(CaptureError::TooLarge { len });
     }
     if len == 0 {
-        return Err(FirmwareLogError::Empty);
+        return Err(CaptureError::Empty);
     }
     // SAFETY: the buffer is written once, here, on the boot CPU before any other CPU or domain
     // runs; afterwards it is only read.

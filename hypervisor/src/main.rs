@@ -159,26 +159,24 @@ extern "C" fn post_launch_main(handoff_addr: u64) -> ! {
 
     // The firmware's event log (ACPI TPM2 log area) is copied now, while the early identity map
     // still reaches firmware-reserved memory; control domains get it unchanged at hand-off.
-    let firmware_log =
-        match log_windows::capture_firmware_log(handoff, image, &boot.modules[..boot.module_count])
-        {
-            Ok(Some(log)) => {
-                hvprintln!(
-                    "post-launch: firmware event log: {} bytes (ACPI TPM2 log area at {:#x})",
-                    log.len(),
-                    handoff.firmware_log_start
-                );
-                Some(log)
-            }
-            Ok(None) => {
-                hvprintln!("post-launch: the firmware publishes no event log (ACPI TPM2)");
-                None
-            }
-            Err(why) => {
-                hvprintln!("post-launch: firmware event log not passed on: {why}");
-                None
-            }
-        };
+    let firmware_log = match log_windows::capture_firmware_log(handoff, &boot, image) {
+        Ok(Some(log)) => {
+            hvprintln!(
+                "post-launch: firmware event log: {} bytes (ACPI TPM2 log area at {:#x})",
+                log.len(),
+                handoff.firmware_log_start
+            );
+            Some(log)
+        }
+        Ok(None) => {
+            hvprintln!("post-launch: the firmware publishes no event log (ACPI TPM2)");
+            None
+        }
+        Err(why) => {
+            hvprintln!("post-launch: firmware event log not passed on: {why}");
+            None
+        }
+    };
 
     // SAFETY: the bitmap is used only by this allocator, which lives for the rest of the run.
     let bitmap = unsafe { &mut *core::ptr::addr_of_mut!(FRAME_BITMAP) };

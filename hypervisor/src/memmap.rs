@@ -54,6 +54,9 @@ pub struct ValidatedBoot {
     /// Module ranges (page-rounded outward), in multiboot2 order.
     pub modules: [PhysRange; MAX_MODULES],
     pub module_count: usize,
+    /// The firmware's memory map as hv-core sees it (for checks of firmware-owned areas).
+    pub map: [FirmwareRegion; MAX_REGIONS],
+    pub region_count: usize,
 }
 
 fn push(list: &mut [PhysRange], count: &mut usize, range: PhysRange) -> Result<(), HandoffError> {
@@ -205,6 +208,8 @@ pub fn validate(handoff: &LaunchHandoff, image: PhysRange) -> Result<ValidatedBo
         low_count,
         modules: module_pages,
         module_count,
+        map,
+        region_count: regions,
     })
 }
 

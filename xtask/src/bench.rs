@@ -199,7 +199,7 @@ fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
 }
 "#;
 
-const BUILD_RS: &str = r#"// Linked like domB (domb/build.rs) minus its linker script: a static, non-PIE executable
+const BUILD_RS: &str = r#"// Linked like domB (images/guest-rt/link.rs) minus its linker script: a static, non-PIE executable
 // without a C runtime (link arguments only; code generation is the same).
 fn main() {
     match std::env::var("TARGET").unwrap_or_default().as_str() {

@@ -362,6 +362,7 @@ fn start_hypervisor(
         accounting: unsafe { &mut *core::ptr::addr_of_mut!(ACCOUNTING) },
         tick_tsc: 1,
         ticks_seen: [0; cpu::MAX_CPUS],
+        fpu_owner: [None; cpu::MAX_CPUS],
         verdict: None,
         mux: slipway_hv_core::console::ConsoleMux::new(),
         launch_kind,

@@ -229,8 +229,14 @@ pub fn scheduler_loop(cpu: usize) -> ! {
                     }
                 }
             }
-            let svm = hv.svm[cpu];
-            Ok(svm.and_then(|svm| hv.pick(cpu).map(|work| (work, svm))))
+            let Some(svm) = hv.svm[cpu] else {
+                return Ok(None);
+            };
+            let work = hv.pick(cpu);
+            if let Some((v, _)) = work {
+                hv.switch_fpu(cpu, v);
+            }
+            Ok(work.map(|work| (work, svm)))
         });
         match work {
             Err(verdict) => finish(cpu, verdict),

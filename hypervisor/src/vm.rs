@@ -86,6 +86,15 @@ pub struct DomainHw {
     pub input_overrun: bool,
 }
 
+/// Names the vCPU whose x87/SSE state a pCPU holds: its cell and its ASID (never reused, so a
+/// cell that now holds another vCPU, or none, is told apart).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FpuOwner {
+    slot: usize,
+    index: usize,
+    asid: u32,
+}
+
 /// The hypervisor's state after the post-launch stage.
 pub struct Hv {
     pub mem: DirectMap,
@@ -101,6 +110,8 @@ pub struct Hv {
     pub tick_tsc: u64,
     /// Timer ticks each pCPU has accounted for so far.
     pub ticks_seen: [u64; crate::cpu::MAX_CPUS],
+    /// The vCPU whose x87/SSE state is live in each pCPU's registers.
+    pub fpu_owner: [Option<FpuOwner>; crate::cpu::MAX_CPUS],
     /// What the launch was (checked post-launch) and the TPM's active banks (empty without TPM).
     pub launch_kind: LaunchKind,
     pub active_banks: heapless::Vec<v1::TpmAlgId, 8>,
@@ -509,6 +520,54 @@ impl Hv {
             domain.running[index] = true;
             return Some((v, vcpu as *mut SvmVcpu));
         }
+    }
+
+    /// Under the lock, right after [`Hv::pick`] gave `v` to `cpu` and before it runs there:
+    /// makes `v`'s x87/SSE state the live one on `cpu`. Nothing happens when `cpu` last ran `v`
+    /// (the state is still in the registers: the hypervisor never touches them); otherwise the
+    /// previous owner's registers are saved into its vCPU (or dropped with it if its domain is
+    /// gone: the restore overwrites them all) and `v`'s are loaded.
+    pub fn switch_fpu(&mut self, cpu: usize, v: VcpuRef) {
+        let (slot, index) = (usize::from(v.domain.0), usize::from(v.vcpu));
+        // SAFETY: lock held and `pick` marked `v` running on this CPU: only this CPU touches it.
+        let Some(incoming) = (unsafe { (*vcpu_cell(slot, index)).as_mut() }) else {
+            return;
+        };
+        let key = FpuOwner {
+            slot,
+            index,
+            asid: incoming.asid(),
+        };
+        match incoming.fpu_live_on {
+            Some(live) if live == cpu => return,
+            // The scheduler never migrates a vCPU; if it ever does, it must save the state on
+            // the old pCPU first.
+            Some(live) => panic!(
+                "vCPU {index} of domain slot {slot} picked on cpu {cpu} while its FPU state is live on cpu {live}"
+            ),
+            None => {}
+        }
+        let outgoing = self.fpu_owner[cpu].take().and_then(|old| {
+            let running = self.domains[old.slot]
+                .as_ref()
+                .is_some_and(|d| d.running[old.index]);
+            if running || (old.slot, old.index) == (slot, index) {
+                return None;
+            }
+            // SAFETY: lock held, that vCPU is not running (checked) and is a different cell from
+            // `incoming`: this CPU is the only one touching it.
+            let previous = unsafe { (*vcpu_cell(old.slot, old.index)).as_mut() }?;
+            (previous.asid() == old.asid).then_some(previous)
+        });
+        match outgoing {
+            Some(previous) => {
+                previous.fpu_live_on = None;
+                crate::svm::fpu::switch(Some(&mut previous.fpu), &incoming.fpu);
+            }
+            None => crate::svm::fpu::switch(None, &incoming.fpu),
+        }
+        incoming.fpu_live_on = Some(cpu);
+        self.fpu_owner[cpu] = Some(key);
     }
 
     /// Under the lock: accounts timer ticks `cpu` has seen since the last call.

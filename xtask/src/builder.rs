@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::bundle::{Manifest, ManifestError, ModuleSource};
 use crate::grub::{self, GrubModule};
 use crate::procs::ManagedChild;
-use crate::workspace::{FREESTANDING_TARGET, Workspace, cargo};
+use crate::workspace::{Workspace, cargo, target_rustflags_config};
 
 /// The hypervisor package and binary.
 pub const HYPERVISOR_PACKAGE: &str = "slipway-hypervisor";
@@ -56,9 +56,13 @@ pub enum BuildError {
         module: String,
         path: PathBuf,
     },
-    /// `cargo build` for the freestanding target failed (its errors are printed above).
-    #[error("building {packages} for {FREESTANDING_TARGET} failed ({status})")]
-    Cargo { packages: String, status: String },
+    /// `cargo build` for a freestanding target failed (its errors are printed above).
+    #[error("building {packages} for {target} failed ({status})")]
+    Cargo {
+        packages: String,
+        target: String,
+        status: String,
+    },
     /// `dtc` rejected a device-tree source.
     #[error("dtc failed on {path} (module `{module}`):\n{stderr}")]
     Dtc {
@@ -112,15 +116,38 @@ pub struct BuiltBundle {
     pub modules: Vec<BuiltModule>,
 }
 
-/// Builds freestanding binary packages in one release cargo invocation (one lock, parallel).
+/// Builds freestanding binary packages, each for its own target (`Workspace::target_of`): one
+/// release cargo invocation per target (one lock, parallel inside).
 pub fn build_freestanding(ws: &Workspace, packages: &[&str]) -> Result<(), BuildError> {
+    let mut by_target: Vec<(&str, Vec<&str>)> = Vec::new();
+    for &p in packages {
+        let target = ws.target_of(p).map_err(|reason| BuildError::BadBinary {
+            manifest: ws.root.join("Cargo.toml"),
+            module: p.to_owned(),
+            reason,
+        })?;
+        match by_target.iter_mut().find(|(t, _)| *t == target) {
+            Some((_, list)) => list.push(p),
+            None => by_target.push((target, vec![p])),
+        }
+    }
+    for (target, list) in by_target {
+        build_for_target(ws, target, &list)?;
+    }
+    Ok(())
+}
+
+fn build_for_target(ws: &Workspace, target: &str, packages: &[&str]) -> Result<(), BuildError> {
     println!(
-        "xtask: building {} (release, {FREESTANDING_TARGET})",
+        "xtask: building {} (release, {target})",
         packages.join(", ")
     );
     let mut cmd = cargo();
-    cmd.current_dir(&ws.root)
-        .args(["build", "--release", "--target", FREESTANDING_TARGET]);
+    cmd.current_dir(&ws.root);
+    if let Some(config) = target_rustflags_config(target) {
+        cmd.args(["--config", &config]);
+    }
+    cmd.args(["build", "--release", "--target", target]);
     for p in packages {
         cmd.args(["-p", p]);
     }
@@ -138,6 +165,7 @@ pub fn build_freestanding(ws: &Workspace, packages: &[&str]) -> Result<(), Build
     let Some(status) = status else {
         return Err(BuildError::Cargo {
             packages: packages.join(", "),
+            target: target.to_owned(),
             status: format!(
                 "still running after {} s; stopped",
                 BUILD_TIME_LIMIT.as_secs()
@@ -147,6 +175,7 @@ pub fn build_freestanding(ws: &Workspace, packages: &[&str]) -> Result<(), Build
     if !status.success() {
         return Err(BuildError::Cargo {
             packages: packages.join(", "),
+            target: target.to_owned(),
             status: status.to_string(),
         });
     }
@@ -239,7 +268,10 @@ pub fn build_bundle(ws: &Workspace, name: &str) -> Result<BuiltBundle, BuildErro
     let grub_dir = boot.join("grub");
     std::fs::create_dir_all(&grub_dir).map_err(io_err("cannot create", &grub_dir))?;
 
-    let hv_src = ws.freestanding_binary(&hv_bin);
+    let hv_target = ws
+        .target_of(HYPERVISOR_PACKAGE)
+        .expect("resolved by build_freestanding");
+    let hv_src = ws.freestanding_binary(hv_target, &hv_bin);
     let hv_dst = boot.join("slipway-hypervisor");
     std::fs::copy(&hv_src, &hv_dst).map_err(io_err("cannot copy", &hv_src))?;
 
@@ -250,7 +282,8 @@ pub fn build_bundle(ws: &Workspace, name: &str) -> Result<BuiltBundle, BuildErro
         match &m.source {
             ModuleSource::Binary(pkg) => {
                 let bin = ws.binary_of(pkg).expect("resolved above");
-                let src = ws.freestanding_binary(bin);
+                let target = ws.target_of(pkg).expect("resolved by build_freestanding");
+                let src = ws.freestanding_binary(target, bin);
                 std::fs::copy(&src, &dst).map_err(io_err("cannot copy", &src))?;
             }
             ModuleSource::File(rel) => {

@@ -42,7 +42,8 @@ pub struct RunDefaults {
 /// Where a module's bytes come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModuleSource {
-    /// A workspace binary crate built for `x86_64-unknown-none` (the package name).
+    /// A workspace binary crate (the package name), built for its target (`x86_64-unknown-none`
+    /// unless its `[package.metadata.slipway] target` says otherwise).
     Binary(String),
     /// A file, relative to the bundle directory.
     File(PathBuf),

@@ -64,8 +64,9 @@ usage: cargo xtask <command>
                            prediction (exit 2 bad input, 3 bad evidence, 4 unmeasured launch,
                            5 differs from the prediction)
   bench [--mib N]          hash N MiB (default 1024) with domB's exact build of the hashing code
-                           (x86_64-unknown-none, portable backends) for all four banks in one
-                           pass and per algorithm, and with `openssl dgst`: one ratio each
+                           (domB's target and flags, backends chosen by CPUID) for all four
+                           banks in one pass and per algorithm, and with `openssl dgst`: one
+                           ratio each
   test                     set up the machine, run host unit tests, then the QEMU tests
   setup                    install the rustup target and Debian packages the harness needs
   help                     this text

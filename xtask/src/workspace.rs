@@ -6,8 +6,42 @@ use std::process::Command;
 
 use serde::Deserialize;
 
-/// The target triple of every freestanding binary (hypervisor, domB, guests).
+/// The default target triple of freestanding binaries (hypervisor, guests).
 pub const FREESTANDING_TARGET: &str = "x86_64-unknown-none";
+/// The host target used freestanding (domB): SSE and run-time CPU feature detection.
+pub const HOST_FREESTANDING_TARGET: &str = "x86_64-unknown-linux-gnu";
+/// Targets a freestanding binary may name in `[package.metadata.slipway] target`.
+pub const SUPPORTED_TARGETS: [&str; 2] = [FREESTANDING_TARGET, HOST_FREESTANDING_TARGET];
+
+/// Code-generation flags xtask adds for `target` (`--config target.<triple>.rustflags=...`), on
+/// top of `.cargo/config.toml`: the host target used freestanding gets a static, non-PIC
+/// codegen (the guest runtime's 32-bit entry and page tables hold absolute addresses), a static
+/// link, and the `slipway_freestanding` cfg that compiles the guest runtime's platform glue.
+/// The link arguments (no C runtime, linker script) are the binary's `build.rs`'s. Nothing for
+/// `x86_64-unknown-none`: `.cargo/config.toml` has its flags. The same list builds `cargo xtask
+/// bench`'s program, so the benchmark runs domB's exact code generation.
+pub fn target_rustflags(target: &str) -> &'static [&'static str] {
+    match target {
+        HOST_FREESTANDING_TARGET => &[
+            "-C",
+            "relocation-model=static",
+            "-C",
+            "target-feature=+crt-static",
+            "--cfg",
+            "slipway_freestanding",
+        ],
+        _ => &[],
+    }
+}
+
+/// The `--config` argument that gives cargo [`target_rustflags`] for `target` (None: none needed).
+pub fn target_rustflags_config(target: &str) -> Option<String> {
+    let flags = target_rustflags(target);
+    (!flags.is_empty()).then(|| {
+        let list: Vec<String> = flags.iter().map(|f| format!("{f:?}")).collect();
+        format!("target.{target}.rustflags=[{}]", list.join(", "))
+    })
+}
 
 /// Errors finding the workspace.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +65,21 @@ struct Metadata {
 struct Package {
     name: String,
     targets: Vec<Target>,
+    #[serde(default)]
+    metadata: Option<PackageMetadata>,
+}
+
+/// `[package.metadata]`: only the `slipway` table matters here.
+#[derive(Deserialize)]
+struct PackageMetadata {
+    slipway: Option<SlipwayMetadata>,
+}
+
+/// `[package.metadata.slipway]` of a freestanding binary.
+#[derive(Deserialize)]
+struct SlipwayMetadata {
+    /// The target triple to build the binary for (default [`FREESTANDING_TARGET`]).
+    target: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -44,6 +93,8 @@ struct Target {
 pub struct Member {
     pub name: String,
     pub bins: Vec<String>,
+    /// `[package.metadata.slipway] target`, if given.
+    pub target: Option<String>,
 }
 
 /// The Slipway workspace.
@@ -87,6 +138,7 @@ impl Workspace {
                 .packages
                 .into_iter()
                 .map(|p| Member {
+                    target: p.metadata.and_then(|m| m.slipway).and_then(|s| s.target),
                     bins: p
                         .targets
                         .into_iter()
@@ -122,12 +174,28 @@ impl Workspace {
         names
     }
 
-    /// Path of the release build of a freestanding binary target.
-    pub fn freestanding_binary(&self, bin: &str) -> PathBuf {
-        self.target_dir
-            .join(FREESTANDING_TARGET)
-            .join("release")
-            .join(bin)
+    /// Path of the release build of a freestanding binary target built for `target`.
+    pub fn freestanding_binary(&self, target: &str, bin: &str) -> PathBuf {
+        self.target_dir.join(target).join("release").join(bin)
+    }
+
+    /// The target workspace package `package` is built for: its `[package.metadata.slipway]
+    /// target`, else [`FREESTANDING_TARGET`]; one of [`SUPPORTED_TARGETS`].
+    pub fn target_of(&self, package: &str) -> Result<&str, String> {
+        let member = self
+            .members
+            .iter()
+            .find(|m| m.name == package)
+            .ok_or_else(|| format!("`{package}` is not a package of this workspace"))?;
+        let target = member.target.as_deref().unwrap_or(FREESTANDING_TARGET);
+        if SUPPORTED_TARGETS.contains(&target) {
+            Ok(target)
+        } else {
+            Err(format!(
+                "package `{package}`: [package.metadata.slipway] target `{target}` is not one of {}",
+                SUPPORTED_TARGETS.join(", ")
+            ))
+        }
     }
 
     /// The single binary target of workspace package `package`.
@@ -145,5 +213,27 @@ impl Workspace {
                 many.join(", ")
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_binary_has_its_declared_target_and_flags() {
+        let ws = Workspace::locate().expect("cargo metadata");
+        assert_eq!(ws.target_of("slipway-domb"), Ok(HOST_FREESTANDING_TARGET));
+        assert_eq!(ws.target_of("slipway-hypervisor"), Ok(FREESTANDING_TARGET));
+        assert_eq!(ws.target_of("slipway-guest-hello"), Ok(FREESTANDING_TARGET));
+        assert!(ws.target_of("no-such-package").is_err());
+        assert_eq!(target_rustflags_config(FREESTANDING_TARGET), None);
+        assert_eq!(
+            target_rustflags_config(HOST_FREESTANDING_TARGET).as_deref(),
+            Some(
+                "target.x86_64-unknown-linux-gnu.rustflags=[\"-C\", \"relocation-model=static\", \
+                 \"-C\", \"target-feature=+crt-static\", \"--cfg\", \"slipway_freestanding\"]"
+            )
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The AMD SVM backend: enabling SVM, the world switch, VMCB setup with deny-by-default
 //! intercepts, nested paging, event injection, and normalizing #VMEXITs into [`VmExit`].
 
+pub mod fpu;
 pub mod vmcb;
 
 use core::arch::global_asm;
@@ -44,6 +45,11 @@ pub struct GuestRegs {
 // its hidden state, VMLOAD the host's (TR points at the TSS with the IST stacks), then STGI: a
 // pending physical interrupt (the scheduler tick) is taken right there by the host's IDT, and
 // CLI closes the window.
+//
+// x87/SSE state is not part of this switch (VMRUN does not switch it either): it belongs to the
+// vCPU that last ran on this pCPU and stays live in the registers across its exits. The
+// hypervisor is soft-float and never touches those registers, which is what makes that sound;
+// `Hv::switch_fpu` swaps the state (svm/fpu.rs) when the pCPU moves to a different vCPU.
 global_asm!(
     r#"
     .section .text.svm_world_switch, "ax"
@@ -204,6 +210,7 @@ impl SvmCpu {
         check_support()?;
         let hsave = alloc_zeroed(alloc, 1)?;
         let host_state_pa = alloc_zeroed(alloc, 1)?;
+        fpu::enable_on_this_cpu();
         // SAFETY: setting EFER.SVME on a CPU that supports SVM (checked) and giving it a zeroed
         // page it owns as host save area; VMSAVE writes the host's current hidden segment state
         // (TR with the IST stacks, FS/GS) into a page this CPU owns.
@@ -221,6 +228,12 @@ impl SvmCpu {
 pub struct SvmVcpu {
     vmcb: Vmcb,
     pub regs: GuestRegs,
+    /// Never reused, so it names this vCPU for its whole life.
+    asid: u32,
+    /// Its x87/SSE registers while they are not live on a pCPU.
+    pub fpu: fpu::FpuState,
+    /// The pCPU whose registers hold this vCPU's x87/SSE state right now (then `fpu` is stale).
+    pub fpu_live_on: Option<usize>,
 }
 
 /// The guest's initial state.
@@ -329,7 +342,13 @@ impl SvmVcpu {
                     rbx,
                     ..GuestRegs::default()
                 };
-                Ok(Self { vmcb, regs })
+                Ok(Self {
+                    vmcb,
+                    regs,
+                    asid,
+                    fpu: fpu::FpuState::initial(),
+                    fpu_live_on: None,
+                })
             }
             EntryState::Long64 { rip, rsp, cr3, rsi } => {
                 vmcb.set_segment(save::CS, 0x08, ATTR_CODE64, 0xffff_ffff, 0);
@@ -356,7 +375,13 @@ impl SvmVcpu {
                     rsi,
                     ..GuestRegs::default()
                 };
-                Ok(Self { vmcb, regs })
+                Ok(Self {
+                    vmcb,
+                    regs,
+                    asid,
+                    fpu: fpu::FpuState::initial(),
+                    fpu_live_on: None,
+                })
             }
         }
     }
@@ -364,6 +389,11 @@ impl SvmVcpu {
     /// The VMCB's physical address (freed by the owner when the vCPU is destroyed).
     pub fn vmcb_pa(&self) -> u64 {
         self.vmcb.pa()
+    }
+
+    /// The vCPU's ASID (unique for the hypervisor's whole run).
+    pub fn asid(&self) -> u32 {
+        self.asid
     }
 
     pub fn rip(&self) -> u64 {

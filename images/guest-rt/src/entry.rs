@@ -5,6 +5,11 @@
 //! are static data (an identity map of the first 4 GiB with 2 MiB pages, linked into the image),
 //! so vCPUs can arrive in any order and at the same time: each takes a vCPU index with
 //! `lock xadd` and gets its own stack.
+//!
+//! The entry enables x87/SSE for the guest (CR0.MP/NE set, EM/TS clear, CR4.OSFXSR and
+//! OSXMMEXCPT) and sets the System V initial FCW and MXCSR: images built for a target with SSE
+//! (domB, see `docs/architecture.md`) use it everywhere. The hypervisor keeps each vCPU's
+//! x87/SSE state apart. AVX is not enabled: it needs XSETBV, which the hypervisor refuses.
 
 /// Most vCPUs a guest image supports; later arrivals halt in the 32-bit entry.
 pub const MAX_CPUS: u32 = 4;
@@ -100,8 +105,10 @@ slipway_pvh_entry32:
     cmpl ${max_cpus}, %edi
     jae 2f
     lgdt slipway_gdt_pointer
+    /* CR4: PAE, OSFXSR and OSXMMEXCPT (SSE usable: code built for a target with SSE uses it
+       from the first instruction of Rust on). */
     movl %cr4, %eax
-    orl $0x20, %eax
+    orl $0x620, %eax
     movl %eax, %cr4
     movl $slipway_pml4, %eax
     movl %eax, %cr3
@@ -109,8 +116,10 @@ slipway_pvh_entry32:
     rdmsr
     orl $0x100, %eax
     wrmsr
+    /* CR0: PG, PE, MP and NE set; EM and TS clear (x87/SSE instructions execute, no #NM). */
     movl %cr0, %eax
-    orl $0x80000001, %eax
+    andl $0xfffffff3, %eax
+    orl $0x80000023, %eax
     movl %eax, %cr0
     ljmp $0x08, $slipway_entry64
 2:
@@ -132,6 +141,11 @@ slipway_entry64:
     leaq slipway_stacks(%rip), %rsp
     addq %rax, %rsp
     xorl %ebp, %ebp
+    /* The System V x87/SSE state (FCW 0x037F, MXCSR 0x1F80), whatever the loader left. */
+    fninit
+    pushq $0x1f80
+    ldmxcsr (%rsp)
+    popq %rax
     movl %edi, %ecx
     movl %esi, %edi
     movl %ecx, %esi

@@ -1,5 +1,6 @@
 //! Shared runtime of every Slipway guest image (domB and the demo and test guests), for
-//! `x86_64-unknown-none`:
+//! `x86_64-unknown-none` or the host target `x86_64-unknown-linux-gnu` used freestanding (with
+//! `--cfg slipway_freestanding`, see `docs/architecture.md`):
 //!
 //! - a PVH ELF note (`XEN_ELFNOTE_PHYS32_ENTRY`) and the 32-bit entry that switches to long mode
 //!   with a static identity map of the first 4 GiB (2 MiB pages), one stack per vCPU, and calls
@@ -11,30 +12,35 @@
 //!
 //! The request/response exchange is `slipway_protocol::v1::call`; the hypercall module only
 //! supplies the instruction. The pure parts (start-info parsing, command-line words) build and
-//! test on the host; the hardware glue is compiled only for `target_os = "none"`.
+//! test on the host; the hardware glue is compiled only for `target_os = "none"` or with
+//! `slipway_freestanding`.
 #![no_std]
+
+// The C runtime symbols of the host target's prebuilt core/alloc (empty on x86_64-unknown-none).
+#[cfg(slipway_freestanding)]
+extern crate slipway_freestanding as _;
 
 pub mod cmdline;
 pub mod pvh;
 
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", slipway_freestanding))]
 pub mod console;
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", slipway_freestanding))]
 mod entry;
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", slipway_freestanding))]
 mod heap;
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", slipway_freestanding))]
 pub mod hypercall;
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", slipway_freestanding))]
 pub mod memory;
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", slipway_freestanding))]
 mod panic;
 
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", slipway_freestanding))]
 pub use entry::{Boot, MAX_CPUS};
 
 /// Image bounds from the linker script (for guests that want to know their own footprint).
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", slipway_freestanding))]
 pub fn image_range() -> core::ops::Range<u64> {
     unsafe extern "C" {
         static __slipway_image_start: u8;

@@ -14,6 +14,7 @@
 //! | `imitate` | prints lines imitating another domain's prefix and the hypervisor's | lines escaped/prefixed with this domain's name |
 //! | `fake-launch` | prints text imitating a launch request, then writes it to the debugcon port 0xe9 | text only on its own console, escaped; the port writes ignored or the domain stopped; no launch request reaches the harness |
 //! | `spin` | spins without exits (`spin=<millions of iterations>`, default forever) | runs; per-pCPU accounting shows it |
+//! | `fpu` | checks its x87/SSE state starts clean (XMM0-15 zero), writes its own (`marker=<1..=3>`: XMM0-15, x87 and SSE rounding control), then spins `spin=<millions>` iterations checking it still reads back, counting the pauses (TSC gaps) where other vCPUs ran | `fpu: clean start` and `fpu: kept marker ...`; another domain's state is never seen |
 #![no_std]
 #![no_main]
 
@@ -62,6 +63,12 @@ fn main(boot: Boot) -> ! {
         "imitate" => imitate(),
         "fake-launch" => fake_launch(),
         "spin" => spin(word_value(cmdline, "spin").and_then(|n| n.parse().ok())),
+        "fpu" => fpu(
+            word_value(cmdline, "marker").and_then(|n| n.parse().ok()),
+            word_value(cmdline, "spin")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(20),
+        ),
         other => {
             println!("unknown test \"{other}\"");
             hypercall::shutdown(2)
@@ -305,4 +312,141 @@ fn spin(millions: Option<u64>) -> ! {
             hypercall::shutdown(0);
         }
     }
+}
+
+/// XOR of each of XMM0-15's low quadword with `expected`, ORed together: 0 when all hold it.
+fn xmm_difference(expected: u64) -> u64 {
+    let mut difference = 0u64;
+    // SAFETY: reads the XMM registers (SSE is enabled by guest-rt's entry) into scratch GPRs;
+    // touches no memory.
+    unsafe {
+        core::arch::asm!(
+            "movq {t}, xmm0", "xor {t}, {e}", "or {d}, {t}",
+            "movq {t}, xmm1", "xor {t}, {e}", "or {d}, {t}",
+            "movq {t}, xmm2", "xor {t}, {e}", "or {d}, {t}",
+            "movq {t}, xmm3", "xor {t}, {e}", "or {d}, {t}",
+            "movq {t}, xmm4", "xor {t}, {e}", "or {d}, {t}",
+            "movq {t}, xmm5", "xor {t}, {e}", "or {d}, {t}",
+            "movq {t}, xmm6", "xor {t}, {e}", "or {d}, {t}",
+            "movq {t}, xmm7", "xor {t}, {e}", "or {d}, {t}",
+            "movq {t}, xmm8", "xor {t}, {e}", "or {d}, {t}",
+            "movq {t}, xmm9", "xor {t}, {e}", "or {d}, {t}",
+            "movq {t}, xmm10", "xor {t}, {e}", "or {d}, {t}",
+            "movq {t}, xmm11", "xor {t}, {e}", "or {d}, {t}",
+            "movq {t}, xmm12", "xor {t}, {e}", "or {d}, {t}",
+            "movq {t}, xmm13", "xor {t}, {e}", "or {d}, {t}",
+            "movq {t}, xmm14", "xor {t}, {e}", "or {d}, {t}",
+            "movq {t}, xmm15", "xor {t}, {e}", "or {d}, {t}",
+            t = out(reg) _,
+            e = in(reg) expected,
+            d = inout(reg) difference,
+            options(nomem, nostack),
+        );
+    }
+    difference
+}
+
+/// Writes `value` to XMM0-15 (low quadword; the high one becomes zero).
+fn set_xmm(value: u64) {
+    // SAFETY: writes only the XMM registers, which this image's (soft-float) code never uses.
+    unsafe {
+        core::arch::asm!(
+            "movq xmm0, {v}", "movq xmm1, {v}", "movq xmm2, {v}", "movq xmm3, {v}",
+            "movq xmm4, {v}", "movq xmm5, {v}", "movq xmm6, {v}", "movq xmm7, {v}",
+            "movq xmm8, {v}", "movq xmm9, {v}", "movq xmm10, {v}", "movq xmm11, {v}",
+            "movq xmm12, {v}", "movq xmm13, {v}", "movq xmm14, {v}", "movq xmm15, {v}",
+            v = in(reg) value,
+            options(nomem, nostack),
+        );
+    }
+}
+
+/// The x87 control word and MXCSR.
+fn fpu_controls() -> (u16, u32) {
+    let mut fcw = 0u16;
+    let mut mxcsr = 0u32;
+    // SAFETY: stores the two control registers into locals this function owns.
+    unsafe {
+        core::arch::asm!(
+            "fnstcw [{fcw}]",
+            "stmxcsr [{mxcsr}]",
+            fcw = in(reg) &mut fcw,
+            mxcsr = in(reg) &mut mxcsr,
+            options(nostack),
+        );
+    }
+    (fcw, mxcsr)
+}
+
+fn set_fpu_controls(fcw: u16, mxcsr: u32) {
+    // SAFETY: loads the two control registers from locals; the values only change rounding
+    // control (no exception unmasked, no reserved MXCSR bit), and this image uses no x87/SSE
+    // arithmetic.
+    unsafe {
+        core::arch::asm!(
+            "fldcw [{fcw}]",
+            "ldmxcsr [{mxcsr}]",
+            fcw = in(reg) &fcw,
+            mxcsr = in(reg) &mxcsr,
+            options(nostack, readonly),
+        );
+    }
+}
+
+fn rdtsc() -> u64 {
+    // SAFETY: RDTSC reads the time-stamp counter (not intercepted).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// The x87/SSE isolation check (see the table at the top).
+fn fpu(marker: Option<u64>, millions: u64) -> ! {
+    let Some(marker) = marker.filter(|m| (1..=3).contains(m)) else {
+        println!("fpu: needs marker=1, 2 or 3");
+        hypercall::shutdown(2)
+    };
+    // The state guest-rt's entry leaves: FNINIT's FCW, the default MXCSR, and XMM registers as
+    // the hypervisor created them (zero) since this image never uses them.
+    let (fcw, mxcsr) = fpu_controls();
+    let dirty = xmm_difference(0);
+    if dirty != 0 || (fcw, mxcsr) != (0x037f, 0x1f80) {
+        println!(
+            "FAILED: fpu: start state not clean: xmm bits {dirty:#x}, fcw {fcw:#x}, mxcsr {mxcsr:#x}"
+        );
+        hypercall::shutdown(1)
+    }
+    println!("fpu: clean start");
+    let value = 0x5eed_0000_0000_0000 | (marker * 0x0101_0101);
+    // Rounding control: x87 bits 10-11, SSE bits 13-14.
+    let (my_fcw, my_mxcsr) = (
+        0x037f | (marker as u16) << 10,
+        0x1f80 | (marker as u32) << 13,
+    );
+    set_xmm(value);
+    set_fpu_controls(my_fcw, my_mxcsr);
+    let limit = millions.saturating_mul(1_000_000);
+    let mut pauses = 0u64;
+    let mut last = rdtsc();
+    let mut counter = 0u64;
+    while counter < limit {
+        counter = core::hint::black_box(counter + 1);
+        if counter.is_multiple_of(1024) {
+            let now = rdtsc();
+            // Well over a check's own time: another vCPU ran in between.
+            if now.wrapping_sub(last) > 5_000_000 {
+                pauses += 1;
+            }
+            last = now;
+            let dirty = xmm_difference(value);
+            let controls = fpu_controls();
+            if dirty != 0 || controls != (my_fcw, my_mxcsr) {
+                println!(
+                    "FAILED: fpu: marker {marker} lost: xmm bits {dirty:#x}, fcw {:#x}, mxcsr {:#x}",
+                    controls.0, controls.1
+                );
+                hypercall::shutdown(1)
+            }
+        }
+    }
+    println!("fpu: kept marker {marker} for {counter} iterations, {pauses} pauses");
+    hypercall::shutdown(0)
 }

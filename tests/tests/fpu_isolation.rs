@@ -1,0 +1,85 @@
+//! Guest x87/SSE isolation (the hypervisor's `svm/fpu.rs`). `images/test-fpu` runs, on one pCPU
+//! (`cpus=1`, QEMU `-smp 1`), domB (built with SSE, so it leaves its vector state behind) and then
+//! two domains of the hostile guest in `test=fpu` mode: each checks that its XMM registers start
+//! zero and its x87/SSE control words in the initial state, writes its own marker (XMM0-15, x87
+//! and SSE rounding control), and checks it for 40 million iterations while the scheduler
+//! alternates the two domains (each counts the pauses where the other ran). Without the
+//! hypervisor saving and restoring the state per vCPU, the second domain would start with the
+//! first's (or domB's) registers, or a domain's marker would change under it.
+//! Also checks that domB names its hashing backend, `software` under QEMU's TCG (no SHA-NI).
+
+use std::sync::OnceLock;
+
+use slipway_integration_tests::{Firmware, RunOutcome, Verdict, boot, bundle, config};
+
+fn outcome() -> &'static RunOutcome {
+    static OUTCOME: OnceLock<RunOutcome> = OnceLock::new();
+    OUTCOME.get_or_init(|| {
+        let built = bundle("test-fpu");
+        boot(&config(&built, Firmware::Bios, "fpu"))
+    })
+}
+
+/// The text after `[<domain>] ` of every line of `domain`.
+fn domain_lines<'a>(outcome: &'a RunOutcome, domain: &str) -> Vec<&'a str> {
+    let prefix = format!("[{domain}] ");
+    outcome
+        .lines
+        .iter()
+        .filter_map(|l| l.text.strip_prefix(prefix.as_str()))
+        .collect()
+}
+
+/// `fpu: kept marker <m> for <n> iterations, <p> pauses` -> (m, n, p).
+fn kept(line: &str) -> Option<(u64, u64, u64)> {
+    let rest = line.strip_prefix("fpu: kept marker ")?;
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    match words.as_slice() {
+        [marker, "for", iterations, "iterations,", pauses, "pauses"] => Some((
+            marker.parse().ok()?,
+            iterations.parse().ok()?,
+            pauses.parse().ok()?,
+        )),
+        _ => None,
+    }
+}
+
+#[test]
+fn each_domain_keeps_its_own_x87_sse_state_on_a_shared_pcpu() {
+    let outcome = outcome();
+    let mut total_pauses = 0;
+    for (domain, marker) in [("fpu-a", 1), ("fpu-b", 2)] {
+        let lines = domain_lines(outcome, domain);
+        assert!(
+            !lines.iter().any(|l| l.starts_with("FAILED")),
+            "{domain}: {lines:?}"
+        );
+        assert!(
+            lines.contains(&"fpu: clean start"),
+            "{domain} did not start clean: {lines:?}"
+        );
+        let (seen_marker, iterations, pauses) = lines
+            .iter()
+            .find_map(|l| kept(l))
+            .unwrap_or_else(|| panic!("{domain} did not report its marker kept: {lines:?}"));
+        assert_eq!((seen_marker, iterations), (marker, 40_000_000), "{domain}");
+        total_pauses += pauses;
+    }
+    // The two domains really alternated on the pCPU while holding their markers.
+    assert!(
+        total_pauses >= 2,
+        "the domains were never interleaved ({total_pauses} pauses): the test proves nothing"
+    );
+    assert_eq!(outcome.verdict, Verdict::Success, "{}", outcome.report());
+}
+
+#[test]
+fn domb_names_its_hashing_backend_software_under_tcg() {
+    let lines = domain_lines(outcome(), "domb");
+    assert!(
+        lines.contains(
+            &"hashing backend: software (SHA-1: software, SHA-256: software, SHA-384/512: software)"
+        ),
+        "domB's lines: {lines:?}"
+    );
+}

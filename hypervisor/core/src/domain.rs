@@ -190,8 +190,8 @@ impl Domain {
     /// Records a performed step (the caller checked [`Domain::can_record`] first).
     pub fn record(&mut self, step: BuildStep) -> Result<(), Error> {
         // A full record is refused before any effect; reaching this is a dispatcher bug, reported
-        // as the closest protocol error rather than a panic.
-        self.record.push(step).map_err(|_| Error::OutOfMemory)
+        // as the protocol error for a full record rather than a panic.
+        self.record.push(step).map_err(|_| Error::BuildRecordFull)
     }
 
     /// Sets vCPU `vcpu`'s initial state after validating it against the domain's memory.
@@ -653,6 +653,28 @@ mod tests {
             rsi: 7,
         };
         assert_eq!(validate_entry(&ok, mem), Ok(()));
+    }
+
+    #[test]
+    fn a_full_build_record_refuses_the_next_step() {
+        let mut table = DomainTable::new();
+        table.create_boot_domain(0x100_0000, 1).unwrap();
+        let id = table.check_create(&name("web"), 0x20_0000, 1).unwrap();
+        table.insert_planned(id, name("web"), 0x20_0000, 1, Capabilities::default());
+        let web = table.planned_mut(id).unwrap();
+        for _ in 0..crate::build_record::MAX_BUILD_STEPS {
+            assert!(web.can_record());
+            assert_eq!(web.record(BuildStep::AssignConsole), Ok(()));
+        }
+        assert!(!web.can_record());
+        assert_eq!(
+            web.record(BuildStep::AssignConsole),
+            Err(Error::BuildRecordFull)
+        );
+        assert_eq!(
+            web.build_record().steps().len(),
+            crate::build_record::MAX_BUILD_STEPS
+        );
     }
 
     #[test]

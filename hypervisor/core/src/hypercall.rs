@@ -308,11 +308,13 @@ fn perform<P: Platform>(
             digests,
             event_data,
         } => {
-            // A PCR outside 19/20, or an event type not planned for that PCR: the protocol has
-            // no separate code for the latter, and "may not extend this PCR (with this event)"
-            // is what it means.
-            if !BUILDER_EVENTS.contains(&(*pcr, *event_type)) {
+            // A PCR that no planned event goes into (not 19/20) is the PCR's fault; a planned
+            // PCR with an event type not planned for it is the event type's.
+            if !BUILDER_EVENTS.iter().any(|&(allowed, _)| allowed == *pcr) {
                 return Err(Error::PcrNotAllowed);
+            }
+            if !BUILDER_EVENTS.contains(&(*pcr, *event_type)) {
+                return Err(Error::EventTypeNotAllowed);
             }
             v1::check_digests(digests, launch.active_banks)?;
             let event_index = platform.measure(caller, *pcr, *event_type, digests, event_data)?;
@@ -328,7 +330,7 @@ fn recordable(table: &mut DomainTable, id: DomainId) -> Result<&Domain, Error> {
     let domain = table.planned_mut(id)?;
     if !domain.can_record() {
         // The record bounds a build; a plan needing more steps is refused before any effect.
-        return Err(Error::OutOfMemory);
+        return Err(Error::BuildRecordFull);
     }
     Ok(domain)
 }

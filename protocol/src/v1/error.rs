@@ -60,6 +60,7 @@ error_codes! {
     TooManyDomains = 0x0306 => "the hypervisor cannot create more domains",
     DuplicateStartRequest = 0x0307 => "the domain's start was already requested",
     ConsoleAlreadyAssigned = 0x0308 => "the console is already assigned to another domain",
+    BuildRecordFull = 0x0309 => "the domain's build record is full: the build needs more steps than the hypervisor records per domain",
     // 0x04xx: modules and memory ranges.
     UnknownModule = 0x0401 => "no boot module has this index",
     RangeOutsideModule = 0x0402 => "the range (offset, length) is not inside the boot module",
@@ -78,6 +79,7 @@ error_codes! {
     EventDataTooLarge = 0x0606 => "the event data is larger than the hypervisor's event-log record limit",
     EventLogFull = 0x0607 => "the event log has no room for the event",
     TpmFailed = 0x0608 => "the TPM failed the extend",
+    EventTypeNotAllowed = 0x0609 => "the caller may not log this event type into this PCR",
 }
 
 impl Error {

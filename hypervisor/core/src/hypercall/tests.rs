@@ -495,15 +495,19 @@ fn measure_accepts_only_pcr_19_and_20_with_every_bank_once() {
     for pcr in [0, 17, 18, 21, 22, 23, 255] {
         w.refused(domb, measure(pcr, &good), Error::PcrNotAllowed);
     }
-    // Only the planned event types, each into its PCR.
-    for (pcr, event_type) in [
-        (19, 0x601),
-        (19, 0x603),
-        (19, 0x606),
-        (20, 0x604),
-        (21, 0x607),
-        (19, 0x4),
-        (20, 0x3),
+    // Only the planned event types, each into its PCR: a PCR no planned event goes into is the
+    // PCR's fault, an unplanned event type into PCR 19/20 (another PCR's type too) the type's.
+    for (pcr, event_type, error) in [
+        (19, 0x601, Error::EventTypeNotAllowed),
+        (19, 0x603, Error::EventTypeNotAllowed),
+        (19, 0x606, Error::EventTypeNotAllowed),
+        (20, 0x604, Error::EventTypeNotAllowed),
+        (20, 0x605, Error::EventTypeNotAllowed),
+        (20, 0x608, Error::EventTypeNotAllowed),
+        (21, 0x607, Error::PcrNotAllowed),
+        (21, 0x606, Error::PcrNotAllowed),
+        (19, 0x4, Error::EventTypeNotAllowed),
+        (20, 0x3, Error::EventTypeNotAllowed),
     ] {
         let Request::Measure {
             digests,
@@ -521,7 +525,7 @@ fn measure_accepts_only_pcr_19_and_20_with_every_bank_once() {
                 digests,
                 event_data,
             },
-            Error::PcrNotAllowed,
+            error,
         );
     }
     for (pcr, event_type) in BUILDER_EVENTS {
@@ -595,14 +599,14 @@ fn build_records_are_bounded_before_any_effect() {
     for _ in 0..MAX_BUILD_STEPS {
         assert_eq!(w.call(domb, write.clone()), Ok(ResponseOk::Done));
     }
-    w.refused(domb, write, Error::OutOfMemory);
+    w.refused(domb, write, Error::BuildRecordFull);
     w.refused(
         domb,
         Request::RequestStart {
             domain: web,
             boot_order: 0,
         },
-        Error::OutOfMemory,
+        Error::BuildRecordFull,
     );
 }
 

@@ -242,6 +242,7 @@ pub const ERRORS: &[(Error, &str)] = &[
     (Error::TooManyDomains, "86 06"),
     (Error::DuplicateStartRequest, "87 06"),
     (Error::ConsoleAlreadyAssigned, "88 06"),
+    (Error::BuildRecordFull, "89 06"),
     (Error::UnknownModule, "81 08"),
     (Error::RangeOutsideModule, "82 08"),
     (Error::RangeOutsideDomain, "83 08"),
@@ -257,4 +258,5 @@ pub const ERRORS: &[(Error, &str)] = &[
     (Error::EventDataTooLarge, "86 0c"),
     (Error::EventLogFull, "87 0c"),
     (Error::TpmFailed, "88 0c"),
+    (Error::EventTypeNotAllowed, "89 0c"),
 ];

@@ -79,6 +79,8 @@ fn every_error_code_is_pinned() {
     }
     assert_eq!(Error::MalformedRequest.code(), 0x0101);
     assert_eq!(Error::TpmFailed.code(), 0x0608);
+    assert_eq!(Error::BuildRecordFull.code(), 0x0309);
+    assert_eq!(Error::EventTypeNotAllowed.code(), 0x0609);
 }
 
 #[test]
@@ -250,8 +252,10 @@ fn invalid_bodies_do_not_decode() {
         Err(DecodeError::Malformed),
         "error code 0"
     );
+    // 0x06ff: the end of the measurement group, far from the next code to be assigned
+    // (0x0609, the first choice here, became EventTypeNotAllowed).
     assert_eq!(
-        response("01 89 0c"),
+        response("01 ff 0d"),
         Err(DecodeError::Malformed),
         "unknown error code"
     );

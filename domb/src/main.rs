@@ -4,6 +4,7 @@
 //! information, module mappings, the hypercall and the console.
 #![no_std]
 #![no_main]
+#![forbid(unsafe_code)]
 
 extern crate alloc;
 

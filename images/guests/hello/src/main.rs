@@ -5,6 +5,7 @@
 //! `work=<n>` (how many Collatz sequences to run; default 10000).
 #![no_std]
 #![no_main]
+#![forbid(unsafe_code)]
 
 use slipway_guest_rt::cmdline::word_value;
 use slipway_guest_rt::{Boot, hypercall, memory, println};

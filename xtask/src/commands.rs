@@ -209,40 +209,68 @@ fn attestation_section(attestation: &Attestation, bundle: &str, recheck: &str) -
 
 fn test_command(ws: &Workspace) -> ExitCode {
     let started = Instant::now();
-    println!("xtask test: [1/4] environment (rustup target, Debian packages)");
+    println!("xtask test: [1/5] environment (rustup target, Debian packages)");
     if let Err(e) = ensure_environment(&ws.root) {
         return fail(e);
     }
-    let stages: [(&str, &[&str]); 3] = [
+    let mut stages: Vec<(String, Vec<String>)> = vec![(
+        // The workspace lints (clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn, ...)
+        // only bite when clippy runs; every warning fails the stage.
+        "[2/5] lints: host crates (cargo clippy --all-targets -D warnings)".into(),
+        args(&["clippy", "--all-targets", "--", "-D", "warnings"]),
+    )];
+    let freestanding = match ws.freestanding_packages() {
+        Ok(groups) => groups,
+        Err(e) => return fail(e),
+    };
+    for (target, packages) in freestanding {
+        let mut clippy = args(&["clippy", "--release", "--target", target]);
+        if let Some(config) = crate::workspace::target_rustflags_config(target) {
+            clippy.extend(args(&["--config", &config]));
+        }
+        for package in &packages {
+            clippy.extend(args(&["-p", package]));
+        }
+        clippy.extend(args(&["--", "-D", "warnings"]));
+        stages.push((
+            format!(
+                "[2/5] lints: {} for {target} (cargo clippy -D warnings)",
+                packages.join(", ")
+            ),
+            clippy,
+        ));
+    }
+    stages.extend([
         (
             // --no-fail-fast: one failing crate must not hide the results of the others.
-            "[2/4] host unit tests (cargo test --no-fail-fast, default members)",
-            &["test", "--no-fail-fast"],
+            "[3/5] host unit tests (cargo test --no-fail-fast, default members)".into(),
+            args(&["test", "--no-fail-fast"]),
         ),
         (
             // Guest images are not default members (their binaries are freestanding); their
             // pure libraries are host-tested here.
-            "[3/4] guest libraries' host tests (cargo test -p slipway-guest-attest --lib)",
-            &["test", "-p", "slipway-guest-attest", "--lib"],
+            "[4/5] guest libraries' host tests (cargo test -p slipway-guest-attest --lib)".into(),
+            args(&["test", "-p", "slipway-guest-attest", "--lib"]),
         ),
         (
-            "[4/4] QEMU integration tests (cargo test -p slipway-integration-tests)",
-            &[
+            "[5/5] QEMU integration tests (cargo test -p slipway-integration-tests)".into(),
+            args(&[
                 "test",
                 "--no-fail-fast",
                 "-p",
                 "slipway-integration-tests",
                 "--",
                 "--test-threads=2",
-            ],
+            ]),
         ),
-    ];
+    ]);
     let mut failed = Vec::new();
     let mut totals = TestCounts::default();
-    for (label, args) in stages {
+    for (label, stage_args) in &stages {
         println!("xtask test: {label}");
         let stage_start = Instant::now();
-        let (ok, counts) = run_cargo_test(ws, args);
+        let stage_args: Vec<&str> = stage_args.iter().map(String::as_str).collect();
+        let (ok, counts) = run_cargo_test(ws, &stage_args);
         totals.add(&counts);
         println!(
             "xtask test: {label}: {} ({} passed, {} failed, {} ignored) in {:.1} s",
@@ -253,7 +281,7 @@ fn test_command(ws: &Workspace) -> ExitCode {
             stage_start.elapsed().as_secs_f64()
         );
         if !ok {
-            failed.push(label);
+            failed.push(label.as_str());
         }
     }
     println!("xtask test: total {:.1} s", started.elapsed().as_secs_f64());
@@ -266,6 +294,10 @@ fn test_command(ws: &Workspace) -> ExitCode {
     } else {
         fail(format!("failed stages: {}", failed.join("; ")))
     }
+}
+
+fn args(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| (*w).to_owned()).collect()
 }
 
 /// Test counts summed over `cargo test`'s `test result:` lines.

@@ -11,6 +11,9 @@ pub const FREESTANDING_TARGET: &str = "x86_64-unknown-none";
 /// The host target used freestanding (domB): SSE and run-time CPU feature detection.
 pub const HOST_FREESTANDING_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Targets a freestanding binary may name in `[package.metadata.slipway] target`.
+/// The package of the host tool (this crate): its binary runs on the build machine.
+pub const HOST_TOOL_PACKAGE: &str = "xtask";
+
 pub const SUPPORTED_TARGETS: [&str; 2] = [FREESTANDING_TARGET, HOST_FREESTANDING_TARGET];
 
 /// Code-generation flags xtask adds for `target` (`--config target.<triple>.rustflags=...`), on
@@ -196,6 +199,23 @@ impl Workspace {
                 SUPPORTED_TARGETS.join(", ")
             ))
         }
+    }
+
+    /// The freestanding binary crates grouped by the target they are built for: every member
+    /// with a binary target except the host tool itself (`xtask`).
+    pub fn freestanding_packages(&self) -> Result<Vec<(&str, Vec<&str>)>, String> {
+        let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+        for member in self.members.iter().filter(|m| !m.bins.is_empty()) {
+            if member.name == HOST_TOOL_PACKAGE {
+                continue;
+            }
+            let target = self.target_of(&member.name)?;
+            match groups.iter_mut().find(|(t, _)| *t == target) {
+                Some((_, packages)) => packages.push(&member.name),
+                None => groups.push((target, vec![&member.name])),
+            }
+        }
+        Ok(groups)
     }
 
     /// The single binary target of workspace package `package`.

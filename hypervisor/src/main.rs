@@ -390,7 +390,7 @@ fn check_launch() -> (
     Option<tpm::HvTpm>,
     slipway_measure::BankSet,
 ) {
-    use slipway_protocol::v1::{LaunchKind, TpmAlgId};
+    use slipway_protocol::v1::LaunchKind;
     let mut tpm = match tpm::open() {
         Ok(tpm) => tpm,
         Err(error) => {
@@ -407,7 +407,7 @@ fn check_launch() -> (
     match tpm::verify_emulated_launch(&mut tpm) {
         Ok(banks) => {
             for bank in banks.iter() {
-                let _ = active.push(TpmAlgId(bank.alg.0));
+                let _ = active.push(bank.alg.into());
             }
             hvprintln!(
                 "launch: emulated dynamic launch verified: PCR17 = H(0..0 || H(region)) and PCR18 = 0 in {} banks",
@@ -420,7 +420,7 @@ fn check_launch() -> (
             match tpm.active_banks() {
                 Ok(banks) => {
                     for bank in banks.iter() {
-                        let _ = active.push(TpmAlgId(bank.alg.0));
+                        let _ = active.push(bank.alg.into());
                     }
                     (LaunchKind::None, active, Some(tpm), banks)
                 }

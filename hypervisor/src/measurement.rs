@@ -11,7 +11,7 @@ use slipway_measure::events::{
 };
 use slipway_measure::hash::{MultiHasher, bound_module_digests};
 use slipway_measure::log::{LogHeader, LogWriter};
-use slipway_measure::{AlgId, BankSet, Digest, DigestList};
+use slipway_measure::{BankSet, Digest, DigestList};
 use slipway_protocol::v1::{self, Error};
 
 use crate::tpm::HvTpm;
@@ -126,7 +126,7 @@ impl Measurement {
     ) -> Result<u32, Error> {
         let mut list = DigestList::new();
         for digest in digests {
-            let digest = Digest::new(AlgId(digest.alg.0), &digest.bytes)
+            let digest = Digest::new(digest.alg.into(), &digest.bytes)
                 .map_err(|_| Error::DigestLengthWrong)?;
             list.push(digest).map_err(|_| Error::DuplicateBank)?;
         }

@@ -2,40 +2,41 @@
 
 use crate::{Error, Result};
 use core::fmt;
+use slipway_protocol::v1::TpmAlgId;
 
 /// A TPM algorithm identifier (`TPM_ALG_ID`, TPM 2.0 Part 2, table 9), as found in PCR banks,
 /// `TPML_DIGEST_VALUES` and event log headers. Any value is representable: logs and TPMs may
 /// name algorithms Slipway does not know.
+///
+/// The ids and digest sizes are defined once, by the wire type [`TpmAlgId`] of
+/// `slipway-protocol`, and this type converts to and from it losslessly (`From` both ways)
+/// because re-exporting that type would move measurement's names, `Display` and log-facing
+/// `Debug` into the ABI crate, and the ABI crate must not depend on the hashing crates.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AlgId(pub u16);
 
 impl AlgId {
     /// `TPM_ALG_SHA1`.
-    pub const SHA1: AlgId = AlgId(0x0004);
+    pub const SHA1: AlgId = AlgId(TpmAlgId::SHA1.0);
     /// `TPM_ALG_SHA256`.
-    pub const SHA256: AlgId = AlgId(0x000B);
+    pub const SHA256: AlgId = AlgId(TpmAlgId::SHA256.0);
     /// `TPM_ALG_SHA384`.
-    pub const SHA384: AlgId = AlgId(0x000C);
+    pub const SHA384: AlgId = AlgId(TpmAlgId::SHA384.0);
     /// `TPM_ALG_SHA512`.
-    pub const SHA512: AlgId = AlgId(0x000D);
+    pub const SHA512: AlgId = AlgId(TpmAlgId::SHA512.0);
     /// `TPM_ALG_SM3_256` (Chinese national hash; a PCR bank on some TPMs; Slipway cannot hash it).
-    pub const SM3_256: AlgId = AlgId(0x0012);
+    pub const SM3_256: AlgId = AlgId(TpmAlgId::SM3_256.0);
     /// `TPM_ALG_SHA3_256` (Slipway cannot hash it).
-    pub const SHA3_256: AlgId = AlgId(0x0027);
+    pub const SHA3_256: AlgId = AlgId(TpmAlgId::SHA3_256.0);
     /// `TPM_ALG_SHA3_384` (Slipway cannot hash it).
-    pub const SHA3_384: AlgId = AlgId(0x0028);
+    pub const SHA3_384: AlgId = AlgId(TpmAlgId::SHA3_384.0);
     /// `TPM_ALG_SHA3_512` (Slipway cannot hash it).
-    pub const SHA3_512: AlgId = AlgId(0x0029);
+    pub const SHA3_512: AlgId = AlgId(TpmAlgId::SHA3_512.0);
 
-    /// The digest size of a TPM hash algorithm that may back a PCR bank, if known.
+    /// The digest size of a TPM hash algorithm that may back a PCR bank, if known (the one
+    /// table is [`TpmAlgId::digest_len`]).
     pub const fn digest_size(self) -> Option<usize> {
-        match self {
-            AlgId::SHA1 => Some(20),
-            AlgId::SHA256 | AlgId::SM3_256 | AlgId::SHA3_256 => Some(32),
-            AlgId::SHA384 | AlgId::SHA3_384 => Some(48),
-            AlgId::SHA512 | AlgId::SHA3_512 => Some(64),
-            _ => None,
-        }
+        TpmAlgId(self.0).digest_len()
     }
 
     /// The hash algorithm Slipway computes for this id, or `None` if Slipway cannot hash it.
@@ -80,6 +81,18 @@ impl fmt::Debug for AlgId {
     }
 }
 
+impl From<TpmAlgId> for AlgId {
+    fn from(alg: TpmAlgId) -> AlgId {
+        AlgId(alg.0)
+    }
+}
+
+impl From<AlgId> for TpmAlgId {
+    fn from(alg: AlgId) -> TpmAlgId {
+        TpmAlgId(alg.0)
+    }
+}
+
 impl From<HashAlg> for AlgId {
     fn from(alg: HashAlg) -> AlgId {
         alg.id()
@@ -118,13 +131,11 @@ impl HashAlg {
         }
     }
 
-    /// Digest size in bytes.
+    /// Digest size in bytes (from the one table, [`TpmAlgId::digest_len`]).
     pub const fn digest_size(self) -> usize {
-        match self {
-            HashAlg::Sha1 => 20,
-            HashAlg::Sha256 => 32,
-            HashAlg::Sha384 => 48,
-            HashAlg::Sha512 => 64,
+        match self.id().digest_size() {
+            Some(size) => size,
+            None => panic!("every algorithm Slipway hashes has a known TPM digest size"),
         }
     }
 

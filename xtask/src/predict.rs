@@ -30,8 +30,7 @@ use slipway_measure::events::{
 use slipway_measure::hash::bound_module_digests;
 use slipway_measure::log::LogHeader;
 use slipway_measure::{
-    AlgId, BankSet, Digest, DigestList, EventLog, HashAlg, InitialState, LogWriter, MultiHasher,
-    PcrBanks,
+    BankSet, Digest, DigestList, EventLog, HashAlg, InitialState, LogWriter, MultiHasher, PcrBanks,
 };
 use slipway_protocol::HYPERCALL_BUFFER_SIZE;
 use slipway_protocol::v1::{self, DomainId, LaunchKind, ModuleName, Request, ResponseOk, TpmAlgId};
@@ -296,7 +295,7 @@ struct PredictPlatform<'log, 'm> {
 fn measure_digests(digests: &[v1::Digest]) -> Result<DigestList, slipway_measure::Error> {
     let mut list = DigestList::new();
     for digest in digests {
-        list.push(Digest::new(AlgId(digest.alg.0), &digest.bytes)?)?;
+        list.push(Digest::new(digest.alg.into(), &digest.bytes)?)?;
     }
     Ok(list)
 }
@@ -488,7 +487,7 @@ pub fn predict(
             domb_gpa: DOMB_MODULE_BASE + (start - MODULE_BASE),
         });
     }
-    let alg_ids: Vec<TpmAlgId> = banks.iter().map(|b| TpmAlgId(b.alg.0)).collect();
+    let alg_ids: Vec<TpmAlgId> = banks.iter().map(|b| b.alg.into()).collect();
     let mut table = DomainTable::new();
     let domb = table
         .create_boot_domain(DOMB_MEMORY, 1)

@@ -144,7 +144,7 @@ impl Measurement {
         }
         let mut digests: BoundedVec<v1::Digest, MAX_BANKS> = BoundedVec::new();
         for digest in self.digests.iter() {
-            let digest = v1::Digest::new(TpmAlgId(digest.alg().0), digest.as_bytes())
+            let digest = v1::Digest::new(digest.alg().into(), digest.as_bytes())
                 .map_err(|_| MeasureError::TooManyDigests)?;
             digests
                 .push(digest)
@@ -162,10 +162,7 @@ impl Measurement {
 
 /// The banks of the boot information as a `slipway-measure` bank set (order kept).
 pub fn bank_set(active_banks: &[TpmAlgId]) -> Result<BankSet, slipway_measure::Error> {
-    let algs: Vec<_> = active_banks
-        .iter()
-        .map(|alg| slipway_measure::AlgId(alg.0))
-        .collect();
+    let algs: Vec<slipway_measure::AlgId> = active_banks.iter().map(|&alg| alg.into()).collect();
     BankSet::from_algs(&algs)
 }
 

@@ -162,3 +162,27 @@ fn errors_name_their_cause() {
         "no digest for active bank sha384"
     );
 }
+
+#[test]
+fn alg_id_converts_losslessly_to_and_from_the_protocol_wire_type() {
+    use slipway_protocol::v1::TpmAlgId;
+    for raw in 0..=u16::MAX {
+        let wire = TpmAlgId(raw);
+        let alg = AlgId::from(wire);
+        assert_eq!(alg, AlgId(raw));
+        assert_eq!(TpmAlgId::from(alg), wire);
+        assert_eq!(alg.digest_size(), wire.digest_len());
+    }
+    for (alg, wire) in [
+        (AlgId::SHA1, TpmAlgId::SHA1),
+        (AlgId::SHA256, TpmAlgId::SHA256),
+        (AlgId::SHA384, TpmAlgId::SHA384),
+        (AlgId::SHA512, TpmAlgId::SHA512),
+        (AlgId::SM3_256, TpmAlgId::SM3_256),
+        (AlgId::SHA3_256, TpmAlgId::SHA3_256),
+        (AlgId::SHA3_384, TpmAlgId::SHA3_384),
+        (AlgId::SHA3_512, TpmAlgId::SHA3_512),
+    ] {
+        assert_eq!(TpmAlgId::from(alg), wire);
+    }
+}

@@ -201,6 +201,10 @@ pub enum VcpuEntry {
 }
 
 /// A TPM 2.0 hash algorithm identifier (`TPM_ALG_ID`, TCG algorithm registry).
+///
+/// This is the one definition of the ids and digest lengths: `slipway_measure::AlgId` (which
+/// depends on this crate, never the reverse, so the ABI crate stays free of hashing code)
+/// converts to and from it losslessly and takes its digest sizes from [`Self::digest_len`].
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, MaxSize,
 )]

@@ -1,4 +1,5 @@
 use super::*;
+use slipway_measure::AlgId;
 
 /// A minimal ELF64 with the given PT_LOAD segments: (paddr, file bytes, memsz).
 fn elf_with(segments: &[(u64, &[u8], u64)]) -> Vec<u8> {

@@ -2,8 +2,9 @@
 //! event log (the log area of the ACPI TPM2 table), read by the pre-launch stage (the early
 //! identity map reaches the firmware's tables) and passed on in the hand-off.
 //! Firmware tables are input like any other: lengths are bounded here (the raw reads), tables
-//! are checked and the TPM2 log fields read by hv-core's `acpi` (host-tested), and an unreadable
-//! table just means "no other CPUs" or "no firmware log".
+//! are checked, the TPM2 log fields read and the MADT walked by hv-core's `acpi` (host-tested).
+//! A missing or unreadable table means "no other CPUs" or "no firmware log"; a MADT with a
+//! malformed entry is said as an error and means "no other CPUs".
 
 /// Most CPUs recorded.
 pub const MAX_APIC_IDS: usize = 8;
@@ -45,27 +46,35 @@ pub fn tpm2_log_area(root: u64, entry_size: usize) -> Option<(u64, u32)> {
     find_table(root, entry_size, b"TPM2").and_then(slipway_hv_core::acpi::tpm2_log_area)
 }
 
-/// The APIC IDs of enabled processors in the MADT, found through the RSDT (`entry_size` 4)
-/// or XSDT (`entry_size` 8) at `root`.
+/// The APIC IDs of usable processors (enabled or online-capable) in the MADT, found through the
+/// RSDT (`entry_size` 4) or XSDT (`entry_size` 8) at `root`; the entry walk is hv-core's
+/// `acpi::madt_apic_ids`. No MADT means no other CPUs; a malformed one is said and its IDs are
+/// not used (only the boot processor runs).
 pub fn apic_ids(root: u64, entry_size: usize, out: &mut [u32; MAX_APIC_IDS]) -> usize {
-    let mut count = 0;
-    if let Some(madt) = find_table(root, entry_size, b"APIC").filter(|t| t.len() >= 44) {
-        let mut at = 44;
-        while at + 2 <= madt.len() {
-            let (kind, len) = (madt[at], madt[at + 1] as usize);
-            if len < 2 || at + len > madt.len() {
-                break;
+    let Some(madt) = find_table(root, entry_size, b"APIC") else {
+        return 0;
+    };
+    match slipway_hv_core::acpi::madt_apic_ids(madt, out) {
+        Ok(found) => {
+            if found.not_recorded != 0 {
+                crate::hvprintln!(
+                    "pre-launch: {} more processors in the ACPI MADT are not used (at most {MAX_APIC_IDS})",
+                    found.not_recorded
+                );
             }
-            // Type 0: processor local APIC (ACPI id, APIC id, flags: enabled | online capable).
-            if kind == 0 && len >= 8 && count < MAX_APIC_IDS {
-                let flags = u32::from_le_bytes(madt[at + 4..at + 8].try_into().unwrap_or([0; 4]));
-                if flags & 0b11 != 0 {
-                    out[count] = u32::from(madt[at + 3]);
-                    count += 1;
-                }
+            if found.x2apic_not_used != 0 {
+                crate::hvprintln!(
+                    "pre-launch: {} x2APIC processors in the ACPI MADT are not used (xAPIC only)",
+                    found.x2apic_not_used
+                );
             }
-            at += len;
+            found.recorded
+        }
+        Err(error) => {
+            crate::hvprintln!(
+                "pre-launch: error: the ACPI MADT is not used ({error}); only the boot processor runs"
+            );
+            0
         }
     }
-    count
 }

@@ -316,74 +316,57 @@ impl SvmVcpu {
         vmcb.write64(control::NP_CONTROL, 1);
         vmcb.write64(control::N_CR3, ncr3);
 
-        match entry {
+        // What differs between the two entry modes; everything else below is shared.
+        let mut regs = GuestRegs::default();
+        let (cs_attr, tr_attr, cr0, cr3, cr4, efer, rip, rsp) = match entry {
             EntryState::Pvh32 { rip, rbx } => {
-                vmcb.set_segment(save::CS, 0x08, ATTR_CODE32, 0xffff_ffff, 0);
-                for seg in [save::DS, save::ES, save::SS, save::FS, save::GS] {
-                    vmcb.set_segment(seg, 0x10, ATTR_DATA32, 0xffff_ffff, 0);
-                }
-                vmcb.set_segment(save::TR, 0x18, ATTR_TSS32_BUSY, 0x67, 0);
-                vmcb.set_segment(save::LDTR, 0, ATTR_LDT, 0xffff, 0);
-                vmcb.set_segment(save::GDTR, 0, 0, 0, 0);
-                vmcb.set_segment(save::IDTR, 0, 0, 0, 0);
-                vmcb.write64(save::CR0, 0x11); // PE | ET
-                vmcb.write64(save::CR3, 0);
-                vmcb.write64(save::CR4, 0);
-                vmcb.write64(save::EFER, EFER_SVME); // guest EFER.SVME must be 1
-                vmcb.write64(save::RFLAGS, 0x2);
-                vmcb.write64(save::RIP, rip);
-                vmcb.write64(save::RSP, 0);
-                vmcb.write64(save::RAX, 0);
-                vmcb.write64(save::DR6, 0xffff_0ff0);
-                vmcb.write64(save::DR7, 0x400);
-                vmcb.write64(save::G_PAT, 0x0007_0406_0007_0406);
-                vmcb.write8(save::CPL, 0);
-                let regs = GuestRegs {
-                    rbx,
-                    ..GuestRegs::default()
-                };
-                Ok(Self {
-                    vmcb,
-                    regs,
-                    asid,
-                    fpu: fpu::FpuState::initial(),
-                    fpu_live_on: None,
-                })
+                regs.rbx = rbx;
+                // PE | ET; no paging; guest EFER.SVME must be 1.
+                (ATTR_CODE32, ATTR_TSS32_BUSY, 0x11, 0, 0, EFER_SVME, rip, 0)
             }
             EntryState::Long64 { rip, rsp, cr3, rsi } => {
-                vmcb.set_segment(save::CS, 0x08, ATTR_CODE64, 0xffff_ffff, 0);
-                for seg in [save::DS, save::ES, save::SS, save::FS, save::GS] {
-                    vmcb.set_segment(seg, 0x10, ATTR_DATA32, 0xffff_ffff, 0);
-                }
-                vmcb.set_segment(save::TR, 0x18, ATTR_TSS64_BUSY, 0x67, 0);
-                vmcb.set_segment(save::LDTR, 0, ATTR_LDT, 0xffff, 0);
-                vmcb.set_segment(save::GDTR, 0, 0, 0, 0);
-                vmcb.set_segment(save::IDTR, 0, 0, 0, 0);
-                vmcb.write64(save::CR0, 0x8000_0033); // PG | NE | ET | MP | PE
-                vmcb.write64(save::CR3, cr3);
-                vmcb.write64(save::CR4, 0x20); // PAE
-                vmcb.write64(save::EFER, EFER_SVME | (1 << 8) | (1 << 10) | (1 << 11)); // LME LMA NXE
-                vmcb.write64(save::RFLAGS, 0x2);
-                vmcb.write64(save::RIP, rip);
-                vmcb.write64(save::RSP, rsp);
-                vmcb.write64(save::RAX, 0);
-                vmcb.write64(save::DR6, 0xffff_0ff0);
-                vmcb.write64(save::DR7, 0x400);
-                vmcb.write64(save::G_PAT, 0x0007_0406_0007_0406);
-                vmcb.write8(save::CPL, 0);
-                let regs = GuestRegs {
-                    rsi,
-                    ..GuestRegs::default()
-                };
-                Ok(Self {
-                    vmcb,
-                    regs,
-                    asid,
-                    fpu: fpu::FpuState::initial(),
-                    fpu_live_on: None,
-                })
+                regs.rsi = rsi;
+                // PG | NE | ET | MP | PE; PAE; LME | LMA | NXE.
+                let efer = EFER_SVME | (1 << 8) | (1 << 10) | (1 << 11);
+                (
+                    ATTR_CODE64,
+                    ATTR_TSS64_BUSY,
+                    0x8000_0033,
+                    cr3,
+                    0x20,
+                    efer,
+                    rip,
+                    rsp,
+                )
             }
+        };
+        vmcb.set_segment(save::CS, 0x08, cs_attr, 0xffff_ffff, 0);
+        for seg in [save::DS, save::ES, save::SS, save::FS, save::GS] {
+            vmcb.set_segment(seg, 0x10, ATTR_DATA32, 0xffff_ffff, 0);
         }
+        vmcb.set_segment(save::TR, 0x18, tr_attr, 0x67, 0);
+        vmcb.set_segment(save::LDTR, 0, ATTR_LDT, 0xffff, 0);
+        vmcb.set_segment(save::GDTR, 0, 0, 0, 0);
+        vmcb.set_segment(save::IDTR, 0, 0, 0, 0);
+        vmcb.write64(save::CR0, cr0);
+        vmcb.write64(save::CR3, cr3);
+        vmcb.write64(save::CR4, cr4);
+        vmcb.write64(save::EFER, efer);
+        vmcb.write64(save::RFLAGS, 0x2);
+        vmcb.write64(save::RIP, rip);
+        vmcb.write64(save::RSP, rsp);
+        vmcb.write64(save::RAX, 0);
+        vmcb.write64(save::DR6, 0xffff_0ff0);
+        vmcb.write64(save::DR7, 0x400);
+        vmcb.write64(save::G_PAT, 0x0007_0406_0007_0406);
+        vmcb.write8(save::CPL, 0);
+        Ok(Self {
+            vmcb,
+            regs,
+            asid,
+            fpu: fpu::FpuState::initial(),
+            fpu_live_on: None,
+        })
     }
 
     /// The VMCB's physical address (freed by the owner when the vCPU is destroyed).

@@ -118,7 +118,7 @@ pub struct ModuleRecord<'a> {
 }
 
 /// One domain's build as recorded in PCR21: a versioned container whose payload format is fixed
-/// by issue 4 (the hypervisor's build record).
+/// by the hypervisor (its build record).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct DomainBuildRecord<'a> {
     /// The domain's name (also inside the payload; here so that tools can name the event
@@ -131,7 +131,7 @@ pub struct DomainBuildRecord<'a> {
 }
 
 /// Payload format of [`DomainBuildRecord`]: the hypervisor's build record, postcard-encoded
-/// (structure defined in issue 4).
+/// (`slipway_hv_core::build_record`).
 pub const BUILD_PAYLOAD_POSTCARD_V1: u16 = 1;
 
 /// Why the launch policy decided.

@@ -1,10 +1,10 @@
-//! Issue 3: the demo bundle (`images/demo`, the default of `cargo xtask run`) boots under
+//! The demo bundle (`images/demo`, the default of `cargo xtask run`) boots under
 //! SeaBIOS and OVMF: domB plans every domain, hands off (reporting the pages it gave back), and
 //! only then do the domains run, each line with its `[name]` prefix; the run ends with success
 //! when every domain has shut down. Domain names come from the run's own milestones, so the test
 //! follows the demo configuration as it changes.
 //!
-//! Issue 4: the demo's control domain is the attest guest. Each run types a fresh nonce when it
+//! The demo's control domain is the attest guest. Each run types a fresh nonce when it
 //! asks (as `cargo xtask run` does), and the check `cargo xtask run` performs at the end
 //! (`xtask::verify::verify_run`: quote, nonce, log replay, prediction, SHA-256 required) accepts
 //! the run in every bank of a default swtpm. Without a TPM the launch is unmeasured, the

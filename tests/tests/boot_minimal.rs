@@ -1,4 +1,4 @@
-//! Issue 2: the minimal bundle boots through GRUB (multiboot2) under SeaBIOS and under OVMF,
+//! The minimal bundle boots through GRUB (multiboot2) under SeaBIOS and under OVMF,
 //! the hypervisor prints its banner (docs/architecture.md, "Boot and bundle contract") with
 //! every module's name and size, and the run ends with the success verdict. Also the harness's
 //! failure paths: GRUB failing to boot, and a timeout, both leaving no process or file behind.

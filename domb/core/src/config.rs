@@ -401,7 +401,7 @@ fn cell(node: &str, name: &str, value: &[u8]) -> Result<u32, ConfigError> {
     Ok(u32::from_be_bytes(bytes))
 }
 
-/// `[a-z0-9-]{1,31}`: the domain name rule of issue 3.
+/// `[a-z0-9-]{1,31}`: the domain name rule.
 pub fn is_valid_domain_name(name: &str) -> bool {
     (1..=MAX_NAME_LEN).contains(&name.len())
         && name

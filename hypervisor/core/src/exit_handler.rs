@@ -198,7 +198,7 @@ pub fn handle_exit<B: VcpuBackend + ?Sized>(
 /// Hidden: VMX (1.ECX bit 5), SVM (0x80000001.ECX bit 2) and SKINIT (0x80000001.ECX bit 12) and the SVM
 /// leaf 0x8000000A, so no guest tries nested virtualization or a dynamic launch; MONITOR/MWAIT
 /// (1.ECX bit 3), which are intercepted; x2APIC (1.ECX bit 21) and the TSC deadline timer (1.ECX bit 24):
-/// domains get no interrupt controller in this issue; XSAVE/OSXSAVE/AVX (1.ECX bit 26..28), AVX2 and
+/// domains get no interrupt controller; XSAVE/OSXSAVE/AVX (1.ECX bit 26..28), AVX2 and
 /// AVX-512 (leaf 7.0 EBX) and leaf 0xD, because XSETBV is forbidden. Added: the hypervisor-present bit
 /// (1.ECX bit 31) and the vendor leaf 0x40000000 ("SlipwaySlipw", no further leaves).
 pub fn filter_cpuid(leaf: u32, subleaf: u32, raw: [u32; 4]) -> [u32; 4] {

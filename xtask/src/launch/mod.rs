@@ -1,4 +1,4 @@
-//! The emulated dynamic launch under QEMU + swtpm (issue 4).
+//! The emulated dynamic launch under QEMU + swtpm .
 //!
 //! QEMU emulates neither SENTER nor SKINIT, and its `tpm-tis` refuses locality 4 to the guest.
 //! swtpm's control channel has the commands a dynamic launch performs on a TPM (hash start,

@@ -1,4 +1,4 @@
-//! Hostile test guest for issue 3's and issue 4's tests. One behaviour per run, chosen by the
+//! Hostile test guest for the hostile-guest and measured-launch tests. One behaviour per run, chosen by the
 //! command-line word `test=<behaviour>`; each prints what it is about to do, then does it. Where
 //! the hypervisor must stop the domain, surviving is reported as `FAILED: ...` and the domain shuts
 //! down with exit code 1; where it must refuse, the refusal is printed and the domain shuts down

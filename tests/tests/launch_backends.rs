@@ -1,4 +1,4 @@
-//! Issue 4: the TXT and SKINIT backends refuse with a clear message until their issue. A
+//! The TXT and SKINIT backends refuse with a clear message. A
 //! hypervisor command line with `launch=txt` (bundle `images/test-launch-txt`, swtpm attached)
 //! must say that the backend is not implemented, that the boot is unmeasured, and go on
 //! unmeasured: the launch harness sees no request, the default policy starts only the recovery
@@ -9,7 +9,7 @@ use slipway_integration_tests::{Firmware, Verdict, boot, bundle, config, started
 #[test]
 fn launch_txt_refuses_loudly_and_the_boot_is_unmeasured() {
     let built = bundle("test-launch-txt");
-    let outcome = boot(&config(&built, Firmware::Bios, "issue4-launch-txt"));
+    let outcome = boot(&config(&built, Firmware::Bios, "launch-txt"));
     assert_eq!(
         outcome.verdict,
         Verdict::Success,

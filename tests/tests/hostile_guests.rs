@@ -1,4 +1,4 @@
-//! Issue 3: hostile test guests, all in one run of `images/test-hostile` (SeaBIOS, 2 pCPUs):
+//! Hostile test guests, all in one run of `images/test-hostile` (SeaBIOS, 2 pCPUs):
 //! one domain per behaviour of `slipway-guest-hostile` beside two well-behaved hello domains
 //! (`control` and `hello-a`). Each hostile domain is stopped with a hypervisor line naming the
 //! reason, or its requests are refused; the hello domains finish normally and the run ends with

@@ -1,4 +1,4 @@
-//! Issue 3: two physical CPUs. `images/test-two-pcpu` runs two single-vCPU domains (`spin-a`,
+//! Two physical CPUs. `images/test-two-pcpu` runs two single-vCPU domains (`spin-a`,
 //! `spin-b`) that spin without exits, under QEMU `-smp 2`. The per-pCPU run accounting the
 //! hypervisor prints at the end must show each pCPU running exactly one of them (domB aside,
 //! which runs before the hand-off), and both pCPUs running guest code in the same scheduler ticks.

@@ -1,4 +1,4 @@
-//! Issue 4: a control domain cannot write its read-only event-log window. One SeaBIOS boot of
+//! A control domain cannot write its read-only event-log window. One SeaBIOS boot of
 //! `images/test-log-window` with swtpm (a measured launch, so the window holds the real log):
 //! the control domain `writer` (the hostile guest, `test=write-log-window`) reads the window's
 //! descriptor, then writes at `SLIPWAY_LOG_GPA + 16` and must be stopped there; the hello

@@ -1,4 +1,4 @@
-//! Issue 4: the measured demo launch with the attest guest as control domain
+//! The measured demo launch with the attest guest as control domain
 //! (`images/test-measured-attest`): the harness types a fresh nonce on the control domain's
 //! console, the domain quotes PCR17-21 in every active bank with the attestation key it creates,
 //! and the host checks the quote (key, signature, nonce) against `cargo xtask predict`'s values
@@ -153,7 +153,7 @@ fn check_verify_accepts(
 #[test]
 fn four_banks_verify_accepts_the_transcript_and_a_changed_kernel() {
     let (nonce, transcript, prediction) =
-        check_quote_against_prediction(None, "issue4-attest-four-banks");
+        check_quote_against_prediction(None, "attest-four-banks");
     let built = bundle(BUNDLE);
     let inputs = predict::bundle_inputs(&built).unwrap();
     let banks = prediction.banks;
@@ -165,7 +165,7 @@ fn four_banks_verify_accepts_the_transcript_and_a_changed_kernel() {
     );
 
     // tpm2_eventlog (tpm2-tools) parses the captured log and replays it to the same PCR values.
-    let log_file = built.output_dir.join("issue4-captured.log");
+    let log_file = built.output_dir.join("captured.log");
     std::fs::write(&log_file, &transcript.slipway_log).unwrap();
     let tool = std::process::Command::new("tpm2_eventlog")
         .arg(&log_file)
@@ -232,7 +232,7 @@ fn four_banks_verify_accepts_the_transcript_and_a_changed_kernel() {
 #[test]
 fn verify_accepts_the_transcript() {
     let (nonce, transcript, prediction) =
-        check_quote_against_prediction(Some("sha256"), "issue4-attest-one-bank");
+        check_quote_against_prediction(Some("sha256"), "attest-one-bank");
     assert_eq!(prediction.banks.len(), 1);
     let accepted = check_verify_accepts(&transcript, &nonce, &prediction);
     assert_eq!(accepted.quoted_banks, [Alg::Sha256]);
@@ -245,7 +245,7 @@ fn verify_accepts_the_transcript() {
 fn a_module_outside_its_allow_list_starts_only_recovery() {
     let nonce = nonce();
     let built = bundle("test-measured-allowlist");
-    let mut run = config(&built, Firmware::Bios, "issue4-allowlist");
+    let mut run = config(&built, Firmware::Bios, "allowlist");
     run.tpm = Tpm::Swtpm;
     run.console_input = vec![nonce_input(&nonce)];
     let outcome = boot(&run);
@@ -280,7 +280,7 @@ fn a_module_outside_its_allow_list_starts_only_recovery() {
 #[test]
 fn without_a_tpm_the_launch_is_unmeasured_and_only_recovery_starts() {
     let built = bundle(BUNDLE);
-    let mut run = config(&built, Firmware::Bios, "issue4-attest-no-tpm");
+    let mut run = config(&built, Firmware::Bios, "attest-no-tpm");
     run.tpm = Tpm::None;
     let outcome = boot(&run);
     assert_eq!(
@@ -311,7 +311,7 @@ fn without_a_tpm_the_launch_is_unmeasured_and_only_recovery_starts() {
 fn a_fake_launch_request_does_not_touch_the_tpm() {
     let nonce = nonce();
     let built = bundle("test-measured-hostile");
-    let mut run = config(&built, Firmware::Bios, "issue4-fake-launch");
+    let mut run = config(&built, Firmware::Bios, "fake-launch");
     run.tpm = Tpm::Swtpm;
     run.console_input = vec![nonce_input(&nonce)];
     let outcome = boot(&run);

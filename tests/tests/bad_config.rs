@@ -1,4 +1,4 @@
-//! Issue 3: a launch configuration with a wrong memory size, a duplicate name, a malformed name or
+//! A launch configuration with a wrong memory size, a duplicate name, a malformed name or
 //! a missing module is refused by domB with a message naming the device-tree node and the
 //! property at fault; no domain is planned or started, and the hypervisor ends the run with
 //! failure (the boot domain ended without handing off).

@@ -10,7 +10,7 @@ use multiboot2::{BootInformation, MemoryAreaType};
 
 /// Capacity of the hand-off record.
 pub const MAX_REGIONS: usize = 256;
-pub const MAX_MODULES: usize = 32;
+pub const MAX_MODULES: usize = slipway_protocol::boot_modules::MAX_BOOT_MODULES;
 pub const MAX_CMDLINE: usize = 256;
 /// Tag identifying a hand-off record ("SLPWHOFF").
 pub const HANDOFF_MAGIC: u64 = 0x4646_4f48_5750_4c53;
@@ -112,6 +112,8 @@ pub enum PreLaunchError {
     CommandLineTooLong(usize),
     /// a command line is not valid UTF-8
     CommandLineNotUtf8,
+    /// the boot modules' names break the module-identity rule
+    ModuleNames(slipway_protocol::boot_modules::ModuleIdentityError),
 }
 
 fn copy_cmdline(dst: &mut [u8; MAX_CMDLINE], text: &str) -> Result<u32, PreLaunchError> {
@@ -194,6 +196,16 @@ pub fn describe_boot(
         modules += 1;
     }
     out.module_count = modules as u32;
+    // The rule the post-launch stage applies again (it trusts nothing from here): checked now
+    // too, so a refused boot stops before the launch.
+    let mut names = heapless::Vec::new();
+    slipway_protocol::boot_modules::name_boot_modules(
+        out.modules[..modules]
+            .iter()
+            .map(|m| &m.cmdline[..m.cmdline_len as usize]),
+        &mut names,
+    )
+    .map_err(PreLaunchError::ModuleNames)?;
     let line = match info.command_line_tag() {
         Some(tag) => tag
             .cmdline()
@@ -350,6 +362,7 @@ impl core::fmt::Display for PreLaunchError {
                 write!(f, "a command line of {n} bytes, longer than {MAX_CMDLINE}")
             }
             Self::CommandLineNotUtf8 => write!(f, "a command line is not valid UTF-8"),
+            Self::ModuleNames(error) => write!(f, "boot modules refused: {error}"),
         }
     }
 }

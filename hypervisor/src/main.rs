@@ -26,7 +26,6 @@ mod tsc;
 mod vm;
 
 use multiboot2::{BootInformation, BootInformationHeader};
-use slipway_hv_core::addr::PhysRange;
 use slipway_hv_core::frame_alloc::{BitmapFrameAllocator, FrameAllocator};
 use slipway_hv_core::paging::TableKind;
 use slipway_hv_core::sched::{RunAccounting, Scheduler};
@@ -73,7 +72,9 @@ extern "C" fn pre_launch_main(magic: u32, info_addr: u32) -> ! {
     // SAFETY: single CPU, before the launch: nothing else references HANDOFF.
     let handoff = unsafe { &mut *core::ptr::addr_of_mut!(HANDOFF) };
     if let Err(error) = launch::describe_boot(&info, handoff) {
-        panic!("pre-launch: cannot describe the boot: {error:?}");
+        // A boot refused by rule (not a hypervisor bug): say why and start nothing.
+        hvprintln!("pre-launch: boot refused: {error}; nothing starts");
+        qemu_exit::exit(Verdict::Failure);
     }
     hvprintln!(
         "pre-launch: {} processors in the ACPI MADT; application processors stay parked until the post-launch stage",
@@ -104,12 +105,15 @@ fn print_banner(info: &BootInformation<'_>) {
         panic!("multiboot2 information has no memory map");
     }
     for (index, module) in info.module_tags().enumerate() {
-        let name = module
-            .cmdline()
-            .ok()
-            .and_then(|line| line.split_whitespace().next())
-            .unwrap_or("");
-        hvprintln!("module {index}: {name} ({} bytes)", module.module_size());
+        // The first word as given (escaped): whether it is a valid, unique name is checked next.
+        let word = slipway_protocol::boot_modules::first_word(
+            module.cmdline().map_or(&b""[..], str::as_bytes),
+        );
+        hvprintln!(
+            "module {index}: {} ({} bytes)",
+            word.escape_ascii(),
+            module.module_size()
+        );
     }
 }
 
@@ -137,8 +141,10 @@ extern "C" fn post_launch_main(handoff_addr: u64) -> ! {
     // else writes it.
     let handoff = unsafe { &*core::ptr::addr_of!(HANDOFF) };
     let image = address_space::image_range();
-    let boot = memmap::validate(handoff, image)
-        .unwrap_or_else(|e| panic!("post-launch: hand-off refused: {e}"));
+    let boot = memmap::validate(handoff, image).unwrap_or_else(|e| {
+        hvprintln!("post-launch: hand-off refused: {e}; nothing starts");
+        qemu_exit::exit(Verdict::Failure)
+    });
     let free = &boot.free[..boot.free_count];
     let free_bytes: u64 = free.iter().map(|r| r.len()).sum();
     hvprintln!(
@@ -272,7 +278,7 @@ extern "C" fn post_launch_main(handoff_addr: u64) -> ! {
         *hv.sched = Scheduler::new(pcpus, 3);
         *hv.accounting = RunAccounting::new(pcpus);
         hv.tick_tsc = tsc::hz() / 1000 * u64::from(smp::TICK_MS);
-        let has_domb = hv.modules.iter().any(|m| m.name == "domb");
+        let has_domb = hv.domb_module.is_some();
         hv.create_domb(domb_memory, cmdline)
             .map_err(|reason| (reason, has_domb))
     });
@@ -300,6 +306,25 @@ fn start_hypervisor(
     _cmdline: &str,
     firmware_log: Option<&'static [u8]>,
 ) -> vm::Hv {
+    // The boot modules, named once (`slipway_protocol::boot_modules`, checked by `memmap::validate`).
+    let mut modules = heapless::Vec::<vm::BootModule, { vm::MAX_MODULES }>::new();
+    for (index, name) in boot.module_names.iter().enumerate() {
+        let raw = &handoff.modules[index];
+        let line = core::str::from_utf8(&raw.cmdline[..raw.cmdline_len as usize]).unwrap_or("");
+        let mut cmdline = heapless::String::new();
+        // Cannot fail: a hand-off command line is at most MAX_CMDLINE bytes, the string's size.
+        let _ = cmdline.push_str(line);
+        // Cannot fail: `module_names` holds at most MAX_MODULES entries.
+        let _ = modules.push(vm::BootModule {
+            range: boot.module_bytes[index],
+            name: name.clone(),
+            cmdline,
+        });
+    }
+    let domb_module = slipway_protocol::boot_modules::find_module(
+        &boot.module_names,
+        slipway_protocol::boot_modules::DOMB_MODULE,
+    );
     let (mut launch_kind, active_banks, tpm, banks) = check_launch();
     let measurement = tpm.and_then(|tpm| {
         let kind = match launch_kind {
@@ -309,17 +334,8 @@ fn start_hypervisor(
             _ => slipway_measure::events::LaunchKind::Unmeasured,
         };
         let cmdline = &handoff.cmdline[..handoff.cmdline_len as usize];
-        let domb = handoff.modules[..boot.module_count].iter().find(|m| {
-            let line = &m.cmdline[..m.cmdline_len as usize];
-            line.split(|&b| b == b' ').next() == Some(b"domb".as_slice())
-        });
-        let domb_image = match domb {
-            // SAFETY: a validated module range, mapped read-only, never written.
-            Some(m) => unsafe {
-                core::slice::from_raw_parts(m.start as *const u8, (m.end - m.start) as usize)
-            },
-            None => &[],
-        };
+        // The one lookup: the image measured here is the image `create_domb` starts.
+        let domb_image = domb_module.map_or(&[][..], |index| vm::module_bytes(modules[index].range));
         match measurement::Measurement::start(tpm, banks, kind, cmdline, domb_image) {
             Ok(m) => {
                 hvprintln!("measurement: launch kind, command line and domB image in PCR19");
@@ -337,19 +353,6 @@ fn start_hypervisor(
     svms[0] = Some(svm);
     let maps = svm::permission_maps(&mut alloc).unwrap_or_else(|e| panic!("SVM: {e}"));
     hvprintln!("svm: enabled with nested paging; every I/O port and MSR intercepted");
-    let mut modules = heapless::Vec::new();
-    for raw in &handoff.modules[..boot.module_count] {
-        let line = core::str::from_utf8(&raw.cmdline[..raw.cmdline_len as usize]).unwrap_or("");
-        let mut name = heapless::String::new();
-        let _ = name.push_str(line.split_whitespace().next().unwrap_or(""));
-        let mut cmdline = heapless::String::new();
-        let _ = cmdline.push_str(line);
-        let _ = modules.push(vm::BootModule {
-            range: PhysRange::new(raw.start, raw.end),
-            name,
-            cmdline,
-        });
-    }
     vm::Hv {
         mem,
         alloc,
@@ -370,6 +373,7 @@ fn start_hypervisor(
         measurement,
         firmware_log,
         modules,
+        domb_module,
         module_gpas: [0; vm::MAX_MODULES],
         // SAFETY: the two statics are handed out once, here, to the one `Hv`.
         table: unsafe { &mut *core::ptr::addr_of_mut!(DOMAIN_TABLE) },

@@ -14,6 +14,8 @@ use slipway_measure::log::{LogHeader, LogWriter};
 use slipway_measure::{BankSet, Digest, DigestList};
 use slipway_protocol::v1::{self, Error};
 
+use slipway_protocol::boot_modules::DOMB_MODULE;
+
 use crate::tpm::HvTpm;
 
 /// Capacity of the event log: what a control domain's log window carries after its descriptor.
@@ -83,9 +85,9 @@ impl Measurement {
             &SlipwayEvent::HypervisorCmdline(cmdline),
             None,
         )?;
-        let digests = bound_module_digests(&banks, b"domb", domb_image);
+        let digests = bound_module_digests(&banks, DOMB_MODULE.as_bytes(), domb_image);
         let event = SlipwayEvent::DombImage(ModuleRecord {
-            name: b"domb",
+            name: DOMB_MODULE.as_bytes(),
             size: domb_image.len() as u64,
         });
         this.record(PCR_BUILD_INPUTS, &event, Some(&digests))?;

@@ -5,6 +5,8 @@
 //! hand-off record and checks the record itself.
 
 use slipway_hv_core::addr::{PAGE_SIZE, PhysRange};
+use slipway_protocol::boot_modules::{self, ModuleIdentityError};
+use slipway_protocol::v1::ModuleName;
 
 use slipway_hv_core::memmap::{
     DEFAULT_MMIO_HOLES, FirmwareRegion, MemoryMapError, RegionKind as CoreKind, validate_memory_map,
@@ -34,6 +36,8 @@ pub enum HandoffError {
     Map(MemoryMapError),
     /// a command line is longer than its buffer or not UTF-8
     BadCommandLine { index: Option<usize> },
+    /// the boot modules' names break the module-identity rule (invalid or not unique)
+    ModuleNames(ModuleIdentityError),
     /// more disjoint RAM ranges than the allocator tracks
     TooManyRanges,
     /// no usable RAM remains below 4 GiB
@@ -54,6 +58,10 @@ pub struct ValidatedBoot {
     /// Module ranges (page-rounded outward), in multiboot2 order.
     pub modules: [PhysRange; MAX_MODULES],
     pub module_count: usize,
+    /// Each module's exact bytes, in multiboot2 order (`module_count` valid).
+    pub module_bytes: [PhysRange; MAX_MODULES],
+    /// Each module's name (`slipway_protocol::boot_modules`: valid and unique), in the same order.
+    pub module_names: heapless::Vec<ModuleName, MAX_MODULES>,
     /// The firmware's memory map as hv-core sees it (for checks of firmware-owned areas).
     pub map: [FirmwareRegion; MAX_REGIONS],
     pub region_count: usize,
@@ -151,6 +159,14 @@ pub fn validate(handoff: &LaunchHandoff, image: PhysRange) -> Result<ValidatedBo
             return Err(HandoffError::BadCommandLine { index: Some(index) });
         }
     }
+    let mut module_names = heapless::Vec::new();
+    boot_modules::name_boot_modules(
+        handoff.modules[..module_count]
+            .iter()
+            .map(|m| &m.cmdline[..m.cmdline_len as usize]),
+        &mut module_names,
+    )
+    .map_err(HandoffError::ModuleNames)?;
     let len = handoff.cmdline_len as usize;
     if len > MAX_CMDLINE || core::str::from_utf8(&handoff.cmdline[..len]).is_err() {
         return Err(HandoffError::BadCommandLine { index: None });
@@ -208,6 +224,8 @@ pub fn validate(handoff: &LaunchHandoff, image: PhysRange) -> Result<ValidatedBo
         low_count,
         modules: module_pages,
         module_count,
+        module_bytes: modules,
+        module_names,
         map,
         region_count: regions,
     })
@@ -231,6 +249,7 @@ impl core::fmt::Display for HandoffError {
             Self::BadCommandLine { index: None } => {
                 write!(f, "the hypervisor command line is too long or not UTF-8")
             }
+            Self::ModuleNames(error) => write!(f, "boot modules refused: {error}"),
             Self::TooManyRanges => {
                 write!(f, "more disjoint RAM ranges than the validation can hold")
             }

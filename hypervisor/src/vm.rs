@@ -30,7 +30,7 @@ use crate::svm::{BoundVcpu, EntryState, PermissionMaps, SvmCpu, SvmVcpu};
 const TPM_LOCALITY0: u64 = 0xfed4_0000;
 
 /// Most boot modules handled.
-pub const MAX_MODULES: usize = 32;
+pub const MAX_MODULES: usize = slipway_protocol::boot_modules::MAX_BOOT_MODULES;
 /// Default domB RAM.
 pub const DOMB_DEFAULT_MEMORY: u64 = 64 << 20;
 /// vCPUs per domain the hardware side holds.
@@ -57,12 +57,12 @@ fn vcpu_cell(slot: usize, index: usize) -> *mut Option<SvmVcpu> {
     VCPUS[slot * MAX_VCPUS + index].0.get()
 }
 
-/// A boot module: its exact physical range and its name (first word of its command line).
+/// A boot module: its exact physical range and its name (`slipway_protocol::boot_modules`).
 #[derive(Clone)]
 pub struct BootModule {
     pub range: PhysRange,
-    pub name: heapless::String<64>,
-    pub cmdline: heapless::String<256>,
+    pub name: ModuleName,
+    pub cmdline: heapless::String<{ crate::launch::MAX_CMDLINE }>,
 }
 
 /// A domain's hardware side.
@@ -124,6 +124,8 @@ pub struct Hv {
     /// Set when the run is over (every domain finished): the verdict.
     pub verdict: Option<crate::qemu_exit::Verdict>,
     pub modules: heapless::Vec<BootModule, MAX_MODULES>,
+    /// The module domB is: the one lookup both its measurement and its start use.
+    pub domb_module: Option<usize>,
     /// Where domB sees each module (guest-physical, read-only).
     pub module_gpas: [u64; MAX_MODULES],
     pub table: &'static mut DomainTable,
@@ -297,7 +299,7 @@ fn allocate_domain_hw(
     })
 }
 
-fn module_bytes(range: PhysRange) -> &'static [u8] {
+pub fn module_bytes(range: PhysRange) -> &'static [u8] {
     // SAFETY: module ranges were validated post-launch (inside RAM, disjoint from the image and
     // every other module), are mapped read-only in the hypervisor's tables and nothing writes them.
     unsafe { core::slice::from_raw_parts(range.start.0 as *const u8, range.len() as usize) }
@@ -346,11 +348,7 @@ impl Hv {
         memory_bytes: u64,
         cmdline: &str,
     ) -> Result<DomainId, &'static str> {
-        let index = self
-            .modules
-            .iter()
-            .position(|m| m.name == "domb")
-            .ok_or("no boot module named `domb`")?;
+        let index = self.domb_module.ok_or("no boot module named `domb`")?;
         let image = module_bytes(self.modules[index].range);
         // Top of RAM: start info (3 pages), boot-information page, hypercall buffer.
         let start_info_gpa = memory_bytes - 3 * PAGE_SIZE;
@@ -393,25 +391,25 @@ impl Hv {
                 )
                 .map_err(|_| "mapping a module into domB failed")?;
             self.module_gpas[i] = gpa;
-            let name = ModuleName::new(&module.name)
-                .map_err(|_| "a module name is not a valid protocol name")?;
-            let _ = self.core_modules.push(hypercall::BootModule {
-                name,
-                phys: module.range,
-                domb_gpa: gpa,
-            });
+            self.core_modules
+                .push(hypercall::BootModule {
+                    name: module.name.clone(),
+                    phys: module.range,
+                    domb_gpa: gpa,
+                })
+                .map_err(|_| "more boot modules than the dispatcher holds")?;
             gpa += pages;
         }
         // Boot-information page (postcard BootInfo) and the PVH start info.
         let mut modules = heapless::Vec::<ModuleInfo, { v1::MAX_BOOT_MODULES }>::new();
         for (i, module) in self.modules.iter().enumerate() {
-            let name = ModuleName::new(&module.name)
-                .map_err(|_| "a module name is not a valid protocol name")?;
-            let _ = modules.push(ModuleInfo {
-                name,
-                size: module.range.len(),
-                gpa: self.module_gpas[i],
-            });
+            modules
+                .push(ModuleInfo {
+                    name: module.name.clone(),
+                    size: module.range.len(),
+                    gpa: self.module_gpas[i],
+                })
+                .map_err(|_| "more boot modules than BootInfo lists")?;
         }
         let boot_info = BootInfo {
             launch_kind: self.launch_kind,

@@ -34,6 +34,7 @@
 #[macro_use]
 extern crate std;
 
+pub mod boot_modules;
 mod bounded;
 mod codec;
 pub mod v1;

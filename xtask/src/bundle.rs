@@ -92,24 +92,15 @@ pub enum ManifestError {
     },
 }
 
-/// Highest number of boot modules accepted; far above any real bundle, it catches runaway files.
-pub const MAX_MODULES: usize = 64;
+/// Most boot modules a boot may carry: the hypervisor refuses more.
+pub use slipway_protocol::boot_modules::MAX_BOOT_MODULES as MAX_MODULES;
 
-/// Module names: letters, digits, `-`, `_`, `.`; the launch configuration refers to them and
-/// they must survive `grub.cfg` and the multiboot2 command line unquoted.
+/// Module names follow the hypervisor's rule (`slipway_protocol::boot_modules`): the launch
+/// configuration refers to them and they survive `grub.cfg` and the command line unquoted.
 fn check_module_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 63 {
-        return Err(format!("`{name}` must have 1 to 63 characters"));
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
-        return Err(format!(
-            "`{name}` may only contain ASCII letters, digits, `-`, `_` and `.`"
-        ));
-    }
-    Ok(())
+    slipway_protocol::v1::ModuleName::new(name)
+        .map(drop)
+        .map_err(|error| format!("`{name}` is not a module name [A-Za-z0-9._-]{{1,63}}: {error}"))
 }
 
 /// Splits a command line into words, refusing what GRUB's script parser would not pass through

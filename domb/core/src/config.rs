@@ -12,6 +12,7 @@ use fdt::Fdt;
 use fdt::node::FdtNode;
 
 use crate::dtb::{self, DtbError};
+use crate::launch::{CONFIG_MODULE, DOMB_MODULE};
 use crate::policy::{Action, Policy};
 
 /// Path of the node that holds the launch configuration.
@@ -38,11 +39,11 @@ pub const MAX_DOMAINS: usize = 15;
 pub const MAX_BOOTARGS_LEN: usize = 1024;
 /// Longest domain name.
 pub const MAX_NAME_LEN: usize = 31;
-/// Domain names the hypervisor keeps for itself (its `RESERVED_NAMES`): refused here already, so
-/// the error names the node.
-pub const RESERVED_DOMAIN_NAMES: [&str; 3] = ["domb", "slipway", "hypervisor"];
+/// Domain names the hypervisor keeps for itself: refused here already, so the error names the
+/// node.
+pub use slipway_protocol::v1::RESERVED_DOMAIN_NAMES;
 /// Modules that are not domain images: the boot domain and the configuration itself.
-pub const RESERVED_MODULES: [&str; 2] = ["domb", "config"];
+pub const RESERVED_MODULES: [&str; 2] = [DOMB_MODULE, CONFIG_MODULE];
 
 /// A domain capability (`capabilities` property).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -15,10 +15,9 @@ use crate::measurements::{self, MeasureError, Measurement};
 use crate::planner::{self, ModuleData};
 use crate::policy::{self, LaunchFacts, Outcome};
 
-/// Name of the boot module holding the launch configuration.
-pub const CONFIG_MODULE: &str = "config";
-/// Name of domB's own module (measured by the hypervisor, not by domB).
-pub const DOMB_MODULE: &str = "domb";
+/// The boot module holding the launch configuration, and domB's own module (measured by the
+/// hypervisor, not by domB).
+pub use slipway_protocol::boot_modules::{CONFIG_MODULE, DOMB_MODULE};
 
 /// The hypercall, as domB needs it: one request, the checked answer or a printable error.
 pub trait Hypervisor {

@@ -18,10 +18,10 @@ pub const MAX_VCPUS: usize = 8;
 /// Largest domain memory (16 GiB): bounds what a hostile plan can ask for in one request.
 pub const MAX_DOMAIN_MEMORY: u64 = 16 << 30;
 /// The boot domain's name.
-pub const BOOT_DOMAIN_NAME: &str = "domb";
+pub use slipway_protocol::v1::BOOT_DOMAIN_NAME;
 /// Names no planned domain may take: the boot domain's, and names that would make console lines
 /// look like they come from the hypervisor.
-pub const RESERVED_NAMES: [&str; 3] = [BOOT_DOMAIN_NAME, "slipway", "hypervisor"];
+pub use slipway_protocol::v1::RESERVED_DOMAIN_NAMES as RESERVED_NAMES;
 /// Size of the PVH `hvm_start_info` structure (version 1): the start-info pointer must leave room
 /// for it inside the domain's memory.
 pub const HVM_START_INFO_SIZE: u64 = 56;

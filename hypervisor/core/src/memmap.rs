@@ -14,7 +14,7 @@ use core::fmt;
 /// Most memory-map entries accepted (EFI maps on large machines have a few hundred).
 pub const MAX_MAP_ENTRIES: usize = 512;
 /// Most boot modules accepted.
-pub const MAX_MODULES: usize = 64;
+pub const MAX_MODULES: usize = slipway_protocol::boot_modules::MAX_BOOT_MODULES;
 /// Memory below 1 MiB is never handed out: firmware, real-mode IVT/BDA, legacy video and ROMs.
 pub const LOW_MEMORY_END: u64 = 0x10_0000;
 

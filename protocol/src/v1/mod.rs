@@ -56,6 +56,7 @@ pub use log_window::{
     SLIPWAY_LOG_MODULE,
 };
 pub use types::{
+    BOOT_DOMAIN_NAME, RESERVED_DOMAIN_NAMES,
     Capabilities, DOMAIN_NAME_MAX, Digest, DomainId, DomainName, LaunchKind, MAX_BANKS,
     MAX_DIGEST_LEN, MODULE_NAME_MAX, ModuleInfo, ModuleName, NameError, TpmAlgId, TpmBanks,
     VcpuEntry,
@@ -71,8 +72,8 @@ pub const CONSOLE_WRITE_MAX: usize = 1024;
 /// Most event-data bytes one [`Request::Measure`] carries (3 KiB): the request with all eight
 /// possible digests of 64 bytes still fits the hypercall buffer.
 pub const EVENT_DATA_MAX: usize = 3072;
-/// Most boot modules the boot-information page lists.
-pub const MAX_BOOT_MODULES: usize = 32;
+/// Most boot modules the boot-information page lists (every module of a boot).
+pub use crate::boot_modules::MAX_BOOT_MODULES;
 
 /// A request from a domain to the hypervisor.
 ///

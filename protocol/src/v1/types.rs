@@ -9,6 +9,10 @@ use crate::bounded::{BoundedVec, Bytes, CapacityError, varint_len};
 
 /// Longest domain name in bytes.
 pub const DOMAIN_NAME_MAX: usize = 31;
+/// The boot domain's name (as a domain; its module is [`crate::boot_modules::DOMB_MODULE`]).
+pub const BOOT_DOMAIN_NAME: &str = "domb";
+/// Domain names the hypervisor keeps for itself: a builder cannot create a domain with one.
+pub const RESERVED_DOMAIN_NAMES: [&str; 3] = [BOOT_DOMAIN_NAME, "slipway", "hypervisor"];
 /// Longest boot-module name in bytes.
 pub const MODULE_NAME_MAX: usize = 63;
 /// Most TPM banks a platform can report (the TPM 2.0 algorithm registry has eight hash
@@ -151,12 +155,12 @@ validated_name!(
 );
 
 validated_name!(
-    /// A boot-module name: the first word of its multiboot2 command line, 1 to 63 printable
-    /// ASCII characters without spaces (`[!-~]{1,63}`).
+    /// A boot-module name: the first word of its multiboot2 command line
+    /// (`[A-Za-z0-9._-]{1,63}`; the rule that finds it is [`crate::boot_modules`]).
     ModuleName,
     MODULE_NAME_MAX,
-    |byte| byte.is_ascii_graphic(),
-    "a module name [!-~]{1,63}"
+    |byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'),
+    "a module name [A-Za-z0-9._-]{1,63}"
 );
 
 /// A domain, as returned by [`super::Request::CreateDomain`].

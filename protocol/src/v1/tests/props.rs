@@ -14,7 +14,7 @@ fn domain_name() -> impl Strategy<Value = DomainName> {
 }
 
 fn module_name() -> impl Strategy<Value = ModuleName> {
-    "[!-~]{1,63}".prop_map(|name| ModuleName::new(&name).unwrap())
+    "[A-Za-z0-9._-]{1,63}".prop_map(|name| ModuleName::new(&name).unwrap())
 }
 
 fn bytes<const N: usize>() -> impl Strategy<Value = Bytes<N>> {

@@ -300,7 +300,7 @@ fn maximal_request() -> Request {
 
 fn maximal_response() -> Response {
     Ok(ResponseOk::Module(ModuleInfo {
-        name: ModuleName::new(&"~".repeat(MODULE_NAME_MAX)).unwrap(),
+        name: ModuleName::new(&"_".repeat(MODULE_NAME_MAX)).unwrap(),
         size: u64::MAX,
         gpa: u64::MAX,
     }))

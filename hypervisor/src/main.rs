@@ -336,9 +336,32 @@ fn start_hypervisor(
         let cmdline = &handoff.cmdline[..handoff.cmdline_len as usize];
         // The one lookup: the image measured here is the image `create_domb` starts.
         let domb_image = domb_module.map_or(&[][..], |index| vm::module_bytes(modules[index].range));
-        match measurement::Measurement::start(tpm, banks, kind, cmdline, domb_image) {
+        let region = (kind == slipway_measure::events::LaunchKind::Emulated).then(|| {
+            let (start, region) = tpm::measured_region();
+            let mut hasher = slipway_measure::hash::MultiHasher::new(&banks);
+            hasher.update(region);
+            slipway_hv_core::measurement::LaunchRegion {
+                start,
+                size: region.len() as u64,
+                digests: hasher.finalize_for(),
+            }
+        });
+        let inputs = slipway_hv_core::measurement::LaunchInputs {
+            kind,
+            region,
+            cmdline,
+            domb_image,
+        };
+        let fail_at = core::str::from_utf8(cmdline)
+            .unwrap_or("")
+            .split(' ')
+            .find_map(|w| w.strip_prefix("tpm_fault="))
+            .and_then(|n| n.parse::<u32>().ok());
+        match measurement::start(tpm, banks, fail_at, &inputs) {
             Ok(m) => {
-                hvprintln!("measurement: launch kind, command line and domB image in PCR19");
+                if m.failure().is_none() {
+                    hvprintln!("measurement: launch kind, command line and domB image in PCR19");
+                }
                 Some(m)
             }
             Err(why) => {
@@ -383,6 +406,7 @@ fn start_hypervisor(
         domb: None,
         core_modules: heapless::Vec::new(),
         announced: [false; slipway_hv_core::domain::MAX_DOMAINS],
+        start_failed: false,
     }
 }
 

@@ -1,20 +1,10 @@
-//! The hypervisor's measurements (docs/measurement.md section 4): the event log and the TPM
-//! extends, in the order `cargo xtask predict` reproduces: the emulated launch's PCR17 event
-//! (logged, not extended), then into PCR19 the launch kind, the hypervisor command line and the
-//! domB image before domB runs; domB's measure hypercalls (PCR19/20, checked by hv-core's
-//! dispatcher); at hand-off one build record per planned domain into PCR21 and the separators.
-//! Every event is written to the log first and extended with exactly the digests logged.
+//! The hypervisor's measurements: `slipway_hv_core::measurement` (the sequence, failing closed)
+//! over the TIS driver at locality 2, the static buffer of the event log, and the console lines
+//! a run is read by.
 
-use slipway_measure::events::{
-    BUILD_PAYLOAD_POSTCARD_V1, DomainBuildRecord, LaunchKind, ModuleRecord, PCR_BUILD_INPUTS,
-    PCR_DOMAIN_BUILDS, PCR_DRTM_DETAILS, SEPARATOR_PCRS, SlipwayEvent,
-};
-use slipway_measure::hash::{MultiHasher, bound_module_digests};
-use slipway_measure::log::{LogHeader, LogWriter};
-use slipway_measure::{BankSet, Digest, DigestList};
-use slipway_protocol::v1::{self, Error};
-
-use slipway_protocol::boot_modules::DOMB_MODULE;
+use slipway_hv_core::measurement::{self as core_measurement, LaunchInputs, PcrExtend, Sealed};
+use slipway_measure::events::SEPARATOR_PCRS;
+use slipway_measure::{BankSet, DigestList};
 
 use crate::tpm::HvTpm;
 
@@ -23,184 +13,135 @@ pub const LOG_CAPACITY: usize = slipway_protocol::v1::LOG_WINDOW_CAPACITY;
 
 static mut LOG_BUFFER: [u8; LOG_CAPACITY] = [0; LOG_CAPACITY];
 
-/// The TPM, the banks it has active, and the log.
-pub struct Measurement {
+/// The hypervisor's TPM for the measurement sequence: `PCR_Extend` in every active bank, with an
+/// optional injected failure (`tpm_fault=N` on the hypervisor command line: the N-th extend of
+/// the sequence is not sent and fails, as a TPM that stopped answering would; the command line is
+/// measured, so a run that used it never passes for a normal one).
+pub struct HvPcrs {
     tpm: HvTpm,
     banks: BankSet,
-    log: LogWriter<'static>,
     extends: u32,
-    kind: LaunchKind,
+    fail_at: Option<u32>,
 }
 
-impl Measurement {
-    /// Starts the log (header for `banks`) and writes the hypervisor's events before domB runs.
-    pub fn start(
-        tpm: HvTpm,
-        banks: BankSet,
-        kind: LaunchKind,
-        cmdline: &[u8],
-        domb_image: &[u8],
-    ) -> Result<Self, &'static str> {
-        // SAFETY: the buffer is handed out once, here, to the one Measurement.
-        let buf = unsafe { &mut *core::ptr::addr_of_mut!(LOG_BUFFER) };
-        let log =
-            LogWriter::new(buf, &LogHeader::slipway(banks)).map_err(|_| "event log header")?;
-        let mut this = Measurement {
-            tpm,
-            banks,
-            log,
-            extends: 0,
-            kind,
-        };
-        if kind == LaunchKind::Emulated {
-            let (start, region) = crate::tpm::measured_region();
-            let mut hasher = MultiHasher::new(&banks);
-            hasher.update(region);
-            let digests = hasher.finalize_for();
-            let event = SlipwayEvent::EmulatedLaunch {
-                region_start: start,
-                region_size: region.len() as u64,
-            };
-            // Logged only: swtpm (the "CPU") extended PCR17 already.
-            this.log
-                .append_slipway(PCR_DRTM_DETAILS, &event, Some(&digests))
-                .map_err(|_| "logging the launch event")?;
-        }
-        this.record(PCR_BUILD_INPUTS, &SlipwayEvent::LaunchKind(kind), None)?;
-        // A bank Slipway cannot hash is capped in every event (the log writer does that), and
-        // said so here, right after the launch kind (docs/measurement.md section 5).
-        let mut capped = BankSet::empty();
-        for bank in banks.unsupported() {
-            let _ = capped.push(bank);
-        }
-        if !capped.is_empty() {
-            crate::hvprintln!(
-                "WARNING: {} active PCR bank(s) use an algorithm Slipway cannot hash: capped (no evidence)",
-                capped.len()
-            );
-            this.record(PCR_BUILD_INPUTS, &SlipwayEvent::BanksCapped(capped), None)?;
-        }
-        this.record(
-            PCR_BUILD_INPUTS,
-            &SlipwayEvent::HypervisorCmdline(cmdline),
-            None,
-        )?;
-        let digests = bound_module_digests(&banks, DOMB_MODULE.as_bytes(), domb_image);
-        let event = SlipwayEvent::DombImage(ModuleRecord {
-            name: DOMB_MODULE.as_bytes(),
-            size: domb_image.len() as u64,
-        });
-        this.record(PCR_BUILD_INPUTS, &event, Some(&digests))?;
-        Ok(this)
-    }
+/// Why an extend failed.
+pub enum ExtendError {
+    Tpm(slipway_tpm::CommandError<slipway_tpm::TisError>),
+    Injected(u32),
+}
 
-    /// Appends a typed event and extends its PCR with the digests logged.
-    fn record(
-        &mut self,
-        pcr: u32,
-        event: &SlipwayEvent<'_>,
-        digests: Option<&DigestList>,
-    ) -> Result<(), &'static str> {
-        let logged = self
-            .log
-            .append_slipway(pcr, event, digests)
-            .map_err(|_| "the event log refused an event")?;
-        self.extend(pcr, &logged).map_err(|_| "PCR_Extend failed")
+impl core::fmt::Display for ExtendError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Tpm(error) => write!(f, "{error}"),
+            Self::Injected(n) => write!(f, "injected failure of extend {n} (tpm_fault={n})"),
+        }
     }
+}
 
-    fn extend(&mut self, pcr: u32, digests: &DigestList) -> Result<(), ()> {
+impl PcrExtend for HvPcrs {
+    type Error = ExtendError;
+    fn pcr_extend(&mut self, pcr: u8, digests: &DigestList) -> Result<(), ExtendError> {
         self.extends += 1;
-        self.tpm
-            .pcr_extend(pcr as u8, digests, &self.banks)
-            .map_err(|error| {
-                crate::hvprintln!("tpm: PCR{pcr} extend failed: {error}");
-            })
-    }
-
-    /// A measure hypercall from domB (PCR, event type and digests checked by the dispatcher):
-    /// logged with domB's digests, extended with the same. Returns the event's index.
-    pub fn measure(
-        &mut self,
-        pcr: u8,
-        event_type: u32,
-        digests: &[v1::Digest],
-        data: &[u8],
-    ) -> Result<u32, Error> {
-        let mut list = DigestList::new();
-        for digest in digests {
-            let digest = Digest::new(digest.alg.into(), &digest.bytes)
-                .map_err(|_| Error::DigestLengthWrong)?;
-            list.push(digest).map_err(|_| Error::DuplicateBank)?;
+        let result = if self.fail_at == Some(self.extends) {
+            Err(ExtendError::Injected(self.extends))
+        } else {
+            self.tpm
+                .pcr_extend(pcr, digests, &self.banks)
+                .map_err(ExtendError::Tpm)
+        };
+        if let Err(error) = &result {
+            crate::hvprintln!("tpm: PCR{pcr} extend failed: {error}");
         }
-        self.log
-            .check_fits(data.len())
-            .map_err(|_| Error::EventLogFull)?;
-        self.log
-            .append(u32::from(pcr), event_type, &list, data)
-            .map_err(|_| Error::EventLogFull)?;
-        self.extend(u32::from(pcr), &list)
-            .map_err(|_| Error::TpmFailed)?;
-        Ok(self.events() - 1)
+        result
     }
+}
 
-    /// One planned domain's build record into PCR21 (at hand-off, before the separators).
-    pub fn domain_build(&mut self, name: &str, payload: &[u8]) -> Result<(), Error> {
-        let event = SlipwayEvent::DomainBuild(DomainBuildRecord {
-            name: name.as_bytes(),
-            payload_format: BUILD_PAYLOAD_POSTCARD_V1,
-            payload,
-        });
-        self.record(PCR_DOMAIN_BUILDS, &event, None)
-            .map_err(|_| Error::EventLogFull)
-    }
+/// The measurement of this boot.
+pub type Measurement = core_measurement::Measurement<'static, HvPcrs>;
 
-    /// The separators into PCR19, 20, 21: after them the log is final.
-    pub fn separators(&mut self) -> Result<(), &'static str> {
-        for pcr in SEPARATOR_PCRS {
-            self.record(pcr, &SlipwayEvent::Separator, None)?;
-        }
+/// Starts the log and measures the hypervisor's own inputs (see
+/// [`core_measurement::Measurement::start`]); a failure is printed and kept.
+pub fn start(
+    tpm: HvTpm,
+    banks: BankSet,
+    fail_at: Option<u32>,
+    launch: &LaunchInputs<'_>,
+) -> Result<Measurement, &'static str> {
+    // SAFETY: the buffer is handed out once, here, to the one Measurement (post-launch runs once).
+    let buf = unsafe { &mut *core::ptr::addr_of_mut!(LOG_BUFFER) };
+    if banks.has_unsupported() {
         crate::hvprintln!(
-            "measurement: separators in PCR19-21; event log final: {} bytes, {} events, {} PCR_Extend commands ({})",
-            self.log.len(),
-            self.events(),
-            self.extends,
-            self.tpm.counts()
+            "WARNING: an active PCR bank uses an algorithm Slipway cannot hash: capped (no evidence)"
         );
-        // The log's own replay, so a run can be compared with `cargo xtask predict` by eye.
-        if let Ok(log) = slipway_measure::log::EventLog::parse(self.log.as_bytes())
-            && let Ok(pcrs) = log.replay(match self.kind {
-                LaunchKind::Unmeasured => slipway_measure::pcr::InitialState::NoDynamicLaunch,
-                _ => slipway_measure::pcr::InitialState::DynamicLaunch,
-            })
-        {
-            for pcr in 17..=21 {
-                if let Ok(Some(value)) = pcrs.value(pcr, slipway_measure::HashAlg::Sha256) {
-                    crate::console::print_line(format_args!(
-                        "measurement: log replay PCR{pcr} sha256 {}",
-                        Hex(value.as_bytes())
-                    ));
-                }
+    }
+    if let Some(n) = fail_at {
+        crate::hvprintln!("measurement: FAULT INJECTION: extend {n} of this boot will fail");
+    }
+    let pcrs = HvPcrs {
+        tpm,
+        banks,
+        extends: 0,
+        fail_at,
+    };
+    let m = Measurement::start(pcrs, banks, buf, launch).map_err(|_| "event log header")?;
+    if let Some(failure) = m.failure() {
+        report_failure(failure);
+    }
+    Ok(m)
+}
+
+/// Says, once, that measurement failed and what that means for this boot.
+pub fn report_failure(failure: core_measurement::Failure) {
+    crate::hvprintln!(
+        "LAUNCH FAILED: measurement stopped: {failure}; no further measurement is accepted, the log ends before it, and only the policy's tpm-unavailable fallback may start"
+    );
+}
+
+/// After the hand-off was accepted: prints how the log ended and gives up locality 2, so that a
+/// control domain can use locality 0.
+pub fn after_hand_off(m: &mut Measurement, sealed: Sealed) {
+    match sealed {
+        Sealed::Complete => {
+            crate::hvprintln!(
+                "measurement: separators in PCR{}-{}; event log final: {} bytes, {} events, {} PCR_Extend commands ({})",
+                SEPARATOR_PCRS[0],
+                SEPARATOR_PCRS[SEPARATOR_PCRS.len() - 1],
+                m.log_bytes().len(),
+                m.events(),
+                m.extends(),
+                m.tpm_mut().tpm.counts()
+            );
+            print_replay(m);
+        }
+        Sealed::Failed(failure) => crate::hvprintln!(
+            "measurement: LAUNCH FAILED ({failure}): no build records or separators; the log ({} events) is incomplete",
+            m.events()
+        ),
+    }
+    if let Err(error) = m.tpm_mut().tpm.transport().relinquish_locality() {
+        crate::hvprintln!("tpm: releasing locality 2: {error}");
+    }
+}
+
+/// The log's own replay, so a run can be compared with `cargo xtask predict` by eye.
+fn print_replay(m: &Measurement) {
+    use slipway_measure::events::LaunchKind;
+    let initial = match m.kind() {
+        LaunchKind::Unmeasured => slipway_measure::pcr::InitialState::NoDynamicLaunch,
+        _ => slipway_measure::pcr::InitialState::DynamicLaunch,
+    };
+    if let Ok(log) = slipway_measure::log::EventLog::parse(m.log_bytes())
+        && let Ok(pcrs) = log.replay(initial)
+    {
+        for pcr in 17..=21 {
+            if let Ok(Some(value)) = pcrs.value(pcr, slipway_measure::HashAlg::Sha256) {
+                crate::console::print_line(format_args!(
+                    "measurement: log replay PCR{pcr} sha256 {}",
+                    Hex(value.as_bytes())
+                ));
             }
         }
-        Ok(())
-    }
-
-    /// After the separators: gives up locality 2, so that a control domain can use locality 0.
-    /// The log's bytes (final once the separators are logged).
-    pub fn log_bytes(&self) -> &[u8] {
-        self.log.as_bytes()
-    }
-
-    pub fn release_locality(&mut self) {
-        if let Err(error) = self.tpm.transport().relinquish_locality() {
-            crate::hvprintln!("tpm: releasing locality 2: {error}");
-        }
-    }
-
-    fn events(&self) -> u32 {
-        slipway_measure::log::EventLog::parse(self.log.as_bytes())
-            .map(|log| log.events().count() as u32)
-            .unwrap_or(0)
     }
 }
 

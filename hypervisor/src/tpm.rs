@@ -148,8 +148,9 @@ pub fn request_emulated_launch() -> bool {
     seen
 }
 
-/// Post-launch: whether PCR17 holds H(0..0 || H(region)) and PCR18 is zero in every active
-/// bank this hypervisor can hash. Returns the active banks on success.
+/// Post-launch: whether PCR17 holds H(0..0 || H(region)) and PCR18-22 are zero in every active
+/// bank this hypervisor can hash, as a fresh dynamic launch leaves them (so nothing before the
+/// launch extended the PCRs Slipway's log describes). Returns the active banks on success.
 pub fn verify_emulated_launch(tpm: &mut HvTpm) -> Result<BankSet, &'static str> {
     let banks = tpm
         .active_banks()
@@ -159,16 +160,24 @@ pub fn verify_emulated_launch(tpm: &mut HvTpm) -> Result<BankSet, &'static str> 
     for digest in expected.iter() {
         let alg = digest.alg();
         let values = tpm
-            .pcr_read(alg, PcrMask::range(17, 18))
+            .pcr_read(alg, PcrMask::range(17, 22))
             .map_err(|_| "PCR_Read failed")?;
         if values.get(17) != Some(digest) {
             return Err("PCR17 does not hold this image's launch measurement");
         }
-        if values
-            .get(18)
-            .is_none_or(|d| d.as_bytes().iter().any(|&b| b != 0))
-        {
-            return Err("PCR18 is not zero");
+        for (pcr, why) in [
+            (18, "PCR18 is not zero"),
+            (19, "PCR19 is not zero after the launch (extended before the first measurement)"),
+            (20, "PCR20 is not zero after the launch (extended before the first measurement)"),
+            (21, "PCR21 is not zero after the launch (extended before the first measurement)"),
+            (22, "PCR22 is not zero after the launch (extended before the first measurement)"),
+        ] {
+            if values
+                .get(pcr)
+                .is_none_or(|d| d.as_bytes().iter().any(|&b| b != 0))
+            {
+                return Err(why);
+            }
         }
     }
     Ok(banks)

@@ -136,6 +136,8 @@ pub struct Hv {
     pub core_modules: heapless::Vec<hypercall::BootModule, MAX_MODULES>,
     /// Domains whose `planned:` milestone was printed.
     pub announced: [bool; MAX_DOMAINS],
+    /// A planned domain could not be started after hand-off: the run fails.
+    pub start_failed: bool,
 }
 
 /// The hardware side of hypercalls: what `slipway_hv_core::hypercall::dispatch` asks for, after
@@ -237,23 +239,35 @@ impl hypercall::Platform for HwPlatform<'_> {
         digests: &[Digest],
         event_data: &[u8],
     ) -> Result<u32, Error> {
-        match self.measurement.as_deref_mut() {
-            Some(m) => m.measure(pcr, event_type, digests, event_data),
-            // No TPM: nothing can be extended, and saying so is the only honest answer.
-            None => Err(Error::TpmFailed),
+        // No TPM: nothing can be extended, and saying so is the only honest answer.
+        let m = self.measurement.as_deref_mut().ok_or(Error::TpmFailed)?;
+        let mut list = slipway_measure::DigestList::new();
+        for digest in digests {
+            let digest = slipway_measure::Digest::new(digest.alg.into(), &digest.bytes)
+                .map_err(|_| Error::DigestLengthWrong)?;
+            list.push(digest).map_err(|_| Error::DuplicateBank)?;
         }
+        let before = m.failure();
+        let result = m.measure(pcr, event_type, &list, event_data);
+        if let (None, Some(failure)) = (before, m.failure()) {
+            crate::measurement::report_failure(failure);
+        }
+        result
     }
 
-    fn complete_build(&mut self, domain: &Domain) -> Result<(), Error> {
+    fn seal_measurements(&mut self, planned: &[&Domain]) -> Result<(), Error> {
         let Some(m) = self.measurement.as_deref_mut() else {
             return Ok(());
         };
-        let mut payload = [0u8; slipway_hv_core::build_record::MAX_ENCODED_LEN];
-        let len = domain
-            .build_record()
-            .encode(&mut payload)
-            .map_err(|_| Error::EventLogFull)?;
-        m.domain_build(domain.name().as_str(), &payload[..len])
+        let before = m.failure();
+        let result = m.seal(planned);
+        if let (None, Some(failure)) = (before, m.failure()) {
+            crate::measurement::report_failure(failure);
+        }
+        if let Err(error) = result {
+            hvprintln!("hand-off refused: measurement could not be sealed: {error}");
+        }
+        result.map(drop)
     }
 }
 
@@ -673,8 +687,17 @@ impl Hv {
             return;
         }
         if self.table.handed_off() {
-            hvprintln!("all domains have finished");
-            self.verdict = Some(crate::qemu_exit::Verdict::Success);
+            let launch_failure = self.measurement.as_ref().and_then(|m| m.failure());
+            if let Some(failure) = launch_failure {
+                hvprintln!("all domains have finished; the launch FAILED: {failure}");
+                self.verdict = Some(crate::qemu_exit::Verdict::Failure);
+            } else if self.start_failed {
+                hvprintln!("all domains have finished; a planned domain could not start");
+                self.verdict = Some(crate::qemu_exit::Verdict::Failure);
+            } else {
+                hvprintln!("all domains have finished");
+                self.verdict = Some(crate::qemu_exit::Verdict::Success);
+            }
         } else {
             hvprintln!("the boot domain ended without handing off: no domain was started");
             self.verdict = Some(crate::qemu_exit::Verdict::Failure);
@@ -851,10 +874,11 @@ impl Hv {
     /// Hand-off: destroy domB (scrubbed, reclaimed), then start the recorded domains in order.
     fn hand_off(&mut self, domb_slot: usize, order: &[DomainId]) {
         if let Some(m) = self.measurement.as_mut() {
-            if let Err(why) = m.separators() {
-                hvprintln!("measurement: {why}");
-            }
-            m.release_locality();
+            let sealed = match m.failure() {
+                Some(failure) => slipway_hv_core::measurement::Sealed::Failed(failure),
+                None => slipway_hv_core::measurement::Sealed::Complete,
+            };
+            crate::measurement::after_hand_off(m, sealed);
         }
         let pages = self.destroy(domb_slot);
         hvprintln!(
@@ -878,7 +902,8 @@ impl Hv {
                     }
                 }
                 Err(error) => {
-                    hvprintln!("domain {}: cannot start: {error}", id.0);
+                    hvprintln!("domain {}: cannot start: {error}; the run fails", id.0);
+                    self.start_failed = true;
                     let _ = self.table.mark_started(id);
                     let _ = self.table.mark_crashed(id, StopReason::InvalidState);
                     self.destroy(usize::from(id.0));

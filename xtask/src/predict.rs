@@ -9,11 +9,12 @@
 //! `slipway-measure` log. It is the code the machine runs, so a difference in a real run is a
 //! real difference, never a re-implementation drifting.
 //!
-//! The hypervisor's own events around it follow `docs/measurement.md` section 4: PCR17's
-//! emulated-launch event (region from the MLE header, `docs/architecture.md`), the launch kind,
-//! the capped banks (if any), the hypervisor command line, the domB image bound to `domb`; then
-//! domB's; then one DOMAIN_BUILD per domain in the order hv-core's hand-off asks for it
-//! (`Platform::complete_build`, creation order), then the separators into PCR19, 20, 21.
+//! The hypervisor's own events around it are not re-derived either: the hypervisor's measurement
+//! sequence (`slipway_hv_core::measurement`: PCR17's emulated-launch event, the launch kind, the
+//! capped banks, the hypervisor command line, the domB image bound to `domb`; domB's events; at
+//! hand-off one DOMAIN_BUILD per domain in creation order and the separators) runs here over a
+//! TPM that only records. Only the launch region (from the MLE header, `docs/architecture.md`)
+//! and the bundle's files are inputs.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -23,14 +24,10 @@ use slipway_domb_core::planner::ModuleData;
 use slipway_hv_core::addr::PhysRange;
 use slipway_hv_core::domain::{Domain, DomainTable};
 use slipway_hv_core::hypercall::{self, BootModule, LaunchInfo, Outcome, Platform};
-use slipway_measure::events::{
-    BUILD_PAYLOAD_POSTCARD_V1, DomainBuildRecord, LaunchKind as EventLaunchKind, ModuleRecord,
-    PCR_BUILD_INPUTS, PCR_DOMAIN_BUILDS, PCR_DRTM_DETAILS, SEPARATOR_PCRS, SlipwayEvent,
-};
-use slipway_measure::hash::bound_module_digests;
-use slipway_measure::log::LogHeader;
+use slipway_hv_core::measurement::{LaunchInputs, LaunchRegion, Measurement, PcrExtend, Sealed};
+use slipway_measure::events::LaunchKind as EventLaunchKind;
 use slipway_measure::{
-    BankSet, Digest, DigestList, EventLog, HashAlg, InitialState, LogWriter, MultiHasher, PcrBanks,
+    BankSet, Digest, DigestList, EventLog, HashAlg, InitialState, MultiHasher, PcrBanks,
 };
 use slipway_protocol::HYPERCALL_BUFFER_SIZE;
 use slipway_protocol::v1::{self, DomainId, LaunchKind, ModuleName, Request, ResponseOk, TpmAlgId};
@@ -280,13 +277,24 @@ pub fn measured_region(elf_bytes: &[u8]) -> Result<MeasuredRegion, PredictError>
     })
 }
 
+/// The TPM of the host run: every extend succeeds and changes nothing (the PCR values are the
+/// log's replay, which is what a real run's quote is checked against).
+struct RecordingTpm;
+
+impl PcrExtend for RecordingTpm {
+    type Error = std::convert::Infallible;
+    fn pcr_extend(&mut self, _: u8, _: &DigestList) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
 /// The platform of the host run: no domain memory (nothing the records hold depends on it:
 /// writes are recorded with the SHA-256 of the request's bytes, module copies by module, range
 /// and the SHA-256 of the copied bytes, which the hypervisor computes after each copy, as this
-/// platform does from the module's bytes), and every measure request appended to the expected
-/// log exactly as the hypervisor appends it.
+/// platform does from the module's bytes), and every measurement through the hypervisor's own
+/// measurement sequence.
 struct PredictPlatform<'log, 'm> {
-    log: LogWriter<'log>,
+    measurement: Measurement<'log, RecordingTpm>,
     modules: &'m [(String, Vec<u8>)],
     last_populated: Option<(DomainId, u64, u64, [u8; 32])>,
     error: Option<PredictError>,
@@ -342,37 +350,32 @@ impl Platform for PredictPlatform<'_, '_> {
         digests: &[v1::Digest],
         data: &[u8],
     ) -> Result<u32, v1::Error> {
-        let appended = measure_digests(digests)
-            .and_then(|list| self.log.append(u32::from(pcr), event_type, &list, data));
-        match appended {
-            Ok(_) => Ok(0),
+        let list = match measure_digests(digests) {
+            Ok(list) => list,
             Err(e) => {
                 self.error.get_or_insert(PredictError::Log(e));
-                Err(v1::Error::EventLogFull)
+                return Err(v1::Error::DigestLengthWrong);
             }
+        };
+        let result = self.measurement.measure(pcr, event_type, &list, data);
+        if let Err(error) = result {
+            self.error
+                .get_or_insert(PredictError::Dispatcher(format!("measure: {error}")));
         }
+        result
     }
-    fn complete_build(&mut self, domain: &Domain) -> Result<(), v1::Error> {
-        let mut payload = vec![0u8; slipway_hv_core::build_record::MAX_ENCODED_LEN];
-        let appended = domain
-            .build_record()
-            .encode(&mut payload)
-            .map_err(|e| PredictError::Dispatcher(format!("build record: {e:?}")))
-            .and_then(|len| {
-                let event = SlipwayEvent::DomainBuild(DomainBuildRecord {
-                    name: domain.name().as_str().as_bytes(),
-                    payload_format: BUILD_PAYLOAD_POSTCARD_V1,
-                    payload: &payload[..len],
-                });
-                self.log
-                    .append_slipway(PCR_DOMAIN_BUILDS, &event, None)
-                    .map_err(PredictError::Log)
-            });
-        match appended {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                self.error.get_or_insert(e);
-                Err(v1::Error::EventLogFull)
+    fn seal_measurements(&mut self, planned: &[&Domain]) -> Result<(), v1::Error> {
+        match self.measurement.seal(planned) {
+            Ok(Sealed::Complete) => Ok(()),
+            Ok(Sealed::Failed(failure)) => {
+                self.error
+                    .get_or_insert(PredictError::Dispatcher(format!("measurement: {failure}")));
+                Err(v1::Error::MeasurementFailed)
+            }
+            Err(error) => {
+                self.error
+                    .get_or_insert(PredictError::Dispatcher(format!("hand-off: {error}")));
+                Err(error)
             }
         }
     }
@@ -436,42 +439,37 @@ pub fn predict(
         .ok_or(PredictError::NoDomb)?
         .1;
     let mut buf = vec![0u8; LOG_CAPACITY];
-    let mut log = LogWriter::new(&mut buf, &LogHeader::slipway(*banks))?;
 
-    // The hypervisor's events before domB runs.
-    if launch_kind == PredictedLaunch::Emulated {
-        let region = measured_region(&inputs.hypervisor_elf)?;
-        let mut hasher = MultiHasher::new(banks);
-        hasher.update(&region.bytes);
-        let region_digests = hasher.finalize();
-        log.append_slipway(
-            PCR_DRTM_DETAILS,
-            &SlipwayEvent::EmulatedLaunch {
-                region_start: region.start,
-                region_size: region.bytes.len() as u64,
-            },
-            Some(&region_digests),
-        )?;
+    // The hypervisor's events before domB runs: its own measurement sequence.
+    let region = match launch_kind {
+        PredictedLaunch::Emulated => {
+            let region = measured_region(&inputs.hypervisor_elf)?;
+            let mut hasher = MultiHasher::new(banks);
+            hasher.update(&region.bytes);
+            Some(LaunchRegion {
+                start: region.start,
+                size: region.bytes.len() as u64,
+                digests: hasher.finalize(),
+            })
+        }
+        PredictedLaunch::Txt | PredictedLaunch::Skinit => None,
+    };
+    let measurement = Measurement::start(
+        RecordingTpm,
+        *banks,
+        &mut buf,
+        &LaunchInputs {
+            kind: launch_kind.event_kind(),
+            region,
+            cmdline: inputs.hypervisor_cmdline.as_bytes(),
+            domb_image,
+        },
+    )?;
+    if let Some(failure) = measurement.failure() {
+        return Err(PredictError::Dispatcher(format!(
+            "the hypervisor's own measurements: {failure}"
+        )));
     }
-    log.append_slipway(
-        PCR_BUILD_INPUTS,
-        &SlipwayEvent::LaunchKind(launch_kind.event_kind()),
-        None,
-    )?;
-    log.append_slipway(
-        PCR_BUILD_INPUTS,
-        &SlipwayEvent::HypervisorCmdline(inputs.hypervisor_cmdline.as_bytes()),
-        None,
-    )?;
-    let domb_digests = bound_module_digests(banks, launch::DOMB_MODULE.as_bytes(), domb_image);
-    log.append_slipway(
-        PCR_BUILD_INPUTS,
-        &SlipwayEvent::DombImage(ModuleRecord {
-            name: launch::DOMB_MODULE.as_bytes(),
-            size: domb_image.len() as u64,
-        }),
-        Some(&domb_digests),
-    )?;
 
     // domB's launch against hv-core's dispatcher.
     let mut modules = Vec::new();
@@ -500,7 +498,7 @@ pub fn predict(
             modules: &modules,
         },
         platform: PredictPlatform {
-            log,
+            measurement,
             modules: &inputs.modules,
             last_populated: None,
             error: None,
@@ -535,12 +533,8 @@ pub fn predict(
         });
     }
 
-    // The separators, then the log is final.
-    let mut log = hv.platform.log;
-    for pcr in SEPARATOR_PCRS {
-        log.append_slipway(pcr, &SlipwayEvent::Separator, None)?;
-    }
-    let bytes = log.as_bytes().to_vec();
+    // The hand-off sealed the log (build records and separators).
+    let bytes = hv.platform.measurement.log_bytes().to_vec();
     let pcrs = EventLog::parse(&bytes)?.replay(InitialState::DynamicLaunch)?;
     Ok(Prediction {
         launch: launch_kind,

@@ -11,9 +11,10 @@ use crate::addr::PhysRange;
 use crate::build_record::{BuildRecord, BuildStep};
 use crate::domain::{Domain, DomainState, DomainTable, MAX_DOMAINS};
 use slipway_measure::events::{
-    EV_SLIPWAY_BOOT_MODULE, EV_SLIPWAY_LAUNCH_CONFIG, EV_SLIPWAY_POLICY,
-    EV_SLIPWAY_POLICY_DECISION, PCR_BOOT_MODULES, PCR_BUILD_INPUTS,
+    DigestRule, EV_SLIPWAY_BOOT_MODULE, EV_SLIPWAY_LAUNCH_CONFIG, EV_SLIPWAY_POLICY,
+    EV_SLIPWAY_POLICY_DECISION, PCR_BOOT_MODULES, PCR_BUILD_INPUTS, SlipwayEvent,
 };
+use slipway_measure::hash::event_digests;
 use slipway_protocol::EncodeError;
 use slipway_protocol::v1::{
     self, BootSummary, Digest, DomainId, Error, LaunchKind, ModuleInfo, ModuleName, Request,
@@ -89,9 +90,10 @@ pub trait Platform {
         digests: &[Digest],
         event_data: &[u8],
     ) -> Result<u32, Error>;
-    /// At hand-off, before anything irreversible, once per planned domain in creation order: the
-    /// place for the PCR21 build event (the measured-launch issue).
-    fn complete_build(&mut self, domain: &Domain) -> Result<(), Error>;
+    /// At hand-off, before anything irreversible, with every planned domain in creation order:
+    /// their PCR21 build records and the separators, all or nothing
+    /// ([`crate::measurement::Measurement::seal`]). An `Err` refuses the hand-off.
+    fn seal_measurements(&mut self, planned: &[&Domain]) -> Result<(), Error>;
 }
 
 /// What the vCPU that made the call does next.
@@ -317,11 +319,61 @@ fn perform<P: Platform>(
                 return Err(Error::EventTypeNotAllowed);
             }
             v1::check_digests(digests, launch.active_banks)?;
+            check_event(launch, *event_type, digests, event_data)?;
             let event_index = platform.measure(caller, *pcr, *event_type, digests, event_data)?;
             Ok(ResponseOk::Measured { event_index })
         }
         // Handled before; a future variant is refused rather than guessed at.
         _ => Err(Error::MalformedRequest),
+    }
+}
+
+/// Checks a measure request's event against its digests: the data decodes as its type; for an
+/// event whose digest is `H(event data)` the hypervisor recomputes it in every active bank and
+/// refuses any difference (a caller cannot extend one thing and log another); a boot-module event
+/// names a boot module and its exact size (its bound digest is domB's, which is measured itself).
+fn check_event(
+    launch: &LaunchInfo<'_>,
+    event_type: u32,
+    digests: &[Digest],
+    data: &[u8],
+) -> Result<(), Error> {
+    let event = match SlipwayEvent::decode(event_type, data) {
+        Ok(Some(event)) => event,
+        _ => return Err(Error::EventDataMalformed),
+    };
+    match (event.digest_rule(), event) {
+        (DigestRule::EventData, _) => {
+            let mut algs: heapless::Vec<slipway_measure::AlgId, { v1::MAX_BANKS }> =
+                heapless::Vec::new();
+            for &alg in launch.active_banks {
+                algs.push(alg.into()).map_err(|_| Error::UnknownAlgorithm)?;
+            }
+            let banks =
+                slipway_measure::BankSet::from_algs(&algs).map_err(|_| Error::UnknownAlgorithm)?;
+            let expected = event_digests(&banks, data);
+            for digest in digests {
+                let computed = expected
+                    .get(slipway_measure::AlgId::from(digest.alg))
+                    .ok_or(Error::UnknownAlgorithm)?;
+                if computed.as_bytes() != digest.bytes.as_slice() {
+                    return Err(Error::DigestMismatch);
+                }
+            }
+            Ok(())
+        }
+        (DigestRule::BoundModule, SlipwayEvent::BootModule(record)) => {
+            let named = launch
+                .modules
+                .iter()
+                .find(|m| m.name.as_bytes() == record.name);
+            match named {
+                Some(module) if module.phys.len() == record.size => Ok(()),
+                _ => Err(Error::ModuleRecordMismatch),
+            }
+        }
+        // Every other rule belongs to the hypervisor's own events, refused above already.
+        _ => Err(Error::EventTypeNotAllowed),
     }
 }
 
@@ -352,8 +404,12 @@ fn hand_off<P: Platform>(
     builder: DomainId,
 ) -> Result<Outcome, Error> {
     table.check_plan()?;
-    for domain in table.iter().filter(|d| d.state() == DomainState::Planned) {
-        platform.complete_build(domain)?;
+    {
+        let planned: heapless::Vec<&Domain, MAX_DOMAINS> = table
+            .iter()
+            .filter(|d| d.state() == DomainState::Planned)
+            .collect();
+        platform.seal_measurements(&planned)?;
     }
     let mut order = [DomainId(0); MAX_DOMAINS];
     let count = table.hand_off(builder, &mut order)?;

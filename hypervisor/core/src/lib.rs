@@ -24,6 +24,7 @@ pub mod firmware_log;
 pub mod frame_alloc;
 pub mod guest_memory;
 pub mod hypercall;
+pub mod measurement;
 pub mod memmap;
 pub mod memory;
 pub mod paging;

@@ -80,6 +80,10 @@ error_codes! {
     EventLogFull = 0x0607 => "the event log has no room for the event",
     TpmFailed = 0x0608 => "the TPM failed the extend",
     EventTypeNotAllowed = 0x0609 => "the caller may not log this event type into this PCR",
+    DigestMismatch = 0x060A => "a digest is not the hash of the event data: the hypervisor recomputed it and the two differ",
+    EventDataMalformed = 0x060B => "the event data does not decode as its event type's format",
+    ModuleRecordMismatch = 0x060C => "the boot-module event names no boot module, or a size other than the module's",
+    MeasurementFailed = 0x060D => "measurement failed earlier in this boot (a TPM error): no further measurement is accepted and the launch counts as failed",
 }
 
 impl Error {

@@ -84,11 +84,13 @@ impl Platform for FakePlatform {
         self.events += 1;
         Ok(self.events - 1)
     }
-    fn complete_build(&mut self, domain: &Domain) -> Result<(), Error> {
+    fn seal_measurements(&mut self, planned: &[&Domain]) -> Result<(), Error> {
         if let Some(error) = self.fail_complete {
             return Err(error);
         }
-        self.calls.push(format!("complete {}", domain.name()));
+        for domain in planned {
+            self.calls.push(format!("complete {}", domain.name()));
+        }
         Ok(())
     }
 }
@@ -212,13 +214,78 @@ fn digests(list: &[(TpmAlgId, usize)]) -> BoundedVec<Digest, { v1::MAX_BANKS }> 
     BoundedVec::from_slice(&all).unwrap()
 }
 
-fn measure(pcr: u8, list: &[(TpmAlgId, usize)]) -> Request {
-    let event_type = if pcr == 20 { 0x606 } else { 0x604 };
+/// The data of a valid event for `pcr`: the launch configuration `hello` into PCR19, the `hello`
+/// module's record (name and exact size) into PCR20.
+fn event_data(pcr: u8) -> (u32, Vec<u8>) {
+    use slipway_measure::events::ModuleRecord;
+    let event = if pcr == 20 {
+        SlipwayEvent::BootModule(ModuleRecord {
+            name: b"hello",
+            size: 0x1_2345,
+        })
+    } else {
+        SlipwayEvent::LaunchConfig(b"hello")
+    };
+    let mut data = vec![0u8; event.encoded_len()];
+    event.encode(&mut data).unwrap();
+    (event.event_type(), data)
+}
+
+/// A valid measure request of `event_type` into `pcr` (both banks, true digests).
+fn valid_measure(pcr: u8, event_type: u32) -> Request {
+    use slipway_measure::events::{DecisionAction, DecisionReason, ModuleRecord, PolicyDecision};
+    let event = match event_type {
+        slipway_measure::events::EV_SLIPWAY_POLICY => SlipwayEvent::Policy(b"policy"),
+        EV_SLIPWAY_POLICY_DECISION => SlipwayEvent::PolicyDecision(PolicyDecision {
+            reason: DecisionReason::AllChecksPassed,
+            action: DecisionAction::StartAll,
+            subject: b"",
+        }),
+        EV_SLIPWAY_BOOT_MODULE => SlipwayEvent::BootModule(ModuleRecord {
+            name: b"hello",
+            size: 0x1_2345,
+        }),
+        _ => SlipwayEvent::LaunchConfig(b"hello"),
+    };
+    let mut data = vec![0u8; event.encoded_len()];
+    event.encode(&mut data).unwrap();
+    let banks = slipway_measure::BankSet::from_algs(&[
+        TpmAlgId::SHA1.into(),
+        TpmAlgId::SHA256.into(),
+    ])
+    .unwrap();
+    let all: Vec<Digest> = event_digests(&banks, &data)
+        .iter()
+        .map(|d| Digest::new(d.alg().into(), d.as_bytes()).unwrap())
+        .collect();
     Request::Measure {
         pcr,
         event_type,
-        digests: digests(list),
-        event_data: Bytes::from_slice(b"hello").unwrap(),
+        digests: BoundedVec::from_slice(&all).unwrap(),
+        event_data: Bytes::from_slice(&data).unwrap(),
+    }
+}
+
+/// A measure request for `pcr` with one digest per `(bank, length)`: the right `H(event data)`
+/// where the length is the algorithm's, filler bytes otherwise (for the digest-shape checks).
+fn measure(pcr: u8, list: &[(TpmAlgId, usize)]) -> Request {
+    let (event_type, data) = event_data(pcr);
+    let all: Vec<Digest> = list
+        .iter()
+        .map(|&(alg, len)| {
+            let bank = slipway_measure::BankSet::from_algs(&[alg.into()]).unwrap();
+            let digest = event_digests(&bank, &data);
+            match digest.as_slice().first() {
+                Some(d) if alg.digest_len() == Some(len) => Digest::new(alg, d.as_bytes()).unwrap(),
+                _ => Digest::new(alg, &vec![0xab; len]).unwrap(),
+            }
+        })
+        .collect();
+    Request::Measure {
+        pcr,
+        event_type,
+        digests: BoundedVec::from_slice(&all).unwrap(),
+        event_data: Bytes::from_slice(&data).unwrap(),
     }
 }
 
@@ -529,25 +596,9 @@ fn measure_accepts_only_pcr_19_and_20_with_every_bank_once() {
         );
     }
     for (pcr, event_type) in BUILDER_EVENTS {
-        let Request::Measure {
-            digests,
-            event_data,
-            ..
-        } = measure(19, &good)
-        else {
-            unreachable!()
-        };
         assert!(
-            w.call(
-                domb,
-                Request::Measure {
-                    pcr,
-                    event_type,
-                    digests,
-                    event_data
-                }
-            )
-            .is_ok()
+            w.call(domb, valid_measure(pcr, event_type)).is_ok(),
+            "PCR{pcr} event type {event_type:#x}"
         );
     }
     w.platform.events = 0;
@@ -921,4 +972,75 @@ mod fuzz {
             }
         }
     }
+}
+
+#[test]
+fn a_digest_that_is_not_the_hash_of_the_event_data_is_refused() {
+    let mut w = World::new();
+    let domb = w.domb;
+    let good = [(TpmAlgId::SHA1, 20), (TpmAlgId::SHA256, 32)];
+    let Request::Measure {
+        pcr,
+        event_type,
+        mut digests,
+        event_data,
+    } = measure(19, &good)
+    else {
+        unreachable!()
+    };
+    // One bit of the SHA-256 digest flipped: the hypervisor's own H(data) differs.
+    let mut bytes = digests.as_slice()[1].bytes.as_slice().to_vec();
+    bytes[0] ^= 1;
+    let mut all = digests.as_slice().to_vec();
+    all[1] = Digest::new(TpmAlgId::SHA256, &bytes).unwrap();
+    digests = BoundedVec::from_slice(&all).unwrap();
+    let lying = Request::Measure {
+        pcr,
+        event_type,
+        digests,
+        event_data: event_data.clone(),
+    };
+    w.refused(domb, lying, Error::DigestMismatch);
+    // The same data with its true digests is accepted.
+    assert!(matches!(
+        w.call(domb, measure(19, &good)),
+        Ok(ResponseOk::Measured { .. })
+    ));
+}
+
+#[test]
+fn event_data_that_does_not_decode_as_its_type_is_refused() {
+    let mut w = World::new();
+    let domb = w.domb;
+    // A policy decision's data is [format, reason, action, u16 len, subject]: one byte is not.
+    let request = Request::Measure {
+        pcr: 19,
+        event_type: slipway_measure::events::EV_SLIPWAY_POLICY_DECISION,
+        digests: digests(&[(TpmAlgId::SHA1, 20), (TpmAlgId::SHA256, 32)]),
+        event_data: Bytes::from_slice(&[1]).unwrap(),
+    };
+    w.refused(domb, request, Error::EventDataMalformed);
+}
+
+#[test]
+fn a_module_event_must_name_a_boot_module_and_its_exact_size() {
+    use slipway_measure::events::ModuleRecord;
+    let mut w = World::new();
+    let domb = w.domb;
+    for (name, size) in [(&b"hello"[..], 0x1_2344), (b"absent", 0x1_2345), (b"config", 0x1_2345)] {
+        let event = SlipwayEvent::BootModule(ModuleRecord { name, size });
+        let mut data = vec![0u8; event.encoded_len()];
+        event.encode(&mut data).unwrap();
+        let request = Request::Measure {
+            pcr: 20,
+            event_type: event.event_type(),
+            digests: digests(&[(TpmAlgId::SHA1, 20), (TpmAlgId::SHA256, 32)]),
+            event_data: Bytes::from_slice(&data).unwrap(),
+        };
+        w.refused(domb, request, Error::ModuleRecordMismatch);
+    }
+    assert!(matches!(
+        w.call(domb, measure(20, &[(TpmAlgId::SHA1, 20), (TpmAlgId::SHA256, 32)])),
+        Ok(ResponseOk::Measured { .. })
+    ));
 }

@@ -259,4 +259,8 @@ pub const ERRORS: &[(Error, &str)] = &[
     (Error::EventLogFull, "87 0c"),
     (Error::TpmFailed, "88 0c"),
     (Error::EventTypeNotAllowed, "89 0c"),
+    (Error::DigestMismatch, "8a 0c"),
+    (Error::EventDataMalformed, "8b 0c"),
+    (Error::ModuleRecordMismatch, "8c 0c"),
+    (Error::MeasurementFailed, "8d 0c"),
 ];

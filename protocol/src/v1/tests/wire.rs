@@ -81,6 +81,7 @@ fn every_error_code_is_pinned() {
     assert_eq!(Error::TpmFailed.code(), 0x0608);
     assert_eq!(Error::BuildRecordFull.code(), 0x0309);
     assert_eq!(Error::EventTypeNotAllowed.code(), 0x0609);
+    assert_eq!(Error::MeasurementFailed.code(), 0x060D);
 }
 
 #[test]

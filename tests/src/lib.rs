@@ -82,3 +82,39 @@ pub fn started_domains(outcome: &RunOutcome) -> Vec<&str> {
         .filter_map(|m| m.name.strip_prefix("started:"))
         .collect()
 }
+
+/// A copy of `built`'s ISO whose `grub.cfg` was changed by `edit`, under
+/// `<bundle output>/variant-<case>/`: for boots a `bundle.toml` cannot express (a command line
+/// the bundle rules refuse, a hypervisor option only one test wants). Returns the ISO's path.
+pub fn iso_variant(
+    built: &BuiltBundle,
+    case: &str,
+    edit: impl FnOnce(String) -> String,
+) -> PathBuf {
+    let dir = built.output_dir.join(format!("variant-{case}"));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    }
+    copy_tree(&built.output_dir.join("root"), &dir.join("root"));
+    let cfg_path = dir.join("root/boot/grub/grub.cfg");
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap_or_else(|e| panic!("grub.cfg: {e}"));
+    let edited = edit(cfg.clone());
+    assert_ne!(edited, cfg, "{case}: the grub.cfg edit changed nothing");
+    std::fs::write(&cfg_path, edited).unwrap();
+    let iso = dir.join(format!("{case}.iso"));
+    xtask::builder::make_iso(&dir.join("root"), &iso).unwrap_or_else(|e| panic!("{case}: {e}"));
+    iso
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

@@ -6,34 +6,23 @@
 //! built `grub.cfg` and makes its own ISO. Under the old rules the first case booted the decoy as
 //! domB while PCR19 held the genuine domB.
 
-use std::path::Path;
-
-use slipway_integration_tests::{Firmware, RunConfig, Verdict, boot, bundle, workspace};
+use slipway_integration_tests::{Firmware, RunConfig, Verdict, boot, bundle, iso_variant};
 
 /// Boots the demo with a decoy module (command line `decoy_cmdline`, GRUB-quoted as given) in
 /// front of domB, and checks that the boot is refused naming `expected` and nothing started.
 fn decoy_is_refused(case: &str, decoy_cmdline: &str, expected: &str) {
     let built = bundle("demo");
-    let dir = built.output_dir.join(format!("decoy-{case}"));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-    copy_tree(&built.output_dir.join("root"), &dir.join("root"));
-    let cfg_path = dir.join("root/boot/grub/grub.cfg");
-    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
     let genuine = "if module2 /boot/domb.elf domb\nthen\n";
-    assert!(
-        cfg.contains(genuine),
-        "the demo's grub.cfg loads domB as expected:\n{cfg}"
-    );
-    let decoy = format!("if module2 /boot/hello.elf {decoy_cmdline}\nthen\n{genuine}");
-    let cfg = cfg
-        .replacen(genuine, &decoy, 1)
-        .replacen("boot\n", "boot\nfi\n", 1);
-    std::fs::write(&cfg_path, cfg).unwrap();
-    let iso = dir.join("decoy.iso");
-    xtask::builder::make_iso(&dir.join("root"), &iso).unwrap();
-    let _ = workspace();
+    let iso = iso_variant(&built, &format!("decoy-{case}"), |cfg| {
+        assert!(
+            cfg.contains(genuine),
+            "the demo's grub.cfg loads domB as expected:\n{cfg}"
+        );
+        let decoy = format!("if module2 /boot/hello.elf {decoy_cmdline}\nthen\n{genuine}");
+        cfg.replacen(genuine, &decoy, 1)
+            .replacen("boot\n", "boot\nfi\n", 1)
+    });
+    let dir = iso.parent().unwrap().to_owned();
 
     let mut run = RunConfig::new(&iso, dir.join("serial.log"));
     run.firmware = Firmware::Bios;
@@ -69,19 +58,6 @@ fn decoy_is_refused(case: &str, decoy_cmdline: &str, expected: &str) {
         outcome.launch.as_ref().is_none_or(|l| l.launch.launch.is_none()),
         "{case}: no dynamic launch was requested for a refused boot"
     );
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 #[test]

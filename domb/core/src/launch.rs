@@ -244,25 +244,38 @@ fn run_inner<H: Hypervisor, W: Write>(
         }
     }
 
-    // 4. The policy decisions, printed and measured.
-    let facts = LaunchFacts {
+    // 4. The policy decisions, printed and measured. A TPM that fails while a decision is
+    // measured makes the TPM unavailable after all: evaluate again, so the tpm-unavailable rule
+    // decides (and is measured where the TPM still answers).
+    let mut facts = LaunchFacts {
         measured_launch: !matches!(boot.launch_kind, LaunchKind::None),
         tpm_available: measurer.tpm_ok,
         module_sha256,
     };
-    let evaluation = policy::evaluate(&config, &facts);
-    if evaluation.decisions.is_empty() {
-        let _ = writeln!(measurer.out, "policy: all checks passed: start-all");
-        measurer.send("decision", measurements::decision(&banks, None))?;
-    }
-    for decision in &evaluation.decisions {
-        let _ = writeln!(
-            measurer.out,
-            "policy: {}: {}",
-            decision.trigger, decision.action
-        );
-        measurer.send("decision", measurements::decision(&banks, Some(decision)))?;
-    }
+    let evaluation = loop {
+        let evaluation = policy::evaluate(&config, &facts);
+        if evaluation.decisions.is_empty() {
+            let _ = writeln!(measurer.out, "policy: all checks passed: start-all");
+            measurer.send("decision", measurements::decision(&banks, None))?;
+        }
+        for decision in &evaluation.decisions {
+            let _ = writeln!(
+                measurer.out,
+                "policy: {}: {}",
+                decision.trigger, decision.action
+            );
+            measurer.send("decision", measurements::decision(&banks, Some(decision)))?;
+        }
+        if facts.tpm_available && !measurer.tpm_ok {
+            let _ = writeln!(
+                measurer.out,
+                "policy: the TPM failed while the decisions were measured: evaluating again"
+            );
+            facts.tpm_available = false;
+            continue;
+        }
+        break evaluation;
+    };
     let Measurer {
         hypervisor, out, ..
     } = measurer;

@@ -10,6 +10,8 @@ use slipway_protocol::v1::{self, DomainId, LaunchKind, Request, ResponseOk, TpmA
 struct Fake {
     requests: Vec<Request>,
     refuse_measure: bool,
+    /// Refuse measure requests from this one on (0-based), as a TPM failing mid-launch.
+    refuse_measure_from: Option<usize>,
     refuse_populate: bool,
     refuse_create: Option<v1::Error>,
     next_id: u16,
@@ -24,6 +26,13 @@ impl Hypervisor for Fake {
         self.requests.push(request.clone());
         match request {
             Request::Measure { .. } if self.refuse_measure => Err(v1::Error::NotPermitted),
+            Request::Measure { .. }
+                if self
+                    .refuse_measure_from
+                    .is_some_and(|from| measure_types(&self.requests).len() > from) =>
+            {
+                Err(v1::Error::TpmFailed)
+            }
             Request::Measure { .. } => Ok(ResponseOk::Measured {
                 event_index: self.requests.len() as u32,
             }),
@@ -335,4 +344,31 @@ fn a_refused_creation_names_the_node_and_the_property_behind_it() {
         &config_tree(),
     );
     assert!(!format!("{error}").contains("property"), "{error}");
+}
+
+#[test]
+fn a_tpm_failing_while_the_decision_is_measured_makes_the_policy_decide_again() {
+    // config, policy, hello, initrd: four measurements; the fifth (the decision) fails.
+    let mut fake = Fake {
+        refuse_measure_from: Some(4),
+        ..Fake::default()
+    };
+    let mut tree = config_tree();
+    tree.find(&["chosen", "hypervisor", "policy"])
+        .set("tpm-unavailable", s("halt"));
+    let (error, out) = run(&mut fake, LaunchKind::Emulated, &[TpmAlgId::SHA256], &tree);
+    assert!(out.contains("policy: all checks passed: start-all"), "{out}");
+    assert!(out.contains("evaluating again"), "{out}");
+    assert!(out.contains("policy: tpm-unavailable: halt"), "{out}");
+    assert_eq!(
+        error,
+        LaunchError::PolicyHalt(crate::policy::HaltReason::PolicyHalt),
+        "the first start-all decision does not stand"
+    );
+    assert!(
+        !fake
+            .requests
+            .iter()
+            .any(|r| matches!(r, Request::CreateDomain { .. }))
+    );
 }

@@ -1,6 +1,6 @@
 //! Multiboot2 header and the 32-bit entry stub: GRUB enters `_start32` in 32-bit flat protected
 //! mode with paging off, `eax` = multiboot2 magic, `ebx` = physical address of the boot
-//! information. The stub zeroes .bss, saves both registers, identity-maps the low 4 GiB with
+//! information. The stub zeroes .bss and the early page tables, saves both registers, identity-maps the low 4 GiB with
 //! 2 MiB pages (early tables only: the post-launch stage replaces them with its own, page-granular
 //! W^X tables), enables long mode with NX, and calls `pre_launch_main(magic, info)` on the boot
 //! stack.
@@ -38,8 +38,9 @@ mb2_header_start:
 mb2_header_end:
 
     /* MLE-style header (docs/architecture.md, "Measured region"): what a dynamic launch
-     * measures. The region is all code and read-only data, from the image start to the end of
-     * .rodata, loaded verbatim from the ELF file and never written before the launch request. */
+     * measures. The region is all code, read-only data and the initial image of the initialised
+     * data, from the image start to the end of .data: loaded verbatim from the ELF file and never
+     * written before the launch, so the post-launch stage starts from measured statics. */
     .balign 8
     .global MLE_HEADER
 MLE_HEADER:
@@ -47,7 +48,7 @@ MLE_HEADER:
     .long 1
     .long 32
     .quad __image_start
-    .quad __rodata_end
+    .quad __data_init_end
 
     .section .boot.text, "ax"
     .code32
@@ -61,12 +62,17 @@ _start32:
     mov dword ptr [BOOT_ENTRY_TSC], eax
     mov dword ptr [BOOT_ENTRY_TSC + 4], edx
 
-    /* Zero .bss (stack, early page tables, statics). */
+    /* Zero .bss (stack, statics) and the early page tables. */
     mov edi, offset __bss_start
     mov ecx, offset __bss_end
     sub ecx, edi
     shr ecx, 2
     xor eax, eax
+    rep stosd
+    mov edi, offset __boot_tables_start
+    mov ecx, offset __boot_tables_end
+    sub ecx, edi
+    shr ecx, 2
     rep stosd
 
     mov dword ptr [BOOT_MULTIBOOT_MAGIC], esi
@@ -164,14 +170,24 @@ long_mode_entry:
     call pre_launch_main
     ud2
 
-    /* Post-launch entry: what a dynamic launch (SENTER/SKINIT) re-enters. Nothing of the
-     * pre-launch stack survives: rsp is reset to the top of the boot stack. rdi = physical
-     * address of the launch hand-off (untrusted input to the post-launch stage). */
+    /* Post-launch entry: what a dynamic launch (SENTER/SKINIT) re-enters. Nothing the
+     * pre-launch stage left in .bss survives (stack, IDT, GDT/TSS, statics): it is zeroed here,
+     * and .data is still the measured image. Only the preserved sections (the hand-off record
+     * and the early page tables still in use) are kept, and the hand-off is validated as hostile
+     * input. rdi = physical address of the launch hand-off. */
     .section .text.post_launch_entry, "ax"
     .global post_launch_entry
 post_launch_entry:
     cli
     cld
+    mov r12, rdi
+    mov rdi, offset __bss_start
+    mov rcx, offset __bss_end
+    sub rcx, rdi
+    shr rcx, 3
+    xor eax, eax
+    rep stosq
+    mov rdi, r12
     mov rsp, offset BOOT_STACK_TOP
     xor ebp, ebp
     call post_launch_main
@@ -193,7 +209,8 @@ EARLY_GDT_PTR:
 NO_LONG_MODE_MSG:
     .asciz "slipway: panic: CPU has no long mode\r\nslipway: exiting: failure\r\n"
 
-    .section .data.boot, "aw"
+    /* Written by the 32-bit stub after it zeroed .bss. */
+    .section .bss.boot, "aw", @nobits
     .balign 4
     .global BOOT_MULTIBOOT_MAGIC
 BOOT_MULTIBOOT_MAGIC:
@@ -201,12 +218,17 @@ BOOT_MULTIBOOT_MAGIC:
     .global BOOT_MULTIBOOT_INFO
 BOOT_MULTIBOOT_INFO:
     .long 0
+
+    /* Preserved across the launch (not zeroed by the post-launch entry): the boot's entry time
+     * (only milestone times depend on it) and the early page tables the post-launch stage runs
+     * on until it has its own. */
+    .section .handoff, "aw", @nobits
     .balign 8
     .global BOOT_ENTRY_TSC
 BOOT_ENTRY_TSC:
     .quad 0
 
-    .section .bss.boot_tables, "aw", @nobits
+    .section .boot_tables, "aw", @nobits
     .balign 4096
 EARLY_PML4:
     .skip 4096

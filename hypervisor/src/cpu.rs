@@ -2,6 +2,7 @@
 //! double faults and NMIs their own stacks, so a stack overflow into a guard page is reported
 //! instead of escalating to a triple fault.
 
+use core::mem::MaybeUninit;
 use core::ptr::addr_of;
 
 use x86_64::VirtAddr;
@@ -50,9 +51,12 @@ impl CpuStacks {
 
 #[unsafe(link_section = ".bss.cpu_stacks")]
 static mut CPU_STACKS: [CpuStacks; MAX_CPUS] = [const { CpuStacks::new() }; MAX_CPUS];
-static mut TSS: [TaskStateSegment; MAX_CPUS] = [const { TaskStateSegment::new() }; MAX_CPUS];
-static mut GDT: [GlobalDescriptorTable; MAX_CPUS] =
-    [const { GlobalDescriptorTable::empty() }; MAX_CPUS];
+// Zero-initialised (in .bss) and built by `init`: the pre-launch stage uses them too, and it must
+// not write the initialised data the dynamic launch measures (docs/architecture.md).
+static mut TSS: [MaybeUninit<TaskStateSegment>; MAX_CPUS] =
+    [const { MaybeUninit::zeroed() }; MAX_CPUS];
+static mut GDT: [MaybeUninit<GlobalDescriptorTable>; MAX_CPUS] =
+    [const { MaybeUninit::zeroed() }; MAX_CPUS];
 
 unsafe extern "C" {
     static BOOT_STACK_GUARD: u8;
@@ -140,14 +144,15 @@ pub unsafe fn init(cpu: usize) {
     // SAFETY: each CPU only touches its own TSS and GDT slot, once, before using them; the
     // statics live for the whole run, as the loaded tables must.
     unsafe {
-        let tss = &mut *core::ptr::addr_of_mut!(TSS[cpu]);
+        let tss = (*core::ptr::addr_of_mut!(TSS[cpu])).write(TaskStateSegment::new());
         tss.interrupt_stack_table[(IST_DOUBLE_FAULT - 1) as usize] = VirtAddr::new(df.top);
         tss.interrupt_stack_table[(IST_NMI - 1) as usize] = VirtAddr::new(nmi.top);
-        let gdt = &mut *core::ptr::addr_of_mut!(GDT[cpu]);
-        *gdt = GlobalDescriptorTable::empty();
+        let gdt = (*core::ptr::addr_of_mut!(GDT[cpu])).write(GlobalDescriptorTable::empty());
         let code = gdt.append(Descriptor::kernel_code_segment());
         let data = gdt.append(Descriptor::kernel_data_segment());
-        let tss_sel = gdt.append(Descriptor::tss_segment(&*core::ptr::addr_of!(TSS[cpu])));
+        let tss_sel = gdt.append(Descriptor::tss_segment(
+            (*core::ptr::addr_of!(TSS[cpu])).assume_init_ref(),
+        ));
         gdt.load_unsafe();
         CS::set_reg(code);
         DS::set_reg(data);

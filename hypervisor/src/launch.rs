@@ -299,10 +299,9 @@ pub fn launch(backend: LaunchBackend, handoff: &'static LaunchHandoff) -> ! {
             );
         }
         LaunchBackend::Emulated => {
-            let (start, region) = crate::tpm::measured_region();
+            let (start, len) = crate::tpm::with_measured_region(|start, region| (start, region.len()));
             crate::hvprintln!(
-                "launch backend `emulated`: asking the harness to measure {start:#x}+{:#x}",
-                region.len()
+                "launch backend `emulated`: asking the harness to measure {start:#x}+{len:#x}"
             );
             if crate::tpm::request_emulated_launch() {
                 crate::hvprintln!("launch backend `emulated`: PCR17 shows the launch");

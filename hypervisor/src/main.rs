@@ -33,7 +33,9 @@ use slipway_hv_core::sched::{RunAccounting, Scheduler};
 use launch::{LaunchBackend, LaunchHandoff};
 use qemu_exit::Verdict;
 
-/// The pre-launch stage's record for the post-launch stage.
+/// The pre-launch stage's record for the post-launch stage, in the section the post-launch entry
+/// keeps (everything else outside the measured image is zeroed there).
+#[unsafe(link_section = ".handoff")]
 static mut HANDOFF: LaunchHandoff = LaunchHandoff::empty();
 
 /// The hypervisor's state once the post-launch stage has built it.
@@ -48,12 +50,18 @@ static mut DOMAINS: [Option<vm::DomainHw>; slipway_hv_core::domain::MAX_DOMAINS]
 static mut SCHEDULER: Scheduler = Scheduler::new(1, 3);
 static mut ACCOUNTING: RunAccounting = RunAccounting::new(1);
 
+/// Set by the pre-launch stage, in .bss: the post-launch stage checks that it reads zero, i.e.
+/// that nothing of the pre-launch stage's zero-initialised state survived into it.
+static PRE_LAUNCH_CANARY: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+const CANARY: u64 = 0x5052_454c_4155_4e43;
+
 /// Bitmap storage for the frame allocator: one bit per 4 KiB frame below 4 GiB.
 static mut FRAME_BITMAP: [u64; 16384] = [0; 16384];
 
 /// Pre-launch entry, called by the 32-bit stub in long mode on the boot stack.
 #[unsafe(no_mangle)]
 extern "C" fn pre_launch_main(magic: u32, info_addr: u32) -> ! {
+    PRE_LAUNCH_CANARY.store(CANARY, core::sync::atomic::Ordering::SeqCst);
     console::init();
     // Exceptions are reported from the first Rust instruction on (the post-launch stage loads
     // these tables again, as after a dynamic launch nothing of this stage's CPU state survives).
@@ -71,6 +79,8 @@ extern "C" fn pre_launch_main(magic: u32, info_addr: u32) -> ! {
     print_banner(&info);
     // SAFETY: single CPU, before the launch: nothing else references HANDOFF.
     let handoff = unsafe { &mut *core::ptr::addr_of_mut!(HANDOFF) };
+    // Not in .bss (the post-launch entry keeps it): start from an empty record.
+    *handoff = LaunchHandoff::empty();
     if let Err(error) = launch::describe_boot(&info, handoff) {
         // A boot refused by rule (not a hypervisor bug): say why and start nothing.
         hvprintln!("pre-launch: boot refused: {error}; nothing starts");
@@ -120,6 +130,9 @@ fn print_banner(info: &BootInformation<'_>) {
 /// Post-launch entry (from `post_launch_entry`, fresh stack). `handoff_addr` is untrusted.
 #[unsafe(no_mangle)]
 extern "C" fn post_launch_main(handoff_addr: u64) -> ! {
+    // The entry stub zeroed .bss: every piece of state is set up again here, from nothing the
+    // pre-launch stage left (its console, GDT/TSS, IDT, clock are gone).
+    console::init();
     // SAFETY: boot CPU, interrupts disabled, first thing in this stage.
     unsafe { cpu::init(0) };
     idt::build();
@@ -128,6 +141,12 @@ extern "C" fn post_launch_main(handoff_addr: u64) -> ! {
     tsc::calibrate();
     // The zero of the boot timeline: the first instruction of the entry stub.
     hvprintln!("milestone entry at 0 us");
+    if PRE_LAUNCH_CANARY.load(core::sync::atomic::Ordering::SeqCst) != 0 {
+        panic!("post-launch: the pre-launch stage's .bss survived the launch");
+    }
+    hvprintln!(
+        "post-launch: clean state: .bss zeroed (the pre-launch canary is gone), initialised data as measured"
+    );
     hvprintln!("post-launch: TSC {} kHz", tsc::hz() / 1000);
 
     // The only hand-off this image accepts is its own record; its contents are re-validated.
@@ -337,14 +356,15 @@ fn start_hypervisor(
         // The one lookup: the image measured here is the image `create_domb` starts.
         let domb_image = domb_module.map_or(&[][..], |index| vm::module_bytes(modules[index].range));
         let region = (kind == slipway_measure::events::LaunchKind::Emulated).then(|| {
-            let (start, region) = tpm::measured_region();
-            let mut hasher = slipway_measure::hash::MultiHasher::new(&banks);
-            hasher.update(region);
-            slipway_hv_core::measurement::LaunchRegion {
-                start,
-                size: region.len() as u64,
-                digests: hasher.finalize_for(),
-            }
+            tpm::with_measured_region(|start, region| {
+                let mut hasher = slipway_measure::hash::MultiHasher::new(&banks);
+                hasher.update(region);
+                slipway_hv_core::measurement::LaunchRegion {
+                    start,
+                    size: region.len() as u64,
+                    digests: hasher.finalize_for(),
+                }
+            })
         });
         let inputs = slipway_hv_core::measurement::LaunchInputs {
             kind,

@@ -5,8 +5,9 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::cpu::MAX_CPUS;
 
-const UNUSED: u32 = u32::MAX;
-static APIC_IDS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(UNUSED) }; MAX_CPUS];
+/// Each registered CPU's APIC ID plus one; 0 = no CPU (zero-initialised, so in .bss: the
+/// measured .data must not change before the post-launch stage has checked the launch).
+static APIC_IDS_PLUS_ONE: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 
 /// The initial APIC ID of the calling CPU.
 pub fn apic_id() -> u32 {
@@ -16,13 +17,14 @@ pub fn apic_id() -> u32 {
 
 /// Records that CPU `index` has APIC ID `apic_id`.
 pub fn register(index: usize, apic_id: u32) {
-    APIC_IDS[index].store(apic_id, Ordering::SeqCst);
+    APIC_IDS_PLUS_ONE[index].store(apic_id.wrapping_add(1), Ordering::SeqCst);
 }
 
 /// Index of the calling CPU (0 = boot CPU; also 0 before registration).
 pub fn current_cpu_index() -> usize {
-    let id = apic_id();
-    APIC_IDS
+    // Initial APIC IDs are 8 bits (CPUID leaf 1), so the plus-one never wraps to 0.
+    let id = apic_id() + 1;
+    APIC_IDS_PLUS_ONE
         .iter()
         .position(|slot| slot.load(Ordering::Relaxed) == id)
         .unwrap_or(0)

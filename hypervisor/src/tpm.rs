@@ -95,14 +95,33 @@ pub fn harness_attached() -> bool {
     value == HARNESS_READBACK
 }
 
-/// The measured region the MLE header declares, as bytes.
-pub fn measured_region() -> (u64, &'static [u8]) {
-    let [text, rodata, _] = crate::address_space::image_sections();
-    let (start, end) = (text.0.start.0, rodata.0.end.0);
-    // SAFETY: text and rodata are loaded, mapped (R+X / R) and never written.
-    (start, unsafe {
-        core::slice::from_raw_parts(start as *const u8, (end - start) as usize)
-    })
+unsafe extern "C" {
+    /// The MLE-style header (`boot.rs`): magic, version, size, region start, region end.
+    static MLE_HEADER: [u8; 32];
+}
+
+/// Calls `f` with the measured region the MLE header declares (start address and bytes): code,
+/// read-only data and the initialised data. The initialised data is written only once the
+/// post-launch stage has checked the launch and logged its event; call this before that (every
+/// caller runs before any initialised static is written, on the boot CPU alone).
+pub fn with_measured_region<R>(f: impl FnOnce(u64, &[u8]) -> R) -> R {
+    // SAFETY: the header is in .text's first page (read-only, loaded from the file).
+    let header = unsafe { &*core::ptr::addr_of!(MLE_HEADER) };
+    let field = |at: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&header[at..at + 8]);
+        u64::from_le_bytes(bytes)
+    };
+    let (start, end) = (field(16), field(24));
+    let image = crate::address_space::image_range();
+    assert!(
+        image.start.0 <= start && start <= end && end <= image.end.0,
+        "the MLE header's region {start:#x}..{end:#x} is not inside the image"
+    );
+    // SAFETY: the range lies inside the loaded image (checked above); nothing writes it while
+    // the slice lives (single CPU, before any initialised static is written; see above).
+    let region = unsafe { core::slice::from_raw_parts(start as *const u8, (end - start) as usize) };
+    f(start, region)
 }
 
 /// Pre-launch: asks the harness for the emulated launch and waits until PCR17 shows it in the
@@ -123,15 +142,15 @@ pub fn request_emulated_launch() -> bool {
             return false;
         }
     };
-    let (start, region) = measured_region();
-    let expected = emulated_launch_pcr17(&banks, region);
+    let (start, region_len, expected) = with_measured_region(|start, region| {
+        (start, region.len(), emulated_launch_pcr17(&banks, region))
+    });
     let Some(poll) = expected.iter().next().map(|d| d.alg()) else {
         crate::hvprintln!("emulated launch: no PCR bank this hypervisor can hash");
         return false;
     };
     crate::console::print_debugcon(format_args!(
-        "SLIPWAY-LAUNCH {start:#x} {:#x}\n",
-        region.len()
+        "SLIPWAY-LAUNCH {start:#x} {region_len:#x}\n"
     ));
     let deadline = crate::tsc::since_entry_us() + LAUNCH_DEADLINE_US;
     let mut seen = false;
@@ -155,8 +174,7 @@ pub fn verify_emulated_launch(tpm: &mut HvTpm) -> Result<BankSet, &'static str> 
     let banks = tpm
         .active_banks()
         .map_err(|_| "cannot read the active PCR banks")?;
-    let (_, region) = measured_region();
-    let expected = emulated_launch_pcr17(&banks, region);
+    let expected = with_measured_region(|_, region| emulated_launch_pcr17(&banks, region));
     for digest in expected.iter() {
         let alg = digest.alg();
         let values = tpm

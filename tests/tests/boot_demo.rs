@@ -24,6 +24,15 @@ fn check_demo(outcome: &RunOutcome) {
         outcome.verdict
     );
 
+    // The post-launch stage starts from a clean state: the pre-launch stage's zero-initialised
+    // state (its canary included) is gone.
+    assert!(
+        outcome.has_line(
+            "slipway: post-launch: clean state: .bss zeroed (the pre-launch canary is gone), initialised data as measured"
+        ),
+        "the post-launch stage checks its clean start"
+    );
+
     // Milestones of the boot path, in order, with hypervisor time never going backwards.
     let names: Vec<&str> = outcome.milestones.iter().map(|m| m.name.as_str()).collect();
     let position = |name: &str| {

@@ -27,7 +27,9 @@ pub struct RunArgs {
 /// A `cargo xtask` command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Build { bundle: String },
+    Build {
+        bundle: String,
+    },
     Run(RunArgs),
     Test,
     Setup,

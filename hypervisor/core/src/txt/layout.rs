@@ -433,4 +433,16 @@ pub const ALL_LAYOUTS: &[StructLayout] = &[
     AcmInfoTable::LAYOUT,
     AcmChipsetId::LAYOUT,
     AcmProcessorId::LAYOUT,
+    MleJoin::LAYOUT,
 ];
+
+txt_struct! {
+    /// The MLE join structure (TXT.MLE.JOIN points to it): how GETSEC[WAKEUP] starts the
+    /// responding logical processors: a GDT, a code selector and a 32-bit entry point.
+    pub struct MleJoin = "MleJoin", 16 bytes {
+        pub gdt_limit: u32 = 0,
+        pub gdt_base: u32 = 4,
+        pub seg_sel: u32 = 8,
+        pub entry_point: u32 = 12,
+    }
+}

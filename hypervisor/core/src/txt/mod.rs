@@ -14,7 +14,15 @@
 //! - [`regs`]: the TXT configuration registers behind [`regs::TxtRegisters`];
 //! - [`post`]: the post-launch checks.
 
+pub mod acm;
+pub mod heap;
 pub mod layout;
+pub mod mle_pt;
+pub mod mtrr;
+pub mod pmr;
+pub mod post;
+pub mod regs;
+pub mod smx;
 
 #[cfg(test)]
 mod tests;

@@ -1,8 +1,13 @@
-//! Intel TXT on the host: the layout report (`cargo xtask txt-layout`).
+//! Intel TXT on the host: the layout report (`cargo xtask txt-layout`) and the simulated SINIT
+//! ([`sinit`]).
 
 use std::fmt::Write;
 
 use slipway_hv_core::txt::layout::ALL_LAYOUTS;
+
+pub mod sinit;
+#[cfg(test)]
+mod sinit_tests;
 
 /// Every TXT structure's fields, one line each: `STRUCT.FIELD OFFSET SIZE` (decimal), after a
 /// `STRUCT SIZE` line per structure, for review against Intel's MLE Developer's Guide.

@@ -158,15 +158,11 @@ fn a_simulated_senter_measures_the_mle_and_the_hypervisor_validates_and_resumes_
         }
     }
     // PCR17 depends on the MLE: a different MLE, a different PCR17 (and the same PCR18).
-    let mut other_hash = out.mle_hash.clone();
-    other_hash = {
-        let mut l = slipway_measure::DigestList::new();
-        for d in other_hash.iter() {
-            l.push(slipway_measure::Digest::new(d.alg(), &vec![0u8; d.len()]).unwrap())
-                .unwrap();
-        }
-        l
-    };
+    let mut other_hash = slipway_measure::DigestList::new();
+    for d in out.mle_hash.iter() {
+        let zero = slipway_measure::Digest::new(d.alg(), &vec![0u8; d.len()]).unwrap();
+        other_hash.push(zero).unwrap();
+    }
     let key = &m.acm[128..128 + 256];
     let other = sinit_measurement(
         &m.banks,

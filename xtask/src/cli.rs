@@ -27,7 +27,9 @@ pub struct RunArgs {
 /// A `cargo xtask` command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Build { bundle: String },
+    Build {
+        bundle: String,
+    },
     Run(RunArgs),
     Test,
     Setup,
@@ -35,6 +37,8 @@ pub enum Command {
     Predict(crate::predict::PredictArgs),
     Verify(crate::verify::VerifyArgs),
     Bench(crate::bench::BenchArgs),
+    /// Print every Intel TXT structure's fields as `STRUCT.FIELD OFFSET SIZE`.
+    TxtLayout,
 }
 
 pub const USAGE: &str = "\
@@ -67,6 +71,8 @@ usage: cargo xtask <command>
                            (domB's target and flags, backends chosen by CPUID) for all four
                            banks in one pass and per algorithm, and with `openssl dgst`: one
                            ratio each
+  txt-layout               print every Intel TXT structure's fields (STRUCT.FIELD OFFSET SIZE)
+                           for review against Intel's MLE Developer's Guide
   test                     set up the machine, run host unit tests, then the QEMU tests
   setup                    install the rustup target and Debian packages the harness needs
   help                     this text
@@ -158,6 +164,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         "predict" => crate::predict::parse_args(args).map(Command::Predict),
         "verify" => crate::verify::parse_args(args).map(Command::Verify),
         "bench" => crate::bench::parse_args(args).map(Command::Bench),
+        "txt-layout" => match args.next() {
+            None => Ok(Command::TxtLayout),
+            Some(extra) => Err(format!("`txt-layout` takes no arguments (got `{extra}`)")),
+        },
         other => Err(format!("unknown command `{other}`")),
     }
 }

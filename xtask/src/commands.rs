@@ -49,6 +49,10 @@ pub fn execute(command: Command) -> ExitCode {
         Command::Predict(args) => crate::predict::predict_command(&ws, &args),
         Command::Verify(args) => crate::verify::verify_command(&ws, &args),
         Command::Bench(args) => crate::bench::bench_command(&ws, args),
+        Command::TxtLayout => {
+            print!("{}", crate::txt::layout_report());
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -19,6 +19,7 @@ pub mod predict;
 pub mod procs;
 pub mod runner;
 pub mod setup;
+pub mod txt;
 pub mod verdict;
 pub mod verify;
 pub mod workspace;

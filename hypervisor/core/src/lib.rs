@@ -31,6 +31,7 @@ pub mod paging;
 pub mod pvh;
 pub mod sched;
 pub mod start_info;
+pub mod txt;
 pub mod uart;
 pub mod vmexit;
 

@@ -1,0 +1,28 @@
+//! Intel TXT launch logic, built to Intel's *Measured Launched Environment Developer's Guide*.
+//!
+//! Everything here is pure logic over small traits, host-tested; the hypervisor binary provides
+//! the hardware (GETSEC, MSRs, the TXT register spaces) and the QEMU harness a simulated SINIT
+//! (`docs/measurement.md`, section "Intel TXT").
+//!
+//! - [`layout`]: every TXT structure, one definition each, layouts pinned at compile time;
+//! - [`heap`]: the TXT heap: building the four tables pre-launch, re-reading them post-launch;
+//! - [`acm`]: the SINIT ACM's checks against the platform;
+//! - [`smx`]: GETSEC[CAPABILITIES]/[PARAMETERS] decoding and checks;
+//! - [`mle_pt`]: the MLE page tables: the builder and the one rule checker (used by the
+//!   hypervisor's self-check and by the simulated SINIT);
+//! - [`pmr`], [`mtrr`]: the DMA-protected ranges and the MTRRs for SINIT;
+//! - [`regs`]: the TXT configuration registers behind [`regs::TxtRegisters`];
+//! - [`post`]: the post-launch checks.
+
+pub mod acm;
+pub mod heap;
+pub mod layout;
+pub mod mle_pt;
+pub mod mtrr;
+pub mod pmr;
+pub mod post;
+pub mod regs;
+pub mod smx;
+
+#[cfg(test)]
+mod tests;

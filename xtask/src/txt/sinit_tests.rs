@@ -1,0 +1,257 @@
+use slipway_hv_core::addr::{PAGE_SIZE, PhysAddr, PhysRange};
+use slipway_hv_core::memory::PhysMemory;
+use slipway_hv_core::testing::FakePhysMemory;
+use slipway_hv_core::txt::acm::{SYNTHETIC_SIZE, write_synthetic_sinit};
+use slipway_hv_core::txt::heap::{self, SIZE_FIELD};
+use slipway_hv_core::txt::layout::*;
+use slipway_hv_core::txt::{mle_pt, pmr, post};
+use slipway_measure::hash::hash;
+use slipway_measure::log::EventLog;
+use slipway_measure::pcr::InitialState;
+use slipway_measure::{AlgId, BankSet, HashAlg};
+
+use super::sinit::*;
+
+const MLE_BASE: u64 = 0x20_0000;
+const MLE_SIZE: u64 = 0x2345;
+const HEADER_AT: u64 = 0x100;
+const ENTRY: u32 = 0x1000;
+const LOG_BASE: u64 = 0x30_0000;
+const LOG_SIZE: u32 = 0x2000;
+const HEAP_BASE: u64 = 0x40_0000;
+const SINIT_BASE: u64 = 0x50_0000;
+const CAPS: u32 = CAP_RLP_WAKE_GETSEC | CAP_TCG2_EVENT_LOG;
+
+/// Guest memory, heap and SINIT as Slipway's pre-launch stage leaves them (built with the same
+/// hv-core functions it uses).
+struct Machine {
+    mem: FakePhysMemory,
+    heap: Vec<u8>,
+    acm: Vec<u8>,
+    banks: BankSet,
+}
+
+fn ptab() -> u64 {
+    MLE_BASE - mle_pt::tables_size(MLE_SIZE)
+}
+
+fn machine() -> Machine {
+    let banks = BankSet::from_algs(&[AlgId::SHA1, AlgId::SHA256]).unwrap();
+    let mut mem = FakePhysMemory::new(0x10_0000, 0x50_0000);
+    let mle: Vec<u8> = (0..MLE_SIZE).map(|i| (i * 7 % 251) as u8).collect();
+    mem.write(PhysAddr(MLE_BASE), &mle).unwrap();
+    let header = MleHeader {
+        uuid: MLE_HEADER_UUID,
+        length: MleHeader::SIZE as u32,
+        version: MLE_HEADER_VERSION,
+        entry_point: ENTRY,
+        first_valid_page: 0,
+        mle_start: 0,
+        mle_end: MLE_SIZE as u32,
+        capabilities: CAPS,
+        cmdline_start: 0,
+        cmdline_end: 0,
+    };
+    mem.write(PhysAddr(MLE_BASE + HEADER_AT), &header.to_bytes())
+        .unwrap();
+    mle_pt::build_mle_page_tables(&mut mem, ptab(), MLE_BASE, MLE_SIZE).unwrap();
+    let mut container = vec![0u8; LOG_SIZE as usize];
+    let log = heap::init_log_container(&mut container, LOG_BASE, banks).unwrap();
+    mem.write(PhysAddr(LOG_BASE), &container).unwrap();
+    let pmrs = pmr::compute_pmrs(&[PhysRange::new(ptab(), MLE_BASE + MLE_SIZE)]).unwrap();
+    let mut heap = vec![0u8; 0x2000];
+    heap[..8].copy_from_slice(&((SIZE_FIELD + BiosData::SIZE + 8) as u64).to_le_bytes());
+    let mut bios = BiosData::ZERO;
+    bios.version = 6;
+    bios.write(&mut heap[8..]).unwrap();
+    heap[8 + BiosData::SIZE + 4] = 8; // END element
+    let mut os_mle = OsMleData::ZERO;
+    os_mle.magic = OS_MLE_DATA_MAGIC;
+    os_mle.version = OS_MLE_DATA_VERSION;
+    os_mle.launch = LAUNCH_SIMULATED;
+    os_mle.mle_base = MLE_BASE;
+    os_mle.mle_size = MLE_SIZE;
+    os_mle.mle_ptab = ptab();
+    os_mle.event_log_base = LOG_BASE;
+    os_mle.event_log_size = LOG_SIZE;
+    let mut os_sinit = OsSinitData::ZERO;
+    os_sinit.version = OS_SINIT_DATA_VERSION;
+    os_sinit.mle_ptab = ptab();
+    os_sinit.mle_size = MLE_SIZE;
+    os_sinit.mle_hdr_base = HEADER_AT;
+    os_sinit.vtd_pmr_lo_base = pmrs.lo_base;
+    os_sinit.vtd_pmr_lo_size = pmrs.lo_size;
+    os_sinit.capabilities = CAPS;
+    heap::write_os_tables(&mut heap, &os_mle, &os_sinit, &log).unwrap();
+    let mut acm = vec![0u8; SYNTHETIC_SIZE];
+    write_synthetic_sinit(&mut acm, &SIMULATED_PLATFORM, 0x77).unwrap();
+    Machine {
+        mem,
+        heap,
+        acm,
+        banks,
+    }
+}
+
+fn inputs<'a>(m: &'a Machine, mdrs: &'a [SinitMdr]) -> SenterInputs<'a> {
+    SenterInputs {
+        heap_base: HEAP_BASE,
+        sinit_region: PhysRange::new(SINIT_BASE, SINIT_BASE + 0x1_0000),
+        acm: &m.acm,
+        banks: m.banks,
+        mdrs,
+    }
+}
+
+const GOOD: [SinitMdr; 1] = [SinitMdr {
+    base: 0x10_0000,
+    length: 0x7000_0000,
+    mem_type: 0,
+    reserved: [0; 7],
+}];
+
+#[test]
+fn a_simulated_senter_measures_the_mle_and_the_hypervisor_validates_and_resumes_what_it_leaves() {
+    let mut m = machine();
+    let out = simulate_senter(&m.mem, &m.heap, &inputs(&m, &GOOD)).unwrap();
+    assert_eq!(out.entry, MLE_BASE + u64::from(ENTRY));
+    let mle = m.mem.slice(MLE_BASE, MLE_SIZE).to_vec();
+    assert_eq!(
+        out.mle_hash.get(AlgId::SHA256).unwrap(),
+        &hash(HashAlg::Sha256, &mle)
+    );
+    // The harness writes SinitMleData, the updated pointer and the container back.
+    let at = out.sinit_mle_offset;
+    m.heap[at..at + out.sinit_mle_table.len()].copy_from_slice(&out.sinit_mle_table);
+    let tables = heap::locate_tables(&m.heap, 0).unwrap();
+    let element = tables.os_sinit.offset + SIZE_FIELD + OsSinitData::SIZE + 8;
+    out.log.write(&mut m.heap[element..]).unwrap();
+    m.mem.write(PhysAddr(LOG_BASE), &out.log_container).unwrap();
+    // Post-launch, as the hypervisor does it.
+    let v = post::validate_heap(&m.heap, LAUNCH_SIMULATED).unwrap();
+    let image = [("MLE", PhysRange::new(MLE_BASE, MLE_BASE + MLE_SIZE))];
+    post::check_mdrs(&v.sinit_mle, &image, |_| panic!("nothing to reserve")).unwrap();
+    assert_eq!(
+        &{ v.sinit_mle.data.mle_hash }[..],
+        hash(HashAlg::Sha1, &mle).as_bytes()
+    );
+    let mut container = m.mem.slice(LOG_BASE, u64::from(LOG_SIZE)).to_vec();
+    let mut writer = heap::resume_sinit_log(&mut container, &v.log).unwrap();
+    writer.append_measured(19, 0x601, &[1, 4]).unwrap();
+    let log = EventLog::parse(writer.as_bytes()).unwrap();
+    let kinds: Vec<(u32, u32)> = log
+        .events()
+        .map(|e| e.map(|e| (e.pcr, e.event_type)).unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&(17, EVTYPE_HASH_START)));
+    assert!(kinds.contains(&(17, EVTYPE_MLE_HASH)));
+    assert!(kinds.contains(&(18, EVTYPE_SINIT_PUBKEY_HASH)));
+    assert_eq!(kinds.last(), Some(&(19, 0x601)));
+    // Replaying the log gives exactly the PCR17/18 the simulation (and predict) computes.
+    let replayed = log.replay(InitialState::DynamicLaunch).unwrap();
+    for alg in [HashAlg::Sha1, HashAlg::Sha256] {
+        for pcr in [17, 18] {
+            assert_eq!(
+                replayed.value(pcr, alg).unwrap(),
+                out.measurement.pcrs.value(pcr, alg).unwrap()
+            );
+        }
+    }
+    // PCR17 depends on the MLE: a different MLE, a different PCR17 (and the same PCR18).
+    let mut other_hash = slipway_measure::DigestList::new();
+    for d in out.mle_hash.iter() {
+        let zero = slipway_measure::Digest::new(d.alg(), &vec![0u8; d.len()]).unwrap();
+        other_hash.push(zero).unwrap();
+    }
+    let key = &m.acm[128..128 + 256];
+    let other = sinit_measurement(
+        &m.banks,
+        &m.acm,
+        key,
+        &other_hash,
+        CAPS,
+        &PlatformMeasurements::SIMULATED,
+    );
+    assert_ne!(
+        other.pcrs.value(17, HashAlg::Sha256).unwrap(),
+        out.measurement.pcrs.value(17, HashAlg::Sha256).unwrap()
+    );
+    assert_eq!(
+        other.pcrs.value(18, HashAlg::Sha256).unwrap(),
+        out.measurement.pcrs.value(18, HashAlg::Sha256).unwrap()
+    );
+}
+
+fn refusal(m: &Machine) -> Refusal {
+    simulate_senter(&m.mem, &m.heap, &inputs(m, &GOOD))
+        .expect_err("the simulated SINIT must refuse")
+}
+
+fn patch_os_sinit(m: &mut Machine, f: impl FnOnce(&mut OsSinitData)) {
+    let t = heap::locate_tables(&m.heap, 0).unwrap();
+    let at = t.os_sinit.offset + SIZE_FIELD;
+    let mut d = OsSinitData::read(&m.heap[at..]).unwrap();
+    f(&mut d);
+    d.write(&mut m.heap[at..]).unwrap();
+}
+
+#[test]
+fn each_refusal_class_names_its_rule() {
+    let mut m = machine();
+    patch_os_sinit(&mut m, |d| d.version = 6);
+    let r = refusal(&m);
+    assert_eq!(r.class(), "heap");
+    assert!(r.to_string().contains("OsSinitData.version 6"), "{r}");
+
+    let mut m = machine();
+    m.acm[16] = 0x22; // module_vendor
+    let r = refusal(&m);
+    assert_eq!(r.class(), "acm");
+    assert!(r.to_string().contains("module_vendor"), "{r}");
+
+    let mut m = machine();
+    let pt = ptab() + 2 * PAGE_SIZE;
+    m.mem.write_u64(PhysAddr(pt + 8), 0).unwrap(); // a hole at the second page
+    let r = refusal(&m);
+    assert_eq!(r.class(), "page-tables");
+    assert!(
+        r.to_string()
+            .contains("no holes after the first valid page"),
+        "{r}"
+    );
+
+    let mut m = machine();
+    m.mem.write(PhysAddr(MLE_BASE + HEADER_AT), &[0]).unwrap();
+    let r = refusal(&m);
+    assert_eq!(r.class(), "mle-header");
+    assert!(r.to_string().contains("uuid"), "{r}");
+
+    let mut m = machine();
+    patch_os_sinit(&mut m, |d| d.vtd_pmr_lo_size = 0);
+    let r = refusal(&m);
+    assert_eq!(r.class(), "pmr");
+    assert!(
+        r.to_string().contains("not inside the protected ranges"),
+        "{r}"
+    );
+
+    let mut m = machine();
+    patch_os_sinit(&mut m, |d| d.capabilities = CAP_RLP_WAKE_GETSEC);
+    let r = refusal(&m);
+    assert_eq!(r.class(), "capabilities");
+    assert!(r.to_string().contains("bit 9"), "{r}");
+
+    let mut m = machine();
+    m.mem.zero(PhysAddr(LOG_BASE), u64::from(LOG_SIZE)).unwrap();
+    let r = refusal(&m);
+    assert_eq!(r.class(), "event-log");
+}
+
+#[test]
+fn tables_placed_over_the_heap_are_refused_by_the_no_overlap_rule() {
+    let m = machine();
+    let mut i = inputs(&m, &GOOD);
+    i.heap_base = ptab();
+    let r = simulate_senter(&m.mem, &m.heap, &i).unwrap_err();
+    assert!(r.to_string().contains("overlaps the TXT heap"), "{r}");
+}

@@ -105,7 +105,13 @@ pub fn build(
         )?;
     }
     // Local APIC and TPM registers (the IOAPIC is not used).
-    for (base, len) in [(0xfee0_0000u64, PAGE_SIZE), (0xfed4_0000, 5 * PAGE_SIZE)] {
+    for (base, len) in [
+        (crate::lapic::DEFAULT_BASE, PAGE_SIZE),
+        (
+            slipway_protocol::platform::TPM_TIS_BASE,
+            slipway_protocol::platform::TPM_TIS_WINDOW_SIZE,
+        ),
+    ] {
         table.map_range(mem, alloc, base, PhysAddr(base), len, Access::MMIO, false)?;
     }
     if let Some(page) = trampoline {

@@ -44,9 +44,9 @@ mb2_header_end:
     .balign 8
     .global MLE_HEADER
 MLE_HEADER:
-    .ascii "SLWYMLE\0"
-    .long 1
-    .long 32
+    .quad {mle_magic}
+    .long {mle_version}
+    .long {mle_size}
     .quad __image_start
     .quad __data_init_end
 
@@ -142,7 +142,7 @@ _start32:
     mov al, byte ptr [esi]
     test al, al
     jz 92f
-    mov dx, 0x3f8
+    mov dx, {com1}
     out dx, al
     inc esi
     jmp 91b
@@ -249,4 +249,8 @@ BOOT_STACK_BOTTOM:
 BOOT_STACK_TOP:
 "#,
     stack_size = const BOOT_STACK_SIZE,
+    mle_magic = const slipway_protocol::platform::MLE_HEADER_MAGIC_U64,
+    mle_version = const slipway_protocol::platform::MLE_HEADER_VERSION,
+    mle_size = const slipway_protocol::platform::MLE_HEADER_SIZE,
+    com1 = const slipway_protocol::platform::COM1_PORT,
 );

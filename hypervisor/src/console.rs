@@ -84,9 +84,14 @@ pub fn print_debugcon(args: fmt::Arguments<'_>) {
     impl Write for Debugcon {
         fn write_str(&mut self, s: &str) -> fmt::Result {
             for byte in s.bytes() {
-                // SAFETY: port 0xe9 is the hypervisor's (never passed to a domain); writing it
-                // only emits a byte to QEMU's debugcon, or nothing.
-                unsafe { x86_64::instructions::port::Port::<u8>::new(0xe9).write(byte) };
+                // SAFETY: the debugcon port is the hypervisor's (never passed to a domain);
+                // writing it only emits a byte to QEMU's debugcon, or nothing.
+                unsafe {
+                    x86_64::instructions::port::Port::<u8>::new(
+                        slipway_protocol::platform::DEBUGCON_PORT,
+                    )
+                    .write(byte)
+                };
             }
             Ok(())
         }

@@ -3,7 +3,7 @@
 use core::fmt;
 use x86_64::instructions::port::Port;
 
-const COM1: u16 = 0x3f8;
+use slipway_protocol::platform::COM1_PORT as COM1;
 
 /// The hypervisor's serial port. Output is polled; there is one physical port, so writers
 /// serialize through [`crate::console`].

@@ -5,13 +5,12 @@
 use slipway_measure::pcr::emulated_launch_pcr17;
 use slipway_tpm::{BankSet, Clock, PcrMask, Tis, TisRegisters, Tpm};
 
-/// TIS base (locality 0); locality `n` is at `+ n * 0x1000`.
-const TIS_BASE: u64 = 0xfed4_0000;
-/// The hypervisor's locality.
-pub const HYPERVISOR_LOCALITY: u8 = 2;
+use slipway_measure::events::HYPERVISOR_LOCALITY;
 /// Debugcon port of the launch harness, and what it reads back when the harness is attached.
-const DEBUGCON: u16 = 0xe9;
-const HARNESS_READBACK: u8 = 0x4c;
+use slipway_protocol::platform::{
+    DEBUGCON_PORT as DEBUGCON, LAUNCH_HARNESS_READBACK as HARNESS_READBACK,
+};
+use slipway_tpm::tis::TIS_BASE;
 /// How long the pre-launch stage waits for the emulated launch.
 const LAUNCH_DEADLINE_US: u64 = 10_000_000;
 
@@ -150,7 +149,8 @@ pub fn request_emulated_launch() -> bool {
         return false;
     };
     crate::console::print_debugcon(format_args!(
-        "SLIPWAY-LAUNCH {start:#x} {region_len:#x}\n"
+        "{} {start:#x} {region_len:#x}\n",
+        slipway_protocol::platform::LAUNCH_REQUEST_PREFIX
     ));
     let deadline = crate::tsc::since_entry_us() + LAUNCH_DEADLINE_US;
     let mut seen = false;

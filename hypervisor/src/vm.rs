@@ -27,7 +27,7 @@ use crate::physmem::DirectMap;
 use crate::svm::{BoundVcpu, EntryState, PermissionMaps, SvmCpu, SvmVcpu};
 
 /// The TPM's locality-0 register page (guest-physical = host-physical in control domains).
-const TPM_LOCALITY0: u64 = 0xfed4_0000;
+const TPM_LOCALITY0: u64 = slipway_protocol::platform::TPM_TIS_BASE;
 
 /// Most boot modules handled.
 pub const MAX_MODULES: usize = slipway_protocol::boot_modules::MAX_BOOT_MODULES;

@@ -35,6 +35,7 @@
 extern crate std;
 
 pub mod boot_modules;
+pub mod platform;
 mod bounded;
 mod codec;
 pub mod v1;

@@ -35,9 +35,11 @@ use slipway_protocol::v1::{self, DomainId, LaunchKind, ModuleName, Request, Resp
 /// The PCRs a prediction covers.
 pub const PREDICTED_PCRS: [u32; 5] = [17, 18, 19, 20, 21];
 /// Bit mask of [`PREDICTED_PCRS`].
-pub const PREDICTED_PCR_MASK: u32 = 0b11111 << 17;
+pub const PREDICTED_PCR_MASK: u32 = slipway_tpm::PcrMask::QUOTE.bits();
 /// Bit mask of the PCRs Slipway's own events go into (19-21).
-pub const SLIPWAY_PCR_MASK: u32 = 0b111 << 19;
+pub const SLIPWAY_PCR_MASK: u32 = (1 << slipway_measure::events::PCR_BUILD_INPUTS)
+    | (1 << slipway_measure::events::PCR_BOOT_MODULES)
+    | (1 << slipway_measure::events::PCR_DOMAIN_BUILDS);
 
 /// Size of the log buffer a prediction is written into (the hypervisor's log is smaller).
 const LOG_CAPACITY: usize = 1 << 20;
@@ -50,9 +52,12 @@ const MODULE_BASE: u64 = 0x1000_0000;
 const DOMB_MODULE_BASE: u64 = 0x8000_0000;
 
 /// The magic of the hypervisor's MLE-style header (`docs/architecture.md`).
-pub const MLE_MAGIC: &[u8; 8] = b"SLWYMLE\0";
+pub use slipway_protocol::platform::MLE_HEADER_MAGIC as MLE_MAGIC;
 /// The header lies in the first 32 KiB of the image (with the multiboot2 header).
-pub const MLE_SEARCH_LIMIT: usize = 32 * 1024;
+use slipway_protocol::platform::{
+    MLE_HEADER_REGION_END, MLE_HEADER_REGION_START, MLE_HEADER_SEARCH_LIMIT as MLE_SEARCH_LIMIT,
+    MLE_HEADER_SIZE, MLE_HEADER_VERSION,
+};
 
 /// Which launch the prediction is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,14 +261,19 @@ pub fn measured_region(elf_bytes: &[u8]) -> Result<MeasuredRegion, PredictError>
         .position(|w| w == MLE_MAGIC)
         .ok_or(PredictError::NoMleHeader)?;
     let header = head
-        .get(at..at + 32)
+        .get(at..at + MLE_HEADER_SIZE)
         .ok_or_else(|| PredictError::BadMleHeader("truncated at the 32 KiB limit".into()))?;
     let u32_at = |o: usize| u32::from_le_bytes(header[o..o + 4].try_into().expect("4 bytes"));
     let u64_at = |o: usize| u64::from_le_bytes(header[o..o + 8].try_into().expect("8 bytes"));
-    let (version, size, start, end) = (u32_at(8), u32_at(12), u64_at(16), u64_at(24));
-    if version != 1 || size != 32 {
+    let (version, size, start, end) = (
+        u32_at(8),
+        u32_at(12),
+        u64_at(MLE_HEADER_REGION_START),
+        u64_at(MLE_HEADER_REGION_END),
+    );
+    if version != MLE_HEADER_VERSION || size as usize != MLE_HEADER_SIZE {
         return Err(PredictError::BadMleHeader(format!(
-            "version {version}, size {size} (expected 1, 32)"
+            "version {version}, size {size} (expected {MLE_HEADER_VERSION}, {MLE_HEADER_SIZE})"
         )));
     }
     if end <= start || end - start > 256 << 20 {

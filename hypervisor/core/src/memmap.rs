@@ -21,7 +21,10 @@ pub const LOW_MEMORY_END: u64 = 0x10_0000;
 /// MMIO ranges of the platform the hypervisor must never treat as RAM: the TPM (TIS, localities
 /// 0-4), the IOAPIC and the local APIC.
 pub const DEFAULT_MMIO_HOLES: [PhysRange; 3] = [
-    PhysRange::new(0xfed4_0000, 0xfed4_5000),
+    PhysRange::new(
+        slipway_protocol::platform::TPM_TIS_BASE,
+        slipway_protocol::platform::TPM_TIS_BASE + slipway_protocol::platform::TPM_TIS_WINDOW_SIZE,
+    ),
     PhysRange::new(0xfec0_0000, 0xfec0_1000),
     PhysRange::new(0xfee0_0000, 0xfee0_1000),
 ];

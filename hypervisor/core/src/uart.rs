@@ -8,7 +8,7 @@
 //! reports what would be pending and a driver polls.
 
 /// I/O port base of COM1.
-pub const COM1_BASE: u16 = 0x3f8;
+pub use slipway_protocol::platform::COM1_PORT as COM1_BASE;
 /// Number of ports the UART decodes.
 pub const UART_PORT_COUNT: u16 = 8;
 /// Bytes of input the UART buffers (a real 16550A has a 16-byte FIFO; more avoids losing typed

@@ -3,7 +3,7 @@
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-const COM1: u16 = 0x3f8;
+use slipway_protocol::platform::COM1_PORT as COM1;
 const LINE_STATUS: u16 = COM1 + 5;
 const TRANSMIT_EMPTY: u8 = 1 << 5;
 

@@ -17,9 +17,9 @@
 use core::fmt;
 
 /// Physical base of the locality-0 register page.
-pub const TIS_BASE: u64 = 0xFED4_0000;
+pub use slipway_protocol::platform::TPM_TIS_BASE as TIS_BASE;
 /// Size of one locality's register page.
-pub const LOCALITY_PAGE_SIZE: u64 = 0x1000;
+pub use slipway_protocol::platform::TPM_LOCALITY_PAGE_SIZE as LOCALITY_PAGE_SIZE;
 /// The highest locality (4 belongs to the CPU's dynamic launch).
 pub const MAX_LOCALITY: u8 = 4;
 

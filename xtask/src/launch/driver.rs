@@ -37,10 +37,10 @@ use super::qmp::{Qmp, QmpError};
 use super::request::{DebugconLine, LaunchRequest, LineSplitter, RequestError};
 
 /// The debugcon I/O port carrying launch requests.
-pub const DEBUGCON_PORT: u16 = 0xe9;
+pub use slipway_protocol::platform::DEBUGCON_PORT;
 /// What the guest reads from [`DEBUGCON_PORT`] when this driver is attached (QEMU's
 /// `readback` property; plain debugcon reads 0xe9, no device reads 0xff). ASCII `L`.
-pub const DEBUGCON_READBACK: u8 = 0x4c;
+pub use slipway_protocol::platform::LAUNCH_HARNESS_READBACK as DEBUGCON_READBACK;
 /// Most non-request debugcon lines kept in a report.
 const MAX_OTHER_LINES: usize = 1000;
 /// How long the driver waits for QMP to accept a connection.

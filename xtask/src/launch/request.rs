@@ -15,7 +15,7 @@
 use std::fmt;
 
 /// The first word of a launch request line.
-pub const REQUEST_PREFIX: &str = "SLIPWAY-LAUNCH";
+pub use slipway_protocol::platform::LAUNCH_REQUEST_PREFIX as REQUEST_PREFIX;
 /// The largest region the harness measures (the hypervisor's image is a few MiB).
 pub const MAX_REGION_LEN: u64 = 64 << 20;
 /// Longest debugcon line kept; longer lines are cut and marked.

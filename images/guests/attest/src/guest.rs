@@ -20,7 +20,7 @@ use slipway_tpm::{AkTemplate, Clock, Hierarchy, PcrMask, Tis, TisRegisters, Tpm}
 slipway_guest_rt::entry!(run);
 
 /// The locality-0 TIS page.
-const TIS_PAGE: u64 = 0xfed4_0000;
+const TIS_PAGE: u64 = slipway_protocol::platform::TPM_TIS_BASE;
 /// The emulated 16550 (the console).
 const COM1: u16 = 0x3f8;
 const LINE_STATUS: u16 = COM1 + 5;

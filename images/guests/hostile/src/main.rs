@@ -289,7 +289,7 @@ fn fake_launch() -> ! {
         // SAFETY: deliberately hostile: port 0xe9 is the hypervisor's launch channel and must
         // never reach a guest; the write has no effect on this guest's memory.
         unsafe {
-            core::arch::asm!("out dx, al", in("dx") 0xe9u16, in("al") byte, options(nomem, nostack))
+            core::arch::asm!("out dx, al", in("dx") slipway_protocol::platform::DEBUGCON_PORT, in("al") byte, options(nomem, nostack))
         };
     }
     // The hypervisor treats unknown ports as an empty bus (writes ignored) or stops the domain;

@@ -1,0 +1,61 @@
+//! Platform contracts the hypervisor, the guests and `xtask` share: fixed I/O ports and MMIO
+//! addresses, and the measured-region header the launch harness and `predict` read. Defined once
+//! here so that no component can disagree with another about them.
+
+/// The 16550 UART every console line goes through (COM1): the hypervisor's own port, and the
+/// port of the UART model each domain sees.
+pub const COM1_PORT: u16 = 0x3f8;
+
+/// Physical base of the TPM's TIS register window (locality 0's page).
+pub const TPM_TIS_BASE: u64 = 0xFED4_0000;
+/// Size of one locality's TIS register page.
+pub const TPM_LOCALITY_PAGE_SIZE: u64 = 0x1000;
+/// Localities 0-4: the TIS window is this many pages.
+pub const TPM_LOCALITIES: u64 = 5;
+/// Size of the whole TIS window (localities 0-4).
+pub const TPM_TIS_WINDOW_SIZE: u64 = TPM_LOCALITIES * TPM_LOCALITY_PAGE_SIZE;
+
+/// The launch-request channel (`docs/measurement.md`): QEMU's debugcon port, never passed to a
+/// guest. The hypervisor writes `SLIPWAY-LAUNCH <start> <size>` lines to it.
+pub const DEBUGCON_PORT: u16 = 0xe9;
+/// What the hypervisor reads from [`DEBUGCON_PORT`] when the launch harness is attached.
+pub const LAUNCH_HARNESS_READBACK: u8 = b'L';
+/// The first word of a launch request line on [`DEBUGCON_PORT`]:
+/// `SLIPWAY-LAUNCH <region start, hex> <region size, hex>`.
+pub const LAUNCH_REQUEST_PREFIX: &str = "SLIPWAY-LAUNCH";
+
+/// Magic of the hypervisor's MLE-style header (`docs/architecture.md`, "Measured region").
+pub const MLE_HEADER_MAGIC: [u8; 8] = *b"SLWYMLE\0";
+/// [`MLE_HEADER_MAGIC`] as the little-endian `u64` the header's first quad holds.
+pub const MLE_HEADER_MAGIC_U64: u64 = u64::from_le_bytes(MLE_HEADER_MAGIC);
+/// The header's size in bytes: magic, u32 version, u32 size, u64 region start, u64 region end.
+pub const MLE_HEADER_SIZE: usize = 32;
+/// The header's version.
+pub const MLE_HEADER_VERSION: u32 = 1;
+/// Offset of the region start (physical) in the header.
+pub const MLE_HEADER_REGION_START: usize = 16;
+/// Offset of the region end (physical, exclusive) in the header.
+pub const MLE_HEADER_REGION_END: usize = 24;
+/// The header lies in the first 32 KiB of the image (beside the multiboot2 header).
+pub const MLE_HEADER_SEARCH_LIMIT: usize = 32 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// These values are fixed by hardware (COM1, the TIS window) or by deployed tooling (the
+    /// launch channel, the measured-region header that verifiers parse): a change must be
+    /// deliberate.
+    #[test]
+    fn platform_contracts_are_pinned() {
+        assert_eq!(COM1_PORT, 0x3f8);
+        assert_eq!(TPM_TIS_BASE, 0xFED4_0000);
+        assert_eq!(TPM_TIS_WINDOW_SIZE, 0x5000);
+        assert_eq!(DEBUGCON_PORT, 0xe9);
+        assert_eq!(LAUNCH_HARNESS_READBACK, 0x4c);
+        assert_eq!(LAUNCH_REQUEST_PREFIX, "SLIPWAY-LAUNCH");
+        assert_eq!(MLE_HEADER_MAGIC_U64.to_le_bytes(), *b"SLWYMLE\0");
+        assert_eq!((MLE_HEADER_REGION_START, MLE_HEADER_REGION_END), (16, 24));
+        assert_eq!(MLE_HEADER_REGION_END + 8, MLE_HEADER_SIZE);
+    }
+}

@@ -35,6 +35,10 @@ pub enum Command {
     Predict(crate::predict::PredictArgs),
     Verify(crate::verify::VerifyArgs),
     Bench(crate::bench::BenchArgs),
+    Refstate(crate::refstate::RefstateArgs),
+    Log(crate::logview::LogArgs),
+    Export(crate::fleet::ExportArgs),
+    Keylime(Vec<String>),
 }
 
 pub const USAGE: &str = "\
@@ -63,6 +67,20 @@ usage: cargo xtask <command>
                            printed key and nonce, the log replays to it and matches the
                            prediction (exit 2 bad input, 3 bad evidence, 4 unmeasured launch,
                            5 differs from the prediction)
+  refstate [BUNDLE] [--banks sha1,sha256,..] [--launch emulated,txt,skinit] [--out FILE]
+                           write the reference values a fleet verifier needs (PCR17-21 per
+                           bank per launch kind, the expected events decoded) as JSON, from
+                           predict's code (default: all four banks, all launch kinds,
+                           <target>/bundles/BUNDLE/refstate.json); docs/fleet.md
+  log FILE|TRANSCRIPT [--json]
+                           print an event log (or a transcript's Slipway and firmware logs) in
+                           tpm2_eventlog's YAML shape with Slipway's events named and decoded
+  export TRANSCRIPT [--out DIR]
+                           write a transcript's evidence as files for tpm2_checkquote and
+                           Keylime (ak.pem, ak.pub, quote.msg, quote.sig, quote.pcrs, logs)
+  keylime ARGS...          run Slipway's Keylime policy package (python -m slipway_keylime) in
+                           the pinned Keylime environment (<target>/keylime-venv, made on
+                           demand): decode, evaluate, tpm-policy, check
   bench [--mib N]          hash N MiB (default 1024) with domB's exact build of the hashing code
                            (domB's target and flags, backends chosen by CPUID) for all four
                            banks in one pass and per algorithm, and with `openssl dgst`: one
@@ -158,6 +176,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         "predict" => crate::predict::parse_args(args).map(Command::Predict),
         "verify" => crate::verify::parse_args(args).map(Command::Verify),
         "bench" => crate::bench::parse_args(args).map(Command::Bench),
+        "refstate" => crate::refstate::parse_args(args).map(Command::Refstate),
+        "log" => crate::logview::parse_args(args).map(Command::Log),
+        "export" => crate::fleet::parse_args(args).map(Command::Export),
+        "keylime" => Ok(Command::Keylime(args.collect())),
         other => Err(format!("unknown command `{other}`")),
     }
 }

@@ -49,6 +49,10 @@ pub fn execute(command: Command) -> ExitCode {
         Command::Predict(args) => crate::predict::predict_command(&ws, &args),
         Command::Verify(args) => crate::verify::verify_command(&ws, &args),
         Command::Bench(args) => crate::bench::bench_command(&ws, args),
+        Command::Refstate(args) => crate::refstate::refstate_command(&ws, &args),
+        Command::Log(args) => crate::logview::log_command(&args),
+        Command::Export(args) => crate::fleet::export_command(&args),
+        Command::Keylime(args) => crate::keylime::keylime_command(&ws, &args),
     }
 }
 

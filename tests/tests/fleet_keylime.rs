@@ -230,12 +230,13 @@ fn reasons(layer: &Value) -> String {
 
 /// Keylime's TPM policy for sha256 from a reference state (the package's `tpm-policy`).
 fn tpm_policy(refstate: &Path, name: &str) -> PathBuf {
-    let (code, stdout, stderr) =
-        slipway_keylime(&["tpm-policy", &refstate.display().to_string()]);
+    let (code, stdout, stderr) = slipway_keylime(&["tpm-policy", &refstate.display().to_string()]);
     assert_eq!(code, 0, "{stderr}");
     let policy: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(policy["mask"], "0x3e0000", "PCR17-21 pinned: {policy}");
-    let path = built().output_dir.join(format!("fleet-tpm-policy-{name}.json"));
+    let path = built()
+        .output_dir
+        .join(format!("fleet-tpm-policy-{name}.json"));
     std::fs::write(&path, stdout).unwrap();
     path
 }
@@ -251,11 +252,16 @@ fn keylime_measured_boot_engine_accepts_the_predicted_launch_and_names_a_tampere
         let verdict = keylime_check(run, genuine, None);
         let engine = &verdict["measured_boot"];
         assert_eq!(engine["accepted"], true, "{}: {engine:#}", run.name);
-        assert_eq!(engine["parser"], "slipway-log/1", "Slipway's parser, not tpm2_eventlog");
+        assert_eq!(
+            engine["parser"], "slipway-log/1",
+            "Slipway's parser, not tpm2_eventlog"
+        );
         let replayed = fleet_replayed_sha256(&run.transcript);
         for pcr in [17, 19, 20, 21] {
             assert_eq!(
-                engine["pcrs"][pcr.to_string()].as_str().map(|v| format!("{v:0>64}")),
+                engine["pcrs"][pcr.to_string()]
+                    .as_str()
+                    .map(|v| format!("{v:0>64}")),
                 Some(replayed[&pcr].clone()),
                 "PCR{pcr} as the parser gives it to Keylime"
             );
@@ -349,7 +355,10 @@ fn keylime_verifier_accepts_a_one_bank_run_and_refuses_a_replayed_nonce() {
     ] {
         assert!(ids.contains(&id.to_owned()), "{id}: {verdict:#}");
     }
-    assert!(!ids.contains(&"pcr_validation.invalid_pcr_19".to_owned()), "{verdict:#}");
+    assert!(
+        !ids.contains(&"pcr_validation.invalid_pcr_19".to_owned()),
+        "{verdict:#}"
+    );
 }
 
 /// Keylime 7.14.3's quote layer on a four-bank quote: its own signature, nonce and PCR-digest
@@ -423,7 +432,10 @@ fn tpm2_checkquote_accepts_what_verify_accepts_and_refuses_tampering() {
 
         let mut other = run.nonce.clone();
         other[3] ^= 1;
-        assert!(!checkquote(dir, "quote.pcrs", None, &other).0, "wrong nonce");
+        assert!(
+            !checkquote(dir, "quote.pcrs", None, &other).0,
+            "wrong nonce"
+        );
         let wrong = verify::verify(
             &run.transcript,
             &Requirements {
@@ -506,7 +518,10 @@ fn yaml_summary(text: &str) -> (Vec<YamlEvent>, Vec<String>) {
         let Some(event) = events.last_mut() else {
             continue;
         };
-        let value = |prefix: &str| line.strip_prefix(prefix).map(|v| v.trim_matches('"').to_owned());
+        let value = |prefix: &str| {
+            line.strip_prefix(prefix)
+                .map(|v| v.trim_matches('"').to_owned())
+        };
         if let Some(v) = value("  PCRIndex: ") {
             event.pcr = v;
         } else if let Some(v) = value("  EventType: ") {
@@ -587,7 +602,10 @@ fn python_decoder_equals_the_rust_decoder() {
     let sample = refstate::rendering_sample_log();
     let mut logs = vec![
         ("four-slipway", four_banks().transcript.slipway_log.clone()),
-        ("four-firmware", four_banks().transcript.firmware_log.clone()),
+        (
+            "four-firmware",
+            four_banks().transcript.firmware_log.clone(),
+        ),
         ("one-slipway", one_bank().transcript.slipway_log.clone()),
         ("sample", sample.clone()),
     ];
@@ -606,12 +624,18 @@ fn python_decoder_equals_the_rust_decoder() {
         let (code, stdout, stderr) = slipway_keylime(&["decode", &path.display().to_string()]);
         match rust {
             Ok(value) => {
-                assert_eq!(code, 0, "{name}: Python refuses what Rust decodes: {stderr}");
+                assert_eq!(
+                    code, 0,
+                    "{name}: Python refuses what Rust decodes: {stderr}"
+                );
                 let python: Value = serde_json::from_str(&stdout).unwrap();
                 assert_eq!(python, value, "{name}: Python and Rust decode differently");
             }
             Err(e) => {
-                assert_eq!(code, 2, "{name}: Rust refuses ({e}), Python: {stdout}{stderr}");
+                assert_eq!(
+                    code, 2,
+                    "{name}: Rust refuses ({e}), Python: {stdout}{stderr}"
+                );
                 assert!(stderr.contains("error"), "{stderr}");
             }
         }

@@ -72,7 +72,10 @@ pub fn tpm2_pcrs_file(
     value: impl Fn(AlgId, u32) -> Option<Digest>,
 ) -> Result<Vec<u8>, String> {
     if selection.len() > PCR_SELECTION_SLOTS {
-        return Err(format!("{} banks do not fit a TPML_PCR_SELECTION", selection.len()));
+        return Err(format!(
+            "{} banks do not fit a TPML_PCR_SELECTION",
+            selection.len()
+        ));
     }
     let mut out = (selection.len() as u32).to_le_bytes().to_vec();
     let mut values = Vec::new();

@@ -174,7 +174,13 @@ pub fn ensure(ws: &crate::Workspace) -> Result<KeylimeEnv, KeylimeEnvError> {
     let pip = |args: &[&str]| {
         let mut command = Command::new(&python);
         command
-            .args(["-m", "pip", "--disable-pip-version-check", "--no-input", "-q"])
+            .args([
+                "-m",
+                "pip",
+                "--disable-pip-version-check",
+                "--no-input",
+                "-q",
+            ])
             .args(args)
             .env_remove("PYTHONPATH");
         command
@@ -188,7 +194,13 @@ pub fn ensure(ws: &crate::Workspace) -> Result<KeylimeEnv, KeylimeEnvError> {
     // host would install it.
     run_step(
         &dir,
-        pip(&["install", "--no-deps", "--no-build-isolation", "--no-cache-dir"]).arg(&package),
+        pip(&[
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-cache-dir",
+        ])
+        .arg(&package),
     )?;
     // Everything imports: Keylime's verifier modules the policy plugs into, and the policy.
     run_step(
@@ -224,7 +236,10 @@ pub fn keylime_command(ws: &crate::Workspace, args: &[String]) -> ExitCode {
     match env.command().args(args).status() {
         Ok(status) => ExitCode::from(status.code().map_or(1, |c| c.clamp(0, 255) as u8)),
         Err(e) => {
-            eprintln!("xtask keylime: error: cannot run {}: {e}", env.python.display());
+            eprintln!(
+                "xtask keylime: error: cannot run {}: {e}",
+                env.python.display()
+            );
             ExitCode::FAILURE
         }
     }

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use serde_json::Value;
+use slipway_measure::events::EV_SEPARATOR;
 use slipway_measure::{EventLog, InitialState};
 
 use crate::refstate::{self, alg_name, hex, is_slipway_event, type_name};
@@ -124,7 +125,9 @@ pub fn log_yaml(bytes: &[u8]) -> Result<String, slipway_measure::Error> {
             );
         }
         let _ = writeln!(out, "  EventSize: {}", event.data.len());
-        if is_slipway_event(&event) {
+        // Slipway's own types are decoded; TCG's separator keeps the tool's hex form (in PCR17-21
+        // its decoded form is the 4 zero bytes the hex shows).
+        if is_slipway_event(&event) && event.event_type != EV_SEPARATOR {
             let _ = writeln!(out, "  EventTypeValue: {:#x}", event.event_type);
             out.push_str("  Event:\n");
             yaml_block(&mut out, &refstate::event_data_json(&event), 4);
@@ -150,8 +153,7 @@ pub fn log_yaml(bytes: &[u8]) -> Result<String, slipway_measure::Error> {
 /// whole file as one binary log.
 pub fn logs_of_file(bytes: &[u8]) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
     let text = String::from_utf8_lossy(bytes);
-    if text.contains(crate::verify::LINE_PREFIX) && !bytes.starts_with(&[0, 0, 0, 0, 3, 0, 0, 0])
-    {
+    if text.contains(crate::verify::LINE_PREFIX) && !bytes.starts_with(&[0, 0, 0, 0, 3, 0, 0, 0]) {
         let transcript = crate::verify::parse_transcript(&text)
             .map_err(|e| format!("the file is a transcript, but: {e}"))?;
         let mut logs = Vec::new();
@@ -214,7 +216,10 @@ pub fn log_command(args: &LogArgs) -> ExitCode {
     let mut json = serde_json::Map::new();
     for (name, log) in logs {
         let problem = |e: slipway_measure::Error| {
-            format!("{} ({name}) is not a valid crypto-agile event log: {e}", args.file.display())
+            format!(
+                "{} ({name}) is not a valid crypto-agile event log: {e}",
+                args.file.display()
+            )
         };
         if args.json {
             match refstate::log_json(&log) {

@@ -107,7 +107,10 @@ fn json_is_pretty_with_sorted_keys_and_one_event_per_object() {
         .filter(|l| l.starts_with("      \"") && !l.starts_with("       "))
         .map(|l| l.trim().split('"').nth(1).unwrap())
         .collect();
-    assert_eq!(keys, ["data", "digests", "pcr", "size", "type", "type_name"]);
+    assert_eq!(
+        keys,
+        ["data", "digests", "pcr", "size", "type", "type_name"]
+    );
     // The same input renders byte for byte the same.
     assert_eq!(text, to_pretty(&sample()));
 }
@@ -123,8 +126,16 @@ fn a_malformed_log_is_an_error_naming_the_offset() {
 #[test]
 fn arguments() {
     let args = parse_args(
-        ["demo", "--banks", "sha256", "--launch", "txt,emulated", "--out", "r.json"]
-            .map(String::from),
+        [
+            "demo",
+            "--banks",
+            "sha256",
+            "--launch",
+            "txt,emulated",
+            "--out",
+            "r.json",
+        ]
+        .map(String::from),
     )
     .unwrap();
     assert_eq!(args.bundle, "demo");
@@ -135,7 +146,11 @@ fn arguments() {
     );
     assert_eq!(args.out, Some(PathBuf::from("r.json")));
     assert_eq!(parse_args([]).unwrap().launches, LAUNCHES);
-    assert!(parse_args(["--launch".to_string(), "sev".into()]).unwrap_err().contains("sev"));
+    assert!(
+        parse_args(["--launch".to_string(), "sev".into()])
+            .unwrap_err()
+            .contains("sev")
+    );
     assert!(parse_args(["a".to_string(), "b".into()]).is_err());
     assert!(parse_args(["--frob".to_string()]).is_err());
 }

@@ -281,7 +281,10 @@ fn checkquote_accepts(transcript: &Transcript, nonce: &[u8], name: &str) -> bool
     let first_value = 4 + 16 * 8 + 4 + 4 + 2;
     pcrs[first_value] ^= 1;
     std::fs::write(dir.join("changed.pcrs"), &pcrs).unwrap();
-    assert!(!run("changed.pcrs"), "tpm2_checkquote accepts a changed PCR value");
+    assert!(
+        !run("changed.pcrs"),
+        "tpm2_checkquote accepts a changed PCR value"
+    );
     let _ = std::fs::remove_dir_all(&dir);
     accepted
 }
@@ -310,7 +313,10 @@ fn a_genuine_run_is_accepted_in_every_bank_and_tampering_is_named() {
     let accepted = verify(&transcript, &requirements(expected.clone())).unwrap();
     assert_eq!(accepted.quoted_banks, HashAlg::ALL);
     assert_eq!(accepted.pcrs.len(), 5);
-    assert!(checkquote_accepts(&transcript, NONCE, "genuine"), "the oracle agrees");
+    assert!(
+        checkquote_accepts(&transcript, NONCE, "genuine"),
+        "the oracle agrees"
+    );
     for bank in [HashAlg::Sha384, HashAlg::Sha512] {
         let mut req = requirements(expected.clone());
         req.bank = bank;
@@ -364,7 +370,10 @@ fn one_bank_tpm_passes_and_a_missing_required_bank_is_named() {
     let transcript = parse_transcript(&text).unwrap();
     let expected = slipway_log(&banks, true, KERNEL);
     verify(&transcript, &requirements(expected.clone())).unwrap();
-    assert!(checkquote_accepts(&transcript, NONCE, "one-bank"), "the oracle agrees");
+    assert!(
+        checkquote_accepts(&transcript, NONCE, "one-bank"),
+        "the oracle agrees"
+    );
     let mut req = requirements(expected);
     req.bank = HashAlg::Sha384;
     let error = verify(&transcript, &req).unwrap_err();

@@ -43,6 +43,25 @@ pub const EV_SLIPWAY_BANKS_CAPPED: u32 = 0x0000_0609;
 /// hypervisor's declared region (swtpm hash-start/data/end did the extend).
 pub const EV_SLIPWAY_EMULATED_LAUNCH: u32 = 0x0000_060A;
 
+/// The name of a Slipway event type (`EV_SLIPWAY_BOOT_MODULE`, ...), or `None` for a type
+/// outside Slipway's block. The names are the constants' names above; tools print them
+/// (`cargo xtask log`, `verify`, the Keylime policy).
+pub const fn slipway_type_name(event_type: u32) -> Option<&'static str> {
+    Some(match event_type {
+        EV_SLIPWAY_LAUNCH_KIND => "EV_SLIPWAY_LAUNCH_KIND",
+        EV_SLIPWAY_HYPERVISOR_CMDLINE => "EV_SLIPWAY_HYPERVISOR_CMDLINE",
+        EV_SLIPWAY_DOMB_IMAGE => "EV_SLIPWAY_DOMB_IMAGE",
+        EV_SLIPWAY_LAUNCH_CONFIG => "EV_SLIPWAY_LAUNCH_CONFIG",
+        EV_SLIPWAY_POLICY => "EV_SLIPWAY_POLICY",
+        EV_SLIPWAY_BOOT_MODULE => "EV_SLIPWAY_BOOT_MODULE",
+        EV_SLIPWAY_DOMAIN_BUILD => "EV_SLIPWAY_DOMAIN_BUILD",
+        EV_SLIPWAY_POLICY_DECISION => "EV_SLIPWAY_POLICY_DECISION",
+        EV_SLIPWAY_BANKS_CAPPED => "EV_SLIPWAY_BANKS_CAPPED",
+        EV_SLIPWAY_EMULATED_LAUNCH => "EV_SLIPWAY_EMULATED_LAUNCH",
+        _ => return None,
+    })
+}
+
 /// PCR17: dynamic launch "details" (CPU/SINIT; Slipway never extends it).
 pub const PCR_DRTM_DETAILS: u32 = 17;
 /// PCR18: dynamic launch "authorities" (SINIT; Slipway never extends it).
@@ -86,6 +105,11 @@ pub enum LaunchKind {
 }
 
 impl LaunchKind {
+    /// The code in the event data (`Unmeasured` 0 .. `AmdSkinit` 3).
+    pub const fn code(self) -> u8 {
+        self as u8
+    }
+
     fn from_code(code: u8) -> Option<LaunchKind> {
         Some(match code {
             0 => LaunchKind::Unmeasured,
@@ -149,6 +173,19 @@ pub enum DecisionReason {
     ModuleNotAllowed = 3,
 }
 
+impl DecisionReason {
+    /// A short name (`all-checks-passed`, `unmeasured-launch`, `tpm-unavailable`,
+    /// `module-not-allowed`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            DecisionReason::AllChecksPassed => "all-checks-passed",
+            DecisionReason::UnmeasuredLaunch => "unmeasured-launch",
+            DecisionReason::TpmUnavailable => "tpm-unavailable",
+            DecisionReason::ModuleNotAllowed => "module-not-allowed",
+        }
+    }
+}
+
 /// What the launch policy decided.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
@@ -160,6 +197,17 @@ pub enum DecisionAction {
     StartRecoveryOnly = 1,
     /// Halt.
     Halt = 2,
+}
+
+impl DecisionAction {
+    /// A short name (`start-all`, `start-recovery-only`, `halt`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            DecisionAction::StartAll => "start-all",
+            DecisionAction::StartRecoveryOnly => "start-recovery-only",
+            DecisionAction::Halt => "halt",
+        }
+    }
 }
 
 /// A launch-policy decision.

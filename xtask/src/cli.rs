@@ -39,6 +39,10 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Print every Intel TXT structure's fields as `STRUCT.FIELD OFFSET SIZE`.
     TxtLayout,
+    Refstate(crate::refstate::RefstateArgs),
+    Log(crate::logview::LogArgs),
+    Export(crate::fleet::ExportArgs),
+    Keylime(Vec<String>),
 }
 
 pub const USAGE: &str = "\
@@ -67,6 +71,20 @@ usage: cargo xtask <command>
                            printed key and nonce, the log replays to it and matches the
                            prediction (exit 2 bad input, 3 bad evidence, 4 unmeasured launch,
                            5 differs from the prediction)
+  refstate [BUNDLE] [--banks sha1,sha256,..] [--launch emulated,txt,skinit] [--out FILE]
+                           write the reference values a fleet verifier needs (PCR17-21 per
+                           bank per launch kind, the expected events decoded) as JSON, from
+                           predict's code (default: all four banks, all launch kinds,
+                           <target>/bundles/BUNDLE/refstate.json); docs/fleet.md
+  log FILE|TRANSCRIPT [--json]
+                           print an event log (or a transcript's Slipway and firmware logs) in
+                           tpm2_eventlog's YAML shape with Slipway's events named and decoded
+  export TRANSCRIPT [--out DIR]
+                           write a transcript's evidence as files for tpm2_checkquote and
+                           Keylime (ak.pem, ak.pub, quote.msg, quote.sig, quote.pcrs, logs)
+  keylime ARGS...          run Slipway's Keylime policy package (python -m slipway_keylime) in
+                           the pinned Keylime environment (<target>/keylime-venv, made on
+                           demand): decode, evaluate, tpm-policy, check
   bench [--mib N]          hash N MiB (default 1024) with domB's exact build of the hashing code
                            (domB's target and flags, backends chosen by CPUID) for all four
                            banks in one pass and per algorithm, and with `openssl dgst`: one
@@ -168,6 +186,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             None => Ok(Command::TxtLayout),
             Some(extra) => Err(format!("`txt-layout` takes no arguments (got `{extra}`)")),
         },
+        "refstate" => crate::refstate::parse_args(args).map(Command::Refstate),
+        "log" => crate::logview::parse_args(args).map(Command::Log),
+        "export" => crate::fleet::parse_args(args).map(Command::Export),
+        "keylime" => Ok(Command::Keylime(args.collect())),
         other => Err(format!("unknown command `{other}`")),
     }
 }

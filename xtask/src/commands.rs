@@ -53,6 +53,10 @@ pub fn execute(command: Command) -> ExitCode {
             print!("{}", crate::txt::layout_report());
             ExitCode::SUCCESS
         }
+        Command::Refstate(args) => crate::refstate::refstate_command(&ws, &args),
+        Command::Log(args) => crate::logview::log_command(&args),
+        Command::Export(args) => crate::fleet::export_command(&args),
+        Command::Keylime(args) => crate::keylime::keylime_command(&ws, &args),
     }
 }
 

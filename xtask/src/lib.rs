@@ -4,6 +4,9 @@
 //! - [`builder`]: builds the freestanding binaries and assembles a bundle into a GRUB ISO.
 //! - [`runner`]: boots an ISO under QEMU with swtpm and returns a [`runner::RunOutcome`].
 //! - [`setup`]: installs what a fresh Debian machine lacks.
+//! - [`predict`], [`verify`], [`refstate`], [`logview`], [`fleet`], [`keylime`]: the expected
+//!   values of a bundle, the check of a run, and the same evidence for the tools fleets run
+//!   (Keylime, tpm2-tools).
 //! - [`bundle`], [`grub`], [`console`], [`verdict`], [`cli`]: the pure parts, unit-tested.
 #![forbid(unsafe_code)]
 
@@ -13,10 +16,14 @@ pub mod bundle;
 pub mod cli;
 pub mod commands;
 pub mod console;
+pub mod fleet;
 pub mod grub;
+pub mod keylime;
 pub mod launch;
+pub mod logview;
 pub mod predict;
 pub mod procs;
+pub mod refstate;
 pub mod runner;
 pub mod setup;
 pub mod txt;

@@ -20,6 +20,10 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "xorriso",
     "mtools",
     "device-tree-compiler",
+    // The Keylime test environment (xtask/src/keylime.rs): a venv from Debian's Python, whose
+    // GPGME binding Keylime's verifier imports.
+    "python3-venv",
+    "python3-gpg",
 ];
 
 /// Programs and files that stand for the packages on a machine without dpkg.
@@ -38,6 +42,7 @@ const REQUIRED_PATHS: &[(&str, &str)] = &[
         "grub-efi-amd64-bin",
     ),
     ("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf"),
+    ("python3", "python3-venv"),
 ];
 
 /// Why the environment is not ready.

@@ -13,9 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use base64::Engine as _;
-use slipway_measure::events::{
-    EV_SEPARATOR, LaunchKind as EventLaunchKind, PCR_DRTM_DETAILS, SlipwayEvent,
-};
+use slipway_measure::events::{LaunchKind as EventLaunchKind, PCR_DRTM_DETAILS, SlipwayEvent};
 use slipway_measure::log::Event;
 use slipway_measure::{EventLog, HashAlg, InitialState, PcrBanks};
 use slipway_tpm::PcrMask;
@@ -268,20 +266,7 @@ pub struct Accepted {
 }
 
 fn name_event(event: &Event<'_>) -> String {
-    let type_name = match event.event_type {
-        0x601 => "LAUNCH_KIND",
-        0x602 => "HYPERVISOR_CMDLINE",
-        0x603 => "DOMB_IMAGE",
-        0x604 => "LAUNCH_CONFIG",
-        0x605 => "POLICY",
-        0x606 => "BOOT_MODULE",
-        0x607 => "DOMAIN_BUILD",
-        0x608 => "POLICY_DECISION",
-        0x609 => "BANKS_CAPPED",
-        0x60A => "EMULATED_LAUNCH",
-        EV_SEPARATOR => "EV_SEPARATOR",
-        _ => "(not Slipway's)",
-    };
+    let type_name = crate::refstate::type_name(event.event_type);
     let subject = match SlipwayEvent::decode(event.event_type, event.data) {
         Ok(Some(SlipwayEvent::BootModule(m) | SlipwayEvent::DombImage(m))) => {
             format!(" module `{}`", String::from_utf8_lossy(m.name))
@@ -290,9 +275,9 @@ fn name_event(event: &Event<'_>) -> String {
             format!(" domain `{}`", String::from_utf8_lossy(b.name))
         }
         Ok(Some(SlipwayEvent::PolicyDecision(d))) => format!(
-            " decision {:?} -> {:?} `{}`",
-            d.reason,
-            d.action,
+            " decision {} -> {} `{}`",
+            d.reason.name(),
+            d.action.name(),
             String::from_utf8_lossy(d.subject)
         ),
         Ok(Some(SlipwayEvent::LaunchKind(kind))) => format!(" `{}`", kind.name()),

@@ -219,9 +219,16 @@ pub fn parse_quote_attest(attest: &[u8]) -> Result<QuoteInfo, VerifyError> {
 pub struct AkPublic {
     key: VerifyingKey,
     name_alg: HashAlg,
+    sec1: [u8; 65],
 }
 
 impl AkPublic {
+    /// The public point in SEC1 uncompressed form (`04 || x || y`), for exporting the key to
+    /// other tools (a PEM SubjectPublicKeyInfo for tpm2_checkquote, OpenSSL, Keylime).
+    pub fn sec1_uncompressed(&self) -> [u8; 65] {
+        self.sec1
+    }
+
     /// The key's nameAlg.
     pub fn name_alg(&self) -> HashAlg {
         self.name_alg
@@ -262,7 +269,11 @@ pub fn parse_public(public: &[u8]) -> Result<AkPublic, VerifyError> {
             left_pad(&point.y, &mut sec1[33..65])?;
             let key = VerifyingKey::from_sec1_bytes(&sec1)
                 .map_err(|_| VerifyError::UnsupportedKey("the ECC point is not on P-256"))?;
-            Ok(AkPublic { key, name_alg })
+            Ok(AkPublic {
+                key,
+                name_alg,
+                sec1,
+            })
         }
         (TpmuPublicParms::Rsa(_), _) => Err(VerifyError::UnsupportedKey(
             "RSA attestation keys (this verifier checks ECDSA P-256 quotes)",

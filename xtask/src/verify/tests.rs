@@ -246,6 +246,49 @@ fn run_machine(
     (out, banks)
 }
 
+/// tpm2_checkquote (tpm2-tools), an independent oracle of the quote checks: the transcript's
+/// evidence exported as `cargo xtask export` writes it (`ak.pem`, `quote.msg`, `quote.sig`, the
+/// PCR values file from the log's replay, the log), checked with `nonce`, and again with a
+/// changed PCR value. Returns whether the tool accepted the genuine files.
+fn checkquote_accepts(transcript: &Transcript, nonce: &[u8], name: &str) -> bool {
+    let dir = std::env::temp_dir().join(format!(
+        "slipway-checkquote-{}-{name}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (file, bytes) in crate::fleet::export_files(transcript).unwrap() {
+        std::fs::write(dir.join(file), bytes).unwrap();
+    }
+    let run = |pcrs: &str| {
+        let out = Command::new("tpm2_checkquote")
+            .arg("-u")
+            .arg(dir.join("ak.pem"))
+            .arg("-m")
+            .arg(dir.join("quote.msg"))
+            .arg("-s")
+            .arg(dir.join("quote.sig"))
+            .args(["-q", &hexs(nonce), "-g", "sha256", "-f"])
+            .arg(dir.join(pcrs))
+            .arg("-e")
+            .arg(dir.join("slipway.log"))
+            .output()
+            .expect("tpm2_checkquote (apt-get install tpm2-tools)");
+        out.status.success()
+    };
+    let accepted = run("quote.pcrs");
+    let mut pcrs = std::fs::read(dir.join("quote.pcrs")).unwrap();
+    let first_value = 4 + 16 * 8 + 4 + 4 + 2;
+    pcrs[first_value] ^= 1;
+    std::fs::write(dir.join("changed.pcrs"), &pcrs).unwrap();
+    assert!(
+        !run("changed.pcrs"),
+        "tpm2_checkquote accepts a changed PCR value"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    accepted
+}
+
 fn hexs(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -270,6 +313,10 @@ fn a_genuine_run_is_accepted_in_every_bank_and_tampering_is_named() {
     let accepted = verify(&transcript, &requirements(expected.clone())).unwrap();
     assert_eq!(accepted.quoted_banks, HashAlg::ALL);
     assert_eq!(accepted.pcrs.len(), 5);
+    assert!(
+        checkquote_accepts(&transcript, NONCE, "genuine"),
+        "the oracle agrees"
+    );
     for bank in [HashAlg::Sha384, HashAlg::Sha512] {
         let mut req = requirements(expected.clone());
         req.bank = bank;
@@ -287,6 +334,7 @@ fn a_genuine_run_is_accepted_in_every_bank_and_tampering_is_named() {
     let error = verify(&transcript, &req).unwrap_err();
     assert!(matches!(error, Rejection::Quote(_)), "{error}");
     assert_eq!(error.exit_code(), 3);
+    assert!(!checkquote_accepts(&transcript, b"another nonce", "nonce"));
 
     // A flipped bit in the signed attestation.
     let mut forged = transcript.clone();
@@ -296,12 +344,14 @@ fn a_genuine_run_is_accepted_in_every_bank_and_tampering_is_named() {
         verify(&forged, &requirements(expected.clone())),
         Err(Rejection::Quote(_))
     ));
+    assert!(!checkquote_accepts(&forged, NONCE, "forged"));
 
     // A log that does not explain the quote (the module claims other bytes).
     let mut lying = transcript.clone();
     lying.slipway_log = slipway_log(&banks, true, b"other kernel");
     let error = verify(&lying, &requirements(expected.clone())).unwrap_err();
     assert!(matches!(error, Rejection::Log(_)), "{error}");
+    assert!(!checkquote_accepts(&lying, NONCE, "lying-log"));
 
     // The machine ran another kernel than predicted: the module's event is named.
     let other = slipway_log(&banks, true, b"predicted kernel");
@@ -320,6 +370,10 @@ fn one_bank_tpm_passes_and_a_missing_required_bank_is_named() {
     let transcript = parse_transcript(&text).unwrap();
     let expected = slipway_log(&banks, true, KERNEL);
     verify(&transcript, &requirements(expected.clone())).unwrap();
+    assert!(
+        checkquote_accepts(&transcript, NONCE, "one-bank"),
+        "the oracle agrees"
+    );
     let mut req = requirements(expected);
     req.bank = HashAlg::Sha384;
     let error = verify(&transcript, &req).unwrap_err();

@@ -107,6 +107,8 @@ fn decision(reason: DecisionReason) -> Vec<u8> {
 struct Run {
     log: Vec<u8>,
     tpm_pcrs: PcrBanks,
+    /// `PCR_Extend` commands the TPM saw.
+    commands: u32,
     failure: Option<Failure>,
     measure_results: Vec<Result<u32, Error>>,
     seal: Result<Sealed, Error>,
@@ -145,9 +147,11 @@ fn run(fail_at: Option<u32>, mode: FailMode) -> Run {
     let failure = m.failure();
     let log = m.log_bytes().to_vec();
     let tpm_pcrs = m.tpm_mut().pcrs.clone();
+    let commands = m.tpm_mut().commands;
     Run {
         log,
         tpm_pcrs,
+        commands,
         failure,
         measure_results,
         seal,
@@ -204,14 +208,9 @@ fn a_boot_without_failure_logs_exactly_what_it_extended_and_seals() {
 /// logged build record unless all were written, and no retried hand-off counts.
 #[test]
 fn every_failing_command_leaves_a_log_that_never_claims_more_than_the_tpm_did() {
-    let commands = {
-        let banks = banks();
-        let mut buf = vec![0u8; 64 * 1024];
-        let tpm = FakeTpm::new(&banks, None, FailMode::Refused);
-        let _ = Measurement::start(tpm, banks, &mut buf, &inputs()).unwrap();
-        // Start's 3 + domB's 2 + 2 build records + 3 separators.
-        10
-    };
+    // Start's 3 + domB's 2 + 2 build records + 3 separators.
+    let commands = run(None, FailMode::Refused).commands;
+    assert_eq!(commands, 10);
     for mode in [FailMode::Refused, FailMode::AnswerLost] {
         for n in 1..=commands {
             let run = run(Some(n), mode);
@@ -221,7 +220,8 @@ fn every_failing_command_leaves_a_log_that_never_claims_more_than_the_tpm_did() 
             // just shorter than planned). Where it executed a command it did not confirm, or the
             // seal failed after extending earlier records, they disagree: then no verifier can
             // accept, and (below) the hand-off is refused, so no domain ever quotes it.
-            let first_of_seal = 6;
+            // The seal is the last five commands (two build records, three separators).
+            let first_of_seal = commands - 5 + 1;
             let agree = mode == FailMode::Refused && n <= first_of_seal;
             assert_eq!(
                 same_pcrs(&replayed, &run.tpm_pcrs),
@@ -238,7 +238,7 @@ fn every_failing_command_leaves_a_log_that_never_claims_more_than_the_tpm_did() 
                 !types.iter().any(|&(_, t)| t == slipway_measure::events::EV_SEPARATOR),
                 "{mode:?} at {n}: the log is never sealed after a failure"
             );
-            if n <= 5 {
+            if n < first_of_seal {
                 // Before hand-off: domB is refused, the fallback decision is still measured
                 // (the TPM answers again), and the hand-off goes ahead unsealed.
                 assert_eq!(

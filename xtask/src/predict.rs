@@ -44,9 +44,9 @@ pub const SLIPWAY_PCR_MASK: u32 = 0b111 << 19;
 
 /// Size of the log buffer a prediction is written into (the hypervisor's log is smaller).
 const LOG_CAPACITY: usize = 1 << 20;
-/// Memory domB gets in the host run (it does not matter to any record: domB's own memory is
-/// never measured, only the builds it asks for).
-const DOMB_MEMORY: u64 = 64 << 20;
+/// Memory domB gets in the host run: the hypervisor's default (it does not matter to any
+/// record: domB's own memory is never measured, only the builds it asks for).
+const DOMB_MEMORY: u64 = slipway_hv_core::domain::BOOT_DOMAIN_DEFAULT_MEMORY;
 /// Where the host run pretends modules lie (only their sizes matter to the dispatcher's checks).
 const MODULE_BASE: u64 = 0x1000_0000;
 /// Where the host run pretends modules are mapped in domB.

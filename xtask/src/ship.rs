@@ -86,11 +86,10 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// gdb's place for the debug file of build id `id` under a debug directory:
+/// gdb's place for the debug file of build id `id` (hex) under a debug directory:
 /// `.build-id/<first byte>/<the other bytes>.debug`.
-pub fn build_id_path(id: &[u8]) -> PathBuf {
-    let text = hex(id);
-    let (dir, rest) = text.split_at(2.min(text.len()));
+pub fn build_id_path(id: &str) -> PathBuf {
+    let (dir, rest) = id.split_at(2.min(id.len()));
     Path::new(".build-id")
         .join(dir)
         .join(format!("{rest}{DEBUG_SUFFIX}"))
@@ -151,7 +150,7 @@ pub fn ship_elf(
 
     let debug_file = debug_dir.join(format!("{name}{DEBUG_SUFFIX}"));
     std::fs::copy(linked, &debug_file).map_err(io_err("cannot copy", linked))?;
-    let link = debug_dir.join(build_id_path(&id));
+    let link = debug_dir.join(build_id_path(&hex(&id)));
     let link_dir = link.parent().expect("a build-id path has a directory");
     std::fs::create_dir_all(link_dir).map_err(io_err("cannot create", link_dir))?;
     if link.symlink_metadata().is_ok() {
@@ -226,7 +225,7 @@ mod tests {
     #[test]
     fn debug_files_are_found_where_gdb_looks() {
         assert_eq!(
-            build_id_path(&[0x12, 0x34, 0x56]),
+            build_id_path("123456"),
             Path::new(".build-id/12/3456.debug")
         );
     }

@@ -603,9 +603,9 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<PredictArgs,
     Ok(parsed)
 }
 
-/// Builds the bundle and reads its inputs (the files GRUB would load).
+/// Reads a built bundle's inputs: the files GRUB loads, as shipped (stripped).
 pub fn bundle_inputs(bundle: &crate::builder::BuiltBundle) -> Result<BundleInputs, std::io::Error> {
-    let hypervisor = bundle.output_dir.join("root/boot/slipway-hypervisor");
+    let hypervisor = &bundle.hypervisor.path;
     let mut modules = Vec::new();
     for module in &bundle.modules {
         modules.push((module.name.clone(), std::fs::read(&module.path)?));

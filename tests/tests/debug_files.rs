@@ -26,8 +26,8 @@ fn a_hypervisor_fault_maps_to_its_source_line_through_the_kept_debug_file() {
     .unwrap();
     for module in &minimal.modules {
         std::fs::copy(
-            &module.path,
-            root.join(module.iso_path.trim_start_matches('/')),
+            &module.file.path,
+            root.join(module.file.iso_path.trim_start_matches('/')),
         )
         .unwrap();
     }
@@ -39,7 +39,7 @@ fn a_hypervisor_fault_maps_to_its_source_line_through_the_kept_debug_file() {
         .iter()
         .zip(&minimal.modules)
         .map(|(m, built)| GrubModule {
-            iso_path: built.iso_path.clone(),
+            iso_path: built.file.iso_path.clone(),
             name: m.name.clone(),
             args: m.args.clone(),
         })

@@ -138,14 +138,8 @@ impl ShippedFile {
 #[derive(Debug, Clone)]
 pub struct BuiltModule {
     pub name: String,
-    /// The file on the host (inside the bundle's `root/`).
-    pub path: PathBuf,
-    /// Its absolute path inside the ISO.
-    pub iso_path: String,
-    /// Size in bytes: what the hypervisor must report in its banner.
-    pub size: u64,
-    /// The shipped file: size, SHA-256, debug file.
-    pub shipped: ShippedFile,
+    /// The shipped file (its size is what the hypervisor must report in its banner).
+    pub file: ShippedFile,
 }
 
 /// A built bundle.
@@ -171,7 +165,7 @@ impl BuiltBundle {
     pub fn summary(&self) -> String {
         let mut rows: Vec<(String, &ShippedFile)> =
             vec![("hypervisor".to_owned(), &self.hypervisor)];
-        rows.extend(self.modules.iter().map(|m| (m.name.clone(), &m.shipped)));
+        rows.extend(self.modules.iter().map(|m| (m.name.clone(), &m.file)));
         rows.push(("ISO".to_owned(), &self.iso_file));
         let width = rows
             .iter()
@@ -390,14 +384,9 @@ pub fn build_bundle(ws: &Workspace, name: &str) -> Result<BuiltBundle, BuildErro
                 None
             }
         };
-        let iso_path = format!("/boot/{file_name}");
-        let shipped = ShippedFile::describe(&dst, iso_path.clone(), debug)?;
         built.push(BuiltModule {
             name: m.name.clone(),
-            path: dst,
-            iso_path,
-            size: shipped.size,
-            shipped,
+            file: ShippedFile::describe(&dst, format!("/boot/{file_name}"), debug)?,
         });
     }
 
@@ -408,7 +397,7 @@ pub fn build_bundle(ws: &Workspace, name: &str) -> Result<BuiltBundle, BuildErro
             .iter()
             .zip(&built)
             .map(|(m, b)| GrubModule {
-                iso_path: b.iso_path.clone(),
+                iso_path: b.file.iso_path.clone(),
                 name: m.name.clone(),
                 args: m.args.clone(),
             })

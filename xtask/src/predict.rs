@@ -608,7 +608,7 @@ pub fn bundle_inputs(bundle: &crate::builder::BuiltBundle) -> Result<BundleInput
     let hypervisor = &bundle.hypervisor.path;
     let mut modules = Vec::new();
     for module in &bundle.modules {
-        modules.push((module.name.clone(), std::fs::read(&module.path)?));
+        modules.push((module.name.clone(), std::fs::read(&module.file.path)?));
     }
     Ok(BundleInputs {
         hypervisor_elf: std::fs::read(hypervisor)?,

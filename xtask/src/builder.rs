@@ -472,6 +472,67 @@ pub fn make_iso(root: &Path, iso: &Path) -> Result<(), BuildError> {
 mod tests {
     use super::*;
 
+    fn shipped(iso_path: &str, size: u64, build_id: Option<&str>) -> ShippedFile {
+        ShippedFile {
+            path: PathBuf::from("/out/root").join(iso_path.trim_start_matches('/')),
+            iso_path: iso_path.to_owned(),
+            size,
+            sha256: format!("{size:064x}"),
+            debug: build_id.map(|id| ship::Shipped {
+                build_id: id.to_owned(),
+                debug_file: PathBuf::from(format!("/out/debug/{id}.debug")),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_summary_lists_every_shipped_file_with_size_digest_and_build_id() {
+        let bundle = BuiltBundle {
+            name: "demo".into(),
+            manifest: Manifest::parse(
+                Path::new("bundle.toml"),
+                "[[module]]\nname = \"domb\"\nbinary = \"slipway-domb\"\n\
+                 [[module]]\nname = \"config\"\ndts = \"config.dts\"\n",
+            )
+            .unwrap(),
+            output_dir: "/out".into(),
+            iso: "/out/demo.iso".into(),
+            grub_cfg: "/out/grub.cfg".into(),
+            hypervisor: shipped("/boot/slipway-hypervisor", 614_904, Some("eef4")),
+            modules: vec![
+                BuiltModule {
+                    name: "domb".into(),
+                    file: shipped("/boot/domb.elf", 234_104, Some("c89c")),
+                },
+                BuiltModule {
+                    name: "config".into(),
+                    file: shipped("/boot/config.dtb", 659, None),
+                },
+            ],
+            iso_file: shipped("demo.iso", 4_653_056, None),
+            debug_dir: "/out/debug".into(),
+        };
+        let text = bundle.summary();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 6, "{text}");
+        assert_eq!(lines[0], "xtask: bundle `demo`, as shipped:");
+        assert!(
+            lines[1].starts_with("  hypervisor /boot/slipway-hypervisor")
+                && lines[1].contains(" 614904 bytes  sha256 000000")
+                && lines[1].ends_with("  build-id eef4"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[2].contains("domb /boot/domb.elf") && lines[2].ends_with("build-id c89c"));
+        assert!(
+            lines[3].contains("config /boot/config.dtb") && !lines[3].contains("build-id"),
+            "{}",
+            lines[3]
+        );
+        assert!(lines[4].contains("ISO demo.iso") && lines[4].contains(" 4653056 bytes"));
+        assert_eq!(lines[5], "  debug files (matched by build id): /out/debug");
+    }
+
     #[test]
     fn boot_file_names_are_unique_per_module_and_tell_the_kind() {
         assert_eq!(

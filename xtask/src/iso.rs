@@ -284,6 +284,30 @@ mod tests {
     }
 
     #[test]
+    fn the_same_tree_gives_the_same_iso_whatever_its_file_times_and_folder() {
+        let base = std::env::temp_dir().join(format!("xtask-iso-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let make = |folder: &str, file_time: u64| {
+            let dir = base.join(folder);
+            let root = dir.join("root");
+            std::fs::create_dir_all(root.join("boot/grub")).unwrap();
+            std::fs::write(root.join("boot/grub/grub.cfg"), "boot\n").unwrap();
+            std::fs::write(root.join("boot/payload.bin"), [7u8; 5000]).unwrap();
+            let time = SystemTime::UNIX_EPOCH + Duration::from_secs(file_time);
+            std::fs::File::open(root.join("boot/payload.bin"))
+                .and_then(|f| f.set_modified(time))
+                .unwrap();
+            let iso = dir.join("x.iso");
+            make_iso(&root, &dir.join("work"), &iso).unwrap_or_else(|e| panic!("{e}"));
+            std::fs::read(iso).unwrap()
+        };
+        let first = make("a", 1_000_000_000);
+        let second = make("a-longer-folder-name", 1_700_000_000);
+        assert!(first == second, "two ISOs of the same tree differ");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
     fn grub_searches_for_the_uuid_xorriso_gives_the_iso() {
         assert_eq!(modification_date(), "2000010100000000");
         assert_eq!(filesystem_uuid(), "2000-01-01-00-00-00-00");

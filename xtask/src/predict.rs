@@ -43,9 +43,9 @@ pub const SLIPWAY_PCR_MASK: u32 = (1 << slipway_measure::events::PCR_BUILD_INPUT
 
 /// Size of the log buffer a prediction is written into (the hypervisor's log is smaller).
 const LOG_CAPACITY: usize = 1 << 20;
-/// Memory domB gets in the host run (it does not matter to any record: domB's own memory is
-/// never measured, only the builds it asks for).
-const DOMB_MEMORY: u64 = 64 << 20;
+/// Memory domB gets in the host run: the hypervisor's default (it does not matter to any
+/// record: domB's own memory is never measured, only the builds it asks for).
+const DOMB_MEMORY: u64 = slipway_hv_core::domain::BOOT_DOMAIN_DEFAULT_MEMORY;
 /// Where the host run pretends modules lie (only their sizes matter to the dispatcher's checks).
 const MODULE_BASE: u64 = 0x1000_0000;
 /// Where the host run pretends modules are mapped in domB.
@@ -607,12 +607,12 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<PredictArgs,
     Ok(parsed)
 }
 
-/// Builds the bundle and reads its inputs (the files GRUB would load).
+/// Reads a built bundle's inputs: the files GRUB loads, as shipped (stripped).
 pub fn bundle_inputs(bundle: &crate::builder::BuiltBundle) -> Result<BundleInputs, std::io::Error> {
-    let hypervisor = bundle.output_dir.join("root/boot/slipway-hypervisor");
+    let hypervisor = &bundle.hypervisor.path;
     let mut modules = Vec::new();
     for module in &bundle.modules {
-        modules.push((module.name.clone(), std::fs::read(&module.path)?));
+        modules.push((module.name.clone(), std::fs::read(&module.file.path)?));
     }
     Ok(BundleInputs {
         hypervisor_elf: std::fs::read(hypervisor)?,

@@ -474,3 +474,103 @@ fn the_pre_launch_sequence_names_what_stops_it() {
         "{e}"
     );
 }
+
+/// The machine after the pre-launch sequence, with the heap and the simulated register page in
+/// guest memory, as the harness finds it.
+fn prepared_guest() -> (FakePhysMemory, Vec<u8>, BankSet) {
+    use slipway_hv_core::txt::prelaunch;
+    use slipway_protocol::platform::SIMULATED_TXT_REGS;
+    let (mut mem, mut heap, mut txt, acm) = prelaunch_machine(true);
+    let banks = BankSet::from_algs(&[AlgId::SHA1, AlgId::SHA256]).unwrap();
+    let mle = PhysRange::new(MLE_BASE, MLE_BASE + MLE_SIZE);
+    let regions = prelaunch::txt_regions(&txt, mle).unwrap();
+    prelaunch::prepare(
+        &mut txt,
+        &mut TestMsrs::default(),
+        &mut mem,
+        &mut heap,
+        &regions,
+        &plan(&acm, banks),
+    )
+    .unwrap();
+    mem.write(PhysAddr(PRE_HEAP), &heap).unwrap();
+    for (&offset, &value) in &txt.regs {
+        mem.write_u64(PhysAddr(SIMULATED_TXT_REGS + u64::from(offset)), value)
+            .unwrap();
+    }
+    (mem, acm, banks)
+}
+
+#[test]
+fn the_harness_serves_a_simulated_senter_into_guest_memory_and_launches_the_tpm_over_the_acm() {
+    use super::senter::{SenterResult, serve};
+    use slipway_hv_core::txt::regs;
+    use slipway_protocol::platform::{SIMULATED_TXT_ENTRY, SIMULATED_TXT_REGS};
+    let (mut mem, acm, banks) = prepared_guest();
+    let mut launched = Vec::new();
+    let result = serve(&mut mem, SIMULATED_TXT_REGS, banks, &GOOD, &mut |bytes| {
+        launched.push(bytes.to_vec());
+        Ok(())
+    });
+    let SenterResult::Launched(out) = result else {
+        panic!("{result:?}")
+    };
+    // The TPM saw exactly the ACM (PCR17 = H(0 || H(ACM))).
+    assert_eq!(launched, std::slice::from_ref(&acm));
+    let reg = |o: u32| {
+        mem.read_u64(PhysAddr(SIMULATED_TXT_REGS + u64::from(o)))
+            .unwrap()
+    };
+    assert_ne!(reg(regs::STS) & regs::STS_SENTER_DONE, 0);
+    assert_eq!(reg(regs::ERRORCODE), 0);
+    assert_eq!(reg(SIMULATED_TXT_ENTRY), MLE_BASE + u64::from(ENTRY));
+    // The hypervisor's post-launch checks accept the heap in guest memory, and the log in the
+    // container replays to the PCR17/18 the simulation computed.
+    let heap = mem.slice(PRE_HEAP, 0x2_0000).to_vec();
+    let v = post::validate_heap(&heap, LAUNCH_SIMULATED).unwrap();
+    let mut container = mem.slice(LOG_BASE, u64::from(LOG_SIZE)).to_vec();
+    let writer = heap::resume_sinit_log(&mut container, &v.log).unwrap();
+    let replayed = EventLog::parse(writer.as_bytes())
+        .unwrap()
+        .replay(InitialState::DynamicLaunch)
+        .unwrap();
+    assert_eq!(
+        replayed.value(17, HashAlg::Sha256).unwrap(),
+        out.measurement.pcrs.value(17, HashAlg::Sha256).unwrap()
+    );
+}
+
+#[test]
+fn a_refused_simulated_senter_sets_txt_errorcode_and_never_senter_done_or_the_tpm() {
+    use super::senter::{SenterResult, refusal_code, serve};
+    use slipway_hv_core::txt::regs;
+    use slipway_protocol::platform::SIMULATED_TXT_REGS;
+    let (mut mem, _, banks) = prepared_guest();
+    // A hole in the MLE page tables: the second page unmapped.
+    let ptab = MLE_BASE - mle_pt::tables_size(MLE_SIZE);
+    mem.write_u64(PhysAddr(ptab + 2 * PAGE_SIZE + 8), 0)
+        .unwrap();
+    let mut tpm_used = false;
+    let result = serve(&mut mem, SIMULATED_TXT_REGS, banks, &GOOD, &mut |_| {
+        tpm_used = true;
+        Ok(())
+    });
+    let SenterResult::Refused(refusal) = result else {
+        panic!("{result:?}")
+    };
+    assert_eq!(refusal.class(), "page-tables");
+    assert!(
+        refusal
+            .to_string()
+            .contains("no holes after the first valid page"),
+        "{refusal}"
+    );
+    assert!(!tpm_used);
+    let reg = |o: u32| {
+        mem.read_u64(PhysAddr(SIMULATED_TXT_REGS + u64::from(o)))
+            .unwrap()
+    };
+    assert_eq!(reg(regs::STS) & regs::STS_SENTER_DONE, 0);
+    assert_eq!(reg(regs::ERRORCODE), refusal_code(&refusal));
+    assert_ne!(reg(regs::ERRORCODE) & regs::ERRORCODE_VALID, 0);
+}

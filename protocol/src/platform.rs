@@ -59,7 +59,7 @@ pub const SIMULATED_TXT_ENTRY: u32 = 0xF00;
 pub const TXT_SENTER_REQUEST_PREFIX: &str = "SLIPWAY-TXT-SENTER";
 
 // The simulated TXT areas: page aligned, in this order, below the hypervisor's 2 MiB.
-const _: () = assert!(SIMULATED_TXT_REGS % 0x1000 == 0);
+const _: () = assert!(SIMULATED_TXT_REGS.is_multiple_of(0x1000));
 const _: () = assert!(SIMULATED_TXT_REGS + 0x1000 <= SIMULATED_TXT_HEAP);
 const _: () = assert!(SIMULATED_TXT_HEAP + SIMULATED_TXT_HEAP_SIZE == SIMULATED_TXT_SINIT);
 const _: () = assert!(SIMULATED_TXT_SINIT + SIMULATED_TXT_SINIT_SIZE <= 0x20_0000);

@@ -21,6 +21,9 @@ pub const MAX_BOOT_MODULES: usize = 32;
 pub const DOMB_MODULE: &str = "domb";
 /// The launch configuration's module (a device tree, read by domB).
 pub const CONFIG_MODULE: &str = "config";
+/// The Intel SINIT ACM's module (`launch=txt` and `launch=txt-simulated`): the hypervisor's
+/// pre-launch stage copies it to the SINIT region. domB measures it into PCR20 like any module.
+pub const SINIT_MODULE: &str = "sinit";
 
 /// The separator of words in a module command line.
 pub const WORD_SEPARATOR: u8 = b' ';
@@ -202,7 +205,9 @@ mod tests {
     use super::*;
     use std::string::ToString;
 
-    fn names_of(lines: &[&[u8]]) -> Result<std::vec::Vec<std::string::String>, ModuleIdentityError> {
+    fn names_of(
+        lines: &[&[u8]],
+    ) -> Result<std::vec::Vec<std::string::String>, ModuleIdentityError> {
         let mut names = heapless::Vec::new();
         name_boot_modules(lines.iter().copied(), &mut names)?;
         Ok(names.iter().map(|n| n.to_string()).collect())
@@ -269,7 +274,10 @@ mod tests {
     fn characters_outside_the_set_are_refused() {
         for bad in [&b"do/mb"[..], b"domb\x00", b"caf\xc3\xa9", b"a:b", b"\xff"] {
             assert!(
-                matches!(names_of(&[bad]), Err(ModuleIdentityError::InvalidName { .. })),
+                matches!(
+                    names_of(&[bad]),
+                    Err(ModuleIdentityError::InvalidName { .. })
+                ),
                 "{bad:?}"
             );
         }

@@ -63,9 +63,12 @@ usage: cargo xtask <command>
       --no-verify          do not verify the transcript at the end (check it later with
                            cargo xtask verify <serial log> --nonce HEX --bundle BUNDLE)
       -- ARGS...           extra QEMU arguments (e.g. -- -d int -D /tmp/qemu.log)
-  predict [BUNDLE] [--banks sha1,sha256,..] [--out FILE] [--launch emulated|txt|skinit]
+  predict [BUNDLE] [--banks sha1,sha256,..] [--out FILE]
+          [--launch emulated|txt|txt-simulated|skinit] [--sinit ACM]
                            print the expected PCR17-21 values of the bundle and write the exact
-                           expected event log (default banks: sha1,sha256,sha384,sha512)
+                           expected event log (default banks: sha1,sha256,sha384,sha512); TXT:
+                           PCR17/18 as SINIT extends them, from the ACM (--sinit, or the bundle's
+                           synthetic `sinit` module for the SIMULATED txt-simulated launch)
   verify TRANSCRIPT [--nonce HEX] [--bank sha256] [--bundle B | --expected-log FILE]
                            accept a run's attest transcript only if the quote checks with the
                            printed key and nonce, the log replays to it and matches the

@@ -413,11 +413,16 @@ mod tests {
             quoted_banks: vec![slipway_measure::HashAlg::Sha256],
             events: 15,
             pcrs: vec![(17, "ab".into())],
+            launch: slipway_measure::events::LaunchKind::TxtSimulated,
         }));
         assert_eq!(accepted.exit_code(), 0);
         let text = attestation_section(&accepted, "demo", recheck);
         assert!(
             text.contains("verify: ACCEPTED") && text.contains("PCR17 sha256 ab"),
+            "{text}"
+        );
+        assert!(
+            text.contains("SIMULATED Intel TXT") && text.contains("NOT a hardware launch"),
             "{text}"
         );
     }

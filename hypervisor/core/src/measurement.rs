@@ -144,6 +144,34 @@ impl<'log, T: PcrExtend> Measurement<'log, T> {
         launch: &LaunchInputs<'_>,
     ) -> Result<Self, slipway_measure::Error> {
         let log = LogWriter::new(buf, &LogHeader::slipway(banks))?;
+        Self::resume(tpm, banks, log, launch)
+    }
+
+    /// As [`Measurement::start`], but continues a log the dynamic launch began (Intel TXT: the
+    /// log SINIT extended PCR17/18 into, resumed with `LogWriter::resume`): the same sequence is
+    /// appended after the launch's own events. The log's banks must be `banks` in the TPM's order
+    /// (Slipway wrote its header before the launch); otherwise [`slipway_measure::Error`] says so
+    /// and nothing is extended.
+    pub fn resume(
+        tpm: T,
+        banks: BankSet,
+        log: LogWriter<'log>,
+        launch: &LaunchInputs<'_>,
+    ) -> Result<Self, slipway_measure::Error> {
+        if let Some((ours, theirs)) = banks
+            .iter()
+            .map(Some)
+            .chain(core::iter::repeat(None))
+            .zip(log.banks().iter().map(Some).chain(core::iter::repeat(None)))
+            .take(banks.len().max(log.banks().len()))
+            .find(|(a, b)| a != b)
+        {
+            return Err(match (ours, theirs) {
+                (Some(bank), _) => slipway_measure::Error::MissingBank(bank.alg),
+                (None, Some(bank)) => slipway_measure::Error::UnexpectedBank(bank.alg),
+                (None, None) => unreachable!("take() stops at the longer list"),
+            });
+        }
         let mut this = Measurement {
             tpm,
             banks,
@@ -177,7 +205,11 @@ impl<'log, T: PcrExtend> Measurement<'log, T> {
                 })?;
             self.events += 1;
         }
-        self.record(PCR_BUILD_INPUTS, &SlipwayEvent::LaunchKind(launch.kind), None)?;
+        self.record(
+            PCR_BUILD_INPUTS,
+            &SlipwayEvent::LaunchKind(launch.kind),
+            None,
+        )?;
         let mut capped = BankSet::empty();
         for bank in self.banks.unsupported() {
             let _ = capped.push(bank);

@@ -35,6 +35,7 @@ pub enum Command {
     Predict(crate::predict::PredictArgs),
     Verify(crate::verify::VerifyArgs),
     Bench(crate::bench::BenchArgs),
+    Fuzz(crate::fuzz::FuzzArgs),
 }
 
 pub const USAGE: &str = "\
@@ -67,7 +68,14 @@ usage: cargo xtask <command>
                            (domB's target and flags, backends chosen by CPUID) for all four
                            banks in one pass and per algorithm, and with `openssl dgst`: one
                            ratio each
-  test                     set up the machine, run host unit tests, then the QEMU tests
+  fuzz [TARGET] [--seconds N] [--runs N] [--asan]
+                           coverage-guided fuzzing (libFuzzer) of every parser of outside
+                           input, one process per target (default: all targets, 60 s each);
+                           prints executions, corpus and crashes per target; exit 1 on a crash.
+                           Targets: hypercall, launch_config, multiboot, elf, tpm_tis,
+                           tpm_commands, event_log, transcript (tests/fuzz/README.md)
+  test                     set up the machine, run host unit tests, a short fuzz run of every
+                           target, then the QEMU tests
   setup                    install the rustup target and Debian packages the harness needs
   help                     this text
 ";
@@ -158,6 +166,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         "predict" => crate::predict::parse_args(args).map(Command::Predict),
         "verify" => crate::verify::parse_args(args).map(Command::Verify),
         "bench" => crate::bench::parse_args(args).map(Command::Bench),
+        "fuzz" => crate::fuzz::parse_args(args).map(Command::Fuzz),
         other => Err(format!("unknown command `{other}`")),
     }
 }

@@ -13,6 +13,7 @@ pub mod bundle;
 pub mod cli;
 pub mod commands;
 pub mod console;
+pub mod fuzz;
 pub mod grub;
 pub mod launch;
 pub mod predict;

@@ -253,10 +253,7 @@ fn test_command(ws: &Workspace) -> ExitCode {
             "[4/6] guest libraries' host tests (cargo test -p slipway-guest-attest --lib)".into(),
             args(&["test", "-p", "slipway-guest-attest", "--lib"]),
         ),
-        (
-            FUZZ_SMOKE.into(),
-            Vec::new(),
-        ),
+        (FUZZ_SMOKE.into(), Vec::new()),
         (
             "[6/6] QEMU integration tests (cargo test -p slipway-integration-tests)".into(),
             args(&[
@@ -319,7 +316,8 @@ fn test_command(ws: &Workspace) -> ExitCode {
 
 /// The fuzz smoke stage: every target briefly (`cargo xtask fuzz --seconds 3`), built with the
 /// stable toolchain (no nightly, no cargo-fuzz).
-const FUZZ_SMOKE: &str = "[5/6] fuzz smoke: every target 3 s under libFuzzer (cargo xtask fuzz --seconds 3)";
+const FUZZ_SMOKE: &str =
+    "[5/6] fuzz smoke: every target 3 s under libFuzzer (cargo xtask fuzz --seconds 3)";
 
 fn args(words: &[&str]) -> Vec<String> {
     words.iter().map(|w| (*w).to_owned()).collect()

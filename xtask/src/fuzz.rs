@@ -156,7 +156,9 @@ pub fn build(ws: &Workspace, asan: bool) -> Result<PathBuf, String> {
     let started = Instant::now();
     let mut command = if asan {
         if !nightly_installed() {
-            println!("xtask fuzz: --asan needs nightly: rustup toolchain install nightly --profile minimal");
+            println!(
+                "xtask fuzz: --asan needs nightly: rustup toolchain install nightly --profile minimal"
+            );
             let ok = Command::new("rustup")
                 .args(["toolchain", "install", "nightly", "--profile", "minimal"])
                 .status()
@@ -174,25 +176,48 @@ pub fn build(ws: &Workspace, asan: bool) -> Result<PathBuf, String> {
     let dir = fuzz_dir(ws, asan);
     command
         .current_dir(&ws.root)
-        .args(["build", "--release", "-p", "slipway-fuzz", "--features", "libfuzzer"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "slipway-fuzz",
+            "--features",
+            "libfuzzer",
+        ])
         .args(["--bins", "--target", HOST, "--target-dir"])
         .arg(&dir)
         .env("RUSTFLAGS", rustflags(asan))
         .env_remove("CARGO_ENCODED_RUSTFLAGS");
-    println!("xtask fuzz: building the targets ({})", if asan { "nightly, AddressSanitizer" } else { "stable" });
+    println!(
+        "xtask fuzz: building the targets ({})",
+        if asan {
+            "nightly, AddressSanitizer"
+        } else {
+            "stable"
+        }
+    );
     let status = command
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
         return Err("building the fuzz targets failed".into());
     }
-    println!("xtask fuzz: built in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "xtask fuzz: built in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(dir.join(HOST).join("release"))
 }
 
 fn files_in(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
-        .map(|entries| entries.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect())
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -215,11 +240,17 @@ pub fn run_target(
     let seeds = ws.root.join("tests/fuzz/corpus").join(target);
     let before = files_in(&artifacts);
     let log_path = logs.join(format!("{target}.log"));
-    let log = std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let log =
+        std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
     let mut command = Command::new(bins.join(target));
     command
         .arg(format!("-artifact_prefix={}/", artifacts.display()))
-        .args(["-print_final_stats=1", "-timeout=10", "-rss_limit_mb=2048", "-max_len=65536"])
+        .args([
+            "-print_final_stats=1",
+            "-timeout=10",
+            "-rss_limit_mb=2048",
+            "-max_len=65536",
+        ])
         .args(["-len_control=100", "-print_pcs=0"]);
     if let Some(seconds) = seconds {
         command.arg(format!("-max_total_time={seconds}"));
@@ -273,7 +304,11 @@ pub fn table(reports: &[TargetReport]) -> String {
             r.corpus_bytes.div_ceil(1024),
             r.crashes.len(),
             r.seconds,
-            if r.failed && r.crashes.is_empty() { "  (libFuzzer failed: see its log)" } else { "" }
+            if r.failed && r.crashes.is_empty() {
+                "  (libFuzzer failed: see its log)"
+            } else {
+                ""
+            }
         ));
     }
     out
@@ -309,8 +344,13 @@ pub fn run_all(
                     println!("xtask fuzz: {target}: CRASH {}", crash.display());
                 }
                 if report.failed {
-                    let log = fuzz_dir(ws, asan).join("logs").join(format!("{target}.log"));
-                    println!("xtask fuzz: {target}: libFuzzer reported a failure; its log: {}", log.display());
+                    let log = fuzz_dir(ws, asan)
+                        .join("logs")
+                        .join(format!("{target}.log"));
+                    println!(
+                        "xtask fuzz: {target}: libFuzzer reported a failure; its log: {}",
+                        log.display()
+                    );
                     if let Ok(text) = std::fs::read_to_string(&log) {
                         let tail: Vec<&str> = text.lines().rev().take(40).collect();
                         for line in tail.into_iter().rev() {
@@ -358,11 +398,12 @@ pub fn fuzz_command(ws: &Workspace, args: &FuzzArgs) -> ExitCode {
     };
     let started = Instant::now();
     let ok = run_all(ws, &targets, args.seconds, args.runs, args.asan);
-    println!(
-        "xtask fuzz: total {:.0} s",
-        started.elapsed().as_secs_f64()
-    );
-    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    println!("xtask fuzz: total {:.0} s", started.elapsed().as_secs_f64());
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 #[cfg(test)]
@@ -376,9 +417,15 @@ mod tests {
     #[test]
     fn options_and_mistakes_are_named() {
         let all = p(&[]).unwrap();
-        assert_eq!((all.target, all.seconds, all.runs, all.asan), (None, Some(60), None, false));
+        assert_eq!(
+            (all.target, all.seconds, all.runs, all.asan),
+            (None, Some(60), None, false)
+        );
         let one = p(&["elf", "--runs", "10000000", "--asan"]).unwrap();
-        assert_eq!((one.target.as_deref(), one.seconds, one.runs, one.asan), (Some("elf"), None, Some(10_000_000), true));
+        assert_eq!(
+            (one.target.as_deref(), one.seconds, one.runs, one.asan),
+            (Some("elf"), None, Some(10_000_000), true)
+        );
         assert!(p(&["nope"]).unwrap_err().contains("unknown target `nope`"));
         assert!(p(&["--seconds"]).unwrap_err().contains("needs a value"));
         assert!(p(&["--seconds", "0"]).unwrap_err().contains("positive"));
@@ -397,7 +444,12 @@ mod tests {
     fn every_target_has_a_binary_and_a_seed_directory() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fuzz");
         for target in TARGETS {
-            assert!(root.join("fuzz_targets").join(format!("{target}.rs")).is_file(), "{target}");
+            assert!(
+                root.join("fuzz_targets")
+                    .join(format!("{target}.rs"))
+                    .is_file(),
+                "{target}"
+            );
             assert!(root.join("corpus").join(target).is_dir(), "{target}");
         }
     }

@@ -34,7 +34,10 @@ impl Swtpm {
             .arg("--server")
             .arg(format!("type=unixio,path={}", sock.display()))
             .arg("--ctrl")
-            .arg(format!("type=unixio,path={}", dir.join("ctrl.sock").display()))
+            .arg(format!(
+                "type=unixio,path={}",
+                dir.join("ctrl.sock").display()
+            ))
             .stdout(Stdio::null())
             .spawn()
             .expect("swtpm runs");
@@ -103,7 +106,12 @@ impl Fifo<'_> {
         if self.command.len() < 6 {
             usize::MAX
         } else {
-            u32::from_be_bytes([self.command[2], self.command[3], self.command[4], self.command[5]]) as usize
+            u32::from_be_bytes([
+                self.command[2],
+                self.command[3],
+                self.command[4],
+                self.command[5],
+            ]) as usize
         }
     }
     fn sts(&self) -> u32 {
@@ -122,7 +130,14 @@ impl Fifo<'_> {
 impl TisRegisters for Fifo<'_> {
     fn read8(&mut self, _locality: u8, offset: u16) -> u8 {
         let value = match offset {
-            reg::ACCESS => access::VALID | if self.active { access::ACTIVE_LOCALITY } else { 0 },
+            reg::ACCESS => {
+                access::VALID
+                    | if self.active {
+                        access::ACTIVE_LOCALITY
+                    } else {
+                        0
+                    }
+            }
             reg::DATA_FIFO => {
                 self.read += 1;
                 self.response.get(self.read - 1).copied().unwrap_or(0xff)
@@ -175,18 +190,34 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("slipway-fuzz-seeds-{}", std::process::id()));
 
     let mut swtpm = Swtpm::start(&dir);
-    let mut tpm = Tpm::new(Recording { tpm: &mut swtpm, responses: Vec::new() });
+    let mut tpm = Tpm::new(Recording {
+        tpm: &mut swtpm,
+        responses: Vec::new(),
+    });
     let outcome = session(&mut tpm);
     let responses = tpm.into_transport().responses;
-    println!("tpm_commands: {} responses, banks {:?}", responses.len(), outcome.banks);
+    println!(
+        "tpm_commands: {} responses, banks {:?}",
+        responses.len(),
+        outcome.banks
+    );
     let path = root.join("tpm_commands/swtpm-session");
     std::fs::write(&path, encode_responses(&responses)).expect("write the seed");
     drop(swtpm);
 
     let mut swtpm = Swtpm::start(&dir);
-    let mut fifo = Fifo { tpm: &mut swtpm, active: false, state: 0, command: Vec::new(), response: Vec::new(), read: 0, trace: Vec::new() };
+    let mut fifo = Fifo {
+        tpm: &mut swtpm,
+        active: false,
+        state: 0,
+        command: Vec::new(),
+        response: Vec::new(),
+        read: 0,
+        trace: Vec::new(),
+    };
     {
-        let mut tis = Tis::with_timeouts(&mut fifo, SteppingClock::default(), 2, TIMEOUTS).expect("locality 2");
+        let mut tis = Tis::with_timeouts(&mut fifo, SteppingClock::default(), 2, TIMEOUTS)
+            .expect("locality 2");
         tis.probe().expect("probe");
         tis.request_locality().expect("locality");
         let mut response = [0u8; 64];

@@ -30,7 +30,10 @@ pub fn run(data: &[u8]) {
         check_domb(plan, image.len() as u64, ram);
     }
     if let (Ok(hv), Ok(domb)) = (&hv, &domb) {
-        assert_eq!(hv.entry, domb.entry, "the planners disagree on the entry point");
+        assert_eq!(
+            hv.entry, domb.entry,
+            "the planners disagree on the entry point"
+        );
         let hv_segments: Vec<_> = hv
             .segments
             .iter()
@@ -41,7 +44,10 @@ pub fn run(data: &[u8]) {
             .iter()
             .map(|s| (s.file_offset, s.file_len, s.gpa, s.mem_len))
             .collect();
-        assert_eq!(hv_segments, domb_segments, "the planners disagree on the segments");
+        assert_eq!(
+            hv_segments, domb_segments,
+            "the planners disagree on the segments"
+        );
     }
 }
 

@@ -17,7 +17,10 @@ pub fn run(data: &[u8]) {
     };
     let again = EventLog::parse(data).expect("a log that parsed once parses again");
     assert_eq!(log.header(), again.header());
-    assert_eq!(first_difference(&log, &again, u32::MAX).ok().flatten(), None);
+    assert_eq!(
+        first_difference(&log, &again, u32::MAX).ok().flatten(),
+        None
+    );
 
     let replay = |log: &EventLog<'_>| {
         (
@@ -66,7 +69,10 @@ pub fn run(data: &[u8]) {
             .expect("a parsed event re-encodes");
     }
     assert_eq!(writer.len(), end);
-    assert_eq!(writer.as_bytes(), &data[..end], "log round trip");
+    // The header event's SHA-1 field is ignored by the parser and written as zero.
+    let mut expected = data[..end].to_vec();
+    expected[8..28].fill(0);
+    assert_eq!(writer.as_bytes(), expected.as_slice(), "log round trip");
     let copy = EventLog::parse(&buf).expect("the re-encoded log parses");
     let (launched_copy, unlaunched_copy) = replay(&copy);
     assert_eq!(launched.ok(), launched_copy.ok());

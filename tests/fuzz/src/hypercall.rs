@@ -28,7 +28,9 @@ use slipway_hv_core::hypercall::{self, BUILDER_EVENTS, BootModule, LaunchInfo, O
 use slipway_hv_core::memory::PhysMemory;
 use slipway_hv_core::paging::{PageTable, TableKind, check_tables};
 use slipway_hv_core::testing::FakePhysMemory;
-use slipway_measure::events::{DomainBuildRecord, PCR_DOMAIN_BUILDS, SlipwayEvent, BUILD_PAYLOAD_POSTCARD_V1};
+use slipway_measure::events::{
+    BUILD_PAYLOAD_POSTCARD_V1, DomainBuildRecord, PCR_DOMAIN_BUILDS, SlipwayEvent,
+};
 use slipway_measure::log::{LogHeader, LogWriter};
 use slipway_measure::{BankSet, EventLog};
 use slipway_protocol::v1::{
@@ -45,21 +47,32 @@ const DOMB_MEMORY: u64 = 16 * PAGE_SIZE;
 /// The event log's buffer: small, so that a full log is reached.
 const LOG_SIZE: usize = 8 * 1024;
 /// Steps per input.
-const MAX_STEPS: usize = 64;
+const MAX_STEPS: usize = 32;
 
-const MODULES: [(&str, u64, u64); 3] = [("config", 0x0, 0x1800), ("hello", 0x2000, 0x9000), ("tiny", 0xc000, 0x10)];
+const MODULES: [(&str, u64, u64); 3] = [
+    ("config", 0x0, 0x1800),
+    ("hello", 0x2000, 0x9000),
+    ("tiny", 0xc000, 0x10),
+];
 
 const BANK_CHOICES: [&[TpmAlgId]; 4] = [
     &[],
     &[TpmAlgId::SHA256],
     &[TpmAlgId::SHA1, TpmAlgId::SHA256],
-    &[TpmAlgId::SHA1, TpmAlgId::SHA256, TpmAlgId::SHA384, TpmAlgId::SHA512],
+    &[
+        TpmAlgId::SHA1,
+        TpmAlgId::SHA256,
+        TpmAlgId::SHA384,
+        TpmAlgId::SHA512,
+    ],
 ];
 
 /// A domain's hardware side, as the binary's `DomainHw` holds it.
 struct Hw {
     memory: GuestMemory,
     npt: PageTable,
+    /// The nested tables' frames, walked once when the domain was created (only creation maps).
+    tables: Vec<u64>,
 }
 
 struct FuzzPlatform<'a> {
@@ -83,21 +96,36 @@ impl FuzzPlatform<'_> {
         let Some(hw) = self.domains[usize::from(id.0)].take() else {
             return;
         };
-        let tables = table_frames(&self.mem, hw.npt.root());
-        let freed_tables = hw.npt.teardown(&mut self.mem, &mut self.alloc).expect("tables free");
-        assert_eq!(freed_tables, tables.len() as u64, "teardown frees every table frame");
+        let tables = hw.tables;
+        let freed_tables = hw
+            .npt
+            .teardown(&mut self.mem, &mut self.alloc)
+            .expect("tables free");
+        assert_eq!(
+            freed_tables,
+            tables.len() as u64,
+            "teardown frees every table frame"
+        );
         let frames = hw.memory.size() / PAGE_SIZE;
-        let freed = hw.memory.scrub_and_free(&mut self.mem, &mut self.alloc).expect("memory frees");
+        let freed = hw
+            .memory
+            .scrub_and_free(&mut self.mem, &mut self.alloc)
+            .expect("memory frees");
         assert_eq!(freed, frames, "every memory frame is freed");
     }
 }
 
 impl Platform for FuzzPlatform<'_> {
     fn create_domain(&mut self, id: DomainId, memory_bytes: u64, _vcpus: u16) -> Result<(), Error> {
-        if self.domains.get(usize::from(id.0)).is_none_or(Option::is_some) {
+        if self
+            .domains
+            .get(usize::from(id.0))
+            .is_none_or(Option::is_some)
+        {
             return Err(Error::TooManyDomains);
         }
-        let memory = GuestMemory::allocate(&mut self.alloc, memory_bytes).map_err(|_| Error::OutOfMemory)?;
+        let memory =
+            GuestMemory::allocate(&mut self.alloc, memory_bytes).map_err(|_| Error::OutOfMemory)?;
         if memory.zero(&mut self.mem).is_err() {
             let _ = memory.scrub_and_free(&mut self.mem, &mut self.alloc);
             return Err(Error::OutOfMemory);
@@ -105,24 +133,52 @@ impl Platform for FuzzPlatform<'_> {
         let mut npt = match PageTable::new(TableKind::Nested, &mut self.mem, &mut self.alloc) {
             Ok(npt) => npt,
             Err(_) => {
-                memory.scrub_and_free(&mut self.mem, &mut self.alloc).expect("frees");
+                memory
+                    .scrub_and_free(&mut self.mem, &mut self.alloc)
+                    .expect("frees");
                 return Err(Error::OutOfMemory);
             }
         };
-        if memory.map_into(&mut npt, &mut self.mem, &mut self.alloc).is_err() {
+        if memory
+            .map_into(&mut npt, &mut self.mem, &mut self.alloc)
+            .is_err()
+        {
             npt.teardown(&mut self.mem, &mut self.alloc).expect("frees");
-            memory.scrub_and_free(&mut self.mem, &mut self.alloc).expect("frees");
+            memory
+                .scrub_and_free(&mut self.mem, &mut self.alloc)
+                .expect("frees");
             return Err(Error::OutOfMemory);
         }
-        check_tables(&self.mem, npt.root(), TableKind::Nested).expect("nested tables are well-formed");
-        self.domains[usize::from(id.0)] = Some(Hw { memory, npt });
+        check_tables(&self.mem, npt.root(), TableKind::Nested)
+            .expect("nested tables are well-formed");
+        let tables = table_frames(&self.mem, npt.root());
+        self.domains[usize::from(id.0)] = Some(Hw {
+            memory,
+            npt,
+            tables,
+        });
         Ok(())
     }
 
-    fn populate_from_module(&mut self, id: DomainId, module: &BootModule, offset: u64, length: u64, gpa: u64) -> Result<(), Error> {
-        let src = module.phys.start.checked_add(offset).ok_or(Error::RangeOutsideModule)?;
-        let hw = self.domains[usize::from(id.0)].as_ref().ok_or(Error::UnknownDomain)?;
-        hw.memory.copy_from_host(&mut self.mem, src, gpa, length).map_err(|_| Error::RangeOutsideDomain)
+    fn populate_from_module(
+        &mut self,
+        id: DomainId,
+        module: &BootModule,
+        offset: u64,
+        length: u64,
+        gpa: u64,
+    ) -> Result<(), Error> {
+        let src = module
+            .phys
+            .start
+            .checked_add(offset)
+            .ok_or(Error::RangeOutsideModule)?;
+        let hw = self.domains[usize::from(id.0)]
+            .as_ref()
+            .ok_or(Error::UnknownDomain)?;
+        hw.memory
+            .copy_from_host(&mut self.mem, src, gpa, length)
+            .map_err(|_| Error::RangeOutsideDomain)
     }
 
     fn populated_sha256(&mut self, id: DomainId, gpa: u64, length: u64) -> Option<[u8; 32]> {
@@ -130,30 +186,49 @@ impl Platform for FuzzPlatform<'_> {
     }
 
     fn write_memory(&mut self, id: DomainId, gpa: u64, bytes: &[u8]) -> Result<(), Error> {
-        let hw = self.domains[usize::from(id.0)].as_ref().ok_or(Error::UnknownDomain)?;
-        hw.memory.write(&mut self.mem, gpa, bytes).map_err(|_| Error::RangeOutsideDomain)
+        let hw = self.domains[usize::from(id.0)]
+            .as_ref()
+            .ok_or(Error::UnknownDomain)?;
+        hw.memory
+            .write(&mut self.mem, gpa, bytes)
+            .map_err(|_| Error::RangeOutsideDomain)
     }
 
     fn console_write(&mut self, _caller: DomainId, bytes: &[u8]) {
         assert!(bytes.len() <= v1::CONSOLE_WRITE_MAX);
     }
 
-    fn measure(&mut self, _caller: DomainId, pcr: u8, event_type: u32, digests: &[Digest], event_data: &[u8]) -> Result<u32, Error> {
-        assert!(BUILDER_EVENTS.contains(&(pcr, event_type)), "measure asked for a forbidden event");
+    fn measure(
+        &mut self,
+        _caller: DomainId,
+        pcr: u8,
+        event_type: u32,
+        digests: &[Digest],
+        event_data: &[u8],
+    ) -> Result<u32, Error> {
+        assert!(
+            BUILDER_EVENTS.contains(&(pcr, event_type)),
+            "measure asked for a forbidden event"
+        );
         let log = self.log.as_mut().ok_or(Error::TpmFailed)?;
         let mut list = slipway_measure::DigestList::new();
         for digest in digests {
-            let digest = slipway_measure::Digest::new(digest.alg.into(), &digest.bytes).expect("checked digests convert");
+            let digest = slipway_measure::Digest::new(digest.alg.into(), &digest.bytes)
+                .expect("checked digests convert");
             list.push(digest).expect("checked digests are distinct");
         }
-        log.append(u32::from(pcr), event_type, &list, event_data).map_err(|_| Error::EventLogFull)?;
+        log.append(u32::from(pcr), event_type, &list, event_data)
+            .map_err(|_| Error::EventLogFull)?;
         self.events += 1;
         Ok(self.events - 1)
     }
 
     fn complete_build(&mut self, domain: &Domain) -> Result<(), Error> {
         let mut payload = vec![0u8; MAX_ENCODED_LEN];
-        let len = domain.build_record().encode(&mut payload).expect("a build record encodes");
+        let len = domain
+            .build_record()
+            .encode(&mut payload)
+            .expect("a build record encodes");
         let Some(log) = self.log.as_mut() else {
             return Ok(());
         };
@@ -162,7 +237,8 @@ impl Platform for FuzzPlatform<'_> {
             payload_format: BUILD_PAYLOAD_POSTCARD_V1,
             payload: &payload[..len],
         });
-        log.append_slipway(PCR_DOMAIN_BUILDS, &event, None).map_err(|_| Error::EventLogFull)?;
+        log.append_slipway(PCR_DOMAIN_BUILDS, &event, None)
+            .map_err(|_| Error::EventLogFull)?;
         self.events += 1;
         Ok(())
     }
@@ -181,7 +257,9 @@ fn table_frames(mem: &FakePhysMemory, root: Frame) -> Vec<u64> {
             continue;
         }
         for i in 0..512 {
-            let entry = mem.read_u64(PhysAddr(table + i * 8)).expect("tables lie in memory");
+            let entry = mem
+                .read_u64(PhysAddr(table + i * 8))
+                .expect("tables lie in memory");
             if entry & PRESENT == 0 || (level == 2 && entry & HUGE != 0) {
                 continue;
             }
@@ -195,7 +273,12 @@ fn table_frames(mem: &FakePhysMemory, root: Frame) -> Vec<u64> {
 /// Reads a domain's bytes back.
 fn read_back(platform: &FuzzPlatform<'_>, id: DomainId, gpa: u64, len: u64) -> Vec<u8> {
     let mut out = vec![0u8; len as usize];
-    platform.hw(id).expect("hw").memory.read(&platform.mem, gpa, &mut out).expect("in range");
+    platform
+        .hw(id)
+        .expect("hw")
+        .memory
+        .read(&platform.mem, gpa, &mut out)
+        .expect("in range");
     out
 }
 
@@ -218,7 +301,9 @@ fn summary(table: &DomainTable) -> (bool, Vec<DomainSummary>) {
             records: d.build_record().steps().len(),
             console: d.has_console(),
             boot_order: d.boot_order(),
-            entries: (0..d.vcpu_count()).filter(|&v| d.vcpu_entry(v).is_some()).count(),
+            entries: (0..d.vcpu_count())
+                .filter(|&v| d.vcpu_entry(v).is_some())
+                .count(),
         })
         .collect();
     (table.handed_off(), domains)
@@ -246,8 +331,14 @@ impl World<'_> {
             let Some(hw) = hw else {
                 continue;
             };
-            let domain = self.table.get(DomainId(slot as u16)).expect("hardware only for known domains");
-            assert!(matches!(domain.state(), DomainState::Planned | DomainState::Running));
+            let domain = self
+                .table
+                .get(DomainId(slot as u16))
+                .expect("hardware only for known domains");
+            assert!(matches!(
+                domain.state(),
+                DomainState::Planned | DomainState::Running
+            ));
             assert_eq!(hw.memory.size(), domain.memory_bytes());
             let mut frames: Vec<u64> = hw
                 .memory
@@ -255,10 +346,19 @@ impl World<'_> {
                 .iter()
                 .flat_map(|r| (0..r.frames).map(move |i| r.first.start().0 + i * PAGE_SIZE))
                 .collect();
-            frames.extend(table_frames(&self.platform.mem, hw.npt.root()));
+            frames.extend(hw.tables.iter().copied());
             for frame in frames {
-                assert!(frame >= MODULE_AREA && frame < PHYS_SIZE, "frame {frame:#x} outside the allocator");
-                assert!(!self.platform.alloc.is_frame_free(Frame::from_number(frame / PAGE_SIZE)), "owned frame {frame:#x} is free");
+                assert!(
+                    frame >= MODULE_AREA && frame < PHYS_SIZE,
+                    "frame {frame:#x} outside the allocator"
+                );
+                assert!(
+                    !self
+                        .platform
+                        .alloc
+                        .is_frame_free(Frame::from_number(frame / PAGE_SIZE)),
+                    "owned frame {frame:#x} is free"
+                );
                 assert!(owned.insert(frame), "frame {frame:#x} owned twice");
             }
         }
@@ -276,9 +376,11 @@ impl World<'_> {
         assert_eq!(unique.len(), orders.len(), "boot orders are distinct");
         for domain in self.table.iter() {
             assert!(domain.build_record().steps().len() <= MAX_BUILD_STEPS);
-            assert_eq!(domain.capabilities().builder, domain.id() == self.domb && !self.table.handed_off());
+            assert_eq!(
+                domain.capabilities().builder,
+                domain.id() == self.domb && !self.table.handed_off()
+            );
         }
-        assert_eq!(&self.platform.mem.slice(0, MODULE_AREA), &self.module_bytes.as_slice(), "a boot module was written");
     }
 
     fn step(&mut self, caller: DomainId, bytes: &[u8]) {
@@ -293,28 +395,58 @@ impl World<'_> {
             modules: &self.modules,
         };
         let mut response = [0u8; HYPERCALL_BUFFER_SIZE];
-        let reply = hypercall::dispatch(&mut self.table, &launch, &mut self.platform, caller, bytes, &mut response)
-            .expect("every response encodes");
+        let reply = hypercall::dispatch(
+            &mut self.table,
+            &launch,
+            &mut self.platform,
+            caller,
+            bytes,
+            &mut response,
+        )
+        .expect("every response encodes");
         assert!(reply.response_len <= v1::MAX_RESPONSE_LEN);
-        let answer = v1::decode_response(&response[..reply.response_len]).expect("responses decode");
+        let answer =
+            v1::decode_response(&response[..reply.response_len]).expect("responses decode");
         let request = v1::decode_request(bytes);
         if let Ok(request) = &request {
             let mut again = [0u8; HYPERCALL_BUFFER_SIZE];
             let len = v1::encode_request(request, &mut again).expect("decoded requests encode");
-            assert_eq!(&again[..len], bytes, "a request has exactly one accepted encoding");
+            assert_eq!(
+                &again[..len],
+                bytes,
+                "a request has exactly one accepted encoding"
+            );
         }
         match (&request, &answer) {
             (_, Err(error)) => {
                 assert_eq!(reply.outcome, Outcome::Resume);
-                assert_eq!(summary(&self.table), before, "refused ({error:?}) but the table changed");
-                assert_eq!(self.platform.alloc.free_frames(), free, "refused ({error:?}) but frames moved");
-                assert_eq!(self.platform.log.as_ref().map(LogWriter::len), log_len, "refused but logged");
+                assert_eq!(
+                    summary(&self.table),
+                    before,
+                    "refused ({error:?}) but the table changed"
+                );
+                assert_eq!(
+                    self.platform.alloc.free_frames(),
+                    free,
+                    "refused ({error:?}) but frames moved"
+                );
+                assert_eq!(
+                    self.platform.log.as_ref().map(LogWriter::len),
+                    log_len,
+                    "refused but logged"
+                );
                 assert_eq!(self.platform.events, events);
                 if !matches!(request, Ok(Request::CreateDomain { .. })) {
-                    assert_eq!(self.platform.mem.writes, writes, "refused ({error:?}) but memory was written");
+                    assert_eq!(
+                        self.platform.mem.writes, writes,
+                        "refused ({error:?}) but memory was written"
+                    );
                 }
                 if request.is_err() {
-                    assert!(matches!(error, Error::MalformedRequest | Error::BadMagic | Error::UnsupportedVersion));
+                    assert!(matches!(
+                        error,
+                        Error::MalformedRequest | Error::BadMagic | Error::UnsupportedVersion
+                    ));
                 }
             }
             (Err(_), Ok(_)) => panic!("an undecodable request was answered Ok"),
@@ -323,80 +455,157 @@ impl World<'_> {
         self.check();
     }
 
-    fn accepted(&mut self, caller: DomainId, request: &Request, ok: &ResponseOk, outcome: Outcome, before: &(bool, Vec<DomainSummary>)) {
+    fn accepted(
+        &mut self,
+        caller: DomainId,
+        request: &Request,
+        ok: &ResponseOk,
+        outcome: Outcome,
+        before: &(bool, Vec<DomainSummary>),
+    ) {
         let records = |id: DomainId, summary: &(bool, Vec<DomainSummary>)| {
             summary.1.iter().find(|d| d.id == id.0).map(|d| d.records)
         };
         let now = summary(&self.table);
         let recorded_one = |id: &DomainId| {
-            assert_eq!(records(*id, &now), records(*id, before).map(|n| n + 1), "one record entry per build step");
+            assert_eq!(
+                records(*id, &now),
+                records(*id, before).map(|n| n + 1),
+                "one record entry per build step"
+            );
         };
         if request.needs_builder() {
             assert_eq!(caller, self.domb, "only domB builds");
             assert!(!before.0, "builder request accepted after hand-off");
         }
         match request {
-            Request::CreateDomain { name, memory_bytes, vcpus, capabilities } => {
-                let ResponseOk::DomainCreated(id) = ok else { panic!("{ok:?}") };
+            Request::CreateDomain {
+                name,
+                memory_bytes,
+                vcpus,
+                capabilities,
+            } => {
+                let ResponseOk::DomainCreated(id) = ok else {
+                    panic!("{ok:?}")
+                };
                 let domain = self.table.get(*id).expect("created");
-                assert_eq!((domain.name(), domain.memory_bytes(), domain.vcpu_count()), (name, *memory_bytes, *vcpus));
+                assert_eq!(
+                    (domain.name(), domain.memory_bytes(), domain.vcpu_count()),
+                    (name, *memory_bytes, *vcpus)
+                );
                 assert_eq!(domain.capabilities().granted, *capabilities);
                 assert_eq!(domain.state(), DomainState::Planned);
                 let memory = read_back(&self.platform, *id, 0, *memory_bytes);
-                assert!(memory.iter().all(|&b| b == 0), "a new domain's memory is zero");
+                assert!(
+                    memory.iter().all(|&b| b == 0),
+                    "a new domain's memory is zero"
+                );
             }
             Request::WriteMemory { domain, gpa, bytes } => {
-                assert_eq!(read_back(&self.platform, *domain, *gpa, bytes.len() as u64), bytes.as_slice());
+                assert_eq!(
+                    read_back(&self.platform, *domain, *gpa, bytes.len() as u64),
+                    bytes.as_slice()
+                );
                 recorded_one(domain);
             }
-            Request::PopulateFromModule { domain, module, module_offset, length, gpa } => {
+            Request::PopulateFromModule {
+                domain,
+                module,
+                module_offset,
+                length,
+                gpa,
+            } => {
                 let source = &self.modules[usize::from(*module)];
                 let start = (source.phys.start.0 + module_offset) as usize;
                 let expected = &self.module_bytes[start..start + *length as usize];
                 assert_eq!(read_back(&self.platform, *domain, *gpa, *length), expected);
                 recorded_one(domain);
-                let steps = self.table.get(*domain).expect("exists").build_record().steps();
-                let Some(BuildStep::PopulateFromModule { sha256: Some(sha256), .. }) = steps.last() else {
+                let steps = self
+                    .table
+                    .get(*domain)
+                    .expect("exists")
+                    .build_record()
+                    .steps();
+                let Some(BuildStep::PopulateFromModule {
+                    sha256: Some(sha256),
+                    ..
+                }) = steps.last()
+                else {
                     panic!("a copy is recorded with its digest: {:?}", steps.last())
                 };
                 use sha2::Digest as _;
                 assert_eq!(sha256.as_slice(), sha2::Sha256::digest(expected).as_slice());
             }
-            Request::SetVcpuState { domain, .. } | Request::AssignConsole { domain } | Request::RequestStart { domain, .. } => {
+            Request::SetVcpuState { domain, .. }
+            | Request::AssignConsole { domain }
+            | Request::RequestStart { domain, .. } => {
                 recorded_one(domain);
             }
-            Request::Measure { pcr, event_type, event_data, .. } => {
-                let ResponseOk::Measured { event_index } = ok else { panic!("{ok:?}") };
+            Request::Measure {
+                pcr,
+                event_type,
+                event_data,
+                ..
+            } => {
+                let ResponseOk::Measured { event_index } = ok else {
+                    panic!("{ok:?}")
+                };
                 assert_eq!(*event_index + 1, self.platform.events);
                 let log = self.platform.log.as_ref().expect("measured without a TPM");
                 let parsed = EventLog::parse(log.as_bytes()).expect("the log parses");
                 let last = parsed.events().last().expect("an event").expect("parses");
-                assert_eq!((last.pcr, last.event_type, last.data), (u32::from(*pcr), *event_type, event_data.as_slice()));
+                assert_eq!(
+                    (last.pcr, last.event_type, last.data),
+                    (u32::from(*pcr), *event_type, event_data.as_slice())
+                );
             }
             Request::HandOff => {
-                let Outcome::HandedOff { order, count } = outcome else { panic!("{outcome:?}") };
-                let planned: Vec<u16> = before.1.iter().filter(|d| d.state == DomainState::Planned).map(|d| d.id).collect();
+                let Outcome::HandedOff { order, count } = outcome else {
+                    panic!("{outcome:?}")
+                };
+                let planned: Vec<u16> = before
+                    .1
+                    .iter()
+                    .filter(|d| d.state == DomainState::Planned)
+                    .map(|d| d.id)
+                    .collect();
                 assert_eq!(count, planned.len());
                 let mut previous = None;
                 for id in &order[..count] {
                     let domain = self.table.get(*id).expect("exists");
                     assert!(planned.contains(&id.0));
                     let order = domain.boot_order().expect("start requested");
-                    assert!(previous.is_none_or(|p| p < order), "start order not ascending");
+                    assert!(
+                        previous.is_none_or(|p| p < order),
+                        "start order not ascending"
+                    );
                     previous = Some(order);
                     for vcpu in 0..domain.vcpu_count() {
                         assert!(domain.vcpu_entry(vcpu).is_some());
                     }
                 }
-                assert_eq!(self.table.get(self.domb).map(Domain::state), Some(DomainState::Destroyed));
+                assert_eq!(
+                    self.table.get(self.domb).map(Domain::state),
+                    Some(DomainState::Destroyed)
+                );
                 self.platform.destroy(self.domb);
                 for id in &order[..count] {
                     self.table.mark_started(*id).expect("planned domains start");
                 }
             }
             Request::Shutdown { exit_code } => {
-                assert_eq!(outcome, Outcome::ShutDown { exit_code: *exit_code });
-                assert_eq!(self.table.get(caller).map(Domain::state), Some(DomainState::ShutDown { exit_code: *exit_code }));
+                assert_eq!(
+                    outcome,
+                    Outcome::ShutDown {
+                        exit_code: *exit_code
+                    }
+                );
+                assert_eq!(
+                    self.table.get(caller).map(Domain::state),
+                    Some(DomainState::ShutDown {
+                        exit_code: *exit_code
+                    })
+                );
                 self.platform.destroy(caller);
             }
             _ => {}
@@ -440,14 +649,24 @@ fn bytes<const N: usize>(u: &mut Unstructured<'_>, max: usize) -> ArbitraryResul
     Ok(Bytes::from_slice(&out).expect("bounded"))
 }
 
-const NAMES: [&str; 7] = ["web-1", "web-2", "ctl", "domb", "slipway", "a", "x-0123456789012345678901234567"];
+const NAMES: [&str; 7] = [
+    "web-1",
+    "web-2",
+    "ctl",
+    "domb",
+    "slipway",
+    "a",
+    "x-0123456789012345678901234567",
+];
 
 fn structured(u: &mut Unstructured<'_>, world: &World<'_>) -> ArbitraryResult<Request> {
     let ids = world.ids();
     let memory = |id: DomainId| world.table.get(id).map_or(0x10000, Domain::memory_bytes);
     Ok(match u.int_in_range(0..=11u8)? {
         0 => Request::QueryBootInfo,
-        1 => Request::QueryModule { index: u.int_in_range(0..=4)? },
+        1 => Request::QueryModule {
+            index: u.int_in_range(0..=4)?,
+        },
         2 => Request::CreateDomain {
             name: DomainName::new(u.choose(&NAMES)?).expect("valid"),
             memory_bytes: match u.int_in_range(0..=7u8)? {
@@ -457,7 +676,11 @@ fn structured(u: &mut Unstructured<'_>, world: &World<'_>) -> ArbitraryResult<Re
                 _ => PAGE_SIZE * u.int_in_range(0..=48)?,
             },
             vcpus: u.int_in_range(0..=9)?,
-            capabilities: Capabilities { control: u.arbitrary()?, hardware: u.arbitrary()?, recovery: u.arbitrary()? },
+            capabilities: Capabilities {
+                control: u.arbitrary()?,
+                hardware: u.arbitrary()?,
+                recovery: u.arbitrary()?,
+            },
         },
         3 => {
             let domain = domain_id(u, &ids)?;
@@ -473,12 +696,19 @@ fn structured(u: &mut Unstructured<'_>, world: &World<'_>) -> ArbitraryResult<Re
             let domain = domain_id(u, &ids)?;
             let gpa = small(u, memory(domain))?;
             let max = if u.ratio(1u8, 16u8)? { 2048 } else { 64 };
-            Request::WriteMemory { domain, gpa, bytes: bytes(u, max)? }
+            Request::WriteMemory {
+                domain,
+                gpa,
+                bytes: bytes(u, max)?,
+            }
         }
         5 => {
             let domain = domain_id(u, &ids)?;
             let entry = if u.arbitrary()? {
-                VcpuEntry::Pvh32 { entry_eip: small(u, memory(domain))? as u32, start_info_gpa: small(u, memory(domain))? as u32 }
+                VcpuEntry::Pvh32 {
+                    entry_eip: small(u, memory(domain))? as u32,
+                    start_info_gpa: small(u, memory(domain))? as u32,
+                }
             } else {
                 VcpuEntry::Long64 {
                     rip: small(u, memory(domain))?,
@@ -487,18 +717,37 @@ fn structured(u: &mut Unstructured<'_>, world: &World<'_>) -> ArbitraryResult<Re
                     rsi: small(u, memory(domain))?,
                 }
             };
-            Request::SetVcpuState { domain, vcpu: u.int_in_range(0..=9)?, entry }
+            Request::SetVcpuState {
+                domain,
+                vcpu: u.int_in_range(0..=9)?,
+                entry,
+            }
         }
-        6 => Request::AssignConsole { domain: domain_id(u, &ids)? },
-        7 => Request::RequestStart { domain: domain_id(u, &ids)?, boot_order: u.int_in_range(0..=4)? },
-        8 => Request::WriteConsole { bytes: bytes(u, 80)? },
+        6 => Request::AssignConsole {
+            domain: domain_id(u, &ids)?,
+        },
+        7 => Request::RequestStart {
+            domain: domain_id(u, &ids)?,
+            boot_order: u.int_in_range(0..=4)?,
+        },
+        8 => Request::WriteConsole {
+            bytes: bytes(u, 80)?,
+        },
         9 => {
-            let (pcr, event_type) = if u.ratio(7u8, 8u8)? { *u.choose(&BUILDER_EVENTS)? } else { (u.int_in_range(17..=23)?, u.arbitrary()?) };
+            let (pcr, event_type) = if u.ratio(7u8, 8u8)? {
+                *u.choose(&BUILDER_EVENTS)?
+            } else {
+                (u.int_in_range(17..=23)?, u.arbitrary()?)
+            };
             let mut digests = Vec::new();
             for alg in world.banks {
                 if u.ratio(15u8, 16u8)? {
                     let len = alg.digest_len().unwrap_or(32);
-                    let len = if u.ratio(15u8, 16u8)? { len } else { u.int_in_range(0..=64)? };
+                    let len = if u.ratio(15u8, 16u8)? {
+                        len
+                    } else {
+                        u.int_in_range(0..=64)?
+                    };
                     digests.push(Digest::new(*alg, &vec![0xab; len]).expect("bounded"));
                 }
             }
@@ -509,12 +758,15 @@ fn structured(u: &mut Unstructured<'_>, world: &World<'_>) -> ArbitraryResult<Re
             Request::Measure {
                 pcr,
                 event_type,
-                digests: BoundedVec::from_slice(&digests[..digests.len().min(v1::MAX_BANKS)]).expect("bounded"),
+                digests: BoundedVec::from_slice(&digests[..digests.len().min(v1::MAX_BANKS)])
+                    .expect("bounded"),
                 event_data: bytes(u, max_data)?,
             }
         }
         10 => Request::HandOff,
-        _ => Request::Shutdown { exit_code: u.arbitrary()? },
+        _ => Request::Shutdown {
+            exit_code: u.arbitrary()?,
+        },
     })
 }
 
@@ -550,14 +802,23 @@ pub fn run(data: &[u8]) {
     let domb = table.create_boot_domain(DOMB_MEMORY, 1).expect("domB");
     let mut world = World {
         table,
-        platform: FuzzPlatform { mem, alloc, domains: [const { None }; MAX_DOMAINS], log, events: 0 },
+        platform: FuzzPlatform {
+            mem,
+            alloc,
+            domains: [const { None }; MAX_DOMAINS],
+            log,
+            events: 0,
+        },
         modules,
         module_bytes,
         banks,
         domb,
         total_frames,
     };
-    world.platform.create_domain(domb, DOMB_MEMORY, 1).expect("domB's memory");
+    world
+        .platform
+        .create_domain(domb, DOMB_MEMORY, 1)
+        .expect("domB's memory");
     world.check();
     for _ in 0..MAX_STEPS {
         if u.is_empty() {
@@ -568,14 +829,27 @@ pub fn run(data: &[u8]) {
         };
         world.step(step.0, &step.1);
     }
+    assert_eq!(
+        world.platform.mem.slice(0, MODULE_AREA),
+        world.module_bytes.as_slice(),
+        "a boot module was written"
+    );
     for id in world.ids() {
         world.platform.destroy(id);
     }
-    assert_eq!(world.platform.alloc.free_frames(), world.total_frames, "frames leaked");
+    assert_eq!(
+        world.platform.alloc.free_frames(),
+        world.total_frames,
+        "frames leaked"
+    );
 }
 
 fn next_step(u: &mut Unstructured<'_>, world: &World<'_>) -> ArbitraryResult<(DomainId, Vec<u8>)> {
-    let caller = if u.ratio(7u8, 8u8)? { world.domb } else { domain_id(u, &world.ids())? };
+    let caller = if u.ratio(7u8, 8u8)? {
+        world.domb
+    } else {
+        domain_id(u, &world.ids())?
+    };
     let bytes = match u.int_in_range(0..=7u8)? {
         0 => {
             let len = u.int_in_range(0..=256usize)?;

@@ -19,12 +19,19 @@ use slipway_hv_core::addr::PhysRange;
 use slipway_hv_core::domain::{Domain, DomainState, DomainTable};
 use slipway_hv_core::hypercall::{self, BootModule, LaunchInfo, Outcome, Platform};
 use slipway_protocol::HYPERCALL_BUFFER_SIZE;
-use slipway_protocol::v1::{self, Digest, DomainId, Error, LaunchKind, ModuleName, Request, ResponseOk, TpmAlgId};
+use slipway_protocol::v1::{
+    self, Digest, DomainId, Error, LaunchKind, ModuleName, Request, ResponseOk, TpmAlgId,
+};
 
 /// A PVH kernel (the hello guest, stripped): the image every kernel reference loads.
 pub const KERNEL: &[u8] = include_bytes!("../images/hello.elf");
 
-const BANKS: [TpmAlgId; 4] = [TpmAlgId::SHA1, TpmAlgId::SHA256, TpmAlgId::SHA384, TpmAlgId::SHA512];
+const BANKS: [TpmAlgId; 4] = [
+    TpmAlgId::SHA1,
+    TpmAlgId::SHA256,
+    TpmAlgId::SHA384,
+    TpmAlgId::SHA512,
+];
 
 /// Runs one input (the configuration blob).
 pub fn run(data: &[u8]) {
@@ -39,7 +46,11 @@ pub fn run(data: &[u8]) {
     ];
     let names: Vec<&str> = modules.iter().map(|(name, _)| *name).collect();
     let parsed = config::parse(data, &names);
-    assert_eq!(parsed, config::parse(data, &names), "parsing is deterministic");
+    assert_eq!(
+        parsed,
+        config::parse(data, &names),
+        "parsing is deterministic"
+    );
     let module_data: Vec<ModuleData<'_>> = modules
         .iter()
         .enumerate()
@@ -66,7 +77,10 @@ fn check_config(config: &config::LaunchConfig) {
     assert!((1..=MAX_DOMAINS).contains(&domains.len()));
     for (i, d) in domains.iter().enumerate() {
         assert!(config::is_valid_domain_name(&d.name), "{:?}", d.name);
-        assert!(domains[..i].iter().all(|o| o.name != d.name), "duplicate name");
+        assert!(
+            domains[..i].iter().all(|o| o.name != d.name),
+            "duplicate name"
+        );
         assert!(d.memory_bytes > 0 && d.memory_bytes % PAGE_SIZE == 0);
         assert!(d.memory_bytes <= MAX_DOMAIN_MEMORY);
         assert!((1..=MAX_VCPUS).contains(&d.vcpus));
@@ -88,14 +102,19 @@ fn check_plan(plan: &planner::DomainPlan, memory: u64, modules: &[ModuleData<'_>
                 gpa,
             } => {
                 let source = &modules[usize::from(*module)];
-                let end = module_offset.checked_add(*length).expect("module range overflows");
+                let end = module_offset
+                    .checked_add(*length)
+                    .expect("module range overflows");
                 assert!(end <= source.bytes.len() as u64, "copy outside its module");
                 let end = gpa.checked_add(*length).expect("domain range overflows");
                 assert!(end <= memory, "copy outside the domain's memory");
             }
             BuildStep::Write { gpa, bytes } => {
                 assert!(bytes.len() <= v1::WRITE_MEMORY_MAX);
-                assert!(gpa + bytes.len() as u64 <= memory, "write outside the domain's memory");
+                assert!(
+                    gpa + bytes.len() as u64 <= memory,
+                    "write outside the domain's memory"
+                );
             }
             _ => {}
         }
@@ -112,20 +131,37 @@ impl Platform for Memoryless {
     fn create_domain(&mut self, _: DomainId, _: u64, _: u16) -> Result<(), Error> {
         Ok(())
     }
-    fn populate_from_module(&mut self, _: DomainId, _: &BootModule, _: u64, _: u64, _: u64) -> Result<(), Error> {
+    fn populate_from_module(
+        &mut self,
+        _: DomainId,
+        _: &BootModule,
+        _: u64,
+        _: u64,
+        _: u64,
+    ) -> Result<(), Error> {
         Ok(())
     }
     fn write_memory(&mut self, _: DomainId, _: u64, _: &[u8]) -> Result<(), Error> {
         Ok(())
     }
     fn console_write(&mut self, _: DomainId, _: &[u8]) {}
-    fn measure(&mut self, _: DomainId, _: u8, _: u32, _: &[Digest], _: &[u8]) -> Result<u32, Error> {
+    fn measure(
+        &mut self,
+        _: DomainId,
+        _: u8,
+        _: u32,
+        _: &[Digest],
+        _: &[u8],
+    ) -> Result<u32, Error> {
         self.events += 1;
         Ok(self.events - 1)
     }
     fn complete_build(&mut self, domain: &Domain) -> Result<(), Error> {
         let mut out = vec![0u8; slipway_hv_core::build_record::MAX_ENCODED_LEN];
-        domain.build_record().encode(&mut out).expect("a build record encodes");
+        domain
+            .build_record()
+            .encode(&mut out)
+            .expect("a build record encodes");
         Ok(())
     }
 }
@@ -165,7 +201,8 @@ impl Hypervisor for Dispatcher {
             self.started = Some(order[..count].to_vec());
             return Err(HANDED_OFF.into());
         }
-        let answer = v1::decode_response(&response[..reply.response_len]).expect("responses decode");
+        let answer =
+            v1::decode_response(&response[..reply.response_len]).expect("responses decode");
         match answer {
             Ok(ok) => {
                 assert!(ok.answers(request));
@@ -189,7 +226,9 @@ fn launch_against_dispatcher(modules: &[ModuleData<'_>], config_parses: bool) {
         });
     }
     let mut table = DomainTable::new();
-    let domb = table.create_boot_domain(64 << 20, 1).expect("domB is created");
+    let domb = table
+        .create_boot_domain(64 << 20, 1)
+        .expect("domB is created");
     let mut hv = Dispatcher {
         table,
         modules: boot_modules,
@@ -219,10 +258,16 @@ fn launch_against_dispatcher(modules: &[ModuleData<'_>], config_parses: bool) {
         let domain = hv.table.get(*id).expect("started domains exist");
         assert_eq!(domain.state(), DomainState::Planned);
         for vcpu in 0..domain.vcpu_count() {
-            assert!(domain.vcpu_entry(vcpu).is_some(), "vCPU {vcpu} without state");
+            assert!(
+                domain.vcpu_entry(vcpu).is_some(),
+                "vCPU {vcpu} without state"
+            );
         }
         let order = domain.boot_order().expect("started domains were requested");
-        assert!(previous.is_none_or(|p| p < order), "start order not ascending");
+        assert!(
+            previous.is_none_or(|p| p < order),
+            "start order not ascending"
+        );
         previous = Some(order);
     }
     assert_eq!(

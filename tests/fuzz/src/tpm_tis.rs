@@ -42,7 +42,9 @@ impl<'a> HostileRegisters<'a> {
 fn check_write(locality: u8, offset: u16, value: u32) {
     assert!(locality <= 4 && offset < 0x1000);
     let allowed = match offset {
-        reg::ACCESS => value == u32::from(access::REQUEST_USE) || value == u32::from(access::ACTIVE_LOCALITY),
+        reg::ACCESS => {
+            value == u32::from(access::REQUEST_USE) || value == u32::from(access::ACTIVE_LOCALITY)
+        }
         reg::STS => value == sts::COMMAND_READY || value == sts::GO,
         reg::DATA_FIFO => value <= 0xff,
         _ => false,
@@ -110,7 +112,10 @@ pub fn run(data: &[u8]) {
     if let Ok(len) = tis.transmit(&STARTUP, &mut response) {
         assert!((10..=response.len()).contains(&len));
         let size = u32::from_be_bytes([response[2], response[3], response[4], response[5]]);
-        assert_eq!(size as usize, len, "the length is the response's size field");
+        assert_eq!(
+            size as usize, len,
+            "the length is the response's size field"
+        );
     }
     let mut tpm = Tpm::new(tis);
     crate::tpm_commands::session(&mut tpm);

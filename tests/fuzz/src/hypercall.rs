@@ -349,7 +349,7 @@ impl World<'_> {
             frames.extend(hw.tables.iter().copied());
             for frame in frames {
                 assert!(
-                    frame >= MODULE_AREA && frame < PHYS_SIZE,
+                    (MODULE_AREA..PHYS_SIZE).contains(&frame),
                     "frame {frame:#x} outside the allocator"
                 );
                 assert!(

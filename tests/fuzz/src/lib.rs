@@ -26,8 +26,11 @@ pub mod tpm_commands;
 pub mod tpm_tis;
 pub mod transcript;
 
+/// A target: one input in, a panic if anything it checks does not hold.
+pub type Target = fn(&[u8]);
+
 /// Every target: its name (the binary's and the corpus directory's) and its function.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("hypercall", hypercall::run),
     ("launch_config", launch_config::run),
     ("multiboot", multiboot::run),

@@ -58,7 +58,7 @@ impl TisRegisters for HostileRegisters<'_> {
         self.take::<1>()[0]
     }
     fn read32(&mut self, locality: u8, offset: u16) -> u32 {
-        assert!(locality <= 4 && offset < 0x1000 && offset % 4 == 0);
+        assert!(locality <= 4 && offset < 0x1000 && offset.is_multiple_of(4));
         u32::from_le_bytes(self.take::<4>())
     }
     fn write8(&mut self, locality: u8, offset: u16, value: u8) {

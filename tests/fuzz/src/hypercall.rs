@@ -22,11 +22,11 @@ use arbitrary::{Result as ArbitraryResult, Unstructured};
 use slipway_hv_core::addr::{Frame, PAGE_SIZE, PhysAddr, PhysRange};
 use slipway_hv_core::build_record::{BuildStep, MAX_BUILD_STEPS, MAX_ENCODED_LEN};
 use slipway_hv_core::domain::{Domain, DomainState, DomainTable, MAX_DOMAINS};
-use slipway_hv_core::frame_alloc::{BitmapFrameAllocator, FrameAllocator};
+use slipway_hv_core::frame_alloc::{AllocError, BitmapFrameAllocator, FrameAllocator};
 use slipway_hv_core::guest_memory::GuestMemory;
 use slipway_hv_core::hypercall::{self, BUILDER_EVENTS, BootModule, LaunchInfo, Outcome, Platform};
 use slipway_hv_core::memory::PhysMemory;
-use slipway_hv_core::paging::{PageTable, TableKind, check_tables};
+use slipway_hv_core::paging::{PageTable, TableKind};
 use slipway_hv_core::testing::FakePhysMemory;
 use slipway_measure::events::{
     BUILD_PAYLOAD_POSTCARD_V1, DomainBuildRecord, PCR_DOMAIN_BUILDS, SlipwayEvent,
@@ -47,7 +47,7 @@ const DOMB_MEMORY: u64 = 16 * PAGE_SIZE;
 /// The event log's buffer: small, so that a full log is reached.
 const LOG_SIZE: usize = 8 * 1024;
 /// Steps per input.
-const MAX_STEPS: usize = 32;
+const MAX_STEPS: usize = 24;
 
 const MODULES: [(&str, u64, u64); 3] = [
     ("config", 0x0, 0x1800),
@@ -71,13 +71,55 @@ const BANK_CHOICES: [&[TpmAlgId]; 4] = [
 struct Hw {
     memory: GuestMemory,
     npt: PageTable,
-    /// The nested tables' frames, walked once when the domain was created (only creation maps).
-    tables: Vec<u64>,
+    /// Every frame the domain's creation took from the allocator (memory and nested tables).
+    frames: Vec<u64>,
+}
+
+/// The frame allocator, recording what it hands out and takes back, so that a domain's frames
+/// are known without walking its tables and a destruction must give back exactly those.
+struct Tracking<'a> {
+    inner: BitmapFrameAllocator<'a>,
+    allocated: Vec<u64>,
+    freed: Vec<u64>,
+}
+
+impl Tracking<'_> {
+    fn start(&mut self) {
+        self.allocated.clear();
+        self.freed.clear();
+    }
+}
+
+impl FrameAllocator for Tracking<'_> {
+    fn allocate(&mut self) -> Result<Frame, AllocError> {
+        let frame = self.inner.allocate()?;
+        self.allocated.push(frame.number());
+        Ok(frame)
+    }
+    fn allocate_contiguous(&mut self, count: u64, align_frames: u64) -> Result<Frame, AllocError> {
+        let first = self.inner.allocate_contiguous(count, align_frames)?;
+        self.allocated
+            .extend((0..count).map(|i| first.number() + i));
+        Ok(first)
+    }
+    fn free(&mut self, frame: Frame) -> Result<(), AllocError> {
+        self.inner.free(frame)?;
+        self.freed.push(frame.number());
+        Ok(())
+    }
+    fn free_frames(&self) -> u64 {
+        self.inner.free_frames()
+    }
+}
+
+fn sorted(mut frames: Vec<u64>) -> Vec<u64> {
+    frames.sort_unstable();
+    frames
 }
 
 struct FuzzPlatform<'a> {
     mem: FakePhysMemory,
-    alloc: BitmapFrameAllocator<'a>,
+    alloc: Tracking<'a>,
     domains: [Option<Hw>; MAX_DOMAINS],
     log: Option<LogWriter<'a>>,
     events: u32,
@@ -91,39 +133,8 @@ impl FuzzPlatform<'_> {
             .ok_or(Error::UnknownDomain)
     }
 
-    /// Destroys a domain's hardware side (the binary's destruction: tables, scrub, free).
-    fn destroy(&mut self, id: DomainId) {
-        let Some(hw) = self.domains[usize::from(id.0)].take() else {
-            return;
-        };
-        let tables = hw.tables;
-        let freed_tables = hw
-            .npt
-            .teardown(&mut self.mem, &mut self.alloc)
-            .expect("tables free");
-        assert_eq!(
-            freed_tables,
-            tables.len() as u64,
-            "teardown frees every table frame"
-        );
-        let frames = hw.memory.size() / PAGE_SIZE;
-        let freed = hw
-            .memory
-            .scrub_and_free(&mut self.mem, &mut self.alloc)
-            .expect("memory frees");
-        assert_eq!(freed, frames, "every memory frame is freed");
-    }
-}
-
-impl Platform for FuzzPlatform<'_> {
-    fn create_domain(&mut self, id: DomainId, memory_bytes: u64, _vcpus: u16) -> Result<(), Error> {
-        if self
-            .domains
-            .get(usize::from(id.0))
-            .is_none_or(Option::is_some)
-        {
-            return Err(Error::TooManyDomains);
-        }
+    /// The binary's `allocate_domain_hw`: zeroed memory, nested tables mapping it, checked.
+    fn create_hw(&mut self, id: DomainId, memory_bytes: u64) -> Result<(), Error> {
         let memory =
             GuestMemory::allocate(&mut self.alloc, memory_bytes).map_err(|_| Error::OutOfMemory)?;
         if memory.zero(&mut self.mem).is_err() {
@@ -149,15 +160,65 @@ impl Platform for FuzzPlatform<'_> {
                 .expect("frees");
             return Err(Error::OutOfMemory);
         }
-        check_tables(&self.mem, npt.root(), TableKind::Nested)
-            .expect("nested tables are well-formed");
-        let tables = table_frames(&self.mem, npt.root());
+        // (The binary also runs `paging::check_tables` here: a paging self-check with its own
+        // tests, left out because it costs more than the rest of a creation.)
         self.domains[usize::from(id.0)] = Some(Hw {
             memory,
             npt,
-            tables,
+            frames: Vec::new(),
         });
         Ok(())
+    }
+
+    /// Destroys a domain's hardware side (the binary's destruction: tables, scrub, free); it
+    /// must give back exactly the frames its creation took.
+    fn destroy(&mut self, id: DomainId) {
+        let Some(hw) = self.domains[usize::from(id.0)].take() else {
+            return;
+        };
+        self.alloc.start();
+        let frames = hw.memory.size() / PAGE_SIZE;
+        hw.npt
+            .teardown(&mut self.mem, &mut self.alloc)
+            .expect("tables free");
+        let freed = hw
+            .memory
+            .scrub_and_free(&mut self.mem, &mut self.alloc)
+            .expect("memory frees");
+        assert_eq!(freed, frames, "every memory frame is freed");
+        assert!(self.alloc.allocated.is_empty(), "destruction allocated");
+        assert_eq!(
+            sorted(std::mem::take(&mut self.alloc.freed)),
+            sorted(hw.frames),
+            "destruction gives back exactly the domain's frames"
+        );
+    }
+}
+
+impl Platform for FuzzPlatform<'_> {
+    fn create_domain(&mut self, id: DomainId, memory_bytes: u64, _vcpus: u16) -> Result<(), Error> {
+        if self
+            .domains
+            .get(usize::from(id.0))
+            .is_none_or(Option::is_some)
+        {
+            return Err(Error::TooManyDomains);
+        }
+        self.alloc.start();
+        let result = self.create_hw(id, memory_bytes);
+        let allocated = sorted(std::mem::take(&mut self.alloc.allocated));
+        let freed = sorted(std::mem::take(&mut self.alloc.freed));
+        match (&result, self.domains[usize::from(id.0)].as_mut()) {
+            (Ok(()), Some(hw)) => {
+                assert!(freed.is_empty(), "a successful creation freed frames");
+                hw.frames = allocated;
+            }
+            (Err(_), None) => {
+                assert_eq!(allocated, freed, "a failed creation gives back every frame")
+            }
+            _ => unreachable!("hardware exists exactly when the creation succeeded"),
+        }
+        result
     }
 
     fn populate_from_module(
@@ -244,32 +305,6 @@ impl Platform for FuzzPlatform<'_> {
     }
 }
 
-/// Frames of the nested tables under `root` (the root included), walked independently of the
-/// paging code.
-fn table_frames(mem: &FakePhysMemory, root: Frame) -> Vec<u64> {
-    const PRESENT: u64 = 1;
-    const HUGE: u64 = 1 << 7;
-    const ADDR: u64 = 0x000f_ffff_ffff_f000;
-    let mut out = vec![root.start().0];
-    let mut level_tables = vec![(root.start().0, 4u32)];
-    while let Some((table, level)) = level_tables.pop() {
-        if level == 1 {
-            continue;
-        }
-        for i in 0..512 {
-            let entry = mem
-                .read_u64(PhysAddr(table + i * 8))
-                .expect("tables lie in memory");
-            if entry & PRESENT == 0 || (level == 2 && entry & HUGE != 0) {
-                continue;
-            }
-            out.push(entry & ADDR);
-            level_tables.push((entry & ADDR, level - 1));
-        }
-    }
-    out
-}
-
 /// Reads a domain's bytes back.
 fn read_back(platform: &FuzzPlatform<'_>, id: DomainId, gpa: u64, len: u64) -> Vec<u8> {
     let mut out = vec![0u8; len as usize];
@@ -326,7 +361,8 @@ impl World<'_> {
 
     /// Frame accounting and the table's rules.
     fn check(&self) {
-        let mut owned = std::collections::HashSet::new();
+        let mut owned = vec![false; (PHYS_SIZE / PAGE_SIZE) as usize];
+        let mut owned_count = 0u64;
         for (slot, hw) in self.platform.domains.iter().enumerate() {
             let Some(hw) = hw else {
                 continue;
@@ -340,14 +376,17 @@ impl World<'_> {
                 DomainState::Planned | DomainState::Running
             ));
             assert_eq!(hw.memory.size(), domain.memory_bytes());
-            let mut frames: Vec<u64> = hw
-                .memory
-                .runs()
-                .iter()
-                .flat_map(|r| (0..r.frames).map(move |i| r.first.start().0 + i * PAGE_SIZE))
-                .collect();
-            frames.extend(hw.tables.iter().copied());
-            for frame in frames {
+            for run in hw.memory.runs() {
+                for i in 0..run.frames {
+                    let frame = run.first.number() + i;
+                    assert!(
+                        hw.frames.binary_search(&frame).is_ok(),
+                        "memory frame {frame:#x} was not allocated for it"
+                    );
+                }
+            }
+            for &number in &hw.frames {
+                let frame = number * PAGE_SIZE;
                 assert!(
                     (MODULE_AREA..PHYS_SIZE).contains(&frame),
                     "frame {frame:#x} outside the allocator"
@@ -356,14 +395,19 @@ impl World<'_> {
                     !self
                         .platform
                         .alloc
-                        .is_frame_free(Frame::from_number(frame / PAGE_SIZE)),
+                        .inner
+                        .is_frame_free(Frame::from_number(number)),
                     "owned frame {frame:#x} is free"
                 );
-                assert!(owned.insert(frame), "frame {frame:#x} owned twice");
+                assert!(
+                    !std::mem::replace(&mut owned[number as usize], true),
+                    "frame {frame:#x} owned twice"
+                );
+                owned_count += 1;
             }
         }
         assert_eq!(
-            self.platform.alloc.free_frames() + owned.len() as u64,
+            self.platform.alloc.free_frames() + owned_count,
             self.total_frames,
             "free frames plus owned frames are all frames"
         );
@@ -770,13 +814,27 @@ fn structured(u: &mut Unstructured<'_>, world: &World<'_>) -> ArbitraryResult<Re
     })
 }
 
+/// The boot modules' bytes (a fixed pattern, made once).
+fn module_contents() -> &'static [u8] {
+    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BYTES.get_or_init(|| {
+        (0..MODULE_AREA as u32)
+            .map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()[3])
+            .collect()
+    })
+}
+
 /// Runs one input.
 pub fn run(data: &[u8]) {
     let mut u = Unstructured::new(data);
     let banks = BANK_CHOICES[usize::from(u.arbitrary::<u8>().unwrap_or(3)) % BANK_CHOICES.len()];
     let region = PhysRange::new(MODULE_AREA, PHYS_SIZE);
     let mut storage = vec![0u64; BitmapFrameAllocator::storage_words(&[region])];
-    let alloc = BitmapFrameAllocator::new(&[region], &mut storage).expect("allocator");
+    let alloc = Tracking {
+        inner: BitmapFrameAllocator::new(&[region], &mut storage).expect("allocator"),
+        allocated: Vec::new(),
+        freed: Vec::new(),
+    };
     let total_frames = alloc.free_frames();
     let mut log_buffer = vec![0u8; LOG_SIZE];
     let log = (!banks.is_empty()).then(|| {
@@ -785,10 +843,7 @@ pub fn run(data: &[u8]) {
         LogWriter::new(&mut log_buffer, &LogHeader::slipway(set)).expect("header fits")
     });
     let mut mem = FakePhysMemory::new(0, PHYS_SIZE);
-    let mut module_bytes = vec![0u8; MODULE_AREA as usize];
-    for (i, byte) in module_bytes.iter_mut().enumerate() {
-        *byte = (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3];
-    }
+    let module_bytes = module_contents().to_vec();
     mem.write(PhysAddr(0), &module_bytes).expect("fits");
     let modules = MODULES
         .iter()

@@ -82,7 +82,9 @@ pub fn crate_would_panic(typ: u32, size: u32, payload: &[u8]) -> Option<&'static
     match typ {
         // Basic memory map: entry_size must be 24 and the areas a whole number of entries.
         6 => match u32_at(0) {
-            _ if size < 16 || !size.is_multiple_of(8) => Some("memory map tag size not 16 + whole entries"),
+            _ if size < 16 || !size.is_multiple_of(8) => {
+                Some("memory map tag size not 16 + whole entries")
+            }
             Some(24) if (size - 16).is_multiple_of(24) => None,
             _ => Some("memory map entry size is not 24 or the areas are not whole entries"),
         },
@@ -92,9 +94,9 @@ pub fn crate_would_panic(typ: u32, size: u32, payload: &[u8]) -> Option<&'static
             _ if size < 16 || !size.is_multiple_of(8) => {
                 Some("EFI memory map tag size not 16 + whole descriptors")
             }
-            (Some(desc), Some(1)) if desc >= 40 && desc.is_multiple_of(8) => {
-                (!(size - 16).is_multiple_of(desc as usize)).then_some("EFI map not whole descriptors")
-            }
+            (Some(desc), Some(1)) if desc >= 40 && desc.is_multiple_of(8) => (!(size - 16)
+                .is_multiple_of(desc as usize))
+            .then_some("EFI map not whole descriptors"),
             _ => Some("EFI descriptor version is not 1 or its size is bad"),
         },
         // Module: start and end.

@@ -160,7 +160,15 @@ pub fn build(ws: &Workspace, asan: bool) -> Result<PathBuf, String> {
                 "xtask fuzz: --asan needs nightly: rustup toolchain install nightly --profile minimal"
             );
             let ok = Command::new("rustup")
-                .args(["toolchain", "install", "nightly", "--profile", "minimal"])
+                // No self-update: installing a toolchain must not replace the machine's rustup.
+                .args([
+                    "toolchain",
+                    "install",
+                    "nightly",
+                    "--profile",
+                    "minimal",
+                    "--no-self-update",
+                ])
                 .status()
                 .is_ok_and(|s| s.success());
             if !ok {

@@ -40,10 +40,10 @@ use slipway_protocol::v1::{
 use slipway_protocol::{BoundedVec, Bytes, HYPERCALL_BUFFER_SIZE};
 
 /// Fake physical memory: boot modules in the first 64 KiB, the allocator's frames above.
-const PHYS_SIZE: u64 = 0xC_0000;
+const PHYS_SIZE: u64 = 0x8_0000;
 const MODULE_AREA: u64 = 0x1_0000;
 /// domB's RAM (its buffer page is not modeled: the dispatcher gets the copied bytes).
-const DOMB_MEMORY: u64 = 16 * PAGE_SIZE;
+const DOMB_MEMORY: u64 = 4 * PAGE_SIZE;
 /// The event log's buffer: small, so that a full log is reached.
 const LOG_SIZE: usize = 8 * 1024;
 /// Steps per input.

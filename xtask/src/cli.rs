@@ -43,6 +43,7 @@ pub enum Command {
     Log(crate::logview::LogArgs),
     Export(crate::fleet::ExportArgs),
     Keylime(Vec<String>),
+    Fuzz(crate::fuzz::FuzzArgs),
 }
 
 pub const USAGE: &str = "\
@@ -94,7 +95,14 @@ usage: cargo xtask <command>
                            ratio each
   txt-layout               print every Intel TXT structure's fields (STRUCT.FIELD OFFSET SIZE)
                            for review against Intel's MLE Developer's Guide
-  test                     set up the machine, run host unit tests, then the QEMU tests
+  fuzz [TARGET] [--seconds N] [--runs N] [--asan]
+                           coverage-guided fuzzing (libFuzzer) of every parser of outside
+                           input, one process per target (default: all targets, 60 s each);
+                           prints executions, corpus and crashes per target; exit 1 on a crash.
+                           Targets: hypercall, launch_config, multiboot, elf, tpm_tis,
+                           tpm_commands, event_log, transcript (tests/fuzz/README.md)
+  test                     set up the machine, run host unit tests, a short fuzz run of every
+                           target, then the QEMU tests
   setup                    install the rustup target and Debian packages the harness needs
   help                     this text
 ";
@@ -193,6 +201,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         "log" => crate::logview::parse_args(args).map(Command::Log),
         "export" => crate::fleet::parse_args(args).map(Command::Export),
         "keylime" => Ok(Command::Keylime(args.collect())),
+        "fuzz" => crate::fuzz::parse_args(args).map(Command::Fuzz),
         other => Err(format!("unknown command `{other}`")),
     }
 }

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod commands;
 pub mod console;
 pub mod fleet;
+pub mod fuzz;
 pub mod grub;
 pub mod iso;
 pub mod keylime;

@@ -188,6 +188,10 @@ pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
             "`{text}` is not 1-64 bytes of hex (an even number of hex digits)"
         ));
     }
+    // Checked before slicing two bytes at a time, which would split a multi-byte character.
+    if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("`{text}` is not hex"));
+    }
     (0..text.len())
         .step_by(2)
         .map(|i| {

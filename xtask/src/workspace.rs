@@ -15,6 +15,9 @@ pub const HOST_FREESTANDING_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Targets a freestanding binary may name in `[package.metadata.slipway] target`.
 /// The package of the host tool (this crate): its binary runs on the build machine.
 pub const HOST_TOOL_PACKAGE: &str = "xtask";
+/// The fuzz targets' package: its binaries are libFuzzer programs for the host (`cargo xtask
+/// fuzz` builds them), not freestanding images.
+pub const FUZZ_PACKAGE: &str = "slipway-fuzz";
 
 pub const SUPPORTED_TARGETS: [&str; 2] = [FREESTANDING_TARGET, HOST_FREESTANDING_TARGET];
 
@@ -331,11 +334,11 @@ impl Workspace {
     }
 
     /// The freestanding binary crates grouped by the target they are built for: every member
-    /// with a binary target except the host tool itself (`xtask`).
+    /// with a binary target except the host tool itself (`xtask`) and the fuzz targets.
     pub fn freestanding_packages(&self) -> Result<Vec<(&str, Vec<&str>)>, String> {
         let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
         for member in self.members.iter().filter(|m| !m.bins.is_empty()) {
-            if member.name == HOST_TOOL_PACKAGE {
+            if member.name == HOST_TOOL_PACKAGE || member.name == FUZZ_PACKAGE {
                 continue;
             }
             let target = self.target_of(&member.name)?;

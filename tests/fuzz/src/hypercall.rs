@@ -284,23 +284,25 @@ impl Platform for FuzzPlatform<'_> {
         Ok(self.events - 1)
     }
 
-    fn complete_build(&mut self, domain: &Domain) -> Result<(), Error> {
-        let mut payload = vec![0u8; MAX_ENCODED_LEN];
-        let len = domain
-            .build_record()
-            .encode(&mut payload)
-            .expect("a build record encodes");
-        let Some(log) = self.log.as_mut() else {
-            return Ok(());
-        };
-        let event = SlipwayEvent::DomainBuild(DomainBuildRecord {
-            name: domain.name().as_str().as_bytes(),
-            payload_format: BUILD_PAYLOAD_POSTCARD_V1,
-            payload: &payload[..len],
-        });
-        log.append_slipway(PCR_DOMAIN_BUILDS, &event, None)
-            .map_err(|_| Error::EventLogFull)?;
-        self.events += 1;
+    fn seal_measurements(&mut self, planned: &[&Domain]) -> Result<(), Error> {
+        for domain in planned {
+            let mut payload = vec![0u8; MAX_ENCODED_LEN];
+            let len = domain
+                .build_record()
+                .encode(&mut payload)
+                .expect("a build record encodes");
+            let Some(log) = self.log.as_mut() else {
+                return Ok(());
+            };
+            let event = SlipwayEvent::DomainBuild(DomainBuildRecord {
+                name: domain.name().as_str().as_bytes(),
+                payload_format: BUILD_PAYLOAD_POSTCARD_V1,
+                payload: &payload[..len],
+            });
+            log.append_slipway(PCR_DOMAIN_BUILDS, &event, None)
+                .map_err(|_| Error::EventLogFull)?;
+            self.events += 1;
+        }
         Ok(())
     }
 }

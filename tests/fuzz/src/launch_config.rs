@@ -158,12 +158,14 @@ impl Platform for Memoryless {
         self.events += 1;
         Ok(self.events - 1)
     }
-    fn complete_build(&mut self, domain: &Domain) -> Result<(), Error> {
-        let mut out = vec![0u8; slipway_hv_core::build_record::MAX_ENCODED_LEN];
-        domain
-            .build_record()
-            .encode(&mut out)
-            .expect("a build record encodes");
+    fn seal_measurements(&mut self, planned: &[&Domain]) -> Result<(), Error> {
+        for domain in planned {
+            let mut out = vec![0u8; slipway_hv_core::build_record::MAX_ENCODED_LEN];
+            domain
+                .build_record()
+                .encode(&mut out)
+                .expect("a build record encodes");
+        }
         Ok(())
     }
 }

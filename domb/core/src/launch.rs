@@ -33,6 +33,12 @@ pub trait Hypervisor {
     fn refusal(_error: &Self::Error) -> Option<v1::Error> {
         None
     }
+
+    /// A cycle counter for progress lines (domB: the TSC), or None where there is none (the
+    /// host runs: tests and `predict`, whose output then stays the same run to run).
+    fn timestamp(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 /// The configuration property behind a refused `CreateDomain`, so that the message names it as
@@ -295,7 +301,15 @@ fn run_inner<H: Hypervisor, W: Write>(
         modules,
     };
     let evaluation = loop {
+        let started = measurer.hypervisor.timestamp();
         let evaluation = policy::evaluate(program.bytes(), &config, &facts);
+        if let (Some(start), Some(end)) = (started, measurer.hypervisor.timestamp()) {
+            let _ = writeln!(
+                measurer.out,
+                "policy: program run (load, validate, run, check) took {} TSC cycles",
+                end.saturating_sub(start)
+            );
+        }
         for decision in &evaluation.decisions {
             let _ = writeln!(measurer.out, "policy: {}", decision.describe(&config));
             measurer.send("decision", measurements::decision(&banks, decision))?;

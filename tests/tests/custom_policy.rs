@@ -7,9 +7,7 @@
 //!
 //! One SeaBIOS boot.
 
-use slipway_integration_tests::{
-    Firmware, Tpm, Verdict, boot, bundle, config, started_domains,
-};
+use slipway_integration_tests::{Firmware, Tpm, Verdict, boot, bundle, config, started_domains};
 use xtask::predict::{self, PredictedLaunch};
 use xtask::verify::{self, Alg, Requirements, fresh_nonce, nonce_input};
 

@@ -17,7 +17,8 @@ pub const POLICY_TARGET: &str = "wasm32-unknown-unknown";
 pub const HOST_TOOL_PACKAGE: &str = "xtask";
 
 /// Targets a freestanding binary may name in `[package.metadata.slipway] target`.
-pub const SUPPORTED_TARGETS: [&str; 3] = [FREESTANDING_TARGET, HOST_FREESTANDING_TARGET, POLICY_TARGET];
+pub const SUPPORTED_TARGETS: [&str; 3] =
+    [FREESTANDING_TARGET, HOST_FREESTANDING_TARGET, POLICY_TARGET];
 
 /// Code-generation flags xtask adds for `target` (`--config target.<triple>.rustflags=...`), on
 /// top of `.cargo/config.toml`: the host target used freestanding gets a static, non-PIC

@@ -284,10 +284,10 @@ fn run_inner<H: Hypervisor, W: Write>(
         measurer.send(&what, measured.map(|(m, _)| m))?;
         modules.push(entry);
     }
-    if let ProgramSource::Module(_) = program {
-        if let Some(module) = boot.modules.iter().find(|m| m.name == POLICY_MODULE) {
-            modules.push(plain(module));
-        }
+    if let ProgramSource::Module(_) = program
+        && let Some(module) = boot.modules.iter().find(|m| m.name == POLICY_MODULE)
+    {
+        modules.push(plain(module));
     }
 
     // 4. The policy program runs; its decisions are printed and measured. A TPM that fails

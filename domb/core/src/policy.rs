@@ -119,21 +119,21 @@ impl Decision {
     /// The decision as domB prints it: a module outside an allow-list also names its domain
     /// (the first domain with an allow-list built from it).
     pub fn describe(&self, config: &LaunchConfig) -> String {
-        if let Self::Program(d) = self {
-            if d.reason == Reason::ModuleNotAllowed {
-                let domain = config.domains.iter().find(|domain| {
-                    !domain.allowed_sha256.is_empty()
-                        && (domain.kernel == d.subject
-                            || domain.ramdisk.as_deref() == Some(d.subject.as_str()))
-                });
-                if let Some(domain) = domain {
-                    return format!(
-                        "digest-not-allowed (domain {}, module {}): {}",
-                        domain.name,
-                        d.subject,
-                        action_name(d.action)
-                    );
-                }
+        if let Self::Program(d) = self
+            && d.reason == Reason::ModuleNotAllowed
+        {
+            let domain = config.domains.iter().find(|domain| {
+                !domain.allowed_sha256.is_empty()
+                    && (domain.kernel == d.subject
+                        || domain.ramdisk.as_deref() == Some(d.subject.as_str()))
+            });
+            if let Some(domain) = domain {
+                return format!(
+                    "digest-not-allowed (domain {}, module {}): {}",
+                    domain.name,
+                    d.subject,
+                    action_name(d.action)
+                );
             }
         }
         self.to_string()
@@ -215,9 +215,14 @@ pub fn input(config: &LaunchConfig, facts: &LaunchFacts) -> Input {
                     name: d.name.clone(),
                     kernel: d.kernel.clone(),
                     ramdisk: d.ramdisk.clone(),
-                    capabilities: u32::from(d.capabilities.control) * capability::CONTROL
-                        | u32::from(d.capabilities.hardware) * capability::HARDWARE
-                        | u32::from(d.capabilities.recovery) * capability::RECOVERY,
+                    capabilities: [
+                        (d.capabilities.control, capability::CONTROL),
+                        (d.capabilities.hardware, capability::HARDWARE),
+                        (d.capabilities.recovery, capability::RECOVERY),
+                    ]
+                    .iter()
+                    .filter(|(has, _)| *has)
+                    .fold(0, |bits, (_, bit)| bits | bit),
                     memory_bytes: d.memory_bytes,
                     vcpus: d.vcpus,
                     allowed_sha256: d.allowed_sha256.clone(),
@@ -258,7 +263,9 @@ pub fn evaluate(program: &[u8], config: &LaunchConfig, facts: &LaunchFacts) -> E
     };
     let output = run.output;
     let outcome = match &output.verdict {
-        Verdict::StartAll => Outcome::Start(config.domains.iter().map(|d| d.name.clone()).collect()),
+        Verdict::StartAll => {
+            Outcome::Start(config.domains.iter().map(|d| d.name.clone()).collect())
+        }
         Verdict::StartListed(names) => Outcome::Start(
             config
                 .domains
@@ -274,7 +281,11 @@ pub fn evaluate(program: &[u8], config: &LaunchConfig, facts: &LaunchFacts) -> E
         Verdict::Halt => Outcome::Halt(output.reason.clone()),
     };
     Evaluation {
-        decisions: output.decisions.into_iter().map(Decision::Program).collect(),
+        decisions: output
+            .decisions
+            .into_iter()
+            .map(Decision::Program)
+            .collect(),
         outcome,
         reason: output.reason,
         fuel_used: Some(run.fuel_used),
@@ -312,7 +323,8 @@ impl<'a> ProgramSource<'a> {
 /// The built-in default program (`policy/default`, built for wasm32 by `cargo xtask build`; the
 /// committed file is checked against its source by `xtask`'s tests). It applies the policy
 /// node as domB always did.
-pub const DEFAULT_PROGRAM: &[u8] = include_bytes!("../../../policy/default/slipway-policy-default.wasm");
+pub const DEFAULT_PROGRAM: &[u8] =
+    include_bytes!("../../../policy/default/slipway-policy-default.wasm");
 
 /// The exact bytes domB measures for the policy (PCR19), before the program runs: a small text
 /// document, independent of where anything is loaded, that `cargo xtask predict` can rebuild

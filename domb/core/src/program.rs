@@ -13,15 +13,15 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use slipway_policy::{
-    API_VERSION, DecodeError, ENTRY_EXPORT, IMPORT_INPUT_LEN, IMPORT_INPUT_READ,
-    IMPORT_MODULE, IMPORT_OUTPUT, Input, MEMORY_EXPORT, Output, Verdict,
+    API_VERSION, DecodeError, ENTRY_EXPORT, IMPORT_INPUT_LEN, IMPORT_INPUT_READ, IMPORT_MODULE,
+    IMPORT_OUTPUT, Input, MEMORY_EXPORT, Output, Verdict,
 };
 // The error type of `ResourceLimiter`'s methods: wasmi re-exports it only privately.
-use wasmi_core::LimiterError;
 use wasmi::{
     Caller, CompilationMode, Config, Engine, Extern, Linker, Module, ResourceLimiter, Store,
     TrapCode,
 };
+use wasmi_core::LimiterError;
 
 /// The limits every policy run gets: the one definition domB and `predict` use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,9 +200,15 @@ fn host_error(caller: &mut Caller<'_, HostState>, why: String) -> wasmi::Error {
 }
 
 fn memory_of(caller: &mut Caller<'_, HostState>) -> Result<wasmi::Memory, wasmi::Error> {
-    match caller.get_export(MEMORY_EXPORT).and_then(Extern::into_memory) {
+    match caller
+        .get_export(MEMORY_EXPORT)
+        .and_then(Extern::into_memory)
+    {
         Some(memory) => Ok(memory),
-        None => Err(host_error(caller, format!("it exports no memory `{MEMORY_EXPORT}`"))),
+        None => Err(host_error(
+            caller,
+            format!("it exports no memory `{MEMORY_EXPORT}`"),
+        )),
     }
 }
 
@@ -243,7 +249,10 @@ fn linker(engine: &Engine) -> Result<Linker<HostState>, wasmi::Error> {
                 .ok()
                 .filter(|&len| len <= 64 << 10)
                 .ok_or_else(|| {
-                    host_error(&mut caller, format!("output length {len} is not 0 to 64 KiB"))
+                    host_error(
+                        &mut caller,
+                        format!("output length {len} is not 0 to 64 KiB"),
+                    )
                 })?;
             let memory = memory_of(&mut caller)?;
             let mut answer = vec![0u8; len];
@@ -284,8 +293,7 @@ pub fn run_with(program: &[u8], input: &Input, limits: &Limits) -> Result<Run, P
         return Err(ProgramError::TooLarge(program.len()));
     }
     let engine = engine(limits);
-    let module =
-        Module::new(&engine, program).map_err(|e| ProgramError::Invalid(e.to_string()))?;
+    let module = Module::new(&engine, program).map_err(|e| ProgramError::Invalid(e.to_string()))?;
     let encoded = input
         .encode()
         .map_err(|e| ProgramError::HostCall(format!("the input cannot be encoded: {e}")))?;
@@ -304,15 +312,19 @@ pub fn run_with(program: &[u8], input: &Input, limits: &Limits) -> Result<Run, P
         .set_fuel(limits.fuel)
         .map_err(|e| ProgramError::Instantiate(e.to_string()))?;
     let linker = linker(&engine).map_err(|e| ProgramError::Instantiate(e.to_string()))?;
-    let instance = linker.instantiate_and_start(&mut store, &module).map_err(|e| {
-        if store.data().memory_limit_hit {
-            ProgramError::MemoryLimit
-        } else {
-            ProgramError::Instantiate(e.to_string())
-        }
-    })?;
+    let instance = linker
+        .instantiate_and_start(&mut store, &module)
+        .map_err(|e| {
+            if store.data().memory_limit_hit {
+                ProgramError::MemoryLimit
+            } else {
+                ProgramError::Instantiate(e.to_string())
+            }
+        })?;
     if instance.get_memory(&store, MEMORY_EXPORT).is_none() {
-        return Err(ProgramError::NoEntry(format!("its memory `{MEMORY_EXPORT}`")));
+        return Err(ProgramError::NoEntry(format!(
+            "its memory `{MEMORY_EXPORT}`"
+        )));
     }
     let entry = instance
         .get_typed_func::<(), i32>(&store, ENTRY_EXPORT)
@@ -362,7 +374,9 @@ pub fn check_answer(output: &Output, input: &Input) -> Result<(), String> {
         }
         for (i, name) in names.iter().enumerate() {
             if !input.config.domains.iter().any(|d| d.name == *name) {
-                return Err(format!("start-listed names \"{name}\", which is not a domain"));
+                return Err(format!(
+                    "start-listed names \"{name}\", which is not a domain"
+                ));
             }
             if names[..i].contains(name) {
                 return Err(format!("start-listed names \"{name}\" twice"));
@@ -387,4 +401,3 @@ pub fn check_answer(output: &Output, input: &Input) -> Result<(), String> {
 
 /// The version of the host API domB speaks.
 pub const HOST_API_VERSION: u32 = API_VERSION;
-

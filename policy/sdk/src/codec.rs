@@ -296,7 +296,10 @@ impl Output {
         for decision in &self.decisions {
             w.u8(decision.reason as u8);
             w.u8(decision.action as u8);
-            w.string(&decision.subject, "a decision subject is longer than 255 bytes")?;
+            w.string(
+                &decision.subject,
+                "a decision subject is longer than 255 bytes",
+            )?;
         }
         Ok(w.0)
     }

@@ -473,7 +473,7 @@ fn a_differing_policy_decision_or_program_is_named() {
         offset: 0,
         pcr: 19,
         event_type: EV_SLIPWAY_POLICY_DECISION,
-        digests: DigestList::new(),
+        digests: slipway_measure::DigestList::new(),
         data: &data,
     };
     assert_eq!(
@@ -487,7 +487,7 @@ fn a_differing_policy_decision_or_program_is_named() {
         offset: 0,
         pcr: 19,
         event_type: EV_SLIPWAY_POLICY,
-        digests: DigestList::new(),
+        digests: slipway_measure::DigestList::new(),
         data: text,
     };
     assert_eq!(

@@ -207,7 +207,10 @@ fn policy_event_data_is_canonical_text_binding_the_program() {
         ProgramSource::Module(b"\0asm\x01\0\0\0"),
     ))
     .unwrap();
-    assert!(other.contains("program: module policy\nprogram-size: 8\n"), "{other}");
+    assert!(
+        other.contains("program: module policy\nprogram-size: 8\n"),
+        "{other}"
+    );
     config.policy_node = None;
     assert!(
         String::from_utf8(policy::policy_event_data(&config, ProgramSource::Default))

@@ -2,9 +2,7 @@
 //! measures as "policy failed" and answers with recovery-only), and refused features are
 //! refused before anything runs.
 
-use slipway_policy::{
-    Decision, DecisionAction, Input, Output, Reason, Verdict, capability,
-};
+use slipway_policy::{Decision, DecisionAction, Input, Output, Reason, Verdict, capability};
 use slipway_protocol::v1::LaunchKind;
 
 use super::fixtures::*;
@@ -48,7 +46,10 @@ fn answering(answer: &[u8]) -> Vec<u8> {
     let escaped: String = answer.iter().map(|b| format!("\\{b:02x}")).collect();
     program_with(
         &format!(r#"(data (i32.const 1024) "{escaped}")"#),
-        &format!("(call $output (i32.const 1024) (i32.const {})) (i32.const 0)", answer.len()),
+        &format!(
+            "(call $output (i32.const 1024) (i32.const {})) (i32.const 0)",
+            answer.len()
+        ),
     )
 }
 
@@ -119,10 +120,7 @@ fn a_memory_declared_above_the_limit_cannot_be_instantiated() {
 
 #[test]
 fn deep_recursion_is_stopped() {
-    let recursive = program_with(
-        "(func $down (call $down))",
-        "(call $down) (i32.const 0)",
-    );
+    let recursive = program_with("(func $down (call $down))", "(call $down) (i32.const 0)");
     let error = program::run(&recursive, &input()).unwrap_err();
     assert!(matches!(error, ProgramError::Trap(_)), "{error:?}");
 }
@@ -283,7 +281,10 @@ fn a_failed_program_is_one_policy_failed_decision_and_recovery_only() {
         .collect();
     assert!(!recovery.is_empty());
     assert_eq!(evaluation.outcome, Outcome::Start(recovery));
-    assert!(evaluation.outcome != Outcome::Start(config.domains.iter().map(|d| d.name.clone()).collect()));
+    assert!(
+        evaluation.outcome
+            != Outcome::Start(config.domains.iter().map(|d| d.name.clone()).collect())
+    );
 }
 
 #[test]
@@ -302,5 +303,11 @@ fn runs_are_deterministic_and_the_default_program_fits_its_limits() {
         program::run_with(DEFAULT_PROGRAM, &input, &starved),
         Err(ProgramError::OutOfFuel)
     );
-    assert!(input.config.domains.iter().any(|d| d.has(capability::RECOVERY)));
+    assert!(
+        input
+            .config
+            .domains
+            .iter()
+            .any(|d| d.has(capability::RECOVERY))
+    );
 }

@@ -31,10 +31,7 @@ slipway_policy::policy!(decide);
 const CLASS_MODULE_PREFIX: &str = "machine-class-";
 
 /// Per machine class, the domains it may start.
-const CLASSES: &[(&str, &[&str])] = &[
-    ("edge", &["control", "hello"]),
-    ("vault", &["control"]),
-];
+const CLASSES: &[(&str, &[&str])] = &[("edge", &["control", "hello"]), ("vault", &["control"])];
 
 /// Boots in a row that did not reach their domains before only recovery starts.
 const MAX_BOOT_ATTEMPTS: u32 = 3;
@@ -89,17 +86,20 @@ fn decide(input: &Input) -> Output {
             }
         }
     }
-    if let Some(attempts) = input.boot_state.boot_attempts {
-        if attempts >= MAX_BOOT_ATTEMPTS {
-            untrusted.push(decision(
-                Reason::PolicyRule,
-                DecisionAction::RecoveryOnly,
-                "boot-attempts",
-            ));
-        }
+    if let Some(attempts) = input.boot_state.boot_attempts
+        && attempts >= MAX_BOOT_ATTEMPTS
+    {
+        untrusted.push(decision(
+            Reason::PolicyRule,
+            DecisionAction::RecoveryOnly,
+            "boot-attempts",
+        ));
     }
     if !untrusted.is_empty() {
-        return recovery(untrusted, String::from("the launch is not trusted: recovery only"));
+        return recovery(
+            untrusted,
+            String::from("the launch is not trusted: recovery only"),
+        );
     }
 
     let classes: Vec<&str> = input

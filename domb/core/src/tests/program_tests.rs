@@ -140,6 +140,18 @@ fn floating_point_is_refused_at_validation_even_if_never_called() {
 }
 
 #[test]
+fn simd_is_refused_at_validation() {
+    let simd = program_with(
+        "(func $never (drop (i32x4.splat (i32.const 1))))",
+        "(i32.const 0)",
+    );
+    assert!(matches!(
+        program::validate(&simd),
+        Err(ProgramError::Invalid(_))
+    ));
+}
+
+#[test]
 fn threads_and_shared_memory_are_refused() {
     let shared = wat::parse_str(
         r#"(module (memory (export "memory") 1 1 shared)

@@ -8,6 +8,9 @@ fn main() {
         // x86_64-unknown-none links static-pie by default; the last of -pie/--no-pie wins in lld.
         println!("cargo:rustc-link-arg-bins=--no-pie");
         println!("cargo:rustc-link-arg-bins=-zmax-page-size=0x1000");
+        // A GNU build id (a hash of the linked file) ties the shipped, stripped image to the
+        // debug file xtask keeps beside the bundle.
+        println!("cargo:rustc-link-arg-bins=--build-id=sha1");
     }
     println!("cargo:rerun-if-changed=linker.ld");
     println!("cargo:rerun-if-changed=build.rs");

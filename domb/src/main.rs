@@ -113,6 +113,7 @@ fn main(boot: Boot) -> ! {
         LaunchKind::Emulated => "emulated",
         LaunchKind::Txt => "txt",
         LaunchKind::Skinit => "skinit",
+        LaunchKind::TxtSimulated => "txt-simulated (SIMULATED TXT, not hardware)",
         _ => "unknown",
     };
     println!(

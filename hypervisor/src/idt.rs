@@ -1,6 +1,7 @@
 //! The hypervisor's IDT. Every exception taken in the hypervisor is reported on the serial
 //! console (vector, error code, registers, backtrace of return addresses through the frame-pointer
-//! chain) and ends the run with failure: never a silent triple fault.
+//! chain, the image's GNU build id, which names the debug file that maps the addresses to source
+//! lines) and ends the run with failure: never a silent triple fault.
 //!
 //! Gates are written raw (16-byte descriptors) instead of through `x86_64`'s typed IDT: the
 //! typed table hides the reserved vectors and its handler types need the unstable
@@ -8,6 +9,7 @@
 
 use core::arch::global_asm;
 use core::fmt::Write;
+use core::ptr::addr_of;
 
 use crate::cpu::{self, IST_DOUBLE_FAULT, IST_NMI};
 use crate::qemu_exit::{self, Verdict};
@@ -302,8 +304,41 @@ extern "C" fn exception_report(frame: &ExceptionFrame) -> ! {
     qemu_exit::exit(Verdict::Failure)
 }
 
+unsafe extern "C" {
+    static __build_id_start: u8;
+    static __build_id_end: u8;
+}
+
+/// The descriptor of the GNU build-id note the linker script places between `__build_id_start`
+/// and `__build_id_end` (name size, descriptor size, type 3, name `GNU\0`, descriptor), or
+/// `None` if the bytes there are not such a note.
+fn build_id() -> Option<&'static [u8]> {
+    let (start, end) = (
+        addr_of!(__build_id_start) as usize,
+        addr_of!(__build_id_end) as usize,
+    );
+    // SAFETY: the linker script puts the note's bytes between the two symbols, at the start of
+    // the image's read-only data, which stays mapped and unchanged for the hypervisor's life.
+    let note =
+        unsafe { core::slice::from_raw_parts(start as *const u8, end.saturating_sub(start)) };
+    let word = |at: usize| {
+        note.get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let (Some(name_size), Some(desc_size), Some(3)) = (word(0), word(4), word(8)) else {
+        return None;
+    };
+    if note.get(12..12 + name_size) != Some(b"GNU\0") {
+        return None;
+    }
+    let desc = 12 + name_size.next_multiple_of(4);
+    note.get(desc..desc + desc_size).filter(|id| !id.is_empty())
+}
+
 /// Prints return addresses by following saved frame pointers, as long as each frame lies on
-/// one of this CPU's stacks (a corrupt chain ends the walk instead of faulting again).
+/// one of this CPU's stacks (a corrupt chain ends the walk instead of faulting again), then
+/// the image's build id (README, "Debugging": the bundle's debug file with that id maps the
+/// addresses to functions and source lines).
 pub fn print_backtrace(cpu: usize, rip: u64, mut rbp: u64) {
     let stacks = cpu::stacks(cpu.min(cpu::MAX_CPUS - 1));
     crate::console::with_serial(|serial| {
@@ -326,6 +361,17 @@ pub fn print_backtrace(cpu: usize, rip: u64, mut rbp: u64) {
                 break;
             }
             rbp = next;
+        }
+        let _ = serial.write_str("\nslipway:   build id: ");
+        match build_id() {
+            Some(id) => {
+                for byte in id {
+                    let _ = write!(serial, "{byte:02x}");
+                }
+            }
+            None => {
+                let _ = serial.write_str("unknown (no GNU build-id note in the image)");
+            }
         }
         let _ = serial.write_str("\n");
     });

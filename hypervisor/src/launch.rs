@@ -228,8 +228,8 @@ pub fn describe_boot(
     Ok(())
 }
 
-/// Dynamic-launch backends. `none` and `emulated` work; `txt` and `skinit` refuse until their
-/// issue (this machine has neither SMX nor SKINIT to test them on).
+/// Dynamic-launch backends. `none` and `emulated` work; `txt` and `skinit` refuse (this machine
+/// has neither SMX nor SKINIT to test them on).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LaunchBackend {
     /// No dynamic launch: jump to the post-launch entry, unmeasured.
@@ -299,7 +299,8 @@ pub fn launch(backend: LaunchBackend, handoff: &'static LaunchHandoff) -> ! {
             );
         }
         LaunchBackend::Emulated => {
-            let (start, len) = crate::tpm::with_measured_region(|start, region| (start, region.len()));
+            let (start, len) =
+                crate::tpm::with_measured_region(|start, region| (start, region.len()));
             crate::hvprintln!(
                 "launch backend `emulated`: asking the harness to measure {start:#x}+{len:#x}"
             );

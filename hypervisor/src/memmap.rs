@@ -23,6 +23,8 @@ const WORK_RANGES: usize = 256;
 /// RAM the hypervisor uses starts at 1 MiB (low memory keeps firmware data and the AP trampoline)
 /// and ends at 4 GiB (the early identity map's reach).
 pub const LOW_LIMIT: u64 = 0x10_0000;
+/// Low ranges kept: the firmware's (at most 8 are looked at), each split at most once per module.
+const LOW_RANGES: usize = 8 + MAX_MODULES;
 pub const HIGH_LIMIT: u64 = 0x1_0000_0000;
 
 /// Why the post-launch stage refused the hand-off.
@@ -52,8 +54,9 @@ pub struct ValidatedBoot {
     /// Small free ranges left out because the allocator tracks at most MAX_RANGES.
     pub unused_ranges: usize,
     pub unused_bytes: u64,
-    /// Usable RAM below 1 MiB (page-aligned), for the AP trampoline.
-    pub low: [PhysRange; 8],
+    /// Usable RAM below 1 MiB (page-aligned) that no module occupies, for the AP trampoline
+    /// (GRUB may load modules there: under UEFI it puts small ones at the lowest free pages).
+    pub low: [PhysRange; LOW_RANGES],
     pub low_count: usize,
     /// Module ranges (page-rounded outward), in multiboot2 order.
     pub modules: [PhysRange; MAX_MODULES],
@@ -187,10 +190,10 @@ pub fn validate(handoff: &LaunchHandoff, image: PhysRange) -> Result<ValidatedBo
         PhysRange::new(HIGH_LIMIT, u64::MAX),
     )?;
 
-    let mut low = [PhysRange::default(); 8];
+    let mut low = [PhysRange::default(); LOW_RANGES];
     let mut low_count = 0;
     for region in &map[..regions] {
-        if region.kind == CoreKind::Usable && region.base < LOW_LIMIT && low_count < low.len() {
+        if region.kind == CoreKind::Usable && region.base < LOW_LIMIT && low_count < 8 {
             let start = region.base.div_ceil(PAGE_SIZE) * PAGE_SIZE;
             let end = region.base.saturating_add(region.len).min(LOW_LIMIT) / PAGE_SIZE * PAGE_SIZE;
             if start < end {
@@ -198,6 +201,10 @@ pub fn validate(handoff: &LaunchHandoff, image: PhysRange) -> Result<ValidatedBo
                 low_count += 1;
             }
         }
+    }
+    for module in &modules[..module_count] {
+        let pages = PhysRange::new(module.start.0, module.end.0.div_ceil(PAGE_SIZE) * PAGE_SIZE);
+        subtract(&mut low, &mut low_count, pages)?;
     }
     if free_count == 0 {
         return Err(HandoffError::NoRam);

@@ -185,10 +185,22 @@ pub fn verify_emulated_launch(tpm: &mut HvTpm) -> Result<BankSet, &'static str> 
         }
         for (pcr, why) in [
             (18, "PCR18 is not zero"),
-            (19, "PCR19 is not zero after the launch (extended before the first measurement)"),
-            (20, "PCR20 is not zero after the launch (extended before the first measurement)"),
-            (21, "PCR21 is not zero after the launch (extended before the first measurement)"),
-            (22, "PCR22 is not zero after the launch (extended before the first measurement)"),
+            (
+                19,
+                "PCR19 is not zero after the launch (extended before the first measurement)",
+            ),
+            (
+                20,
+                "PCR20 is not zero after the launch (extended before the first measurement)",
+            ),
+            (
+                21,
+                "PCR21 is not zero after the launch (extended before the first measurement)",
+            ),
+            (
+                22,
+                "PCR22 is not zero after the launch (extended before the first measurement)",
+            ),
         ] {
             if values
                 .get(pcr)

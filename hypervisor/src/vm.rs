@@ -31,8 +31,8 @@ const TPM_LOCALITY0: u64 = slipway_protocol::platform::TPM_TIS_BASE;
 
 /// Most boot modules handled.
 pub const MAX_MODULES: usize = slipway_protocol::boot_modules::MAX_BOOT_MODULES;
-/// Default domB RAM.
-pub const DOMB_DEFAULT_MEMORY: u64 = 64 << 20;
+/// Default domB RAM (hv-core's, which `cargo xtask predict` uses too).
+pub use slipway_hv_core::domain::BOOT_DOMAIN_DEFAULT_MEMORY as DOMB_DEFAULT_MEMORY;
 /// vCPUs per domain the hardware side holds.
 pub const MAX_VCPUS: usize = 8;
 

@@ -4,7 +4,9 @@
 //! runtime's 32-bit entry and static page tables hold absolute addresses). One file, so that
 //! every image links the same way, whichever of the two targets it names in
 //! `[package.metadata.slipway] target` (docs/architecture.md, "Targets of freestanding
-//! binaries"); xtask adds the host target's code-generation flags.
+//! binaries"); xtask adds the host target's code-generation flags. Every image carries a GNU
+//! build id (a hash of the linked file; `guest.ld` keeps its note), which ties the shipped,
+//! stripped image to the debug file xtask keeps beside the bundle.
 fn main() {
     let script = || {
         std::env::var("DEP_SLIPWAY_GUEST_RT_LINKER_SCRIPT")
@@ -16,6 +18,7 @@ fn main() {
             // x86_64-unknown-none links static-pie by default; the last of -pie/--no-pie wins in lld.
             println!("cargo:rustc-link-arg-bins=--no-pie");
             println!("cargo:rustc-link-arg-bins=-zmax-page-size=0x1000");
+            println!("cargo:rustc-link-arg-bins=--build-id=sha1");
         }
         "x86_64-unknown-linux-gnu" => {
             // The host target used freestanding, through the C compiler driver: no C runtime,
@@ -26,7 +29,7 @@ fn main() {
                 "-static",
                 "-no-pie",
                 "-Wl,-z,max-page-size=0x1000",
-                "-Wl,--build-id=none",
+                "-Wl,--build-id=sha1",
             ] {
                 println!("cargo:rustc-link-arg-bins={arg}");
             }

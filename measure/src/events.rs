@@ -102,10 +102,14 @@ pub enum LaunchKind {
     IntelTxt = 2,
     /// AMD SKINIT.
     AmdSkinit = 3,
+    /// SIMULATED Intel TXT under QEMU + swtpm: Slipway's real TXT pre- and post-launch code,
+    /// with the QEMU harness playing GETSEC[SENTER] and a simulated SINIT (no Intel code runs,
+    /// no ACM signature is checked). Never evidence of a hardware launch.
+    TxtSimulated = 4,
 }
 
 impl LaunchKind {
-    /// The code in the event data (`Unmeasured` 0 .. `AmdSkinit` 3).
+    /// The code in the event data (`Unmeasured` 0 .. `TxtSimulated` 4).
     pub const fn code(self) -> u8 {
         self as u8
     }
@@ -116,18 +120,26 @@ impl LaunchKind {
             1 => LaunchKind::Emulated,
             2 => LaunchKind::IntelTxt,
             3 => LaunchKind::AmdSkinit,
+            4 => LaunchKind::TxtSimulated,
             _ => return None,
         })
     }
 
-    /// A short name (`unmeasured`, `emulated`, `txt`, `skinit`).
+    /// A short name (`unmeasured`, `emulated`, `txt`, `skinit`, `txt-simulated`).
     pub fn name(self) -> &'static str {
         match self {
             LaunchKind::Unmeasured => "unmeasured",
             LaunchKind::Emulated => "emulated",
             LaunchKind::IntelTxt => "txt",
             LaunchKind::AmdSkinit => "skinit",
+            LaunchKind::TxtSimulated => "txt-simulated",
         }
+    }
+
+    /// Whether the launch ran on a simulation rather than the CPU's own dynamic launch
+    /// (emulated, txt-simulated): never evidence of a hardware launch.
+    pub fn is_simulated(self) -> bool {
+        matches!(self, LaunchKind::Emulated | LaunchKind::TxtSimulated)
     }
 }
 

@@ -24,6 +24,9 @@ pub const CONFIG_MODULE: &str = "config";
 /// The launch-policy program's module (a WebAssembly module run by domB,
 /// `docs/launch-policy.md`); without it domB runs its built-in default program.
 pub const POLICY_MODULE: &str = "policy";
+/// The Intel SINIT ACM's module (`launch=txt` and `launch=txt-simulated`): the hypervisor's
+/// pre-launch stage copies it to the SINIT region. domB measures it into PCR20 like any module.
+pub const SINIT_MODULE: &str = "sinit";
 
 /// The separator of words in a module command line.
 pub const WORD_SEPARATOR: u8 = b' ';
@@ -205,7 +208,9 @@ mod tests {
     use super::*;
     use std::string::ToString;
 
-    fn names_of(lines: &[&[u8]]) -> Result<std::vec::Vec<std::string::String>, ModuleIdentityError> {
+    fn names_of(
+        lines: &[&[u8]],
+    ) -> Result<std::vec::Vec<std::string::String>, ModuleIdentityError> {
         let mut names = heapless::Vec::new();
         name_boot_modules(lines.iter().copied(), &mut names)?;
         Ok(names.iter().map(|n| n.to_string()).collect())
@@ -272,7 +277,10 @@ mod tests {
     fn characters_outside_the_set_are_refused() {
         for bad in [&b"do/mb"[..], b"domb\x00", b"caf\xc3\xa9", b"a:b", b"\xff"] {
             assert!(
-                matches!(names_of(&[bad]), Err(ModuleIdentityError::InvalidName { .. })),
+                matches!(
+                    names_of(&[bad]),
+                    Err(ModuleIdentityError::InvalidName { .. })
+                ),
                 "{bad:?}"
             );
         }

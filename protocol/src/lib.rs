@@ -35,9 +35,9 @@
 extern crate std;
 
 pub mod boot_modules;
-pub mod platform;
 mod bounded;
 mod codec;
+pub mod platform;
 pub mod v1;
 
 pub use bounded::{BoundedVec, Bytes, CapacityError};

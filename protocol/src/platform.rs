@@ -39,6 +39,32 @@ pub const MLE_HEADER_REGION_END: usize = 24;
 /// The header lies in the first 32 KiB of the image (beside the multiboot2 header).
 pub const MLE_HEADER_SEARCH_LIMIT: usize = 32 * 1024;
 
+/// `launch=txt-simulated` (SIMULATED Intel TXT, `docs/measurement.md`): the simulated TXT
+/// public register space, a page of guest RAM at this address holding the registers at their
+/// TXT offsets (TXT.STS, TXT.ERRORCODE, TXT.HEAP.BASE/SIZE, TXT.SINIT.BASE/SIZE, TXT.DIDVID).
+/// The hypervisor's simulated hardware seam fills it as BIOS and chipset would; the harness,
+/// playing CPU and SINIT, answers in it. Never present on hardware.
+pub const SIMULATED_TXT_REGS: u64 = 0x0010_0000;
+/// The simulated TXT heap (BiosData written by the simulated seam) and its size.
+pub const SIMULATED_TXT_HEAP: u64 = 0x0011_0000;
+pub const SIMULATED_TXT_HEAP_SIZE: u64 = 0x3_0000;
+/// The simulated SINIT region and its size.
+pub const SIMULATED_TXT_SINIT: u64 = 0x0014_0000;
+pub const SIMULATED_TXT_SINIT_SIZE: u64 = 0x1_0000;
+/// Offset in the simulated register page where the harness leaves the MLE entry point (physical)
+/// it resumes the hypervisor at: the simulation's stand-in for the CPU's jump, not a TXT register.
+pub const SIMULATED_TXT_ENTRY: u32 = 0xF00;
+/// The request line of a simulated GETSEC[SENTER] on [`DEBUGCON_PORT`]:
+/// `SLIPWAY-TXT-SENTER <register page, hex>`.
+pub const TXT_SENTER_REQUEST_PREFIX: &str = "SLIPWAY-TXT-SENTER";
+
+// The simulated TXT areas: page aligned, in this order, below the hypervisor's 2 MiB.
+const _: () = assert!(SIMULATED_TXT_REGS.is_multiple_of(0x1000));
+const _: () = assert!(SIMULATED_TXT_REGS + 0x1000 <= SIMULATED_TXT_HEAP);
+const _: () = assert!(SIMULATED_TXT_HEAP + SIMULATED_TXT_HEAP_SIZE == SIMULATED_TXT_SINIT);
+const _: () = assert!(SIMULATED_TXT_SINIT + SIMULATED_TXT_SINIT_SIZE <= 0x20_0000);
+const _: () = assert!(SIMULATED_TXT_ENTRY < 0x1000);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +83,11 @@ mod tests {
         assert_eq!(MLE_HEADER_MAGIC_U64.to_le_bytes(), *b"SLWYMLE\0");
         assert_eq!((MLE_HEADER_REGION_START, MLE_HEADER_REGION_END), (16, 24));
         assert_eq!(MLE_HEADER_REGION_END + 8, MLE_HEADER_SIZE);
+        assert_eq!(TXT_SENTER_REQUEST_PREFIX, "SLIPWAY-TXT-SENTER");
+        assert_eq!(
+            (SIMULATED_TXT_REGS, SIMULATED_TXT_HEAP, SIMULATED_TXT_SINIT),
+            (0x10_0000, 0x11_0000, 0x14_0000)
+        );
+        assert_eq!(SIMULATED_TXT_ENTRY, 0xF00);
     }
 }

@@ -35,8 +35,8 @@ fn check_banner(outcome: &RunOutcome, firmware: &str, map_kind: &str) {
     // One line per module, in multiboot2 order, with the size of the file on the ISO.
     assert_eq!(bundle.modules.len(), 2);
     for (index, module) in bundle.modules.iter().enumerate() {
-        let size = std::fs::metadata(&module.path).unwrap().len();
-        assert_eq!(size, module.size);
+        let size = std::fs::metadata(&module.file.path).unwrap().len();
+        assert_eq!(size, module.file.size);
         assert_eq!(
             outcome.lines[booted + 2 + index].text,
             format!("slipway: module {index}: {} ({size} bytes)", module.name)

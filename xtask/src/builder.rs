@@ -2,7 +2,14 @@
 //! bundle into one GRUB ISO that boots under SeaBIOS and OVMF.
 //!
 //! Output (`<target>/bundles/<bundle>/`): `root/` (the ISO tree: `boot/slipway-hypervisor`,
-//! `boot/<module>.<ext>`, `boot/grub/grub.cfg`), a copy of `grub.cfg`, and `<bundle>.iso`.
+//! `boot/<module>.<ext>`, `boot/grub/grub.cfg`, GRUB's boot images), a copy of `grub.cfg`,
+//! `<bundle>.iso`, and `debug/` (the debug file of every shipped binary, `xtask::ship`).
+//!
+//! Reproducible: the binaries are built with the machine's paths remapped
+//! (`Workspace::path_remap_config`) and shipped stripped (`xtask::ship`), the ISO is made with
+//! fixed dates (`xtask::iso`); the same commit gives the same bytes in any folder with any
+//! cargo home (tests/tests/reproducible_bundles.rs). The build prints every shipped file's
+//! size and SHA-256.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -12,8 +19,10 @@ use std::time::{Duration, Instant};
 
 use crate::bundle::{Manifest, ManifestError, ModuleSource};
 use crate::grub::{self, GrubModule};
+use crate::iso::IsoError;
 use crate::procs::ManagedChild;
-use crate::workspace::{Workspace, cargo, target_rustflags_config};
+use crate::ship::{self, ShipError};
+use crate::workspace::{Workspace, WorkspaceError, cargo, target_rustflags_config};
 
 /// The hypervisor package and binary.
 pub const HYPERVISOR_PACKAGE: &str = "slipway-hypervisor";
@@ -21,13 +30,6 @@ pub const HYPERVISOR_PACKAGE: &str = "slipway-hypervisor";
 /// Longest a build of the freestanding binaries may take (a cold build takes about two minutes on
 /// two cores).
 const BUILD_TIME_LIMIT: Duration = Duration::from_secs(30 * 60);
-
-/// GRUB modules put on the ISO (both platforms). The EFI core image looks for every `part_*`
-/// module at start and complains about each missing one, so all are included; the rest is what
-/// `grub.cfg` uses. Keeps the ISO at about 5 MiB instead of 20.
-const GRUB_MODULES: &str = "multiboot2 normal serial terminal echo iorw test iso9660 \
-    part_acorn part_amiga part_apple part_bsd part_dfly part_dvh part_gpt part_msdos part_plan \
-    part_sun part_sunpc";
 
 /// Why a bundle could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -70,9 +72,15 @@ pub enum BuildError {
         module: String,
         stderr: String,
     },
-    /// `grub-mkrescue` failed.
-    #[error("grub-mkrescue failed:\n{0}")]
-    Mkrescue(String),
+    /// The ISO could not be made.
+    #[error(transparent)]
+    Iso(#[from] IsoError),
+    /// A binary could not be shipped (stripped, its debug file kept).
+    #[error(transparent)]
+    Ship(#[from] ShipError),
+    /// The build's path remapping could not be worked out.
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
     /// A tool could not be started.
     #[error("cannot run {tool}: {source} (run `cargo xtask setup`, or see README.md)")]
     Tool {
@@ -93,16 +101,45 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Bui
     move |source| BuildError::Io { what, path, source }
 }
 
+/// A file as placed on the ISO (or the ISO itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShippedFile {
+    /// The file on the host (inside the bundle's `root/`).
+    pub path: PathBuf,
+    /// Its absolute path inside the ISO (for the ISO: its file name).
+    pub iso_path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256, lower-case hex.
+    pub sha256: String,
+    /// For a freestanding binary: its GNU build id and debug file (`xtask::ship`).
+    pub debug: Option<ship::Shipped>,
+}
+
+impl ShippedFile {
+    fn describe(
+        path: &Path,
+        iso_path: String,
+        debug: Option<ship::Shipped>,
+    ) -> Result<Self, BuildError> {
+        let bytes = std::fs::read(path).map_err(io_err("cannot read", path))?;
+        Ok(ShippedFile {
+            path: path.to_owned(),
+            iso_path,
+            size: bytes.len() as u64,
+            sha256: slipway_measure::hash::hash(slipway_measure::HashAlg::Sha256, &bytes)
+                .to_string(),
+            debug,
+        })
+    }
+}
+
 /// A module as placed on the ISO.
 #[derive(Debug, Clone)]
 pub struct BuiltModule {
     pub name: String,
-    /// The file on the host (inside the bundle's `root/`).
-    pub path: PathBuf,
-    /// Its absolute path inside the ISO.
-    pub iso_path: String,
-    /// Size in bytes: what the hypervisor must report in its banner.
-    pub size: u64,
+    /// The shipped file (its size is what the hypervisor must report in its banner).
+    pub file: ShippedFile,
 }
 
 /// A built bundle.
@@ -113,7 +150,46 @@ pub struct BuiltBundle {
     pub output_dir: PathBuf,
     pub iso: PathBuf,
     pub grub_cfg: PathBuf,
+    /// The hypervisor image as shipped.
+    pub hypervisor: ShippedFile,
     pub modules: Vec<BuiltModule>,
+    /// The ISO: size and SHA-256.
+    pub iso_file: ShippedFile,
+    /// The debug files (`xtask::ship`).
+    pub debug_dir: PathBuf,
+}
+
+impl BuiltBundle {
+    /// The table `cargo xtask build` prints: every shipped file (hypervisor, modules in boot
+    /// order, ISO) with its size, SHA-256 and, for binaries, build id.
+    pub fn summary(&self) -> String {
+        let mut rows: Vec<(String, &ShippedFile)> =
+            vec![("hypervisor".to_owned(), &self.hypervisor)];
+        rows.extend(self.modules.iter().map(|m| (m.name.clone(), &m.file)));
+        rows.push(("ISO".to_owned(), &self.iso_file));
+        let width = rows
+            .iter()
+            .map(|(name, f)| name.len() + f.iso_path.len() + 1)
+            .max()
+            .unwrap_or(0);
+        let mut out = format!("xtask: bundle `{}`, as shipped:\n", self.name);
+        for (name, file) in rows {
+            let label = format!("{name} {}", file.iso_path);
+            out.push_str(&format!(
+                "  {label:<width$} {:>9} bytes  sha256 {}",
+                file.size, file.sha256
+            ));
+            if let Some(debug) = &file.debug {
+                out.push_str(&format!("  build-id {}", debug.build_id));
+            }
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "  debug files (matched by build id): {}\n",
+            self.debug_dir.display()
+        ));
+        out
+    }
 }
 
 /// Builds freestanding binary packages, each for its own target (`Workspace::target_of`): one
@@ -143,10 +219,15 @@ fn build_for_target(ws: &Workspace, target: &str, packages: &[&str]) -> Result<(
         packages.join(", ")
     );
     let mut cmd = cargo();
-    cmd.current_dir(&ws.root);
+    // The workspace's own places, whatever the caller's environment says: the path remapping
+    // below names exactly these.
+    cmd.current_dir(&ws.root)
+        .env("CARGO_HOME", &ws.cargo_home)
+        .env("CARGO_TARGET_DIR", &ws.target_dir);
     if let Some(config) = target_rustflags_config(target) {
         cmd.args(["--config", &config]);
     }
+    cmd.args(["--config", &ws.path_remap_config(target)?]);
     cmd.args(["build", "--release", "--target", target]);
     for p in packages {
         cmd.args(["-p", p]);
@@ -261,9 +342,13 @@ pub fn build_bundle(ws: &Workspace, name: &str) -> Result<BuiltBundle, BuildErro
     lock.lock().map_err(io_err("cannot lock", &lock_path))?;
 
     let root = out.join("root");
-    if root.exists() {
-        std::fs::remove_dir_all(&root).map_err(io_err("cannot clear", &root))?;
+    let debug_dir = out.join(ship::DEBUG_DIR);
+    for dir in [&root, &debug_dir] {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(io_err("cannot clear", dir))?;
+        }
     }
+    std::fs::create_dir_all(&debug_dir).map_err(io_err("cannot create", &debug_dir))?;
     let boot = root.join("boot");
     let grub_dir = boot.join("grub");
     std::fs::create_dir_all(&grub_dir).map_err(io_err("cannot create", &grub_dir))?;
@@ -272,36 +357,43 @@ pub fn build_bundle(ws: &Workspace, name: &str) -> Result<BuiltBundle, BuildErro
         .target_of(HYPERVISOR_PACKAGE)
         .expect("resolved by build_freestanding");
     let hv_src = ws.freestanding_binary(hv_target, &hv_bin);
-    let hv_dst = boot.join("slipway-hypervisor");
-    std::fs::copy(&hv_src, &hv_dst).map_err(io_err("cannot copy", &hv_src))?;
+    let hv_iso_path = grub::HYPERVISOR_ISO_PATH;
+    let hv_file_name = hv_iso_path.rsplit('/').next().expect("a path");
+    let hv_dst = boot.join(hv_file_name);
+    let hv_debug = ship::ship_elf(&hv_src, &hv_dst, &debug_dir, hv_file_name)?;
+    let hypervisor = ShippedFile::describe(&hv_dst, hv_iso_path.to_owned(), Some(hv_debug))?;
 
     let mut built = Vec::with_capacity(manifest.modules.len());
     for m in &manifest.modules {
         let file_name = boot_file_name(&m.name, &m.source);
         let dst = boot.join(&file_name);
-        match &m.source {
+        let debug = match &m.source {
             ModuleSource::Binary(pkg) => {
                 let bin = ws.binary_of(pkg).expect("resolved above");
                 let target = ws.target_of(pkg).expect("resolved by build_freestanding");
                 let src = ws.freestanding_binary(target, bin);
-                std::fs::copy(&src, &dst).map_err(io_err("cannot copy", &src))?;
+                if target == crate::workspace::POLICY_TARGET {
+                    // A policy program is WebAssembly, not ELF: built without debug
+                    // information or symbols (`workspace::target_rustflags`), shipped as built.
+                    std::fs::copy(&src, &dst).map_err(io_err("cannot copy", &src))?;
+                    None
+                } else {
+                    Some(ship::ship_elf(&src, &dst, &debug_dir, &file_name)?)
+                }
             }
             ModuleSource::File(rel) => {
                 let src = src_dir.join(rel);
                 std::fs::copy(&src, &dst).map_err(io_err("cannot copy", &src))?;
+                None
             }
             ModuleSource::Dts(rel) => {
                 compile_dts(&src_dir.join(rel), &dst, &src_dir, &m.name)?;
+                None
             }
-        }
-        let size = std::fs::metadata(&dst)
-            .map_err(io_err("cannot stat", &dst))?
-            .len();
+        };
         built.push(BuiltModule {
             name: m.name.clone(),
-            path: dst,
-            iso_path: format!("/boot/{file_name}"),
-            size,
+            file: ShippedFile::describe(&dst, format!("/boot/{file_name}"), debug)?,
         });
     }
 
@@ -312,7 +404,7 @@ pub fn build_bundle(ws: &Workspace, name: &str) -> Result<BuiltBundle, BuildErro
             .iter()
             .zip(&built)
             .map(|(m, b)| GrubModule {
-                iso_path: b.iso_path.clone(),
+                iso_path: b.file.iso_path.clone(),
                 name: m.name.clone(),
                 args: m.args.clone(),
             })
@@ -325,16 +417,29 @@ pub fn build_bundle(ws: &Workspace, name: &str) -> Result<BuiltBundle, BuildErro
 
     let iso = out.join(format!("{name}.iso"));
     make_iso(&root, &iso)?;
-    println!("xtask: bundle `{name}`: {}", iso.display());
+    let iso_file = ShippedFile::describe(
+        &iso,
+        iso.file_name()
+            .expect("an ISO file name")
+            .to_string_lossy()
+            .into_owned(),
+        None,
+    )?;
     drop(lock);
-    Ok(BuiltBundle {
+    let bundle = BuiltBundle {
         name: name.to_owned(),
         manifest,
         output_dir: out,
         iso,
         grub_cfg,
+        hypervisor,
         modules: built,
-    })
+        iso_file,
+        debug_dir,
+    };
+    print!("{}", bundle.summary());
+    println!("xtask: bundle `{name}`: {}", bundle.iso.display());
+    Ok(bundle)
 }
 
 fn compile_dts(src: &Path, dst: &Path, include_dir: &Path, module: &str) -> Result<(), BuildError> {
@@ -360,36 +465,80 @@ fn compile_dts(src: &Path, dst: &Path, include_dir: &Path, module: &str) -> Resu
     Ok(())
 }
 
-/// Makes `iso` from the ISO tree `root`. One ISO for both firmwares: grub-mkrescue includes the i386-pc (El Torito BIOS) and
-/// x86_64-efi (EFI system partition image) GRUB platforms that are installed. Written to a
-/// temporary name and renamed, so a reader never sees half an ISO.
+/// Makes `iso` from the ISO tree `root` (`xtask::iso`: one ISO for SeaBIOS and UEFI, the same
+/// bytes from the same tree), with its intermediate files in `iso-work/` beside it.
 pub fn make_iso(root: &Path, iso: &Path) -> Result<(), BuildError> {
-    let tmp = iso.with_extension("iso.tmp");
-    let output = Command::new("grub-mkrescue")
-        .arg("-o")
-        .arg(&tmp)
-        .arg(format!("--install-modules={GRUB_MODULES}"))
-        .args(["--locales=", "--fonts=", "--themes=", "--compress=no"])
-        .arg(root)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| BuildError::Tool {
-            tool: "grub-mkrescue (grub-common, grub-pc-bin, grub-efi-amd64-bin, xorriso, mtools)",
-            source,
-        })?;
-    if !output.status.success() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(BuildError::Mkrescue(
-            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        ));
-    }
-    std::fs::rename(&tmp, iso).map_err(io_err("cannot rename to", iso))?;
+    let work = iso
+        .parent()
+        .map_or_else(|| PathBuf::from("iso-work"), |dir| dir.join("iso-work"));
+    crate::iso::make_iso(root, &work, iso)?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shipped(iso_path: &str, size: u64, build_id: Option<&str>) -> ShippedFile {
+        ShippedFile {
+            path: PathBuf::from("/out/root").join(iso_path.trim_start_matches('/')),
+            iso_path: iso_path.to_owned(),
+            size,
+            sha256: format!("{size:064x}"),
+            debug: build_id.map(|id| ship::Shipped {
+                build_id: id.to_owned(),
+                debug_file: PathBuf::from(format!("/out/debug/{id}.debug")),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_summary_lists_every_shipped_file_with_size_digest_and_build_id() {
+        let bundle = BuiltBundle {
+            name: "demo".into(),
+            manifest: Manifest::parse(
+                Path::new("bundle.toml"),
+                "[[module]]\nname = \"domb\"\nbinary = \"slipway-domb\"\n\
+                 [[module]]\nname = \"config\"\ndts = \"config.dts\"\n",
+            )
+            .unwrap(),
+            output_dir: "/out".into(),
+            iso: "/out/demo.iso".into(),
+            grub_cfg: "/out/grub.cfg".into(),
+            hypervisor: shipped("/boot/slipway-hypervisor", 614_904, Some("eef4")),
+            modules: vec![
+                BuiltModule {
+                    name: "domb".into(),
+                    file: shipped("/boot/domb.elf", 234_104, Some("c89c")),
+                },
+                BuiltModule {
+                    name: "config".into(),
+                    file: shipped("/boot/config.dtb", 659, None),
+                },
+            ],
+            iso_file: shipped("demo.iso", 4_653_056, None),
+            debug_dir: "/out/debug".into(),
+        };
+        let text = bundle.summary();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 6, "{text}");
+        assert_eq!(lines[0], "xtask: bundle `demo`, as shipped:");
+        assert!(
+            lines[1].starts_with("  hypervisor /boot/slipway-hypervisor")
+                && lines[1].contains(" 614904 bytes  sha256 000000")
+                && lines[1].ends_with("  build-id eef4"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[2].contains("domb /boot/domb.elf") && lines[2].ends_with("build-id c89c"));
+        assert!(
+            lines[3].contains("config /boot/config.dtb") && !lines[3].contains("build-id"),
+            "{}",
+            lines[3]
+        );
+        assert!(lines[4].contains("ISO demo.iso") && lines[4].contains(" 4653056 bytes"));
+        assert_eq!(lines[5], "  debug files (matched by build id): /out/debug");
+    }
 
     #[test]
     fn boot_file_names_are_unique_per_module_and_tell_the_kind() {

@@ -43,6 +43,7 @@ pub enum Command {
     Log(crate::logview::LogArgs),
     Export(crate::fleet::ExportArgs),
     Keylime(Vec<String>),
+    Fuzz(crate::fuzz::FuzzArgs),
 }
 
 pub const USAGE: &str = "\
@@ -63,9 +64,12 @@ usage: cargo xtask <command>
       --no-verify          do not verify the transcript at the end (check it later with
                            cargo xtask verify <serial log> --nonce HEX --bundle BUNDLE)
       -- ARGS...           extra QEMU arguments (e.g. -- -d int -D /tmp/qemu.log)
-  predict [BUNDLE] [--banks sha1,sha256,..] [--out FILE] [--launch emulated|txt|skinit]
+  predict [BUNDLE] [--banks sha1,sha256,..] [--out FILE]
+          [--launch emulated|txt|txt-simulated|skinit] [--sinit ACM]
                            print the expected PCR17-21 values of the bundle and write the exact
-                           expected event log (default banks: sha1,sha256,sha384,sha512)
+                           expected event log (default banks: sha1,sha256,sha384,sha512); TXT:
+                           PCR17/18 as SINIT extends them, from the ACM (--sinit, or the bundle's
+                           synthetic `sinit` module for the SIMULATED txt-simulated launch)
   verify TRANSCRIPT [--nonce HEX] [--bank sha256] [--bundle B | --expected-log FILE]
                            accept a run's attest transcript only if the quote checks with the
                            printed key and nonce, the log replays to it and matches the
@@ -91,7 +95,14 @@ usage: cargo xtask <command>
                            ratio each
   txt-layout               print every Intel TXT structure's fields (STRUCT.FIELD OFFSET SIZE)
                            for review against Intel's MLE Developer's Guide
-  test                     set up the machine, run host unit tests, then the QEMU tests
+  fuzz [TARGET] [--seconds N] [--runs N] [--asan]
+                           coverage-guided fuzzing (libFuzzer) of every parser of outside
+                           input, one process per target (default: all targets, 60 s each);
+                           prints executions, corpus and crashes per target; exit 1 on a crash.
+                           Targets: hypercall, launch_config, multiboot, elf, tpm_tis,
+                           tpm_commands, event_log, transcript (tests/fuzz/README.md)
+  test                     set up the machine, run host unit tests, a short fuzz run of every
+                           target, then the QEMU tests
   setup                    install the rustup target and Debian packages the harness needs
   help                     this text
 ";
@@ -190,6 +201,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         "log" => crate::logview::parse_args(args).map(Command::Log),
         "export" => crate::fleet::parse_args(args).map(Command::Export),
         "keylime" => Ok(Command::Keylime(args.collect())),
+        "fuzz" => crate::fuzz::parse_args(args).map(Command::Fuzz),
         other => Err(format!("unknown command `{other}`")),
     }
 }

@@ -57,6 +57,7 @@ pub fn execute(command: Command) -> ExitCode {
         Command::Log(args) => crate::logview::log_command(&args),
         Command::Export(args) => crate::fleet::export_command(&args),
         Command::Keylime(args) => crate::keylime::keylime_command(&ws, &args),
+        Command::Fuzz(args) => crate::fuzz::fuzz_command(&ws, &args),
     }
 }
 
@@ -217,14 +218,14 @@ fn attestation_section(attestation: &Attestation, bundle: &str, recheck: &str) -
 
 fn test_command(ws: &Workspace) -> ExitCode {
     let started = Instant::now();
-    println!("xtask test: [1/5] environment (rustup target, Debian packages)");
+    println!("xtask test: [1/6] environment (rustup target, Debian packages)");
     if let Err(e) = ensure_environment(&ws.root) {
         return fail(e);
     }
     let mut stages: Vec<(String, Vec<String>)> = vec![(
         // The workspace lints (clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn, ...)
         // only bite when clippy runs; every warning fails the stage.
-        "[2/5] lints: host crates (cargo clippy --all-targets -D warnings)".into(),
+        "[2/6] lints: host crates (cargo clippy --all-targets -D warnings)".into(),
         args(&["clippy", "--all-targets", "--", "-D", "warnings"]),
     )];
     let freestanding = match ws.freestanding_packages() {
@@ -242,7 +243,7 @@ fn test_command(ws: &Workspace) -> ExitCode {
         clippy.extend(args(&["--", "-D", "warnings"]));
         stages.push((
             format!(
-                "[2/5] lints: {} for {target} (cargo clippy -D warnings)",
+                "[2/6] lints: {} for {target} (cargo clippy -D warnings)",
                 packages.join(", ")
             ),
             clippy,
@@ -251,17 +252,18 @@ fn test_command(ws: &Workspace) -> ExitCode {
     stages.extend([
         (
             // --no-fail-fast: one failing crate must not hide the results of the others.
-            "[3/5] host unit tests (cargo test --no-fail-fast, default members)".into(),
+            "[3/6] host unit tests (cargo test --no-fail-fast, default members)".into(),
             args(&["test", "--no-fail-fast"]),
         ),
         (
             // Guest images are not default members (their binaries are freestanding); their
             // pure libraries are host-tested here.
-            "[4/5] guest libraries' host tests (cargo test -p slipway-guest-attest --lib)".into(),
+            "[4/6] guest libraries' host tests (cargo test -p slipway-guest-attest --lib)".into(),
             args(&["test", "-p", "slipway-guest-attest", "--lib"]),
         ),
+        (FUZZ_SMOKE.into(), Vec::new()),
         (
-            "[5/5] QEMU integration tests (cargo test -p slipway-integration-tests)".into(),
+            "[6/6] QEMU integration tests (cargo test -p slipway-integration-tests)".into(),
             args(&[
                 "test",
                 "--no-fail-fast",
@@ -278,7 +280,23 @@ fn test_command(ws: &Workspace) -> ExitCode {
         println!("xtask test: {label}");
         let stage_start = Instant::now();
         let stage_args: Vec<&str> = stage_args.iter().map(String::as_str).collect();
-        let (ok, counts) = run_cargo_test(ws, &stage_args);
+        let (ok, counts) = if label == FUZZ_SMOKE {
+            let ok = crate::fuzz::run_all(
+                ws,
+                &crate::fuzz::TARGETS,
+                Some(crate::fuzz::SMOKE_SECONDS),
+                None,
+                false,
+            );
+            let counts = TestCounts {
+                passed: if ok { 1 } else { 0 },
+                failed: if ok { 0 } else { 1 },
+                ignored: 0,
+            };
+            (ok, counts)
+        } else {
+            run_cargo_test(ws, &stage_args)
+        };
         totals.add(&counts);
         println!(
             "xtask test: {label}: {} ({} passed, {} failed, {} ignored) in {:.1} s",
@@ -303,6 +321,11 @@ fn test_command(ws: &Workspace) -> ExitCode {
         fail(format!("failed stages: {}", failed.join("; ")))
     }
 }
+
+/// The fuzz smoke stage: every target briefly (`cargo xtask fuzz --seconds 3`), built with the
+/// stable toolchain (no nightly, no cargo-fuzz).
+const FUZZ_SMOKE: &str =
+    "[5/6] fuzz smoke: every target 3 s under libFuzzer (cargo xtask fuzz --seconds 3)";
 
 fn args(words: &[&str]) -> Vec<String> {
     words.iter().map(|w| (*w).to_owned()).collect()
@@ -413,11 +436,16 @@ mod tests {
             quoted_banks: vec![slipway_measure::HashAlg::Sha256],
             events: 15,
             pcrs: vec![(17, "ab".into())],
+            launch: slipway_measure::events::LaunchKind::TxtSimulated,
         }));
         assert_eq!(accepted.exit_code(), 0);
         let text = attestation_section(&accepted, "demo", recheck);
         assert!(
             text.contains("verify: ACCEPTED") && text.contains("PCR17 sha256 ab"),
+            "{text}"
+        );
+        assert!(
+            text.contains("SIMULATED Intel TXT") && text.contains("NOT a hardware launch"),
             "{text}"
         );
     }

@@ -191,7 +191,10 @@ pub fn ensure(ws: &crate::Workspace) -> Result<KeylimeEnv, KeylimeEnvError> {
         pip(&["install", "--ignore-installed", "--no-deps", "-r"]).arg(&requirements),
     )?;
     // The package itself, built from its pyproject with the pinned setuptools, as Keylime's
-    // host would install it.
+    // host would install it: from a copy inside the environment, so the build's by-products
+    // (build/, *.egg-info) never land in the checkout.
+    let package_copy = dir.join("package-src");
+    copy_package(&package, &package_copy).map_err(io)?;
     run_step(
         &dir,
         pip(&[
@@ -200,7 +203,7 @@ pub fn ensure(ws: &crate::Workspace) -> Result<KeylimeEnv, KeylimeEnvError> {
             "--no-build-isolation",
             "--no-cache-dir",
         ])
-        .arg(&package),
+        .arg(&package_copy),
     )?;
     // Everything imports: Keylime's verifier modules the policy plugs into, and the policy.
     run_step(
@@ -243,4 +246,25 @@ pub fn keylime_command(ws: &crate::Workspace, args: &[String]) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Copies the package's sources (`pyproject.toml`, `README.md`, `src/`), leaving out build
+/// by-products a developer's own `pip install` may have left behind.
+fn copy_package(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name_str = name.to_string_lossy();
+        if name_str == "build" || name_str.ends_with(".egg-info") || name_str == "__pycache__" {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type()?.is_dir() {
+            copy_package(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }

@@ -1,7 +1,8 @@
 //! Slipway's harness as a library: `cargo xtask` (the binary in `main.rs`) and the QEMU
 //! integration tests in `tests/` both use it.
 //!
-//! - [`builder`]: builds the freestanding binaries and assembles a bundle into a GRUB ISO.
+//! - [`builder`]: builds the freestanding binaries and assembles a bundle into a GRUB ISO
+//!   ([`ship`]: stripped binaries and their debug files; [`iso`]: the reproducible ISO).
 //! - [`runner`]: boots an ISO under QEMU with swtpm and returns a [`runner::RunOutcome`].
 //! - [`setup`]: installs what a fresh Debian machine lacks.
 //! - [`predict`], [`verify`], [`refstate`], [`logview`], [`fleet`], [`keylime`]: the expected
@@ -17,7 +18,9 @@ pub mod cli;
 pub mod commands;
 pub mod console;
 pub mod fleet;
+pub mod fuzz;
 pub mod grub;
+pub mod iso;
 pub mod keylime;
 pub mod launch;
 pub mod logview;
@@ -26,12 +29,13 @@ pub mod procs;
 pub mod refstate;
 pub mod runner;
 pub mod setup;
+pub mod ship;
 pub mod txt;
 pub mod verdict;
 pub mod verify;
 pub mod workspace;
 
-pub use builder::{BuiltBundle, BuiltModule, build_bundle};
+pub use builder::{BuiltBundle, BuiltModule, ShippedFile, build_bundle};
 pub use runner::{ConsoleInput, Firmware, RunConfig, RunOutcome, Tpm, run};
 pub use verdict::Verdict;
 pub use workspace::Workspace;

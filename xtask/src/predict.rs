@@ -43,9 +43,9 @@ pub const SLIPWAY_PCR_MASK: u32 = (1 << slipway_measure::events::PCR_BUILD_INPUT
 
 /// Size of the log buffer a prediction is written into (the hypervisor's log is smaller).
 const LOG_CAPACITY: usize = 1 << 20;
-/// Memory domB gets in the host run (it does not matter to any record: domB's own memory is
-/// never measured, only the builds it asks for).
-const DOMB_MEMORY: u64 = 64 << 20;
+/// Memory domB gets in the host run: the hypervisor's default (it does not matter to any
+/// record: domB's own memory is never measured, only the builds it asks for).
+const DOMB_MEMORY: u64 = slipway_hv_core::domain::BOOT_DOMAIN_DEFAULT_MEMORY;
 /// Where the host run pretends modules lie (only their sizes matter to the dispatcher's checks).
 const MODULE_BASE: u64 = 0x1000_0000;
 /// Where the host run pretends modules are mapped in domB.
@@ -64,9 +64,16 @@ use slipway_protocol::platform::{
 pub enum PredictedLaunch {
     /// The emulated dynamic launch under QEMU + swtpm: PCR17-21 from the bundle alone.
     Emulated,
-    /// Intel TXT: PCR17/18 are the platform's and SINIT's golden values; only the Slipway
-    /// events (PCR19-21) are predicted, to replay after the launch's own.
+    /// Intel TXT. Without a SINIT ACM (`--sinit`), PCR17/18 are the platform's and SINIT's golden
+    /// values and only the Slipway events (PCR19-21) are predicted. With one, SINIT's events
+    /// are computed as SINIT writes them in the TPM 2.0 details/authorities mapping
+    /// (`crate::txt::sinit::sinit_measurement`) for the platform values of
+    /// [`PlatformMeasurements::SIMULATED`] (no BIOS ACM data, S-CRTM status 0, no LCP, no STM),
+    /// which a given SINIT version and platform policy decide: confirm on hardware.
     Txt,
+    /// SIMULATED Intel TXT under QEMU + swtpm: the harness's simulated SINIT over the bundle's
+    /// synthetic `sinit` module; PCR17-21 from the bundle alone. Never a hardware launch.
+    TxtSimulated,
     /// AMD SKINIT: as for TXT, only the Slipway events.
     Skinit,
 }
@@ -77,6 +84,7 @@ impl PredictedLaunch {
             PredictedLaunch::Emulated => EventLaunchKind::Emulated,
             PredictedLaunch::Txt => EventLaunchKind::IntelTxt,
             PredictedLaunch::Skinit => EventLaunchKind::AmdSkinit,
+            PredictedLaunch::TxtSimulated => EventLaunchKind::TxtSimulated,
         }
     }
     fn protocol_kind(self) -> LaunchKind {
@@ -84,7 +92,29 @@ impl PredictedLaunch {
             PredictedLaunch::Emulated => LaunchKind::Emulated,
             PredictedLaunch::Txt => LaunchKind::Txt,
             PredictedLaunch::Skinit => LaunchKind::Skinit,
+            PredictedLaunch::TxtSimulated => LaunchKind::TxtSimulated,
         }
+    }
+
+    /// The name `--launch` takes and reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            PredictedLaunch::Emulated => "emulated",
+            PredictedLaunch::Txt => "txt",
+            PredictedLaunch::Skinit => "skinit",
+            PredictedLaunch::TxtSimulated => "txt-simulated",
+        }
+    }
+
+    /// The launch a log's first PCR19 event names, if it is one `predict` knows.
+    pub fn from_event_kind(kind: EventLaunchKind) -> Option<PredictedLaunch> {
+        Some(match kind {
+            EventLaunchKind::Emulated => PredictedLaunch::Emulated,
+            EventLaunchKind::IntelTxt => PredictedLaunch::Txt,
+            EventLaunchKind::AmdSkinit => PredictedLaunch::Skinit,
+            EventLaunchKind::TxtSimulated => PredictedLaunch::TxtSimulated,
+            _ => return None,
+        })
     }
 }
 
@@ -98,6 +128,9 @@ pub struct BundleInputs {
     pub hypervisor_cmdline: String,
     /// Every boot module, in multiboot2 order: (name, bytes).
     pub modules: Vec<(String, Vec<u8>)>,
+    /// The SINIT ACM of a hardware TXT prediction (`predict --sinit FILE`); the simulated TXT
+    /// launch uses the bundle's `sinit` module instead.
+    pub sinit_acm: Option<Vec<u8>>,
 }
 
 /// The region the hypervisor's MLE header declares, with its bytes as loaded.
@@ -151,6 +184,9 @@ pub enum PredictError {
     /// a dispatcher refusal the machine would make too
     #[error("hv-core refused a request of domB's launch: {0}")]
     Dispatcher(String),
+    /// the SINIT ACM for a TXT prediction is missing or refused
+    #[error("TXT prediction: {0}")]
+    Sinit(String),
 }
 
 impl From<slipway_measure::Error> for PredictError {
@@ -172,6 +208,9 @@ pub struct Prediction {
     pub pcrs: PcrBanks,
     /// domB's console output during the host run (its decisions are printed there).
     pub domb_output: String,
+    /// Whether PCR17/18 are predicted (emulated and simulated TXT launches, and TXT with a
+    /// SINIT ACM); otherwise only PCR19-21 are (the platform's golden values come first).
+    pub launch_pcrs_predicted: bool,
 }
 
 impl Prediction {
@@ -179,9 +218,10 @@ impl Prediction {
     /// launches (the Slipway events replayed from 0).
     pub fn pcr_lines(&self) -> String {
         let mut out = String::new();
-        let pcrs: &[u32] = match self.launch {
-            PredictedLaunch::Emulated => &PREDICTED_PCRS,
-            _ => &PREDICTED_PCRS[2..],
+        let pcrs: &[u32] = if self.launch_pcrs_predicted {
+            &PREDICTED_PCRS
+        } else {
+            &PREDICTED_PCRS[2..]
         };
         for alg in self.banks.supported() {
             for &pcr in pcrs {
@@ -449,6 +489,22 @@ pub fn predict(
         .ok_or(PredictError::NoDomb)?
         .1;
     let mut buf = vec![0u8; LOG_CAPACITY];
+    let sinit_acm: Option<&[u8]> = match launch_kind {
+        PredictedLaunch::TxtSimulated => Some(
+            &inputs
+                .modules
+                .iter()
+                .find(|(name, _)| name == SINIT_MODULE)
+                .ok_or_else(|| {
+                    PredictError::Sinit(format!(
+                        "the bundle has no `{SINIT_MODULE}` module (the simulated SINIT)"
+                    ))
+                })?
+                .1,
+        ),
+        PredictedLaunch::Txt => inputs.sinit_acm.as_deref(),
+        _ => None,
+    };
 
     // The hypervisor's events before domB runs: its own measurement sequence.
     let region = match launch_kind {
@@ -462,19 +518,23 @@ pub fn predict(
                 digests: hasher.finalize(),
             })
         }
-        PredictedLaunch::Txt | PredictedLaunch::Skinit => None,
+        PredictedLaunch::Txt | PredictedLaunch::TxtSimulated | PredictedLaunch::Skinit => None,
     };
-    let measurement = Measurement::start(
-        RecordingTpm,
-        *banks,
-        &mut buf,
-        &LaunchInputs {
-            kind: launch_kind.event_kind(),
-            region,
-            cmdline: inputs.hypervisor_cmdline.as_bytes(),
-            domb_image,
-        },
-    )?;
+    let hv_inputs = LaunchInputs {
+        kind: launch_kind.event_kind(),
+        region,
+        cmdline: inputs.hypervisor_cmdline.as_bytes(),
+        domb_image,
+    };
+    let measurement = match sinit_acm {
+        None => Measurement::start(RecordingTpm, *banks, &mut buf, &hv_inputs)?,
+        Some(acm) => {
+            // SINIT's log first (the container Slipway starts, SINIT's events), then the
+            // hypervisor's sequence resumed after them, as on the machine.
+            let writer = sinit_log(&mut buf, banks, acm, &inputs.hypervisor_elf, launch_kind)?;
+            Measurement::resume(RecordingTpm, *banks, writer, &hv_inputs)?
+        }
+    };
     if let Some(failure) = measurement.failure() {
         return Err(PredictError::Dispatcher(format!(
             "the hypervisor's own measurements: {failure}"
@@ -552,7 +612,59 @@ pub fn predict(
         log: bytes,
         pcrs,
         domb_output,
+        launch_pcrs_predicted: launch_kind == PredictedLaunch::Emulated || sinit_acm.is_some(),
     })
+}
+
+/// The boot module that carries the SINIT ACM.
+pub use slipway_protocol::boot_modules::SINIT_MODULE;
+
+/// SINIT's part of a TXT launch's log: the container's header (Slipway's, for `banks`) and
+/// SINIT's events for `acm` and the hypervisor's MLE (the region its MLE header declares, which
+/// its MLE page tables map), computed as the simulated SINIT computes them.
+fn sinit_log<'b>(
+    buf: &'b mut [u8],
+    banks: &BankSet,
+    acm: &[u8],
+    elf: &[u8],
+    launch: PredictedLaunch,
+) -> Result<slipway_measure::log::LogWriter<'b>, PredictError> {
+    use crate::txt::sinit::{PlatformMeasurements, append_sinit_events, sinit_measurement};
+    use slipway_hv_core::txt::acm;
+    let simulated = acm::is_simulated(acm);
+    match launch {
+        PredictedLaunch::TxtSimulated if !simulated => {
+            return Err(PredictError::Sinit(
+                "the `sinit` module is not the synthetic SINIT the simulation runs".into(),
+            ));
+        }
+        PredictedLaunch::Txt if simulated => {
+            return Err(PredictError::Sinit(
+                "--sinit is the synthetic, unsigned SINIT of the simulation, not an Intel ACM                  (predict --launch txt-simulated for it)"
+                    .into(),
+            ));
+        }
+        _ => {}
+    }
+    let info = acm::parse_sinit(acm).map_err(|e| PredictError::Sinit(e.to_string()))?;
+    let region = measured_region(elf)?;
+    let mut hasher = MultiHasher::new(banks);
+    hasher.update(&region.bytes);
+    let measurement = sinit_measurement(
+        banks,
+        &acm[..info.size as usize],
+        &acm[info.key_offset..info.key_offset + info.key_len],
+        &hasher.finalize(),
+        slipway_hv_core::txt::layout::SLIPWAY_OS_SINIT_CAPABILITIES,
+        &PlatformMeasurements::SIMULATED,
+    );
+    let mut writer = slipway_measure::log::LogWriter::new(
+        buf,
+        &slipway_measure::log::LogHeader::slipway(*banks),
+    )?;
+    append_sinit_events(&mut writer, &measurement)
+        .map_err(|rule| PredictError::Sinit(rule.to_string()))?;
+    Ok(writer)
 }
 
 /// Options of `cargo xtask predict`.
@@ -566,6 +678,8 @@ pub struct PredictArgs {
     pub out: Option<PathBuf>,
     /// The launch kind.
     pub launch: PredictedLaunch,
+    /// The SINIT ACM for `--launch txt` (PCR17/18 then predicted too).
+    pub sinit: Option<PathBuf>,
 }
 
 /// Parses the arguments after `predict`.
@@ -575,6 +689,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<PredictArgs,
         banks: None,
         out: None,
         launch: PredictedLaunch::Emulated,
+        sinit: None,
     };
     let mut bundle_given = false;
     let mut args = args.into_iter();
@@ -584,14 +699,18 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<PredictArgs,
                 parsed.banks = Some(args.next().ok_or("--banks needs a value (e.g. sha256)")?)
             }
             "--out" => parsed.out = Some(args.next().ok_or("--out needs a file")?.into()),
+            "--sinit" => {
+                parsed.sinit = Some(args.next().ok_or("--sinit needs a SINIT ACM file")?.into())
+            }
             "--launch" => {
                 parsed.launch = match args.next().as_deref() {
                     Some("emulated") => PredictedLaunch::Emulated,
                     Some("txt") => PredictedLaunch::Txt,
                     Some("skinit") => PredictedLaunch::Skinit,
+                    Some("txt-simulated") => PredictedLaunch::TxtSimulated,
                     other => {
                         return Err(format!(
-                            "--launch takes emulated, txt or skinit (got {other:?})"
+                            "--launch takes emulated, txt, txt-simulated or skinit (got {other:?})"
                         ));
                     }
                 }
@@ -607,14 +726,15 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<PredictArgs,
     Ok(parsed)
 }
 
-/// Builds the bundle and reads its inputs (the files GRUB would load).
+/// Reads a built bundle's inputs: the files GRUB loads, as shipped (stripped).
 pub fn bundle_inputs(bundle: &crate::builder::BuiltBundle) -> Result<BundleInputs, std::io::Error> {
-    let hypervisor = bundle.output_dir.join("root/boot/slipway-hypervisor");
+    let hypervisor = &bundle.hypervisor.path;
     let mut modules = Vec::new();
     for module in &bundle.modules {
-        modules.push((module.name.clone(), std::fs::read(&module.path)?));
+        modules.push((module.name.clone(), std::fs::read(&module.file.path)?));
     }
     Ok(BundleInputs {
+        sinit_acm: None,
         hypervisor_elf: std::fs::read(hypervisor)?,
         hypervisor_cmdline: bundle.manifest.hypervisor_cmdline.join(" "),
         modules,
@@ -639,19 +759,24 @@ pub fn predict_command(ws: &crate::Workspace, args: &PredictArgs) -> std::proces
         Ok(bundle) => bundle,
         Err(e) => return fail(e.to_string()),
     };
-    let inputs = match bundle_inputs(&bundle) {
+    let mut inputs = match bundle_inputs(&bundle) {
         Ok(inputs) => inputs,
         Err(e) => return fail(format!("cannot read the bundle's files: {e}")),
     };
+    if let Some(path) = &args.sinit {
+        if args.launch != PredictedLaunch::Txt {
+            return fail("--sinit goes with --launch txt".into());
+        }
+        match std::fs::read(path) {
+            Ok(bytes) => inputs.sinit_acm = Some(bytes),
+            Err(e) => return fail(format!("cannot read {}: {e}", path.display())),
+        }
+    }
     let prediction = match predict(&inputs, &banks, args.launch) {
         Ok(p) => p,
         Err(e) => return fail(e.to_string()),
     };
-    let launch = match args.launch {
-        PredictedLaunch::Emulated => "emulated",
-        PredictedLaunch::Txt => "txt",
-        PredictedLaunch::Skinit => "skinit",
-    };
+    let launch = args.launch.name();
     let out = args
         .out
         .clone()
@@ -659,11 +784,21 @@ pub fn predict_command(ws: &crate::Workspace, args: &PredictArgs) -> std::proces
     if let Err(e) = std::fs::write(&out, &prediction.log) {
         return fail(format!("cannot write {}: {e}", out.display()));
     }
-    if args.launch != PredictedLaunch::Emulated {
-        println!(
+    match args.launch {
+        PredictedLaunch::Emulated => {}
+        PredictedLaunch::TxtSimulated => println!(
+            "# txt-simulated launch: SIMULATED TXT (the QEMU harness's SINIT over the synthetic \
+             `sinit` module), never a hardware launch; PCR17/18 are the simulation's"
+        ),
+        PredictedLaunch::Txt if prediction.launch_pcrs_predicted => println!(
+            "# txt launch: PCR17/18 as SINIT extends them in the TPM 2.0 details/authorities \
+             mapping for this ACM and MLE, assuming no BIOS ACM data, S-CRTM status 0, no LCP and \
+             no STM; a given SINIT version and platform policy decide: confirm on hardware"
+        ),
+        _ => println!(
             "# {launch} launch: PCR17/18 are the platform's and SINIT's golden values; the lines \
              below replay only Slipway's events (PCR19-21) from 0: append them to the launch's own"
-        );
+        ),
     }
     print!("{}", prediction.pcr_lines());
     eprintln!(

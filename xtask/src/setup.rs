@@ -24,6 +24,7 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     // GPGME binding Keylime's verifier imports.
     "python3-venv",
     "python3-gpg",
+    "binutils",
 ];
 
 /// Programs and files that stand for the packages on a machine without dpkg.
@@ -32,10 +33,11 @@ const REQUIRED_PATHS: &[(&str, &str)] = &[
     ("swtpm", "swtpm"),
     ("swtpm_ioctl", "swtpm-tools"),
     ("tpm2_eventlog", "tpm2-tools"),
-    ("grub-mkrescue", "grub-common"),
+    ("grub-mkimage", "grub-common"),
     ("xorriso", "xorriso"),
     ("mformat", "mtools"),
     ("dtc", "device-tree-compiler"),
+    ("objcopy", "binutils"),
     ("/usr/lib/grub/i386-pc/multiboot2.mod", "grub-pc-bin"),
     (
         "/usr/lib/grub/x86_64-efi/multiboot2.mod",

@@ -188,6 +188,10 @@ pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
             "`{text}` is not 1-64 bytes of hex (an even number of hex digits)"
         ));
     }
+    // Checked before slicing two bytes at a time, which would split a multi-byte character.
+    if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("`{text}` is not hex"));
+    }
     (0..text.len())
         .step_by(2)
         .map(|i| {
@@ -263,6 +267,8 @@ pub struct Accepted {
     pub events: usize,
     /// The replayed PCR17-21 values of the required bank.
     pub pcrs: Vec<(u32, String)>,
+    /// The launch kind the log's first PCR19 event names (matched by the prediction).
+    pub launch: EventLaunchKind,
 }
 
 fn name_event(event: &Event<'_>) -> String {
@@ -462,6 +468,7 @@ pub fn verify(transcript: &Transcript, req: &Requirements) -> Result<Accepted, R
             .collect(),
         events: log.events().count(),
         pcrs,
+        launch: launch_kind_of(&log).unwrap_or(EventLaunchKind::Unmeasured),
     })
 }
 
@@ -521,6 +528,19 @@ pub fn report(accepted: &Accepted, bank: HashAlg) -> String {
         accepted.events,
         banks.join(", ")
     );
+    let _ = match accepted.launch {
+        EventLaunchKind::TxtSimulated => writeln!(
+            out,
+            "verify: launch: txt-simulated: a SIMULATED Intel TXT launch (QEMU harness as CPU and \
+             SINIT, no Intel code, no ACM signature): NOT a hardware launch"
+        ),
+        EventLaunchKind::Emulated => writeln!(
+            out,
+            "verify: launch: emulated: the QEMU harness's emulated dynamic launch: NOT a hardware \
+             launch"
+        ),
+        kind => writeln!(out, "verify: launch: {}", kind.name()),
+    };
     for (pcr, value) in &accepted.pcrs {
         let _ = writeln!(out, "PCR{pcr} {} {value}", bank.name());
     }
@@ -611,7 +631,15 @@ pub fn verify_against_bundle(
             .map_err(|e| Rejection::Log(e.to_string()))?;
         let inputs = crate::predict::bundle_inputs(built)
             .map_err(|e| Rejection::Usage(format!("cannot read bundle `{bundle}`: {e}")))?;
-        crate::predict::predict(&inputs, &banks, crate::predict::PredictedLaunch::Emulated)
+        // The launch the log names (a txt-simulated run is predicted as one; anything else as
+        // the emulated launch, whose prediction it then fails to match).
+        let launch = EventLog::parse(&transcript.slipway_log)
+            .ok()
+            .and_then(|log| launch_kind_of(&log))
+            .and_then(crate::predict::PredictedLaunch::from_event_kind)
+            .filter(|l| *l == crate::predict::PredictedLaunch::TxtSimulated)
+            .unwrap_or(crate::predict::PredictedLaunch::Emulated);
+        crate::predict::predict(&inputs, &banks, launch)
             .map_err(|e| Rejection::Usage(format!("cannot predict `{bundle}`: {e}")))?
             .log
     };

@@ -1,5 +1,7 @@
 //! The cargo workspace as `cargo metadata` reports it: root, target directory (honouring
-//! `CARGO_TARGET_DIR` and cargo configuration) and the binary targets of each member.
+//! `CARGO_TARGET_DIR` and cargo configuration) and the binary targets of each member; the
+//! cargo home its registry sources come from; and the path remapping that keeps all three
+//! (and the Rust sysroot) out of the freestanding binaries.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +17,9 @@ pub const HOST_FREESTANDING_TARGET: &str = "x86_64-unknown-linux-gnu";
 pub const POLICY_TARGET: &str = "wasm32-unknown-unknown";
 /// The package of the host tool (this crate): its binary runs on the build machine.
 pub const HOST_TOOL_PACKAGE: &str = "xtask";
+/// The fuzz targets' package: its binaries are libFuzzer programs for the host (`cargo xtask
+/// fuzz` builds them), not freestanding images.
+pub const FUZZ_PACKAGE: &str = "slipway-fuzz";
 
 /// Targets a freestanding binary may name in `[package.metadata.slipway] target`.
 pub const SUPPORTED_TARGETS: [&str; 3] =
@@ -61,6 +66,18 @@ pub fn target_rustflags_config(target: &str) -> Option<String> {
     })
 }
 
+/// What the machine's paths become inside the freestanding binaries (`--remap-path-prefix`):
+/// panic messages and debug information name `/slipway/...` for the checkout,
+/// `/slipway-target/...` for generated sources in the target directory, `/cargo-home/...` for
+/// registry sources, and `/rustc/<commit>/...` for the standard library (the name its prebuilt
+/// code already carries), whatever the folders on the build machine. README "Reproducible
+/// bundles" tells a debugger how to map them back.
+pub const REMAPPED_WORKSPACE: &str = "/slipway";
+/// See [`REMAPPED_WORKSPACE`].
+pub const REMAPPED_TARGET_DIR: &str = "/slipway-target";
+/// See [`REMAPPED_WORKSPACE`].
+pub const REMAPPED_CARGO_HOME: &str = "/cargo-home";
+
 /// Errors finding the workspace.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkspaceError {
@@ -70,6 +87,12 @@ pub enum WorkspaceError {
     /// `cargo metadata` printed something that is not its documented JSON.
     #[error("cannot parse `cargo metadata` output: {0}")]
     Parse(#[from] serde_json::Error),
+    /// Neither `CARGO_HOME` nor `HOME` is set, so the registry sources cannot be located.
+    #[error("cannot tell where cargo keeps its registry: neither CARGO_HOME nor HOME is set")]
+    NoCargoHome,
+    /// `rustc` could not tell its sysroot or its commit.
+    #[error("`{command}` failed: {reason}")]
+    Rustc { command: String, reason: String },
 }
 
 #[derive(Deserialize)]
@@ -119,7 +142,10 @@ pub struct Member {
 #[derive(Debug, Clone)]
 pub struct Workspace {
     pub root: PathBuf,
+    /// Where builds go; xtask's cargo runs get it as `CARGO_TARGET_DIR`.
     pub target_dir: PathBuf,
+    /// The cargo home (registry sources); xtask's cargo runs get it as `CARGO_HOME`.
+    pub cargo_home: PathBuf,
     pub members: Vec<Member>,
 }
 
@@ -128,10 +154,95 @@ pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
+/// The cargo home cargo itself uses: `CARGO_HOME`, else `$HOME/.cargo`.
+pub fn default_cargo_home() -> Result<PathBuf, WorkspaceError> {
+    match std::env::var_os("CARGO_HOME") {
+        Some(home) if !home.is_empty() => Ok(PathBuf::from(home)),
+        _ => std::env::home_dir()
+            .filter(|home| !home.as_os_str().is_empty())
+            .map(|home| home.join(".cargo"))
+            .ok_or(WorkspaceError::NoCargoHome),
+    }
+}
+
+/// `rustc` as cargo runs it (`RUSTC`, else the one on `PATH`, which rustup resolves through
+/// `rust-toolchain.toml` from `dir`).
+fn rustc_output(dir: &Path, args: &[&str]) -> Result<String, WorkspaceError> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let command = format!("{} {}", rustc.to_string_lossy(), args.join(" "));
+    let output = Command::new(&rustc)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map_err(|e| WorkspaceError::Rustc {
+            command: command.clone(),
+            reason: e.to_string(),
+        })?;
+    if !output.status.success() {
+        return Err(WorkspaceError::Rustc {
+            command,
+            reason: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    String::from_utf8(output.stdout).map_err(|e| WorkspaceError::Rustc {
+        command,
+        reason: format!("output is not UTF-8: {e}"),
+    })
+}
+
+/// `--remap-path-prefix` flags, general first (rustc applies the last matching one): the
+/// sysroot's source directory to `/rustc/<commit>` (where a locally installed `rust-src`
+/// would otherwise show through), the cargo home, the workspace, the target directory. Each
+/// directory is given as named and, when that differs, canonicalised.
+pub fn path_remap_flags(
+    sysroot: &Path,
+    rustc_commit: &str,
+    cargo_home: &Path,
+    root: &Path,
+    target_dir: &Path,
+) -> Vec<String> {
+    let mut flags = Vec::new();
+    let mut remap = |from: &Path, to: &str| {
+        let mut forms = vec![from.to_path_buf()];
+        if let Ok(real) = from.canonicalize()
+            && real != from
+        {
+            forms.push(real);
+        }
+        for form in forms {
+            flags.push("--remap-path-prefix".to_owned());
+            flags.push(format!("{}={to}", form.display()));
+        }
+    };
+    remap(
+        &sysroot.join("lib/rustlib/src/rust"),
+        &format!("/rustc/{rustc_commit}"),
+    );
+    remap(cargo_home, REMAPPED_CARGO_HOME);
+    remap(root, REMAPPED_WORKSPACE);
+    remap(target_dir, REMAPPED_TARGET_DIR);
+    flags
+}
+
+/// The `commit-hash:` line of `rustc -vV`.
+fn commit_hash(version_verbose: &str) -> Option<&str> {
+    version_verbose
+        .lines()
+        .find_map(|l| l.strip_prefix("commit-hash: "))
+        .map(str::trim)
+        .filter(|h| !h.is_empty() && *h != "unknown")
+}
+
 impl Workspace {
     /// Locates the workspace this xtask was built from.
     pub fn locate() -> Result<Self, WorkspaceError> {
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        Self::at(&Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+    }
+
+    /// The workspace whose root is `root` (another checkout of Slipway), with the cargo home
+    /// and target directory cargo would use there.
+    pub fn at(root: &Path) -> Result<Self, WorkspaceError> {
+        let manifest = root.join("Cargo.toml");
         let output = cargo()
             .args([
                 "metadata",
@@ -152,6 +263,7 @@ impl Workspace {
         Ok(Workspace {
             root: meta.workspace_root,
             target_dir: meta.target_directory,
+            cargo_home: default_cargo_home()?,
             members: meta
                 .packages
                 .into_iter()
@@ -167,6 +279,26 @@ impl Workspace {
                 })
                 .collect(),
         })
+    }
+
+    /// The `--config` argument that adds [`path_remap_flags`] for this workspace to `target`'s
+    /// rustflags (cargo joins it with `.cargo/config.toml`'s and [`target_rustflags_config`]'s).
+    pub fn path_remap_config(&self, target: &str) -> Result<String, WorkspaceError> {
+        let sysroot = rustc_output(&self.root, &["--print", "sysroot"])?;
+        let version = rustc_output(&self.root, &["-vV"])?;
+        let commit = commit_hash(&version).ok_or_else(|| WorkspaceError::Rustc {
+            command: "rustc -vV".into(),
+            reason: format!("no commit-hash line in:\n{}", version.trim()),
+        })?;
+        let flags = path_remap_flags(
+            Path::new(sysroot.trim()),
+            commit,
+            &self.cargo_home,
+            &self.root,
+            &self.target_dir,
+        );
+        let list: Vec<String> = flags.iter().map(|f| format!("{f:?}")).collect();
+        Ok(format!("target.{target}.rustflags=[{}]", list.join(", ")))
     }
 
     /// `images/<bundle>/` in the source tree.
@@ -222,11 +354,11 @@ impl Workspace {
     }
 
     /// The freestanding binary crates grouped by the target they are built for: every member
-    /// with a binary target except the host tool itself (`xtask`).
+    /// with a binary target except the host tool itself (`xtask`) and the fuzz targets.
     pub fn freestanding_packages(&self) -> Result<Vec<(&str, Vec<&str>)>, String> {
         let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
         for member in self.members.iter().filter(|m| !m.bins.is_empty()) {
-            if member.name == HOST_TOOL_PACKAGE {
+            if member.name == HOST_TOOL_PACKAGE || member.name == FUZZ_PACKAGE {
                 continue;
             }
             let target = self.target_of(&member.name)?;
@@ -259,6 +391,80 @@ impl Workspace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remaps_go_from_general_to_specific_and_name_fixed_places() {
+        let flags = path_remap_flags(
+            Path::new("/nonexistent/sysroot"),
+            "abc123",
+            Path::new("/nonexistent/home/.cargo"),
+            Path::new("/nonexistent/checkout"),
+            Path::new("/nonexistent/checkout/target"),
+        );
+        assert_eq!(
+            flags,
+            [
+                "--remap-path-prefix",
+                "/nonexistent/sysroot/lib/rustlib/src/rust=/rustc/abc123",
+                "--remap-path-prefix",
+                "/nonexistent/home/.cargo=/cargo-home",
+                "--remap-path-prefix",
+                "/nonexistent/checkout=/slipway",
+                "--remap-path-prefix",
+                "/nonexistent/checkout/target=/slipway-target",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_symlinked_directory_is_remapped_under_both_names() {
+        let dir = std::env::temp_dir().join(format!("xtask-remap-{}", std::process::id()));
+        let real = dir.join("real");
+        let link = dir.join("link");
+        std::fs::create_dir_all(&real).unwrap();
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let flags = path_remap_flags(
+            Path::new("/s"),
+            "c",
+            &link,
+            Path::new("/w"),
+            Path::new("/t"),
+        );
+        let real = real.canonicalize().unwrap();
+        assert!(
+            flags.contains(&format!("{}=/cargo-home", link.display())),
+            "{flags:?}"
+        );
+        assert!(
+            flags.contains(&format!("{}=/cargo-home", real.display())),
+            "{flags:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_commit_comes_from_rustc_version_output() {
+        let text = "rustc 1.95.0 (59807616e 2026-04-14)\nbinary: rustc\ncommit-hash: \
+                    59807616e1fa2540724bfbac14d7976d7e4a3860\nhost: x86_64-unknown-linux-gnu\n";
+        assert_eq!(
+            commit_hash(text),
+            Some("59807616e1fa2540724bfbac14d7976d7e4a3860")
+        );
+        assert_eq!(commit_hash("commit-hash: unknown\n"), None);
+        let ws = Workspace::locate().expect("cargo metadata");
+        let config = ws
+            .path_remap_config(FREESTANDING_TARGET)
+            .expect("rustc answers");
+        assert!(
+            config.starts_with("target.x86_64-unknown-none.rustflags=[\"--remap-path-prefix\""),
+            "{config}"
+        );
+        assert!(
+            config.contains(&format!("{}=/slipway\"", ws.root.display())),
+            "{config}"
+        );
+    }
 
     #[test]
     fn each_binary_has_its_declared_target_and_flags() {

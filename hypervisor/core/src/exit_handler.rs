@@ -179,7 +179,7 @@ pub fn handle_exit<B: VcpuBackend + ?Sized>(
         }
         VmExit::ExternalInterrupt | VmExit::Nmi => ExitAction::Preempt,
         // SMM ran on the host's behalf; an INIT aimed at a guest is dropped (no guest may reset
-        // another's vCPU in this issue).
+        // another's vCPU).
         VmExit::Smi | VmExit::Init => ExitAction::Resume,
         VmExit::Shutdown => ExitAction::Stop(StopReason::TripleFault),
         VmExit::Forbidden(instruction) => {

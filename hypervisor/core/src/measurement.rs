@@ -144,6 +144,34 @@ impl<'log, T: PcrExtend> Measurement<'log, T> {
         launch: &LaunchInputs<'_>,
     ) -> Result<Self, slipway_measure::Error> {
         let log = LogWriter::new(buf, &LogHeader::slipway(banks))?;
+        Self::resume(tpm, banks, log, launch)
+    }
+
+    /// As [`Measurement::start`], but continues a log the dynamic launch began (Intel TXT: the
+    /// log SINIT extended PCR17/18 into, resumed with `LogWriter::resume`): the same sequence is
+    /// appended after the launch's own events. The log's banks must be `banks` in the TPM's order
+    /// (Slipway wrote its header before the launch); otherwise [`slipway_measure::Error`] says so
+    /// and nothing is extended.
+    pub fn resume(
+        tpm: T,
+        banks: BankSet,
+        log: LogWriter<'log>,
+        launch: &LaunchInputs<'_>,
+    ) -> Result<Self, slipway_measure::Error> {
+        if let Some((ours, theirs)) = banks
+            .iter()
+            .map(Some)
+            .chain(core::iter::repeat(None))
+            .zip(log.banks().iter().map(Some).chain(core::iter::repeat(None)))
+            .take(banks.len().max(log.banks().len()))
+            .find(|(a, b)| a != b)
+        {
+            return Err(match (ours, theirs) {
+                (Some(bank), _) => slipway_measure::Error::MissingBank(bank.alg),
+                (None, Some(bank)) => slipway_measure::Error::UnexpectedBank(bank.alg),
+                (None, None) => unreachable!("take() stops at the longer list"),
+            });
+        }
         let mut this = Measurement {
             tpm,
             banks,
@@ -177,7 +205,11 @@ impl<'log, T: PcrExtend> Measurement<'log, T> {
                 })?;
             self.events += 1;
         }
-        self.record(PCR_BUILD_INPUTS, &SlipwayEvent::LaunchKind(launch.kind), None)?;
+        self.record(
+            PCR_BUILD_INPUTS,
+            &SlipwayEvent::LaunchKind(launch.kind),
+            None,
+        )?;
         let mut capped = BankSet::empty();
         for bank in self.banks.unsupported() {
             let _ = capped.push(bank);
@@ -320,7 +352,7 @@ impl<'log, T: PcrExtend> Measurement<'log, T> {
             return Ok(Sealed::Failed(failure));
         }
         // Pass 1: every event's digests and the room they need, before any extend.
-        let mut planned: heapless::Vec<(u32, u32, DigestList), { MAX_DOMAINS + 3 }> =
+        let mut planned: heapless::Vec<(SealEvent, DigestList), { MAX_DOMAINS + 3 }> =
             heapless::Vec::new();
         let mut needed = 0usize;
         for (index, domain) in domains.iter().enumerate() {
@@ -328,66 +360,58 @@ impl<'log, T: PcrExtend> Measurement<'log, T> {
                 Ok((this.event_data_digests(event)?, event.encoded_len()))
             })?;
             needed += event_len(&self.banks, len);
-            // Cannot fail: at most MAX_DOMAINS planned domains.
-            let _ = planned.push((PCR_DOMAIN_BUILDS, index as u32, digests));
+            planned
+                .push((SealEvent::Build(index), digests))
+                .map_err(|_| Error::TooManyDomains)?;
         }
         for pcr in SEPARATOR_PCRS {
             let digests = self
                 .event_data_digests(&SlipwayEvent::Separator)
                 .map_err(|_| Error::EventLogFull)?;
             needed += event_len(&self.banks, SlipwayEvent::Separator.encoded_len());
-            let _ = planned.push((pcr, u32::MAX, digests));
+            planned
+                .push((SealEvent::Separator(pcr), digests))
+                .map_err(|_| Error::TooManyDomains)?;
         }
         if needed > self.log.remaining() {
             // Refused before any effect; measurement as such has not failed.
             return Err(Error::EventLogFull);
         }
         // Pass 2: extend every event.
-        for (pcr, index, digests) in &planned {
-            let event_type = if *index == u32::MAX {
-                SlipwayEvent::Separator.event_type()
-            } else {
-                slipway_measure::events::EV_SLIPWAY_DOMAIN_BUILD
-            };
-            if self.extend(*pcr, event_type, digests).is_err() {
+        for (event, digests) in &planned {
+            if self.extend(event.pcr(), event.event_type(), digests).is_err() {
                 self.seal_broken = true;
                 return Err(Error::TpmFailed);
             }
         }
         // Pass 3: log them (room was checked; the digests must come out the same).
-        for (pcr, index, digests) in &planned {
-            let logged = if *index == u32::MAX {
-                self.log
-                    .append_slipway(*pcr, &SlipwayEvent::Separator, None)
-                    .map_err(|_| Failure::LogFull {
-                        pcr: *pcr,
-                        event_type: SlipwayEvent::Separator.event_type(),
+        for (event, digests) in &planned {
+            let logged = match *event {
+                SealEvent::Separator(pcr) => self
+                    .log
+                    .append_slipway(pcr, &SlipwayEvent::Separator, None)
+                    .ok(),
+                SealEvent::Build(index) => self
+                    .with_build_event(domains[index], |this, event| {
+                        this.log
+                            .append_slipway(PCR_DOMAIN_BUILDS, event, None)
+                            .map_err(|_| Failure::Encoding {
+                                event_type: event.event_type(),
+                            })
                     })
-            } else {
-                self.with_build_event(domains[*index as usize], |this, event| {
-                    this.log
-                        .append_slipway(PCR_DOMAIN_BUILDS, event, None)
-                        .map_err(|_| Failure::LogFull {
-                            pcr: PCR_DOMAIN_BUILDS,
-                            event_type: event.event_type(),
-                        })
-                })
-                .map_err(|_| Failure::LogFull {
-                    pcr: PCR_DOMAIN_BUILDS,
-                    event_type: slipway_measure::events::EV_SLIPWAY_DOMAIN_BUILD,
-                })
+                    .ok(),
             };
-            match logged {
-                Ok(written) if written == *digests => self.events += 1,
-                Ok(_) | Err(_) => {
-                    self.fail(Failure::LogFull {
-                        pcr: *pcr,
-                        event_type: 0,
-                    });
-                    self.seal_broken = true;
-                    return Err(Error::EventLogFull);
-                }
+            if logged.as_ref() != Some(digests) {
+                // Cannot happen (room was checked, the digests come from the same encoding);
+                // if it did, PCRs hold extends the log lacks: nothing after this may count.
+                self.fail(Failure::LogFull {
+                    pcr: event.pcr(),
+                    event_type: event.event_type(),
+                });
+                self.seal_broken = true;
+                return Err(Error::EventLogFull);
             }
+            self.events += 1;
         }
         self.sealed = true;
         Ok(Sealed::Complete)
@@ -445,6 +469,31 @@ impl<'log, T: PcrExtend> Measurement<'log, T> {
     /// The TPM (to release its locality after hand-off, or read its counters).
     pub fn tpm_mut(&mut self) -> &mut T {
         &mut self.tpm
+    }
+}
+
+/// One event of the seal at hand-off.
+#[derive(Clone, Copy)]
+enum SealEvent {
+    /// The build record of the `n`-th planned domain (PCR21).
+    Build(usize),
+    /// The separator into this PCR.
+    Separator(u32),
+}
+
+impl SealEvent {
+    fn pcr(self) -> u32 {
+        match self {
+            Self::Build(_) => PCR_DOMAIN_BUILDS,
+            Self::Separator(pcr) => pcr,
+        }
+    }
+
+    fn event_type(self) -> u32 {
+        match self {
+            Self::Build(_) => slipway_measure::events::EV_SLIPWAY_DOMAIN_BUILD,
+            Self::Separator(_) => SlipwayEvent::Separator.event_type(),
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! (LSR.THRE and TEMT set) because every byte written goes straight to the console multiplexer;
 //! received bytes come from a small queue the multiplexer fills; the divisor latch, FIFO control,
 //! modem control (including loopback, which Linux's probe uses) and scratch register behave as on
-//! the real part. No interrupts are raised: domains get no interrupt lines in this issue, so IIR
+//! the real part. No interrupts are raised: domains get no interrupt lines, so IIR
 //! reports what would be pending and a driver polls.
 
 /// I/O port base of COM1.

@@ -50,6 +50,10 @@ fn encodings_are_pinned() {
         [1, 0]
     );
     assert_eq!(
+        encode(&SlipwayEvent::LaunchKind(LaunchKind::TxtSimulated)),
+        [1, 4]
+    );
+    assert_eq!(
         encode(&SlipwayEvent::BootModule(ModuleRecord {
             name: b"hello",
             size: 0x0102

@@ -16,10 +16,10 @@
 
 use core::fmt;
 
-/// Physical base of the locality-0 register page.
-pub use slipway_protocol::platform::TPM_TIS_BASE as TIS_BASE;
 /// Size of one locality's register page.
 pub use slipway_protocol::platform::TPM_LOCALITY_PAGE_SIZE as LOCALITY_PAGE_SIZE;
+/// Physical base of the locality-0 register page.
+pub use slipway_protocol::platform::TPM_TIS_BASE as TIS_BASE;
 /// The highest locality (4 belongs to the CPU's dynamic launch).
 pub const MAX_LOCALITY: u8 = 4;
 

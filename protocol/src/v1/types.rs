@@ -279,6 +279,8 @@ pub enum LaunchKind {
     Txt,
     /// AMD `SKINIT`.
     Skinit,
+    /// SIMULATED Intel TXT (QEMU + swtpm: the harness plays `GETSEC[SENTER]` and SINIT).
+    TxtSimulated,
 }
 
 /// A boot module as domB sees it.

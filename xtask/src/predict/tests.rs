@@ -105,3 +105,120 @@ fn banks_and_arguments() {
     assert!(parse_args(["--launch".to_string(), "sev".into()]).is_err());
     assert!(parse_args(["a".to_string(), "b".into()]).is_err());
 }
+
+fn hypervisor_elf() -> Vec<u8> {
+    let mut text = vec![0x90u8; 0x40];
+    text.extend(mle_header(0x20_0000, 0x20_2000));
+    text.resize(0x2000, 0xC3);
+    elf_with(&[(0x20_0000, &text, 0x2000)])
+}
+
+fn synthetic_sinit() -> Vec<u8> {
+    use slipway_hv_core::txt::acm::{SYNTHETIC_SIZE, write_synthetic_sinit};
+    let mut acm = vec![0u8; SYNTHETIC_SIZE];
+    write_synthetic_sinit(&mut acm, &crate::txt::sinit::SIMULATED_PLATFORM, 0x5a).unwrap();
+    acm
+}
+
+#[test]
+fn a_txt_launch_log_starts_with_sinit_events_over_the_acm_and_the_measured_region() {
+    use crate::txt::sinit::{EVTYPE_HASH_START, EVTYPE_MLE_HASH, EVTYPE_SINIT_PUBKEY_HASH};
+    let banks = parse_banks("sha1,sha256").unwrap();
+    let elf = hypervisor_elf();
+    let acm = synthetic_sinit();
+    let mut buf = vec![0u8; 1 << 16];
+    let writer = sinit_log(&mut buf, &banks, &acm, &elf, PredictedLaunch::TxtSimulated).unwrap();
+    let bytes = writer.as_bytes().to_vec();
+    let log = EventLog::parse(&bytes).unwrap();
+    let events: Vec<_> = log.events().map(|e| e.unwrap()).collect();
+    assert_eq!(
+        (events[0].pcr, events[0].event_type),
+        (17, EVTYPE_HASH_START)
+    );
+    let region = measured_region(&elf).unwrap();
+    let mle = events
+        .iter()
+        .find(|e| e.event_type == EVTYPE_MLE_HASH)
+        .unwrap();
+    assert_eq!(
+        mle.digests.get(AlgId::SHA256).unwrap(),
+        &slipway_measure::hash::hash(HashAlg::Sha256, &region.bytes)
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.pcr == 18 && e.event_type == EVTYPE_SINIT_PUBKEY_HASH)
+    );
+    // PCR17 = H(0 || H(ACM)) extended with the rest: a different hypervisor, a different PCR17,
+    // the same PCR18.
+    let pcrs = log.replay(InitialState::DynamicLaunch).unwrap();
+    let mut other_text = vec![0x90u8; 0x40];
+    other_text.extend(mle_header(0x20_0000, 0x20_2000));
+    other_text.resize(0x2000, 0xCC);
+    let other_elf = elf_with(&[(0x20_0000, &other_text, 0x2000)]);
+    let mut other_buf = vec![0u8; 1 << 16];
+    let other = sinit_log(
+        &mut other_buf,
+        &banks,
+        &acm,
+        &other_elf,
+        PredictedLaunch::TxtSimulated,
+    )
+    .unwrap();
+    let other = EventLog::parse(other.as_bytes())
+        .unwrap()
+        .replay(InitialState::DynamicLaunch)
+        .unwrap();
+    assert_ne!(
+        pcrs.value(17, HashAlg::Sha256).unwrap(),
+        other.value(17, HashAlg::Sha256).unwrap()
+    );
+    assert_eq!(
+        pcrs.value(18, HashAlg::Sha256).unwrap(),
+        other.value(18, HashAlg::Sha256).unwrap()
+    );
+}
+
+#[test]
+fn a_hardware_txt_prediction_refuses_the_synthetic_sinit_and_the_simulated_one_needs_it() {
+    let banks = parse_banks("sha256").unwrap();
+    let elf = hypervisor_elf();
+    let mut buf = vec![0u8; 1 << 16];
+    let err = sinit_log(
+        &mut buf,
+        &banks,
+        &synthetic_sinit(),
+        &elf,
+        PredictedLaunch::Txt,
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("synthetic"), "{err}");
+    let mut not_synthetic = synthetic_sinit();
+    not_synthetic[56] = 0; // the marker in the reserved bytes
+    let err = sinit_log(
+        &mut buf,
+        &banks,
+        &not_synthetic,
+        &elf,
+        PredictedLaunch::TxtSimulated,
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("not the synthetic SINIT"), "{err}");
+    // A hardware ACM is checked by the same rules as on the machine.
+    not_synthetic[16] = 0x22;
+    let err = sinit_log(&mut buf, &banks, &not_synthetic, &elf, PredictedLaunch::Txt)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("module_vendor"), "{err}");
+}
+
+#[test]
+fn predict_takes_txt_simulated_and_a_sinit_file() {
+    let args = parse_args(["--launch", "txt", "--sinit", "acm.bin"].map(String::from)).unwrap();
+    assert_eq!(args.sinit, Some(PathBuf::from("acm.bin")));
+    let args = parse_args(["--launch", "txt-simulated"].map(String::from)).unwrap();
+    assert_eq!(args.launch, PredictedLaunch::TxtSimulated);
+    assert_eq!(PredictedLaunch::TxtSimulated.name(), "txt-simulated");
+}

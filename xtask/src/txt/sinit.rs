@@ -189,6 +189,23 @@ pub fn sinit_measurement(
     SinitMeasurement { events, pcrs }
 }
 
+/// Writes SINIT's events into its log container (after what is there), in order.
+pub fn append_sinit_events(
+    writer: &mut LogWriter<'_>,
+    measurement: &SinitMeasurement,
+) -> Result<(), &'static str> {
+    for e in &measurement.events {
+        let digests = e
+            .digests
+            .ordered_for(writer.banks())
+            .map_err(|_| "banks differ from the TPM's")?;
+        writer
+            .append(e.pcr, e.event_type, &digests, &e.data)
+            .map_err(|_| "SINIT's events do not fit")?;
+    }
+    Ok(())
+}
+
 /// Why the simulated SINIT refuses the launch: each names the guide's rule.
 #[derive(Debug)]
 pub enum Refusal {
@@ -380,15 +397,7 @@ pub fn simulate_senter(
             .map_err(|_| {
                 Refusal::EventLog("does not hold a crypto-agile log up to next_record_offset")
             })?;
-        for e in &measurement.events {
-            let digests = e
-                .digests
-                .ordered_for(writer.banks())
-                .map_err(|_| Refusal::EventLog("banks differ from the TPM's"))?;
-            writer
-                .append(e.pcr, e.event_type, &digests, &e.data)
-                .map_err(|_| Refusal::EventLog("SINIT's events do not fit"))?;
-        }
+        append_sinit_events(&mut writer, &measurement).map_err(Refusal::EventLog)?;
         writer.len()
     };
     let mut new_log = log;

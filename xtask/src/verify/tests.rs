@@ -495,3 +495,17 @@ fn a_differing_policy_decision_or_program_is_named() {
         "PCR19 type 0x605 EV_SLIPWAY_POLICY policy program `module policy` sha256:abcd"
     );
 }
+
+#[test]
+fn a_hex_nonce_with_a_multibyte_character_is_refused_not_a_panic() {
+    // "aé1": four bytes, an even count, but slicing two bytes at a time splits the "é".
+    assert_eq!(
+        parse_hex("a\u{e9}1"),
+        Err("`a\u{e9}1` is not hex".to_owned())
+    );
+    let echoed = "attest: nonce 0\u{e9}0\nattest: done\n";
+    assert!(matches!(
+        parse_transcript(echoed),
+        Err(TranscriptError::Framing { line: 1, .. })
+    ));
+}

@@ -107,6 +107,8 @@ fn decision(reason: DecisionReason) -> Vec<u8> {
 struct Run {
     log: Vec<u8>,
     tpm_pcrs: PcrBanks,
+    /// `PCR_Extend` commands the TPM saw.
+    commands: u32,
     failure: Option<Failure>,
     measure_results: Vec<Result<u32, Error>>,
     seal: Result<Sealed, Error>,
@@ -125,7 +127,11 @@ fn run(fail_at: Option<u32>, mode: FailMode) -> Run {
     let mut measure_results = Vec::new();
     for (pcr, event_type, data) in [
         (19u8, config_type, config.clone()),
-        (19, EV_SLIPWAY_POLICY_DECISION, decision(DecisionReason::AllChecksPassed)),
+        (
+            19,
+            EV_SLIPWAY_POLICY_DECISION,
+            decision(DecisionReason::AllChecksPassed),
+        ),
     ] {
         let digests = event_digests(&banks, &data);
         measure_results.push(m.measure(pcr, event_type, &digests, &data));
@@ -145,9 +151,11 @@ fn run(fail_at: Option<u32>, mode: FailMode) -> Run {
     let failure = m.failure();
     let log = m.log_bytes().to_vec();
     let tpm_pcrs = m.tpm_mut().pcrs.clone();
+    let commands = m.tpm_mut().commands;
     Run {
         log,
         tpm_pcrs,
+        commands,
         failure,
         measure_results,
         seal,
@@ -204,24 +212,22 @@ fn a_boot_without_failure_logs_exactly_what_it_extended_and_seals() {
 /// logged build record unless all were written, and no retried hand-off counts.
 #[test]
 fn every_failing_command_leaves_a_log_that_never_claims_more_than_the_tpm_did() {
-    let commands = {
-        let banks = banks();
-        let mut buf = vec![0u8; 64 * 1024];
-        let tpm = FakeTpm::new(&banks, None, FailMode::Refused);
-        let _ = Measurement::start(tpm, banks, &mut buf, &inputs()).unwrap();
-        // Start's 3 + domB's 2 + 2 build records + 3 separators.
-        10
-    };
+    // Start's 3 + domB's 2 + 2 build records + 3 separators.
+    let commands = run(None, FailMode::Refused).commands;
+    assert_eq!(commands, 10);
     for mode in [FailMode::Refused, FailMode::AnswerLost] {
         for n in 1..=commands {
             let run = run(Some(n), mode);
-            let failure = run.failure.unwrap_or_else(|| panic!("command {n} failed unnoticed"));
+            let failure = run
+                .failure
+                .unwrap_or_else(|| panic!("command {n} failed unnoticed"));
             let replayed = replay(&run.log);
             // Where the TPM refused the first command of a step, log and TPM agree (the log is
             // just shorter than planned). Where it executed a command it did not confirm, or the
             // seal failed after extending earlier records, they disagree: then no verifier can
             // accept, and (below) the hand-off is refused, so no domain ever quotes it.
-            let first_of_seal = 6;
+            // The seal is the last five commands (two build records, three separators).
+            let first_of_seal = commands - 5 + 1;
             let agree = mode == FailMode::Refused && n <= first_of_seal;
             assert_eq!(
                 same_pcrs(&replayed, &run.tpm_pcrs),
@@ -233,12 +239,17 @@ fn every_failing_command_leaves_a_log_that_never_claims_more_than_the_tpm_did() 
                 .iter()
                 .filter(|&&(_, t)| t == EV_SLIPWAY_DOMAIN_BUILD)
                 .count();
-            assert!(builds == 0, "{mode:?} at {n}: no build record is logged: {types:?}");
             assert!(
-                !types.iter().any(|&(_, t)| t == slipway_measure::events::EV_SEPARATOR),
+                builds == 0,
+                "{mode:?} at {n}: no build record is logged: {types:?}"
+            );
+            assert!(
+                !types
+                    .iter()
+                    .any(|&(_, t)| t == slipway_measure::events::EV_SEPARATOR),
                 "{mode:?} at {n}: the log is never sealed after a failure"
             );
-            if n <= 5 {
+            if n < first_of_seal {
                 // Before hand-off: domB is refused, the fallback decision is still measured
                 // (the TPM answers again), and the hand-off goes ahead unsealed.
                 assert_eq!(
@@ -284,13 +295,21 @@ fn after_a_failure_only_one_tpm_unavailable_decision_is_measured() {
     );
     let other = decision(DecisionReason::AllChecksPassed);
     assert_eq!(
-        m.measure(19, EV_SLIPWAY_POLICY_DECISION, &event_digests(&banks, &other), &other),
+        m.measure(
+            19,
+            EV_SLIPWAY_POLICY_DECISION,
+            &event_digests(&banks, &other),
+            &other
+        ),
         Err(Error::MeasurementFailed),
         "a decision other than tpm-unavailable is refused"
     );
     let fallback = decision(DecisionReason::TpmUnavailable);
     let digests = event_digests(&banks, &fallback);
-    assert_eq!(m.measure(19, EV_SLIPWAY_POLICY_DECISION, &digests, &fallback), Ok(0));
+    assert_eq!(
+        m.measure(19, EV_SLIPWAY_POLICY_DECISION, &digests, &fallback),
+        Ok(0)
+    );
     assert_eq!(
         m.measure(19, EV_SLIPWAY_POLICY_DECISION, &digests, &fallback),
         Err(Error::MeasurementFailed),
@@ -311,7 +330,12 @@ fn a_full_log_is_refused_before_the_extend() {
     let extends = m.extends();
     let big = vec![b'x'; 2048];
     assert_eq!(
-        m.measure(19, EV_SLIPWAY_LAUNCH_CONFIG, &event_digests(&banks, &big), &big),
+        m.measure(
+            19,
+            EV_SLIPWAY_LAUNCH_CONFIG,
+            &event_digests(&banks, &big),
+            &big
+        ),
         Err(Error::EventLogFull)
     );
     assert_eq!(m.extends(), extends, "nothing was extended");
@@ -328,4 +352,54 @@ fn the_domb_event_carries_the_bound_digest_of_the_image_given() {
     let domb = log.events().map(|e| e.unwrap()).last().unwrap();
     let expected = hash::bound_module_digests(&banks, b"domb", inputs().domb_image);
     assert_eq!(domb.digests, expected);
+}
+
+#[test]
+fn a_resumed_launch_log_keeps_the_launch_events_and_appends_the_same_sequence_after_them() {
+    let banks = banks();
+    // A log the dynamic launch began (as SINIT does): its header, then one PCR17 event.
+    let mut buf = vec![0u8; 8192];
+    let launch_digests = slipway_measure::hash::event_digests(&banks, b"sinit event");
+    let used = {
+        let mut w = LogWriter::new(&mut buf, &LogHeader::slipway(banks)).unwrap();
+        w.append(17, 0x404, &launch_digests, &[]).unwrap();
+        w.len()
+    };
+    let log = LogWriter::resume(&mut buf, used).unwrap();
+    let mut tpm = FakeTpm::new(&banks, None, FailMode::Refused);
+    tpm.pcrs.extend_all(17, &launch_digests).unwrap();
+    let mut resumed_inputs = inputs();
+    resumed_inputs.kind = LaunchKind::TxtSimulated;
+    let mut m = Measurement::resume(tpm, banks, log, &resumed_inputs).unwrap();
+    assert!(m.failure().is_none());
+    let types = event_types(m.log_bytes());
+    assert_eq!(types[0], (17, 0x404));
+    // The sequence after it is the one `start` writes: launch kind, command line, domB.
+    let mut fresh = vec![0u8; 8192];
+    let started = Measurement::start(
+        FakeTpm::new(&banks, None, FailMode::Refused),
+        banks,
+        &mut fresh,
+        &resumed_inputs,
+    )
+    .unwrap();
+    assert_eq!(&types[1..], &event_types(started.log_bytes())[..]);
+    let replayed = replay(m.log_bytes());
+    assert!(same_pcrs(&replayed, &m.tpm_mut().pcrs));
+}
+
+#[test]
+fn a_launch_log_in_other_banks_is_not_resumed() {
+    let mut buf = vec![0u8; 4096];
+    let sha256_only = BankSet::from_algs(&[HashAlg::Sha256.id()]).unwrap();
+    let used = LogWriter::new(&mut buf, &LogHeader::slipway(sha256_only))
+        .unwrap()
+        .len();
+    let log = LogWriter::resume(&mut buf, used).unwrap();
+    let tpm = FakeTpm::new(&banks(), None, FailMode::Refused);
+    let refused = Measurement::resume(tpm, banks(), log, &inputs()).err();
+    assert_eq!(
+        refused,
+        Some(slipway_measure::Error::MissingBank(HashAlg::Sha1.id()))
+    );
 }

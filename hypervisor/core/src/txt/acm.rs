@@ -198,8 +198,10 @@ fn list<'a>(
     Ok(entries.chunks_exact(entry))
 }
 
-/// Checks a SINIT module against the platform.
-pub fn check_sinit(module: &[u8], platform: &PlatformIds) -> Result<SinitInfo, AcmError> {
+/// Checks a SINIT module on its own (header, module type and vendor, size, information table,
+/// OsSinitData and MLE header versions, capabilities, key): what `cargo xtask predict` needs to
+/// compute SINIT's measurements without the platform at hand.
+pub fn parse_sinit(module: &[u8]) -> Result<SinitInfo, AcmError> {
     let header = AcmHeader::read(module).map_err(|_| AcmError::TooShort { len: module.len() })?;
     if header.module_type != MODULE_TYPE_CHIPSET {
         return Err(AcmError::ModuleType(header.module_type));
@@ -264,6 +266,29 @@ pub fn check_sinit(module: &[u8], platform: &PlatformIds) -> Result<SinitInfo, A
             "the TCG 2.0 crypto-agile event log (bit 9)",
         ));
     }
+    let key_len = header.key_size as usize * 4;
+    let key_offset = AcmHeader::SIZE;
+    if key_offset + key_len > header.header_len as usize * 4 {
+        return Err(AcmError::InfoTableOutside {
+            offset: info_offset,
+            size: declared as u32,
+        });
+    }
+    Ok(SinitInfo {
+        size: declared as u32,
+        header,
+        info,
+        key_offset,
+        key_len,
+    })
+}
+
+/// Checks a SINIT module against the platform: [`parse_sinit`], then the chipset and processor
+/// ID lists against `platform`.
+pub fn check_sinit(module: &[u8], platform: &PlatformIds) -> Result<SinitInfo, AcmError> {
+    let sinit = parse_sinit(module)?;
+    let acm = &module[..sinit.size as usize];
+    let info = sinit.info;
     let d = platform.didvid;
     let chipset_match = list(
         acm,
@@ -300,21 +325,7 @@ pub fn check_sinit(module: &[u8], platform: &PlatformIds) -> Result<SinitInfo, A
             platform_id: platform.platform_id,
         });
     }
-    let key_len = header.key_size as usize * 4;
-    let key_offset = AcmHeader::SIZE;
-    if key_offset + key_len > header.header_len as usize * 4 {
-        return Err(AcmError::InfoTableOutside {
-            offset: info_offset,
-            size: declared as u32,
-        });
-    }
-    Ok(SinitInfo {
-        size: declared as u32,
-        header,
-        info,
-        key_offset,
-        key_len,
-    })
+    Ok(sinit)
 }
 
 /// Checks that the ACM fits the SINIT region (TXT.SINIT.SIZE) it is copied to.

@@ -418,6 +418,11 @@ pub const CAP_PCR_MAP_DA: u32 = 1 << 5;
 pub const CAP_PLATFORM_TYPE_MASK: u32 = 3 << 6;
 pub const CAP_MAXPHYADDR: u32 = 1 << 8;
 pub const CAP_TCG2_EVENT_LOG: u32 = 1 << 9;
+/// The capabilities Slipway's MLE header offers: GETSEC[WAKEUP] for the APs, ECX holding the
+/// MLE page tables at entry, the TCG 2.0 crypto-agile event log.
+pub const SLIPWAY_MLE_CAPABILITIES: u32 = CAP_RLP_WAKE_GETSEC | CAP_ECX_PGTBL | CAP_TCG2_EVENT_LOG;
+/// The capabilities Slipway selects in OsSinitData (SINIT measures them: event 0x40f).
+pub const SLIPWAY_OS_SINIT_CAPABILITIES: u32 = CAP_RLP_WAKE_GETSEC | CAP_TCG2_EVENT_LOG;
 
 /// Every structure, for `cargo xtask txt-layout`.
 pub const ALL_LAYOUTS: &[StructLayout] = &[

@@ -12,6 +12,8 @@
 //!   hypervisor's self-check and by the simulated SINIT);
 //! - [`pmr`], [`mtrr`]: the DMA-protected ranges and the MTRRs for SINIT;
 //! - [`regs`]: the TXT configuration registers behind [`regs::TxtRegisters`];
+//! - [`prelaunch`]: the MLE loader's sequence up to GETSEC[SENTER], over the one hardware seam
+//!   [`prelaunch::TxtHardware`];
 //! - [`post`]: the post-launch checks.
 
 pub mod acm;
@@ -21,6 +23,7 @@ pub mod mle_pt;
 pub mod mtrr;
 pub mod pmr;
 pub mod post;
+pub mod prelaunch;
 pub mod regs;
 pub mod smx;
 

@@ -62,6 +62,7 @@ fn response_variant(response: &Response) -> usize {
             LaunchKind::Emulated => 2,
             LaunchKind::Txt => 3,
             LaunchKind::Skinit => 4,
+            LaunchKind::TxtSimulated => 9,
         },
         Ok(ResponseOk::Module(_)) => 5,
         Ok(ResponseOk::DomainCreated(_)) => 6,
@@ -70,4 +71,4 @@ fn response_variant(response: &Response) -> usize {
     }
 }
 /// Launch kinds None and Txt are pinned through the boot-information page samples.
-const RESPONSE_VARIANTS_PINNED: &[usize] = &[0, 2, 4, 5, 6, 7, 8];
+const RESPONSE_VARIANTS_PINNED: &[usize] = &[0, 2, 4, 5, 6, 7, 8, 9];

@@ -46,6 +46,7 @@ fn launch_kind() -> impl Strategy<Value = LaunchKind> {
         Just(LaunchKind::Emulated),
         Just(LaunchKind::Txt),
         Just(LaunchKind::Skinit),
+        Just(LaunchKind::TxtSimulated),
     ]
 }
 

@@ -166,6 +166,15 @@ pub fn responses() -> Vec<(&'static str, Response, &'static str)> {
             "53 57 52 53 01 00 00 01 03 00 00",
         ),
         (
+            "boot-info-txt-simulated",
+            Ok(ResponseOk::BootInfo(BootSummary {
+                launch_kind: LaunchKind::TxtSimulated,
+                active_banks: banks(&[TpmAlgId::SHA256]),
+                module_count: 2,
+            })),
+            "53 57 52 53 01 00 00 01 04 01 0b 02",
+        ),
+        (
             "module",
             Ok(ResponseOk::Module(ModuleInfo {
                 name: module_name("hello"),

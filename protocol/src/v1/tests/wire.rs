@@ -271,7 +271,7 @@ fn invalid_bodies_do_not_decode() {
         "unknown response variant"
     );
     assert_eq!(
-        response("00 01 04 00 00"),
+        response("00 01 05 00 00"),
         Err(DecodeError::Malformed),
         "unknown launch kind"
     );

@@ -76,6 +76,10 @@ impl Hypervisor for Hypercall {
             _ => None,
         }
     }
+
+    fn timestamp(&mut self) -> Option<u64> {
+        Some(slipway_guest_rt::timestamp())
+    }
 }
 
 /// Line-buffered console output for the launch's progress lines.

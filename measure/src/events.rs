@@ -183,17 +183,25 @@ pub enum DecisionReason {
     TpmUnavailable = 2,
     /// A module's digest is not in its domain's allow-list (subject: the module name).
     ModuleNotAllowed = 3,
+    /// The policy program failed: refused at validation, trapped, ran out of fuel or memory,
+    /// or gave an invalid answer (subject: which, e.g. `out-of-fuel`); the action is
+    /// start-recovery-only.
+    PolicyFailed = 4,
+    /// A rule of the policy program's own (subject: the rule's name).
+    PolicyRule = 5,
 }
 
 impl DecisionReason {
     /// A short name (`all-checks-passed`, `unmeasured-launch`, `tpm-unavailable`,
-    /// `module-not-allowed`).
+    /// `module-not-allowed`, `policy-failed`, `policy-rule`).
     pub const fn name(self) -> &'static str {
         match self {
             DecisionReason::AllChecksPassed => "all-checks-passed",
             DecisionReason::UnmeasuredLaunch => "unmeasured-launch",
             DecisionReason::TpmUnavailable => "tpm-unavailable",
             DecisionReason::ModuleNotAllowed => "module-not-allowed",
+            DecisionReason::PolicyFailed => "policy-failed",
+            DecisionReason::PolicyRule => "policy-rule",
         }
     }
 }
@@ -209,15 +217,18 @@ pub enum DecisionAction {
     StartRecoveryOnly = 1,
     /// Halt.
     Halt = 2,
+    /// Start the domains the policy program listed (the builds in PCR21 say which).
+    StartListed = 3,
 }
 
 impl DecisionAction {
-    /// A short name (`start-all`, `start-recovery-only`, `halt`).
+    /// A short name (`start-all`, `start-recovery-only`, `halt`, `start-listed`).
     pub const fn name(self) -> &'static str {
         match self {
             DecisionAction::StartAll => "start-all",
             DecisionAction::StartRecoveryOnly => "start-recovery-only",
             DecisionAction::Halt => "halt",
+            DecisionAction::StartListed => "start-listed",
         }
     }
 }
@@ -451,12 +462,15 @@ impl<'a> SlipwayEvent<'a> {
                     1 => DecisionReason::UnmeasuredLaunch,
                     2 => DecisionReason::TpmUnavailable,
                     3 => DecisionReason::ModuleNotAllowed,
+                    4 => DecisionReason::PolicyFailed,
+                    5 => DecisionReason::PolicyRule,
                     _ => return Err(bad("unknown decision reason")),
                 };
                 let action = match r.u8().ok_or(bad("action missing"))? {
                     0 => DecisionAction::StartAll,
                     1 => DecisionAction::StartRecoveryOnly,
                     2 => DecisionAction::Halt,
+                    3 => DecisionAction::StartListed,
                     _ => return Err(bad("unknown decision action")),
                 };
                 let subject = r.name().ok_or(bad("subject cut off"))?;

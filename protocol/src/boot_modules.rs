@@ -21,6 +21,9 @@ pub const MAX_BOOT_MODULES: usize = 32;
 pub const DOMB_MODULE: &str = "domb";
 /// The launch configuration's module (a device tree, read by domB).
 pub const CONFIG_MODULE: &str = "config";
+/// The launch-policy program's module (a WebAssembly module run by domB,
+/// `docs/launch-policy.md`); without it domB runs its built-in default program.
+pub const POLICY_MODULE: &str = "policy";
 /// The Intel SINIT ACM's module (`launch=txt` and `launch=txt-simulated`): the hypervisor's
 /// pre-launch stage copies it to the SINIT region. domB measures it into PCR20 like any module.
 pub const SINIT_MODULE: &str = "sinit";

@@ -372,7 +372,14 @@ pub fn build_bundle(ws: &Workspace, name: &str) -> Result<BuiltBundle, BuildErro
                 let bin = ws.binary_of(pkg).expect("resolved above");
                 let target = ws.target_of(pkg).expect("resolved by build_freestanding");
                 let src = ws.freestanding_binary(target, bin);
-                Some(ship::ship_elf(&src, &dst, &debug_dir, &file_name)?)
+                if target == crate::workspace::POLICY_TARGET {
+                    // A policy program is WebAssembly, not ELF: built without debug
+                    // information or symbols (`workspace::target_rustflags`), shipped as built.
+                    std::fs::copy(&src, &dst).map_err(io_err("cannot copy", &src))?;
+                    None
+                } else {
+                    Some(ship::ship_elf(&src, &dst, &debug_dir, &file_name)?)
+                }
             }
             ModuleSource::File(rel) => {
                 let src = src_dir.join(rel);
@@ -551,5 +558,34 @@ mod tests {
             boot_file_name("raw", &ModuleSource::File("blob".into())),
             "raw.bin"
         );
+    }
+}
+
+#[cfg(test)]
+mod default_policy_tests {
+    use super::*;
+    use crate::workspace::POLICY_TARGET;
+
+    /// domB embeds the default policy program as a committed file
+    /// (`policy/default/slipway-policy-default.wasm`, `slipway_domb_core::policy::DEFAULT_PROGRAM`);
+    /// it must be exactly what `cargo xtask build` makes of its source, or domB would run (and
+    /// predict replay) a program nobody can rebuild. After changing the source or the SDK:
+    /// `cargo xtask build` and copy `<target>/wasm32-unknown-unknown/release/slipway-policy-default.wasm`.
+    #[test]
+    fn the_committed_default_policy_program_is_the_build_of_its_source() {
+        let ws = Workspace::locate().expect("cargo metadata");
+        build_freestanding(&ws, &["slipway-policy-default"]).expect("build the default program");
+        let built = std::fs::read(ws.freestanding_binary(POLICY_TARGET, "slipway-policy-default"))
+            .expect("the built program");
+        let committed = std::fs::read(ws.root.join("policy/default/slipway-policy-default.wasm"))
+            .expect("the committed program");
+        assert!(
+            built == committed,
+            "policy/default/slipway-policy-default.wasm is stale: rebuild it (cargo xtask build) \
+             and commit the new file ({} bytes built, {} committed)",
+            built.len(),
+            committed.len()
+        );
+        assert_eq!(committed, slipway_domb_core::policy::DEFAULT_PROGRAM);
     }
 }

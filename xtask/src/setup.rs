@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::workspace::FREESTANDING_TARGET;
+use crate::workspace::{FREESTANDING_TARGET, POLICY_TARGET};
 
 /// Debian packages the harness and the tests use.
 pub const DEBIAN_PACKAGES: &[&str] = &[
@@ -62,7 +62,7 @@ pub enum SetupError {
     #[error("missing tools (no dpkg here to install them): {0}")]
     MissingTools(String),
     /// The rustup target is missing and cannot be added.
-    #[error("the Rust target {FREESTANDING_TARGET} is missing: {0}")]
+    #[error("a Rust target is missing: {0}")]
     RustTarget(String),
 }
 
@@ -166,14 +166,22 @@ pub fn ensure_packages() -> Result<(), SetupError> {
     Ok(())
 }
 
-/// Makes sure the toolchain can build for the freestanding target (`rustup target add` if not).
+/// Makes sure the toolchain can build for the freestanding target and the policy programs'
+/// target (`rustup target add` if not).
 pub fn ensure_rust_target(workspace_root: &Path) -> Result<(), SetupError> {
+    for target in [FREESTANDING_TARGET, POLICY_TARGET] {
+        ensure_one_rust_target(workspace_root, target)?;
+    }
+    Ok(())
+}
+
+fn ensure_one_rust_target(workspace_root: &Path, target: &str) -> Result<(), SetupError> {
     // `rustc --print target-libdir` names the directory whether or not it is installed; a
     // missing target shows as a missing directory.
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let libdir = Command::new(&rustc)
         .current_dir(workspace_root)
-        .args(["--print", "target-libdir", "--target", FREESTANDING_TARGET])
+        .args(["--print", "target-libdir", "--target", target])
         .stderr(Stdio::null())
         .output()
         .ok()
@@ -191,10 +199,10 @@ pub fn ensure_rust_target(workspace_root: &Path) -> Result<(), SetupError> {
     if libdir.as_deref().is_some_and(has_core) {
         return Ok(());
     }
-    println!("xtask: rustup target add {FREESTANDING_TARGET}");
+    println!("xtask: rustup target add {target}");
     let status = Command::new("rustup")
         .current_dir(workspace_root)
-        .args(["target", "add", FREESTANDING_TARGET])
+        .args(["target", "add", target])
         .stdin(Stdio::null())
         .status()
         .map_err(|e| {
@@ -204,7 +212,7 @@ pub fn ensure_rust_target(workspace_root: &Path) -> Result<(), SetupError> {
         })?;
     if !status.success() {
         return Err(SetupError::RustTarget(format!(
-            "`rustup target add {FREESTANDING_TARGET}` failed ({status})"
+            "`rustup target add {target}` failed ({status})"
         )));
     }
     Ok(())

@@ -281,11 +281,26 @@ fn name_event(event: &Event<'_>) -> String {
             format!(" domain `{}`", String::from_utf8_lossy(b.name))
         }
         Ok(Some(SlipwayEvent::PolicyDecision(d))) => format!(
-            " decision {} -> {} `{}`",
+            " policy decision {} -> {} `{}`",
             d.reason.name(),
             d.action.name(),
             String::from_utf8_lossy(d.subject)
         ),
+        // The measured policy text names its program (`docs/launch-config.md`).
+        Ok(Some(SlipwayEvent::Policy(text))) => {
+            let text = String::from_utf8_lossy(text);
+            let field = |key: &str| {
+                text.lines()
+                    .find_map(|line| line.strip_prefix(key))
+                    .unwrap_or("?")
+                    .to_owned()
+            };
+            format!(
+                " policy program `{}` sha256:{}",
+                field("program: "),
+                field("program-sha256: ")
+            )
+        }
         Ok(Some(SlipwayEvent::LaunchKind(kind))) => format!(" `{}`", kind.name()),
         _ => String::new(),
     };

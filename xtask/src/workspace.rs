@@ -12,14 +12,18 @@ use serde::Deserialize;
 pub const FREESTANDING_TARGET: &str = "x86_64-unknown-none";
 /// The host target used freestanding (domB): SSE and run-time CPU feature detection.
 pub const HOST_FREESTANDING_TARGET: &str = "x86_64-unknown-linux-gnu";
-/// Targets a freestanding binary may name in `[package.metadata.slipway] target`.
+/// The target of launch-policy programs (`docs/launch-policy.md`): WebAssembly, run by domB's
+/// interpreter.
+pub const POLICY_TARGET: &str = "wasm32-unknown-unknown";
 /// The package of the host tool (this crate): its binary runs on the build machine.
 pub const HOST_TOOL_PACKAGE: &str = "xtask";
 /// The fuzz targets' package: its binaries are libFuzzer programs for the host (`cargo xtask
 /// fuzz` builds them), not freestanding images.
 pub const FUZZ_PACKAGE: &str = "slipway-fuzz";
 
-pub const SUPPORTED_TARGETS: [&str; 2] = [FREESTANDING_TARGET, HOST_FREESTANDING_TARGET];
+/// Targets a freestanding binary may name in `[package.metadata.slipway] target`.
+pub const SUPPORTED_TARGETS: [&str; 3] =
+    [FREESTANDING_TARGET, HOST_FREESTANDING_TARGET, POLICY_TARGET];
 
 /// Code-generation flags xtask adds for `target` (`--config target.<triple>.rustflags=...`), on
 /// top of `.cargo/config.toml`: the host target used freestanding gets a static, non-PIC
@@ -37,6 +41,17 @@ pub fn target_rustflags(target: &str) -> &'static [&'static str] {
             "target-feature=+crt-static",
             "--cfg",
             "slipway_freestanding",
+        ],
+        // Policy programs: no debug information or symbols (the module is measured and
+        // carried as a boot module: it stays small), a 64 KiB stack instead of 1 MiB (the
+        // program's memory counts against its limit).
+        POLICY_TARGET => &[
+            "-C",
+            "debuginfo=0",
+            "-C",
+            "strip=symbols",
+            "-C",
+            "link-arg=-zstack-size=65536",
         ],
         _ => &[],
     }
@@ -311,7 +326,12 @@ impl Workspace {
 
     /// Path of the release build of a freestanding binary target built for `target`.
     pub fn freestanding_binary(&self, target: &str, bin: &str) -> PathBuf {
-        self.target_dir.join(target).join("release").join(bin)
+        let dir = self.target_dir.join(target).join("release");
+        if target == POLICY_TARGET {
+            dir.join(format!("{bin}.wasm"))
+        } else {
+            dir.join(bin)
+        }
     }
 
     /// The target workspace package `package` is built for: its `[package.metadata.slipway]

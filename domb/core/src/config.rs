@@ -12,7 +12,7 @@ use fdt::Fdt;
 use fdt::node::FdtNode;
 
 use crate::dtb::{self, DtbError};
-use crate::launch::{CONFIG_MODULE, DOMB_MODULE};
+use crate::launch::{CONFIG_MODULE, DOMB_MODULE, POLICY_MODULE};
 use crate::policy::{Action, Policy};
 
 /// Path of the node that holds the launch configuration.
@@ -42,8 +42,9 @@ pub const MAX_NAME_LEN: usize = 31;
 /// Domain names the hypervisor keeps for itself: refused here already, so the error names the
 /// node.
 pub use slipway_protocol::v1::RESERVED_DOMAIN_NAMES;
-/// Modules that are not domain images: the boot domain and the configuration itself.
-pub const RESERVED_MODULES: [&str; 2] = [DOMB_MODULE, CONFIG_MODULE];
+/// Modules that are not domain images: the boot domain, the configuration itself and the
+/// policy program.
+pub const RESERVED_MODULES: [&str; 3] = [DOMB_MODULE, CONFIG_MODULE, POLICY_MODULE];
 
 /// A domain capability (`capabilities` property).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -13,11 +13,12 @@ use slipway_protocol::v1::{self, LaunchKind, Request, ResponseOk, TpmAlgId};
 use crate::config;
 use crate::measurements::{self, MeasureError, Measurement};
 use crate::planner::{self, ModuleData};
-use crate::policy::{self, LaunchFacts, Outcome};
+use crate::policy::{self, LaunchFacts, Outcome, ProgramSource};
+use slipway_policy::{ALG_SHA256, Module, ModuleDigest};
 
 /// The boot module holding the launch configuration, and domB's own module (measured by the
 /// hypervisor, not by domB).
-pub use slipway_protocol::boot_modules::{CONFIG_MODULE, DOMB_MODULE};
+pub use slipway_protocol::boot_modules::{CONFIG_MODULE, DOMB_MODULE, POLICY_MODULE};
 
 /// The hypercall, as domB needs it: one request, the checked answer or a printable error.
 pub trait Hypervisor {
@@ -30,6 +31,12 @@ pub trait Hypervisor {
     /// a transport failure). Lets domB trace a refused creation back to a configuration property.
     /// The default says "cannot tell", for transports whose errors carry no protocol code.
     fn refusal(_error: &Self::Error) -> Option<v1::Error> {
+        None
+    }
+
+    /// A cycle counter for progress lines (domB: the TSC), or None where there is none (the
+    /// host runs: tests and `predict`, whose output then stays the same run to run).
+    fn timestamp(&mut self) -> Option<u64> {
         None
     }
 }
@@ -73,7 +80,7 @@ pub enum LaunchError {
     /// the launch configuration is wrong: (node, property, problem)
     Config(config::ConfigError),
     /// the policy halts the launch: (reason)
-    PolicyHalt(policy::HaltReason),
+    PolicyHalt(String),
     /// a domain cannot be planned: (node, property, problem)
     Plan(planner::PlanError),
     /// a build request failed: (domain, request, error)
@@ -212,59 +219,107 @@ fn run_inner<H: Hypervisor, W: Write>(
     let config = config::parse(config_module.bytes, &names).map_err(LaunchError::Config)?;
     let _ = writeln!(measurer.out, "config: {} domains", config.domains.len());
 
-    // 2. The policy, measured before it is evaluated.
-    measurer.send("policy", measurements::policy(&banks, &config))?;
+    // 2. The policy: the policy node and the program (the `policy` module, else the built-in
+    // default program), measured before the program is loaded.
+    let program = match boot.modules.iter().find(|m| m.name == POLICY_MODULE) {
+        Some(module) => ProgramSource::Module(module.bytes),
+        None => ProgramSource::Default,
+    };
+    let _ = writeln!(
+        measurer.out,
+        "policy program: {} ({} bytes)",
+        program.name(),
+        program.bytes().len()
+    );
+    measurer.send("policy", measurements::policy(&banks, &config, program))?;
 
-    // 3. Every other boot module, bound to its name, before anything is loaded from it.
-    let allow_listed: Vec<&str> = config
-        .domains
-        .iter()
-        .filter(|d| !d.allowed_sha256.is_empty())
-        .flat_map(|d| core::iter::once(d.kernel.as_str()).chain(d.ramdisk.as_deref()))
-        .collect();
-    let mut module_sha256 = Vec::new();
+    // 3. Every other boot module, bound to its name, before anything is loaded from it. The
+    // program's input lists every module domB measured, with its image digests (SHA-256
+    // always, computed here when it is not an active bank).
+    let mut modules = Vec::new();
+    let plain = |module: &ModuleData<'_>| Module {
+        name: String::from(module.name),
+        size: module.bytes.len() as u64,
+        digests: alloc::vec![ModuleDigest {
+            alg: ALG_SHA256,
+            digest: slipway_measure::hash::hash(HashAlg::Sha256, module.bytes)
+                .as_bytes()
+                .into(),
+        }],
+    };
+    modules.push(plain(config_module));
     for module in boot
         .modules
         .iter()
-        .filter(|m| m.name != CONFIG_MODULE && m.name != DOMB_MODULE)
+        .filter(|m| m.name != CONFIG_MODULE && m.name != DOMB_MODULE && m.name != POLICY_MODULE)
     {
         let what = format!("module {} ({} bytes)", module.name, module.bytes.len());
         let measured = measurements::module(&banks, module.name, module.bytes);
-        let image_sha256 = measured
-            .as_ref()
-            .ok()
-            .and_then(|(_, image)| image.get(HashAlg::Sha256.id()).copied());
-        measurer.send(&what, measured.map(|(m, _)| m))?;
-        if allow_listed.contains(&module.name) {
-            let digest = image_sha256
-                .unwrap_or_else(|| slipway_measure::hash::hash(HashAlg::Sha256, module.bytes));
-            let mut bytes = [0u8; 32];
-            bytes.copy_from_slice(digest.as_bytes());
-            module_sha256.push((String::from(module.name), bytes));
+        let mut entry = Module {
+            name: String::from(module.name),
+            size: module.bytes.len() as u64,
+            digests: Vec::new(),
+        };
+        if let Ok((_, image)) = &measured {
+            for digest in image.iter() {
+                entry.digests.push(ModuleDigest {
+                    alg: digest.alg().0,
+                    digest: digest.as_bytes().into(),
+                });
+            }
         }
+        if entry.sha256().is_none() {
+            let digest = slipway_measure::hash::hash(HashAlg::Sha256, module.bytes);
+            entry.digests.insert(
+                0,
+                ModuleDigest {
+                    alg: ALG_SHA256,
+                    digest: digest.as_bytes().into(),
+                },
+            );
+        } else if let Some(at) = entry.digests.iter().position(|d| d.alg == ALG_SHA256) {
+            let sha256 = entry.digests.remove(at);
+            entry.digests.insert(0, sha256);
+        }
+        measurer.send(&what, measured.map(|(m, _)| m))?;
+        modules.push(entry);
+    }
+    if let ProgramSource::Module(_) = program
+        && let Some(module) = boot.modules.iter().find(|m| m.name == POLICY_MODULE)
+    {
+        modules.push(plain(module));
     }
 
-    // 4. The policy decisions, printed and measured. A TPM that fails while a decision is
-    // measured makes the TPM unavailable after all: evaluate again, so the tpm-unavailable rule
-    // decides (and is measured where the TPM still answers).
+    // 4. The policy program runs; its decisions are printed and measured. A TPM that fails
+    // while a decision is measured makes the TPM unavailable after all: run again, so the
+    // program decides knowing it (and the hypervisor still measures one tpm-unavailable
+    // decision where the TPM answers).
     let mut facts = LaunchFacts {
-        measured_launch: !matches!(boot.launch_kind, LaunchKind::None),
+        launch_kind: boot.launch_kind,
         tpm_available: measurer.tpm_ok,
-        module_sha256,
+        banks: boot.active_banks.iter().map(|alg| alg.0).collect(),
+        modules,
     };
     let evaluation = loop {
-        let evaluation = policy::evaluate(&config, &facts);
-        if evaluation.decisions.is_empty() {
-            let _ = writeln!(measurer.out, "policy: all checks passed: start-all");
-            measurer.send("decision", measurements::decision(&banks, None))?;
-        }
-        for decision in &evaluation.decisions {
+        let started = measurer.hypervisor.timestamp();
+        let evaluation = policy::evaluate(program.bytes(), &config, &facts);
+        if let (Some(start), Some(end)) = (started, measurer.hypervisor.timestamp()) {
             let _ = writeln!(
                 measurer.out,
-                "policy: {}: {}",
-                decision.trigger, decision.action
+                "policy: program run (load, validate, run, check) took {} TSC cycles",
+                end.saturating_sub(start)
             );
-            measurer.send("decision", measurements::decision(&banks, Some(decision)))?;
+        }
+        for decision in &evaluation.decisions {
+            let _ = writeln!(measurer.out, "policy: {}", decision.describe(&config));
+            measurer.send("decision", measurements::decision(&banks, decision))?;
+        }
+        if let Some(fuel) = evaluation.fuel_used {
+            let _ = writeln!(
+                measurer.out,
+                "policy: program answered with {fuel} fuel: {}",
+                evaluation.reason
+            );
         }
         if facts.tpm_available && !measurer.tpm_ok {
             let _ = writeln!(

@@ -13,6 +13,7 @@ pub mod launch;
 pub mod measurements;
 pub mod planner;
 pub mod policy;
+pub mod program;
 pub mod start_info;
 
 #[cfg(test)]

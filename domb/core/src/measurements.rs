@@ -13,7 +13,9 @@ use slipway_protocol::v1::{self, EVENT_DATA_MAX, MAX_BANKS, Request, TpmAlgId};
 use slipway_protocol::{BoundedVec, Bytes};
 
 use crate::config::LaunchConfig;
-use crate::policy::{self, Action, Decision, Trigger};
+use slipway_policy::Reason;
+
+use crate::policy::{self, Decision, ProgramSource};
 
 /// One measurement: what domB asks the hypervisor to extend and log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,9 +76,14 @@ pub fn config(banks: &BankSet, blob: &[u8]) -> Result<Measurement, MeasureError>
     measured_event(banks, &SlipwayEvent::LaunchConfig(blob))
 }
 
-/// The policy ([`policy::policy_event_data`]) into PCR19.
-pub fn policy(banks: &BankSet, config: &LaunchConfig) -> Result<Measurement, MeasureError> {
-    let data = policy::policy_event_data(config);
+/// The policy ([`policy::policy_event_data`]: the policy node and the program's digest) into
+/// PCR19.
+pub fn policy(
+    banks: &BankSet,
+    config: &LaunchConfig,
+    program: ProgramSource<'_>,
+) -> Result<Measurement, MeasureError> {
+    let data = policy::policy_event_data(config, program);
     measured_event(banks, &SlipwayEvent::Policy(&data))
 }
 
@@ -103,27 +110,30 @@ pub fn module(
     Ok((measurement, image_digests))
 }
 
-/// One policy decision into PCR19 (`decision = None`: every check passed, start all).
-pub fn decision(banks: &BankSet, decision: Option<&Decision>) -> Result<Measurement, MeasureError> {
+/// One policy decision into PCR19: the program's (reason, action, subject), or "policy
+/// failed" (start-recovery-only, subject: the failure's kind, e.g. `out-of-fuel`).
+pub fn decision(banks: &BankSet, decision: &Decision) -> Result<Measurement, MeasureError> {
     let (reason, action, subject): (_, _, &[u8]) = match decision {
-        None => (
-            DecisionReason::AllChecksPassed,
-            DecisionAction::StartAll,
-            b"",
+        Decision::Failed(error) => (
+            DecisionReason::PolicyFailed,
+            DecisionAction::StartRecoveryOnly,
+            error.kind().as_bytes(),
         ),
-        Some(decision) => {
-            let action = match decision.action {
-                Action::StartAll => DecisionAction::StartAll,
-                Action::RecoveryOnly => DecisionAction::StartRecoveryOnly,
-                Action::Halt => DecisionAction::Halt,
+        Decision::Program(d) => {
+            let reason = match d.reason {
+                Reason::AllChecksPassed => DecisionReason::AllChecksPassed,
+                Reason::UnmeasuredLaunch => DecisionReason::UnmeasuredLaunch,
+                Reason::TpmUnavailable => DecisionReason::TpmUnavailable,
+                Reason::ModuleNotAllowed => DecisionReason::ModuleNotAllowed,
+                Reason::PolicyRule => DecisionReason::PolicyRule,
             };
-            match &decision.trigger {
-                Trigger::UnmeasuredLaunch => (DecisionReason::UnmeasuredLaunch, action, b""),
-                Trigger::TpmUnavailable => (DecisionReason::TpmUnavailable, action, b""),
-                Trigger::DigestNotAllowed { module, .. } => {
-                    (DecisionReason::ModuleNotAllowed, action, module.as_bytes())
-                }
-            }
+            let action = match d.action {
+                slipway_policy::DecisionAction::StartAll => DecisionAction::StartAll,
+                slipway_policy::DecisionAction::StartListed => DecisionAction::StartListed,
+                slipway_policy::DecisionAction::RecoveryOnly => DecisionAction::StartRecoveryOnly,
+                slipway_policy::DecisionAction::Halt => DecisionAction::Halt,
+            };
+            (reason, action, d.subject.as_bytes())
         }
     };
     measured_event(

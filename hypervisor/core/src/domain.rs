@@ -20,14 +20,15 @@ pub const MAX_DOMAIN_MEMORY: u64 = 16 << 30;
 /// The boot domain's name.
 pub use slipway_protocol::v1::BOOT_DOMAIN_NAME;
 /// The boot domain's RAM unless the hypervisor command line says `domb_mem=<MiB>`. domB needs
-/// its image as loaded (the demo's: 1 MiB + 2.5 MiB, most of it the guest runtime's 2 MiB heap
-/// and 256 KiB of stacks, all in `.bss`) below the five pages the hypervisor puts at the top
+/// its image as loaded (the demo's: 2.3 MiB + 4.3 MiB, most of it the guest runtime's 4 MiB heap,
+/// which the policy program's interpreter needs, and 256 KiB of stacks, all in `.bss`) below
+/// the five pages the hypervisor puts at the top
 /// (hypercall buffer, boot information, PVH start info); boot modules are mapped above its RAM,
 /// never copied into it. Every page of it is zeroed when domB is created and scrubbed at the
 /// hand-off, so it is kept this small (64 MiB cost 268 ms of the demo's boot under QEMU's
 /// emulator). An image that does not fit is refused at boot: `domb: image refused: program
 /// header N (...) lies outside the domain's usable RAM`.
-pub const BOOT_DOMAIN_DEFAULT_MEMORY: u64 = 4 << 20;
+pub const BOOT_DOMAIN_DEFAULT_MEMORY: u64 = 8 << 20;
 /// Names no planned domain may take: the boot domain's, and names that would make console lines
 /// look like they come from the hypervisor.
 pub use slipway_protocol::v1::RESERVED_DOMAIN_NAMES as RESERVED_NAMES;

@@ -6,7 +6,12 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// Heap size.
+#[cfg(not(feature = "large-heap"))]
 pub const HEAP_SIZE: usize = 2 << 20;
+/// Heap size with the `large-heap` feature (domB: the policy program's interpreter allocates
+/// its engine, the translated module and the program's memory, never freed).
+#[cfg(feature = "large-heap")]
+pub const HEAP_SIZE: usize = 4 << 20;
 
 #[repr(C, align(4096))]
 struct Heap {

@@ -51,3 +51,11 @@ pub fn image_range() -> core::ops::Range<u64> {
     let end = (&raw const __slipway_image_end) as u64;
     start..end
 }
+
+/// The CPU's time-stamp counter (the hypervisor prints its rate: `post-launch: TSC <n> kHz`).
+#[cfg(target_arch = "x86_64")]
+pub fn timestamp() -> u64 {
+    // SAFETY: RDTSC reads a counter; it touches no memory and changes no state the program
+    // relies on.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}

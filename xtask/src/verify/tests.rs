@@ -457,6 +457,46 @@ fn arguments() {
 }
 
 #[test]
+fn a_differing_policy_decision_or_program_is_named() {
+    use slipway_measure::events::{
+        DecisionAction, DecisionReason, EV_SLIPWAY_POLICY, EV_SLIPWAY_POLICY_DECISION,
+        PolicyDecision, SlipwayEvent,
+    };
+    let decision = SlipwayEvent::PolicyDecision(PolicyDecision {
+        reason: DecisionReason::PolicyFailed,
+        action: DecisionAction::StartRecoveryOnly,
+        subject: b"out-of-fuel",
+    });
+    let mut data = vec![0; decision.encoded_len()];
+    decision.encode(&mut data).unwrap();
+    let event = Event {
+        offset: 0,
+        pcr: 19,
+        event_type: EV_SLIPWAY_POLICY_DECISION,
+        digests: slipway_measure::DigestList::new(),
+        data: &data,
+    };
+    assert_eq!(
+        name_event(&event),
+        "PCR19 type 0x608 EV_SLIPWAY_POLICY_DECISION policy decision policy-failed -> \
+         start-recovery-only `out-of-fuel`"
+    );
+    let text = b"slipway launch policy v2\nprogram: module policy\nprogram-size: 9\n\
+                 program-sha256: abcd\nhost-api: 1\n";
+    let event = Event {
+        offset: 0,
+        pcr: 19,
+        event_type: EV_SLIPWAY_POLICY,
+        digests: slipway_measure::DigestList::new(),
+        data: text,
+    };
+    assert_eq!(
+        name_event(&event),
+        "PCR19 type 0x605 EV_SLIPWAY_POLICY policy program `module policy` sha256:abcd"
+    );
+}
+
+#[test]
 fn a_hex_nonce_with_a_multibyte_character_is_refused_not_a_panic() {
     // "aé1": four bytes, an even count, but slicing two bytes at a time splits the "é".
     assert_eq!(

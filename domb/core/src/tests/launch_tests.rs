@@ -214,7 +214,7 @@ fn refused_measurements_count_as_tpm_unavailable() {
     let (error, out) = run(&mut fake, LaunchKind::Emulated, &[TpmAlgId::SHA256], &tree);
     assert_eq!(
         error,
-        LaunchError::PolicyHalt(crate::policy::HaltReason::PolicyHalt)
+        LaunchError::PolicyHalt("the policy's action is halt".into())
     );
     assert!(
         out.contains("measure: config: the calling domain lacks"),
@@ -274,7 +274,7 @@ fn allow_list_mismatch_is_decided_and_measured() {
     let (error, out) = run(&mut fake, LaunchKind::Emulated, &[TpmAlgId::SHA1], &tree);
     assert_eq!(
         error,
-        LaunchError::PolicyHalt(crate::policy::HaltReason::PolicyHalt)
+        LaunchError::PolicyHalt("the policy's action is halt".into())
     );
     assert!(
         out.contains("policy: digest-not-allowed (domain hello-a, module hello): halt"),
@@ -365,7 +365,7 @@ fn a_tpm_failing_while_the_decision_is_measured_makes_the_policy_decide_again() 
     assert!(out.contains("policy: tpm-unavailable: halt"), "{out}");
     assert_eq!(
         error,
-        LaunchError::PolicyHalt(crate::policy::HaltReason::PolicyHalt),
+        LaunchError::PolicyHalt("the policy's action is halt".into()),
         "the first start-all decision does not stand"
     );
     assert!(

@@ -1,7 +1,7 @@
 use super::fixtures::*;
 use crate::config;
 use crate::measurements::{self, MeasureError};
-use crate::policy::{Action, Decision, Trigger};
+use crate::policy::{Decision, ProgramSource};
 use slipway_measure::events::{self, SlipwayEvent};
 use slipway_measure::{BankSet, HashAlg, hash};
 use slipway_protocol::v1::{self, Request, TpmAlgId};
@@ -74,24 +74,35 @@ fn module_digest_is_bound_to_its_name() {
 fn policy_and_decisions_go_to_pcr19() {
     let config = config::parse(&dtb(&config_tree()), MODULES).unwrap();
     let banks = all_banks();
-    let m = measurements::policy(&banks, &config).unwrap();
+    let m = measurements::policy(&banks, &config, ProgramSource::Default).unwrap();
     assert_eq!((m.pcr, m.event_type), (19, events::EV_SLIPWAY_POLICY));
-    assert_eq!(m.event_data, crate::policy::policy_event_data(&config));
-    let decision = Decision {
-        trigger: Trigger::DigestNotAllowed {
-            domain: "a".into(),
-            module: "hello".into(),
-        },
-        action: Action::RecoveryOnly,
-    };
-    let m = measurements::decision(&banks, Some(&decision)).unwrap();
+    assert_eq!(
+        m.event_data,
+        crate::policy::policy_event_data(&config, ProgramSource::Default)
+    );
+    let decision = Decision::Program(slipway_policy::Decision {
+        reason: slipway_policy::Reason::ModuleNotAllowed,
+        action: slipway_policy::DecisionAction::RecoveryOnly,
+        subject: "hello".into(),
+    });
+    let m = measurements::decision(&banks, &decision).unwrap();
     assert_eq!(
         (m.pcr, m.event_type),
         (19, events::EV_SLIPWAY_POLICY_DECISION)
     );
     assert_eq!(m.event_data, [1, 3, 1, 5, 0, b'h', b'e', b'l', b'l', b'o']);
-    let m = measurements::decision(&banks, None).unwrap();
+    let all_passed = Decision::Program(slipway_policy::Decision {
+        reason: slipway_policy::Reason::AllChecksPassed,
+        action: slipway_policy::DecisionAction::StartAll,
+        subject: String::new(),
+    });
+    let m = measurements::decision(&banks, &all_passed).unwrap();
     assert_eq!(m.event_data, [1, 0, 0, 0, 0]);
+    let failed = Decision::Failed(crate::program::ProgramError::OutOfFuel);
+    let m = measurements::decision(&banks, &failed).unwrap();
+    let mut expected = vec![1, 4, 1, 11, 0];
+    expected.extend_from_slice(b"out-of-fuel");
+    assert_eq!(m.event_data, expected);
 }
 
 #[test]

@@ -9,4 +9,5 @@ mod launch_tests;
 mod measurement_tests;
 mod planner_tests;
 mod policy_tests;
+mod program_tests;
 mod start_info_tests;

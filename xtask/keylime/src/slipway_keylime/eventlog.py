@@ -109,8 +109,10 @@ DECISION_REASONS = {
     1: "unmeasured-launch",
     2: "tpm-unavailable",
     3: "module-not-allowed",
+    4: "policy-failed",
+    5: "policy-rule",
 }
-DECISION_ACTIONS = {0: "start-all", 1: "start-recovery-only", 2: "halt"}
+DECISION_ACTIONS = {0: "start-all", 1: "start-recovery-only", 2: "halt", 3: "start-listed"}
 
 SPEC_ID_SIGNATURE = b"Spec ID Event03\0"
 STARTUP_LOCALITY_SIGNATURE = b"StartupLocality\0"

@@ -299,7 +299,8 @@ pub fn launch(backend: LaunchBackend, handoff: &'static LaunchHandoff) -> ! {
             );
         }
         LaunchBackend::Emulated => {
-            let (start, len) = crate::tpm::with_measured_region(|start, region| (start, region.len()));
+            let (start, len) =
+                crate::tpm::with_measured_region(|start, region| (start, region.len()));
             crate::hvprintln!(
                 "launch backend `emulated`: asking the harness to measure {start:#x}+{len:#x}"
             );

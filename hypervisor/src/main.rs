@@ -354,7 +354,8 @@ fn start_hypervisor(
         };
         let cmdline = &handoff.cmdline[..handoff.cmdline_len as usize];
         // The one lookup: the image measured here is the image `create_domb` starts.
-        let domb_image = domb_module.map_or(&[][..], |index| vm::module_bytes(modules[index].range));
+        let domb_image =
+            domb_module.map_or(&[][..], |index| vm::module_bytes(modules[index].range));
         let region = (kind == slipway_measure::events::LaunchKind::Emulated).then(|| {
             tpm::with_measured_region(|start, region| {
                 let mut hasher = slipway_measure::hash::MultiHasher::new(&banks);

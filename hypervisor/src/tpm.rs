@@ -149,9 +149,7 @@ pub fn request_emulated_launch() -> bool {
         crate::hvprintln!("emulated launch: no PCR bank this hypervisor can hash");
         return false;
     };
-    crate::console::print_debugcon(format_args!(
-        "SLIPWAY-LAUNCH {start:#x} {region_len:#x}\n"
-    ));
+    crate::console::print_debugcon(format_args!("SLIPWAY-LAUNCH {start:#x} {region_len:#x}\n"));
     let deadline = crate::tsc::since_entry_us() + LAUNCH_DEADLINE_US;
     let mut seen = false;
     while crate::tsc::since_entry_us() < deadline {
@@ -185,10 +183,22 @@ pub fn verify_emulated_launch(tpm: &mut HvTpm) -> Result<BankSet, &'static str> 
         }
         for (pcr, why) in [
             (18, "PCR18 is not zero"),
-            (19, "PCR19 is not zero after the launch (extended before the first measurement)"),
-            (20, "PCR20 is not zero after the launch (extended before the first measurement)"),
-            (21, "PCR21 is not zero after the launch (extended before the first measurement)"),
-            (22, "PCR22 is not zero after the launch (extended before the first measurement)"),
+            (
+                19,
+                "PCR19 is not zero after the launch (extended before the first measurement)",
+            ),
+            (
+                20,
+                "PCR20 is not zero after the launch (extended before the first measurement)",
+            ),
+            (
+                21,
+                "PCR21 is not zero after the launch (extended before the first measurement)",
+            ),
+            (
+                22,
+                "PCR22 is not zero after the launch (extended before the first measurement)",
+            ),
         ] {
             if values
                 .get(pcr)

@@ -84,6 +84,9 @@ pub struct DomainHw {
     /// Console input is being dropped because the domain's UART queue is full; said once per
     /// overrun, so a user typing faster than the domain reads learns that bytes were lost.
     pub input_overrun: bool,
+    /// Exception vectors (bit n = vector n) already reflected into this domain once: the first
+    /// reflection of each is reported, later ones are not (a guest could otherwise flood).
+    pub reflected: u32,
 }
 
 /// Names the vCPU whose x87/SSE state a pCPU holds: its cell and its ASID (never reused, so a
@@ -310,6 +313,7 @@ fn allocate_domain_hw(
         dying: false,
         log_frames: heapless::Vec::new(),
         input_overrun: false,
+        reflected: 0,
     })
 }
 
@@ -631,6 +635,17 @@ impl Hv {
             exit_handler::handle_exit(exit, &mut bound, uart, &mut console, &mut host_cpuid);
         match action {
             ExitAction::Resume | ExitAction::Preempt => {}
+            ExitAction::Reflected { vector } => {
+                if let Some(domain) = self.domains[slot].as_mut()
+                    && domain.reflected & (1 << vector) == 0
+                {
+                    domain.reflected |= 1 << vector;
+                    hvprintln!(
+                        "domain {}: intercepted exception vector {vector} reflected into the guest (reported once)",
+                        domain.name
+                    );
+                }
+            }
             ExitAction::Halt => self.sched.yield_now(cpu),
             ExitAction::Hypercall => self.hypercall(cpu, slot, index),
             ExitAction::Stop(reason) => self.stop(slot, reason),

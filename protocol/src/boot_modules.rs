@@ -202,7 +202,9 @@ mod tests {
     use super::*;
     use std::string::ToString;
 
-    fn names_of(lines: &[&[u8]]) -> Result<std::vec::Vec<std::string::String>, ModuleIdentityError> {
+    fn names_of(
+        lines: &[&[u8]],
+    ) -> Result<std::vec::Vec<std::string::String>, ModuleIdentityError> {
         let mut names = heapless::Vec::new();
         name_boot_modules(lines.iter().copied(), &mut names)?;
         Ok(names.iter().map(|n| n.to_string()).collect())
@@ -269,7 +271,10 @@ mod tests {
     fn characters_outside_the_set_are_refused() {
         for bad in [&b"do/mb"[..], b"domb\x00", b"caf\xc3\xa9", b"a:b", b"\xff"] {
             assert!(
-                matches!(names_of(&[bad]), Err(ModuleIdentityError::InvalidName { .. })),
+                matches!(
+                    names_of(&[bad]),
+                    Err(ModuleIdentityError::InvalidName { .. })
+                ),
                 "{bad:?}"
             );
         }

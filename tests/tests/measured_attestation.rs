@@ -152,8 +152,7 @@ fn check_verify_accepts(
 /// and verify names the module's event.
 #[test]
 fn four_banks_verify_accepts_the_transcript_and_a_changed_kernel() {
-    let (nonce, transcript, prediction) =
-        check_quote_against_prediction(None, "attest-four-banks");
+    let (nonce, transcript, prediction) = check_quote_against_prediction(None, "attest-four-banks");
     let built = bundle(BUNDLE);
     let inputs = predict::bundle_inputs(&built).unwrap();
     let banks = prediction.banks;

@@ -23,7 +23,9 @@ const MULTIBOOT: &str = "if multiboot2 /boot/slipway-hypervisor console=com1\n";
 fn prediction(n: u32) -> Prediction {
     let built = bundle(BUNDLE);
     let mut inputs = predict::bundle_inputs(&built).unwrap();
-    inputs.hypervisor_cmdline.push_str(&format!(" tpm_fault={n}"));
+    inputs
+        .hypervisor_cmdline
+        .push_str(&format!(" tpm_fault={n}"));
     let banks = predict::parse_banks("sha1,sha256,sha384,sha512").unwrap();
     predict::predict(&inputs, &banks, PredictedLaunch::Emulated).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -73,10 +75,17 @@ fn requirements(nonce: &[u8], prediction: &Prediction) -> Requirements {
 fn check_fault(n: u32) {
     let prediction = prediction(n);
     let (extends, seal) = sequence(&prediction);
-    assert!(n <= extends, "extend {n} is inside the sequence of {extends}");
+    assert!(
+        n <= extends,
+        "extend {n} is inside the sequence of {extends}"
+    );
     let nonce = fresh_nonce().unwrap();
     let outcome = faulty_boot(n, &nonce);
-    assert_eq!(outcome.verdict, Verdict::Failure, "extend {n}: the launch failed");
+    assert_eq!(
+        outcome.verdict,
+        Verdict::Failure,
+        "extend {n}: the launch failed"
+    );
     assert!(
         outcome.has_line(&format!(
             "slipway: measurement: FAULT INJECTION: extend {n} of this boot will fail"
@@ -109,7 +118,10 @@ fn check_fault(n: u32) {
             );
         }
     } else {
-        assert!(started.is_empty(), "extend {n}: nothing starts: {started:?}");
+        assert!(
+            started.is_empty(),
+            "extend {n}: nothing starts: {started:?}"
+        );
         assert!(
             outcome
                 .hypervisor_lines()

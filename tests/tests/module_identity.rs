@@ -55,7 +55,10 @@ fn decoy_is_refused(case: &str, decoy_cmdline: &str, expected: &str) {
         "{case}: no domain printed anything"
     );
     assert!(
-        outcome.launch.as_ref().is_none_or(|l| l.launch.launch.is_none()),
+        outcome
+            .launch
+            .as_ref()
+            .is_none_or(|l| l.launch.launch.is_none()),
         "{case}: no dynamic launch was requested for a refused boot"
     );
 }

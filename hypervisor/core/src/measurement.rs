@@ -177,7 +177,11 @@ impl<'log, T: PcrExtend> Measurement<'log, T> {
                 })?;
             self.events += 1;
         }
-        self.record(PCR_BUILD_INPUTS, &SlipwayEvent::LaunchKind(launch.kind), None)?;
+        self.record(
+            PCR_BUILD_INPUTS,
+            &SlipwayEvent::LaunchKind(launch.kind),
+            None,
+        )?;
         let mut capped = BankSet::empty();
         for bank in self.banks.unsupported() {
             let _ = capped.push(bank);

@@ -9,7 +9,9 @@ use core::arch::global_asm;
 use slipway_hv_core::frame_alloc::FrameAllocator;
 use x86_64::registers::model_specific::Msr;
 
-use slipway_hv_core::vmexit::{Event, ForbiddenInstruction, Reg, VcpuBackend, VmExit};
+use slipway_hv_core::vmexit::{
+    Event, ForbiddenInstruction, InterruptedEvent, Reg, VcpuBackend, VmExit,
+};
 use vmcb::{Vmcb, control, exit, save};
 
 const MSR_EFER: u32 = 0xc000_0080;
@@ -250,6 +252,14 @@ pub enum EntryState {
     },
 }
 
+// EVENTINJ / EXITINTINFO fields (APM vol. 2, 15.20): vector 7:0, type 10:8, EV 11, V 31,
+// error code 63:32.
+const EVENT_VALID: u64 = 1 << 31;
+const EVENT_ERROR_CODE_VALID: u64 = 1 << 11;
+const EVENT_TYPE_INTR: u64 = 0;
+const EVENT_TYPE_NMI: u64 = 2;
+const EVENT_TYPE_EXCEPTION: u64 = 3;
+
 // Segment attributes in the VMCB's packed format (type | S<<4 | DPL<<5 | P<<7 | L<<9 | D<<10 | G<<11).
 const ATTR_CODE32: u16 = 0x9b | (1 << 10) | (1 << 11);
 const ATTR_DATA32: u16 = 0x93 | (1 << 10) | (1 << 11);
@@ -304,8 +314,11 @@ impl SvmVcpu {
                 | INTERCEPT_MWAIT_ARMED
                 | INTERCEPT_XSETBV,
         );
-        // Machine checks stay with the host.
-        vmcb.write32(control::INTERCEPT_EXCEPTIONS, 1 << 18);
+        // #DB and #AC (reflected into the guest) and #MC (the host's): the common set.
+        vmcb.write32(
+            control::INTERCEPT_EXCEPTIONS,
+            slipway_hv_core::exit_handler::INTERCEPTED_EXCEPTIONS,
+        );
         vmcb.write64(control::IOPM_BASE, maps.iopm_pa);
         vmcb.write64(control::MSRPM_BASE, maps.msrpm_pa);
         vmcb.write32(control::GUEST_ASID, asid);
@@ -406,13 +419,47 @@ impl SvmVcpu {
         self.set_rip(if long_mode { rip } else { rip & 0xffff_ffff });
     }
 
-    /// Injects an exception (`vector` < 32) with an optional error code at the next VMRUN.
-    pub fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
-        let mut event = u64::from(vector) | (3 << 8) | (1 << 31); // type 3 = exception, valid
+    /// Queues `event` for the next VMRUN (EVENTINJ; the processor clears it at the #VMEXIT).
+    pub fn inject_event(&mut self, event: Event) {
+        let (vector, kind, error_code) = match event {
+            Event::Exception { vector, error_code } => (vector, EVENT_TYPE_EXCEPTION, error_code),
+            Event::Nmi => (2, EVENT_TYPE_NMI, None),
+            Event::Interrupt { vector } => (vector, EVENT_TYPE_INTR, None),
+        };
+        let mut word = u64::from(vector) | (kind << 8) | EVENT_VALID;
         if let Some(code) = error_code {
-            event |= (1 << 11) | (u64::from(code) << 32);
+            word |= EVENT_ERROR_CODE_VALID | (u64::from(code) << 32);
         }
-        self.vmcb.write64(control::EVENT_INJECTION, event);
+        self.vmcb.write64(control::EVENT_INJECTION, word);
+    }
+
+    /// The event whose delivery the last #VMEXIT interrupted (EXITINTINFO, same format as
+    /// EVENTINJ). INT3 and INTO arrive as exceptions with vectors 3 and 4: without decode
+    /// assists they are told apart from other exceptions by vector alone.
+    pub fn interrupted_event(&self) -> Option<InterruptedEvent> {
+        let word = self.vmcb.read64(control::EXIT_INT_INFO);
+        if word & EVENT_VALID == 0 {
+            return None;
+        }
+        let vector = word as u8;
+        let error_code = (word & EVENT_ERROR_CODE_VALID != 0).then_some((word >> 32) as u32);
+        Some(match (word >> 8) & 7 {
+            EVENT_TYPE_INTR => InterruptedEvent::ExternalInterrupt { vector },
+            EVENT_TYPE_NMI => InterruptedEvent::Nmi,
+            EVENT_TYPE_EXCEPTION
+                if vector == slipway_hv_core::exit_handler::VECTOR_BREAKPOINT
+                    || vector == slipway_hv_core::exit_handler::VECTOR_OVERFLOW =>
+            {
+                InterruptedEvent::SoftwareException { vector }
+            }
+            EVENT_TYPE_EXCEPTION => InterruptedEvent::Exception { vector, error_code },
+            _ => InterruptedEvent::SoftwareInterrupt { vector },
+        })
+    }
+
+    /// The guest's current privilege level (the VMCB's CPL field).
+    pub fn cpl(&self) -> u8 {
+        self.vmcb.read8(save::CPL)
     }
 
     /// Runs the guest until the next #VMEXIT and returns it, normalized.
@@ -539,6 +586,7 @@ impl VcpuBackend for BoundVcpu<'_> {
             Reg::Rip => v.rip(),
             Reg::Efer => v.efer(),
             Reg::LongMode => u64::from(v.efer() & (1 << 10) != 0),
+            Reg::Cpl => u64::from(v.cpl()),
         }
     }
 
@@ -553,16 +601,17 @@ impl VcpuBackend for BoundVcpu<'_> {
             Reg::Rdi => v.regs.rdi = value,
             Reg::Rip => v.set_rip(value),
             Reg::Efer => v.set_efer(value),
-            Reg::LongMode => {} // follows from EFER.LMA, not writable
+            // LongMode follows from EFER.LMA and CS.L, the CPL from the segment state.
+            Reg::LongMode | Reg::Cpl => {}
         }
     }
 
     fn inject(&mut self, event: Event) {
-        match event {
-            Event::Exception { vector, error_code } => {
-                self.vcpu.inject_exception(vector, error_code)
-            }
-        }
+        self.vcpu.inject_event(event);
+    }
+
+    fn interrupted_event(&self) -> Option<InterruptedEvent> {
+        self.vcpu.interrupted_event()
     }
 
     fn advance_rip(&mut self, len: u64) {

@@ -56,10 +56,9 @@ pub use log_window::{
     SLIPWAY_LOG_MODULE,
 };
 pub use types::{
-    BOOT_DOMAIN_NAME, RESERVED_DOMAIN_NAMES,
-    Capabilities, DOMAIN_NAME_MAX, Digest, DomainId, DomainName, LaunchKind, MAX_BANKS,
-    MAX_DIGEST_LEN, MODULE_NAME_MAX, ModuleInfo, ModuleName, NameError, TpmAlgId, TpmBanks,
-    VcpuEntry,
+    BOOT_DOMAIN_NAME, Capabilities, DOMAIN_NAME_MAX, Digest, DomainId, DomainName, LaunchKind,
+    MAX_BANKS, MAX_DIGEST_LEN, MODULE_NAME_MAX, ModuleInfo, ModuleName, NameError,
+    RESERVED_DOMAIN_NAMES, TpmAlgId, TpmBanks, VcpuEntry,
 };
 
 /// The ABI version of this module.

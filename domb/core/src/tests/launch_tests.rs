@@ -357,7 +357,10 @@ fn a_tpm_failing_while_the_decision_is_measured_makes_the_policy_decide_again() 
     tree.find(&["chosen", "hypervisor", "policy"])
         .set("tpm-unavailable", s("halt"));
     let (error, out) = run(&mut fake, LaunchKind::Emulated, &[TpmAlgId::SHA256], &tree);
-    assert!(out.contains("policy: all checks passed: start-all"), "{out}");
+    assert!(
+        out.contains("policy: all checks passed: start-all"),
+        "{out}"
+    );
     assert!(out.contains("evaluating again"), "{out}");
     assert!(out.contains("policy: tpm-unavailable: halt"), "{out}");
     assert_eq!(

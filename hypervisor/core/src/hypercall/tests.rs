@@ -249,11 +249,9 @@ fn valid_measure(pcr: u8, event_type: u32) -> Request {
     };
     let mut data = vec![0u8; event.encoded_len()];
     event.encode(&mut data).unwrap();
-    let banks = slipway_measure::BankSet::from_algs(&[
-        TpmAlgId::SHA1.into(),
-        TpmAlgId::SHA256.into(),
-    ])
-    .unwrap();
+    let banks =
+        slipway_measure::BankSet::from_algs(&[TpmAlgId::SHA1.into(), TpmAlgId::SHA256.into()])
+            .unwrap();
     let all: Vec<Digest> = event_digests(&banks, &data)
         .iter()
         .map(|d| Digest::new(d.alg().into(), d.as_bytes()).unwrap())
@@ -1027,7 +1025,11 @@ fn a_module_event_must_name_a_boot_module_and_its_exact_size() {
     use slipway_measure::events::ModuleRecord;
     let mut w = World::new();
     let domb = w.domb;
-    for (name, size) in [(&b"hello"[..], 0x1_2344), (b"absent", 0x1_2345), (b"config", 0x1_2345)] {
+    for (name, size) in [
+        (&b"hello"[..], 0x1_2344),
+        (b"absent", 0x1_2345),
+        (b"config", 0x1_2345),
+    ] {
         let event = SlipwayEvent::BootModule(ModuleRecord { name, size });
         let mut data = vec![0u8; event.encoded_len()];
         event.encode(&mut data).unwrap();
@@ -1040,7 +1042,10 @@ fn a_module_event_must_name_a_boot_module_and_its_exact_size() {
         w.refused(domb, request, Error::ModuleRecordMismatch);
     }
     assert!(matches!(
-        w.call(domb, measure(20, &[(TpmAlgId::SHA1, 20), (TpmAlgId::SHA256, 32)])),
+        w.call(
+            domb,
+            measure(20, &[(TpmAlgId::SHA1, 20), (TpmAlgId::SHA256, 32)])
+        ),
         Ok(ResponseOk::Measured { .. })
     ));
 }

@@ -125,7 +125,11 @@ fn run(fail_at: Option<u32>, mode: FailMode) -> Run {
     let mut measure_results = Vec::new();
     for (pcr, event_type, data) in [
         (19u8, config_type, config.clone()),
-        (19, EV_SLIPWAY_POLICY_DECISION, decision(DecisionReason::AllChecksPassed)),
+        (
+            19,
+            EV_SLIPWAY_POLICY_DECISION,
+            decision(DecisionReason::AllChecksPassed),
+        ),
     ] {
         let digests = event_digests(&banks, &data);
         measure_results.push(m.measure(pcr, event_type, &digests, &data));
@@ -215,7 +219,9 @@ fn every_failing_command_leaves_a_log_that_never_claims_more_than_the_tpm_did() 
     for mode in [FailMode::Refused, FailMode::AnswerLost] {
         for n in 1..=commands {
             let run = run(Some(n), mode);
-            let failure = run.failure.unwrap_or_else(|| panic!("command {n} failed unnoticed"));
+            let failure = run
+                .failure
+                .unwrap_or_else(|| panic!("command {n} failed unnoticed"));
             let replayed = replay(&run.log);
             // Where the TPM refused the first command of a step, log and TPM agree (the log is
             // just shorter than planned). Where it executed a command it did not confirm, or the
@@ -233,9 +239,14 @@ fn every_failing_command_leaves_a_log_that_never_claims_more_than_the_tpm_did() 
                 .iter()
                 .filter(|&&(_, t)| t == EV_SLIPWAY_DOMAIN_BUILD)
                 .count();
-            assert!(builds == 0, "{mode:?} at {n}: no build record is logged: {types:?}");
             assert!(
-                !types.iter().any(|&(_, t)| t == slipway_measure::events::EV_SEPARATOR),
+                builds == 0,
+                "{mode:?} at {n}: no build record is logged: {types:?}"
+            );
+            assert!(
+                !types
+                    .iter()
+                    .any(|&(_, t)| t == slipway_measure::events::EV_SEPARATOR),
                 "{mode:?} at {n}: the log is never sealed after a failure"
             );
             if n <= 5 {
@@ -284,13 +295,21 @@ fn after_a_failure_only_one_tpm_unavailable_decision_is_measured() {
     );
     let other = decision(DecisionReason::AllChecksPassed);
     assert_eq!(
-        m.measure(19, EV_SLIPWAY_POLICY_DECISION, &event_digests(&banks, &other), &other),
+        m.measure(
+            19,
+            EV_SLIPWAY_POLICY_DECISION,
+            &event_digests(&banks, &other),
+            &other
+        ),
         Err(Error::MeasurementFailed),
         "a decision other than tpm-unavailable is refused"
     );
     let fallback = decision(DecisionReason::TpmUnavailable);
     let digests = event_digests(&banks, &fallback);
-    assert_eq!(m.measure(19, EV_SLIPWAY_POLICY_DECISION, &digests, &fallback), Ok(0));
+    assert_eq!(
+        m.measure(19, EV_SLIPWAY_POLICY_DECISION, &digests, &fallback),
+        Ok(0)
+    );
     assert_eq!(
         m.measure(19, EV_SLIPWAY_POLICY_DECISION, &digests, &fallback),
         Err(Error::MeasurementFailed),
@@ -311,7 +330,12 @@ fn a_full_log_is_refused_before_the_extend() {
     let extends = m.extends();
     let big = vec![b'x'; 2048];
     assert_eq!(
-        m.measure(19, EV_SLIPWAY_LAUNCH_CONFIG, &event_digests(&banks, &big), &big),
+        m.measure(
+            19,
+            EV_SLIPWAY_LAUNCH_CONFIG,
+            &event_digests(&banks, &big),
+            &big
+        ),
         Err(Error::EventLogFull)
     );
     assert_eq!(m.extends(), extends, "nothing was extended");

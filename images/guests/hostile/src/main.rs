@@ -14,6 +14,8 @@
 //! | `imitate` | prints lines imitating another domain's prefix and the hypervisor's | lines escaped/prefixed with this domain's name |
 //! | `fake-launch` | prints text imitating a launch request, then writes it to the debugcon port 0xe9 | text only on its own console, escaped; the port writes ignored or the domain stopped; no launch request reaches the harness |
 //! | `spin` | spins without exits (`spin=<millions of iterations>`, default forever) | runs; per-pCPU accounting shows it |
+//! | `user-hypercall` | drops to ring 3 (its own GDT/TSS/IDT and user-accessible page tables) and calls the hypervisor from there with a `WriteConsole` request | the call raises #UD in the guest at the VMMCALL (reported by the guest's #UD handler); nothing is written |
+//! | `debug-exceptions` | single-steps one instruction (#DB) at CPL 0, then with CR0.AM and RFLAGS.AC makes a misaligned load at CPL 3 (#AC) | the guest's own handlers get both (the hypervisor intercepts and reflects them); an emulator that does not check alignment raises no #AC, which is reported |
 //! | `fpu` | checks its x87/SSE state starts clean (XMM0-15 zero), writes its own (`marker=<1..=3>`: XMM0-15, x87 and SSE rounding control), then spins `spin=<millions>` iterations checking it still reads back, counting the pauses (TSC gaps) where other vCPUs ran | `fpu: clean start` and `fpu: kept marker ...`; another domain's state is never seen |
 #![no_std]
 #![no_main]
@@ -24,7 +26,9 @@ use slipway_guest_rt::cmdline::word_value;
 use slipway_guest_rt::hypercall::{self, CallError};
 use slipway_guest_rt::{Boot, memory, println};
 use slipway_protocol::v1::{self, Capabilities, DomainName, Request};
-use slipway_protocol::{Bytes, HYPERCALL_BUFFER_SIZE};
+use slipway_protocol::{Bytes, CALL_MESSAGE, HYPERCALL_BUFFER_SIZE};
+
+mod ring3;
 
 slipway_guest_rt::entry!(main);
 
@@ -62,6 +66,8 @@ fn main(boot: Boot) -> ! {
         "rewrite-buffer" => rewrite_buffer_caller(),
         "imitate" => imitate(),
         "fake-launch" => fake_launch(),
+        "user-hypercall" => user_hypercall(),
+        "debug-exceptions" => debug_exceptions(),
         "spin" => spin(word_value(cmdline, "spin").and_then(|n| n.parse().ok())),
         "fpu" => fpu(
             word_value(cmdline, "marker").and_then(|n| n.parse().ok()),
@@ -449,4 +455,84 @@ fn fpu(marker: Option<u64>, millions: u64) -> ! {
     }
     println!("fpu: kept marker {marker} for {counter} iterations, {pauses} pauses");
     hypercall::shutdown(0)
+}
+
+/// The page ring 3 passes to the hypervisor in `user-hypercall`.
+static mut USER_BUFFER: Page = Page([0; 4096]);
+
+fn user_hypercall() -> ! {
+    ring3::install();
+    let request = Request::WriteConsole {
+        bytes: Bytes::from_slice(b"FAILED: this WriteConsole came from ring 3\n").expect("short"),
+    };
+    let buffer = (&raw mut USER_BUFFER) as u64;
+    // SAFETY: the page is a static of this guest that nothing else uses.
+    let page = unsafe { &mut *(&raw mut USER_BUFFER).cast::<[u8; 4096]>() };
+    let len = v1::encode_request(&request, page).expect("request fits");
+    println!("calling the hypervisor from ring 3 (buffer {buffer:#x}, {len} bytes)");
+    fn ended(how: ring3::Ended, rax: u64) -> ! {
+        let vmmcall = ring3::hostile_user_hypercall as *const () as u64;
+        match how {
+            ring3::Ended::InvalidOpcode { rip, cpl: 3 } if rip == vmmcall => {
+                println!("user-hypercall: #UD at the ring-3 VMMCALL (rip {rip:#x}): refused");
+                hypercall::shutdown(0)
+            }
+            ring3::Ended::GeneralProtection { rip, cpl: 3 } if rip == vmmcall + 3 => {
+                println!("FAILED: the ring-3 hypercall returned to user space (rax {rax:#x})");
+                hypercall::shutdown(1)
+            }
+            other => {
+                println!("FAILED: user-hypercall: unexpected {other:?}");
+                hypercall::shutdown(1)
+            }
+        }
+    }
+    ring3::enter(
+        ring3::hostile_user_hypercall,
+        CALL_MESSAGE,
+        buffer,
+        len as u64,
+        0,
+        ended,
+    )
+}
+
+/// The operand of the misaligned load in `debug-exceptions`.
+static mut MISALIGNED: [u64; 4] = [0; 4];
+
+fn debug_exceptions() -> ! {
+    ring3::install();
+    println!("single-stepping one instruction (#DB)");
+    ring3::single_step_once();
+    let traps = ring3::DEBUG_TRAPS.load(Ordering::SeqCst);
+    let single_step = ring3::last_debug_was_single_step();
+    println!(
+        "debug-exceptions: #DB taken {traps} time(s), single-step bit {}",
+        if single_step { "set" } else { "clear" }
+    );
+    ring3::set_alignment_mask(true);
+    println!("misaligned load at CPL 3 with CR0.AM and RFLAGS.AC (#AC)");
+    fn ended(how: ring3::Ended, _rax: u64) -> ! {
+        ring3::set_alignment_mask(false);
+        let misaligned = ring3::hostile_user_misaligned as *const () as u64;
+        if !matches!(how, ring3::Ended::GeneralProtection { cpl: 3, rip } if rip > misaligned) {
+            println!("FAILED: debug-exceptions: ring 3 ended with {how:?}");
+            hypercall::shutdown(1)
+        }
+        match ring3::ALIGNMENT_CHECKS.load(Ordering::SeqCst) {
+            0 => println!("debug-exceptions: no #AC: this CPU does not check alignment"),
+            n => println!("debug-exceptions: #AC taken {n} time(s)"),
+        }
+        let traps = ring3::DEBUG_TRAPS.load(Ordering::SeqCst);
+        let ok = traps == 1 && ring3::last_debug_was_single_step();
+        hypercall::shutdown(if ok { 0 } else { 1 })
+    }
+    ring3::enter(
+        ring3::hostile_user_misaligned,
+        0,
+        (&raw const MISALIGNED) as u64,
+        0,
+        ring3::RFLAGS_AC,
+        ended,
+    )
 }

@@ -292,6 +292,14 @@ extern "C" fn post_launch_main(handoff_addr: u64) -> ! {
         .find_map(|w| w.strip_prefix("domb_mem="))
         .and_then(|v| v.parse::<u64>().ok())
         .map_or(vm::DOMB_DEFAULT_MEMORY, |mib| mib << 20);
+    if let Some(n) = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("nmi_test="))
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        hvprintln!("nmi test: {n} NMIs will be sent to cpu 0 while a guest runs");
+        smp::NMI_TEST_LEFT.store(n, core::sync::atomic::Ordering::SeqCst);
+    }
     let created = smp::with_hv(|hv| {
         hv.pcpus = pcpus;
         *hv.sched = Scheduler::new(pcpus, 3);

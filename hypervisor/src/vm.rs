@@ -539,11 +539,12 @@ impl Hv {
     }
 
     /// Under the lock, right after [`Hv::pick`] gave `v` to `cpu` and before it runs there:
-    /// makes `v`'s x87/SSE state the live one on `cpu`. Nothing happens when `cpu` last ran `v`
+    /// makes `v`'s x87/SSE state and DR0-DR3 (the guest state VMRUN does not switch) the live
+    /// ones on `cpu`. Nothing happens when `cpu` last ran `v`
     /// (the state is still in the registers: the hypervisor never touches them); otherwise the
     /// previous owner's registers are saved into its vCPU (or dropped with it if its domain is
     /// gone: the restore overwrites them all) and `v`'s are loaded.
-    pub fn switch_fpu(&mut self, cpu: usize, v: VcpuRef) {
+    pub fn switch_lazy_state(&mut self, cpu: usize, v: VcpuRef) {
         let (slot, index) = (usize::from(v.domain.0), usize::from(v.vcpu));
         // SAFETY: lock held and `pick` marked `v` running on this CPU: only this CPU touches it.
         let Some(incoming) = (unsafe { (*vcpu_cell(slot, index)).as_mut() }) else {
@@ -579,9 +580,11 @@ impl Hv {
             Some(previous) => {
                 previous.fpu_live_on = None;
                 crate::svm::fpu::switch(Some(&mut previous.fpu), &incoming.fpu);
+                previous.debug = crate::svm::debug_regs::save();
             }
             None => crate::svm::fpu::switch(None, &incoming.fpu),
         }
+        crate::svm::debug_regs::load(&incoming.debug);
         incoming.fpu_live_on = Some(cpu);
         self.fpu_owner[cpu] = Some(key);
     }

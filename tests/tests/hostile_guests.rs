@@ -409,7 +409,10 @@ fn debug_and_alignment_check_exceptions_are_intercepted_and_reach_the_guest() {
     );
     // QEMU's emulator does not check alignment: #AC is then reported absent; where the CPU
     // raises it, the hypervisor must have intercepted and reflected it.
-    if own.iter().any(|l| l.starts_with("debug-exceptions: #AC taken")) {
+    if own
+        .iter()
+        .any(|l| l.starts_with("debug-exceptions: #AC taken"))
+    {
         assert!(outcome.has_line(
             "slipway: domain debug-exceptions: intercepted exception vector 17 reflected into the guest (reported once)"
         ));
@@ -422,5 +425,36 @@ fn debug_and_alignment_check_exceptions_are_intercepted_and_reach_the_guest() {
     assert!(
         outcome.has_line("slipway: domain debug-exceptions shut down (exit code 0)"),
         "{own:?}"
+    );
+}
+
+#[test]
+fn host_nmis_during_guest_execution_are_handled_and_the_run_continues() {
+    let outcome = outcome();
+    // `nmi_test=3` (bundle.toml): each NMI arrives while a guest runs on cpu 0, causes an NMI
+    // exit and is taken by the host's handler after it; none may end the run.
+    assert!(
+        outcome.has_line("slipway: nmi test: 3 NMIs will be sent to cpu 0 while a guest runs"),
+        "the NMI test was not armed"
+    );
+    assert!(
+        outcome.has_line("slipway: host NMIs handled: 3; the run went on"),
+        "host NMI count missing: {:?}",
+        outcome
+            .hypervisor_lines()
+            .filter(|l| l.contains("NMI"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        outcome.verdict,
+        Verdict::Success,
+        "verdict: {}",
+        outcome.verdict
+    );
+    assert!(
+        !outcome
+            .lines
+            .iter()
+            .any(|l| l.text.contains("EXCEPTION in hypervisor"))
     );
 }

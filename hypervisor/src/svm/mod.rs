@@ -1,6 +1,7 @@
 //! The AMD SVM backend: enabling SVM, the world switch, VMCB setup with deny-by-default
 //! intercepts, nested paging, event injection, and normalizing #VMEXITs into [`VmExit`].
 
+pub mod debug_regs;
 pub mod fpu;
 pub mod vmcb;
 
@@ -51,7 +52,8 @@ pub struct GuestRegs {
 // x87/SSE state is not part of this switch (VMRUN does not switch it either): it belongs to the
 // vCPU that last ran on this pCPU and stays live in the registers across its exits. The
 // hypervisor is soft-float and never touches those registers, which is what makes that sound;
-// `Hv::switch_fpu` swaps the state (svm/fpu.rs) when the pCPU moves to a different vCPU.
+// `Hv::switch_lazy_state` swaps the state (svm/fpu.rs, and DR0-DR3: svm/debug_regs.rs) when
+// the pCPU moves to a different vCPU.
 global_asm!(
     r#"
     .section .text.svm_world_switch, "ax"
@@ -188,6 +190,14 @@ pub fn check_support() -> Result<(), SvmError> {
     Ok(())
 }
 
+/// Clears GIF on this CPU: interrupts and NMIs stay pending until the world switch's VMRUN
+/// (which sets GIF for the guest) or its STGI after the #VMEXIT.
+pub fn clear_gif() {
+    // SAFETY: CLGI only holds interrupts and NMIs pending; SVM is enabled on every CPU that runs
+    // the scheduler loop, and the world switch, entered next, sets GIF again.
+    unsafe { core::arch::asm!("clgi", options(nomem, nostack)) };
+}
+
 /// Number of ASIDs the CPU supports (CPUID 0x8000000A EBX); ASID 0 is the host's.
 pub fn asid_count() -> u32 {
     core::arch::x86_64::__cpuid(0x8000_000a).ebx
@@ -234,7 +244,10 @@ pub struct SvmVcpu {
     asid: u32,
     /// Its x87/SSE registers while they are not live on a pCPU.
     pub fpu: fpu::FpuState,
-    /// The pCPU whose registers hold this vCPU's x87/SSE state right now (then `fpu` is stale).
+    /// Its DR0-DR3 while they are not live on a pCPU (switched with `fpu`).
+    pub debug: debug_regs::DebugRegs,
+    /// The pCPU whose registers hold this vCPU's x87/SSE state and DR0-DR3 right now (then
+    /// `fpu` and `debug` are stale).
     pub fpu_live_on: Option<usize>,
 }
 
@@ -378,6 +391,7 @@ impl SvmVcpu {
             regs,
             asid,
             fpu: fpu::FpuState::initial(),
+            debug: debug_regs::DebugRegs::default(),
             fpu_live_on: None,
         })
     }

@@ -16,7 +16,7 @@
 //! | `spin` | spins without exits (`spin=<millions of iterations>`, default forever) | runs; per-pCPU accounting shows it |
 //! | `user-hypercall` | drops to ring 3 (its own GDT/TSS/IDT and user-accessible page tables) and calls the hypervisor from there with a `WriteConsole` request | the call raises #UD in the guest at the VMMCALL (reported by the guest's #UD handler); nothing is written |
 //! | `debug-exceptions` | single-steps one instruction (#DB) at CPL 0, then with CR0.AM and RFLAGS.AC makes a misaligned load at CPL 3 (#AC) | the guest's own handlers get both (the hypervisor intercepts and reflects them); an emulator that does not check alignment raises no #AC, which is reported |
-//! | `fpu` | checks its x87/SSE state starts clean (XMM0-15 zero), writes its own (`marker=<1..=3>`: XMM0-15, x87 and SSE rounding control), then spins `spin=<millions>` iterations checking it still reads back, counting the pauses (TSC gaps) where other vCPUs ran | `fpu: clean start` and `fpu: kept marker ...`; another domain's state is never seen |
+//! | `fpu` | checks its x87/SSE state and DR0-DR3 start clean (XMM0-15 and DR0-DR3 zero), writes its own (`marker=<1..=3>`: XMM0-15, x87 and SSE rounding control, DR0-DR3), then spins `spin=<millions>` iterations checking it still reads back, counting the pauses (TSC gaps) where other vCPUs ran | `fpu: clean start`, `debug registers: clean start`, `debug registers: kept marker ...` and `fpu: kept marker ...`; another domain's state is never seen |
 #![no_std]
 #![no_main]
 
@@ -399,6 +399,35 @@ fn set_fpu_controls(fcw: u16, mxcsr: u32) {
     }
 }
 
+/// DR0-DR3.
+fn debug_registers() -> [u64; 4] {
+    let (mut d0, mut d1, mut d2, mut d3): (u64, u64, u64, u64);
+    // SAFETY: reading debug registers at CPL 0 has no side effects (DR accesses are not
+    // intercepted: the values are the hardware's).
+    unsafe {
+        core::arch::asm!(
+            "mov {0}, dr0", "mov {1}, dr1", "mov {2}, dr2", "mov {3}, dr3",
+            out(reg) d0, out(reg) d1, out(reg) d2, out(reg) d3,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    [d0, d1, d2, d3]
+}
+
+/// Writes DR0-DR3 (addresses only: DR7 stays 0x400, so no breakpoint is armed).
+fn set_debug_registers(values: [u64; 4]) {
+    let [d0, d1, d2, d3] = values;
+    // SAFETY: DR0-DR3 only hold addresses; with DR7 disabling every breakpoint they have no
+    // effect on execution.
+    unsafe {
+        core::arch::asm!(
+            "mov dr0, {0}", "mov dr1, {1}", "mov dr2, {2}", "mov dr3, {3}",
+            in(reg) d0, in(reg) d1, in(reg) d2, in(reg) d3,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+}
+
 fn rdtsc() -> u64 {
     // SAFETY: RDTSC reads the time-stamp counter (not intercepted).
     unsafe { core::arch::x86_64::_rdtsc() }
@@ -421,6 +450,14 @@ fn fpu(marker: Option<u64>, millions: u64) -> ! {
         hypercall::shutdown(1)
     }
     println!("fpu: clean start");
+    let debug = debug_registers();
+    if debug != [0; 4] {
+        println!("FAILED: debug registers: start state not clean: DR0-DR3 {debug:#x?}");
+        hypercall::shutdown(1)
+    }
+    println!("debug registers: clean start");
+    let my_debug = [0x1000, 0x2000, 0x3000, 0x4000].map(|base| base | marker << 8);
+    set_debug_registers(my_debug);
     let value = 0x5eed_0000_0000_0000 | (marker * 0x0101_0101);
     // Rounding control: x87 bits 10-11, SSE bits 13-14.
     let (my_fcw, my_mxcsr) = (
@@ -442,6 +479,11 @@ fn fpu(marker: Option<u64>, millions: u64) -> ! {
                 pauses += 1;
             }
             last = now;
+            let debug = debug_registers();
+            if debug != my_debug {
+                println!("FAILED: debug registers: marker {marker} lost: DR0-DR3 {debug:#x?}");
+                hypercall::shutdown(1)
+            }
             let dirty = xmm_difference(value);
             let controls = fpu_controls();
             if dirty != 0 || controls != (my_fcw, my_mxcsr) {
@@ -453,6 +495,7 @@ fn fpu(marker: Option<u64>, millions: u64) -> ! {
             }
         }
     }
+    println!("debug registers: kept marker {marker}");
     println!("fpu: kept marker {marker} for {counter} iterations, {pauses} pauses");
     hypercall::shutdown(0)
 }

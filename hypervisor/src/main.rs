@@ -431,7 +431,8 @@ fn start_hypervisor(
         table: unsafe { &mut *core::ptr::addr_of_mut!(DOMAIN_TABLE) },
         // SAFETY: as above.
         domains: unsafe { &mut *core::ptr::addr_of_mut!(DOMAINS) },
-        next_asid: 1,
+        asids: slipway_hv_core::asid::AsidPool::new(svm::asid_count()),
+        next_vcpu_serial: 0,
         domb: None,
         core_modules: heapless::Vec::new(),
         announced: [false; slipway_hv_core::domain::MAX_DOMAINS],

@@ -6,6 +6,7 @@
 use core::cell::UnsafeCell;
 
 use slipway_hv_core::addr::{Frame, PAGE_SIZE, PhysAddr, PhysRange};
+use slipway_hv_core::asid::AsidPool;
 use slipway_hv_core::console::{ConsoleMux, InputAction, LineBuffer};
 use slipway_hv_core::domain::{Domain, DomainTable, MAX_DOMAINS, StopReason};
 use slipway_hv_core::exit_handler::{self, ExitAction};
@@ -73,6 +74,9 @@ pub struct DomainHw {
     pub npt: PageTable,
     /// Number of vCPUs created (their state lives in [`VCPUS`]).
     pub vcpu_count: usize,
+    /// What each vCPU not created yet will use (ASID and zeroed VMCB frame), taken when the
+    /// domain was created: vCPU `vcpu_count` takes `contexts[vcpu_count]`.
+    pub contexts: heapless::Vec<VcpuContext, MAX_VCPUS>,
     pub uart: Uart16550,
     pub line: LineBuffer,
     /// Which vCPUs are on a physical CPU right now (the domain is only destroyed when none is).
@@ -89,13 +93,20 @@ pub struct DomainHw {
     pub reflected: u32,
 }
 
-/// Names the vCPU whose x87/SSE state a pCPU holds: its cell and its ASID (never reused, so a
-/// cell that now holds another vCPU, or none, is told apart).
+/// The hardware context a vCPU needs, reserved with its domain.
+#[derive(Clone, Copy, Debug)]
+pub struct VcpuContext {
+    pub asid: u32,
+    pub vmcb: Frame,
+}
+
+/// Names the vCPU whose lazily switched state a pCPU holds: its cell and its serial number
+/// (never reused, so a cell that now holds another vCPU, or none, is told apart).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FpuOwner {
     slot: usize,
     index: usize,
-    asid: u32,
+    serial: u64,
 }
 
 /// The hypervisor's state after the post-launch stage.
@@ -133,7 +144,10 @@ pub struct Hv {
     pub module_gpas: [u64; MAX_MODULES],
     pub table: &'static mut DomainTable,
     pub domains: &'static mut [Option<DomainHw>; MAX_DOMAINS],
-    pub next_asid: u32,
+    /// Free ASIDs (taken at domain creation, given back at destruction).
+    pub asids: AsidPool,
+    /// Serial number of the next vCPU created (never reused).
+    pub next_vcpu_serial: u64,
     pub domb: Option<DomainId>,
     /// Boot modules as the hypercall dispatcher sees them (with their address in domB).
     pub core_modules: heapless::Vec<hypercall::BootModule, MAX_MODULES>,
@@ -149,6 +163,7 @@ struct HwPlatform<'a> {
     measurement: Option<&'a mut crate::measurement::Measurement>,
     mem: &'a mut DirectMap,
     alloc: &'a mut BitmapFrameAllocator<'static>,
+    asids: &'a mut AsidPool,
     domains: &'a mut [Option<DomainHw>; MAX_DOMAINS],
 }
 
@@ -162,7 +177,7 @@ impl HwPlatform<'_> {
 }
 
 impl hypercall::Platform for HwPlatform<'_> {
-    fn create_domain(&mut self, id: DomainId, memory_bytes: u64, _vcpus: u16) -> Result<(), Error> {
+    fn create_domain(&mut self, id: DomainId, memory_bytes: u64, vcpus: u16) -> Result<(), Error> {
         if self
             .domains
             .get(usize::from(id.0))
@@ -170,7 +185,14 @@ impl hypercall::Platform for HwPlatform<'_> {
         {
             return Err(Error::TooManyDomains);
         }
-        let hw = allocate_domain_hw(self.mem, self.alloc, id, memory_bytes)?;
+        let hw = allocate_domain_hw(
+            self.mem,
+            self.alloc,
+            self.asids,
+            id,
+            memory_bytes,
+            usize::from(vcpus),
+        )?;
         self.domains[usize::from(id.0)] = Some(hw);
         Ok(())
     }
@@ -274,8 +296,81 @@ impl hypercall::Platform for HwPlatform<'_> {
     }
 }
 
-/// Allocates zeroed RAM and nested page tables for a domain (cleaned up on failure).
+/// Gives back what [`reserve_contexts`] took (VMCB frames scrubbed); returns frames freed.
+fn release_contexts(
+    mem: &mut DirectMap,
+    alloc: &mut BitmapFrameAllocator<'static>,
+    asids: &mut AsidPool,
+    contexts: &mut heapless::Vec<VcpuContext, MAX_VCPUS>,
+) -> u64 {
+    let mut freed = 0;
+    while let Some(context) = contexts.pop() {
+        asids.give_back(context.asid);
+        let _ = slipway_hv_core::memory::PhysMemory::zero_frame(mem, context.vmcb);
+        if alloc.free(context.vmcb).is_ok() {
+            freed += 1;
+        }
+    }
+    freed
+}
+
+/// Takes an ASID and a zeroed VMCB frame for each of `vcpus` vCPUs, all or nothing.
+fn reserve_contexts(
+    mem: &mut DirectMap,
+    alloc: &mut BitmapFrameAllocator<'static>,
+    asids: &mut AsidPool,
+    vcpus: usize,
+) -> Result<heapless::Vec<VcpuContext, MAX_VCPUS>, Error> {
+    if vcpus > MAX_VCPUS {
+        return Err(Error::TooManyVcpus);
+    }
+    let mut ids = [0u32; MAX_VCPUS];
+    asids
+        .take(vcpus, &mut ids[..vcpus])
+        .map_err(|_| Error::NoVcpuContext)?;
+    let mut contexts = heapless::Vec::new();
+    for (i, &asid) in ids[..vcpus].iter().enumerate() {
+        let frame = alloc
+            .allocate()
+            .ok()
+            .filter(|frame| slipway_hv_core::memory::PhysMemory::zero_frame(mem, *frame).is_ok());
+        let Some(vmcb) = frame else {
+            release_contexts(mem, alloc, asids, &mut contexts);
+            for &unused in &ids[i..vcpus] {
+                asids.give_back(unused);
+            }
+            return Err(Error::OutOfMemory);
+        };
+        // Cannot fail: at most MAX_VCPUS (checked above).
+        let _ = contexts.push(VcpuContext { asid, vmcb });
+    }
+    Ok(contexts)
+}
+
+/// Allocates zeroed RAM, nested page tables and the vCPU contexts for a domain (cleaned up on
+/// failure).
 fn allocate_domain_hw(
+    mem: &mut DirectMap,
+    alloc: &mut BitmapFrameAllocator<'static>,
+    asids: &mut AsidPool,
+    id: DomainId,
+    memory_bytes: u64,
+    vcpus: usize,
+) -> Result<DomainHw, Error> {
+    let mut contexts = reserve_contexts(mem, alloc, asids, vcpus)?;
+    let mut hw = match allocate_domain_memory(mem, alloc, id, memory_bytes) {
+        Ok(hw) => hw,
+        Err(error) => {
+            release_contexts(mem, alloc, asids, &mut contexts);
+            return Err(error);
+        }
+    };
+    hw.contexts = contexts;
+    Ok(hw)
+}
+
+/// Allocates zeroed RAM and nested page tables for a domain (cleaned up on failure).
+fn allocate_domain_memory(
     mem: &mut DirectMap,
     alloc: &mut BitmapFrameAllocator<'static>,
     id: DomainId,
@@ -307,6 +402,7 @@ fn allocate_domain_hw(
         memory,
         npt,
         vcpu_count: 0,
+        contexts: heapless::Vec::new(),
         uart: Uart16550::default(),
         line: LineBuffer::new(),
         running: [false; MAX_VCPUS],
@@ -330,29 +426,41 @@ impl Hv {
         name: &str,
         memory_bytes: u64,
     ) -> Result<(), Error> {
-        let mut hw = allocate_domain_hw(&mut self.mem, &mut self.alloc, id, memory_bytes)?;
+        let mut hw = allocate_domain_hw(
+            &mut self.mem,
+            &mut self.alloc,
+            &mut self.asids,
+            id,
+            memory_bytes,
+            1,
+        )?;
         let _ = hw.name.push_str(name);
         self.domains[usize::from(id.0)] = Some(hw);
         Ok(())
     }
 
     fn add_vcpu(&mut self, id: DomainId, entry: EntryState) -> Result<(), Error> {
-        // ASIDs are never reused, so no stale translation of a destroyed domain can survive.
-        let asid = self.next_asid;
-        if asid >= crate::svm::asid_count() {
-            return Err(Error::OutOfMemory);
-        }
-        self.next_asid += 1;
         let Some(domain) = self.domains[usize::from(id.0)].as_mut() else {
             return Err(Error::UnknownDomain);
         };
-        if domain.vcpu_count >= MAX_VCPUS {
-            return Err(Error::TooManyVcpus);
-        }
-        let ncr3 = domain.npt.root().start().0;
-        let vcpu = SvmVcpu::new(&mut self.alloc, self.maps, ncr3, asid, entry)
-            .map_err(|_| Error::OutOfMemory)?;
+        // Its ASID and VMCB were reserved when the domain was created (before hand-off).
         let index = domain.vcpu_count;
+        let context = *domain.contexts.get(index).ok_or(Error::TooManyVcpus)?;
+        let ncr3 = domain.npt.root().start().0;
+        let serial = self.next_vcpu_serial;
+        self.next_vcpu_serial += 1;
+        // SAFETY: the VMCB frame was allocated and zeroed for this vCPU alone when its domain
+        // was created; it is identity-mapped RW.
+        let vcpu = unsafe {
+            SvmVcpu::new(
+                context.vmcb.start().0,
+                self.maps,
+                ncr3,
+                context.asid,
+                serial,
+                entry,
+            )
+        };
         // SAFETY: the lock is held and the vCPU does not exist yet, so no CPU runs it.
         unsafe { *vcpu_cell(usize::from(id.0), index) = Some(vcpu) };
         domain.vcpu_count += 1;
@@ -553,7 +661,7 @@ impl Hv {
         let key = FpuOwner {
             slot,
             index,
-            asid: incoming.asid(),
+            serial: incoming.serial(),
         };
         match incoming.fpu_live_on {
             Some(live) if live == cpu => return,
@@ -574,7 +682,7 @@ impl Hv {
             // SAFETY: lock held, that vCPU is not running (checked) and is a different cell from
             // `incoming`: this CPU is the only one touching it.
             let previous = unsafe { (*vcpu_cell(old.slot, old.index)).as_mut() }?;
-            (previous.asid() == old.asid).then_some(previous)
+            (previous.serial() == old.serial).then_some(previous)
         });
         match outgoing {
             Some(previous) => {
@@ -731,14 +839,22 @@ impl Hv {
         if let Some(line) = domain.line.flush() {
             crate::console::print_domain_line(&domain.name, line.as_str());
         }
-        let mut pages = 0;
+        // Contexts of vCPUs never created (a domain that did not start) go back as they are.
+        let mut unused = heapless::Vec::<VcpuContext, MAX_VCPUS>::new();
+        for context in domain.contexts.iter().skip(domain.vcpu_count) {
+            let _ = unused.push(*context);
+        }
+        let mut pages =
+            release_contexts(&mut self.mem, &mut self.alloc, &mut self.asids, &mut unused);
         for index in 0..domain.vcpu_count {
             // SAFETY: the domain is destroyed only when none of its vCPUs is running (or before
             // any ran), and the lock is held: the cell is this CPU's alone.
             let Some(vcpu) = (unsafe { (*vcpu_cell(slot, index)).take() }) else {
                 continue;
             };
-            // The VMCB page is scrubbed before it goes back.
+            // The ASID can serve another vCPU (whose first VMRUN flushes it); the VMCB page is
+            // scrubbed before it goes back.
+            self.asids.give_back(vcpu.asid());
             let frame = slipway_hv_core::addr::Frame::containing(PhysAddr(vcpu.vmcb_pa()));
             let _ = slipway_hv_core::memory::PhysMemory::zero_frame(&mut self.mem, frame);
             if self.alloc.free(frame).is_ok() {
@@ -799,6 +915,7 @@ impl Hv {
             measurement: self.measurement.as_mut(),
             mem: &mut self.mem,
             alloc: &mut self.alloc,
+            asids: &mut self.asids,
             domains: self.domains,
         };
         let reply = match hypercall::dispatch(

@@ -16,6 +16,7 @@
 
 pub mod acpi;
 pub mod addr;
+pub mod asid;
 pub mod build_record;
 pub mod console;
 pub mod domain;

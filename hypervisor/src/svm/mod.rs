@@ -240,8 +240,10 @@ impl SvmCpu {
 pub struct SvmVcpu {
     vmcb: Vmcb,
     pub regs: GuestRegs,
-    /// Never reused, so it names this vCPU for its whole life.
+    /// Its address-space id (given back, and reused, when the vCPU is destroyed).
     asid: u32,
+    /// Never reused: names this vCPU for its whole life.
+    serial: u64,
     /// Its x87/SSE registers while they are not live on a pCPU.
     pub fpu: fpu::FpuState,
     /// Its DR0-DR3 while they are not live on a pCPU (switched with `fpu`).
@@ -282,18 +284,22 @@ const ATTR_TSS64_BUSY: u16 = 0x8b;
 const ATTR_LDT: u16 = 0x82;
 
 impl SvmVcpu {
-    /// Creates a vCPU with its VMCB: deny-by-default intercepts, nested paging at `ncr3`,
-    /// `asid` (never 0), and the entry state.
-    pub fn new(
-        alloc: &mut impl FrameAllocator,
+    /// Creates a vCPU with its VMCB in the zeroed frame at `vmcb_pa`: deny-by-default
+    /// intercepts, nested paging at `ncr3`, `asid` (never 0; its TLB entries are flushed at the
+    /// first VMRUN, so a reused id carries nothing over), and the entry state.
+    ///
+    /// # Safety
+    /// `vmcb_pa` is a zeroed, identity-mapped RW frame owned by this vCPU alone from now on.
+    pub unsafe fn new(
+        vmcb_pa: u64,
         maps: PermissionMaps,
         ncr3: u64,
         asid: u32,
+        serial: u64,
         entry: EntryState,
-    ) -> Result<Self, SvmError> {
+    ) -> Self {
         assert!(asid != 0, "ASID 0 belongs to the host");
-        let vmcb_pa = alloc_zeroed(alloc, 1)?;
-        // SAFETY: a zeroed frame just allocated for this VMCB alone.
+        // SAFETY: the caller gives this zeroed frame to this VMCB alone.
         let mut vmcb = unsafe { Vmcb::new(vmcb_pa) };
         use vmcb::*;
         vmcb.write32(
@@ -386,14 +392,15 @@ impl SvmVcpu {
         vmcb.write64(save::DR7, 0x400);
         vmcb.write64(save::G_PAT, 0x0007_0406_0007_0406);
         vmcb.write8(save::CPL, 0);
-        Ok(Self {
+        Self {
             vmcb,
             regs,
             asid,
+            serial,
             fpu: fpu::FpuState::initial(),
             debug: debug_regs::DebugRegs::default(),
             fpu_live_on: None,
-        })
+        }
     }
 
     /// The VMCB's physical address (freed by the owner when the vCPU is destroyed).
@@ -401,9 +408,14 @@ impl SvmVcpu {
         self.vmcb.pa()
     }
 
-    /// The vCPU's ASID (unique for the hypervisor's whole run).
+    /// The vCPU's ASID (unique among live vCPUs).
     pub fn asid(&self) -> u32 {
         self.asid
+    }
+
+    /// The vCPU's serial number (unique for the hypervisor's whole run).
+    pub fn serial(&self) -> u64 {
+        self.serial
     }
 
     pub fn rip(&self) -> u64 {

@@ -70,6 +70,7 @@ error_codes! {
     TooManyVcpus = 0x0502 => "the vCPU count is above the hypervisor's per-domain limit",
     InvalidVcpu = 0x0503 => "the vCPU index is not below the domain's vCPU count",
     InvalidEntryState = 0x0504 => "the vCPU entry state is invalid: entry, stack, page tables or start info outside the domain's memory, or a non-canonical address",
+    NoVcpuContext = 0x0505 => "the hypervisor has no hardware vCPU context left for the domain: its address-space ids (ASIDs) are all in use",
     // 0x06xx: measurement.
     PcrNotAllowed = 0x0601 => "the caller may not extend this PCR",
     BankMissing = 0x0602 => "no digest was given for an active TPM bank",

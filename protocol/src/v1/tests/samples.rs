@@ -250,6 +250,7 @@ pub const ERRORS: &[(Error, &str)] = &[
     (Error::TooManyVcpus, "82 0a"),
     (Error::InvalidVcpu, "83 0a"),
     (Error::InvalidEntryState, "84 0a"),
+    (Error::NoVcpuContext, "85 0a"),
     (Error::PcrNotAllowed, "81 0c"),
     (Error::BankMissing, "82 0c"),
     (Error::UnknownAlgorithm, "83 0c"),

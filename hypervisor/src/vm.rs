@@ -1057,15 +1057,16 @@ impl Hv {
             let _ = name.push_str(domain.name().as_str());
             (name, domain.vcpu_count())
         };
-        let control = self
-            .table
-            .get(id)
-            .is_some_and(|d| d.capabilities().granted.control);
+        let granted = self.table.get(id).map(|d| d.capabilities().granted);
+        let control = granted.is_some_and(|g| g.control);
+        let tpm = granted.is_some_and(|g| g.tpm);
         if let Some(hw) = self.domains[usize::from(id.0)].as_mut() {
             hw.name = name;
-            // A control domain gets the TPM's locality-0 register page (uncached) and nothing
-            // else of the TPM: localities 1-4 stay unmapped, so it can never extend PCR17-22.
-            if control && self.measurement.is_some() {
+            // The one domain with the TPM capability gets the TPM's locality-0 register page
+            // (uncached) and nothing else of the TPM: localities 1-4 stay unmapped, so it can
+            // never extend PCR17-22. One domain only (domB's configuration and the dispatcher
+            // both refuse a second): the FIFO cannot be shared.
+            if tpm && self.measurement.is_some() {
                 hw.npt
                     .map_range(
                         &mut self.mem,
@@ -1077,7 +1078,7 @@ impl Hv {
                         false,
                     )
                     .map_err(|_| Error::OutOfMemory)?;
-                hvprintln!("domain {}: TPM locality 0 mapped (control domain)", hw.name);
+                hvprintln!("domain {}: TPM locality 0 mapped (tpm capability)", hw.name);
             }
             // A control domain gets the finished logs (the separators are logged) read-only in
             // its two log windows (docs/abi.md, "Event-log windows").

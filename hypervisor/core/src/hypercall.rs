@@ -229,6 +229,10 @@ fn perform<P: Platform>(
             if capabilities.control && *memory_bytes > v1::SLIPWAY_LOG_GPA {
                 return Err(Error::InvalidMemorySize);
             }
+            // One TPM FIFO: two domains could interleave commands and read each other's answers.
+            if capabilities.tpm && table.iter().any(|d| d.capabilities().granted.tpm) {
+                return Err(Error::TpmAlreadyGranted);
+            }
             let id = table.check_create(name, *memory_bytes, *vcpus)?;
             platform.create_domain(id, *memory_bytes, *vcpus)?;
             table.insert_planned(id, name.clone(), *memory_bytes, *vcpus, *capabilities);

@@ -61,6 +61,7 @@ error_codes! {
     DuplicateStartRequest = 0x0307 => "the domain's start was already requested",
     ConsoleAlreadyAssigned = 0x0308 => "the console is already assigned to another domain",
     BuildRecordFull = 0x0309 => "the domain's build record is full: the build needs more steps than the hypervisor records per domain",
+    TpmAlreadyGranted = 0x030A => "another domain already has the TPM capability (at most one domain may use the TPM)",
     // 0x04xx: modules and memory ranges.
     UnknownModule = 0x0401 => "no boot module has this index",
     RangeOutsideModule = 0x0402 => "the range (offset, length) is not inside the boot module",

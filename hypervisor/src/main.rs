@@ -8,6 +8,7 @@ mod address_space;
 mod boot;
 mod console;
 mod cpu;
+mod domain_console;
 mod idt;
 mod interrupts;
 mod lapic;

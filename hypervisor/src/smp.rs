@@ -262,8 +262,11 @@ pub fn scheduler_loop(cpu: usize) -> ! {
                 let exit = unsafe { (*vcpu).run(&svm) };
                 let ran = tsc::now() - start;
                 with_hv(|hv| hv.after_exit(cpu, v, exit, ran));
+                // The domain's console output, written outside the global lock on its own pCPU.
+                crate::domain_console::drain(usize::from(v.domain.0));
             }
             Ok(None) => {
+                crate::domain_console::drain_all();
                 // Nothing to run here: wait for the next tick.
                 x86_64::instructions::interrupts::enable_and_hlt();
                 x86_64::instructions::interrupts::disable();

@@ -248,9 +248,13 @@ impl hypercall::Platform for HwPlatform<'_> {
 
     fn console_write(&mut self, caller: DomainId, bytes: &[u8]) {
         if let Ok(domain) = self.domain(caller) {
+            // Over its rate a domain's bytes are dropped here, before any escaping.
+            if !crate::domain_console::admit(usize::from(caller.0), &domain.name, bytes.len()) {
+                return;
+            }
             for &byte in bytes {
                 if let Some(line) = domain.line.push(byte) {
-                    crate::console::print_domain_line(&domain.name, line.as_str());
+                    crate::domain_console::push_line(usize::from(caller.0), &domain.name, &line);
                 }
             }
         }
@@ -396,6 +400,7 @@ fn allocate_domain_memory(
         let _ = memory.scrub_and_free(mem, alloc);
         return Err(Error::OutOfMemory);
     }
+    crate::domain_console::start(usize::from(id.0));
     Ok(DomainHw {
         id,
         name: heapless::String::new(),
@@ -734,8 +739,11 @@ impl Hv {
         };
         let mut bound = BoundVcpu { vcpu, cpu: svm };
         let mut console = |byte: u8| {
+            if !crate::domain_console::admit(slot, name, 1) {
+                return;
+            }
             if let Some(done) = line.push(byte) {
-                crate::console::print_domain_line(name, done.as_str());
+                crate::domain_console::push_line(slot, name, &done);
             }
         };
         let mut host_cpuid = |leaf: u32, subleaf: u32| {
@@ -837,8 +845,9 @@ impl Hv {
         };
         self.sched.remove_domain(domain.id);
         if let Some(line) = domain.line.flush() {
-            crate::console::print_domain_line(&domain.name, line.as_str());
+            crate::domain_console::push_line(slot, &domain.name, &line);
         }
+        crate::domain_console::finish(slot, &domain.name);
         // Contexts of vCPUs never created (a domain that did not start) go back as they are.
         let mut unused = heapless::Vec::<VcpuContext, MAX_VCPUS>::new();
         for context in domain.contexts.iter().skip(domain.vcpu_count) {

@@ -16,6 +16,8 @@
 //! | `spin` | spins without exits (`spin=<millions of iterations>`, default forever) | runs; per-pCPU accounting shows it |
 //! | `user-hypercall` | drops to ring 3 (its own GDT/TSS/IDT and user-accessible page tables) and calls the hypervisor from there with a `WriteConsole` request | the call raises #UD in the guest at the VMMCALL (reported by the guest's #UD handler); nothing is written |
 //! | `debug-exceptions` | single-steps one instruction (#DB) at CPL 0, then with CR0.AM and RFLAGS.AC makes a misaligned load at CPL 3 (#AC) | the guest's own handlers get both (the hypervisor intercepts and reflects them); an emulator that does not check alignment raises no #AC, which is reported |
+//! | `flood` | for `duration=<TSC megaticks>`, in every odd half-period of `period=<megaticks>` of the TSC, writes the non-printable byte 0x01 (escaped to 4 characters) in console writes of 1024 bytes; makes empty console writes in the even ones (the same calls without output) | its output is rate-limited and the drops reported; no other domain slows down |
+//! | `victim` | for `duration`, counts the exits it can make (UART status reads) per 10^9 TSC ticks in the even (quiet) and odd (loud) half-periods of `period`, and prints both rates and their ratio | the ratio stays near 1 |
 //! | `fpu` | checks its x87/SSE state and DR0-DR3 start clean (XMM0-15 and DR0-DR3 zero), writes its own (`marker=<1..=3>`: XMM0-15, x87 and SSE rounding control, DR0-DR3), then spins `spin=<millions>` iterations checking it still reads back, counting the pauses (TSC gaps) where other vCPUs ran | `fpu: clean start`, `debug registers: clean start`, `debug registers: kept marker ...` and `fpu: kept marker ...`; another domain's state is never seen |
 #![no_std]
 #![no_main]
@@ -68,6 +70,14 @@ fn main(boot: Boot) -> ! {
         "fake-launch" => fake_launch(),
         "user-hypercall" => user_hypercall(),
         "debug-exceptions" => debug_exceptions(),
+        "flood" => flood(
+            mega(cmdline, "period").unwrap_or(200),
+            mega(cmdline, "duration").unwrap_or(6000),
+        ),
+        "victim" => victim(
+            mega(cmdline, "period").unwrap_or(200),
+            mega(cmdline, "duration").unwrap_or(6000),
+        ),
         "spin" => spin(word_value(cmdline, "spin").and_then(|n| n.parse().ok())),
         "fpu" => fpu(
             word_value(cmdline, "marker").and_then(|n| n.parse().ok()),
@@ -578,4 +588,80 @@ fn debug_exceptions() -> ! {
         ring3::RFLAGS_AC,
         ended,
     )
+}
+
+/// `key=<n>` in TSC megaticks, as ticks.
+fn mega(cmdline: &str, key: &str) -> Option<u64> {
+    word_value(cmdline, key)?
+        .parse::<u64>()
+        .ok()
+        .map(|m| m * 1_000_000)
+}
+
+/// Whether the TSC is in a "loud" half-period (the flood runs) of `period` ticks. Both the
+/// flooder and the victim use the one TSC of the machine, so they agree without talking.
+fn loud(tsc: u64, period: u64) -> bool {
+    (tsc / period.max(1)) % 2 == 1
+}
+
+fn flood(period: u64, duration: u64) -> ! {
+    println!("flood: writing 0x01 in every other {period} TSC ticks for {duration}");
+    println!();
+    // Console writes of 1024 non-printable bytes each: 4 KiB of escaped text per call.
+    // In the quiet half-periods the same calls carry nothing, so the two differ only in the
+    // output they make (not in how often this domain exits).
+    let request = Request::WriteConsole {
+        bytes: Bytes::from_slice(&[0x01; v1::CONSOLE_WRITE_MAX]).expect("fits"),
+    };
+    let empty = Request::WriteConsole {
+        bytes: Bytes::new(),
+    };
+    let start = rdtsc();
+    let mut bytes = 0u64;
+    loop {
+        let now = rdtsc();
+        if now.wrapping_sub(start) >= duration {
+            break;
+        }
+        if !loud(now, period) {
+            let _ = hypercall::call(&empty);
+        } else if hypercall::call(&request).is_ok() {
+            bytes += v1::CONSOLE_WRITE_MAX as u64;
+        }
+    }
+    println!();
+    println!("flood: wrote {bytes} bytes");
+    hypercall::shutdown(0)
+}
+
+fn victim(period: u64, duration: u64) -> ! {
+    println!("victim: counting exits per 10^9 TSC ticks, quiet and loud half-periods of {period}");
+    let start = rdtsc();
+    // [quiet, loud]: exits and ticks.
+    let (mut exits, mut ticks) = ([0u64; 2], [0u64; 2]);
+    let mut last = start;
+    loop {
+        exit_once();
+        let now = rdtsc();
+        if now.wrapping_sub(start) >= duration {
+            break;
+        }
+        // Attribute the exit to the half-period it ended in; a step across a boundary is
+        // dropped (it belongs to neither).
+        if loud(now, period) == loud(last, period) {
+            let phase = usize::from(loud(now, period));
+            exits[phase] += 1;
+            ticks[phase] += now.wrapping_sub(last);
+        }
+        last = now;
+    }
+    let rate = |p: usize| exits[p] * 1_000_000_000 / ticks[p].max(1);
+    let (quiet, loud) = (rate(0), rate(1));
+    let ratio_permille = loud * 1000 / quiet.max(1);
+    println!(
+        "victim: alone {quiet}, beside the flood {loud} exits per 10^9 TSC ticks: ratio {}.{:03}",
+        ratio_permille / 1000,
+        ratio_permille % 1000
+    );
+    hypercall::shutdown(0)
 }

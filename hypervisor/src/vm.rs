@@ -177,7 +177,13 @@ impl HwPlatform<'_> {
 }
 
 impl hypercall::Platform for HwPlatform<'_> {
-    fn create_domain(&mut self, id: DomainId, memory_bytes: u64, vcpus: u16) -> Result<(), Error> {
+    fn create_domain(
+        &mut self,
+        id: DomainId,
+        memory_bytes: u64,
+        vcpus: u16,
+        capabilities: v1::Capabilities,
+    ) -> Result<(), Error> {
         if self
             .domains
             .get(usize::from(id.0))
@@ -185,7 +191,7 @@ impl hypercall::Platform for HwPlatform<'_> {
         {
             return Err(Error::TooManyDomains);
         }
-        let hw = allocate_domain_hw(
+        let mut hw = allocate_domain_hw(
             self.mem,
             self.alloc,
             self.asids,
@@ -193,6 +199,16 @@ impl hypercall::Platform for HwPlatform<'_> {
             memory_bytes,
             usize::from(vcpus),
         )?;
+        if let Err(error) = map_capability_pages(
+            self.mem,
+            self.alloc,
+            &mut hw,
+            capabilities,
+            self.measurement.is_some(),
+        ) {
+            release_domain_hw(self.mem, self.alloc, self.asids, hw);
+            return Err(error);
+        }
         self.domains[usize::from(id.0)] = Some(hw);
         Ok(())
     }
@@ -349,6 +365,56 @@ fn reserve_contexts(
         let _ = contexts.push(VcpuContext { asid, vmcb });
     }
     Ok(contexts)
+}
+
+/// Maps what a planned domain's capabilities bring, at creation (before hand-off): the two
+/// event-log windows of a control domain (zeroed frames, read-only, filled at start) and, for
+/// the domain with the tpm capability when there is a TPM, the TPM's locality-0 register page
+/// (uncached; localities 1-4 stay unmapped, so it can never extend PCR17-22). The domain does
+/// not run before hand-off, so nothing is reachable early.
+fn map_capability_pages(
+    mem: &mut DirectMap,
+    alloc: &mut BitmapFrameAllocator<'static>,
+    hw: &mut DomainHw,
+    capabilities: v1::Capabilities,
+    has_tpm: bool,
+) -> Result<(), Error> {
+    if capabilities.control {
+        for gpa in [v1::SLIPWAY_LOG_GPA, v1::FIRMWARE_LOG_GPA] {
+            crate::log_windows::map_window(mem, alloc, &mut hw.npt, gpa, None, &mut hw.log_frames)
+                .map_err(|_| Error::OutOfMemory)?;
+        }
+    }
+    if capabilities.tpm && has_tpm {
+        hw.npt
+            .map_range(
+                mem,
+                alloc,
+                TPM_LOCALITY0,
+                PhysAddr(TPM_LOCALITY0),
+                PAGE_SIZE,
+                Access::MMIO,
+                false,
+            )
+            .map_err(|_| Error::OutOfMemory)?;
+    }
+    Ok(())
+}
+
+/// Frees a domain that never ran: contexts, log frames, nested tables, memory (scrubbed).
+fn release_domain_hw(
+    mem: &mut DirectMap,
+    alloc: &mut BitmapFrameAllocator<'static>,
+    asids: &mut AsidPool,
+    mut hw: DomainHw,
+) {
+    release_contexts(mem, alloc, asids, &mut hw.contexts);
+    for frame in hw.log_frames.iter().copied() {
+        let _ = slipway_hv_core::memory::PhysMemory::zero_frame(mem, frame);
+        let _ = alloc.free(frame);
+    }
+    let _ = hw.npt.teardown(mem, alloc);
+    let _ = hw.memory.scrub_and_free(mem, alloc);
 }
 
 /// Allocates zeroed RAM, nested page tables and the vCPU contexts for a domain (cleaned up on
@@ -1071,41 +1137,23 @@ impl Hv {
         let tpm = granted.is_some_and(|g| g.tpm);
         if let Some(hw) = self.domains[usize::from(id.0)].as_mut() {
             hw.name = name;
-            // The one domain with the TPM capability gets the TPM's locality-0 register page
-            // (uncached) and nothing else of the TPM: localities 1-4 stay unmapped, so it can
-            // never extend PCR17-22. One domain only (domB's configuration and the dispatcher
-            // both refuse a second): the FIFO cannot be shared.
+            // Everything was mapped when the domain was created (nothing is allocated after
+            // hand-off); here the finished logs (the separators are logged) go into the
+            // control domain's two read-only windows (docs/abi.md, "Event-log windows").
             if tpm && self.measurement.is_some() {
-                hw.npt
-                    .map_range(
-                        &mut self.mem,
-                        &mut self.alloc,
-                        TPM_LOCALITY0,
-                        PhysAddr(TPM_LOCALITY0),
-                        PAGE_SIZE,
-                        Access::MMIO,
-                        false,
-                    )
-                    .map_err(|_| Error::OutOfMemory)?;
                 hvprintln!("domain {}: TPM locality 0 mapped (tpm capability)", hw.name);
             }
-            // A control domain gets the finished logs (the separators are logged) read-only in
-            // its two log windows (docs/abi.md, "Event-log windows").
             if control {
                 let slipway_log = self.measurement.as_ref().map(|m| m.log_bytes());
-                for (gpa, log, what) in [
+                let windows = hw.log_frames.chunks(crate::log_windows::WINDOW_FRAMES);
+                for ((gpa, log, what), frames) in [
                     (v1::SLIPWAY_LOG_GPA, slipway_log, "slipway"),
                     (v1::FIRMWARE_LOG_GPA, self.firmware_log, "firmware"),
-                ] {
-                    crate::log_windows::map_window(
-                        &mut self.mem,
-                        &mut self.alloc,
-                        &mut hw.npt,
-                        gpa,
-                        log,
-                        &mut hw.log_frames,
-                    )
-                    .map_err(|why| {
+                ]
+                .into_iter()
+                .zip(windows)
+                {
+                    crate::log_windows::fill_window(&mut self.mem, frames, log).map_err(|why| {
                         hvprintln!("domain {}: {what} log window: {why:?}", hw.name);
                         Error::OutOfMemory
                     })?;

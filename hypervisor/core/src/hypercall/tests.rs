@@ -23,7 +23,13 @@ struct FakePlatform {
 }
 
 impl Platform for FakePlatform {
-    fn create_domain(&mut self, id: DomainId, memory_bytes: u64, vcpus: u16) -> Result<(), Error> {
+    fn create_domain(
+        &mut self,
+        id: DomainId,
+        memory_bytes: u64,
+        vcpus: u16,
+        _capabilities: Capabilities,
+    ) -> Result<(), Error> {
         if let Some(error) = self.fail_create {
             return Err(error);
         }

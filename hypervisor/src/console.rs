@@ -44,8 +44,9 @@ pub fn with_serial<R>(f: impl FnOnce(&mut Serial) -> R) -> Option<R> {
     result
 }
 
-/// Prints one hypervisor line: `slipway: <text>`.
+/// Prints one hypervisor line: `slipway: <text>`, after the domain output queued before it.
 pub fn print_line(args: fmt::Arguments<'_>) {
+    crate::domain_console::drain_all();
     with_serial(|serial| {
         let _ = serial.write_str("slipway: ");
         let _ = serial.write_fmt(args);
@@ -64,18 +65,6 @@ pub fn print_raw(args: fmt::Arguments<'_>) {
 #[macro_export]
 macro_rules! hvprintln {
     ($($arg:tt)*) => { $crate::console::print_line(format_args!($($arg)*)) };
-}
-
-/// Prints one line of a domain's output: `[<name>] <text>`. `text` is already escaped
-/// (printable ASCII only) and length-capped by the domain's line buffer.
-pub fn print_domain_line(name: &str, text: &str) {
-    with_serial(|serial| {
-        let _ = serial.write_str("[");
-        let _ = serial.write_str(name);
-        let _ = serial.write_str("] ");
-        let _ = serial.write_str(text);
-        let _ = serial.write_str("\n");
-    });
 }
 
 /// Writes text to the debugcon port 0xe9 (the launch harness's channel; ignored without one).

@@ -1,7 +1,8 @@
-//! The hypervisor's IDT. Every exception taken in the hypervisor is reported on the serial
-//! console (vector, error code, registers, backtrace of return addresses through the frame-pointer
-//! chain, the image's GNU build id, which names the debug file that maps the addresses to source
-//! lines) and ends the run with failure: never a silent triple fault.
+//! The hypervisor's IDT. Every exception (the NMI aside, see `interrupts`) taken in the
+//! hypervisor is reported on the serial console (vector, error code, registers, backtrace of
+//! return addresses through the frame-pointer chain, the image's GNU build id, which names the
+//! debug file that maps the addresses to source lines) and ends the run with failure: never a
+//! silent triple fault.
 //!
 //! Gates are written raw (16-byte descriptors) instead of through `x86_64`'s typed IDT: the
 //! typed table hides the reserved vectors and its handler types need the unstable
@@ -21,7 +22,8 @@ pub const SPURIOUS_VECTOR: u8 = 0xff;
 
 // Exception stubs push (error code or 0, vector), save every general-purpose register and call
 // `exception_report` with a pointer to the frame. Interrupt stubs for vectors >= 32 save the
-// caller-saved registers and call `interrupt_dispatch(vector)`.
+// caller-saved registers and call `interrupt_dispatch(vector)`. The NMI (vector 2) is not an
+// error: its stub is an interrupt stub (on its own IST stack), handled and returned from.
 global_asm!(
     r#"
     .macro EXC_NOERR vec
@@ -44,7 +46,10 @@ exc_stub_\vec:
 IDT_STUBS_START:
     EXC_NOERR 0
     EXC_NOERR 1
-    EXC_NOERR 2
+    .balign 16
+exc_stub_2:
+    push 2
+    jmp irq_common
     EXC_NOERR 3
     EXC_NOERR 4
     EXC_NOERR 5
@@ -377,7 +382,7 @@ pub fn print_backtrace(cpu: usize, rip: u64, mut rbp: u64) {
     });
 }
 
-/// Called by the interrupt stubs (vectors 32-255) with interrupts disabled.
+/// Called by the interrupt stubs (the NMI and vectors 32-255) with interrupts disabled.
 #[unsafe(no_mangle)]
 extern "C" fn interrupt_dispatch(vector: u64) {
     crate::interrupts::handle(vector as u8);

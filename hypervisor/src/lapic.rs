@@ -106,6 +106,14 @@ fn wait_icr_idle() {
     panic!("local APIC never finished sending an IPI");
 }
 
+/// Sends an NMI to the CPU with local APIC ID `apic_id` (physical destination; the self
+/// shorthand is not defined for NMIs).
+pub fn send_nmi(apic_id: u32) {
+    write(REG_ICR_HIGH, apic_id << 24);
+    write(REG_ICR_LOW, 0x4400); // NMI, level assert
+    wait_icr_idle();
+}
+
 /// Sends INIT (assert), then the two STARTUP IPIs with the trampoline page `vector`.
 pub fn send_init_sipi_sipi(apic_id: u32, vector: u8) {
     let delay_us = |us: u64| {

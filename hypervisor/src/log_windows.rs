@@ -111,30 +111,24 @@ pub enum WindowError {
     MapFailed,
 }
 
-/// Fills fresh zeroed frames with `log`'s descriptor and bytes (none: length 0) and maps them
-/// read-only, no execute, at `gpa` in `npt`. Every frame allocated is pushed to `frames` (also
-/// on failure: the caller frees them with the domain).
-pub fn map_window<M: PhysMemory, A: FrameAllocator>(
+/// Writes `log`'s descriptor and bytes (none: length 0) into a window's frames, which
+/// [`map_window`] allocated and mapped when the domain was created; allocates nothing, so it
+/// cannot run out of memory after hand-off.
+pub fn fill_window<M: PhysMemory>(
     mem: &mut M,
-    alloc: &mut A,
-    npt: &mut PageTable,
-    gpa: u64,
+    frames: &[Frame],
     log: Option<&[u8]>,
-    frames: &mut heapless::Vec<Frame, DOMAIN_LOG_FRAMES>,
 ) -> Result<(), WindowError> {
     let log = log.unwrap_or(&[]);
     let descriptor = LogWindowDescriptor::for_log(log.len())
         .map_err(|_| WindowError::LogTooLarge)?
         .encode();
-    for page in 0..WINDOW_FRAMES {
-        let frame = alloc.allocate().map_err(|_| WindowError::OutOfMemory)?;
-        if frames.push(frame).is_err() {
-            let _ = alloc.free(frame);
-            return Err(WindowError::OutOfMemory);
-        }
+    if frames.len() != WINDOW_FRAMES {
+        return Err(WindowError::MapFailed);
+    }
+    for (page, &frame) in frames.iter().enumerate() {
         mem.zero_frame(frame)
             .map_err(|_| WindowError::OutOfMemory)?;
-        // The window's bytes: descriptor, then the log; this page holds [from, from + 4096).
         let from = page * PAGE_SIZE as usize;
         let to = from + PAGE_SIZE as usize;
         if from < LOG_DESCRIPTOR_LEN {
@@ -148,6 +142,30 @@ pub fn map_window<M: PhysMemory, A: FrameAllocator>(
             mem.write(PhysAddr(frame.start().0 + at), &log[log_from..log_to])
                 .map_err(|_| WindowError::OutOfMemory)?;
         }
+    }
+    Ok(())
+}
+
+/// Fills fresh zeroed frames with `log`'s descriptor and bytes (none: length 0) and maps them
+/// read-only, no execute, at `gpa` in `npt`. Every frame allocated is pushed to `frames` (also
+/// on failure: the caller frees them with the domain).
+pub fn map_window<M: PhysMemory, A: FrameAllocator>(
+    mem: &mut M,
+    alloc: &mut A,
+    npt: &mut PageTable,
+    gpa: u64,
+    log: Option<&[u8]>,
+    frames: &mut heapless::Vec<Frame, DOMAIN_LOG_FRAMES>,
+) -> Result<(), WindowError> {
+    let first = frames.len();
+    for page in 0..WINDOW_FRAMES {
+        let frame = alloc.allocate().map_err(|_| WindowError::OutOfMemory)?;
+        if frames.push(frame).is_err() {
+            let _ = alloc.free(frame);
+            return Err(WindowError::OutOfMemory);
+        }
+        mem.zero_frame(frame)
+            .map_err(|_| WindowError::OutOfMemory)?;
         npt.map(
             mem,
             alloc,
@@ -158,5 +176,5 @@ pub fn map_window<M: PhysMemory, A: FrameAllocator>(
         )
         .map_err(|_| WindowError::MapFailed)?;
     }
-    Ok(())
+    fill_window(mem, &frames[first..], log)
 }

@@ -8,6 +8,7 @@ mod address_space;
 mod boot;
 mod console;
 mod cpu;
+mod domain_console;
 mod idt;
 mod interrupts;
 mod lapic;
@@ -292,6 +293,14 @@ extern "C" fn post_launch_main(handoff_addr: u64) -> ! {
         .find_map(|w| w.strip_prefix("domb_mem="))
         .and_then(|v| v.parse::<u64>().ok())
         .map_or(vm::DOMB_DEFAULT_MEMORY, |mib| mib << 20);
+    if let Some(n) = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("nmi_test="))
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        hvprintln!("nmi test: {n} NMIs will be sent to cpu 0 while a guest runs");
+        smp::NMI_TEST_LEFT.store(n, core::sync::atomic::Ordering::SeqCst);
+    }
     let created = smp::with_hv(|hv| {
         hv.pcpus = pcpus;
         *hv.sched = Scheduler::new(pcpus, 3);
@@ -423,7 +432,8 @@ fn start_hypervisor(
         table: unsafe { &mut *core::ptr::addr_of_mut!(DOMAIN_TABLE) },
         // SAFETY: as above.
         domains: unsafe { &mut *core::ptr::addr_of_mut!(DOMAINS) },
-        next_asid: 1,
+        asids: slipway_hv_core::asid::AsidPool::new(svm::asid_count()),
+        next_vcpu_serial: 0,
         domb: None,
         core_modules: heapless::Vec::new(),
         announced: [false; slipway_hv_core::domain::MAX_DOMAINS],

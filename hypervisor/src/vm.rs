@@ -6,6 +6,7 @@
 use core::cell::UnsafeCell;
 
 use slipway_hv_core::addr::{Frame, PAGE_SIZE, PhysAddr, PhysRange};
+use slipway_hv_core::asid::AsidPool;
 use slipway_hv_core::console::{ConsoleMux, InputAction, LineBuffer};
 use slipway_hv_core::domain::{Domain, DomainTable, MAX_DOMAINS, StopReason};
 use slipway_hv_core::exit_handler::{self, ExitAction};
@@ -73,6 +74,9 @@ pub struct DomainHw {
     pub npt: PageTable,
     /// Number of vCPUs created (their state lives in [`VCPUS`]).
     pub vcpu_count: usize,
+    /// What each vCPU not created yet will use (ASID and zeroed VMCB frame), taken when the
+    /// domain was created: vCPU `vcpu_count` takes `contexts[vcpu_count]`.
+    pub contexts: heapless::Vec<VcpuContext, MAX_VCPUS>,
     pub uart: Uart16550,
     pub line: LineBuffer,
     /// Which vCPUs are on a physical CPU right now (the domain is only destroyed when none is).
@@ -84,15 +88,25 @@ pub struct DomainHw {
     /// Console input is being dropped because the domain's UART queue is full; said once per
     /// overrun, so a user typing faster than the domain reads learns that bytes were lost.
     pub input_overrun: bool,
+    /// Exception vectors (bit n = vector n) already reflected into this domain once: the first
+    /// reflection of each is reported, later ones are not (a guest could otherwise flood).
+    pub reflected: u32,
 }
 
-/// Names the vCPU whose x87/SSE state a pCPU holds: its cell and its ASID (never reused, so a
-/// cell that now holds another vCPU, or none, is told apart).
+/// The hardware context a vCPU needs, reserved with its domain.
+#[derive(Clone, Copy, Debug)]
+pub struct VcpuContext {
+    pub asid: u32,
+    pub vmcb: Frame,
+}
+
+/// Names the vCPU whose lazily switched state a pCPU holds: its cell and its serial number
+/// (never reused, so a cell that now holds another vCPU, or none, is told apart).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FpuOwner {
     slot: usize,
     index: usize,
-    asid: u32,
+    serial: u64,
 }
 
 /// The hypervisor's state after the post-launch stage.
@@ -130,7 +144,10 @@ pub struct Hv {
     pub module_gpas: [u64; MAX_MODULES],
     pub table: &'static mut DomainTable,
     pub domains: &'static mut [Option<DomainHw>; MAX_DOMAINS],
-    pub next_asid: u32,
+    /// Free ASIDs (taken at domain creation, given back at destruction).
+    pub asids: AsidPool,
+    /// Serial number of the next vCPU created (never reused).
+    pub next_vcpu_serial: u64,
     pub domb: Option<DomainId>,
     /// Boot modules as the hypercall dispatcher sees them (with their address in domB).
     pub core_modules: heapless::Vec<hypercall::BootModule, MAX_MODULES>,
@@ -146,6 +163,7 @@ struct HwPlatform<'a> {
     measurement: Option<&'a mut crate::measurement::Measurement>,
     mem: &'a mut DirectMap,
     alloc: &'a mut BitmapFrameAllocator<'static>,
+    asids: &'a mut AsidPool,
     domains: &'a mut [Option<DomainHw>; MAX_DOMAINS],
 }
 
@@ -159,7 +177,13 @@ impl HwPlatform<'_> {
 }
 
 impl hypercall::Platform for HwPlatform<'_> {
-    fn create_domain(&mut self, id: DomainId, memory_bytes: u64, _vcpus: u16) -> Result<(), Error> {
+    fn create_domain(
+        &mut self,
+        id: DomainId,
+        memory_bytes: u64,
+        vcpus: u16,
+        capabilities: v1::Capabilities,
+    ) -> Result<(), Error> {
         if self
             .domains
             .get(usize::from(id.0))
@@ -167,7 +191,24 @@ impl hypercall::Platform for HwPlatform<'_> {
         {
             return Err(Error::TooManyDomains);
         }
-        let hw = allocate_domain_hw(self.mem, self.alloc, id, memory_bytes)?;
+        let mut hw = allocate_domain_hw(
+            self.mem,
+            self.alloc,
+            self.asids,
+            id,
+            memory_bytes,
+            usize::from(vcpus),
+        )?;
+        if let Err(error) = map_capability_pages(
+            self.mem,
+            self.alloc,
+            &mut hw,
+            capabilities,
+            self.measurement.is_some(),
+        ) {
+            release_domain_hw(self.mem, self.alloc, self.asids, hw);
+            return Err(error);
+        }
         self.domains[usize::from(id.0)] = Some(hw);
         Ok(())
     }
@@ -223,9 +264,13 @@ impl hypercall::Platform for HwPlatform<'_> {
 
     fn console_write(&mut self, caller: DomainId, bytes: &[u8]) {
         if let Ok(domain) = self.domain(caller) {
+            // Over its rate a domain's bytes are dropped here, before any escaping.
+            if !crate::domain_console::admit(usize::from(caller.0), &domain.name, bytes.len()) {
+                return;
+            }
             for &byte in bytes {
                 if let Some(line) = domain.line.push(byte) {
-                    crate::console::print_domain_line(&domain.name, line.as_str());
+                    crate::domain_console::push_line(usize::from(caller.0), &domain.name, &line);
                 }
             }
         }
@@ -271,8 +316,131 @@ impl hypercall::Platform for HwPlatform<'_> {
     }
 }
 
-/// Allocates zeroed RAM and nested page tables for a domain (cleaned up on failure).
+/// Gives back what [`reserve_contexts`] took (VMCB frames scrubbed); returns frames freed.
+fn release_contexts(
+    mem: &mut DirectMap,
+    alloc: &mut BitmapFrameAllocator<'static>,
+    asids: &mut AsidPool,
+    contexts: &mut heapless::Vec<VcpuContext, MAX_VCPUS>,
+) -> u64 {
+    let mut freed = 0;
+    while let Some(context) = contexts.pop() {
+        asids.give_back(context.asid);
+        let _ = slipway_hv_core::memory::PhysMemory::zero_frame(mem, context.vmcb);
+        if alloc.free(context.vmcb).is_ok() {
+            freed += 1;
+        }
+    }
+    freed
+}
+
+/// Takes an ASID and a zeroed VMCB frame for each of `vcpus` vCPUs, all or nothing.
+fn reserve_contexts(
+    mem: &mut DirectMap,
+    alloc: &mut BitmapFrameAllocator<'static>,
+    asids: &mut AsidPool,
+    vcpus: usize,
+) -> Result<heapless::Vec<VcpuContext, MAX_VCPUS>, Error> {
+    if vcpus > MAX_VCPUS {
+        return Err(Error::TooManyVcpus);
+    }
+    let mut ids = [0u32; MAX_VCPUS];
+    asids
+        .take(vcpus, &mut ids[..vcpus])
+        .map_err(|_| Error::NoVcpuContext)?;
+    let mut contexts = heapless::Vec::new();
+    for (i, &asid) in ids[..vcpus].iter().enumerate() {
+        let frame = alloc
+            .allocate()
+            .ok()
+            .filter(|frame| slipway_hv_core::memory::PhysMemory::zero_frame(mem, *frame).is_ok());
+        let Some(vmcb) = frame else {
+            release_contexts(mem, alloc, asids, &mut contexts);
+            for &unused in &ids[i..vcpus] {
+                asids.give_back(unused);
+            }
+            return Err(Error::OutOfMemory);
+        };
+        // Cannot fail: at most MAX_VCPUS (checked above).
+        let _ = contexts.push(VcpuContext { asid, vmcb });
+    }
+    Ok(contexts)
+}
+
+/// Maps what a planned domain's capabilities bring, at creation (before hand-off): the two
+/// event-log windows of a control domain (zeroed frames, read-only, filled at start) and, for
+/// the domain with the tpm capability when there is a TPM, the TPM's locality-0 register page
+/// (uncached; localities 1-4 stay unmapped, so it can never extend PCR17-22). The domain does
+/// not run before hand-off, so nothing is reachable early.
+fn map_capability_pages(
+    mem: &mut DirectMap,
+    alloc: &mut BitmapFrameAllocator<'static>,
+    hw: &mut DomainHw,
+    capabilities: v1::Capabilities,
+    has_tpm: bool,
+) -> Result<(), Error> {
+    if capabilities.control {
+        for gpa in [v1::SLIPWAY_LOG_GPA, v1::FIRMWARE_LOG_GPA] {
+            crate::log_windows::map_window(mem, alloc, &mut hw.npt, gpa, None, &mut hw.log_frames)
+                .map_err(|_| Error::OutOfMemory)?;
+        }
+    }
+    if capabilities.tpm && has_tpm {
+        hw.npt
+            .map_range(
+                mem,
+                alloc,
+                TPM_LOCALITY0,
+                PhysAddr(TPM_LOCALITY0),
+                PAGE_SIZE,
+                Access::MMIO,
+                false,
+            )
+            .map_err(|_| Error::OutOfMemory)?;
+    }
+    Ok(())
+}
+
+/// Frees a domain that never ran: contexts, log frames, nested tables, memory (scrubbed).
+fn release_domain_hw(
+    mem: &mut DirectMap,
+    alloc: &mut BitmapFrameAllocator<'static>,
+    asids: &mut AsidPool,
+    mut hw: DomainHw,
+) {
+    release_contexts(mem, alloc, asids, &mut hw.contexts);
+    for frame in hw.log_frames.iter().copied() {
+        let _ = slipway_hv_core::memory::PhysMemory::zero_frame(mem, frame);
+        let _ = alloc.free(frame);
+    }
+    let _ = hw.npt.teardown(mem, alloc);
+    let _ = hw.memory.scrub_and_free(mem, alloc);
+}
+
+/// Allocates zeroed RAM, nested page tables and the vCPU contexts for a domain (cleaned up on
+/// failure).
 fn allocate_domain_hw(
+    mem: &mut DirectMap,
+    alloc: &mut BitmapFrameAllocator<'static>,
+    asids: &mut AsidPool,
+    id: DomainId,
+    memory_bytes: u64,
+    vcpus: usize,
+) -> Result<DomainHw, Error> {
+    let mut contexts = reserve_contexts(mem, alloc, asids, vcpus)?;
+    let mut hw = match allocate_domain_memory(mem, alloc, id, memory_bytes) {
+        Ok(hw) => hw,
+        Err(error) => {
+            release_contexts(mem, alloc, asids, &mut contexts);
+            return Err(error);
+        }
+    };
+    hw.contexts = contexts;
+    Ok(hw)
+}
+
+/// Allocates zeroed RAM and nested page tables for a domain (cleaned up on failure).
+fn allocate_domain_memory(
     mem: &mut DirectMap,
     alloc: &mut BitmapFrameAllocator<'static>,
     id: DomainId,
@@ -298,18 +466,21 @@ fn allocate_domain_hw(
         let _ = memory.scrub_and_free(mem, alloc);
         return Err(Error::OutOfMemory);
     }
+    crate::domain_console::start(usize::from(id.0));
     Ok(DomainHw {
         id,
         name: heapless::String::new(),
         memory,
         npt,
         vcpu_count: 0,
+        contexts: heapless::Vec::new(),
         uart: Uart16550::default(),
         line: LineBuffer::new(),
         running: [false; MAX_VCPUS],
         dying: false,
         log_frames: heapless::Vec::new(),
         input_overrun: false,
+        reflected: 0,
     })
 }
 
@@ -326,29 +497,41 @@ impl Hv {
         name: &str,
         memory_bytes: u64,
     ) -> Result<(), Error> {
-        let mut hw = allocate_domain_hw(&mut self.mem, &mut self.alloc, id, memory_bytes)?;
+        let mut hw = allocate_domain_hw(
+            &mut self.mem,
+            &mut self.alloc,
+            &mut self.asids,
+            id,
+            memory_bytes,
+            1,
+        )?;
         let _ = hw.name.push_str(name);
         self.domains[usize::from(id.0)] = Some(hw);
         Ok(())
     }
 
     fn add_vcpu(&mut self, id: DomainId, entry: EntryState) -> Result<(), Error> {
-        // ASIDs are never reused, so no stale translation of a destroyed domain can survive.
-        let asid = self.next_asid;
-        if asid >= crate::svm::asid_count() {
-            return Err(Error::OutOfMemory);
-        }
-        self.next_asid += 1;
         let Some(domain) = self.domains[usize::from(id.0)].as_mut() else {
             return Err(Error::UnknownDomain);
         };
-        if domain.vcpu_count >= MAX_VCPUS {
-            return Err(Error::TooManyVcpus);
-        }
-        let ncr3 = domain.npt.root().start().0;
-        let vcpu = SvmVcpu::new(&mut self.alloc, self.maps, ncr3, asid, entry)
-            .map_err(|_| Error::OutOfMemory)?;
+        // Its ASID and VMCB were reserved when the domain was created (before hand-off).
         let index = domain.vcpu_count;
+        let context = *domain.contexts.get(index).ok_or(Error::TooManyVcpus)?;
+        let ncr3 = domain.npt.root().start().0;
+        let serial = self.next_vcpu_serial;
+        self.next_vcpu_serial += 1;
+        // SAFETY: the VMCB frame was allocated and zeroed for this vCPU alone when its domain
+        // was created; it is identity-mapped RW.
+        let vcpu = unsafe {
+            SvmVcpu::new(
+                context.vmcb.start().0,
+                self.maps,
+                ncr3,
+                context.asid,
+                serial,
+                entry,
+            )
+        };
         // SAFETY: the lock is held and the vCPU does not exist yet, so no CPU runs it.
         unsafe { *vcpu_cell(usize::from(id.0), index) = Some(vcpu) };
         domain.vcpu_count += 1;
@@ -535,11 +718,12 @@ impl Hv {
     }
 
     /// Under the lock, right after [`Hv::pick`] gave `v` to `cpu` and before it runs there:
-    /// makes `v`'s x87/SSE state the live one on `cpu`. Nothing happens when `cpu` last ran `v`
+    /// makes `v`'s x87/SSE state and DR0-DR3 (the guest state VMRUN does not switch) the live
+    /// ones on `cpu`. Nothing happens when `cpu` last ran `v`
     /// (the state is still in the registers: the hypervisor never touches them); otherwise the
     /// previous owner's registers are saved into its vCPU (or dropped with it if its domain is
     /// gone: the restore overwrites them all) and `v`'s are loaded.
-    pub fn switch_fpu(&mut self, cpu: usize, v: VcpuRef) {
+    pub fn switch_lazy_state(&mut self, cpu: usize, v: VcpuRef) {
         let (slot, index) = (usize::from(v.domain.0), usize::from(v.vcpu));
         // SAFETY: lock held and `pick` marked `v` running on this CPU: only this CPU touches it.
         let Some(incoming) = (unsafe { (*vcpu_cell(slot, index)).as_mut() }) else {
@@ -548,7 +732,7 @@ impl Hv {
         let key = FpuOwner {
             slot,
             index,
-            asid: incoming.asid(),
+            serial: incoming.serial(),
         };
         match incoming.fpu_live_on {
             Some(live) if live == cpu => return,
@@ -569,15 +753,17 @@ impl Hv {
             // SAFETY: lock held, that vCPU is not running (checked) and is a different cell from
             // `incoming`: this CPU is the only one touching it.
             let previous = unsafe { (*vcpu_cell(old.slot, old.index)).as_mut() }?;
-            (previous.asid() == old.asid).then_some(previous)
+            (previous.serial() == old.serial).then_some(previous)
         });
         match outgoing {
             Some(previous) => {
                 previous.fpu_live_on = None;
                 crate::svm::fpu::switch(Some(&mut previous.fpu), &incoming.fpu);
+                previous.debug = crate::svm::debug_regs::save();
             }
             None => crate::svm::fpu::switch(None, &incoming.fpu),
         }
+        crate::svm::debug_regs::load(&incoming.debug);
         incoming.fpu_live_on = Some(cpu);
         self.fpu_owner[cpu] = Some(key);
     }
@@ -619,8 +805,11 @@ impl Hv {
         };
         let mut bound = BoundVcpu { vcpu, cpu: svm };
         let mut console = |byte: u8| {
+            if !crate::domain_console::admit(slot, name, 1) {
+                return;
+            }
             if let Some(done) = line.push(byte) {
-                crate::console::print_domain_line(name, done.as_str());
+                crate::domain_console::push_line(slot, name, &done);
             }
         };
         let mut host_cpuid = |leaf: u32, subleaf: u32| {
@@ -631,6 +820,17 @@ impl Hv {
             exit_handler::handle_exit(exit, &mut bound, uart, &mut console, &mut host_cpuid);
         match action {
             ExitAction::Resume | ExitAction::Preempt => {}
+            ExitAction::Reflected { vector } => {
+                if let Some(domain) = self.domains[slot].as_mut()
+                    && domain.reflected & (1 << vector) == 0
+                {
+                    domain.reflected |= 1 << vector;
+                    hvprintln!(
+                        "domain {}: intercepted exception vector {vector} reflected into the guest (reported once)",
+                        domain.name
+                    );
+                }
+            }
             ExitAction::Halt => self.sched.yield_now(cpu),
             ExitAction::Hypercall => self.hypercall(cpu, slot, index),
             ExitAction::Stop(reason) => self.stop(slot, reason),
@@ -711,16 +911,25 @@ impl Hv {
         };
         self.sched.remove_domain(domain.id);
         if let Some(line) = domain.line.flush() {
-            crate::console::print_domain_line(&domain.name, line.as_str());
+            crate::domain_console::push_line(slot, &domain.name, &line);
         }
-        let mut pages = 0;
+        crate::domain_console::finish(slot, &domain.name);
+        // Contexts of vCPUs never created (a domain that did not start) go back as they are.
+        let mut unused = heapless::Vec::<VcpuContext, MAX_VCPUS>::new();
+        for context in domain.contexts.iter().skip(domain.vcpu_count) {
+            let _ = unused.push(*context);
+        }
+        let mut pages =
+            release_contexts(&mut self.mem, &mut self.alloc, &mut self.asids, &mut unused);
         for index in 0..domain.vcpu_count {
             // SAFETY: the domain is destroyed only when none of its vCPUs is running (or before
             // any ran), and the lock is held: the cell is this CPU's alone.
             let Some(vcpu) = (unsafe { (*vcpu_cell(slot, index)).take() }) else {
                 continue;
             };
-            // The VMCB page is scrubbed before it goes back.
+            // The ASID can serve another vCPU (whose first VMRUN flushes it); the VMCB page is
+            // scrubbed before it goes back.
+            self.asids.give_back(vcpu.asid());
             let frame = slipway_hv_core::addr::Frame::containing(PhysAddr(vcpu.vmcb_pa()));
             let _ = slipway_hv_core::memory::PhysMemory::zero_frame(&mut self.mem, frame);
             if self.alloc.free(frame).is_ok() {
@@ -781,6 +990,7 @@ impl Hv {
             measurement: self.measurement.as_mut(),
             mem: &mut self.mem,
             alloc: &mut self.alloc,
+            asids: &mut self.asids,
             domains: self.domains,
         };
         let reply = match hypercall::dispatch(
@@ -922,45 +1132,28 @@ impl Hv {
             let _ = name.push_str(domain.name().as_str());
             (name, domain.vcpu_count())
         };
-        let control = self
-            .table
-            .get(id)
-            .is_some_and(|d| d.capabilities().granted.control);
+        let granted = self.table.get(id).map(|d| d.capabilities().granted);
+        let control = granted.is_some_and(|g| g.control);
+        let tpm = granted.is_some_and(|g| g.tpm);
         if let Some(hw) = self.domains[usize::from(id.0)].as_mut() {
             hw.name = name;
-            // A control domain gets the TPM's locality-0 register page (uncached) and nothing
-            // else of the TPM: localities 1-4 stay unmapped, so it can never extend PCR17-22.
-            if control && self.measurement.is_some() {
-                hw.npt
-                    .map_range(
-                        &mut self.mem,
-                        &mut self.alloc,
-                        TPM_LOCALITY0,
-                        PhysAddr(TPM_LOCALITY0),
-                        PAGE_SIZE,
-                        Access::MMIO,
-                        false,
-                    )
-                    .map_err(|_| Error::OutOfMemory)?;
-                hvprintln!("domain {}: TPM locality 0 mapped (control domain)", hw.name);
+            // Everything was mapped when the domain was created (nothing is allocated after
+            // hand-off); here the finished logs (the separators are logged) go into the
+            // control domain's two read-only windows (docs/abi.md, "Event-log windows").
+            if tpm && self.measurement.is_some() {
+                hvprintln!("domain {}: TPM locality 0 mapped (tpm capability)", hw.name);
             }
-            // A control domain gets the finished logs (the separators are logged) read-only in
-            // its two log windows (docs/abi.md, "Event-log windows").
             if control {
                 let slipway_log = self.measurement.as_ref().map(|m| m.log_bytes());
-                for (gpa, log, what) in [
+                let windows = hw.log_frames.chunks(crate::log_windows::WINDOW_FRAMES);
+                for ((gpa, log, what), frames) in [
                     (v1::SLIPWAY_LOG_GPA, slipway_log, "slipway"),
                     (v1::FIRMWARE_LOG_GPA, self.firmware_log, "firmware"),
-                ] {
-                    crate::log_windows::map_window(
-                        &mut self.mem,
-                        &mut self.alloc,
-                        &mut hw.npt,
-                        gpa,
-                        log,
-                        &mut hw.log_frames,
-                    )
-                    .map_err(|why| {
+                ]
+                .into_iter()
+                .zip(windows)
+                {
+                    crate::log_windows::fill_window(&mut self.mem, frames, log).map_err(|why| {
                         hvprintln!("domain {}: {what} log window: {why:?}", hw.name);
                         Error::OutOfMemory
                     })?;

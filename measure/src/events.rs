@@ -160,15 +160,18 @@ pub struct DomainBuildRecord<'a> {
     /// The domain's name (also inside the payload; here so that tools can name the event
     /// without decoding the payload).
     pub name: &'a [u8],
-    /// Which encoding the payload uses ([`BUILD_PAYLOAD_POSTCARD_V1`]).
+    /// Which encoding the payload uses ([`BUILD_PAYLOAD_POSTCARD_V2`] today).
     pub payload_format: u16,
     /// The encoded build record.
     pub payload: &'a [u8],
 }
 
-/// Payload format of [`DomainBuildRecord`]: the hypervisor's build record, postcard-encoded
-/// (`slipway_hv_core::build_record`).
+/// Payload format 1 of [`DomainBuildRecord`]: the hypervisor's build record, postcard-encoded
+/// (`slipway_hv_core::build_record`), with three capabilities (control, hardware, recovery).
+/// No longer written.
 pub const BUILD_PAYLOAD_POSTCARD_V1: u16 = 1;
+/// Payload format 2: format 1 with the fourth capability, `tpm`, after `recovery`. Written today.
+pub const BUILD_PAYLOAD_POSTCARD_V2: u16 = 2;
 
 /// Why the launch policy decided.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

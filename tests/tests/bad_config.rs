@@ -1,5 +1,5 @@
-//! A launch configuration with a wrong memory size, a duplicate name, a malformed name or
-//! a missing module is refused by domB with a message naming the device-tree node and the
+//! A launch configuration with a wrong memory size, a duplicate name, a malformed name, two
+//! domains with the TPM capability or a missing module is refused by domB with a message naming the device-tree node and the
 //! property at fault; no domain is planned or started, and the hypervisor ends the run with
 //! failure (the boot domain ended without handing off).
 //!
@@ -119,6 +119,16 @@ fn duplicate_domain_name_is_refused() {
         "/chosen/hypervisor/hello-b",
         "domain-name",
         "the name is already used by /chosen/hypervisor/hello-a",
+    );
+}
+
+#[test]
+fn a_second_domain_with_the_tpm_capability_is_refused_naming_both_nodes() {
+    check_config_refused(
+        "test-bad-config-two-tpm",
+        "/chosen/hypervisor/attest-b",
+        "capabilities",
+        "/chosen/hypervisor/attest-a already has the tpm capability",
     );
 }
 

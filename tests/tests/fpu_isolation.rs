@@ -3,7 +3,8 @@
 //! two domains of the hostile guest in `test=fpu` mode: each checks that its XMM registers start
 //! zero and its x87/SSE control words in the initial state, writes its own marker (XMM0-15, x87
 //! and SSE rounding control), and checks it for 40 million iterations while the scheduler
-//! alternates the two domains (each counts the pauses where the other ran). Without the
+//! alternates the two domains (each counts the pauses where the other ran). The same domains
+//! check the debug-address registers DR0-DR3 likewise (start zero, own values kept). Without the
 //! hypervisor saving and restoring the state per vCPU, the second domain would start with the
 //! first's (or domB's) registers, or a domain's marker would change under it.
 //! Also checks that domB names its hashing backend, `software` under QEMU's TCG (no SHA-NI).
@@ -57,6 +58,16 @@ fn each_domain_keeps_its_own_x87_sse_state_on_a_shared_pcpu() {
         assert!(
             lines.contains(&"fpu: clean start"),
             "{domain} did not start clean: {lines:?}"
+        );
+        // DR0-DR3 (not switched by VMRUN) start zero and keep the domain's own values.
+        assert!(
+            lines.contains(&"debug registers: clean start"),
+            "{domain}'s DR0-DR3 did not start clean: {lines:?}"
+        );
+        let kept_debug = format!("debug registers: kept marker {marker}");
+        assert!(
+            lines.contains(&kept_debug.as_str()),
+            "{domain} lost its DR0-DR3: {lines:?}"
         );
         let (seen_marker, iterations, pauses) = lines
             .iter()

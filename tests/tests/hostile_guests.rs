@@ -13,7 +13,7 @@ use slipway_integration_tests::{Firmware, RunOutcome, Verdict, boot, bundle, con
 const MAX_LINE_TEXT: usize = 160;
 
 /// Every domain of `images/test-hostile/config.dts`.
-const DOMAINS: [&str; 11] = [
+const DOMAINS: [&str; 13] = [
     "control",
     "hello-a",
     "write-outside",
@@ -25,6 +25,8 @@ const DOMAINS: [&str; 11] = [
     "skinit",
     "rewrite-buffer",
     "imitate",
+    "user-hypercall",
+    "debug-exceptions",
 ];
 
 /// The one boot all tests of this file check.
@@ -362,4 +364,97 @@ fn imitated_lines_stay_prefixed_and_escaped() {
             );
         }
     }
+}
+
+#[test]
+fn hypercalls_from_guest_user_space_raise_invalid_opcode() {
+    let outcome = outcome();
+    let lines = texts(outcome);
+    let own = domain_lines(&lines, "user-hypercall");
+    assert!(
+        own.iter()
+            .any(|l| l.starts_with("calling the hypervisor from ring 3")),
+        "`user-hypercall` did not reach ring 3: {own:?}"
+    );
+    assert!(
+        own.iter()
+            .any(|l| l.starts_with("user-hypercall: #UD at the ring-3 VMMCALL")),
+        "the ring-3 hypercall did not raise #UD in the guest: {own:?}"
+    );
+    // The request (a console write) was never carried out, and the domain ended by itself.
+    for line in &own {
+        assert!(!line.contains("came from ring 3"), "`{line}`");
+    }
+    assert!(
+        outcome.has_line("slipway: domain user-hypercall shut down (exit code 0)"),
+        "the user-hypercall domain did not shut down with exit code 0: {own:?}"
+    );
+}
+
+#[test]
+fn debug_and_alignment_check_exceptions_are_intercepted_and_reach_the_guest() {
+    let outcome = outcome();
+    let lines = texts(outcome);
+    let own = domain_lines(&lines, "debug-exceptions");
+    // The hypervisor saw the #DB (intercepted) and the guest's handler still got it.
+    assert!(
+        outcome.has_line(
+            "slipway: domain debug-exceptions: intercepted exception vector 1 reflected into the guest (reported once)"
+        ),
+        "#DB was not intercepted and reflected: {own:?}"
+    );
+    assert!(
+        own.contains(&"debug-exceptions: #DB taken 1 time(s), single-step bit set"),
+        "the guest did not get its single-step #DB: {own:?}"
+    );
+    // QEMU's emulator does not check alignment: #AC is then reported absent; where the CPU
+    // raises it, the hypervisor must have intercepted and reflected it.
+    if own
+        .iter()
+        .any(|l| l.starts_with("debug-exceptions: #AC taken"))
+    {
+        assert!(outcome.has_line(
+            "slipway: domain debug-exceptions: intercepted exception vector 17 reflected into the guest (reported once)"
+        ));
+    } else {
+        assert!(
+            own.contains(&"debug-exceptions: no #AC: this CPU does not check alignment"),
+            "{own:?}"
+        );
+    }
+    assert!(
+        outcome.has_line("slipway: domain debug-exceptions shut down (exit code 0)"),
+        "{own:?}"
+    );
+}
+
+#[test]
+fn host_nmis_during_guest_execution_are_handled_and_the_run_continues() {
+    let outcome = outcome();
+    // `nmi_test=3` (bundle.toml): each NMI arrives while a guest runs on cpu 0, causes an NMI
+    // exit and is taken by the host's handler after it; none may end the run.
+    assert!(
+        outcome.has_line("slipway: nmi test: 3 NMIs will be sent to cpu 0 while a guest runs"),
+        "the NMI test was not armed"
+    );
+    assert!(
+        outcome.has_line("slipway: host NMIs handled: 3; the run went on"),
+        "host NMI count missing: {:?}",
+        outcome
+            .hypervisor_lines()
+            .filter(|l| l.contains("NMI"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        outcome.verdict,
+        Verdict::Success,
+        "verdict: {}",
+        outcome.verdict
+    );
+    assert!(
+        !outcome
+            .lines
+            .iter()
+            .any(|l| l.text.contains("EXCEPTION in hypervisor"))
+    );
 }

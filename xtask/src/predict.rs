@@ -359,7 +359,13 @@ fn measure_digests(digests: &[v1::Digest]) -> Result<DigestList, slipway_measure
 }
 
 impl Platform for PredictPlatform<'_, '_> {
-    fn create_domain(&mut self, _: DomainId, _: u64, _: u16) -> Result<(), v1::Error> {
+    fn create_domain(
+        &mut self,
+        _: DomainId,
+        _: u64,
+        _: u16,
+        _: v1::Capabilities,
+    ) -> Result<(), v1::Error> {
         Ok(())
     }
     fn populate_from_module(

@@ -55,6 +55,8 @@ pub struct Capabilities {
     pub hardware: bool,
     /// Started alone when the policy asks for recovery.
     pub recovery: bool,
+    /// Gets the TPM (its locality-0 page) after hand-off; at most one domain.
+    pub tpm: bool,
 }
 
 /// One domain as the configuration describes it.
@@ -130,12 +132,14 @@ pub enum Problem {
     ReservedName,
     /// another domain already has this name (the other node is given)
     DuplicateName(String),
-    /// the capability is not one of `control`, `hardware`, `recovery`
+    /// the capability is not one of `control`, `hardware`, `recovery`, `tpm`
     UnknownCapability(String),
     /// a capability is listed twice
     DuplicateCapability(String),
     /// another domain already has the hardware capability (the other node is given)
     SecondHardwareDomain(String),
+    /// another domain already has the TPM capability (the other node is given)
+    SecondTpmDomain(String),
     /// no boot module has this name
     MissingModule(String),
     /// this module is not a domain image (it is the boot domain or the configuration)
@@ -181,7 +185,7 @@ impl fmt::Display for Problem {
             Self::UnknownCapability(name) => {
                 write!(
                     f,
-                    "unknown capability \"{name}\" (control, hardware, recovery)"
+                    "unknown capability \"{name}\" (control, hardware, recovery, tpm)"
                 )
             }
             Self::DuplicateCapability(name) => write!(f, "capability \"{name}\" is listed twice"),
@@ -191,6 +195,10 @@ impl fmt::Display for Problem {
                     "{other} already has the hardware capability (at most one domain)"
                 )
             }
+            Self::SecondTpmDomain(other) => write!(
+                f,
+                "{other} already has the tpm capability (at most one domain)"
+            ),
             Self::MissingModule(name) => write!(f, "no boot module is named \"{name}\""),
             Self::ReservedModule(name) => {
                 write!(
@@ -362,6 +370,13 @@ fn check_against_others(
                 &domain.node,
                 "capabilities",
                 Problem::SecondHardwareDomain(other.node.clone()),
+            ));
+        }
+        if domain.capabilities.tpm && other.capabilities.tpm {
+            return Err(property_error(
+                &domain.node,
+                "capabilities",
+                Problem::SecondTpmDomain(other.node.clone()),
             ));
         }
     }
@@ -560,6 +575,7 @@ fn parse_capabilities(path: &str, value: &[u8]) -> Result<Capabilities, ConfigEr
             "control" => &mut capabilities.control,
             "hardware" => &mut capabilities.hardware,
             "recovery" => &mut capabilities.recovery,
+            "tpm" => &mut capabilities.tpm,
             other => {
                 return Err(property_error(
                     path,

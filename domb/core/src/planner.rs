@@ -372,6 +372,7 @@ pub fn plan_domain(
         control: domain.capabilities.control,
         hardware: domain.capabilities.hardware,
         recovery: domain.capabilities.recovery,
+        tpm: domain.capabilities.tpm,
     };
     let create = Request::CreateDomain {
         name: name.clone(),

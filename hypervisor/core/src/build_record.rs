@@ -6,7 +6,7 @@
 //! by SHA-256 of their bytes (the verifier predicts the bytes, e.g. the start-info page, and hashes
 //! them), module copies by module index and name (the module's content is bound to its name in
 //! PCR20). The record is serialized with postcard: that encoding is the event payload
-//! (`slipway_measure::events::BUILD_PAYLOAD_POSTCARD_V1`).
+//! (`slipway_measure::events::BUILD_PAYLOAD_POSTCARD_V2`).
 
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
@@ -157,6 +157,7 @@ mod tests {
             control: true,
             hardware: true,
             recovery: true,
+            tpm: true,
         };
         let mut record = BuildRecord::new(name, u64::MAX, u16::MAX, capabilities);
         let module_name = ModuleName::new(&"m".repeat(63)).unwrap();
@@ -225,6 +226,7 @@ mod tests {
             control: true,
             hardware: false,
             recovery: true,
+            tpm: true,
         };
         let mut record = BuildRecord::new(name, 0x20_0000, 2, capabilities);
         let steps = [
@@ -254,7 +256,7 @@ mod tests {
         let len = record.encode(&mut out).unwrap();
         let mut expected = std::vec::Vec::new();
         expected.extend_from_slice(&[
-            1, 3, b'w', b'e', b'b', 0x80, 0x80, 0x80, 0x01, 2, 1, 0, 1, 5,
+            1, 3, b'w', b'e', b'b', 0x80, 0x80, 0x80, 0x01, 2, 1, 0, 1, 1, 5,
         ]);
         expected.extend_from_slice(&[0, 2, 1, b'k', 0x40, 0x80, 0x02, 0x80, 0x80, 0x40, 1]);
         expected.extend_from_slice(&[0x11; 32]);

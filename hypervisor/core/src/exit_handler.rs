@@ -8,13 +8,21 @@
 //!   SVM requires it, and is hidden from the guest); any other intercepted MSR raises #GP, as on a
 //!   CPU without that MSR.
 //! - Hypercalls are returned to the caller ([`ExitAction::Hypercall`]), which uses
-//!   [`hypercall_registers`] and [`finish_hypercall`] around `hypercall::dispatch`.
+//!   [`hypercall_registers`] and [`finish_hypercall`] around `hypercall::dispatch`, but only from
+//!   CPL 0: from guest user space (CPL > 0) VMMCALL/VMCALL raises #UD in the guest, as on a CPU
+//!   without a hypervisor, and nothing else happens (no buffer is read or written).
+//! - Exceptions: every backend intercepts [`INTERCEPTED_EXCEPTIONS`]. #DB and #AC are reflected
+//!   into the guest unchanged ([`ExitAction::Reflected`]): intercepting them keeps a guest from
+//!   looping benign exception delivery inside the CPU with the hypervisor never running again
+//!   (CVE-2015-5307, CVE-2015-8104). #MC stays with the host and stops the domain.
+//! - An event whose delivery an exit interrupted is injected again ([`reinjection`]) before the
+//!   exit is handled.
 //! - Nested page faults, triple faults, forbidden instructions, intercepted exceptions, invalid
 //!   state and unknown exits stop the domain with a reason.
 
 use crate::domain::StopReason;
 use crate::uart::Uart16550;
-use crate::vmexit::{Event, Reg, VcpuBackend, VmExit};
+use crate::vmexit::{Event, InterruptedEvent, Reg, VcpuBackend, VmExit};
 use slipway_protocol::{CALL_MESSAGE, HYPERCALL_INSTRUCTION_LEN, TransportStatus};
 
 /// EFER MSR number.
@@ -30,6 +38,51 @@ pub const HYPERVISOR_LEAF: u32 = 0x4000_0000;
 /// The vendor signature in CPUID 0x40000000 (ebx, ecx, edx).
 pub const HYPERVISOR_SIGNATURE: &[u8; 12] = b"SlipwaySlipw";
 
+/// #DB.
+pub const VECTOR_DEBUG: u8 = 1;
+/// #BP (INT3).
+pub const VECTOR_BREAKPOINT: u8 = 3;
+/// #OF (INTO).
+pub const VECTOR_OVERFLOW: u8 = 4;
+/// #AC.
+pub const VECTOR_ALIGNMENT_CHECK: u8 = 17;
+/// #MC.
+pub const VECTOR_MACHINE_CHECK: u8 = 18;
+
+/// Exceptions reflected into the guest after an intercept: #DB and #AC.
+pub const REFLECTED_EXCEPTIONS: u32 = (1 << VECTOR_DEBUG) | (1 << VECTOR_ALIGNMENT_CHECK);
+/// The exception intercept bitmap every backend sets (bit n = vector n): the reflected ones plus
+/// #MC, which the host keeps.
+pub const INTERCEPTED_EXCEPTIONS: u32 = REFLECTED_EXCEPTIONS | (1 << VECTOR_MACHINE_CHECK);
+
+/// Whether the processor delivers exception `vector` with an error code (#DF, #TS, #NP, #SS,
+/// #GP, #PF, #AC, #CP, #VC, #SX).
+pub const fn exception_has_error_code(vector: u8) -> bool {
+    matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30)
+}
+
+/// What to inject again after an exit that interrupted the delivery of `event`. Exceptions the
+/// processor raised, NMIs and external interrupts are injected as they were. INT n, INT3 and INTO
+/// are not: the saved instruction pointer still points at the instruction, which raises its
+/// event again when the guest resumes (injecting it as well would deliver it twice).
+pub fn reinjection(event: InterruptedEvent) -> Option<Event> {
+    match event {
+        InterruptedEvent::Exception { vector, error_code } => Some(Event::Exception {
+            vector,
+            error_code: if exception_has_error_code(vector) {
+                Some(error_code.unwrap_or(0))
+            } else {
+                None
+            },
+        }),
+        InterruptedEvent::Nmi => Some(Event::Nmi),
+        InterruptedEvent::ExternalInterrupt { vector } => Some(Event::Interrupt { vector }),
+        InterruptedEvent::SoftwareException { .. } | InterruptedEvent::SoftwareInterrupt { .. } => {
+            None
+        }
+    }
+}
+
 /// What the vCPU loop does next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitAction {
@@ -42,6 +95,12 @@ pub enum ExitAction {
     Halt,
     /// A physical interrupt or NMI: let the host handle it and the scheduler decide.
     Preempt,
+    /// An intercepted exception was reflected into the guest (queued for the next entry);
+    /// re-enter the guest.
+    Reflected {
+        /// The exception's vector.
+        vector: u8,
+    },
     /// Stop the domain and print the reason.
     Stop(StopReason),
 }
@@ -55,6 +114,12 @@ pub fn handle_exit<B: VcpuBackend + ?Sized>(
     console: &mut dyn FnMut(u8),
     host_cpuid: &mut dyn FnMut(u32, u32) -> [u32; 4],
 ) -> ExitAction {
+    // First the event the exit interrupted, so that nothing below can lose it; an event this
+    // exit itself injects (a reflected exception) takes the one slot after it, as on bare metal,
+    // where a benign exception during the delivery of another is delivered first.
+    if let Some(event) = vcpu.interrupted_event().and_then(reinjection) {
+        vcpu.inject(event);
+    }
     match exit {
         VmExit::IoOut {
             port,
@@ -158,7 +223,15 @@ pub fn handle_exit<B: VcpuBackend + ?Sized>(
             }
             ExitAction::Resume
         }
-        VmExit::Hypercall => ExitAction::Hypercall,
+        VmExit::Hypercall => {
+            if vcpu.reg(Reg::Cpl) != 0 {
+                // Hypercalls belong to the guest kernel: user space gets what a CPU without a
+                // hypervisor gives it (VMMCALL/VMCALL raise #UD), rip stays on the instruction.
+                vcpu.inject(Event::INVALID_OPCODE);
+                return ExitAction::Resume;
+            }
+            ExitAction::Hypercall
+        }
         VmExit::Halt => {
             vcpu.advance_rip(1);
             ExitAction::Halt
@@ -184,6 +257,19 @@ pub fn handle_exit<B: VcpuBackend + ?Sized>(
         VmExit::Shutdown => ExitAction::Stop(StopReason::TripleFault),
         VmExit::Forbidden(instruction) => {
             ExitAction::Stop(StopReason::ForbiddenInstruction(instruction.name()))
+        }
+        VmExit::Exception { vector, error_code }
+            if vector < 32 && REFLECTED_EXCEPTIONS & (1 << vector) != 0 =>
+        {
+            vcpu.inject(Event::Exception {
+                vector,
+                error_code: if exception_has_error_code(vector) {
+                    Some(error_code.unwrap_or(0))
+                } else {
+                    None
+                },
+            });
+            ExitAction::Reflected { vector }
         }
         VmExit::Exception { vector, .. } => ExitAction::Stop(StopReason::UnhandledExit {
             code: 0x40 + u64::from(vector),

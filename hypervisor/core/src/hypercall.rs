@@ -17,8 +17,8 @@ use slipway_measure::events::{
 use slipway_measure::hash::event_digests;
 use slipway_protocol::EncodeError;
 use slipway_protocol::v1::{
-    self, BootSummary, Digest, DomainId, Error, LaunchKind, ModuleInfo, ModuleName, Request,
-    ResponseOk, TpmAlgId, TpmBanks,
+    self, BootSummary, Capabilities, Digest, DomainId, Error, LaunchKind, ModuleInfo, ModuleName,
+    Request, ResponseOk, TpmAlgId, TpmBanks,
 };
 
 /// The (PCR, event type) pairs domB may ask for (`docs/measurement.md`, section 4): the launch
@@ -57,8 +57,17 @@ pub struct LaunchInfo<'a> {
 /// The effects the binary performs for the dispatcher. Each is called only after every check
 /// passed; an `Err` is answered to the caller unchanged and nothing is recorded.
 pub trait Platform {
-    /// Allocates zeroed memory, nested tables and vCPUs for a planned domain.
-    fn create_domain(&mut self, id: DomainId, memory_bytes: u64, vcpus: u16) -> Result<(), Error>;
+    /// Takes everything a planned domain needs to start, while the builder can still react:
+    /// zeroed memory, nested tables, a hardware context per vCPU, and what its capabilities
+    /// bring (`capabilities`; e.g. the event-log windows of a control domain). Nothing is
+    /// allocated for it after hand-off.
+    fn create_domain(
+        &mut self,
+        id: DomainId,
+        memory_bytes: u64,
+        vcpus: u16,
+        capabilities: Capabilities,
+    ) -> Result<(), Error>;
     /// Copies `[offset, offset + length)` of `module` to `gpa` in domain `id` (ranges checked).
     fn populate_from_module(
         &mut self,
@@ -229,8 +238,12 @@ fn perform<P: Platform>(
             if capabilities.control && *memory_bytes > v1::SLIPWAY_LOG_GPA {
                 return Err(Error::InvalidMemorySize);
             }
+            // One TPM FIFO: two domains could interleave commands and read each other's answers.
+            if capabilities.tpm && table.iter().any(|d| d.capabilities().granted.tpm) {
+                return Err(Error::TpmAlreadyGranted);
+            }
             let id = table.check_create(name, *memory_bytes, *vcpus)?;
-            platform.create_domain(id, *memory_bytes, *vcpus)?;
+            platform.create_domain(id, *memory_bytes, *vcpus, *capabilities)?;
             table.insert_planned(id, name.clone(), *memory_bytes, *vcpus, *capabilities);
             Ok(ResponseOk::DomainCreated(id))
         }

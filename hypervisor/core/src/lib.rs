@@ -16,8 +16,10 @@
 
 pub mod acpi;
 pub mod addr;
+pub mod asid;
 pub mod build_record;
 pub mod console;
+pub mod console_queue;
 pub mod domain;
 pub mod exit_handler;
 pub mod firmware_log;

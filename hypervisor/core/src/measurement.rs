@@ -19,7 +19,7 @@
 use core::fmt;
 
 use slipway_measure::events::{
-    BUILD_PAYLOAD_POSTCARD_V1, DecisionReason, DomainBuildRecord, EV_SLIPWAY_POLICY_DECISION,
+    BUILD_PAYLOAD_POSTCARD_V2, DecisionReason, DomainBuildRecord, EV_SLIPWAY_POLICY_DECISION,
     LaunchKind, ModuleRecord, PCR_BUILD_INPUTS, PCR_DOMAIN_BUILDS, PCR_DRTM_DETAILS,
     SEPARATOR_PCRS, SlipwayEvent,
 };
@@ -430,7 +430,7 @@ impl<'log, T: PcrExtend> Measurement<'log, T> {
             .map_err(|_| Error::BuildRecordFull)?;
         let event = SlipwayEvent::DomainBuild(DomainBuildRecord {
             name: domain.name().as_str().as_bytes(),
-            payload_format: BUILD_PAYLOAD_POSTCARD_V1,
+            payload_format: BUILD_PAYLOAD_POSTCARD_V2,
             payload: &payload[..len],
         });
         f(self, &event).map_err(|_| Error::EventLogFull)

@@ -2,9 +2,13 @@
 //!
 //! Each vCPU is placed on one pCPU's run queue when its domain starts (the queue with the fewest
 //! vCPUs, so two single-vCPU domains on two pCPUs run side by side) and stays there: no migration,
-//! so no vCPU state moves between CPUs. Each pCPU runs its queue round-robin with a time slice
-//! counted in timer ticks (the local APIC timer drives [`Scheduler::tick`]). The binary holds the
-//! scheduler behind a lock; every method is short and allocation-free.
+//! so no vCPU state moves between CPUs. Each pCPU shares its time between **domains**, not vCPUs:
+//! when a slice (counted in timer ticks; the local APIC timer drives [`Scheduler::tick`]) ends,
+//! the next slice goes to the next domain (in domain-id order, cyclically) that has a vCPU queued
+//! on this pCPU, and within a domain its vCPUs take turns. So a domain with eight vCPUs on a pCPU
+//! gets one share of it, like a domain with one; every domain has the same weight (weights may
+//! come later). The binary holds the scheduler behind a lock; every method is short and
+//! allocation-free.
 
 use core::fmt;
 
@@ -69,6 +73,22 @@ impl RunQueue {
         vcpu
     }
 
+    /// Takes out the first queued vCPU for which `wanted` holds; the others keep their order.
+    fn take_first(&mut self, wanted: &dyn Fn(VcpuRef) -> bool) -> Option<VcpuRef> {
+        let mut found = None;
+        for _ in 0..self.len {
+            if let Some(vcpu) = self.pop() {
+                if found.is_none() && wanted(vcpu) {
+                    found = Some(vcpu);
+                } else {
+                    // Cannot fail: the queue just shrank by one.
+                    let _ = self.push(vcpu);
+                }
+            }
+        }
+        found
+    }
+
     fn iter(&self) -> impl Iterator<Item = VcpuRef> + '_ {
         (0..self.len).filter_map(move |i| self.entries[(self.head + i) % MAX_QUEUED])
     }
@@ -94,6 +114,8 @@ struct Pcpu {
     queue: RunQueue,
     current: Option<VcpuRef>,
     ticks_left: u32,
+    /// The domain that had the last slice (where the round over domains continues).
+    last_domain: Option<DomainId>,
 }
 
 /// Run queues of every pCPU.
@@ -119,6 +141,7 @@ impl Scheduler {
                 queue: RunQueue::EMPTY,
                 current: None,
                 ticks_left: 0,
+                last_domain: None,
             }; MAX_PCPUS],
             pcpu_count: count,
             slice_ticks: if slice_ticks == 0 { 1 } else { slice_ticks },
@@ -161,8 +184,9 @@ impl Scheduler {
         self.pcpus[pcpu].queue.push(vcpu)
     }
 
-    /// What `pcpu` should run now: the current vCPU while its slice lasts, else the next one in
-    /// its queue (the current one goes to the back). `None`: idle.
+    /// What `pcpu` should run now: the current vCPU while its slice lasts, else a vCPU of the
+    /// next domain after the last one served (cyclically by domain id) among those queued here,
+    /// the one of that domain waiting longest (the current one goes to the back). `None`: idle.
     pub fn pick(&mut self, pcpu: usize) -> Option<VcpuRef> {
         let slice = self.slice_ticks;
         let p = self
@@ -176,7 +200,17 @@ impl Scheduler {
             // Cannot fail: the vCPU came out of this queue.
             let _ = p.queue.push(previous);
         }
-        p.current = p.queue.pop();
+        // Distance of a domain from the last one served, going round the ids once.
+        let after = p.last_domain.map_or(0, |d| usize::from(d.0) + 1);
+        let distance =
+            |d: DomainId| (usize::from(d.0) + MAX_DOMAINS - after % MAX_DOMAINS) % MAX_DOMAINS;
+        let next_domain = p
+            .queue
+            .iter()
+            .map(|v| v.domain)
+            .min_by_key(|d| distance(*d))?;
+        p.current = p.queue.take_first(&|v| v.domain == next_domain);
+        p.last_domain = Some(next_domain);
         p.ticks_left = slice;
         p.current
     }
@@ -415,6 +449,63 @@ mod tests {
         s.pick(0);
         s.yield_now(0);
         assert_eq!(s.pick(0), Some(v(2, 0)));
+    }
+
+    #[test]
+    fn a_pcpu_is_shared_per_domain_not_per_vcpu() {
+        let mut s = Scheduler::new(1, 1);
+        for vcpu in 0..8 {
+            s.add(v(1, vcpu)).unwrap();
+        }
+        s.add(v(2, 0)).unwrap();
+        let mut slices = [0u32; 3];
+        let mut per_vcpu = [0u32; 8];
+        for _ in 0..160 {
+            let running = s.pick(0).unwrap();
+            slices[usize::from(running.domain.0)] += 1;
+            if running.domain.0 == 1 {
+                per_vcpu[usize::from(running.vcpu)] += 1;
+            }
+            assert!(s.tick(0), "one-tick slices, another domain waiting");
+        }
+        assert_eq!(
+            slices[1..],
+            [80, 80],
+            "eight vCPUs must not mean eight shares"
+        );
+        assert_eq!(
+            per_vcpu, [10; 8],
+            "a domain's vCPUs take turns in its share"
+        );
+
+        // Three domains with 3, 1 and 2 vCPUs: equal shares, in domain order.
+        let mut s = Scheduler::new(1, 1);
+        for (d, n) in [(3, 2), (1, 3), (2, 1)] {
+            for vcpu in 0..n {
+                s.add(v(d, vcpu)).unwrap();
+            }
+        }
+        let order: Vec<(u16, u16)> = (0..9)
+            .map(|_| {
+                let r = s.pick(0).unwrap();
+                s.tick(0);
+                (r.domain.0, r.vcpu)
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [
+                (1, 0),
+                (2, 0),
+                (3, 0),
+                (1, 1),
+                (2, 0),
+                (3, 1),
+                (1, 2),
+                (2, 0),
+                (3, 0)
+            ]
+        );
     }
 
     #[test]

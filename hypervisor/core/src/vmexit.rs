@@ -183,6 +183,9 @@ pub enum Reg {
     Efer,
     /// CS.L && EFER.LMA as 0/1: whether the vCPU executes 64-bit code (read-only).
     LongMode,
+    /// The current privilege level, 0-3 (read-only; SVM: the VMCB's CPL field, VMX: SS.DPL).
+    /// Real mode is 0, virtual-8086 mode 3.
+    Cpl,
 }
 
 /// An event to inject into the guest on the next entry.
@@ -194,6 +197,45 @@ pub enum Event {
         vector: u8,
         /// Error code, if the exception has one.
         error_code: Option<u32>,
+    },
+    /// A non-maskable interrupt.
+    Nmi,
+    /// An external (maskable) interrupt.
+    Interrupt {
+        /// Vector (32-255).
+        vector: u8,
+    },
+}
+
+/// An event whose delivery into the guest was cut short by an exit (SVM: EXITINTINFO, VMX:
+/// IDT-vectoring information). The guest state saved at such an exit is the state before the
+/// delivery began, so the event is lost unless it is injected again
+/// ([`crate::exit_handler::reinjection`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InterruptedEvent {
+    /// An exception the processor raised (fault, trap or abort).
+    Exception {
+        /// Vector.
+        vector: u8,
+        /// Error code, if it was delivered with one.
+        error_code: Option<u32>,
+    },
+    /// An exception raised by an instruction that exists to raise it (INT3: #BP, INTO: #OF).
+    SoftwareException {
+        /// Vector.
+        vector: u8,
+    },
+    /// `INT n`.
+    SoftwareInterrupt {
+        /// Vector.
+        vector: u8,
+    },
+    /// An NMI.
+    Nmi,
+    /// An external interrupt.
+    ExternalInterrupt {
+        /// Vector.
+        vector: u8,
     },
 }
 
@@ -218,8 +260,10 @@ pub trait VcpuBackend {
     fn reg(&self, reg: Reg) -> u64;
     /// Writes a register (writes to [`Reg::LongMode`] are ignored).
     fn set_reg(&mut self, reg: Reg, value: u64);
-    /// Queues an event for the next entry.
+    /// Queues an event for the next entry (one slot: a later call replaces an earlier one).
     fn inject(&mut self, event: Event);
+    /// The event whose delivery the last exit interrupted, if any.
+    fn interrupted_event(&self) -> Option<InterruptedEvent>;
     /// Advances rip past an instruction of `len` bytes (no NRIP-save under QEMU: common code
     /// knows the lengths).
     fn advance_rip(&mut self, len: u64) {

@@ -1,6 +1,7 @@
 //! The AMD SVM backend: enabling SVM, the world switch, VMCB setup with deny-by-default
 //! intercepts, nested paging, event injection, and normalizing #VMEXITs into [`VmExit`].
 
+pub mod debug_regs;
 pub mod fpu;
 pub mod vmcb;
 
@@ -9,7 +10,9 @@ use core::arch::global_asm;
 use slipway_hv_core::frame_alloc::FrameAllocator;
 use x86_64::registers::model_specific::Msr;
 
-use slipway_hv_core::vmexit::{Event, ForbiddenInstruction, Reg, VcpuBackend, VmExit};
+use slipway_hv_core::vmexit::{
+    Event, ForbiddenInstruction, InterruptedEvent, Reg, VcpuBackend, VmExit,
+};
 use vmcb::{Vmcb, control, exit, save};
 
 const MSR_EFER: u32 = 0xc000_0080;
@@ -49,7 +52,8 @@ pub struct GuestRegs {
 // x87/SSE state is not part of this switch (VMRUN does not switch it either): it belongs to the
 // vCPU that last ran on this pCPU and stays live in the registers across its exits. The
 // hypervisor is soft-float and never touches those registers, which is what makes that sound;
-// `Hv::switch_fpu` swaps the state (svm/fpu.rs) when the pCPU moves to a different vCPU.
+// `Hv::switch_lazy_state` swaps the state (svm/fpu.rs, and DR0-DR3: svm/debug_regs.rs) when
+// the pCPU moves to a different vCPU.
 global_asm!(
     r#"
     .section .text.svm_world_switch, "ax"
@@ -186,6 +190,14 @@ pub fn check_support() -> Result<(), SvmError> {
     Ok(())
 }
 
+/// Clears GIF on this CPU: interrupts and NMIs stay pending until the world switch's VMRUN
+/// (which sets GIF for the guest) or its STGI after the #VMEXIT.
+pub fn clear_gif() {
+    // SAFETY: CLGI only holds interrupts and NMIs pending; SVM is enabled on every CPU that runs
+    // the scheduler loop, and the world switch, entered next, sets GIF again.
+    unsafe { core::arch::asm!("clgi", options(nomem, nostack)) };
+}
+
 /// Number of ASIDs the CPU supports (CPUID 0x8000000A EBX); ASID 0 is the host's.
 pub fn asid_count() -> u32 {
     core::arch::x86_64::__cpuid(0x8000_000a).ebx
@@ -228,11 +240,16 @@ impl SvmCpu {
 pub struct SvmVcpu {
     vmcb: Vmcb,
     pub regs: GuestRegs,
-    /// Never reused, so it names this vCPU for its whole life.
+    /// Its address-space id (given back, and reused, when the vCPU is destroyed).
     asid: u32,
+    /// Never reused: names this vCPU for its whole life.
+    serial: u64,
     /// Its x87/SSE registers while they are not live on a pCPU.
     pub fpu: fpu::FpuState,
-    /// The pCPU whose registers hold this vCPU's x87/SSE state right now (then `fpu` is stale).
+    /// Its DR0-DR3 while they are not live on a pCPU (switched with `fpu`).
+    pub debug: debug_regs::DebugRegs,
+    /// The pCPU whose registers hold this vCPU's x87/SSE state and DR0-DR3 right now (then
+    /// `fpu` and `debug` are stale).
     pub fpu_live_on: Option<usize>,
 }
 
@@ -250,6 +267,14 @@ pub enum EntryState {
     },
 }
 
+// EVENTINJ / EXITINTINFO fields (APM vol. 2, 15.20): vector 7:0, type 10:8, EV 11, V 31,
+// error code 63:32.
+const EVENT_VALID: u64 = 1 << 31;
+const EVENT_ERROR_CODE_VALID: u64 = 1 << 11;
+const EVENT_TYPE_INTR: u64 = 0;
+const EVENT_TYPE_NMI: u64 = 2;
+const EVENT_TYPE_EXCEPTION: u64 = 3;
+
 // Segment attributes in the VMCB's packed format (type | S<<4 | DPL<<5 | P<<7 | L<<9 | D<<10 | G<<11).
 const ATTR_CODE32: u16 = 0x9b | (1 << 10) | (1 << 11);
 const ATTR_DATA32: u16 = 0x93 | (1 << 10) | (1 << 11);
@@ -259,18 +284,22 @@ const ATTR_TSS64_BUSY: u16 = 0x8b;
 const ATTR_LDT: u16 = 0x82;
 
 impl SvmVcpu {
-    /// Creates a vCPU with its VMCB: deny-by-default intercepts, nested paging at `ncr3`,
-    /// `asid` (never 0), and the entry state.
-    pub fn new(
-        alloc: &mut impl FrameAllocator,
+    /// Creates a vCPU with its VMCB in the zeroed frame at `vmcb_pa`: deny-by-default
+    /// intercepts, nested paging at `ncr3`, `asid` (never 0; its TLB entries are flushed at the
+    /// first VMRUN, so a reused id carries nothing over), and the entry state.
+    ///
+    /// # Safety
+    /// `vmcb_pa` is a zeroed, identity-mapped RW frame owned by this vCPU alone from now on.
+    pub unsafe fn new(
+        vmcb_pa: u64,
         maps: PermissionMaps,
         ncr3: u64,
         asid: u32,
+        serial: u64,
         entry: EntryState,
-    ) -> Result<Self, SvmError> {
+    ) -> Self {
         assert!(asid != 0, "ASID 0 belongs to the host");
-        let vmcb_pa = alloc_zeroed(alloc, 1)?;
-        // SAFETY: a zeroed frame just allocated for this VMCB alone.
+        // SAFETY: the caller gives this zeroed frame to this VMCB alone.
         let mut vmcb = unsafe { Vmcb::new(vmcb_pa) };
         use vmcb::*;
         vmcb.write32(
@@ -304,8 +333,11 @@ impl SvmVcpu {
                 | INTERCEPT_MWAIT_ARMED
                 | INTERCEPT_XSETBV,
         );
-        // Machine checks stay with the host.
-        vmcb.write32(control::INTERCEPT_EXCEPTIONS, 1 << 18);
+        // #DB and #AC (reflected into the guest) and #MC (the host's): the common set.
+        vmcb.write32(
+            control::INTERCEPT_EXCEPTIONS,
+            slipway_hv_core::exit_handler::INTERCEPTED_EXCEPTIONS,
+        );
         vmcb.write64(control::IOPM_BASE, maps.iopm_pa);
         vmcb.write64(control::MSRPM_BASE, maps.msrpm_pa);
         vmcb.write32(control::GUEST_ASID, asid);
@@ -360,13 +392,15 @@ impl SvmVcpu {
         vmcb.write64(save::DR7, 0x400);
         vmcb.write64(save::G_PAT, 0x0007_0406_0007_0406);
         vmcb.write8(save::CPL, 0);
-        Ok(Self {
+        Self {
             vmcb,
             regs,
             asid,
+            serial,
             fpu: fpu::FpuState::initial(),
+            debug: debug_regs::DebugRegs::default(),
             fpu_live_on: None,
-        })
+        }
     }
 
     /// The VMCB's physical address (freed by the owner when the vCPU is destroyed).
@@ -374,9 +408,14 @@ impl SvmVcpu {
         self.vmcb.pa()
     }
 
-    /// The vCPU's ASID (unique for the hypervisor's whole run).
+    /// The vCPU's ASID (unique among live vCPUs).
     pub fn asid(&self) -> u32 {
         self.asid
+    }
+
+    /// The vCPU's serial number (unique for the hypervisor's whole run).
+    pub fn serial(&self) -> u64 {
+        self.serial
     }
 
     pub fn rip(&self) -> u64 {
@@ -406,13 +445,47 @@ impl SvmVcpu {
         self.set_rip(if long_mode { rip } else { rip & 0xffff_ffff });
     }
 
-    /// Injects an exception (`vector` < 32) with an optional error code at the next VMRUN.
-    pub fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
-        let mut event = u64::from(vector) | (3 << 8) | (1 << 31); // type 3 = exception, valid
+    /// Queues `event` for the next VMRUN (EVENTINJ; the processor clears it at the #VMEXIT).
+    pub fn inject_event(&mut self, event: Event) {
+        let (vector, kind, error_code) = match event {
+            Event::Exception { vector, error_code } => (vector, EVENT_TYPE_EXCEPTION, error_code),
+            Event::Nmi => (2, EVENT_TYPE_NMI, None),
+            Event::Interrupt { vector } => (vector, EVENT_TYPE_INTR, None),
+        };
+        let mut word = u64::from(vector) | (kind << 8) | EVENT_VALID;
         if let Some(code) = error_code {
-            event |= (1 << 11) | (u64::from(code) << 32);
+            word |= EVENT_ERROR_CODE_VALID | (u64::from(code) << 32);
         }
-        self.vmcb.write64(control::EVENT_INJECTION, event);
+        self.vmcb.write64(control::EVENT_INJECTION, word);
+    }
+
+    /// The event whose delivery the last #VMEXIT interrupted (EXITINTINFO, same format as
+    /// EVENTINJ). INT3 and INTO arrive as exceptions with vectors 3 and 4: without decode
+    /// assists they are told apart from other exceptions by vector alone.
+    pub fn interrupted_event(&self) -> Option<InterruptedEvent> {
+        let word = self.vmcb.read64(control::EXIT_INT_INFO);
+        if word & EVENT_VALID == 0 {
+            return None;
+        }
+        let vector = word as u8;
+        let error_code = (word & EVENT_ERROR_CODE_VALID != 0).then_some((word >> 32) as u32);
+        Some(match (word >> 8) & 7 {
+            EVENT_TYPE_INTR => InterruptedEvent::ExternalInterrupt { vector },
+            EVENT_TYPE_NMI => InterruptedEvent::Nmi,
+            EVENT_TYPE_EXCEPTION
+                if vector == slipway_hv_core::exit_handler::VECTOR_BREAKPOINT
+                    || vector == slipway_hv_core::exit_handler::VECTOR_OVERFLOW =>
+            {
+                InterruptedEvent::SoftwareException { vector }
+            }
+            EVENT_TYPE_EXCEPTION => InterruptedEvent::Exception { vector, error_code },
+            _ => InterruptedEvent::SoftwareInterrupt { vector },
+        })
+    }
+
+    /// The guest's current privilege level (the VMCB's CPL field).
+    pub fn cpl(&self) -> u8 {
+        self.vmcb.read8(save::CPL)
     }
 
     /// Runs the guest until the next #VMEXIT and returns it, normalized.
@@ -539,6 +612,7 @@ impl VcpuBackend for BoundVcpu<'_> {
             Reg::Rip => v.rip(),
             Reg::Efer => v.efer(),
             Reg::LongMode => u64::from(v.efer() & (1 << 10) != 0),
+            Reg::Cpl => u64::from(v.cpl()),
         }
     }
 
@@ -553,16 +627,17 @@ impl VcpuBackend for BoundVcpu<'_> {
             Reg::Rdi => v.regs.rdi = value,
             Reg::Rip => v.set_rip(value),
             Reg::Efer => v.set_efer(value),
-            Reg::LongMode => {} // follows from EFER.LMA, not writable
+            // LongMode follows from EFER.LMA and CS.L, the CPL from the segment state.
+            Reg::LongMode | Reg::Cpl => {}
         }
     }
 
     fn inject(&mut self, event: Event) {
-        match event {
-            Event::Exception { vector, error_code } => {
-                self.vcpu.inject_exception(vector, error_code)
-            }
-        }
+        self.vcpu.inject_event(event);
+    }
+
+    fn interrupted_event(&self) -> Option<InterruptedEvent> {
+        self.vcpu.interrupted_event()
     }
 
     fn advance_rip(&mut self, len: u64) {

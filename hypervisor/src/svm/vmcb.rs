@@ -155,6 +155,12 @@ impl Vmcb {
         unsafe { ((self.pa as usize + offset) as *mut u32).write_volatile(value) }
     }
 
+    pub fn read8(&self, offset: usize) -> u8 {
+        assert!(offset < 4096);
+        // SAFETY: as in `read64`.
+        unsafe { ((self.pa as usize + offset) as *const u8).read_volatile() }
+    }
+
     pub fn write8(&mut self, offset: usize, value: u8) {
         assert!(offset < 4096);
         // SAFETY: as in `read64`.

@@ -61,6 +61,7 @@ error_codes! {
     DuplicateStartRequest = 0x0307 => "the domain's start was already requested",
     ConsoleAlreadyAssigned = 0x0308 => "the console is already assigned to another domain",
     BuildRecordFull = 0x0309 => "the domain's build record is full: the build needs more steps than the hypervisor records per domain",
+    TpmAlreadyGranted = 0x030A => "another domain already has the TPM capability (at most one domain may use the TPM)",
     // 0x04xx: modules and memory ranges.
     UnknownModule = 0x0401 => "no boot module has this index",
     RangeOutsideModule = 0x0402 => "the range (offset, length) is not inside the boot module",
@@ -70,6 +71,7 @@ error_codes! {
     TooManyVcpus = 0x0502 => "the vCPU count is above the hypervisor's per-domain limit",
     InvalidVcpu = 0x0503 => "the vCPU index is not below the domain's vCPU count",
     InvalidEntryState = 0x0504 => "the vCPU entry state is invalid: entry, stack, page tables or start info outside the domain's memory, or a non-canonical address",
+    NoVcpuContext = 0x0505 => "the hypervisor has no hardware vCPU context left for the domain: its address-space ids (ASIDs) are all in use",
     // 0x06xx: measurement.
     PcrNotAllowed = 0x0601 => "the caller may not extend this PCR",
     BankMissing = 0x0602 => "no digest was given for an active TPM bank",

@@ -20,7 +20,7 @@
 //! // Client: encode into the buffer page.
 //! let mut page = [0u8; HYPERCALL_BUFFER_SIZE];
 //! let len = encode_request(&Request::QueryModule { index: 2 }, &mut page).unwrap();
-//! assert_eq!(&page[..len], b"SWRQ\x01\x00\x01\x02");
+//! assert_eq!(&page[..len], b"SWRQ\x02\x00\x01\x02");
 //!
 //! // Server: decode its own copy, answer.
 //! let copy = page;
@@ -62,7 +62,10 @@ pub use types::{
 };
 
 /// The ABI version of this module.
-pub const VERSION: u16 = 1;
+/// Version 2 added `Capabilities::tpm` (a changed `CreateDomain` encoding, so a new number:
+/// a peer of version 1 gets `UnsupportedVersion`, never a misread). The module keeps the name
+/// `v1`: no version-1 peer exists in a tree (domB and the hypervisor are built together).
+pub const VERSION: u16 = 2;
 
 /// Most bytes one [`Request::WriteMemory`] carries: a 4 KiB page takes two calls.
 pub const WRITE_MEMORY_MAX: usize = 2048;

@@ -179,6 +179,9 @@ pub struct Capabilities {
     pub hardware: bool,
     /// Is the domain started when the launch policy allows only recovery.
     pub recovery: bool,
+    /// Gets the TPM's locality-0 register page after hand-off (at most one domain: two could
+    /// interleave commands and read each other's responses in the one FIFO).
+    pub tpm: bool,
 }
 
 /// A vCPU's initial state.

@@ -38,7 +38,8 @@ fn parses_valid_configuration_in_boot_order() {
         Capabilities {
             control: true,
             hardware: false,
-            recovery: true
+            recovery: true,
+            tpm: false,
         }
     );
     assert_eq!(ctl.memory_bytes, 16 << 20);
@@ -240,6 +241,39 @@ fn refuses_capability_errors() {
         "/chosen/hypervisor/hello-b",
         Some("capabilities"),
         Problem::SecondHardwareDomain(node.into()),
+    );
+}
+
+#[test]
+fn the_tpm_capability_goes_to_at_most_one_domain_and_the_error_names_both_nodes() {
+    let tree = with_domain(|d| d.set("capabilities", strs(&["control", "tpm"])));
+    let config = parse(&tree).unwrap();
+    let tpm: Vec<&str> = config
+        .domains
+        .iter()
+        .filter(|d| d.capabilities.tpm)
+        .map(|d| d.name.as_str())
+        .collect();
+    assert_eq!(tpm, ["hello-a"]);
+
+    let mut tree = with_domain(|d| d.set("capabilities", strs(&["tpm"])));
+    tree.find(&["chosen", "hypervisor", "hello-b"])
+        .set("capabilities", strs(&["control", "tpm"]));
+    let error = error_of(&tree);
+    assert_eq!(
+        (error.node.as_str(), error.property.as_deref()),
+        ("/chosen/hypervisor/hello-b", Some("capabilities"))
+    );
+    assert_eq!(
+        error.problem,
+        Problem::SecondTpmDomain("/chosen/hypervisor/hello-a".into())
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("/chosen/hypervisor/hello-a")
+            && message.contains("/chosen/hypervisor/hello-b")
+            && message.contains("tpm capability"),
+        "{message}"
     );
 }
 

@@ -34,7 +34,13 @@ struct HostPlatform {
 }
 
 impl Platform for HostPlatform {
-    fn create_domain(&mut self, id: DomainId, memory_bytes: u64, _vcpus: u16) -> Result<(), Error> {
+    fn create_domain(
+        &mut self,
+        id: DomainId,
+        memory_bytes: u64,
+        _vcpus: u16,
+        _capabilities: v1::Capabilities,
+    ) -> Result<(), Error> {
         self.memories
             .insert(id.0, Memory(vec![0; memory_bytes as usize]));
         Ok(())

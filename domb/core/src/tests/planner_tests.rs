@@ -48,7 +48,8 @@ fn plans_every_domain_with_exact_requests() {
             capabilities: v1::Capabilities {
                 control: true,
                 hardware: false,
-                recovery: true
+                recovery: true,
+                tpm: false,
             },
         }
     );

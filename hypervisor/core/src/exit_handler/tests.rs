@@ -17,6 +17,8 @@ struct FakeVcpu {
     rip: u64,
     efer: u64,
     long_mode: bool,
+    cpl: u64,
+    interrupted: Option<InterruptedEvent>,
     injected: Vec<Event>,
 }
 
@@ -35,6 +37,7 @@ impl VcpuBackend for FakeVcpu {
             Reg::Rip => self.rip,
             Reg::Efer => self.efer,
             Reg::LongMode => u64::from(self.long_mode),
+            Reg::Cpl => self.cpl,
         }
     }
     fn set_reg(&mut self, reg: Reg, value: u64) {
@@ -47,11 +50,14 @@ impl VcpuBackend for FakeVcpu {
             Reg::Rdi => self.rdi = value,
             Reg::Rip => self.rip = value,
             Reg::Efer => self.efer = value,
-            Reg::LongMode => {}
+            Reg::LongMode | Reg::Cpl => {}
         }
     }
     fn inject(&mut self, event: Event) {
         self.injected.push(event);
+    }
+    fn interrupted_event(&self) -> Option<InterruptedEvent> {
+        self.interrupted
     }
 }
 
@@ -355,5 +361,133 @@ fn hypercall_registers_are_checked_and_completed() {
     assert_eq!(
         (rig.vcpu.rax, rig.vcpu.rsi),
         (TransportStatus::BadLength.code(), 0)
+    );
+}
+
+#[test]
+fn hypercalls_from_guest_user_space_raise_invalid_opcode_and_nothing_else() {
+    for cpl in 1..=3 {
+        let mut rig = Rig::new();
+        rig.vcpu.long_mode = true;
+        rig.vcpu.cpl = cpl;
+        rig.vcpu.rax = CALL_MESSAGE;
+        rig.vcpu.rdi = 0x5000;
+        rig.vcpu.rsi = 16;
+        assert_eq!(rig.exit(VmExit::Hypercall), ExitAction::Resume, "CPL {cpl}");
+        assert_eq!(rig.vcpu.injected, [Event::INVALID_OPCODE], "CPL {cpl}");
+        // #UD is a fault: rip stays on the instruction; the registers are untouched.
+        assert_eq!(
+            (rig.vcpu.rip, rig.vcpu.rax, rig.vcpu.rsi),
+            (0x1000, CALL_MESSAGE, 16)
+        );
+    }
+    let mut rig = Rig::new();
+    assert_eq!(rig.exit(VmExit::Hypercall), ExitAction::Hypercall);
+    assert!(rig.vcpu.injected.is_empty());
+}
+
+#[test]
+fn debug_and_alignment_check_exceptions_are_intercepted_and_reflected() {
+    assert_eq!(INTERCEPTED_EXCEPTIONS, (1 << 1) | (1 << 17) | (1 << 18));
+    let mut rig = Rig::new();
+    // #DB has no error code, whatever the backend reports.
+    assert_eq!(
+        rig.exit(VmExit::Exception {
+            vector: 1,
+            error_code: Some(0x1234)
+        }),
+        ExitAction::Reflected { vector: 1 }
+    );
+    assert_eq!(
+        rig.exit(VmExit::Exception {
+            vector: 17,
+            error_code: Some(0)
+        }),
+        ExitAction::Reflected { vector: 17 }
+    );
+    assert_eq!(
+        rig.vcpu.injected,
+        [
+            Event::Exception {
+                vector: 1,
+                error_code: None
+            },
+            Event::Exception {
+                vector: 17,
+                error_code: Some(0)
+            }
+        ]
+    );
+    assert_eq!(
+        rig.vcpu.rip, 0x1000,
+        "reflection leaves rip to the exception"
+    );
+    // #MC stays with the host.
+    assert_eq!(
+        rig.exit(VmExit::Exception {
+            vector: 18,
+            error_code: None
+        }),
+        ExitAction::Stop(StopReason::UnhandledExit { code: 0x52 })
+    );
+    assert_eq!(rig.vcpu.injected.len(), 2);
+}
+
+#[test]
+fn an_event_interrupted_by_an_exit_is_injected_again() {
+    let cases = [
+        (
+            InterruptedEvent::Exception {
+                vector: 14,
+                error_code: Some(2),
+            },
+            Some(Event::Exception {
+                vector: 14,
+                error_code: Some(2),
+            }),
+        ),
+        (
+            InterruptedEvent::Exception {
+                vector: 6,
+                error_code: Some(7),
+            },
+            Some(Event::INVALID_OPCODE),
+        ),
+        (InterruptedEvent::Nmi, Some(Event::Nmi)),
+        (
+            InterruptedEvent::ExternalInterrupt { vector: 0x30 },
+            Some(Event::Interrupt { vector: 0x30 }),
+        ),
+        // Raised again by the instruction rip still points at.
+        (InterruptedEvent::SoftwareInterrupt { vector: 0x80 }, None),
+        (InterruptedEvent::SoftwareException { vector: 3 }, None),
+    ];
+    for (interrupted, expected) in cases {
+        let mut rig = Rig::new();
+        rig.vcpu.interrupted = Some(interrupted);
+        // The exit that cut the delivery short (here: a physical interrupt) is handled as usual.
+        assert_eq!(rig.exit(VmExit::ExternalInterrupt), ExitAction::Preempt);
+        assert_eq!(
+            rig.vcpu.injected,
+            expected.into_iter().collect::<Vec<_>>(),
+            "{interrupted:?}"
+        );
+    }
+    // A reflected #DB raised while delivering an interrupt is queued after it (it wins the slot).
+    let mut rig = Rig::new();
+    rig.vcpu.interrupted = Some(InterruptedEvent::ExternalInterrupt { vector: 0x40 });
+    rig.exit(VmExit::Exception {
+        vector: 1,
+        error_code: None,
+    });
+    assert_eq!(
+        rig.vcpu.injected,
+        [
+            Event::Interrupt { vector: 0x40 },
+            Event::Exception {
+                vector: 1,
+                error_code: None
+            }
+        ]
     );
 }

@@ -23,7 +23,13 @@ struct FakePlatform {
 }
 
 impl Platform for FakePlatform {
-    fn create_domain(&mut self, id: DomainId, memory_bytes: u64, vcpus: u16) -> Result<(), Error> {
+    fn create_domain(
+        &mut self,
+        id: DomainId,
+        memory_bytes: u64,
+        vcpus: u16,
+        _capabilities: Capabilities,
+    ) -> Result<(), Error> {
         if let Some(error) = self.fail_create {
             return Err(error);
         }
@@ -321,7 +327,7 @@ fn garbage_requests_get_decode_errors() {
     assert_eq!(w.call_raw(domb, &[]).0, Err(Error::MalformedRequest));
     assert_eq!(w.call_raw(domb, &[0xff; 40]).0, Err(Error::BadMagic));
     let mut bad_version = REQUEST_MAGIC.to_le_bytes().to_vec();
-    bad_version.extend_from_slice(&[2, 0, 0]);
+    bad_version.extend_from_slice(&[3, 0, 0]);
     assert_eq!(
         w.call_raw(domb, &bad_version).0,
         Err(Error::UnsupportedVersion)
@@ -1048,4 +1054,39 @@ fn a_module_event_must_name_a_boot_module_and_its_exact_size() {
         ),
         Ok(ResponseOk::Measured { .. })
     ));
+}
+
+#[test]
+fn a_second_domain_with_the_tpm_capability_is_refused() {
+    let mut w = World::new();
+    let domb = w.domb;
+    let create = |name: &str, tpm: bool| Request::CreateDomain {
+        name: DomainName::new(name).unwrap(),
+        memory_bytes: 1 << 20,
+        vcpus: 1,
+        capabilities: Capabilities {
+            control: true,
+            tpm,
+            ..Default::default()
+        },
+    };
+    assert!(matches!(
+        w.call(domb, create("attest", true)),
+        Ok(ResponseOk::DomainCreated(_))
+    ));
+    assert!(matches!(
+        w.call(domb, create("other", false)),
+        Ok(ResponseOk::DomainCreated(_))
+    ));
+    assert_eq!(
+        w.call(domb, create("snoop", true)),
+        Err(Error::TpmAlreadyGranted)
+    );
+    assert_eq!(
+        w.table
+            .iter()
+            .filter(|d| d.capabilities().granted.tpm)
+            .count(),
+        1
+    );
 }

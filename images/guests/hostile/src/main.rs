@@ -14,7 +14,11 @@
 //! | `imitate` | prints lines imitating another domain's prefix and the hypervisor's | lines escaped/prefixed with this domain's name |
 //! | `fake-launch` | prints text imitating a launch request, then writes it to the debugcon port 0xe9 | text only on its own console, escaped; the port writes ignored or the domain stopped; no launch request reaches the harness |
 //! | `spin` | spins without exits (`spin=<millions of iterations>`, default forever) | runs; per-pCPU accounting shows it |
-//! | `fpu` | checks its x87/SSE state starts clean (XMM0-15 zero), writes its own (`marker=<1..=3>`: XMM0-15, x87 and SSE rounding control), then spins `spin=<millions>` iterations checking it still reads back, counting the pauses (TSC gaps) where other vCPUs ran | `fpu: clean start` and `fpu: kept marker ...`; another domain's state is never seen |
+//! | `user-hypercall` | drops to ring 3 (its own GDT/TSS/IDT and user-accessible page tables) and calls the hypervisor from there with a `WriteConsole` request | the call raises #UD in the guest at the VMMCALL (reported by the guest's #UD handler); nothing is written |
+//! | `debug-exceptions` | single-steps one instruction (#DB) at CPL 0, then with CR0.AM and RFLAGS.AC makes a misaligned load at CPL 3 (#AC) | the guest's own handlers get both (the hypervisor intercepts and reflects them); an emulator that does not check alignment raises no #AC, which is reported |
+//! | `flood` | for `duration=<TSC megaticks>`, in every odd half-period of `period=<megaticks>` of the TSC, writes the non-printable byte 0x01 (escaped to 4 characters) in console writes of 1024 bytes; makes empty console writes in the even ones (the same calls without output) | its output is rate-limited and the drops reported; no other domain slows down |
+//! | `victim` | for `duration`, counts the exits it can make (UART status reads) per 10^9 TSC ticks in the even (quiet) and odd (loud) half-periods of `period`, and prints both rates and their ratio | the ratio stays near 1 |
+//! | `fpu` | checks its x87/SSE state and DR0-DR3 start clean (XMM0-15 and DR0-DR3 zero), writes its own (`marker=<1..=3>`: XMM0-15, x87 and SSE rounding control, DR0-DR3), then spins `spin=<millions>` iterations checking it still reads back, counting the pauses (TSC gaps) where other vCPUs ran | `fpu: clean start`, `debug registers: clean start`, `debug registers: kept marker ...` and `fpu: kept marker ...`; another domain's state is never seen |
 #![no_std]
 #![no_main]
 
@@ -24,7 +28,9 @@ use slipway_guest_rt::cmdline::word_value;
 use slipway_guest_rt::hypercall::{self, CallError};
 use slipway_guest_rt::{Boot, memory, println};
 use slipway_protocol::v1::{self, Capabilities, DomainName, Request};
-use slipway_protocol::{Bytes, HYPERCALL_BUFFER_SIZE};
+use slipway_protocol::{Bytes, CALL_MESSAGE, HYPERCALL_BUFFER_SIZE};
+
+mod ring3;
 
 slipway_guest_rt::entry!(main);
 
@@ -62,6 +68,16 @@ fn main(boot: Boot) -> ! {
         "rewrite-buffer" => rewrite_buffer_caller(),
         "imitate" => imitate(),
         "fake-launch" => fake_launch(),
+        "user-hypercall" => user_hypercall(),
+        "debug-exceptions" => debug_exceptions(),
+        "flood" => flood(
+            mega(cmdline, "period").unwrap_or(200),
+            mega(cmdline, "duration").unwrap_or(6000),
+        ),
+        "victim" => victim(
+            mega(cmdline, "period").unwrap_or(200),
+            mega(cmdline, "duration").unwrap_or(6000),
+        ),
         "spin" => spin(word_value(cmdline, "spin").and_then(|n| n.parse().ok())),
         "fpu" => fpu(
             word_value(cmdline, "marker").and_then(|n| n.parse().ok()),
@@ -393,6 +409,35 @@ fn set_fpu_controls(fcw: u16, mxcsr: u32) {
     }
 }
 
+/// DR0-DR3.
+fn debug_registers() -> [u64; 4] {
+    let (mut d0, mut d1, mut d2, mut d3): (u64, u64, u64, u64);
+    // SAFETY: reading debug registers at CPL 0 has no side effects (DR accesses are not
+    // intercepted: the values are the hardware's).
+    unsafe {
+        core::arch::asm!(
+            "mov {0}, dr0", "mov {1}, dr1", "mov {2}, dr2", "mov {3}, dr3",
+            out(reg) d0, out(reg) d1, out(reg) d2, out(reg) d3,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    [d0, d1, d2, d3]
+}
+
+/// Writes DR0-DR3 (addresses only: DR7 stays 0x400, so no breakpoint is armed).
+fn set_debug_registers(values: [u64; 4]) {
+    let [d0, d1, d2, d3] = values;
+    // SAFETY: DR0-DR3 only hold addresses; with DR7 disabling every breakpoint they have no
+    // effect on execution.
+    unsafe {
+        core::arch::asm!(
+            "mov dr0, {0}", "mov dr1, {1}", "mov dr2, {2}", "mov dr3, {3}",
+            in(reg) d0, in(reg) d1, in(reg) d2, in(reg) d3,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+}
+
 fn rdtsc() -> u64 {
     // SAFETY: RDTSC reads the time-stamp counter (not intercepted).
     unsafe { core::arch::x86_64::_rdtsc() }
@@ -415,6 +460,14 @@ fn fpu(marker: Option<u64>, millions: u64) -> ! {
         hypercall::shutdown(1)
     }
     println!("fpu: clean start");
+    let debug = debug_registers();
+    if debug != [0; 4] {
+        println!("FAILED: debug registers: start state not clean: DR0-DR3 {debug:#x?}");
+        hypercall::shutdown(1)
+    }
+    println!("debug registers: clean start");
+    let my_debug = [0x1000, 0x2000, 0x3000, 0x4000].map(|base| base | marker << 8);
+    set_debug_registers(my_debug);
     let value = 0x5eed_0000_0000_0000 | (marker * 0x0101_0101);
     // Rounding control: x87 bits 10-11, SSE bits 13-14.
     let (my_fcw, my_mxcsr) = (
@@ -436,6 +489,11 @@ fn fpu(marker: Option<u64>, millions: u64) -> ! {
                 pauses += 1;
             }
             last = now;
+            let debug = debug_registers();
+            if debug != my_debug {
+                println!("FAILED: debug registers: marker {marker} lost: DR0-DR3 {debug:#x?}");
+                hypercall::shutdown(1)
+            }
             let dirty = xmm_difference(value);
             let controls = fpu_controls();
             if dirty != 0 || controls != (my_fcw, my_mxcsr) {
@@ -447,6 +505,163 @@ fn fpu(marker: Option<u64>, millions: u64) -> ! {
             }
         }
     }
+    println!("debug registers: kept marker {marker}");
     println!("fpu: kept marker {marker} for {counter} iterations, {pauses} pauses");
+    hypercall::shutdown(0)
+}
+
+/// The page ring 3 passes to the hypervisor in `user-hypercall`.
+static mut USER_BUFFER: Page = Page([0; 4096]);
+
+fn user_hypercall() -> ! {
+    ring3::install();
+    let request = Request::WriteConsole {
+        bytes: Bytes::from_slice(b"FAILED: this WriteConsole came from ring 3\n").expect("short"),
+    };
+    let buffer = (&raw mut USER_BUFFER) as u64;
+    // SAFETY: the page is a static of this guest that nothing else uses.
+    let page = unsafe { &mut *(&raw mut USER_BUFFER).cast::<[u8; 4096]>() };
+    let len = v1::encode_request(&request, page).expect("request fits");
+    println!("calling the hypervisor from ring 3 (buffer {buffer:#x}, {len} bytes)");
+    fn ended(how: ring3::Ended, rax: u64) -> ! {
+        let vmmcall = ring3::hostile_user_hypercall as *const () as u64;
+        match how {
+            ring3::Ended::InvalidOpcode { rip, cpl: 3 } if rip == vmmcall => {
+                println!("user-hypercall: #UD at the ring-3 VMMCALL (rip {rip:#x}): refused");
+                hypercall::shutdown(0)
+            }
+            ring3::Ended::GeneralProtection { rip, cpl: 3 } if rip == vmmcall + 3 => {
+                println!("FAILED: the ring-3 hypercall returned to user space (rax {rax:#x})");
+                hypercall::shutdown(1)
+            }
+            other => {
+                println!("FAILED: user-hypercall: unexpected {other:?}");
+                hypercall::shutdown(1)
+            }
+        }
+    }
+    ring3::enter(
+        ring3::hostile_user_hypercall,
+        CALL_MESSAGE,
+        buffer,
+        len as u64,
+        0,
+        ended,
+    )
+}
+
+/// The operand of the misaligned load in `debug-exceptions`.
+static mut MISALIGNED: [u64; 4] = [0; 4];
+
+fn debug_exceptions() -> ! {
+    ring3::install();
+    println!("single-stepping one instruction (#DB)");
+    ring3::single_step_once();
+    let traps = ring3::DEBUG_TRAPS.load(Ordering::SeqCst);
+    let single_step = ring3::last_debug_was_single_step();
+    println!(
+        "debug-exceptions: #DB taken {traps} time(s), single-step bit {}",
+        if single_step { "set" } else { "clear" }
+    );
+    ring3::set_alignment_mask(true);
+    println!("misaligned load at CPL 3 with CR0.AM and RFLAGS.AC (#AC)");
+    fn ended(how: ring3::Ended, _rax: u64) -> ! {
+        ring3::set_alignment_mask(false);
+        let misaligned = ring3::hostile_user_misaligned as *const () as u64;
+        if !matches!(how, ring3::Ended::GeneralProtection { cpl: 3, rip } if rip > misaligned) {
+            println!("FAILED: debug-exceptions: ring 3 ended with {how:?}");
+            hypercall::shutdown(1)
+        }
+        match ring3::ALIGNMENT_CHECKS.load(Ordering::SeqCst) {
+            0 => println!("debug-exceptions: no #AC: this CPU does not check alignment"),
+            n => println!("debug-exceptions: #AC taken {n} time(s)"),
+        }
+        let traps = ring3::DEBUG_TRAPS.load(Ordering::SeqCst);
+        let ok = traps == 1 && ring3::last_debug_was_single_step();
+        hypercall::shutdown(if ok { 0 } else { 1 })
+    }
+    ring3::enter(
+        ring3::hostile_user_misaligned,
+        0,
+        (&raw const MISALIGNED) as u64,
+        0,
+        ring3::RFLAGS_AC,
+        ended,
+    )
+}
+
+/// `key=<n>` in TSC megaticks, as ticks.
+fn mega(cmdline: &str, key: &str) -> Option<u64> {
+    word_value(cmdline, key)?
+        .parse::<u64>()
+        .ok()
+        .map(|m| m * 1_000_000)
+}
+
+/// Whether the TSC is in a "loud" half-period (the flood runs) of `period` ticks. Both the
+/// flooder and the victim use the one TSC of the machine, so they agree without talking.
+fn loud(tsc: u64, period: u64) -> bool {
+    (tsc / period.max(1)) % 2 == 1
+}
+
+fn flood(period: u64, duration: u64) -> ! {
+    println!("flood: writing 0x01 in every other {period} TSC ticks for {duration}");
+    println!();
+    // Console writes of 1024 non-printable bytes each: 4 KiB of escaped text per call.
+    // In the quiet half-periods the same calls carry nothing, so the two differ only in the
+    // output they make (not in how often this domain exits).
+    let request = Request::WriteConsole {
+        bytes: Bytes::from_slice(&[0x01; v1::CONSOLE_WRITE_MAX]).expect("fits"),
+    };
+    let empty = Request::WriteConsole {
+        bytes: Bytes::new(),
+    };
+    let start = rdtsc();
+    let mut bytes = 0u64;
+    loop {
+        let now = rdtsc();
+        if now.wrapping_sub(start) >= duration {
+            break;
+        }
+        if !loud(now, period) {
+            let _ = hypercall::call(&empty);
+        } else if hypercall::call(&request).is_ok() {
+            bytes += v1::CONSOLE_WRITE_MAX as u64;
+        }
+    }
+    println!();
+    println!("flood: wrote {bytes} bytes");
+    hypercall::shutdown(0)
+}
+
+fn victim(period: u64, duration: u64) -> ! {
+    println!("victim: counting exits per 10^9 TSC ticks, quiet and loud half-periods of {period}");
+    let start = rdtsc();
+    // [quiet, loud]: exits and ticks.
+    let (mut exits, mut ticks) = ([0u64; 2], [0u64; 2]);
+    let mut last = start;
+    loop {
+        exit_once();
+        let now = rdtsc();
+        if now.wrapping_sub(start) >= duration {
+            break;
+        }
+        // Attribute the exit to the half-period it ended in; a step across a boundary is
+        // dropped (it belongs to neither).
+        if loud(now, period) == loud(last, period) {
+            let phase = usize::from(loud(now, period));
+            exits[phase] += 1;
+            ticks[phase] += now.wrapping_sub(last);
+        }
+        last = now;
+    }
+    let rate = |p: usize| exits[p] * 1_000_000_000 / ticks[p].max(1);
+    let (quiet, loud) = (rate(0), rate(1));
+    let ratio_permille = loud * 1000 / quiet.max(1);
+    println!(
+        "victim: alone {quiet}, beside the flood {loud} exits per 10^9 TSC ticks: ratio {}.{:03}",
+        ratio_permille / 1000,
+        ratio_permille % 1000
+    );
     hypercall::shutdown(0)
 }

@@ -81,10 +81,10 @@ fn request() -> impl Strategy<Value = Request> {
             domain_name(),
             any::<u64>(),
             any::<u16>(),
-            any::<[bool; 3]>()
+            any::<[bool; 4]>()
         )
             .prop_map(
-                |(name, memory_bytes, vcpus, [control, hardware, recovery])| {
+                |(name, memory_bytes, vcpus, [control, hardware, recovery, tpm])| {
                     Request::CreateDomain {
                         name,
                         memory_bytes,
@@ -93,6 +93,7 @@ fn request() -> impl Strategy<Value = Request> {
                             control,
                             hardware,
                             recovery,
+                            tpm,
                         },
                     }
                 }

@@ -69,7 +69,7 @@ fn every_error_code_is_pinned() {
     );
     let mut buffer = [0u8; HYPERCALL_BUFFER_SIZE];
     for (error, pinned_code) in ERRORS {
-        let pinned = std::format!("53 57 52 53 01 00 01 {pinned_code}");
+        let pinned = std::format!("53 57 52 53 02 00 01 {pinned_code}");
         let len = encode_response(&Err(*error), &mut buffer).unwrap();
         assert_eq!(to_hex(&buffer[..len]), pinned, "{error:?}");
         assert_eq!(decode_response(&parse_hex(&pinned)), Ok(Err(*error)));
@@ -167,16 +167,21 @@ fn wrong_magic_and_version_are_distinct_errors() {
             found: BOOT_INFO_MAGIC
         })
     );
-    boot_info[4] = 2;
-    assert_eq!(
-        decode_boot_info(&boot_info),
-        Err(DecodeError::UnsupportedVersion { found: 2 })
-    );
+    // Version 1 (before the TPM capability changed CreateDomain) and 3 are both refused.
+    for version in [1, 3] {
+        boot_info[4] = version;
+        assert_eq!(
+            decode_boot_info(&boot_info),
+            Err(DecodeError::UnsupportedVersion {
+                found: u16::from(version)
+            })
+        );
+    }
     let mut request = request;
     request[5] = 1;
     assert_eq!(
         decode_request(&request),
-        Err(DecodeError::UnsupportedVersion { found: 0x0101 })
+        Err(DecodeError::UnsupportedVersion { found: 0x0102 })
     );
     assert_eq!(
         Error::from(DecodeError::BadMagic { found: 0 }),
@@ -194,7 +199,7 @@ fn wrong_magic_and_version_are_distinct_errors() {
     assert_eq!(Error::from(DecodeError::Malformed), Error::MalformedRequest);
 }
 
-const REQUEST_HEADER: &str = "53 57 52 51 01 00";
+const REQUEST_HEADER: &str = "53 57 52 51 02 00";
 
 fn decode_request_hex(body: &str) -> Result<Request, DecodeError> {
     decode_request(&parse_hex(&std::format!("{REQUEST_HEADER} {body}")))
@@ -204,7 +209,7 @@ fn decode_request_hex(body: &str) -> Result<Request, DecodeError> {
 fn invalid_names_do_not_decode() {
     // CreateDomain body: variant 02, name, memory 1 MiB, 1 vCPU, no capabilities.
     let create =
-        |name_hex: &str| decode_request_hex(&std::format!("02 {name_hex} 80 80 40 01 00 00 00"));
+        |name_hex: &str| decode_request_hex(&std::format!("02 {name_hex} 80 80 40 01 00 00 00 00"));
     assert!(matches!(create("01 61"), Ok(Request::CreateDomain { .. })));
     assert_eq!(create("01 41"), Err(DecodeError::Malformed), "upper case");
     assert_eq!(create("01 5f"), Err(DecodeError::Malformed), "underscore");
@@ -220,7 +225,7 @@ fn invalid_names_do_not_decode() {
     let too_long = std::format!("20 {}", ["61"; 32].join(" "));
     assert_eq!(create(&too_long), Err(DecodeError::Malformed));
     // A module name with a space, in a Module response.
-    let module = decode_response(&parse_hex("53 57 52 53 01 00 00 02 02 61 20 01 00"));
+    let module = decode_response(&parse_hex("53 57 52 53 02 00 00 02 02 61 20 01 00"));
     assert_eq!(module, Err(DecodeError::Malformed));
 }
 
@@ -247,7 +252,7 @@ fn invalid_bodies_do_not_decode() {
         "u16 overflow"
     );
     let response =
-        |body: &str| decode_response(&parse_hex(&std::format!("53 57 52 53 01 00 {body}")));
+        |body: &str| decode_response(&parse_hex(&std::format!("53 57 52 53 02 00 {body}")));
     assert_eq!(
         response("01 00"),
         Err(DecodeError::Malformed),
@@ -390,7 +395,7 @@ fn non_canonical_varints_are_rejected() {
         Err(DecodeError::NotCanonical),
         "variant index"
     );
-    let response = parse_hex("53 57 52 53 01 00 01 82 86 00");
+    let response = parse_hex("53 57 52 53 02 00 01 82 86 00");
     assert_eq!(
         decode_response(&response),
         Err(DecodeError::NotCanonical),

@@ -379,7 +379,10 @@ impl<'log, T: PcrExtend> Measurement<'log, T> {
         }
         // Pass 2: extend every event.
         for (event, digests) in &planned {
-            if self.extend(event.pcr(), event.event_type(), digests).is_err() {
+            if self
+                .extend(event.pcr(), event.event_type(), digests)
+                .is_err()
+            {
                 self.seal_broken = true;
                 return Err(Error::TpmFailed);
             }

@@ -73,6 +73,8 @@ struct Hw {
     npt: PageTable,
     /// Every frame the domain's creation took from the allocator (memory and nested tables).
     frames: Vec<u64>,
+    /// Whether the dispatcher let this domain have the TPM (at most one live domain may).
+    tpm: bool,
 }
 
 /// The frame allocator, recording what it hands out and takes back, so that a domain's frames
@@ -166,6 +168,7 @@ impl FuzzPlatform<'_> {
             memory,
             npt,
             frames: Vec::new(),
+            tpm: false,
         });
         Ok(())
     }
@@ -196,7 +199,13 @@ impl FuzzPlatform<'_> {
 }
 
 impl Platform for FuzzPlatform<'_> {
-    fn create_domain(&mut self, id: DomainId, memory_bytes: u64, _vcpus: u16) -> Result<(), Error> {
+    fn create_domain(
+        &mut self,
+        id: DomainId,
+        memory_bytes: u64,
+        _vcpus: u16,
+        capabilities: Capabilities,
+    ) -> Result<(), Error> {
         if self
             .domains
             .get(usize::from(id.0))
@@ -212,6 +221,7 @@ impl Platform for FuzzPlatform<'_> {
             (Ok(()), Some(hw)) => {
                 assert!(freed.is_empty(), "a successful creation freed frames");
                 hw.frames = allocated;
+                hw.tpm = capabilities.tpm;
             }
             (Err(_), None) => {
                 assert_eq!(allocated, freed, "a failed creation gives back every frame")
@@ -363,6 +373,14 @@ impl World<'_> {
 
     /// Frame accounting and the table's rules.
     fn check(&self) {
+        let tpm_holders = self
+            .platform
+            .domains
+            .iter()
+            .flatten()
+            .filter(|hw| hw.tpm)
+            .count();
+        assert!(tpm_holders <= 1, "{tpm_holders} live domains hold the TPM");
         let mut owned = vec![false; (PHYS_SIZE / PAGE_SIZE) as usize];
         let mut owned_count = 0u64;
         for (slot, hw) in self.platform.domains.iter().enumerate() {
@@ -726,6 +744,7 @@ fn structured(u: &mut Unstructured<'_>, world: &World<'_>) -> ArbitraryResult<Re
                 control: u.arbitrary()?,
                 hardware: u.arbitrary()?,
                 recovery: u.arbitrary()?,
+                tpm: u.arbitrary()?,
             },
         },
         3 => {
@@ -874,7 +893,7 @@ pub fn run(data: &[u8]) {
     };
     world
         .platform
-        .create_domain(domb, DOMB_MEMORY, 1)
+        .create_domain(domb, DOMB_MEMORY, 1, Capabilities::default())
         .expect("domB's memory");
     world.check();
     for _ in 0..MAX_STEPS {

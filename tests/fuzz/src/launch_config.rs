@@ -20,7 +20,8 @@ use slipway_hv_core::domain::{Domain, DomainState, DomainTable};
 use slipway_hv_core::hypercall::{self, BootModule, LaunchInfo, Outcome, Platform};
 use slipway_protocol::HYPERCALL_BUFFER_SIZE;
 use slipway_protocol::v1::{
-    self, Digest, DomainId, Error, LaunchKind, ModuleName, Request, ResponseOk, TpmAlgId,
+    self, Capabilities, Digest, DomainId, Error, LaunchKind, ModuleName, Request, ResponseOk,
+    TpmAlgId,
 };
 
 /// A minimal PVH kernel (212 bytes: one executable segment at 1 MiB and the entry note; made
@@ -130,7 +131,7 @@ struct Memoryless {
 }
 
 impl Platform for Memoryless {
-    fn create_domain(&mut self, _: DomainId, _: u64, _: u16) -> Result<(), Error> {
+    fn create_domain(&mut self, _: DomainId, _: u64, _: u16, _: Capabilities) -> Result<(), Error> {
         Ok(())
     }
     fn populate_from_module(

@@ -13,6 +13,7 @@ mod idt;
 mod interrupts;
 mod lapic;
 mod launch;
+mod lazy_state;
 mod log_windows;
 mod measurement;
 mod memmap;
@@ -302,12 +303,12 @@ extern "C" fn post_launch_main(handoff_addr: u64) -> ! {
         smp::NMI_TEST_LEFT.store(n, core::sync::atomic::Ordering::SeqCst);
     }
     let created = smp::with_hv(|hv| {
-        hv.pcpus = pcpus;
-        *hv.sched = Scheduler::new(pcpus, 3);
-        *hv.accounting = RunAccounting::new(pcpus);
-        hv.tick_tsc = tsc::hz() / 1000 * u64::from(smp::TICK_MS);
+        hv.set_pcpus(pcpus, 3, tsc::hz() / 1000 * u64::from(smp::TICK_MS));
         let has_domb = hv.domb_module.is_some();
-        hv.create_domb(domb_memory, cmdline)
+        let image = hv
+            .domb_module
+            .map_or(&[][..], |index| vm::module_bytes(hv.modules[index].range));
+        hv.create_domb(image, domb_memory, cmdline)
             .map_err(|reason| (reason, has_domb))
     });
     match created {
@@ -406,39 +407,28 @@ fn start_hypervisor(
     svms[0] = Some(svm);
     let maps = svm::permission_maps(&mut alloc).unwrap_or_else(|e| panic!("SVM: {e}"));
     hvprintln!("svm: enabled with nested paging; every I/O port and MSR intercepted");
-    vm::Hv {
+    vm::Hv::new(slipway_hv_core::hypervisor::Parts {
         mem,
         alloc,
-        maps,
-        svm: svms,
-        pcpus: 1,
+        vcpus: vm::HwVcpus { maps, svm: svms },
+        host: vm::HostServices,
+        table_kind: slipway_hv_core::paging::TableKind::Nested,
+        tag_count: svm::asid_count(),
         // SAFETY: the statics are handed out once, here, to the one `Hv`.
         sched: unsafe { &mut *core::ptr::addr_of_mut!(SCHEDULER) },
         // SAFETY: as above.
         accounting: unsafe { &mut *core::ptr::addr_of_mut!(ACCOUNTING) },
-        tick_tsc: 1,
-        ticks_seen: [0; cpu::MAX_CPUS],
-        fpu_owner: [None; cpu::MAX_CPUS],
-        verdict: None,
-        mux: slipway_hv_core::console::ConsoleMux::new(),
+        // SAFETY: as above.
+        table: unsafe { &mut *core::ptr::addr_of_mut!(DOMAIN_TABLE) },
+        // SAFETY: as above.
+        domains: unsafe { &mut *core::ptr::addr_of_mut!(DOMAINS) },
         launch_kind,
         active_banks,
         measurement,
         firmware_log,
         modules,
         domb_module,
-        module_gpas: [0; vm::MAX_MODULES],
-        // SAFETY: the two statics are handed out once, here, to the one `Hv`.
-        table: unsafe { &mut *core::ptr::addr_of_mut!(DOMAIN_TABLE) },
-        // SAFETY: as above.
-        domains: unsafe { &mut *core::ptr::addr_of_mut!(DOMAINS) },
-        asids: slipway_hv_core::asid::AsidPool::new(svm::asid_count()),
-        next_vcpu_serial: 0,
-        domb: None,
-        core_modules: heapless::Vec::new(),
-        announced: [false; slipway_hv_core::domain::MAX_DOMAINS],
-        start_failed: false,
-    }
+    })
 }
 
 /// Post-launch: decides from the TPM alone (never from the pre-launch stage's word) whether this

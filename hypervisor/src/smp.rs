@@ -193,7 +193,7 @@ extern "C" fn ap_main(cpu: u32) -> ! {
     with_hv(|hv| {
         let svm = crate::svm::SvmCpu::enable(&mut hv.alloc)
             .unwrap_or_else(|e| panic!("SVM on cpu {cpu}: {e}"));
-        hv.svm[cpu] = Some(svm);
+        hv.vcpus.svm[cpu] = Some(svm);
     });
     AP_ALIVE.fetch_add(1, Ordering::SeqCst);
     // Wait until the boot CPU has set up the scheduler for every started pCPU.
@@ -222,9 +222,9 @@ pub fn scheduler_loop(cpu: usize) -> ! {
     loop {
         let work = with_hv(|hv| {
             if let Some(verdict) = hv.verdict {
-                return Err(verdict);
+                return Err(crate::qemu_exit::Verdict::from(verdict));
             }
-            hv.account_ticks(cpu, None);
+            hv.account_ticks(cpu, None, ticks_total(cpu), tsc::now());
             if cpu == 0 {
                 // Serial input, a few bytes per round: to the focused domain or the focus keys.
                 for _ in 0..16 {
@@ -234,18 +234,14 @@ pub fn scheduler_loop(cpu: usize) -> ! {
                     }
                 }
             }
-            let Some(svm) = hv.svm[cpu] else {
+            let Some(svm) = hv.vcpus.svm[cpu] else {
                 return Ok(None);
             };
-            let work = hv.pick(cpu);
-            if let Some((v, _)) = work {
-                hv.switch_lazy_state(cpu, v);
-            }
-            Ok(work.map(|work| (work, svm)))
+            Ok(hv.pick(cpu).map(|v| (v, svm)))
         });
         match work {
             Err(verdict) => finish(cpu, verdict),
-            Ok(Some(((v, vcpu), svm))) => {
+            Ok(Some((v, svm))) => {
                 if cpu == 0
                     && NMI_TEST_LEFT
                         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -255,13 +251,11 @@ pub fn scheduler_loop(cpu: usize) -> ! {
                     lapic::send_nmi(crate::percpu::apic_id());
                 }
                 let start = tsc::now();
-                // SAFETY: `pick` marked this vCPU running, so its cell (VMCB and registers
-                // behind the pointer) stays alive and no other CPU touches or borrows it until
-                // `after_exit` clears the mark; the SvmCpu is this CPU's and lives as long as
-                // the state.
-                let exit = unsafe { (*vcpu).run(&svm) };
-                let ran = tsc::now() - start;
-                with_hv(|hv| hv.after_exit(cpu, v, exit, ran));
+                // SAFETY: `pick` gave `v` to this CPU and marked it running; its exit goes to
+                // `after_exit` right below. The SvmCpu is this CPU's.
+                let exit = unsafe { crate::vm::run_vcpu(&svm, v) };
+                let now = tsc::now();
+                with_hv(|hv| hv.after_exit(cpu, v, exit, now - start, ticks_total(cpu), now));
                 // The domain's console output, written outside the global lock on its own pCPU.
                 crate::domain_console::drain(usize::from(v.domain.0));
             }
@@ -273,6 +267,11 @@ pub fn scheduler_loop(cpu: usize) -> ! {
             }
         }
     }
+}
+
+/// Timer ticks `cpu` has taken so far.
+fn ticks_total(cpu: usize) -> u64 {
+    crate::interrupts::TICKS[cpu].load(Ordering::Relaxed)
 }
 
 fn finish(cpu: usize, verdict: crate::qemu_exit::Verdict) -> ! {
@@ -287,7 +286,7 @@ fn finish(cpu: usize, verdict: crate::qemu_exit::Verdict) -> ! {
         if nmis > 0 {
             hvprintln!("host NMIs handled: {nmis}; the run went on");
         }
-        with_hv(|hv| hv.print_accounting());
+        with_hv(|hv| crate::vm::print_accounting(hv));
         crate::qemu_exit::exit(verdict)
     }
     crate::qemu_exit::halt_forever()

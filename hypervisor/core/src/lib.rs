@@ -36,6 +36,7 @@ pub mod start_info;
 pub mod txt;
 pub mod uart;
 pub mod vmexit;
+pub mod vmx;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

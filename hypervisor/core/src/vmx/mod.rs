@@ -1,0 +1,16 @@
+//! Intel VMX pieces that need no hardware: VMCS field encodings, the capability MSRs and the
+//! control values they allow, EPT pointers, a model of a VMCS and the software VM-entry checks
+//! over it, and the decoding of exit information into [`crate::vmexit::VmExit`].
+//!
+//! The backend (`hypervisor/src/vmx/`) fills a [`vmcs::VmcsState`], runs
+//! [`entry_checks::check_vm_entry`] over it, and only then writes it with VMWRITE and executes
+//! VMLAUNCH, so a wrong field is a message naming the field and the rule.
+
+pub mod caps;
+pub mod fields;
+
+pub use caps::{AllowedBits, Control, ControlError, VmxCapabilities};
+pub use fields::{FieldType, FieldWidth, VmcsField};
+
+#[cfg(test)]
+mod tests;

@@ -7,6 +7,7 @@
 //! VMLAUNCH, so a wrong field is a message naming the field and the rule.
 
 pub mod caps;
+pub mod ept;
 pub mod fields;
 
 pub use caps::{AllowedBits, Control, ControlError, VmxCapabilities};

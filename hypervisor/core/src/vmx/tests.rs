@@ -249,3 +249,46 @@ fn cr_fixed_bits_relax_pe_and_pg_only_for_unrestricted_guests() {
     );
     assert_eq!(caps.cr4_violation(0x2020 | 1 << 24), Some((24, true)));
 }
+
+#[test]
+fn ept_pointer_is_write_back_four_level_and_ad_only_when_supported() {
+    use super::ept::*;
+    use crate::addr::{Frame, PhysAddr};
+    let caps = skylake();
+    let root = Frame::from_start(PhysAddr(0x1234_5000)).unwrap();
+    assert_eq!(ept_pointer(root, &caps, false, 39), Ok(0x1234_501e));
+    assert_eq!(ept_pointer(root, &caps, true, 39), Ok(0x1234_505e));
+    let mut no_ad = caps;
+    no_ad.ept_vpid &= !ept_vpid::ACCESSED_DIRTY;
+    assert_eq!(ept_pointer(root, &no_ad, true, 39), Ok(0x1234_501e));
+    assert_eq!(
+        check_ept_pointer(0x1234_505e, &no_ad, 39),
+        Err(EptpError::AccessedDirtyUnsupported)
+    );
+    let mut uc_only = caps;
+    uc_only.ept_vpid &= !ept_vpid::MEMORY_TYPE_WB;
+    assert_eq!(ept_pointer(root, &uc_only, false, 39), Ok(0x1234_5018));
+    let mut no_walk = caps;
+    no_walk.ept_vpid &= !ept_vpid::PAGE_WALK_4;
+    assert_eq!(
+        ept_pointer(root, &no_walk, false, 39),
+        Err(EptpError::NoFourLevelWalk)
+    );
+    assert_eq!(
+        check_ept_pointer(0x1234_501e | 1 << 7, &caps, 39),
+        Err(EptpError::ReservedBits)
+    );
+    assert_eq!(
+        check_ept_pointer(0x1234_5026, &caps, 39),
+        Err(EptpError::UnsupportedWalkLength)
+    );
+    assert_eq!(
+        check_ept_pointer(0x1234_5019, &caps, 39),
+        Err(EptpError::UnsupportedMemoryType)
+    );
+    let high = Frame::from_start(PhysAddr(1 << 40)).unwrap();
+    assert_eq!(
+        ept_pointer(high, &caps, false, 39),
+        Err(EptpError::AddressTooWide)
+    );
+}

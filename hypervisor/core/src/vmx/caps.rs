@@ -721,6 +721,18 @@ impl VmxCapabilities {
         fixed_violation(cr4, self.cr4_fixed0, self.cr4_fixed1)
     }
 
+    /// A copy with another IA32_VMX_EPT_VPID_CAP (tests of processors lacking a feature).
+    pub const fn with_ept_vpid(mut self, ept_vpid: u64) -> VmxCapabilities {
+        self.ept_vpid = ept_vpid;
+        self
+    }
+
+    /// A copy with another IA32_VMX_MISC.
+    pub const fn with_misc(mut self, misc: VmxMisc) -> VmxCapabilities {
+        self.misc = misc;
+        self
+    }
+
     /// Whether the EPT / VPID capability `bit` (see [`ept_vpid`]) is reported.
     pub const fn has_ept_vpid(&self, bit: u64) -> bool {
         self.ept_vpid & bit != 0

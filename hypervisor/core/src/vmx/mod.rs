@@ -7,11 +7,17 @@
 //! VMLAUNCH, so a wrong field is a message naming the field and the rule.
 
 pub mod caps;
+pub mod entry_checks;
 pub mod ept;
 pub mod fields;
+pub mod vmcs;
 
 pub use caps::{AllowedBits, Control, ControlError, VmxCapabilities};
+pub use entry_checks::{CheckArea, EntryCheckError, EntryContext, check_vm_entry};
 pub use fields::{FieldType, FieldWidth, VmcsField};
+pub use vmcs::{Segment, SegmentState, VmcsState};
 
+#[cfg(test)]
+mod entry_tests;
 #[cfg(test)]
 mod tests;

@@ -220,6 +220,7 @@ const EFER_NXE: u64 = 1 << 11;
 /// EFER bits an Intel processor defines; all others are reserved.
 const EFER_DEFINED: u64 = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE;
 const CR0_WP: u64 = 1 << 16;
+const CR0_CD_NW: u64 = (1 << 29) | (1 << 30);
 const CR4_PAE: u64 = 1 << 5;
 const CR4_PCIDE: u64 = 1 << 17;
 const CR4_CET: u64 = 1 << 23;
@@ -631,7 +632,7 @@ impl Checker<'_, '_, '_> {
         let protected_mode = !self.unrestricted_guest() || self.get(GuestCr0) & CR0_PE != 0;
         let deliver_error_code = info & (1 << 11) != 0;
         let could_have_code = protected_mode && kind == TYPE_HARDWARE_EXCEPTION;
-        let has_code = could_have_code && matches!(vector, 8 | 10..=14 | 17 | 21);
+        let has_code = could_have_code && matches!(vector, 8 | 10..=14 | 17);
         if deliver_error_code && !could_have_code {
             self.fail(
                 EntryInterruptionInfo,
@@ -808,6 +809,9 @@ impl Checker<'_, '_, '_> {
                 HostRip,
                 "bits 63:32 must be 0 for a 32-bit host",
             );
+            if self.get(HostCr4) & CR4_PCIDE != 0 {
+                self.fail_bit(HostCr4, BitName::Cr4(17), "must be 0 for a 32-bit host");
+            }
         }
     }
 
@@ -816,7 +820,13 @@ impl Checker<'_, '_, '_> {
         self.area = CheckArea::GuestControlRegistersAndMsrs;
         let cr0 = self.get(GuestCr0);
         let cr4 = self.get(GuestCr4);
-        if let Some((bit, set)) = self.ctx.caps.cr0_violation(cr0, self.unrestricted_guest()) {
+        // CD and NW are never checked: VM entry does not change them.
+        let checked_cr0 = (cr0 & !CR0_CD_NW) | (self.ctx.caps.cr0_fixed0 & CR0_CD_NW);
+        if let Some((bit, set)) = self
+            .ctx
+            .caps
+            .cr0_violation(checked_cr0, self.unrestricted_guest())
+        {
             self.fail_bit(GuestCr0, BitName::Cr0(bit), fixed_rule(set));
         }
         if cr0 & CR0_PG != 0 && cr0 & CR0_PE == 0 {

@@ -601,11 +601,13 @@ fn address_space_size_rules() {
         ExitControls,
         s.get(ExitControls) & !u64::from(exit::HOST_ADDRESS_SPACE_SIZE),
     );
+    s.set(HostCr4, s.get(HostCr4) | 1 << 17);
     let found = failures(&s, &caps);
     for expected in [
         "VM_EXIT_CONTROLS: host address-space size must be 1 when VM entry runs in IA-32e mode",
         "VM_ENTRY_CONTROLS: IA-32e mode guest requires host address-space size",
         "HOST_RIP: bits 63:32 must be 0 for a 32-bit host",
+        "HOST_CR4: bit 17 (PCIDE) must be 0 for a 32-bit host",
     ] {
         assert!(
             found.iter().any(|f| f == expected),
@@ -638,6 +640,20 @@ fn guest_control_register_debug_register_and_msr_rules() {
     let mut s = long_mode_guest(&caps, true);
     s.set(GuestCr0, 0x8005_0032);
     assert_only(&s, &caps, "GUEST_CR0: bit 31 (PG) set without PE");
+    // CD and NW are not checked (VM entry leaves them alone); other bits above 31 are.
+    let strict_cr0 = VmxCapabilities {
+        cr0_fixed1: 0x9fff_ffff,
+        ..caps
+    };
+    assert_eq!(
+        failures(&with(GuestCr0, 0xe005_0033), &strict_cr0),
+        Vec::<String>::new()
+    );
+    assert_only(
+        &with(GuestCr0, 0x1_8005_0033),
+        &caps,
+        "GUEST_CR0: bit 32 (reserved) is set but IA32_VMX_CR*_FIXED1 requires it clear in VMX operation",
+    );
     assert_only(
         &with(GuestCr4, 0x2000),
         &caps,

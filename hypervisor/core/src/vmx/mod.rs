@@ -9,15 +9,19 @@
 pub mod caps;
 pub mod entry_checks;
 pub mod ept;
+pub mod exits;
 pub mod fields;
 pub mod vmcs;
 
 pub use caps::{AllowedBits, Control, ControlError, VmxCapabilities};
 pub use entry_checks::{CheckArea, EntryCheckError, EntryContext, check_vm_entry};
+pub use exits::{ExitInfo, decode_exit, decode_idt_vectoring};
 pub use fields::{FieldType, FieldWidth, VmcsField};
 pub use vmcs::{Segment, SegmentState, VmcsState};
 
 #[cfg(test)]
 mod entry_tests;
+#[cfg(test)]
+mod exit_tests;
 #[cfg(test)]
 mod tests;

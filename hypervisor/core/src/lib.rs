@@ -38,6 +38,7 @@ pub mod start_info;
 pub mod txt;
 pub mod uart;
 pub mod vmexit;
+pub mod vmx;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

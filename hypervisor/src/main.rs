@@ -26,6 +26,7 @@ mod svm;
 mod tpm;
 mod tsc;
 mod vm;
+mod vmx;
 
 use multiboot2::{BootInformation, BootInformationHeader};
 use slipway_hv_core::frame_alloc::{BitmapFrameAllocator, FrameAllocator};
@@ -402,18 +403,15 @@ fn start_hypervisor(
             }
         }
     });
-    let svm = svm::SvmCpu::enable(&mut alloc).unwrap_or_else(|e| panic!("SVM: {e}"));
-    let mut svms = [const { None }; cpu::MAX_CPUS];
-    svms[0] = Some(svm);
-    let maps = svm::permission_maps(&mut alloc).unwrap_or_else(|e| panic!("SVM: {e}"));
-    hvprintln!("svm: enabled with nested paging; every I/O port and MSR intercepted");
+    let (vcpus, table_kind, ept_large_pages, tag_count) = choose_backend(&mut alloc);
     vm::Hv::new(slipway_hv_core::hypervisor::Parts {
         mem,
         alloc,
-        vcpus: vm::HwVcpus { maps, svm: svms },
+        vcpus,
         host: vm::HostServices,
-        table_kind: slipway_hv_core::paging::TableKind::Nested,
-        tag_count: svm::asid_count(),
+        table_kind,
+        ept_large_pages,
+        tag_count,
         // SAFETY: the statics are handed out once, here, to the one `Hv`.
         sched: unsafe { &mut *core::ptr::addr_of_mut!(SCHEDULER) },
         // SAFETY: as above.
@@ -429,6 +427,53 @@ fn start_hypervisor(
         modules,
         domb_module,
     })
+}
+
+/// Picks the virtualization backend from CPUID (AMD SVM or Intel VMX), enables it on this CPU
+/// and says which.
+fn choose_backend(
+    alloc: &mut BitmapFrameAllocator<'static>,
+) -> (vm::HwVcpus, slipway_hv_core::paging::TableKind, bool, u32) {
+    use slipway_hv_core::paging::TableKind;
+    let mut vcpus;
+    let choice = if svm::check_support().is_ok() {
+        let maps = svm::permission_maps(alloc).unwrap_or_else(|e| panic!("SVM: {e}"));
+        vcpus = vm::HwVcpus {
+            backend: vm::Backend::Svm {
+                maps,
+                cpus: [const { None }; cpu::MAX_CPUS],
+            },
+        };
+        (TableKind::Nested, false, svm::asid_count())
+    } else if vmx::supported() {
+        let shared = vmx::VmxShared::new(alloc).unwrap_or_else(|e| panic!("VMX: {e}"));
+        let large = shared.ept_large_pages();
+        let vpids = shared.vpid_count();
+        vcpus = vm::HwVcpus {
+            backend: vm::Backend::Vmx {
+                shared,
+                cpus: [const { None }; cpu::MAX_CPUS],
+            },
+        };
+        (TableKind::Ept, large, vpids)
+    } else {
+        panic!("no virtualization backend: the CPU offers neither AMD SVM nor Intel VMX");
+    };
+    vcpus
+        .enable_on_this_cpu(0, alloc)
+        .unwrap_or_else(|e| panic!("{e}"));
+    match choice.0 {
+        TableKind::Ept => hvprintln!(
+            "backend: Intel VMX with EPT{}, VPID and unrestricted guest; every I/O port and MSR intercepted",
+            if choice.1 {
+                " (2 MiB pages)"
+            } else {
+                " (4 KiB pages)"
+            }
+        ),
+        _ => hvprintln!("backend: AMD SVM with nested paging; every I/O port and MSR intercepted"),
+    }
+    (vcpus, choice.0, choice.1, choice.2)
 }
 
 /// Post-launch: decides from the TPM alone (never from the pre-launch stage's word) whether this

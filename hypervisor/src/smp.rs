@@ -191,9 +191,9 @@ extern "C" fn ap_main(cpu: u32) -> ! {
     crate::percpu::register(cpu, crate::percpu::apic_id());
     lapic::init_this_cpu();
     with_hv(|hv| {
-        let svm = crate::svm::SvmCpu::enable(&mut hv.alloc)
-            .unwrap_or_else(|e| panic!("SVM on cpu {cpu}: {e}"));
-        hv.vcpus.svm[cpu] = Some(svm);
+        hv.vcpus
+            .enable_on_this_cpu(cpu, &mut hv.alloc)
+            .unwrap_or_else(|e| panic!("cpu {cpu}: {e}"));
     });
     AP_ALIVE.fetch_add(1, Ordering::SeqCst);
     // Wait until the boot CPU has set up the scheduler for every started pCPU.
@@ -234,15 +234,16 @@ pub fn scheduler_loop(cpu: usize) -> ! {
                     }
                 }
             }
-            let Some(svm) = hv.vcpus.svm[cpu] else {
+            let Some(runner) = hv.vcpus.runner(cpu) else {
                 return Ok(None);
             };
-            Ok(hv.pick(cpu).map(|v| (v, svm)))
+            Ok(hv.pick(cpu).map(|v| (v, runner)))
         });
         match work {
             Err(verdict) => finish(cpu, verdict),
-            Ok(Some((v, svm))) => {
-                if cpu == 0
+            Ok(Some((v, runner))) => {
+                if let crate::vm::Runner::Svm(_) = runner
+                    && cpu == 0
                     && NMI_TEST_LEFT
                         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                         .is_ok()
@@ -252,8 +253,8 @@ pub fn scheduler_loop(cpu: usize) -> ! {
                 }
                 let start = tsc::now();
                 // SAFETY: `pick` gave `v` to this CPU and marked it running; its exit goes to
-                // `after_exit` right below. The SvmCpu is this CPU's.
-                let exit = unsafe { crate::vm::run_vcpu(&svm, v) };
+                // `after_exit` right below. The runner is this CPU's.
+                let exit = unsafe { crate::vm::run_vcpu(cpu, &runner, v) };
                 let now = tsc::now();
                 with_hv(|hv| hv.after_exit(cpu, v, exit, now - start, ticks_total(cpu), now));
                 // The domain's console output, written outside the global lock on its own pCPU.

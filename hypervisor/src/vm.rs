@@ -1,6 +1,6 @@
-//! The hardware glue under hv-core's arch-neutral `Hypervisor`: the vCPU cells of the SVM
-//! backend (reached without the lock while a vCPU runs) and the host services (printing, the
-//! domain console queues, CPUID, the measurement reports). Everything else a domain goes through
+//! The hardware glue under hv-core's arch-neutral `Hypervisor`: the vCPU cells of the backend
+//! chosen at boot (AMD SVM or Intel VMX; reached without the lock while a vCPU runs) and the host
+//! services (printing, the domain console queues, CPUID, the measurement reports). Everything else a domain goes through
 //! (creation, domB, hand-off, scheduling, hypercalls, destruction) is
 //! `slipway_hv_core::hypervisor`.
 
@@ -19,7 +19,8 @@ use slipway_hv_core::vmexit::{VcpuBackend, VmExit};
 use slipway_protocol::v1::Error;
 
 use crate::physmem::DirectMap;
-use crate::svm::{BoundVcpu, PermissionMaps, SvmCpu, SvmVcpu};
+use crate::svm::{PermissionMaps, SvmCpu, SvmVcpu};
+use crate::vmx::{VmxCpu, VmxShared, VmxVcpu};
 
 /// Default domB RAM (hv-core's, which `cargo xtask predict` uses too).
 pub use slipway_hv_core::domain::BOOT_DOMAIN_DEFAULT_MEMORY as DOMB_DEFAULT_MEMORY;
@@ -33,9 +34,24 @@ const _: () = assert!(
 /// The hypervisor: hv-core's core over this machine.
 pub type Hv = Hypervisor<'static, DirectMap, BitmapFrameAllocator<'static>, HwVcpus, HostServices>;
 
+/// A vCPU of either backend.
+pub enum AnyVcpu {
+    Svm(SvmVcpu),
+    Vmx(VmxVcpu),
+}
+
+impl AnyVcpu {
+    fn lazy(&mut self) -> &mut crate::lazy_state::LazyState {
+        match self {
+            AnyVcpu::Svm(v) => &mut v.lazy,
+            AnyVcpu::Vmx(v) => &mut v.lazy,
+        }
+    }
+}
+
 /// One vCPU's state. A vCPU running on one CPU is reached through a raw pointer without the
 /// lock, so its cell is never covered by a `&mut` another CPU creates under the lock.
-struct VcpuCell(UnsafeCell<Option<SvmVcpu>>);
+struct VcpuCell(UnsafeCell<Option<AnyVcpu>>);
 
 // SAFETY: a cell is touched only by the CPU holding the big lock while the vCPU is not marked
 // running (hv-core's `DomainHw::running`), or by the one CPU that marked it running (until
@@ -46,7 +62,7 @@ static VCPUS: [VcpuCell; MAX_DOMAINS * MAX_VCPUS] =
     [const { VcpuCell(UnsafeCell::new(None)) }; MAX_DOMAINS * MAX_VCPUS];
 
 /// The cell of the vCPU at `at`.
-fn vcpu_cell(at: VcpuSlot) -> *mut Option<SvmVcpu> {
+fn vcpu_cell(at: VcpuSlot) -> *mut Option<AnyVcpu> {
     assert!(
         at.slot < MAX_DOMAINS && at.index < MAX_VCPUS,
         "vCPU cell out of range"
@@ -54,26 +70,88 @@ fn vcpu_cell(at: VcpuSlot) -> *mut Option<SvmVcpu> {
     VCPUS[at.slot * MAX_VCPUS + at.index].0.get()
 }
 
-/// The SVM backend's vCPUs.
+/// The backend chosen at boot, with its per-pCPU state.
+pub enum Backend {
+    /// AMD SVM with nested paging.
+    Svm {
+        /// The I/O and MSR permission maps every vCPU shares (intercept everything).
+        maps: PermissionMaps,
+        /// SVM state of each physical CPU (enabled by that CPU).
+        cpus: [Option<SvmCpu>; crate::cpu::MAX_CPUS],
+    },
+    /// Intel VMX with EPT.
+    Vmx {
+        /// Controls, bitmaps and capabilities every vCPU shares.
+        shared: VmxShared,
+        /// VMX state of each physical CPU (VMXON done by that CPU).
+        cpus: [Option<VmxCpu>; crate::cpu::MAX_CPUS],
+    },
+}
+
+/// The backend's vCPUs.
 pub struct HwVcpus {
-    /// The I/O and MSR permission maps every vCPU shares (intercept everything).
-    pub maps: PermissionMaps,
-    /// SVM state of each physical CPU (enabled by that CPU).
-    pub svm: [Option<SvmCpu>; crate::cpu::MAX_CPUS],
+    pub backend: Backend,
+}
+
+impl HwVcpus {
+    /// Enables the backend on physical CPU `cpu` (run on that CPU).
+    pub fn enable_on_this_cpu(
+        &mut self,
+        cpu: usize,
+        alloc: &mut impl slipway_hv_core::frame_alloc::FrameAllocator,
+    ) -> Result<(), &'static str> {
+        match &mut self.backend {
+            Backend::Svm { cpus, .. } => {
+                let svm = SvmCpu::enable(alloc).map_err(|e| {
+                    crate::hvprintln!("svm: cpu {cpu}: {e}");
+                    "SVM could not be enabled"
+                })?;
+                cpus[cpu] = Some(svm);
+            }
+            Backend::Vmx { shared, cpus } => {
+                let vmx = VmxCpu::enable(alloc, shared).map_err(|e| {
+                    crate::hvprintln!("vmx: cpu {cpu}: {e}");
+                    "VMX could not be enabled"
+                })?;
+                cpus[cpu] = Some(vmx);
+            }
+        }
+        Ok(())
+    }
+
+    /// What a pCPU needs to run a vCPU outside the lock, if the backend is enabled there.
+    pub fn runner(&self, cpu: usize) -> Option<Runner> {
+        match &self.backend {
+            Backend::Svm { cpus, .. } => cpus[cpu].map(Runner::Svm),
+            Backend::Vmx { shared, cpus } => cpus[cpu].map(|_| Runner::Vmx(*shared)),
+        }
+    }
+}
+
+/// A copy of what running a vCPU needs, taken under the lock.
+#[derive(Clone, Copy)]
+pub enum Runner {
+    Svm(SvmCpu),
+    Vmx(VmxShared),
 }
 
 impl Vcpus for HwVcpus {
     fn create(&mut self, at: VcpuSlot, new: NewVcpu) -> Result<(), Error> {
-        // SAFETY: the frame was allocated and zeroed for this vCPU alone when its domain was
-        // created; it is identity-mapped RW.
-        let vcpu = unsafe {
-            SvmVcpu::new(
-                new.context.frame.start().0,
-                self.maps,
-                new.table_root,
-                new.context.tag,
-                new.entry,
-            )
+        let frame = new.context.frame.start().0;
+        let vcpu = match &self.backend {
+            // SAFETY: the frame was allocated and zeroed for this vCPU alone when its domain
+            // was created; it is identity-mapped RW.
+            Backend::Svm { maps, .. } => AnyVcpu::Svm(unsafe {
+                SvmVcpu::new(frame, *maps, new.table_root, new.context.tag, new.entry)
+            }),
+            // SAFETY: as above.
+            Backend::Vmx { shared, .. } => AnyVcpu::Vmx(
+                unsafe { VmxVcpu::new(frame, shared, new.table_root, new.context.tag, new.entry) }
+                    .map_err(|e| {
+                        crate::hvprintln!("vmx: vCPU refused: {e}");
+                        Error::InvalidEntryState
+                    })?,
+            ),
         };
         // SAFETY: the lock is held and the vCPU does not exist yet, so no CPU runs it.
         unsafe { *vcpu_cell(at) = Some(vcpu) };
@@ -83,9 +161,13 @@ impl Vcpus for HwVcpus {
     fn destroy(&mut self, at: VcpuSlot) -> Option<VcpuContext> {
         // SAFETY: hv-core destroys a vCPU only under the lock and when it is not running.
         let vcpu = unsafe { (*vcpu_cell(at)).take() }?;
+        let (tag, pa) = match &vcpu {
+            AnyVcpu::Svm(v) => (v.asid(), v.vmcb_pa()),
+            AnyVcpu::Vmx(v) => (v.vpid(), v.vmcs_pa()),
+        };
         Some(VcpuContext {
-            tag: vcpu.asid(),
-            frame: Frame::containing(PhysAddr(vcpu.vmcb_pa())),
+            tag,
+            frame: Frame::containing(PhysAddr(pa)),
         })
     }
 
@@ -95,12 +177,19 @@ impl Vcpus for HwVcpus {
         at: VcpuSlot,
         f: impl FnOnce(&mut dyn VcpuBackend) -> R,
     ) -> Option<R> {
-        let svm = self.svm.get(cpu)?.as_ref()?;
         // SAFETY: hv-core calls this under the lock for a vCPU it does not mark running: only
         // this CPU touches the cell.
         let vcpu = unsafe { (*vcpu_cell(at)).as_mut() }?;
-        let mut bound = BoundVcpu { vcpu, cpu: svm };
-        Some(f(&mut bound))
+        match (vcpu, &self.backend) {
+            (AnyVcpu::Svm(vcpu), Backend::Svm { cpus, .. }) => {
+                let cpu = cpus.get(cpu)?.as_ref()?;
+                Some(f(&mut crate::svm::BoundVcpu { vcpu, cpu }))
+            }
+            (AnyVcpu::Vmx(vcpu), Backend::Vmx { shared, .. }) => {
+                Some(f(&mut crate::vmx::BoundVcpu { vcpu, cpu, shared }))
+            }
+            _ => None,
+        }
     }
 
     fn switch_lazy_state(&mut self, _cpu: usize, outgoing: Option<VcpuSlot>, incoming: VcpuSlot) {
@@ -112,7 +201,7 @@ impl Vcpus for HwVcpus {
         };
         // SAFETY: as above.
         let previous = outgoing.and_then(|at| unsafe { (*vcpu_cell(at)).as_mut() });
-        crate::lazy_state::switch(previous.map(|v| &mut v.lazy), &incoming.lazy);
+        crate::lazy_state::switch(previous.map(AnyVcpu::lazy), incoming.lazy());
     }
 }
 
@@ -120,15 +209,20 @@ impl Vcpus for HwVcpus {
 ///
 /// # Safety
 /// `v` was returned by `pick(cpu)` on this CPU and its exit has not been handed to `after_exit`
-/// yet: it is marked running, so its cell stays alive and no other CPU touches it.
-pub unsafe fn run_vcpu(svm: &SvmCpu, v: slipway_hv_core::sched::VcpuRef) -> VmExit {
+/// yet: it is marked running, so its cell stays alive and no other CPU touches it; `runner` is
+/// this CPU's.
+pub unsafe fn run_vcpu(cpu: usize, runner: &Runner, v: slipway_hv_core::sched::VcpuRef) -> VmExit {
     let at = VcpuSlot {
         slot: usize::from(v.domain.0),
         index: usize::from(v.vcpu),
     };
     // SAFETY: see the function's contract.
     let vcpu = unsafe { (*vcpu_cell(at)).as_mut() }.expect("a picked vCPU exists");
-    vcpu.run(svm)
+    match (vcpu, runner) {
+        (AnyVcpu::Svm(vcpu), Runner::Svm(svm)) => vcpu.run(svm),
+        (AnyVcpu::Vmx(vcpu), Runner::Vmx(shared)) => vcpu.run(cpu, shared),
+        _ => panic!("a vCPU of the other backend"),
+    }
 }
 
 /// The host services the core uses.

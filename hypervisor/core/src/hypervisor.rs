@@ -231,6 +231,8 @@ pub struct Hypervisor<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> {
     pub host: H,
     /// Nested page tables (SVM) or EPT (VMX).
     pub table_kind: TableKind,
+    /// With EPT: whether 2 MiB EPT pages may be used.
+    pub ept_large_pages: bool,
     /// The run queues.
     pub sched: &'a mut Scheduler,
     /// Guest time per pCPU and domain.
@@ -281,6 +283,8 @@ pub struct Parts<'a, M, F, V, H: Host> {
     pub host: H,
     /// Second-level table format.
     pub table_kind: TableKind,
+    /// With [`TableKind::Ept`]: whether the processor maps 2 MiB EPT pages.
+    pub ept_large_pages: bool,
     /// ASIDs/VPIDs the hardware has (1..count are handed out).
     pub tag_count: u32,
     /// Run queues (sized later with [`Hypervisor::set_pcpus`]).
@@ -315,6 +319,7 @@ struct Effects<'h, 'm, M, F, H: Host> {
     tags: &'h mut AsidPool,
     domains: &'h mut [Option<DomainHw>; MAX_DOMAINS],
     table_kind: TableKind,
+    ept_large_pages: bool,
 }
 
 fn domain_mut(
@@ -346,7 +351,7 @@ impl<M: PhysMemory, F: FrameAllocator, H: Host> hypercall::Platform for Effects<
             self.mem,
             self.alloc,
             self.tags,
-            self.table_kind,
+            (self.table_kind, self.ept_large_pages),
             id,
             memory_bytes,
             usize::from(vcpus),
@@ -575,7 +580,7 @@ fn allocate_domain<M: PhysMemory, F: FrameAllocator>(
     mem: &mut M,
     alloc: &mut F,
     tags: &mut AsidPool,
-    kind: TableKind,
+    (kind, ept_large_pages): (TableKind, bool),
     id: DomainId,
     memory_bytes: u64,
     vcpus: usize,
@@ -592,7 +597,11 @@ fn allocate_domain<M: PhysMemory, F: FrameAllocator>(
         let _ = memory.scrub_and_free(mem, alloc);
         return release(mem, alloc, tags, &mut contexts);
     }
-    let mut tables = match PageTable::new(kind, mem, alloc) {
+    let new_tables = match kind {
+        TableKind::Ept => PageTable::new_ept(mem, alloc, ept_large_pages),
+        kind => PageTable::new(kind, mem, alloc),
+    };
+    let mut tables = match new_tables {
         Ok(tables) => tables,
         Err(_) => {
             let _ = memory.scrub_and_free(mem, alloc);
@@ -651,6 +660,7 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
             vcpus: parts.vcpus,
             host: parts.host,
             table_kind: parts.table_kind,
+            ept_large_pages: parts.ept_large_pages,
             sched: parts.sched,
             accounting: parts.accounting,
             tick_tsc: 1,
@@ -734,7 +744,7 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
             &mut self.mem,
             &mut self.alloc,
             &mut self.tags,
-            self.table_kind,
+            (self.table_kind, self.ept_large_pages),
             id,
             memory_bytes,
             1,
@@ -1190,6 +1200,7 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
             tags: &mut self.tags,
             domains: self.domains,
             table_kind: self.table_kind,
+            ept_large_pages: self.ept_large_pages,
         };
         let reply = match hypercall::dispatch(
             self.table,

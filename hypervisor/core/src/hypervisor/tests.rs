@@ -239,6 +239,11 @@ fn module(name: &str, range: PhysRange) -> HostModule {
 
 /// A core with domB created from a PVH image and a `guest` payload module, on `pcpus` pCPUs.
 fn world(pcpus: usize) -> World {
+    world_on(pcpus, TableKind::Nested)
+}
+
+/// [`world`] with second-level tables of `table_kind`.
+fn world_on(pcpus: usize, table_kind: TableKind) -> World {
     let image = pvh_image();
     let mut mem = FakePhysMemory::new(BASE, RAM + MODULE_SPACE);
     mem.write(PhysAddr(MODULES), &image).unwrap();
@@ -260,7 +265,8 @@ fn world(pcpus: usize) -> World {
         alloc,
         vcpus: FakeVcpus::default(),
         host: FakeHost::default(),
-        table_kind: TableKind::Nested,
+        table_kind,
+        ept_large_pages: true,
         tag_count: 16,
         sched: Box::leak(Box::new(Scheduler::new(1, 3))),
         accounting: Box::leak(Box::new(RunAccounting::new(1))),
@@ -851,4 +857,31 @@ fn creating_a_domain_that_does_not_fit_leaves_nothing_behind() {
         w.hv.host.lines,
         [(usize::from(w.domb.0), "from domb".to_string())]
     );
+}
+
+#[test]
+fn the_same_launch_runs_on_ept_tables() {
+    let mut w = world_on(1, TableKind::Ept);
+    let slot = usize::from(w.domb.0);
+    assert_eq!(
+        w.hv.domains[slot].as_ref().unwrap().tables.kind(),
+        TableKind::Ept
+    );
+    let guest = w.plan("guest", 1);
+    w.hand_off();
+    assert_eq!(
+        w.hv.domains[usize::from(guest.0)]
+            .as_ref()
+            .unwrap()
+            .tables
+            .kind(),
+        TableKind::Ept
+    );
+    assert_eq!(
+        w.call_at(guest, 0x4000, &Request::Shutdown { exit_code: 0 })
+            .0,
+        u64::MAX
+    );
+    assert_eq!(w.hv.verdict, Some(Verdict::Success));
+    assert_eq!(w.hv.alloc.free_frames(), w.initial_free);
 }

@@ -89,7 +89,7 @@ ap_pm32:
     mov cr3, eax
     mov ecx, 0xC0000080
     rdmsr
-    or eax, (1 << 8) | (1 << 11) | (1 << 12)
+    or eax, (1 << 8) | (1 << 11)
     wrmsr
     mov eax, cr0
     and eax, 0x9FFFFFFF

@@ -290,4 +290,5 @@ pub fn print_accounting(hv: &Hv) {
         }
     }
     let _ = hv.write_accounting(&mut Out, crate::tsc::hz() / 1_000_000);
+    crate::hvprintln!("exits handled: {}", hv.exits());
 }

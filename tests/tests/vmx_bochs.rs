@@ -47,3 +47,77 @@ fn the_demo_shape_boots_plans_hands_off_and_finishes_under_vmx() {
     }
     assert!(lines.contains(&"slipway: all domains have finished"));
 }
+
+#[test]
+fn two_pcpus_share_the_domains_under_vmx() {
+    let built = bundle("test-vmx-demo");
+    let mut config = bochs_config(&built, "vmx-two-pcpus");
+    config.smp = 2;
+    let outcome = boot(&config);
+    assert_eq!(outcome.verdict, Verdict::Success, "{}", outcome.report());
+    let lines: Vec<&str> = outcome.lines.iter().map(|l| l.text.as_str()).collect();
+    assert!(lines.contains(&"slipway: smp: 2 physical CPUs schedule vCPUs (tick 10 ms)"));
+    // The AP entered VMX operation and ran at least one planned domain.
+    let pcpu1 = lines
+        .iter()
+        .find(|l| l.starts_with("slipway: run accounting: pcpu 1: "))
+        .expect("no accounting line for pcpu 1");
+    assert!(
+        DOMAINS.iter().any(|d| pcpu1.contains(&format!(" {d} "))),
+        "pcpu 1 ran no domain: {pcpu1}"
+    );
+    for name in DOMAINS {
+        assert!(
+            lines.contains(&format!("slipway: domain {name} shut down (exit code 0)").as_str())
+        );
+    }
+}
+
+/// Hostile domains (`images/test-vmx-hostile`) with each behaviour's expected end.
+#[test]
+fn hostile_guests_are_stopped_or_refused_and_the_others_finish_under_vmx() {
+    let built = bundle("test-vmx-hostile");
+    let outcome = boot(&bochs_config(&built, "vmx-hostile"));
+    assert_eq!(outcome.verdict, Verdict::Success, "{}", outcome.report());
+    let lines: Vec<&str> = outcome.lines.iter().map(|l| l.text.as_str()).collect();
+    let has_prefix = |prefix: &str| lines.iter().any(|l| l.starts_with(prefix));
+    // VMX instructions (and SVM ones, which an Intel CPU does not know): #UD, and with no IDT
+    // in this guest the domain ends in a triple fault, stopped by the hypervisor.
+    for name in [
+        "vmxon", "vmclear", "vmptrld", "vmlaunch", "vmread", "invept", "vmsave", "clgi",
+    ] {
+        assert!(
+            has_prefix(&format!("[{name}] executing {name}")),
+            "`{name}` did not get to its instruction"
+        );
+        assert!(
+            has_prefix(&format!("slipway: domain {name} stopped: triple fault")),
+            "`{name}` was not stopped"
+        );
+        assert!(
+            !has_prefix(&format!("[{name}] FAILED")),
+            "`{name}` survived"
+        );
+    }
+    assert!(has_prefix(
+        "slipway: domain write-outside stopped: write access at guest-physical 0x400000"
+    ));
+    // Refused, and the domain shuts down by itself with 0.
+    for name in ["builder", "user-hypercall", "rewrite-buffer", "imitate"] {
+        assert!(
+            lines.contains(&format!("slipway: domain {name} shut down (exit code 0)").as_str()),
+            "`{name}` did not end cleanly"
+        );
+    }
+    assert!(has_prefix(
+        "[user-hypercall] user-hypercall: #UD at the ring-3 VMMCALL"
+    ));
+    // A domain's imitation of the verdict stays its own line.
+    assert!(lines.contains(&"[imitate] slipway: exiting: success"));
+    for name in ["control", "hello-a"] {
+        assert!(
+            lines.contains(&format!("slipway: domain {name} shut down (exit code 0)").as_str())
+        );
+    }
+    assert!(lines.contains(&"slipway: all domains have finished"));
+}

@@ -89,6 +89,41 @@ pub fn verdict_of_line(line: &str) -> Option<Verdict> {
     }
 }
 
+/// A bochs run's verdict in words (QEMU's exit statuses do not apply).
+pub fn describe(verdict: &Verdict) -> String {
+    match verdict {
+        Verdict::Success => "success (the hypervisor's `exiting: success` line)".into(),
+        Verdict::Failure => "failure reported by the hypervisor (`exiting: failure`)".into(),
+        Verdict::NoVerdict => "bochs ended without a verdict: a triple fault or an emulator panic (the end of bochs.log is printed below)".into(),
+        Verdict::HardTimeout => "bochs hit the hard time limit of its timeout wrapper".into(),
+        Verdict::Timeout(d) => format!("timeout: no verdict after {} s; bochs was stopped", d.as_secs()),
+        other => other.to_string(),
+    }
+}
+
+/// The lines of bochs's log worth showing after a failed run: every panic, error and failed
+/// VM entry, then its last lines.
+pub fn log_excerpt(log: &str) -> String {
+    let mut out = String::new();
+    for line in log.lines().filter(|l| {
+        l.contains(">>PANIC<<")
+            || l.contains("e[")
+            || l.contains("VMFAIL")
+            || l.contains("VMENTER")
+            || l.contains("with no resolution")
+    }) {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push_str("bochs.log (last lines):\n");
+    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+    for line in tail.into_iter().rev() {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 /// Follows `path` (the serial file bochs writes) until `stop`, sending clean lines.
 fn follow_serial(
     path: &Path,
@@ -233,18 +268,14 @@ pub fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
     let verdict = verdict.unwrap_or(Verdict::NoVerdict);
     if !verdict.is_success() {
         // bochs's own log names a failed VM-entry check or a panic: keep its end.
-        if let Ok(log) = std::fs::read_to_string(&bochs_log) {
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            emulator_stderr.push_str("bochs.log (last lines):\n");
-            for line in tail.into_iter().rev() {
-                emulator_stderr.push_str(line);
-                emulator_stderr.push('\n');
-            }
+        if let Ok(log) = std::fs::read(&bochs_log) {
+            emulator_stderr.push_str(&log_excerpt(&String::from_utf8_lossy(&log)));
         }
     }
     let run_dir = dir.path().to_owned();
     drop(dir);
     Ok(RunOutcome {
+        emulator: crate::runner::Emulator::Bochs,
         verdict,
         lines,
         milestones,
@@ -299,6 +330,15 @@ mod tests {
         let mut extra = bochs_config();
         extra.extra_qemu_args = vec!["-s".into()];
         assert!(check_config(&extra).is_err());
+    }
+
+    #[test]
+    fn the_log_excerpt_shows_panics_and_failed_entries_first() {
+        let log = "00001i[CPU0 ] fine\n00002p[CPU1 ] >>PANIC<< boom\n00003e[CPU0 ] VMFAIL: VMCS host state invalid\n00004i[SIM ] quit\n";
+        let excerpt = log_excerpt(log);
+        assert!(excerpt.starts_with("00002p[CPU1 ] >>PANIC<< boom\n00003e[CPU0 ] VMFAIL"));
+        assert!(excerpt.ends_with("00004i[SIM ] quit\n"));
+        assert!(describe(&Verdict::NoVerdict).contains("bochs"));
     }
 
     #[test]

@@ -136,6 +136,8 @@ impl RunConfig {
 /// What a run produced.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
+    /// The emulator the run used.
+    pub emulator: Emulator,
     pub verdict: Verdict,
     /// Every console line, cleaned of escape sequences, with its arrival time.
     pub lines: Vec<SerialLine>,
@@ -185,7 +187,10 @@ impl RunOutcome {
                 .as_ref()
                 .map(|l| l.launch.summary())
                 .unwrap_or_default(),
-            self.verdict,
+            match self.emulator {
+                Emulator::Qemu => self.verdict.to_string(),
+                Emulator::Bochs => crate::bochs::describe(&self.verdict),
+            },
             self.elapsed.as_millis(),
             self.serial_log.display()
         )
@@ -497,6 +502,7 @@ pub fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
     drop(dir);
 
     Ok(RunOutcome {
+        emulator: Emulator::Qemu,
         verdict,
         lines,
         milestones,

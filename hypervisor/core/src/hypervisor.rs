@@ -269,6 +269,7 @@ pub struct Hypervisor<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> {
     core_modules: heapless::Vec<hypercall::BootModule, MAX_MODULES>,
     announced: [bool; MAX_DOMAINS],
     start_failed: bool,
+    exits: u64,
 }
 
 /// What the binary hands the core at start.
@@ -682,6 +683,7 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
             core_modules: heapless::Vec::new(),
             announced: [false; MAX_DOMAINS],
             start_failed: false,
+            exits: 0,
         }
     }
 
@@ -691,6 +693,11 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
         *self.sched = Scheduler::new(pcpus, slice_ticks);
         *self.accounting = RunAccounting::new(pcpus);
         self.tick_tsc = tick_tsc.max(1);
+    }
+
+    /// Exits handled so far (every backend, every pCPU).
+    pub fn exits(&self) -> u64 {
+        self.exits
     }
 
     /// Whether a planned domain could not be started after hand-off.
@@ -989,6 +996,7 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
     ) {
         let slot = usize::from(v.domain.0);
         let index = usize::from(v.vcpu);
+        self.exits += 1;
         self.accounting.charge(cpu, v.domain, tsc_ticks);
         self.account_ticks(cpu, Some(v.domain), total_ticks, now);
         let Some(domain) = self.domains[slot].as_mut() else {

@@ -796,6 +796,7 @@ fn exits_are_accounted_and_ticks_advance_the_scheduler() {
     let v = w.pick(0, (domb, 0));
     w.hv.after_exit(0, v, VmExit::ExternalInterrupt, 5000, 3, 9000);
     assert_eq!(w.hv.accounting.guest_time(0, domb), 5000);
+    assert_eq!(w.hv.exits(), 1);
     assert_eq!(w.hv.accounting.ticks(0, domb), 3);
     // Ticks seen once are not counted again.
     w.hv.account_ticks(0, None, 3, 9500);

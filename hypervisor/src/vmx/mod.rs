@@ -762,6 +762,7 @@ impl VmxVcpu {
             crate::hvprintln!("vmx: VMCLEAR/VMPTRLD of a new VMCS failed");
             return Err(VmExit::InvalidState);
         }
+        self.flush_stale_translations(shared);
         for (field, value) in state.written() {
             if let Err(error) = vmwrite(field, value) {
                 crate::hvprintln!(
@@ -773,6 +774,54 @@ impl VmxVcpu {
         }
         self.launched_on = Some(cpu);
         Ok(())
+    }
+
+    /// A VPID and an EPT root frame are reused once their vCPU or domain is gone: before this
+    /// vCPU first runs, this CPU forgets every translation cached under its VPID and its EPTP
+    /// (single-context when the CPU offers it, else all contexts). Translations are only used
+    /// on the CPU that cached them and a vCPU never moves, so flushing here is enough.
+    fn flush_stale_translations(&self, shared: &VmxShared) {
+        use caps::ept_vpid::{
+            INVEPT, INVEPT_ALL_CONTEXT, INVEPT_SINGLE_CONTEXT, INVVPID, INVVPID_ALL_CONTEXT,
+            INVVPID_SINGLE_CONTEXT,
+        };
+        let caps = &shared.caps;
+        let vpid_type = if caps.has_ept_vpid(INVVPID) && caps.has_ept_vpid(INVVPID_SINGLE_CONTEXT) {
+            Some(1u64)
+        } else if caps.has_ept_vpid(INVVPID) && caps.has_ept_vpid(INVVPID_ALL_CONTEXT) {
+            Some(2)
+        } else {
+            None
+        };
+        let ept_type = if caps.has_ept_vpid(INVEPT) && caps.has_ept_vpid(INVEPT_SINGLE_CONTEXT) {
+            Some(1u64)
+        } else if caps.has_ept_vpid(INVEPT) && caps.has_ept_vpid(INVEPT_ALL_CONTEXT) {
+            Some(2)
+        } else {
+            None
+        };
+        if let Some(kind) = vpid_type {
+            let descriptor: [u64; 2] = [u64::from(self.vpid), 0];
+            // SAFETY: INVVPID only drops cached translations; the type is one the CPU reports
+            // and the descriptor names this vCPU's VPID (never 0).
+            unsafe {
+                core::arch::asm!("invvpid {}, [{}]", in(reg) kind, in(reg) &descriptor, options(nostack))
+            };
+        }
+        if let Some(kind) = ept_type {
+            let descriptor: [u64; 2] = [self.eptp, 0];
+            // SAFETY: INVEPT only drops cached translations; the type is one the CPU reports
+            // and the descriptor holds this vCPU's checked EPTP.
+            unsafe {
+                core::arch::asm!("invept {}, [{}]", in(reg) kind, in(reg) &descriptor, options(nostack))
+            };
+        }
+        if vpid_type.is_none() || ept_type.is_none() {
+            crate::hvprintln!(
+                "vmx: WARNING: the CPU cannot invalidate {} translations: a reused VPID or EPT root may see stale entries",
+                if vpid_type.is_none() { "VPID" } else { "EPT" }
+            );
+        }
     }
 
     fn make_current(&self) {
@@ -951,6 +1000,16 @@ impl VmxVcpu {
             x86_64::instructions::interrupts::disable();
             let info = self.sync_from_vmcs();
             let basic = info.basic_reason();
+            // An NMI exit consumed the host's NMI (NMI exiting): hand it to the host's handler,
+            // which counts it, as SVM's STGI does after an NMI #VMEXIT.
+            if basic == exits::reason::EXCEPTION_OR_NMI
+                && info.interruption_info & (1 << 31) != 0
+                && (info.interruption_info >> 8) & 7 == 2
+            {
+                // SAFETY: vector 2 is the host's NMI gate (its own IST stack); it counts and
+                // returns with IRETQ.
+                unsafe { core::arch::asm!("int 2", options(nomem)) };
+            }
             use exits::reason;
             match basic {
                 EXIT_CR_ACCESS if self.control_register_write(info.qualification, shared) => {

@@ -11,6 +11,7 @@ pub mod entry_checks;
 pub mod ept;
 pub mod exits;
 pub mod fields;
+pub mod setup;
 pub mod vmcs;
 
 pub use caps::{AllowedBits, Control, ControlError, VmxCapabilities};
@@ -23,5 +24,7 @@ pub use vmcs::{Segment, SegmentState, VmcsState};
 mod entry_tests;
 #[cfg(test)]
 mod exit_tests;
+#[cfg(test)]
+mod setup_tests;
 #[cfg(test)]
 mod tests;

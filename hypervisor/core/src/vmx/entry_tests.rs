@@ -775,6 +775,16 @@ fn guest_segment_register_rules() {
         &caps,
         "GUEST_CS_AR_BYTES: DPL must equal SS's DPL for a non-conforming code segment",
     );
+    // SS.DPL becomes the CPL: checked even when SS is unusable (a 64-bit guest's null SS).
+    assert_eq!(
+        failures(&with_ar(Segment::Ss, ar::UNUSABLE), &caps),
+        Vec::<String>::new()
+    );
+    assert_includes(
+        &with_ar(Segment::Ss, ar::UNUSABLE | 3 << ar::DPL_SHIFT),
+        &caps,
+        "GUEST_SS_AR_BYTES: DPL must equal the selector's RPL without unrestricted guest",
+    );
     // Selector and base rules.
     let mut s = long_mode_guest(&caps, false);
     s.set(GuestSsSelector, 0x13);

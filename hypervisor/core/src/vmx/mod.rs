@@ -14,7 +14,7 @@ pub mod fields;
 pub mod setup;
 pub mod vmcs;
 
-pub use caps::{AllowedBits, Control, ControlError, VmxCapabilities};
+pub use caps::{AllowedBits, Control, ControlError, VmxCapabilities, VmxonError};
 pub use entry_checks::{CheckArea, EntryCheckError, EntryContext, check_vm_entry};
 pub use exits::{ExitInfo, decode_exit, decode_idt_vectoring};
 pub use fields::{FieldType, FieldWidth, VmcsField};

@@ -344,3 +344,20 @@ fn vmxon_preconditions_name_what_blocks_vmx() {
         Err(VmxonError::RegionAbove4GiB)
     );
 }
+
+#[test]
+fn invalidation_uses_the_narrowest_supported_type() {
+    use super::ept::*;
+    let caps = skylake();
+    assert_eq!(invept_type(&caps), Some(InvalidationType::SingleContext));
+    assert_eq!(invvpid_type(&caps), Some(InvalidationType::SingleContext));
+    let all_only = caps.with_ept_vpid(
+        caps.ept_vpid & !(ept_vpid::INVEPT_SINGLE_CONTEXT | ept_vpid::INVVPID_SINGLE_CONTEXT),
+    );
+    assert_eq!(invept_type(&all_only), Some(InvalidationType::AllContext));
+    assert_eq!(invvpid_type(&all_only), Some(InvalidationType::AllContext));
+    let none = caps.with_ept_vpid(caps.ept_vpid & !(ept_vpid::INVEPT | ept_vpid::INVVPID));
+    assert_eq!(invept_type(&none), None);
+    assert_eq!(invvpid_type(&none), None);
+    assert_eq!(InvalidationType::AllContext as u64, 2);
+}

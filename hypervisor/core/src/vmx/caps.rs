@@ -756,3 +756,86 @@ const fn fixed_violation(value: u64, fixed0: u64, fixed1: u64) -> Option<(u32, b
     }
     None
 }
+
+/// Why VMXON would fail (#GP or VMfailInvalid) on this processor in its current state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmxonError {
+    /// IA32_FEATURE_CONTROL is not locked (firmware did not configure VMX; VMXON would #GP).
+    FeatureControlUnlocked,
+    /// VMX is disabled outside SMX operation by IA32_FEATURE_CONTROL bit 2.
+    DisabledOutsideSmx,
+    /// VMX is disabled inside SMX operation (after a measured launch) by IA32_FEATURE_CONTROL
+    /// bit 1.
+    DisabledInsideSmx,
+    /// A CR0 bit breaks IA32_VMX_CR0_FIXED0/FIXED1 (bit number, whether it is set).
+    Cr0(u32, bool),
+    /// A CR4 bit breaks IA32_VMX_CR4_FIXED0/FIXED1 (bit number, whether it is set).
+    Cr4(u32, bool),
+    /// The VMXON region would lie above 4 GiB on a processor limited to 32-bit addresses.
+    RegionAbove4GiB,
+}
+
+impl fmt::Display for VmxonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            VmxonError::FeatureControlUnlocked => {
+                f.write_str("IA32_FEATURE_CONTROL is not locked: firmware left VMX unconfigured")
+            }
+            VmxonError::DisabledOutsideSmx => {
+                f.write_str("IA32_FEATURE_CONTROL disables VMX outside SMX operation (bit 2)")
+            }
+            VmxonError::DisabledInsideSmx => f.write_str(
+                "IA32_FEATURE_CONTROL disables VMX inside SMX operation (bit 1), needed after a measured launch",
+            ),
+            VmxonError::Cr0(bit, set) => write!(
+                f,
+                "CR0 bit {bit} is {} but VMX operation requires it {}",
+                if set { "set" } else { "clear" },
+                if set { "clear" } else { "set" }
+            ),
+            VmxonError::Cr4(bit, set) => write!(
+                f,
+                "CR4 bit {bit} is {} but VMX operation requires it {}",
+                if set { "set" } else { "clear" },
+                if set { "clear" } else { "set" }
+            ),
+            VmxonError::RegionAbove4GiB => f.write_str(
+                "the VMXON region lies above 4 GiB but IA32_VMX_BASIC bit 48 limits VMX structures to 32-bit addresses",
+            ),
+        }
+    }
+}
+
+impl VmxCapabilities {
+    /// Checks VMXON's preconditions: IA32_FEATURE_CONTROL locked with VMX enabled for the
+    /// current mode (`in_smx`: after GETSEC[SENTER], before SEXIT), and CR0 / CR4 (with CR4.VMXE
+    /// already set) within the fixed bits; `region` is the VMXON region's physical address.
+    pub fn check_vmxon(
+        &self,
+        feature_control: u64,
+        in_smx: bool,
+        cr0: u64,
+        cr4: u64,
+        region: u64,
+    ) -> Result<(), VmxonError> {
+        if feature_control & FEATURE_CONTROL_LOCKED == 0 {
+            return Err(VmxonError::FeatureControlUnlocked);
+        }
+        if in_smx && feature_control & FEATURE_CONTROL_VMX_INSIDE_SMX == 0 {
+            return Err(VmxonError::DisabledInsideSmx);
+        }
+        if !in_smx && feature_control & FEATURE_CONTROL_VMX_OUTSIDE_SMX == 0 {
+            return Err(VmxonError::DisabledOutsideSmx);
+        }
+        if let Some((bit, set)) = self.cr0_violation(cr0, false) {
+            return Err(VmxonError::Cr0(bit, set));
+        }
+        if let Some((bit, set)) = self.cr4_violation(cr4) {
+            return Err(VmxonError::Cr4(bit, set));
+        }
+        if self.basic.addresses_limited_to_32_bits() && region >> 32 != 0 {
+            return Err(VmxonError::RegionAbove4GiB);
+        }
+        Ok(())
+    }
+}

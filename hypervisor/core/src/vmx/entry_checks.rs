@@ -1108,11 +1108,29 @@ impl Checker<'_, '_, '_> {
         let access = state.access_rights;
         let is_cs = segment == Segment::Cs;
         let usable = access & ar::UNUSABLE == 0;
+        let dpl = (access >> ar::DPL_SHIFT) & 3;
+        if segment == Segment::Ss {
+            // SS.DPL is the CPL after entry: checked whether or not SS is usable.
+            if !unrestricted {
+                self.require(
+                    dpl == u32::from(state.selector & 3),
+                    field,
+                    "DPL must equal the selector's RPL without unrestricted guest",
+                );
+            }
+            let cr0_pe = self.get(VmcsField::GuestCr0) & CR0_PE != 0;
+            if cs.access_rights & ar::TYPE_MASK == 3 || !cr0_pe {
+                self.require(
+                    dpl == 0,
+                    field,
+                    "DPL must be 0 when CS type is 3 or CR0.PE is 0",
+                );
+            }
+        }
         if !is_cs && !usable {
             return;
         }
         let kind = access & ar::TYPE_MASK;
-        let dpl = (access >> ar::DPL_SHIFT) & 3;
         let ss_dpl = (ss.access_rights >> ar::DPL_SHIFT) & 3;
         match segment {
             Segment::Cs => {
@@ -1151,21 +1169,6 @@ impl Checker<'_, '_, '_> {
                     field,
                     "type must be 3 or 7 (read/write accessed data)",
                 );
-                if !unrestricted {
-                    self.require(
-                        dpl == u32::from(state.selector & 3),
-                        field,
-                        "DPL must equal the selector's RPL without unrestricted guest",
-                    );
-                }
-                let cr0_pe = self.get(VmcsField::GuestCr0) & CR0_PE != 0;
-                if cs.access_rights & ar::TYPE_MASK == 3 || !cr0_pe {
-                    self.require(
-                        dpl == 0,
-                        field,
-                        "DPL must be 0 when CS type is 3 or CR0.PE is 0",
-                    );
-                }
             }
             _ => {
                 self.require(

@@ -775,6 +775,16 @@ fn guest_segment_register_rules() {
         &caps,
         "GUEST_CS_AR_BYTES: DPL must equal SS's DPL for a non-conforming code segment",
     );
+    // SS.DPL becomes the CPL: checked even when SS is unusable (a 64-bit guest's null SS).
+    assert_eq!(
+        failures(&with_ar(Segment::Ss, ar::UNUSABLE), &caps),
+        Vec::<String>::new()
+    );
+    assert_includes(
+        &with_ar(Segment::Ss, ar::UNUSABLE | 3 << ar::DPL_SHIFT),
+        &caps,
+        "GUEST_SS_AR_BYTES: DPL must equal the selector's RPL without unrestricted guest",
+    );
     // Selector and base rules.
     let mut s = long_mode_guest(&caps, false);
     s.set(GuestSsSelector, 0x13);
@@ -1013,4 +1023,64 @@ fn guest_pdpte_rules_apply_to_pae_paging_with_ept() {
         &caps,
         "GUEST_PDPTR2: present PDPTE with bits beyond the physical-address width",
     );
+}
+
+mod hostile_values {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn field() -> impl Strategy<Value = VmcsField> {
+        (0..VmcsField::COUNT).prop_map(|index| VmcsField::ALL[index])
+    }
+
+    fn value() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            any::<u64>(),
+            (0u32..64).prop_map(|bit| 1u64 << bit),
+            Just(0u64),
+            Just(u64::MAX),
+            any::<u32>().prop_map(u64::from),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Any values in any fields: the checks never panic, the first failure is the first one
+        /// reported, and a state with no failure is exactly one `check_vm_entry` accepts.
+        #[test]
+        fn the_checks_take_any_state(
+            changes in proptest::collection::vec((field(), value()), 0..12),
+            unrestricted in any::<bool>(),
+            phys_bits in 32u8..=64,
+        ) {
+            let caps = skylake();
+            let mut state = long_mode_guest(&caps, unrestricted);
+            for (field, value) in changes {
+                state.set(field, value);
+            }
+            let ctx = EntryContext { caps: &caps, phys_addr_bits: phys_bits, linear_addr_bits: 48, host_ia32e: true };
+            let mut all = Vec::new();
+            for_each_failure(&state, &ctx, &mut |error| all.push(error));
+            prop_assert_eq!(check_vm_entry(&state, &ctx).err(), all.first().copied());
+            for error in all {
+                // Every message starts with the field's name.
+                prop_assert!(error.to_string().starts_with(error.field.name()));
+            }
+        }
+
+        /// One field changed away from the valid state: both entry points agree on whether it
+        /// is accepted.
+        #[test]
+        fn one_change_gets_the_same_verdict_from_both_entry_points(field in field(), value in value()) {
+            let caps = skylake();
+            let mut state = long_mode_guest(&caps, false);
+            state.set(field, value);
+            let ctx = context(&caps);
+            let first = check_vm_entry(&state, &ctx);
+            let mut count = 0;
+            for_each_failure(&state, &ctx, &mut |_| count += 1);
+            prop_assert_eq!(first.is_ok(), count == 0);
+        }
+    }
 }

@@ -134,3 +134,43 @@ pub fn check_ept_pointer(
 pub const fn fits_physical_width(value: u64, phys_addr_bits: u8) -> bool {
     phys_addr_bits >= 64 || value >> phys_addr_bits == 0
 }
+
+/// The INVEPT / INVVPID type operand (SDM "INVEPT" and "INVVPID" instruction references).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum InvalidationType {
+    /// INVVPID only: one linear address of one VPID.
+    IndividualAddress = 0,
+    /// Mappings of one EPTP (INVEPT) or one VPID (INVVPID).
+    SingleContext = 1,
+    /// Mappings of every EPTP or every VPID.
+    AllContext = 2,
+}
+
+/// The narrowest INVEPT type this processor supports, or `None` without INVEPT (EPT tables
+/// could then never be changed safely: the backend must refuse to use EPT).
+pub const fn invept_type(caps: &VmxCapabilities) -> Option<InvalidationType> {
+    if !caps.has_ept_vpid(ept_vpid::INVEPT) {
+        None
+    } else if caps.has_ept_vpid(ept_vpid::INVEPT_SINGLE_CONTEXT) {
+        Some(InvalidationType::SingleContext)
+    } else if caps.has_ept_vpid(ept_vpid::INVEPT_ALL_CONTEXT) {
+        Some(InvalidationType::AllContext)
+    } else {
+        None
+    }
+}
+
+/// The narrowest INVVPID type that drops every mapping of one VPID (used when a VPID is
+/// reused for a new vCPU), or `None` without INVVPID.
+pub const fn invvpid_type(caps: &VmxCapabilities) -> Option<InvalidationType> {
+    if !caps.has_ept_vpid(ept_vpid::INVVPID) {
+        None
+    } else if caps.has_ept_vpid(ept_vpid::INVVPID_SINGLE_CONTEXT) {
+        Some(InvalidationType::SingleContext)
+    } else if caps.has_ept_vpid(ept_vpid::INVVPID_ALL_CONTEXT) {
+        Some(InvalidationType::AllContext)
+    } else {
+        None
+    }
+}

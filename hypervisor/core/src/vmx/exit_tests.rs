@@ -342,3 +342,36 @@ fn vm_instruction_errors_have_the_sdm_names() {
         "unknown VM-instruction error"
     );
 }
+
+proptest::proptest! {
+    /// Exit information is partly guest-controlled (registers, qualification bits): decoding
+    /// never panics, and only the documented reasons become hypercalls.
+    #[test]
+    fn decoding_takes_any_exit_information(
+        reason in proptest::prelude::any::<u32>(),
+        small_reason in 0u32..80,
+        qualification in proptest::prelude::any::<u64>(),
+        interruption_info in proptest::prelude::any::<u32>(),
+        instruction_length in proptest::prelude::any::<u32>(),
+        rip in proptest::prelude::any::<u64>(),
+        rax in proptest::prelude::any::<u64>(),
+    ) {
+        for reason in [reason, small_reason] {
+            let info = ExitInfo {
+                reason,
+                qualification,
+                interruption_info,
+                instruction_length,
+                guest_rip: rip,
+                rax,
+                ..ExitInfo::default()
+            };
+            let decoded = decode_exit(&info);
+            if decoded == VmExit::Hypercall {
+                proptest::prop_assert_eq!(reason, u32::from(reason::VMCALL));
+            }
+            let _ = decode_idt_vectoring(interruption_info, 0);
+            let _ = decode_cr_access(qualification);
+        }
+    }
+}

@@ -11,9 +11,10 @@ pub mod entry_checks;
 pub mod ept;
 pub mod exits;
 pub mod fields;
+pub mod setup;
 pub mod vmcs;
 
-pub use caps::{AllowedBits, Control, ControlError, VmxCapabilities};
+pub use caps::{AllowedBits, Control, ControlError, VmxCapabilities, VmxonError};
 pub use entry_checks::{CheckArea, EntryCheckError, EntryContext, check_vm_entry};
 pub use exits::{ExitInfo, decode_exit, decode_idt_vectoring};
 pub use fields::{FieldType, FieldWidth, VmcsField};
@@ -23,5 +24,7 @@ pub use vmcs::{Segment, SegmentState, VmcsState};
 mod entry_tests;
 #[cfg(test)]
 mod exit_tests;
+#[cfg(test)]
+mod setup_tests;
 #[cfg(test)]
 mod tests;

@@ -292,3 +292,72 @@ fn ept_pointer_is_write_back_four_level_and_ad_only_when_supported() {
         Err(EptpError::AddressTooWide)
     );
 }
+
+#[test]
+fn vmxon_preconditions_name_what_blocks_vmx() {
+    let caps = skylake();
+    let (cr0, cr4) = (0x8005_0033, 0x2620);
+    assert_eq!(caps.check_vmxon(0x5, false, cr0, cr4, 0x10_0000), Ok(()));
+    assert_eq!(
+        caps.check_vmxon(0x4, false, cr0, cr4, 0x10_0000),
+        Err(VmxonError::FeatureControlUnlocked)
+    );
+    assert_eq!(
+        caps.check_vmxon(0x3, false, cr0, cr4, 0x10_0000),
+        Err(VmxonError::DisabledOutsideSmx)
+    );
+    // CR4.SMXE is settable only on a processor with SMX (this one has none).
+    assert_eq!(
+        caps.check_vmxon(0x7, true, cr0, cr4 | 1 << 14, 0x10_0000),
+        Err(VmxonError::Cr4(14, true))
+    );
+    let caps = VmxCapabilities {
+        cr4_fixed1: caps.cr4_fixed1 | 1 << 14,
+        ..caps
+    };
+    // After a measured launch the hypervisor runs in SMX operation: bit 1 decides.
+    assert_eq!(
+        caps.check_vmxon(0x5, true, cr0, cr4 | 1 << 14, 0x10_0000),
+        Err(VmxonError::DisabledInsideSmx)
+    );
+    assert_eq!(
+        caps.check_vmxon(0x7, true, cr0, cr4 | 1 << 14, 0x10_0000),
+        Ok(())
+    );
+    // Firmware that leaves CR4.VMXE clear, or a CR0 without NE.
+    assert_eq!(
+        caps.check_vmxon(0x5, false, cr0, 0x620, 0x10_0000),
+        Err(VmxonError::Cr4(13, false))
+    );
+    let error = caps
+        .check_vmxon(0x5, false, 0x8001_0013, cr4, 0x10_0000)
+        .unwrap_err();
+    assert_eq!(error, VmxonError::Cr0(5, false));
+    assert_eq!(
+        error.to_string(),
+        "CR0 bit 5 is clear but VMX operation requires it set"
+    );
+    let mut narrow = caps;
+    narrow.basic = VmxBasic(caps.basic.0 | 1 << 48);
+    assert_eq!(
+        narrow.check_vmxon(0x5, false, cr0, cr4, 0x1_0000_0000),
+        Err(VmxonError::RegionAbove4GiB)
+    );
+}
+
+#[test]
+fn invalidation_uses_the_narrowest_supported_type() {
+    use super::ept::*;
+    let caps = skylake();
+    assert_eq!(invept_type(&caps), Some(InvalidationType::SingleContext));
+    assert_eq!(invvpid_type(&caps), Some(InvalidationType::SingleContext));
+    let all_only = caps.with_ept_vpid(
+        caps.ept_vpid & !(ept_vpid::INVEPT_SINGLE_CONTEXT | ept_vpid::INVVPID_SINGLE_CONTEXT),
+    );
+    assert_eq!(invept_type(&all_only), Some(InvalidationType::AllContext));
+    assert_eq!(invvpid_type(&all_only), Some(InvalidationType::AllContext));
+    let none = caps.with_ept_vpid(caps.ept_vpid & !(ept_vpid::INVEPT | ept_vpid::INVVPID));
+    assert_eq!(invept_type(&none), None);
+    assert_eq!(invvpid_type(&none), None);
+    assert_eq!(InvalidationType::AllContext as u64, 2);
+}

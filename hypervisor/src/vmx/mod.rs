@@ -14,15 +14,17 @@
 
 use core::arch::global_asm;
 
-use slipway_hv_core::exit_handler::INTERCEPTED_EXCEPTIONS;
 use slipway_hv_core::frame_alloc::FrameAllocator;
 use slipway_hv_core::vmexit::{Event, InterruptedEvent, Reg, VcpuBackend, VmExit};
-use slipway_hv_core::vmx::caps::{self, entry, exit, pin, proc, proc2};
+use slipway_hv_core::vmx::caps::{self, entry};
+use slipway_hv_core::vmx::ept::{InvalidationType, invept_type, invvpid_type};
 use slipway_hv_core::vmx::exits::{self, CrAccess, ExitInfo, VmInstructionError};
-use slipway_hv_core::vmx::vmcs::access_rights as ar;
-use slipway_hv_core::vmx::{
-    Control, EntryContext, Segment, SegmentState, VmcsField as F, VmcsState, VmxCapabilities,
+use slipway_hv_core::vmx::setup::{
+    CrWriteRefused, GuestCr, HostState, VcpuResources, VmxControls, guest_cr_write, initial_vmcs,
 };
+use slipway_hv_core::vmx::vmcs::access_rights as ar;
+use slipway_hv_core::vmx::{EntryContext, VmcsField as F, VmcsState, VmxCapabilities, VmxonError};
+use slipway_protocol::v1::VcpuEntry;
 use x86_64::registers::model_specific::Msr;
 
 pub use slipway_hv_core::hypervisor::EntryState;
@@ -31,24 +33,15 @@ const MSR_EFER: u32 = 0xc000_0080;
 const MSR_PAT: u32 = 0x277;
 const MSR_FS_BASE: u32 = 0xc000_0100;
 const MSR_GS_BASE: u32 = 0xc000_0101;
-const MSR_SYSENTER_CS: u32 = 0x174;
-const MSR_SYSENTER_ESP: u32 = 0x175;
-const MSR_SYSENTER_EIP: u32 = 0x176;
 const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
-const EFER_NXE: u64 = 1 << 11;
 /// EFER.SVME: AMD's; reserved on Intel (hv-core's exit handler sets it for SVM).
 const EFER_SVME: u64 = 1 << 12;
-const CR0_PE: u64 = 1 << 0;
-const CR0_MP: u64 = 1 << 1;
-const CR0_ET: u64 = 1 << 4;
-const CR0_NE: u64 = 1 << 5;
 const CR0_NW: u64 = 1 << 29;
 const CR0_CD: u64 = 1 << 30;
 const CR0_PG: u64 = 1 << 31;
 const CR4_PAE: u64 = 1 << 5;
 const CR4_VMXE: u64 = 1 << 13;
-const CR4_SMXE: u64 = 1 << 14;
 
 /// Exit reasons the backend handles itself (SDM appendix C).
 const EXIT_CR_ACCESS: u16 = 28;
@@ -58,36 +51,36 @@ const EXIT_CR_ACCESS: u16 = 28;
 pub enum VmxError {
     /// the CPU does not offer VMX (CPUID 1 ECX bit 5)
     NotSupported,
-    /// the firmware locked IA32_FEATURE_CONTROL with VMX outside SMX disabled
-    DisabledByFirmware,
     /// a control the hypervisor needs is not available
     Control(slipway_hv_core::vmx::ControlError),
     /// the processor cannot build the EPT pointer
     Ept(slipway_hv_core::vmx::ept::EptpError),
-    /// the hypervisor's CR0 or CR4 cannot meet the VMX fixed bits
-    FixedBits { cr: u8, bit: u32, set: bool },
+    /// the processor cannot invalidate EPT or VPID translations (reusing an EPT root or a VPID
+    /// would then be unsafe)
+    NoInvalidation(&'static str),
+    /// VMXON's preconditions are not met
+    Vmxon(VmxonError),
     /// no frame for the VMXON region, a VMCS or the bitmaps
     OutOfMemory,
-    /// VMXON failed
+    /// VMXON failed although its preconditions were checked
     VmxonFailed,
+    /// a vCPU's entry state does not fit a PVH entry (above 4 GiB)
+    EntryAbove4GiB,
 }
 
 impl core::fmt::Display for VmxError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Self::NotSupported => f.write_str("the CPU does not offer VMX (CPUID 1 ECX bit 5)"),
-            Self::DisabledByFirmware => f.write_str(
-                "VMX is disabled by the firmware (IA32_FEATURE_CONTROL locked without VMX outside SMX)",
-            ),
             Self::Control(error) => write!(f, "{error}"),
             Self::Ept(error) => write!(f, "EPT pointer: {error}"),
-            Self::FixedBits { cr, bit, set } => write!(
-                f,
-                "CR{cr} bit {bit} must be {} in VMX operation and cannot be",
-                if *set { "0" } else { "1" }
-            ),
-            Self::OutOfMemory => f.write_str("no frame for the VMXON region, a VMCS or the bitmaps"),
+            Self::NoInvalidation(what) => write!(f, "the CPU offers no {what}"),
+            Self::Vmxon(error) => write!(f, "VMXON refused: {error}"),
+            Self::OutOfMemory => {
+                f.write_str("no frame for the VMXON region, a VMCS or the bitmaps")
+            }
             Self::VmxonFailed => f.write_str("VMXON failed"),
+            Self::EntryAbove4GiB => f.write_str("a PVH entry point or start info above 4 GiB"),
         }
     }
 }
@@ -120,16 +113,14 @@ fn alloc_zeroed(alloc: &mut impl FrameAllocator, count: u64, fill: u8) -> Result
     Ok(pa)
 }
 
-/// What every vCPU shares: the control values, the bitmaps (all ones: every port and MSR
-/// intercepted) and the capabilities.
+/// What every vCPU shares: the control values (hv-core's `vmx::setup` policy), the bitmaps (all
+/// ones: every port and MSR intercepted), the capabilities and how to invalidate translations.
 #[derive(Clone, Copy)]
 pub struct VmxShared {
     pub caps: VmxCapabilities,
-    pin: u32,
-    primary: u32,
-    secondary: u32,
-    exit: u32,
-    entry: u32,
+    controls: VmxControls,
+    invept: InvalidationType,
+    invvpid: InvalidationType,
     io_bitmap_a: u64,
     io_bitmap_b: u64,
     msr_bitmap: u64,
@@ -144,60 +135,15 @@ impl VmxShared {
             return Err(VmxError::NotSupported);
         }
         let caps = capabilities();
-        let value = |control, required, optional, forbidden| {
-            caps.control_value(control, required, optional, forbidden)
-                .map_err(VmxError::Control)
-        };
-        let pin = value(
-            Control::PinBased,
-            pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING,
-            0,
-            pin::POSTED_INTERRUPTS | pin::PREEMPTION_TIMER,
-        )?;
-        let primary = value(
-            Control::PrimaryProc,
-            proc::HLT_EXITING
-                | proc::MWAIT_EXITING
-                | proc::MONITOR_EXITING
-                | proc::RDPMC_EXITING
-                | proc::USE_IO_BITMAPS
-                | proc::USE_MSR_BITMAPS
-                | proc::ACTIVATE_SECONDARY_CONTROLS,
-            0,
-            // Exits the backend does not decode: a CPU that forces them is named, not run.
-            proc::CR3_LOAD_EXITING
-                | proc::CR3_STORE_EXITING
-                | proc::CR8_LOAD_EXITING
-                | proc::CR8_STORE_EXITING
-                | proc::INVLPG_EXITING
-                | proc::MOV_DR_EXITING
-                | proc::RDTSC_EXITING
-                | proc::MONITOR_TRAP_FLAG,
-        )?;
-        let secondary = value(
-            Control::SecondaryProc,
-            proc2::ENABLE_EPT
-                | proc2::ENABLE_VPID
-                | proc2::UNRESTRICTED_GUEST
-                | proc2::WBINVD_EXITING,
-            0,
-            0,
-        )?;
-        let exit = value(
-            Control::Exit,
-            exit::HOST_ADDRESS_SPACE_SIZE | exit::SAVE_EFER | exit::LOAD_EFER,
-            exit::SAVE_PAT | exit::LOAD_PAT,
-            exit::ACK_INTERRUPT_ON_EXIT,
-        )?;
-        let entry = value(Control::Entry, entry::LOAD_EFER, entry::LOAD_PAT, 0)?;
+        let controls = VmxControls::for_cpu(&caps).map_err(VmxError::Control)?;
+        let invept = invept_type(&caps).ok_or(VmxError::NoInvalidation("INVEPT"))?;
+        let invvpid = invvpid_type(&caps).ok_or(VmxError::NoInvalidation("INVVPID"))?;
         let (phys_bits, linear_bits) = address_widths();
         Ok(VmxShared {
             caps,
-            pin,
-            primary,
-            secondary,
-            exit,
-            entry,
+            controls,
+            invept,
+            invvpid,
             io_bitmap_a: alloc_zeroed(alloc, 1, 0xff)?,
             io_bitmap_b: alloc_zeroed(alloc, 1, 0xff)?,
             msr_bitmap: alloc_zeroed(alloc, 1, 0xff)?,
@@ -217,46 +163,35 @@ impl VmxShared {
     }
 }
 
-/// Per-physical-CPU VMX state: in VMX operation with this VMXON region. A plain copyable handle.
+/// Per-physical-CPU VMX state: in VMX operation (this handle exists only after VMXON).
 #[derive(Clone, Copy)]
-pub struct VmxCpu {
-    #[allow(dead_code)]
-    vmxon_pa: u64,
-}
+pub struct VmxCpu;
 
 impl VmxCpu {
-    /// Enters VMX operation on this CPU: IA32_FEATURE_CONTROL set (and locked) if the firmware
-    /// left it unlocked, CR0 and CR4 brought to the fixed bits (CR0.CD/NW cleared: firmware and
-    /// GRUB may leave them set), VMXON.
+    /// Enters VMX operation on this CPU: IA32_FEATURE_CONTROL enabled for VMX outside SMX and
+    /// locked if the firmware left it unlocked (a locked one is taken as it is), CR0.CD/NW
+    /// cleared (firmware and GRUB may leave them set) and CR0/CR4 brought to the fixed bits,
+    /// VMXON's preconditions checked (hv-core's `check_vmxon`, naming what is wrong), VMXON.
     pub fn enable(alloc: &mut impl FrameAllocator, shared: &VmxShared) -> Result<Self, VmxError> {
         use slipway_hv_core::vmx::caps::{
             FEATURE_CONTROL_LOCKED, FEATURE_CONTROL_VMX_OUTSIDE_SMX, MSR_IA32_FEATURE_CONTROL,
         };
         let caps = &shared.caps;
         // SAFETY: IA32_FEATURE_CONTROL exists on every CPU with VMX (checked by VmxShared::new).
-        let control = unsafe { Msr::new(MSR_IA32_FEATURE_CONTROL).read() };
-        if control & FEATURE_CONTROL_LOCKED != 0 {
-            if control & FEATURE_CONTROL_VMX_OUTSIDE_SMX == 0 {
-                return Err(VmxError::DisabledByFirmware);
-            }
-        } else {
+        let mut control = unsafe { Msr::new(MSR_IA32_FEATURE_CONTROL).read() };
+        if control & FEATURE_CONTROL_LOCKED == 0 {
+            control |= FEATURE_CONTROL_VMX_OUTSIDE_SMX | FEATURE_CONTROL_LOCKED;
             // SAFETY: the MSR is unlocked: enabling VMX outside SMX and locking is what firmware
             // would have done; nothing else depends on it.
-            unsafe {
-                Msr::new(MSR_IA32_FEATURE_CONTROL)
-                    .write(control | FEATURE_CONTROL_VMX_OUTSIDE_SMX | FEATURE_CONTROL_LOCKED)
-            };
+            unsafe { Msr::new(MSR_IA32_FEATURE_CONTROL).write(control) };
         }
-        let cr0 = (read_cr0() & !(CR0_CD | CR0_NW)) | caps.cr0_fixed0;
-        if let Some((bit, set)) = caps.cr0_violation(cr0, false) {
-            return Err(VmxError::FixedBits { cr: 0, bit, set });
-        }
-        let cr4 = read_cr4() | caps.cr4_fixed0 | CR4_VMXE;
-        if let Some((bit, set)) = caps.cr4_violation(cr4) {
-            return Err(VmxError::FixedBits { cr: 4, bit, set });
-        }
+        // First the x87/SSE setup (it sets its own CR0/CR4 bits), then the VMX ones on top.
         crate::lazy_state::fpu::enable_on_this_cpu();
+        let cr0 = (read_cr0() & !(CR0_CD | CR0_NW)) | caps.cr0_fixed0;
+        let cr4 = read_cr4() | caps.cr4_fixed0 | CR4_VMXE;
         let vmxon_pa = alloc_zeroed(alloc, 1, 0)?;
+        caps.check_vmxon(control, false, cr0, cr4, vmxon_pa)
+            .map_err(VmxError::Vmxon)?;
         // SAFETY: the region is this CPU's own zeroed frame; the revision id goes in its first
         // four bytes; CR0/CR4 meet the fixed bits (checked above; the hypervisor's paging and
         // protection bits are among those allowed); VMXON enters VMX root operation.
@@ -277,7 +212,7 @@ impl VmxCpu {
         if !ok {
             return Err(VmxError::VmxonFailed);
         }
-        Ok(VmxCpu { vmxon_pa })
+        Ok(VmxCpu)
     }
 }
 
@@ -480,10 +415,10 @@ pub struct VmxVcpu {
     vmcs_pa: u64,
     vpid: u16,
     pub regs: GuestRegs,
-    /// The EPT pointer and the entry state the VMCS is built from at the first run (checked,
-    /// then written).
+    /// The EPT pointer and the entry the VMCS is built from at the first run (hv-core's
+    /// `vmx::setup::initial_vmcs`, checked, then written).
     eptp: u64,
-    entry_state: EntryState,
+    entry: VcpuEntry,
     /// The CPU on which the VMCS was loaded first (it never moves).
     launched_on: Option<usize>,
     /// VMLAUNCH succeeded once: VMRESUME from now on.
@@ -500,19 +435,20 @@ pub struct VmxVcpu {
     pub lazy: crate::lazy_state::LazyState,
 }
 
-fn segment(selector: u16, access_rights: u32, limit: u32) -> SegmentState {
-    SegmentState {
-        selector,
-        base: 0,
-        limit,
-        access_rights,
-    }
+/// The protocol's form of an entry state (what hv-core's VMCS policy takes).
+fn vcpu_entry(entry: EntryState) -> Result<VcpuEntry, VmxError> {
+    Ok(match entry {
+        EntryState::Pvh32 { rip, rbx } => VcpuEntry::Pvh32 {
+            entry_eip: u32::try_from(rip).map_err(|_| VmxError::EntryAbove4GiB)?,
+            start_info_gpa: u32::try_from(rbx).map_err(|_| VmxError::EntryAbove4GiB)?,
+        },
+        EntryState::Long64 { rip, rsp, cr3, rsi } => VcpuEntry::Long64 { rip, rsp, cr3, rsi },
+    })
 }
 
 impl VmxVcpu {
-    /// Builds a vCPU over the zeroed frame at `vmcs_pa`: the VMCS model with deny-by-default
-    /// controls, EPT at `eptp_root`, `vpid` (never 0), the CR0/CR4 masks and the entry state.
-    /// Nothing touches the hardware until its first [`VmxVcpu::run`].
+    /// Builds a vCPU over the zeroed frame at `vmcs_pa` with EPT at `eptp_root` and `vpid`
+    /// (never 0). Nothing touches the hardware until its first [`VmxVcpu::run`].
     ///
     /// # Safety
     /// `vmcs_pa` is a zeroed, identity-mapped RW frame owned by this vCPU alone from now on.
@@ -523,137 +459,65 @@ impl VmxVcpu {
         vpid: u32,
         entry_state: EntryState,
     ) -> Result<Self, VmxError> {
-        assert!(vpid != 0 && vpid <= 0xffff, "VPID 0 belongs to the host");
-        let caps = &shared.caps;
+        let vpid = u16::try_from(vpid).ok().filter(|&v| v != 0);
+        let vpid = vpid.expect("VPIDs are 1..=0xffff (0 belongs to the host)");
         let eptp = slipway_hv_core::vmx::ept::ept_pointer(
             slipway_hv_core::addr::Frame::containing(slipway_hv_core::addr::PhysAddr(eptp_root)),
-            caps,
+            &shared.caps,
             false,
             shared.phys_bits,
         )
         .map_err(VmxError::Ept)?;
-        let s = Self::build_state(shared, eptp, vpid, entry_state);
-        let (rbx, rsi) = match entry_state {
-            EntryState::Pvh32 { rbx, .. } => (rbx, 0),
-            EntryState::Long64 { rsi, .. } => (0, rsi),
-        };
-        let regs = GuestRegs {
-            rbx,
-            rsi,
-            ..GuestRegs::default()
+        let entry = vcpu_entry(entry_state)?;
+        // The guest fields common code reads, from the same model the first run writes.
+        let state = Self::state(shared, eptp, vpid, entry, &HostState::default());
+        let regs = match entry_state {
+            EntryState::Pvh32 { rbx, .. } => GuestRegs {
+                rbx,
+                ..GuestRegs::default()
+            },
+            EntryState::Long64 { rsi, .. } => GuestRegs {
+                rsi,
+                ..GuestRegs::default()
+            },
         };
         Ok(VmxVcpu {
             vmcs_pa,
-            vpid: vpid as u16,
+            vpid,
             regs,
             eptp,
-            entry_state,
+            entry,
             launched_on: None,
             entered: false,
-            rip: s.get(F::GuestRip),
+            rip: state.get(F::GuestRip),
             rip_dirty: false,
-            efer: s.get(F::GuestIa32Efer),
+            efer: state.get(F::GuestIa32Efer),
             efer_dirty: false,
-            cs_access_rights: s.get(F::GuestCsAccessRights) as u32,
-            ss_access_rights: ar::DATA,
+            cs_access_rights: state.get(F::GuestCsAccessRights) as u32,
+            ss_access_rights: state.get(F::GuestSsAccessRights) as u32,
             pending: None,
             interrupted: None,
             lazy: crate::lazy_state::LazyState::initial(),
         })
     }
 
-    /// The VMCS model of a new vCPU: deny-by-default controls, EPT at `eptp`, `vpid`, the
-    /// CR0/CR4 masks and shadows, and the guest state of `entry_state` (host state is added on
-    /// the CPU that runs it).
-    fn build_state(shared: &VmxShared, eptp: u64, vpid: u32, entry_state: EntryState) -> VmcsState {
-        let caps = &shared.caps;
-        let mut s = VmcsState::new();
-        s.set(F::PinBasedControls, u64::from(shared.pin));
-        s.set(F::PrimaryProcControls, u64::from(shared.primary));
-        s.set(F::SecondaryProcControls, u64::from(shared.secondary));
-        s.set(F::ExitControls, u64::from(shared.exit));
-        s.set(F::ExceptionBitmap, u64::from(INTERCEPTED_EXCEPTIONS));
-        s.set(F::IoBitmapA, shared.io_bitmap_a);
-        s.set(F::IoBitmapB, shared.io_bitmap_b);
-        s.set(F::MsrBitmap, shared.msr_bitmap);
-        s.set(F::EptPointer, eptp);
-        s.set(F::Vpid, u64::from(vpid));
-        s.set(F::VmcsLinkPointer, u64::MAX);
-        s.set(F::Cr3TargetCount, 0);
-        // The guest owns every CR0/CR4 bit except those VMX fixes (NE; VMXE; PE and PG are free
-        // with unrestricted guest) and the ones it may never set (SMXE: GETSEC; VMXE: VMX is
-        // hidden): a write that changes one of them exits and is checked here.
-        let cr0_mask = (caps.cr0_fixed0 & !(CR0_PE | CR0_PG)) | CR0_NE | CR0_CD | CR0_NW;
-        let cr4_mask = caps.cr4_fixed0 | CR4_VMXE | CR4_SMXE | !caps.cr4_fixed1;
-        s.set(F::Cr0GuestHostMask, cr0_mask);
-        s.set(F::Cr4GuestHostMask, cr4_mask);
-
-        let (cs, tr_type, cr0_view, cr3, cr4_view, efer, rip, rsp, ia32e) = match entry_state {
-            EntryState::Pvh32 { rip, .. } => (
-                0xb | ar::S | ar::P | ar::DB | ar::G,
-                0xb,
-                CR0_PE | CR0_ET | CR0_NE,
-                0,
-                0,
-                0,
-                rip,
-                0,
-                false,
-            ),
-            EntryState::Long64 { rip, rsp, cr3, .. } => (
-                ar::CODE64,
-                0xb,
-                CR0_PG | CR0_NE | CR0_ET | CR0_MP | CR0_PE,
-                cr3,
-                CR4_PAE,
-                EFER_LME | EFER_LMA | EFER_NXE,
-                rip,
-                rsp,
-                true,
-            ),
+    /// The VMCS of this vCPU: hv-core's policy (`vmx::setup::initial_vmcs`) over this CPU's
+    /// host state.
+    fn state(
+        shared: &VmxShared,
+        eptp: u64,
+        vpid: u16,
+        entry: VcpuEntry,
+        host: &HostState,
+    ) -> VmcsState {
+        let resources = VcpuResources {
+            eptp,
+            vpid,
+            io_bitmap_a: shared.io_bitmap_a,
+            io_bitmap_b: shared.io_bitmap_b,
+            msr_bitmap: shared.msr_bitmap,
         };
-        let entry_controls = shared.entry | if ia32e { entry::IA32E_MODE_GUEST } else { 0 };
-        s.set(F::EntryControls, u64::from(entry_controls));
-        s.set(F::Cr0ReadShadow, cr0_view);
-        s.set(F::Cr4ReadShadow, cr4_view);
-        // The fixed bits on top of the guest's view, except PE and PG, which are the guest's own
-        // with unrestricted guest.
-        s.set(
-            F::GuestCr0,
-            (cr0_view | (caps.cr0_fixed0 & !(CR0_PE | CR0_PG))) & !(CR0_CD | CR0_NW),
-        );
-        s.set(F::GuestCr3, cr3);
-        s.set(F::GuestCr4, cr4_view | caps.cr4_fixed0);
-        s.set(F::GuestIa32Efer, efer);
-        s.set(F::GuestIa32Pat, 0x0007_0406_0007_0406);
-        s.set(F::GuestIa32Debugctl, 0);
-        s.set(F::GuestDr7, 0x400);
-        s.set(F::GuestRflags, 0x2);
-        s.set(F::GuestRip, rip);
-        s.set(F::GuestRsp, rsp);
-        s.set(F::GuestSysenterCs, 0);
-        s.set(F::GuestSysenterEsp, 0);
-        s.set(F::GuestSysenterEip, 0);
-        s.set(F::GuestInterruptibility, 0);
-        s.set(F::GuestActivityState, 0);
-        s.set(F::GuestPendingDebugExceptions, 0);
-        s.set_guest_segment(Segment::Cs, segment(0x08, cs, 0xffff_ffff));
-        for seg in [
-            Segment::Ds,
-            Segment::Es,
-            Segment::Ss,
-            Segment::Fs,
-            Segment::Gs,
-        ] {
-            s.set_guest_segment(seg, segment(0x10, ar::DATA, 0xffff_ffff));
-        }
-        s.set_guest_segment(Segment::Tr, segment(0x18, tr_type | ar::P, 0x67));
-        s.set_guest_segment(Segment::Ldtr, segment(0, ar::UNUSABLE_SEGMENT, 0));
-        s.set(F::GuestGdtrBase, 0);
-        s.set(F::GuestGdtrLimit, 0);
-        s.set(F::GuestIdtrBase, 0);
-        s.set(F::GuestIdtrLimit, 0);
-        s
+        initial_vmcs(&shared.caps, &shared.controls, host, &resources, entry)
     }
 
     /// The VMCS's physical address (freed by the owner when the vCPU is destroyed).
@@ -666,67 +530,58 @@ impl VmxVcpu {
         u32::from(self.vpid)
     }
 
-    /// Host state of this CPU, added to the model before the checks and the first write.
-    fn host_state(s: &mut VmcsState, shared: &VmxShared) {
-        s.set(F::HostCr0, read_cr0());
-        s.set(F::HostCr3, read_cr3());
-        s.set(F::HostCr4, read_cr4());
-        let selectors = read_selectors();
-        for (field, value) in [
-            F::HostCsSelector,
-            F::HostSsSelector,
-            F::HostDsSelector,
-            F::HostEsSelector,
-            F::HostFsSelector,
-            F::HostGsSelector,
-            F::HostTrSelector,
-        ]
-        .into_iter()
-        .zip(selectors)
-        {
-            // RPL and TI are 0 in the hypervisor's own GDT selectors; the host area wants them so.
-            s.set(field, u64::from(value & !7));
-        }
-        let tr = selectors[6];
+    /// This CPU's state, loaded on every exit.
+    fn host_state() -> HostState {
+        let [cs, _ss, ds, _es, _fs, _gs, tr] = read_selectors();
         let gdt = x86_64::instructions::tables::sgdt();
         let idt = x86_64::instructions::tables::sidt();
         let gdt_base = gdt.base.as_u64();
-        s.set(F::HostGdtrBase, gdt_base);
-        s.set(F::HostIdtrBase, idt.base.as_u64());
         // SAFETY: the TSS descriptor the CPU's TR selects lies in this CPU's live GDT (16 bytes
         // in long mode), readable through the hypervisor's tables.
         let (low, high) = unsafe {
             let at = (gdt_base + u64::from(tr & !7)) as *const u64;
             (at.read_volatile(), at.add(1).read_volatile())
         };
-        let tr_base = ((low >> 16) & 0xff_ffff) | (((low >> 56) & 0xff) << 24) | (high << 32);
-        s.set(F::HostTrBase, tr_base);
         // SAFETY: these MSRs exist on every x86-64 CPU; reading them has no side effects.
-        unsafe {
-            s.set(F::HostFsBase, Msr::new(MSR_FS_BASE).read());
-            s.set(F::HostGsBase, Msr::new(MSR_GS_BASE).read());
-            s.set(
-                F::HostSysenterCs,
-                Msr::new(MSR_SYSENTER_CS).read() & 0xffff_ffff,
-            );
-            s.set(F::HostSysenterEsp, Msr::new(MSR_SYSENTER_ESP).read());
-            s.set(F::HostSysenterEip, Msr::new(MSR_SYSENTER_EIP).read());
-            s.set(F::HostIa32Efer, Msr::new(MSR_EFER).read());
-            if shared.exit & exit::LOAD_PAT != 0 {
-                s.set(F::HostIa32Pat, Msr::new(MSR_PAT).read());
-            }
+        let (fs_base, gs_base, efer, pat) = unsafe {
+            (
+                Msr::new(MSR_FS_BASE).read(),
+                Msr::new(MSR_GS_BASE).read(),
+                Msr::new(MSR_EFER).read(),
+                Msr::new(MSR_PAT).read(),
+            )
+        };
+        HostState {
+            cr0: read_cr0(),
+            cr3: read_cr3(),
+            cr4: read_cr4(),
+            // RPL and TI are 0 in the hypervisor's own GDT selectors; the host area wants them so.
+            cs: cs & !7,
+            ds: ds & !7,
+            tr: tr & !7,
+            tr_base: ((low >> 16) & 0xff_ffff) | (((low >> 56) & 0xff) << 24) | (high << 32),
+            gdtr_base: gdt_base,
+            idtr_base: idt.base.as_u64(),
+            fs_base,
+            gs_base,
+            efer,
+            pat,
+            // Rewritten by the world switch before every entry; a canonical placeholder here.
+            rsp: crate::cpu::main_stack(0).top,
+            rip: vmx_exit_point as *const () as u64,
         }
-        // Rewritten by the world switch before every entry; a canonical placeholder for the checks.
-        s.set(F::HostRsp, crate::cpu::main_stack(0).top);
-        s.set(F::HostRip, vmx_exit_point as *const () as u64);
     }
 
-    /// First run on `cpu`: checks the whole VMCS in software, then VMCLEAR, VMPTRLD and a
-    /// VMWRITE of every field.
+    /// First run on `cpu`: checks the whole VMCS in software, then VMCLEAR, VMPTRLD, drops stale
+    /// translations, and a VMWRITE of every field.
     fn first_load(&mut self, cpu: usize, shared: &VmxShared) -> Result<(), VmExit> {
-        let mut state =
-            Self::build_state(shared, self.eptp, u32::from(self.vpid), self.entry_state);
-        Self::host_state(&mut state, shared);
+        let state = Self::state(
+            shared,
+            self.eptp,
+            self.vpid,
+            self.entry,
+            &Self::host_state(),
+        );
         let context = EntryContext {
             caps: &shared.caps,
             phys_addr_bits: shared.phys_bits,
@@ -778,48 +633,25 @@ impl VmxVcpu {
 
     /// A VPID and an EPT root frame are reused once their vCPU or domain is gone: before this
     /// vCPU first runs, this CPU forgets every translation cached under its VPID and its EPTP
-    /// (single-context when the CPU offers it, else all contexts). Translations are only used
-    /// on the CPU that cached them and a vCPU never moves, so flushing here is enough.
+    /// (hv-core's narrowest supported type). Translations are only used on the CPU that cached
+    /// them and a vCPU never moves, so flushing here is enough.
     fn flush_stale_translations(&self, shared: &VmxShared) {
-        use caps::ept_vpid::{
-            INVEPT, INVEPT_ALL_CONTEXT, INVEPT_SINGLE_CONTEXT, INVVPID, INVVPID_ALL_CONTEXT,
-            INVVPID_SINGLE_CONTEXT,
-        };
-        let caps = &shared.caps;
-        let vpid_type = if caps.has_ept_vpid(INVVPID) && caps.has_ept_vpid(INVVPID_SINGLE_CONTEXT) {
-            Some(1u64)
-        } else if caps.has_ept_vpid(INVVPID) && caps.has_ept_vpid(INVVPID_ALL_CONTEXT) {
-            Some(2)
-        } else {
-            None
-        };
-        let ept_type = if caps.has_ept_vpid(INVEPT) && caps.has_ept_vpid(INVEPT_SINGLE_CONTEXT) {
-            Some(1u64)
-        } else if caps.has_ept_vpid(INVEPT) && caps.has_ept_vpid(INVEPT_ALL_CONTEXT) {
-            Some(2)
-        } else {
-            None
-        };
-        if let Some(kind) = vpid_type {
-            let descriptor: [u64; 2] = [u64::from(self.vpid), 0];
-            // SAFETY: INVVPID only drops cached translations; the type is one the CPU reports
-            // and the descriptor names this vCPU's VPID (never 0).
-            unsafe {
-                core::arch::asm!("invvpid {}, [{}]", in(reg) kind, in(reg) &descriptor, options(nostack))
-            };
-        }
-        if let Some(kind) = ept_type {
-            let descriptor: [u64; 2] = [self.eptp, 0];
-            // SAFETY: INVEPT only drops cached translations; the type is one the CPU reports
-            // and the descriptor holds this vCPU's checked EPTP.
-            unsafe {
-                core::arch::asm!("invept {}, [{}]", in(reg) kind, in(reg) &descriptor, options(nostack))
-            };
-        }
-        if vpid_type.is_none() || ept_type.is_none() {
-            crate::hvprintln!(
-                "vmx: WARNING: the CPU cannot invalidate {} translations: a reused VPID or EPT root may see stale entries",
-                if vpid_type.is_none() { "VPID" } else { "EPT" }
+        let vpid: [u64; 2] = [u64::from(self.vpid), 0];
+        let ept: [u64; 2] = [self.eptp, 0];
+        // SAFETY: INVVPID and INVEPT only drop cached translations; the types are ones the CPU
+        // reports (VmxShared::new) and the descriptors name this vCPU's VPID and checked EPTP.
+        unsafe {
+            core::arch::asm!(
+                "invvpid {kind}, [{descriptor}]",
+                kind = in(reg) shared.invvpid as u64,
+                descriptor = in(reg) &vpid,
+                options(nostack)
+            );
+            core::arch::asm!(
+                "invept {kind}, [{descriptor}]",
+                kind = in(reg) shared.invept as u64,
+                descriptor = in(reg) &ept,
+                options(nostack)
             );
         }
     }
@@ -906,58 +738,61 @@ impl VmxVcpu {
         })
     }
 
-    /// A guest write to CR0 or CR4 that touched a masked bit: applied with the fixed bits kept
-    /// (the guest sees its own value in the read shadow); a bit the guest may never set (VMXE,
-    /// SMXE, one the CPU lacks) raises #GP, as on a CPU without VMX. Returns whether handled.
+    /// A guest write to CR0 or CR4 that touched a host-owned bit: hv-core's `guest_cr_write`
+    /// gives the real value and the read shadow, or refuses (#GP, as the processor would). A
+    /// write that switches paging switches IA-32e mode with EFER.LME, as the processor does for
+    /// a write that does not exit. Returns whether the exit was handled here.
     fn control_register_write(&mut self, qualification: u64, shared: &VmxShared) -> bool {
-        let caps = &shared.caps;
         let CrAccess::MovToCr { cr, gpr } = exits::decode_cr_access(qualification) else {
             return false;
         };
         let Some(value) = self.gpr(gpr) else {
             return false;
         };
-        match cr {
-            0 => {
-                if value >> 32 != 0 || (value & CR0_PG != 0 && value & CR0_PE == 0) {
-                    self.pending = Some(Event::GENERAL_PROTECTION);
-                    return true;
-                }
+        let which = match cr {
+            0 => GuestCr::Cr0,
+            4 => GuestCr::Cr4,
+            _ => return false,
+        };
+        let update = match guest_cr_write(&shared.caps, which, value) {
+            Ok(update) => update,
+            Err(CrWriteRefused::UnsupportedBit(_) | CrWriteRefused::InvalidCombination) => {
+                self.pending = Some(Event::GENERAL_PROTECTION);
+                return true;
+            }
+        };
+        match which {
+            GuestCr::Cr0 => {
                 let old = vmread(F::GuestCr0);
-                let real = (value | (caps.cr0_fixed0 & !(CR0_PE | CR0_PG))) & !(CR0_CD | CR0_NW);
-                // Paging switched by this write: IA-32e mode follows EFER.LME, as the CPU does
-                // when the write does not exit.
-                if (old ^ real) & CR0_PG != 0 && self.efer & EFER_LME != 0 {
-                    let entry_controls = vmread(F::EntryControls) as u32;
-                    if real & CR0_PG != 0 {
+                let paging_on = update.real & CR0_PG != 0;
+                if (old ^ update.real) & CR0_PG != 0 && self.efer & EFER_LME != 0 {
+                    // Long mode needs PAE (else #GP, as on the processor).
+                    if paging_on && vmread(F::GuestCr4) & CR4_PAE == 0 {
+                        self.pending = Some(Event::GENERAL_PROTECTION);
+                        return true;
+                    }
+                    let controls = vmread(F::EntryControls) as u32;
+                    let controls = if paging_on {
                         self.efer |= EFER_LMA;
-                        let _ = vmwrite(
-                            F::EntryControls,
-                            u64::from(entry_controls | entry::IA32E_MODE_GUEST),
-                        );
+                        controls | entry::IA32E_MODE_GUEST
                     } else {
                         self.efer &= !EFER_LMA;
-                        let _ = vmwrite(
-                            F::EntryControls,
-                            u64::from(entry_controls & !entry::IA32E_MODE_GUEST),
-                        );
-                    }
+                        controls & !entry::IA32E_MODE_GUEST
+                    };
+                    let _ = vmwrite(F::EntryControls, u64::from(controls));
                     self.efer_dirty = true;
                 }
-                let _ = vmwrite(F::GuestCr0, real);
-                let _ = vmwrite(F::Cr0ReadShadow, value);
+                let _ = vmwrite(F::GuestCr0, update.real);
+                let _ = vmwrite(F::Cr0ReadShadow, update.shadow);
             }
-            4 => {
-                if value & (CR4_VMXE | CR4_SMXE) != 0 || value & !caps.cr4_fixed1 != 0 {
-                    self.pending = Some(Event::GENERAL_PROTECTION);
-                    return true;
-                }
-                let _ = vmwrite(F::GuestCr4, value | caps.cr4_fixed0);
-                let _ = vmwrite(F::Cr4ReadShadow, value);
+            GuestCr::Cr4 => {
+                let _ = vmwrite(F::GuestCr4, update.real);
+                let _ = vmwrite(F::Cr4ReadShadow, update.shadow);
             }
-            _ => return false,
         }
-        self.rip = self.rip.wrapping_add(3);
+        // `mov crN, reg` is 3 bytes (4 with a REX prefix): the exit says how long it was.
+        let length = vmread(F::ExitInstructionLength);
+        self.rip = self.rip.wrapping_add(length);
         self.rip_dirty = true;
         true
     }

@@ -1,28 +1,15 @@
-//! The event-log windows of control domains (`docs/abi.md`, "Event-log windows"): at hand-off,
-//! after the separators, the finished Slipway log and the firmware's own log (copied here, before
-//! the hypervisor's own page tables go live, from the area the ACPI TPM2 table names) are copied
-//! with their 16-byte descriptor into freshly allocated, zeroed frames, mapped read-only (no
-//! write, no execute) at `v1::SLIPWAY_LOG_GPA` and `v1::FIRMWARE_LOG_GPA` in the domain's nested
-//! tables. The frames belong to the domain and are freed with it.
+//! The firmware's event log, copied here post-launch (before the hypervisor's own page tables go
+//! live) from the area the ACPI TPM2 table names, for the control domain's firmware-log window
+//! (the windows themselves are hv-core's `log_window`).
 
 use core::fmt;
 
-use slipway_hv_core::addr::{Frame, PAGE_SIZE, PhysAddr, PhysRange};
+use slipway_hv_core::addr::PhysRange;
 use slipway_hv_core::firmware_log::{self, FirmwareLogError};
-use slipway_hv_core::frame_alloc::FrameAllocator;
-use slipway_hv_core::memory::PhysMemory;
-use slipway_hv_core::paging::{Access, PageSize, PageTable};
-use slipway_protocol::v1::{
-    LOG_DESCRIPTOR_LEN, LOG_WINDOW_CAPACITY, LOG_WINDOW_SIZE, LogWindowDescriptor,
-};
+use slipway_protocol::v1::LOG_WINDOW_CAPACITY;
 
 use crate::launch::LaunchHandoff;
 use crate::memmap::ValidatedBoot;
-
-/// Frames of one window.
-pub const WINDOW_FRAMES: usize = (LOG_WINDOW_SIZE / PAGE_SIZE) as usize;
-/// Frames of both windows of a control domain.
-pub const DOMAIN_LOG_FRAMES: usize = 2 * WINDOW_FRAMES;
 
 /// The firmware's log, copied post-launch while the early identity map is still active.
 static mut FIRMWARE_LOG: [u8; LOG_WINDOW_CAPACITY] = [0; LOG_WINDOW_CAPACITY];
@@ -98,83 +85,4 @@ pub fn capture_firmware_log(
     let copy = unsafe { &mut *core::ptr::addr_of_mut!(FIRMWARE_LOG) };
     copy[..len].copy_from_slice(&bytes[..len]);
     Ok(Some(&copy[..len]))
-}
-
-/// Why a window could not be mapped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WindowError {
-    /// the log is larger than its window carries
-    LogTooLarge,
-    /// no free frame for the window
-    OutOfMemory,
-    /// the window's guest-physical range is already mapped in the domain
-    MapFailed,
-}
-
-/// Writes `log`'s descriptor and bytes (none: length 0) into a window's frames, which
-/// [`map_window`] allocated and mapped when the domain was created; allocates nothing, so it
-/// cannot run out of memory after hand-off.
-pub fn fill_window<M: PhysMemory>(
-    mem: &mut M,
-    frames: &[Frame],
-    log: Option<&[u8]>,
-) -> Result<(), WindowError> {
-    let log = log.unwrap_or(&[]);
-    let descriptor = LogWindowDescriptor::for_log(log.len())
-        .map_err(|_| WindowError::LogTooLarge)?
-        .encode();
-    if frames.len() != WINDOW_FRAMES {
-        return Err(WindowError::MapFailed);
-    }
-    for (page, &frame) in frames.iter().enumerate() {
-        mem.zero_frame(frame)
-            .map_err(|_| WindowError::OutOfMemory)?;
-        let from = page * PAGE_SIZE as usize;
-        let to = from + PAGE_SIZE as usize;
-        if from < LOG_DESCRIPTOR_LEN {
-            mem.write(frame.start(), &descriptor)
-                .map_err(|_| WindowError::OutOfMemory)?;
-        }
-        let log_from = from.saturating_sub(LOG_DESCRIPTOR_LEN);
-        let log_to = (to - LOG_DESCRIPTOR_LEN).min(log.len());
-        if log_from < log_to {
-            let at = (LOG_DESCRIPTOR_LEN + log_from - from) as u64;
-            mem.write(PhysAddr(frame.start().0 + at), &log[log_from..log_to])
-                .map_err(|_| WindowError::OutOfMemory)?;
-        }
-    }
-    Ok(())
-}
-
-/// Fills fresh zeroed frames with `log`'s descriptor and bytes (none: length 0) and maps them
-/// read-only, no execute, at `gpa` in `npt`. Every frame allocated is pushed to `frames` (also
-/// on failure: the caller frees them with the domain).
-pub fn map_window<M: PhysMemory, A: FrameAllocator>(
-    mem: &mut M,
-    alloc: &mut A,
-    npt: &mut PageTable,
-    gpa: u64,
-    log: Option<&[u8]>,
-    frames: &mut heapless::Vec<Frame, DOMAIN_LOG_FRAMES>,
-) -> Result<(), WindowError> {
-    let first = frames.len();
-    for page in 0..WINDOW_FRAMES {
-        let frame = alloc.allocate().map_err(|_| WindowError::OutOfMemory)?;
-        if frames.push(frame).is_err() {
-            let _ = alloc.free(frame);
-            return Err(WindowError::OutOfMemory);
-        }
-        mem.zero_frame(frame)
-            .map_err(|_| WindowError::OutOfMemory)?;
-        npt.map(
-            mem,
-            alloc,
-            gpa + (page * PAGE_SIZE as usize) as u64,
-            frame.start(),
-            PageSize::Small,
-            Access::R,
-        )
-        .map_err(|_| WindowError::MapFailed)?;
-    }
-    fill_window(mem, &frames[first..], log)
 }

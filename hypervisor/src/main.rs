@@ -13,6 +13,7 @@ mod idt;
 mod interrupts;
 mod lapic;
 mod launch;
+mod lazy_state;
 mod log_windows;
 mod measurement;
 mod memmap;
@@ -25,6 +26,7 @@ mod svm;
 mod tpm;
 mod tsc;
 mod vm;
+mod vmx;
 
 use multiboot2::{BootInformation, BootInformationHeader};
 use slipway_hv_core::frame_alloc::{BitmapFrameAllocator, FrameAllocator};
@@ -312,12 +314,12 @@ extern "C" fn post_launch_main(handoff_addr: u64) -> ! {
         smp::NMI_TEST_LEFT.store(n, core::sync::atomic::Ordering::SeqCst);
     }
     let created = smp::with_hv(|hv| {
-        hv.pcpus = pcpus;
-        *hv.sched = Scheduler::new(pcpus, 3);
-        *hv.accounting = RunAccounting::new(pcpus);
-        hv.tick_tsc = tsc::hz() / 1000 * u64::from(smp::TICK_MS);
+        hv.set_pcpus(pcpus, 3, tsc::hz() / 1000 * u64::from(smp::TICK_MS));
         let has_domb = hv.domb_module.is_some();
-        hv.create_domb(domb_memory, cmdline)
+        let image = hv
+            .domb_module
+            .map_or(&[][..], |index| vm::module_bytes(hv.modules[index].range));
+        hv.create_domb(image, domb_memory, cmdline)
             .map_err(|reason| (reason, has_domb))
     });
     match created {
@@ -411,44 +413,77 @@ fn start_hypervisor(
             }
         }
     });
-    let svm = svm::SvmCpu::enable(&mut alloc).unwrap_or_else(|e| panic!("SVM: {e}"));
-    let mut svms = [const { None }; cpu::MAX_CPUS];
-    svms[0] = Some(svm);
-    let maps = svm::permission_maps(&mut alloc).unwrap_or_else(|e| panic!("SVM: {e}"));
-    hvprintln!("svm: enabled with nested paging; every I/O port and MSR intercepted");
-    vm::Hv {
+    let (vcpus, table_kind, ept_large_pages, tag_count) = choose_backend(&mut alloc);
+    vm::Hv::new(slipway_hv_core::hypervisor::Parts {
         mem,
         alloc,
-        maps,
-        svm: svms,
-        pcpus: 1,
+        vcpus,
+        host: vm::HostServices,
+        table_kind,
+        ept_large_pages,
+        tag_count,
         // SAFETY: the statics are handed out once, here, to the one `Hv`.
         sched: unsafe { &mut *core::ptr::addr_of_mut!(SCHEDULER) },
         // SAFETY: as above.
         accounting: unsafe { &mut *core::ptr::addr_of_mut!(ACCOUNTING) },
-        tick_tsc: 1,
-        ticks_seen: [0; cpu::MAX_CPUS],
-        fpu_owner: [None; cpu::MAX_CPUS],
-        verdict: None,
-        mux: slipway_hv_core::console::ConsoleMux::new(),
+        // SAFETY: as above.
+        table: unsafe { &mut *core::ptr::addr_of_mut!(DOMAIN_TABLE) },
+        // SAFETY: as above.
+        domains: unsafe { &mut *core::ptr::addr_of_mut!(DOMAINS) },
         launch_kind,
         active_banks,
         measurement,
         firmware_log,
         modules,
         domb_module,
-        module_gpas: [0; vm::MAX_MODULES],
-        // SAFETY: the two statics are handed out once, here, to the one `Hv`.
-        table: unsafe { &mut *core::ptr::addr_of_mut!(DOMAIN_TABLE) },
-        // SAFETY: as above.
-        domains: unsafe { &mut *core::ptr::addr_of_mut!(DOMAINS) },
-        asids: slipway_hv_core::asid::AsidPool::new(svm::asid_count()),
-        next_vcpu_serial: 0,
-        domb: None,
-        core_modules: heapless::Vec::new(),
-        announced: [false; slipway_hv_core::domain::MAX_DOMAINS],
-        start_failed: false,
+    })
+}
+
+/// Picks the virtualization backend from CPUID (AMD SVM or Intel VMX), enables it on this CPU
+/// and says which.
+fn choose_backend(
+    alloc: &mut BitmapFrameAllocator<'static>,
+) -> (vm::HwVcpus, slipway_hv_core::paging::TableKind, bool, u32) {
+    use slipway_hv_core::paging::TableKind;
+    let mut vcpus;
+    let choice = if svm::check_support().is_ok() {
+        let maps = svm::permission_maps(alloc).unwrap_or_else(|e| panic!("SVM: {e}"));
+        vcpus = vm::HwVcpus {
+            backend: vm::Backend::Svm {
+                maps,
+                cpus: [const { None }; cpu::MAX_CPUS],
+            },
+        };
+        (TableKind::Nested, false, svm::asid_count())
+    } else if vmx::supported() {
+        let shared = vmx::VmxShared::new(alloc).unwrap_or_else(|e| panic!("VMX: {e}"));
+        let large = shared.ept_large_pages();
+        let vpids = shared.vpid_count();
+        vcpus = vm::HwVcpus {
+            backend: vm::Backend::Vmx {
+                shared,
+                cpus: [const { None }; cpu::MAX_CPUS],
+            },
+        };
+        (TableKind::Ept, large, vpids)
+    } else {
+        panic!("no virtualization backend: the CPU offers neither AMD SVM nor Intel VMX");
+    };
+    vcpus
+        .enable_on_this_cpu(0, alloc)
+        .unwrap_or_else(|e| panic!("{e}"));
+    match choice.0 {
+        TableKind::Ept => hvprintln!(
+            "backend: Intel VMX with EPT{}, VPID and unrestricted guest; every I/O port and MSR intercepted",
+            if choice.1 {
+                " (2 MiB pages)"
+            } else {
+                " (4 KiB pages)"
+            }
+        ),
+        _ => hvprintln!("backend: AMD SVM with nested paging; every I/O port and MSR intercepted"),
     }
+    (vcpus, choice.0, choice.1, choice.2)
 }
 
 /// Post-launch: decides from the TPM alone (never from the pre-launch stage's word) whether this

@@ -100,7 +100,7 @@ pub fn report_failure(failure: core_measurement::Failure) {
 
 /// After the hand-off was accepted: prints how the log ended and gives up locality 2, so that a
 /// control domain can use locality 0.
-pub fn after_hand_off(m: &mut Measurement, sealed: Sealed) {
+pub fn after_hand_off(m: &mut core_measurement::Measurement<'_, HvPcrs>, sealed: Sealed) {
     match sealed {
         Sealed::Complete => {
             crate::hvprintln!(
@@ -125,7 +125,7 @@ pub fn after_hand_off(m: &mut Measurement, sealed: Sealed) {
 }
 
 /// The log's own replay, so a run can be compared with `cargo xtask predict` by eye.
-fn print_replay(m: &Measurement) {
+fn print_replay(m: &core_measurement::Measurement<'_, HvPcrs>) {
     use slipway_measure::events::LaunchKind;
     let initial = match m.kind() {
         LaunchKind::Unmeasured => slipway_measure::pcr::InitialState::NoDynamicLaunch,

@@ -34,3 +34,12 @@ pub fn halt_forever() -> ! {
         x86_64::instructions::hlt();
     }
 }
+
+impl From<slipway_hv_core::hypervisor::Verdict> for Verdict {
+    fn from(verdict: slipway_hv_core::hypervisor::Verdict) -> Self {
+        match verdict {
+            slipway_hv_core::hypervisor::Verdict::Success => Verdict::Success,
+            slipway_hv_core::hypervisor::Verdict::Failure => Verdict::Failure,
+        }
+    }
+}

@@ -89,7 +89,7 @@ ap_pm32:
     mov cr3, eax
     mov ecx, 0xC0000080
     rdmsr
-    or eax, (1 << 8) | (1 << 11) | (1 << 12)
+    or eax, (1 << 8) | (1 << 11)
     wrmsr
     mov eax, cr0
     and eax, 0x9FFFFFFF
@@ -191,9 +191,9 @@ extern "C" fn ap_main(cpu: u32) -> ! {
     crate::percpu::register(cpu, crate::percpu::apic_id());
     lapic::init_this_cpu();
     with_hv(|hv| {
-        let svm = crate::svm::SvmCpu::enable(&mut hv.alloc)
-            .unwrap_or_else(|e| panic!("SVM on cpu {cpu}: {e}"));
-        hv.svm[cpu] = Some(svm);
+        hv.vcpus
+            .enable_on_this_cpu(cpu, &mut hv.alloc)
+            .unwrap_or_else(|e| panic!("cpu {cpu}: {e}"));
     });
     AP_ALIVE.fetch_add(1, Ordering::SeqCst);
     // Wait until the boot CPU has set up the scheduler for every started pCPU.
@@ -222,9 +222,9 @@ pub fn scheduler_loop(cpu: usize) -> ! {
     loop {
         let work = with_hv(|hv| {
             if let Some(verdict) = hv.verdict {
-                return Err(verdict);
+                return Err(crate::qemu_exit::Verdict::from(verdict));
             }
-            hv.account_ticks(cpu, None);
+            hv.account_ticks(cpu, None, ticks_total(cpu), tsc::now());
             if cpu == 0 {
                 // Serial input, a few bytes per round: to the focused domain or the focus keys.
                 for _ in 0..16 {
@@ -234,19 +234,16 @@ pub fn scheduler_loop(cpu: usize) -> ! {
                     }
                 }
             }
-            let Some(svm) = hv.svm[cpu] else {
+            let Some(runner) = hv.vcpus.runner(cpu) else {
                 return Ok(None);
             };
-            let work = hv.pick(cpu);
-            if let Some((v, _)) = work {
-                hv.switch_lazy_state(cpu, v);
-            }
-            Ok(work.map(|work| (work, svm)))
+            Ok(hv.pick(cpu).map(|v| (v, runner)))
         });
         match work {
             Err(verdict) => finish(cpu, verdict),
-            Ok(Some(((v, vcpu), svm))) => {
-                if cpu == 0
+            Ok(Some((v, runner))) => {
+                if let crate::vm::Runner::Svm(_) = runner
+                    && cpu == 0
                     && NMI_TEST_LEFT
                         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                         .is_ok()
@@ -255,13 +252,11 @@ pub fn scheduler_loop(cpu: usize) -> ! {
                     lapic::send_nmi(crate::percpu::apic_id());
                 }
                 let start = tsc::now();
-                // SAFETY: `pick` marked this vCPU running, so its cell (VMCB and registers
-                // behind the pointer) stays alive and no other CPU touches or borrows it until
-                // `after_exit` clears the mark; the SvmCpu is this CPU's and lives as long as
-                // the state.
-                let exit = unsafe { (*vcpu).run(&svm) };
-                let ran = tsc::now() - start;
-                with_hv(|hv| hv.after_exit(cpu, v, exit, ran));
+                // SAFETY: `pick` gave `v` to this CPU and marked it running; its exit goes to
+                // `after_exit` right below. The runner is this CPU's.
+                let exit = unsafe { crate::vm::run_vcpu(cpu, &runner, v) };
+                let now = tsc::now();
+                with_hv(|hv| hv.after_exit(cpu, v, exit, now - start, ticks_total(cpu), now));
                 // The domain's console output, written outside the global lock on its own pCPU.
                 crate::domain_console::drain(usize::from(v.domain.0));
             }
@@ -273,6 +268,11 @@ pub fn scheduler_loop(cpu: usize) -> ! {
             }
         }
     }
+}
+
+/// Timer ticks `cpu` has taken so far.
+fn ticks_total(cpu: usize) -> u64 {
+    crate::interrupts::TICKS[cpu].load(Ordering::Relaxed)
 }
 
 fn finish(cpu: usize, verdict: crate::qemu_exit::Verdict) -> ! {
@@ -287,7 +287,7 @@ fn finish(cpu: usize, verdict: crate::qemu_exit::Verdict) -> ! {
         if nmis > 0 {
             hvprintln!("host NMIs handled: {nmis}; the run went on");
         }
-        with_hv(|hv| hv.print_accounting());
+        with_hv(|hv| crate::vm::print_accounting(hv));
         crate::qemu_exit::exit(verdict)
     }
     crate::qemu_exit::halt_forever()

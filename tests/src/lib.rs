@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-pub use xtask::{BuiltBundle, Firmware, RunConfig, RunOutcome, Tpm, Verdict, Workspace};
+pub use xtask::{BuiltBundle, Emulator, Firmware, RunConfig, RunOutcome, Tpm, Verdict, Workspace};
 
 /// The workspace, located once.
 pub fn workspace() -> &'static Workspace {
@@ -52,6 +52,17 @@ pub fn config(bundle: &BuiltBundle, firmware: Firmware, test: &str) -> RunConfig
         Firmware::Bios => 60,
         Firmware::Uefi => 120,
     });
+    config
+}
+
+/// A run configuration for `bundle` under bochs (Intel VMX, no TPM, BIOS), with its serial log
+/// beside the bundle (`serial-test-<test>.log`). bochs emulates every instruction: the time
+/// limit is the bundle's, else 600 s.
+pub fn bochs_config(bundle: &BuiltBundle, test: &str) -> RunConfig {
+    let mut config = config(bundle, Firmware::Bios, test);
+    config.emulator = Emulator::Bochs;
+    config.tpm = Tpm::None;
+    config.timeout = Duration::from_secs(bundle.manifest.run.timeout_seconds.unwrap_or(600));
     config
 }
 

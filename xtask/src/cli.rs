@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::runner::{Firmware, Tpm};
+use crate::runner::{Emulator, Firmware, Tpm};
 
 /// The bundle `build` and `run` use when none is named.
 pub const DEFAULT_BUNDLE: &str = "demo";
@@ -11,6 +11,8 @@ pub const DEFAULT_BUNDLE: &str = "demo";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunArgs {
     pub bundle: String,
+    /// `--emulator qemu|bochs`.
+    pub emulator: Emulator,
     pub timeout: Option<Duration>,
     pub firmware: Firmware,
     pub tpm: Tpm,
@@ -56,6 +58,10 @@ usage: cargo xtask <command>
                            the guest's success verdict and (with a TPM, attest bundles) an
                            accepted attestation; 1 failed run, 2-5 `verify`'s codes. Options:
       --timeout SECONDS    stop the run after this long (default: bundle's, else 60)
+      --emulator qemu|bochs
+                           qemu (default): AMD SVM, measured with swtpm; bochs: Intel VMX
+                           with EPT, no TPM (always unmeasured: the bundle's policy decides),
+                           BIOS only, no console input
       --uefi               boot through OVMF instead of SeaBIOS
       --no-tpm             attach no TPM
       --smp N              virtual CPUs (default: bundle's, else 2)
@@ -144,6 +150,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         "run" => {
             let mut run = RunArgs {
                 bundle: DEFAULT_BUNDLE.to_owned(),
+                emulator: Emulator::Qemu,
                 timeout: None,
                 firmware: Firmware::Bios,
                 tpm: Tpm::Swtpm,
@@ -162,6 +169,18 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
                             return Err("--timeout must be at least 1".into());
                         }
                         run.timeout = Some(Duration::from_secs(secs));
+                    }
+                    "--emulator" => {
+                        run.emulator = match args.next().as_deref() {
+                            Some("qemu") => Emulator::Qemu,
+                            Some("bochs") => Emulator::Bochs,
+                            Some(other) => {
+                                return Err(format!(
+                                    "--emulator: unknown emulator `{other}` (qemu or bochs)"
+                                ));
+                            }
+                            None => return Err("--emulator needs qemu or bochs".into()),
+                        }
                     }
                     "--uefi" => run.firmware = Firmware::Uefi,
                     "--no-tpm" => run.tpm = Tpm::None,
@@ -187,6 +206,16 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
                     }
                     a => return Err(format!("run takes one bundle name (got also `{a}`)")),
                 }
+            }
+            if run.emulator == Emulator::Bochs {
+                if run.firmware == Firmware::Uefi {
+                    return Err("--emulator bochs boots the BIOS way only (no --uefi)".into());
+                }
+                if !run.extra_qemu_args.is_empty() {
+                    return Err("--emulator bochs takes no extra QEMU arguments".into());
+                }
+                // bochs has no TPM.
+                run.tpm = Tpm::None;
             }
             Ok(Command::Run(run))
         }
@@ -269,6 +298,7 @@ mod tests {
             r,
             RunArgs {
                 bundle: "minimal".into(),
+                emulator: Emulator::Qemu,
                 timeout: Some(Duration::from_secs(90)),
                 firmware: Firmware::Uefi,
                 tpm: Tpm::None,
@@ -279,6 +309,29 @@ mod tests {
                 verify: true,
             }
         );
+    }
+
+    #[test]
+    fn bochs_runs_are_bios_without_tpm() {
+        let Ok(Command::Run(r)) = p(&["run", "demo-vmx", "--emulator", "bochs"]) else {
+            panic!()
+        };
+        assert_eq!(
+            (r.bundle.as_str(), r.emulator, r.firmware, r.tpm),
+            ("demo-vmx", Emulator::Bochs, Firmware::Bios, Tpm::None)
+        );
+        assert!(
+            p(&["run", "--emulator", "bochs", "--uefi"])
+                .unwrap_err()
+                .contains("BIOS")
+        );
+        assert!(p(&["run", "--emulator", "bochs", "--", "-s"]).is_err());
+        assert!(
+            p(&["run", "--emulator", "vbox"])
+                .unwrap_err()
+                .contains("vbox")
+        );
+        assert!(p(&["run", "--emulator"]).is_err());
     }
 
     #[test]

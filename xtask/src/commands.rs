@@ -72,10 +72,12 @@ fn run_command(ws: &Workspace, args: RunArgs) -> ExitCode {
     let defaults = &bundle.manifest.run;
     let mut config = RunConfig::new(
         &bundle.iso,
-        bundle
-            .output_dir
-            .join(format!("serial-{}.log", args.firmware.label())),
+        bundle.output_dir.join(match args.emulator {
+            runner::Emulator::Qemu => format!("serial-{}.log", args.firmware.label()),
+            runner::Emulator::Bochs => "serial-bochs.log".to_owned(),
+        }),
     );
+    config.emulator = args.emulator;
     config.firmware = args.firmware;
     config.tpm = args.tpm;
     config.timeout = args
@@ -101,12 +103,20 @@ fn run_command(ws: &Workspace, args: RunArgs) -> ExitCode {
         },
     };
     config.console_input.push(verify::nonce_input(&nonce));
+    if config.emulator == runner::Emulator::Bochs {
+        println!(
+            "xtask: WARNING: bochs has no TPM: this run is UNMEASURED (nothing is extended, nothing \
+             can be attested); bundle `{}`'s launch policy decides what starts",
+            bundle.name
+        );
+    }
     println!(
         "xtask: booting {} under {}{} ({} CPUs, {} MiB, timeout {} s)",
         bundle.iso.display(),
-        match config.firmware {
-            runner::Firmware::Bios => "SeaBIOS",
-            runner::Firmware::Uefi => "OVMF",
+        match (config.emulator, config.firmware) {
+            (runner::Emulator::Bochs, _) => "bochs (Intel VMX)",
+            (_, runner::Firmware::Bios) => "SeaBIOS",
+            (_, runner::Firmware::Uefi) => "OVMF",
         },
         if config.tpm == Tpm::Swtpm {
             " with swtpm"
@@ -130,7 +140,11 @@ fn run_command(ws: &Workspace, args: RunArgs) -> ExitCode {
     print!("{}", outcome.report());
     if !outcome.verdict.is_success() {
         if !outcome.qemu_stderr.trim().is_empty() {
-            eprintln!("QEMU's error output:\n{}", outcome.qemu_stderr.trim_end());
+            eprintln!(
+                "{}'s error output:\n{}",
+                config.emulator.label(),
+                outcome.qemu_stderr.trim_end()
+            );
         }
         return fail(format!("run failed: {}", outcome.verdict));
     }
@@ -191,8 +205,8 @@ fn attestation_section(attestation: &Attestation, bundle: &str, recheck: &str) -
             verify::ATTEST_PACKAGE
         )),
         Attestation::NoTpm => out.push_str(
-            "unmeasured launch: no TPM attached (--no-tpm): nothing is measured, nothing to \
-             verify; the launch policy's decision is printed above\n",
+            "unmeasured launch: no TPM attached (--no-tpm, or bochs): nothing is measured, \
+             nothing to verify; the launch policy's decision is printed above\n",
         ),
         Attestation::Skipped => out.push_str(&format!(
             "not verified (--no-verify); check with:\n  {recheck}\n"

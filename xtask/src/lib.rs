@@ -3,7 +3,8 @@
 //!
 //! - [`builder`]: builds the freestanding binaries and assembles a bundle into a GRUB ISO
 //!   ([`ship`]: stripped binaries and their debug files; [`iso`]: the reproducible ISO).
-//! - [`runner`]: boots an ISO under QEMU with swtpm and returns a [`runner::RunOutcome`].
+//! - [`runner`]: boots an ISO under QEMU with swtpm (or under bochs, [`bochs`]) and returns a
+//!   [`runner::RunOutcome`].
 //! - [`setup`]: installs what a fresh Debian machine lacks.
 //! - [`predict`], [`verify`], [`refstate`], [`logview`], [`fleet`], [`keylime`]: the expected
 //!   values of a bundle, the check of a run, and the same evidence for the tools fleets run
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod bochs;
 pub mod builder;
 pub mod bundle;
 pub mod cli;
@@ -36,6 +38,6 @@ pub mod verify;
 pub mod workspace;
 
 pub use builder::{BuiltBundle, BuiltModule, ShippedFile, build_bundle};
-pub use runner::{ConsoleInput, Firmware, RunConfig, RunOutcome, Tpm, run};
+pub use runner::{ConsoleInput, Emulator, Firmware, RunConfig, RunOutcome, Tpm, run};
 pub use verdict::Verdict;
 pub use workspace::Workspace;

@@ -49,6 +49,24 @@ impl Firmware {
     }
 }
 
+/// The emulator a run boots under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emulator {
+    /// QEMU with TCG (AMD SVM): the measured launch with swtpm.
+    Qemu,
+    /// Debian's bochs (Intel VMX with EPT): no TPM, always unmeasured ([`crate::bochs`]).
+    Bochs,
+}
+
+impl Emulator {
+    pub fn label(self) -> &'static str {
+        match self {
+            Emulator::Qemu => "qemu",
+            Emulator::Bochs => "bochs",
+        }
+    }
+}
+
 /// The TPM attached to the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tpm {
@@ -69,6 +87,8 @@ pub struct ConsoleInput {
 #[derive(Debug, Clone)]
 pub struct RunConfig {
     pub iso: PathBuf,
+    /// QEMU (SVM) or bochs (VMX).
+    pub emulator: Emulator,
     pub firmware: Firmware,
     pub tpm: Tpm,
     /// Time until the run is stopped and reported as [`Verdict::Timeout`].
@@ -98,6 +118,7 @@ impl RunConfig {
     pub fn new(iso: impl Into<PathBuf>, serial_log: impl Into<PathBuf>) -> Self {
         RunConfig {
             iso: iso.into(),
+            emulator: Emulator::Qemu,
             firmware: Firmware::Bios,
             tpm: Tpm::Swtpm,
             timeout: DEFAULT_TIMEOUT,
@@ -115,6 +136,8 @@ impl RunConfig {
 /// What a run produced.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
+    /// The emulator the run used.
+    pub emulator: Emulator,
     pub verdict: Verdict,
     /// Every console line, cleaned of escape sequences, with its arrival time.
     pub lines: Vec<SerialLine>,
@@ -164,7 +187,10 @@ impl RunOutcome {
                 .as_ref()
                 .map(|l| l.launch.summary())
                 .unwrap_or_default(),
-            self.verdict,
+            match self.emulator {
+                Emulator::Qemu => self.verdict.to_string(),
+                Emulator::Bochs => crate::bochs::describe(&self.verdict),
+            },
             self.elapsed.as_millis(),
             self.serial_log.display()
         )
@@ -186,6 +212,15 @@ pub enum RunError {
     /// A `tpm_banks` name is not a bank Slipway knows.
     #[error("unknown PCR bank `{0}` (expected sha1, sha256, sha384 or sha512)")]
     UnknownBank(String),
+    /// The configuration asks for something the emulator cannot do.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A file a Debian package provides is missing.
+    #[error("{file} is missing: install the `{package}` package")]
+    MissingPackage {
+        file: &'static str,
+        package: &'static str,
+    },
     /// A process or file operation failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -328,9 +363,12 @@ fn feed_console(
     }
 }
 
-/// Runs one QEMU boot as configured. Guest outcomes (success, failure, timeout, crash) are the
+/// Runs one boot as configured (QEMU here, bochs in [`crate::bochs`]). Guest outcomes (success, failure, timeout, crash) are the
 /// [`RunOutcome::verdict`]; `Err` means the run could not take place.
 pub fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
+    if config.emulator == Emulator::Bochs {
+        return crate::bochs::run(config);
+    }
     if !config.iso.is_file() {
         return Err(RunError::MissingIso(config.iso.clone()));
     }
@@ -464,6 +502,7 @@ pub fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
     drop(dir);
 
     Ok(RunOutcome {
+        emulator: Emulator::Qemu,
         verdict,
         lines,
         milestones,

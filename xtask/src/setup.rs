@@ -1,5 +1,5 @@
 //! Makes a fresh Debian machine ready for `run` and `test`: the rustup target for the
-//! freestanding binaries and the Debian packages for QEMU, OVMF, swtpm, GRUB and dtc. Quick
+//! freestanding binaries and the Debian packages for QEMU, OVMF, swtpm, GRUB, dtc and bochs. Quick
 //! when everything is there (one `rustup` and one `dpkg-query` call).
 
 use std::path::Path;
@@ -25,6 +25,12 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "python3-venv",
     "python3-gpg",
     "binutils",
+    // `run --emulator bochs` and the VMX tests: Debian's bochs emulates VMX with EPT; its
+    // BIOS, VGA BIOS and terminal display (it has no headless one) are separate packages.
+    "bochs",
+    "bochs-term",
+    "bochsbios",
+    "vgabios",
 ];
 
 /// Programs and files that stand for the packages on a machine without dpkg.
@@ -38,6 +44,13 @@ const REQUIRED_PATHS: &[(&str, &str)] = &[
     ("mformat", "mtools"),
     ("dtc", "device-tree-compiler"),
     ("objcopy", "binutils"),
+    ("bochs", "bochs"),
+    (
+        "/usr/lib/x86_64-linux-gnu/bochs/plugins/libbx_term_gui.so",
+        "bochs-term",
+    ),
+    ("/usr/share/bochs/BIOS-bochs-latest", "bochsbios"),
+    ("/usr/share/vgabios/vgabios.bin", "vgabios"),
     ("/usr/lib/grub/i386-pc/multiboot2.mod", "grub-pc-bin"),
     (
         "/usr/lib/grub/x86_64-efi/multiboot2.mod",

@@ -26,6 +26,8 @@ pub mod firmware_log;
 pub mod frame_alloc;
 pub mod guest_memory;
 pub mod hypercall;
+pub mod hypervisor;
+pub mod log_window;
 pub mod measurement;
 pub mod memmap;
 pub mod memory;
@@ -37,6 +39,7 @@ pub mod start_info;
 pub mod txt;
 pub mod uart;
 pub mod vmexit;
+pub mod vmx;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -1,8 +1,6 @@
 //! The AMD SVM backend: enabling SVM, the world switch, VMCB setup with deny-by-default
 //! intercepts, nested paging, event injection, and normalizing #VMEXITs into [`VmExit`].
 
-pub mod debug_regs;
-pub mod fpu;
 pub mod vmcb;
 
 use core::arch::global_asm;
@@ -222,7 +220,7 @@ impl SvmCpu {
         check_support()?;
         let hsave = alloc_zeroed(alloc, 1)?;
         let host_state_pa = alloc_zeroed(alloc, 1)?;
-        fpu::enable_on_this_cpu();
+        crate::lazy_state::fpu::enable_on_this_cpu();
         // SAFETY: setting EFER.SVME on a CPU that supports SVM (checked) and giving it a zeroed
         // page it owns as host save area; VMSAVE writes the host's current hidden segment state
         // (TR with the IST stacks, FS/GS) into a page this CPU owns.
@@ -242,30 +240,12 @@ pub struct SvmVcpu {
     pub regs: GuestRegs,
     /// Its address-space id (given back, and reused, when the vCPU is destroyed).
     asid: u32,
-    /// Never reused: names this vCPU for its whole life.
-    serial: u64,
-    /// Its x87/SSE registers while they are not live on a pCPU.
-    pub fpu: fpu::FpuState,
-    /// Its DR0-DR3 while they are not live on a pCPU (switched with `fpu`).
-    pub debug: debug_regs::DebugRegs,
-    /// The pCPU whose registers hold this vCPU's x87/SSE state and DR0-DR3 right now (then
-    /// `fpu` and `debug` are stale).
-    pub fpu_live_on: Option<usize>,
+    /// Its x87/SSE registers and DR0-DR3 while they are not live on a pCPU (hv-core tracks
+    /// which pCPU holds them).
+    pub lazy: crate::lazy_state::LazyState,
 }
 
-/// The guest's initial state.
-#[derive(Clone, Copy, Debug)]
-pub enum EntryState {
-    /// PVH: 32-bit flat protected mode, paging off, `rbx` = start-info address.
-    Pvh32 { rip: u64, rbx: u64 },
-    /// 64-bit long mode with the guest's own page tables at `cr3`, `rsi` = argument.
-    Long64 {
-        rip: u64,
-        rsp: u64,
-        cr3: u64,
-        rsi: u64,
-    },
-}
+pub use slipway_hv_core::hypervisor::EntryState;
 
 // EVENTINJ / EXITINTINFO fields (APM vol. 2, 15.20): vector 7:0, type 10:8, EV 11, V 31,
 // error code 63:32.
@@ -295,7 +275,6 @@ impl SvmVcpu {
         maps: PermissionMaps,
         ncr3: u64,
         asid: u32,
-        serial: u64,
         entry: EntryState,
     ) -> Self {
         assert!(asid != 0, "ASID 0 belongs to the host");
@@ -396,10 +375,7 @@ impl SvmVcpu {
             vmcb,
             regs,
             asid,
-            serial,
-            fpu: fpu::FpuState::initial(),
-            debug: debug_regs::DebugRegs::default(),
-            fpu_live_on: None,
+            lazy: crate::lazy_state::LazyState::initial(),
         }
     }
 
@@ -411,11 +387,6 @@ impl SvmVcpu {
     /// The vCPU's ASID (unique among live vCPUs).
     pub fn asid(&self) -> u32 {
         self.asid
-    }
-
-    /// The vCPU's serial number (unique for the hypervisor's whole run).
-    pub fn serial(&self) -> u64 {
-        self.serial
     }
 
     pub fn rip(&self) -> u64 {

@@ -1,13 +1,18 @@
 //! Page-table builders over [`crate::memory::PhysMemory`] and [`crate::frame_alloc::FrameAllocator`].
 //!
-//! One implementation serves both the hypervisor's own 4-level tables ([`TableKind::Host`]) and
-//! AMD nested page tables ([`TableKind::Nested`]): the format is the same; they differ in the U bit
-//! (set at every level in nested tables, never in host tables), in what addresses are valid
-//! (canonical virtual addresses versus guest-physical addresses below 2^48) and in that host tables
-//! refuse writable+executable mappings. Every table frame is zeroed before it is linked, every
+//! One implementation serves the hypervisor's own 4-level tables ([`TableKind::Host`]), AMD nested
+//! page tables ([`TableKind::Nested`]) and Intel EPT ([`TableKind::Ept`]): the walk (4 levels of
+//! 512 entries, bit 7 for 2 MiB leaves), map/unmap/translate/teardown, rollback and the invariant
+//! checks are shared; the entry bits differ. Host and nested entries are long-mode entries that
+//! differ in the U bit (set at every level in nested tables, never in host tables); EPT entries
+//! are present when any of R/W/X is set, have no U or NX bit, and carry a memory type (WB with
+//! ignore-PAT for RAM, UC for device registers) in each leaf. Host tables take canonical virtual
+//! addresses and refuse writable+executable mappings; nested and EPT tables take guest-physical
+//! addresses below 2^48. Every table frame is zeroed before it is linked, every
 //! entry is written with one 64-bit store, and a failed multi-page mapping is rolled back.
 
 pub mod entry;
+pub mod ept;
 mod table;
 
 pub use table::{Mapping, PageTable, check_tables};
@@ -23,6 +28,16 @@ pub enum TableKind {
     Host,
     /// AMD nested page tables (guest-physical to host-physical): U bit at every level.
     Nested,
+    /// Intel EPT (guest-physical to host-physical): RWX in every non-leaf entry, memory type WB
+    /// with ignore-PAT in RAM leaves (UC for [`Access::uncached`]), no execute-disable bit.
+    Ept,
+}
+
+impl TableKind {
+    /// Whether addresses are guest-physical (nested and EPT) rather than host-virtual.
+    pub const fn is_guest_physical(self) -> bool {
+        !matches!(self, TableKind::Host)
+    }
 }
 
 /// Access rights of a mapping. Read is always granted: x86 cannot express write- or
@@ -122,6 +137,12 @@ pub enum PagingError {
     /// nothing is mapped at the address
     NotMapped {
         /// Virtual address asked for.
+        virt: u64,
+    },
+    /// a 2 MiB page was asked of a table whose processor cannot map 2 MiB pages (EPT without the
+    /// capability)
+    LargePagesUnsupported {
+        /// Address of the refused mapping.
         virt: u64,
     },
     /// the operation would split a 2 MiB page

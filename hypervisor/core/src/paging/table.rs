@@ -1,6 +1,7 @@
-//! The page-table walker and builder shared by host and nested tables.
+//! The page-table walker and builder shared by host, nested and EPT tables.
 
 use super::entry::*;
+use super::ept;
 use super::{Access, PageSize, PagingError, TableKind};
 use crate::addr::{Frame, LARGE_PAGE_SIZE, MAX_PHYS_ADDR, PAGE_SIZE, PhysAddr};
 use crate::frame_alloc::FrameAllocator;
@@ -32,6 +33,7 @@ impl Mapping {
 pub struct PageTable {
     root: Frame,
     kind: TableKind,
+    large_pages: bool,
 }
 
 /// Index into the table at `level` (4 = PML4 .. 1 = PT) for `virt`.
@@ -60,10 +62,27 @@ impl PageTable {
             let _ = alloc.free(root);
             return Err(error.into());
         }
-        Ok(PageTable { root, kind })
+        Ok(PageTable {
+            root,
+            kind,
+            large_pages: true,
+        })
     }
 
-    /// The root frame (the value for CR3, or the VMCB's nCR3).
+    /// An empty EPT root; `large_pages` says whether the processor maps 2 MiB EPT pages
+    /// (IA32_VMX_EPT_VPID_CAP bit 16). Without it, ranges are mapped with 4 KiB pages and a
+    /// 2 MiB [`PageTable::map`] is refused.
+    pub fn new_ept<M: PhysMemory, A: FrameAllocator>(
+        mem: &mut M,
+        alloc: &mut A,
+        large_pages: bool,
+    ) -> Result<Self, PagingError> {
+        let mut table = PageTable::new(TableKind::Ept, mem, alloc)?;
+        table.large_pages = large_pages;
+        Ok(table)
+    }
+
+    /// The root frame (the value for CR3, the VMCB's nCR3, or the EPTP's address bits).
     pub fn root(&self) -> Frame {
         self.root
     }
@@ -74,15 +93,17 @@ impl PageTable {
     }
 
     fn table_entry(&self, table: Frame) -> u64 {
-        let user = if self.kind == TableKind::Nested {
-            USER
-        } else {
-            0
-        };
-        table.start().0 | PRESENT | WRITABLE | user
+        match self.kind {
+            TableKind::Host => table.start().0 | PRESENT | WRITABLE,
+            TableKind::Nested => table.start().0 | PRESENT | WRITABLE | USER,
+            TableKind::Ept => table.start().0 | ept::RWX,
+        }
     }
 
     fn leaf_entry(&self, phys: PhysAddr, size: PageSize, access: Access) -> u64 {
+        if self.kind == TableKind::Ept {
+            return ept_leaf_entry(phys, size, access);
+        }
         let mut entry = phys.0 | PRESENT;
         if access.write {
             entry |= WRITABLE;
@@ -106,7 +127,7 @@ impl PageTable {
         let valid = match self.kind {
             // Canonical: bits 63..47 all equal.
             TableKind::Host => ((virt as i64) << 16 >> 16) as u64 == virt,
-            TableKind::Nested => virt < (1 << 48),
+            TableKind::Nested | TableKind::Ept => virt < (1 << 48),
         };
         if valid {
             Ok(())
@@ -127,6 +148,9 @@ impl PageTable {
     ) -> Result<(), PagingError> {
         if self.kind == TableKind::Host && access.write && access.execute {
             return Err(PagingError::WriteAndExecute { virt });
+        }
+        if size == PageSize::Large && !self.large_pages {
+            return Err(PagingError::LargePagesUnsupported { virt });
         }
         let bytes = size.bytes();
         if !virt.is_multiple_of(bytes) {
@@ -186,7 +210,7 @@ impl PageTable {
                 } else {
                     PagingError::Corrupt { entry_addr: at.0 }
                 });
-            } else if entry & PRESENT == 0 {
+            } else if !present(self.kind, entry) {
                 return Err(PagingError::Corrupt { entry_addr: at.0 });
             } else {
                 table = address(entry);
@@ -222,6 +246,7 @@ impl PageTable {
         while done < len {
             let (v, p) = (virt + done, PhysAddr(phys.0 + done));
             let large = allow_large
+                && self.large_pages
                 && v % LARGE_PAGE_SIZE == 0
                 && p.is_aligned(LARGE_PAGE_SIZE)
                 && len - done >= LARGE_PAGE_SIZE;
@@ -252,7 +277,7 @@ impl PageTable {
         for level in (1..=4).rev() {
             let at = entry_addr(table, virt, level);
             let entry = mem.read_u64(at)?;
-            if entry & PRESENT == 0 {
+            if !present(self.kind, entry) {
                 return Ok(None);
             }
             let leaf = level == 1 || entry & HUGE != 0;
@@ -274,7 +299,7 @@ impl PageTable {
                     virt: virt & !(size.bytes() - 1),
                     phys: PhysAddr(entry & mask),
                     size,
-                    access: access_of(entry),
+                    access: access_of(self.kind, entry),
                 }));
             }
             table = address(entry);
@@ -348,7 +373,7 @@ impl PageTable {
             let at = entry_addr(table, virt, level);
             path[level as usize - 1] = at;
             let entry = mem.read_u64(at)?;
-            if entry & PRESENT == 0 || entry & HUGE != 0 || level == 1 {
+            if !present(self.kind, entry) || entry & HUGE != 0 || level == 1 {
                 break;
             }
             table = address(entry);
@@ -369,7 +394,7 @@ impl PageTable {
         for level in from_level..4 {
             let parent = path[level as usize];
             let parent_entry = mem.read_u64(parent)?;
-            if parent_entry & PRESENT == 0 || parent_entry & HUGE != 0 {
+            if !present(self.kind, parent_entry) || parent_entry & HUGE != 0 {
                 continue;
             }
             let table = address(parent_entry);
@@ -403,7 +428,7 @@ impl PageTable {
         for i in 0..ENTRIES {
             let at = PhysAddr(table.0 + i * 8);
             let entry = mem.read_u64(at)?;
-            if entry & PRESENT == 0 {
+            if !present(self.kind, entry) {
                 continue;
             }
             let mut virt = base + i * span(level);
@@ -423,7 +448,7 @@ impl PageTable {
                     virt,
                     phys: PhysAddr(entry & mask),
                     size,
-                    access: access_of(entry),
+                    access: access_of(self.kind, entry),
                 });
             } else {
                 self.walk(mem, address(entry), level - 1, virt, visit)?;
@@ -439,7 +464,7 @@ impl PageTable {
         mem: &mut M,
         alloc: &mut A,
     ) -> Result<u64, PagingError> {
-        let freed = free_tables(mem, alloc, self.root.start(), 4)?;
+        let freed = free_tables(mem, alloc, self.root.start(), 4, self.kind)?;
         alloc.free(self.root)?;
         Ok(freed + 1)
     }
@@ -450,6 +475,7 @@ fn free_tables<M: PhysMemory, A: FrameAllocator>(
     alloc: &mut A,
     table: PhysAddr,
     level: u32,
+    kind: TableKind,
 ) -> Result<u64, PagingError> {
     let mut freed = 0;
     if level == 1 {
@@ -457,8 +483,8 @@ fn free_tables<M: PhysMemory, A: FrameAllocator>(
     }
     for i in 0..ENTRIES {
         let entry = mem.read_u64(PhysAddr(table.0 + i * 8))?;
-        if entry & PRESENT != 0 && entry & HUGE == 0 {
-            freed += free_tables(mem, alloc, address(entry), level - 1)?;
+        if present(kind, entry) && entry & HUGE == 0 {
+            freed += free_tables(mem, alloc, address(entry), level - 1, kind)?;
             alloc.free(Frame::containing(address(entry)))?;
             freed += 1;
         }
@@ -466,11 +492,50 @@ fn free_tables<M: PhysMemory, A: FrameAllocator>(
     Ok(freed)
 }
 
-fn access_of(entry: u64) -> Access {
-    Access {
-        write: entry & WRITABLE != 0,
-        execute: entry & NO_EXECUTE == 0,
-        uncached: entry & CACHE_DISABLE != 0,
+/// Whether an entry maps or links anything: P for long-mode entries, any of R/W/X for EPT.
+fn present(kind: TableKind, entry: u64) -> bool {
+    match kind {
+        TableKind::Host | TableKind::Nested => entry & PRESENT != 0,
+        TableKind::Ept => entry & ept::RWX != 0,
+    }
+}
+
+/// An EPT leaf: always readable (write-only is a misconfiguration), memory type WB with
+/// ignore-PAT for RAM so the guest's PAT cannot make hypervisor-shared memory uncached or
+/// write-combining behind our back, UC for device registers.
+fn ept_leaf_entry(phys: PhysAddr, size: PageSize, access: Access) -> u64 {
+    let mut entry = phys.0 | ept::READ | ept::IGNORE_PAT;
+    if access.write {
+        entry |= ept::WRITE;
+    }
+    if access.execute {
+        entry |= ept::EXECUTE;
+    }
+    let memory_type = if access.uncached {
+        ept::MEMORY_TYPE_UC
+    } else {
+        ept::MEMORY_TYPE_WB
+    };
+    entry |= memory_type << ept::MEMORY_TYPE_SHIFT;
+    if size == PageSize::Large {
+        entry |= ept::LARGE;
+    }
+    entry
+}
+
+fn access_of(kind: TableKind, entry: u64) -> Access {
+    match kind {
+        TableKind::Host | TableKind::Nested => Access {
+            write: entry & WRITABLE != 0,
+            execute: entry & NO_EXECUTE == 0,
+            uncached: entry & CACHE_DISABLE != 0,
+        },
+        TableKind::Ept => Access {
+            write: entry & ept::WRITE != 0,
+            execute: entry & ept::EXECUTE != 0,
+            uncached: (entry & ept::MEMORY_TYPE_MASK) >> ept::MEMORY_TYPE_SHIFT
+                == ept::MEMORY_TYPE_UC,
+        },
     }
 }
 
@@ -486,7 +551,9 @@ fn table_is_empty<M: PhysMemory>(mem: &M, table: PhysAddr) -> Result<bool, Pagin
 /// Checks every entry reachable from `root` against the rules this crate follows: an entry is zero
 /// or present; no foreign bits; 2 MiB leaves only at level 2 and aligned; tables writable and
 /// executable so that leaves alone decide; U at every level of nested tables, nowhere in host
-/// tables; no writable+executable host leaf; every table readable. Returns the address of the
+/// tables; no writable+executable host leaf; every table readable. EPT: every table entry RWX with
+/// reserved bits 7:3 clear, every leaf readable (W without R and X-only are never written), memory
+/// type WB or UC with ignore-PAT. Returns the address of the
 /// first bad entry and why. Used after every write in tests, and usable as a boot-time assertion.
 pub fn check_tables<M: PhysMemory>(
     mem: &M,
@@ -508,6 +575,13 @@ fn check_level<M: PhysMemory>(
             .read_u64(PhysAddr(at))
             .map_err(|_| (at, "table not readable"))?;
         if entry == 0 {
+            continue;
+        }
+        if kind == TableKind::Ept {
+            check_ept_entry(entry, at, level)?;
+            if level > 1 && entry & HUGE == 0 {
+                check_level(mem, address(entry), level - 1, kind)?;
+            }
             continue;
         }
         if entry & PRESENT == 0 {
@@ -546,6 +620,45 @@ fn check_level<M: PhysMemory>(
             }
             check_level(mem, address(entry), level - 1, kind)?;
         }
+    }
+    Ok(())
+}
+
+fn check_ept_entry(entry: u64, at: u64, level: u32) -> Result<(), (u64, &'static str)> {
+    if entry & ept::RWX == 0 {
+        return Err((at, "non-zero EPT entry that is not present (no R/W/X)"));
+    }
+    if entry & ept::FOREIGN_BITS != 0 {
+        return Err((
+            at,
+            "EPT entry has bits this crate never sets (unzeroed table?)",
+        ));
+    }
+    let leaf = level == 1 || entry & HUGE != 0;
+    if !leaf {
+        if entry & ept::RWX != ept::RWX {
+            return Err((at, "EPT table entry restricts rights (leaves must decide)"));
+        }
+        if entry & ept::NON_LEAF_RESERVED != 0 || entry & ept::DIRTY != 0 {
+            return Err((at, "EPT table entry with reserved bits 7:3 or 9 set"));
+        }
+        return Ok(());
+    }
+    if level > 2 {
+        return Err((at, "1 GiB EPT page or large bit at PML4"));
+    }
+    if level == 2 && entry & ADDR_MASK & !LARGE_ADDR_MASK != 0 {
+        return Err((at, "2 MiB EPT page not aligned"));
+    }
+    if entry & ept::READ == 0 {
+        return Err((at, "EPT leaf writable or executable but not readable"));
+    }
+    let memory_type = (entry & ept::MEMORY_TYPE_MASK) >> ept::MEMORY_TYPE_SHIFT;
+    if memory_type != ept::MEMORY_TYPE_WB && memory_type != ept::MEMORY_TYPE_UC {
+        return Err((at, "EPT leaf memory type neither WB nor UC"));
+    }
+    if entry & ept::IGNORE_PAT == 0 {
+        return Err((at, "EPT leaf without ignore-PAT"));
     }
     Ok(())
 }

@@ -425,7 +425,8 @@ proptest! {
     /// Domains of random sizes, created and destroyed in random order from one allocator, never
     /// share a frame, and nested tables never map a table frame.
     #[test]
-    fn domains_never_share_frames(sizes in proptest::collection::vec((1u64..300, any::<bool>()), 1..8)) {
+    fn domains_never_share_frames(sizes in proptest::collection::vec((1u64..300, any::<bool>()), 1..8), ept in any::<bool>()) {
+        let kind = if ept { TableKind::Ept } else { TableKind::Nested };
         let mut env = env();
         let mut alloc = allocator(&mut env.storage, 4096);
         let mut live: Vec<(GuestMemory, PageTable)> = Vec::new();
@@ -436,7 +437,7 @@ proptest! {
                 memory.scrub_and_free(&mut env.mem, &mut alloc).unwrap();
             }
             let Ok(memory) = GuestMemory::allocate(&mut alloc, pages * 4096) else { continue };
-            let mut npt = PageTable::new(TableKind::Nested, &mut env.mem, &mut alloc).unwrap();
+            let mut npt = PageTable::new(kind, &mut env.mem, &mut alloc).unwrap();
             memory.map_into(&mut npt, &mut env.mem, &mut alloc).unwrap();
             live.push((memory, npt));
         }
@@ -452,7 +453,7 @@ proptest! {
                 }
             }).unwrap();
             prop_assert_eq!(mapped, memory.size());
-            check_tables(&env.mem, npt.root(), TableKind::Nested).unwrap();
+            check_tables(&env.mem, npt.root(), kind).unwrap();
         }
         prop_assert!(tables.iter().all(|t| !owner.contains_key(t)));
     }
@@ -467,10 +468,10 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
-    fn walking_gives_back_exactly_what_was_mapped(layout in arbitrary_layout(), nested in any::<bool>(), sub in 0u64..512) {
+    fn walking_gives_back_exactly_what_was_mapped(layout in arbitrary_layout(), kind in 0u8..3, sub in 0u64..512) {
         let mut env = env();
         let mut alloc = allocator(&mut env.storage, 2048);
-        let kind = if nested { TableKind::Nested } else { TableKind::Host };
+        let kind = [TableKind::Host, TableKind::Nested, TableKind::Ept][kind as usize];
         let mut table = PageTable::new(kind, &mut env.mem, &mut alloc).unwrap();
         watch(&mut env.mem, vec![(table.root(), kind)]);
         let mut expected = BTreeMap::new();
@@ -504,4 +505,187 @@ proptest! {
         prop_assert_eq!(alloc.free_frames(), 2048 - 1);
         prop_assert!(env.mem.violations.is_empty(), "{:?}", env.mem.violations);
     }
+}
+
+#[test]
+fn ept_tables_link_with_rwx_and_leaves_carry_write_back_and_ignore_pat() {
+    use super::ept::*;
+    let mut env = env();
+    let mut alloc = allocator(&mut env.storage, 2048);
+    let mut table = PageTable::new_ept(&mut env.mem, &mut alloc, true).unwrap();
+    watch(&mut env.mem, vec![(table.root(), TableKind::Ept)]);
+    let cases = [
+        (Access::R, READ),
+        (Access::RW, READ | WRITE),
+        (Access::RX, READ | EXECUTE),
+        (Access::RWX, READ | WRITE | EXECUTE),
+    ];
+    for (i, (access, _)) in cases.into_iter().enumerate() {
+        let gpa = 0x1000 * (i as u64 + 1);
+        let phys = PhysAddr(0x4000_0000 + gpa);
+        table
+            .map(&mut env.mem, &mut alloc, gpa, phys, PageSize::Small, access)
+            .unwrap();
+        let found = table.translate(&env.mem, gpa + 0x10).unwrap().unwrap();
+        assert_eq!(found.access, access);
+        assert_eq!(found.phys, phys);
+    }
+    table
+        .map(
+            &mut env.mem,
+            &mut alloc,
+            0xfee0_0000,
+            PhysAddr(0xfee0_0000),
+            PageSize::Small,
+            Access::MMIO,
+        )
+        .unwrap();
+    table
+        .map(
+            &mut env.mem,
+            &mut alloc,
+            0x40_0000,
+            PhysAddr(0x8000_0000),
+            PageSize::Large,
+            Access::RWX,
+        )
+        .unwrap();
+    // Walk by hand: every table entry is address | RWX, nothing else.
+    let pml4e = env.mem.read_u64(table.root().start()).unwrap();
+    assert_eq!(pml4e & !ADDR_MASK, RWX);
+    let pdpte = env.mem.read_u64(address(pml4e)).unwrap();
+    assert_eq!(pdpte & !ADDR_MASK, RWX);
+    let pde = env.mem.read_u64(address(pdpte)).unwrap();
+    assert_eq!(pde & !ADDR_MASK, RWX);
+    let pt = address(pde);
+    for (i, (_, rights)) in cases.into_iter().enumerate() {
+        let pte = env
+            .mem
+            .read_u64(PhysAddr(pt.0 + (i as u64 + 1) * 8))
+            .unwrap();
+        assert_eq!(
+            pte,
+            (0x4000_0000 + 0x1000 * (i as u64 + 1)) | rights | IGNORE_PAT | (MEMORY_TYPE_WB << 3)
+        );
+    }
+    let large = env
+        .mem
+        .read_u64(PhysAddr(address(pdpte).0 + 2 * 8))
+        .unwrap();
+    assert_eq!(
+        large,
+        0x8000_0000 | RWX | IGNORE_PAT | MEMORY_TYPE_WB << 3 | LARGE
+    );
+    let mmio = table.translate(&env.mem, 0xfee0_0000).unwrap().unwrap();
+    assert_eq!(
+        mmio.access,
+        Access::MMIO,
+        "device registers are uncacheable"
+    );
+    assert_eq!(
+        table.map(
+            &mut env.mem,
+            &mut alloc,
+            1 << 48,
+            PhysAddr(0),
+            PageSize::Small,
+            Access::R
+        ),
+        Err(PagingError::BadVirtualAddress { virt: 1 << 48 })
+    );
+    assert!(env.mem.violations.is_empty(), "{:?}", env.mem.violations);
+    let before = alloc.free_frames();
+    let freed = table.teardown(&mut env.mem, &mut alloc).unwrap();
+    assert_eq!(alloc.free_frames(), before + freed);
+}
+
+#[test]
+fn the_checker_catches_bad_ept_entries() {
+    use super::ept::*;
+    let mut env = env();
+    let mut alloc = allocator(&mut env.storage, 64);
+    let mut table = PageTable::new_ept(&mut env.mem, &mut alloc, true).unwrap();
+    table
+        .map(
+            &mut env.mem,
+            &mut alloc,
+            0x1000,
+            PhysAddr(0x5000),
+            PageSize::Small,
+            Access::RW,
+        )
+        .unwrap();
+    watch(&mut env.mem, vec![(table.root(), TableKind::Ept)]);
+    let pdpt = address(env.mem.read_u64(table.root().start()).unwrap());
+    let pd = address(env.mem.read_u64(pdpt).unwrap());
+    let pt = address(env.mem.read_u64(pd).unwrap());
+    let good = env.mem.read_u64(PhysAddr(pt.0 + 8)).unwrap();
+    let cases: [(PhysAddr, u64, &str); 6] = [
+        // A garbage (unzeroed) frame linked as a table.
+        (
+            PhysAddr(table.root().start().0 + 8),
+            alloc.allocate().unwrap().start().0 | RWX,
+            "never sets",
+        ),
+        // Write-only leaf: an EPT misconfiguration.
+        (PhysAddr(pt.0 + 8), (good & !READ) | WRITE, "not readable"),
+        // A table entry that restricts rights.
+        (pd, (pt.0) | READ | WRITE, "restricts rights"),
+        // Memory type 1 (WC).
+        (
+            PhysAddr(pt.0 + 8),
+            (good & !MEMORY_TYPE_MASK) | 1 << 3,
+            "memory type",
+        ),
+        // Guest PAT honoured.
+        (PhysAddr(pt.0 + 8), good & !IGNORE_PAT, "ignore-PAT"),
+        // Not present but not zero.
+        (PhysAddr(pt.0 + 8), good & !RWX, "not present"),
+    ];
+    for (at, value, why) in cases {
+        let old = env.mem.read_u64(at).unwrap();
+        env.mem.write_u64(at, value).unwrap();
+        let violation = env
+            .mem
+            .violations
+            .pop()
+            .unwrap_or_else(|| panic!("{why}: not caught"));
+        assert!(violation.contains(why), "{violation} should say {why}");
+        env.mem.clear_observer();
+        env.mem.write_u64(at, old).unwrap();
+        watch(&mut env.mem, vec![(table.root(), TableKind::Ept)]);
+    }
+}
+
+#[test]
+fn ept_without_large_page_support_maps_4k_pages_only() {
+    let mut env = env();
+    let mut alloc = allocator(&mut env.storage, 4096);
+    let mut table = PageTable::new_ept(&mut env.mem, &mut alloc, false).unwrap();
+    watch(&mut env.mem, vec![(table.root(), TableKind::Ept)]);
+    assert_eq!(
+        table.map(
+            &mut env.mem,
+            &mut alloc,
+            0x20_0000,
+            PhysAddr(0x20_0000),
+            PageSize::Large,
+            Access::RWX
+        ),
+        Err(PagingError::LargePagesUnsupported { virt: 0x20_0000 })
+    );
+    let memory = GuestMemory::allocate(&mut alloc, 0x40_0000).unwrap();
+    memory
+        .map_into(&mut table, &mut env.mem, &mut alloc)
+        .unwrap();
+    let mut pages = 0;
+    table
+        .for_each_mapping(&env.mem, &mut |m| {
+            assert_eq!(m.size, PageSize::Small);
+            assert_eq!(m.access, Access::RWX);
+            pages += 1;
+        })
+        .unwrap();
+    assert_eq!(pages, 0x400);
+    assert!(env.mem.violations.is_empty(), "{:?}", env.mem.violations);
 }

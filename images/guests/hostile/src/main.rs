@@ -10,6 +10,7 @@
 //! | `write-log-window` | as a control domain, reads its Slipway event-log window's descriptor, then writes 16 bytes in (at `SLIPWAY_LOG_GPA + 16`) | domain stopped (the window is read-only) |
 //! | `builder-after-handoff` | sends CreateDomain, Measure, HandOff | each refused (`AfterHandOff`/`NotPermitted`) |
 //! | `vmsave`, `clgi`, `skinit`, `vmload`, `stgi` | executes that SVM instruction | domain stopped |
+//! | `vmxon`, `vmclear`, `vmptrld`, `vmlaunch`, `vmread`, `invept` | executes that Intel VMX instruction | refused with #UD (this guest has no IDT: triple fault, domain stopped) |
 //! | `rewrite-buffer` | vCPU 1 rewrites the hypercall buffer while vCPU 0 calls (needs `cpus = <2>`) | hypervisor unharmed; each call answered or refused |
 //! | `imitate` | prints lines imitating another domain's prefix and the hypervisor's | lines escaped/prefixed with this domain's name |
 //! | `fake-launch` | prints text imitating a launch request, then writes it to the debugcon port 0xe9 | text only on its own console, escaped; the port writes ignored or the domain stopped; no launch request reaches the harness |
@@ -65,6 +66,7 @@ fn main(boot: Boot) -> ! {
         "write-log-window" => write_log_window(),
         "builder-after-handoff" => builder_after_handoff(),
         "vmsave" | "vmload" | "clgi" | "stgi" | "skinit" => svm_instruction(test),
+        "vmxon" | "vmclear" | "vmptrld" | "vmlaunch" | "vmread" | "invept" => vmx_instruction(test),
         "rewrite-buffer" => rewrite_buffer_caller(),
         "imitate" => imitate(),
         "fake-launch" => fake_launch(),
@@ -181,6 +183,38 @@ fn svm_instruction(which: &str) -> ! {
             "clgi" => core::arch::asm!("clgi", options(nomem, nostack)),
             "stgi" => core::arch::asm!("stgi", options(nomem, nostack)),
             _ => core::arch::asm!("skinit eax", in("eax") page as u32, options(nostack)),
+        }
+    }
+    survived(which)
+}
+
+/// Executes one Intel VMX instruction (operands in this guest's own RAM). The hypervisor must
+/// refuse it: VMX is hidden from guests, so the guest gets the #UD a CPU without VMX raises
+/// (this guest has no IDT: it ends in a triple fault and is stopped) or is stopped outright.
+fn vmx_instruction(which: &str) -> ! {
+    let page = (&raw mut OPERAND_PAGE) as u64;
+    println!("executing {which} (operand {page:#x})");
+    let pointer = page;
+    // SAFETY: deliberately hostile: every VMX instruction exits from a guest; the operands are
+    // this guest's own page, so even a VMX instruction that ran could only touch that page.
+    unsafe {
+        match which {
+            "vmxon" => core::arch::asm!("vmxon [{}]", in(reg) &pointer, options(nostack)),
+            "vmclear" => core::arch::asm!("vmclear [{}]", in(reg) &pointer, options(nostack)),
+            "vmptrld" => core::arch::asm!("vmptrld [{}]", in(reg) &pointer, options(nostack)),
+            "vmlaunch" => core::arch::asm!("vmlaunch", options(nomem, nostack)),
+            "vmread" => core::arch::asm!(
+                "vmread {}, {}",
+                out(reg) _,
+                in(reg) 0x6c16u64,
+                options(nomem, nostack)
+            ),
+            _ => core::arch::asm!(
+                "invept {}, [{}]",
+                in(reg) 1u64,
+                in(reg) &[0u64; 2],
+                options(nostack)
+            ),
         }
     }
     survived(which)

@@ -1,0 +1,123 @@
+//! The Intel VMX backend under bochs (`cargo xtask run --emulator bochs`): the same ISO as under
+//! QEMU, with the backend chosen from CPUID. bochs has no TPM, so every run is unmeasured and the
+//! bundle's policy starts everything (`images/test-vmx-demo`): domB plans and hands off, every
+//! domain prints and finishes, the run ends with success.
+
+use slipway_integration_tests::{Verdict, bochs_config, boot, bundle, started_domains};
+
+const DOMAINS: [&str; 3] = ["control", "hello-a", "hello-b"];
+
+#[test]
+fn the_demo_shape_boots_plans_hands_off_and_finishes_under_vmx() {
+    let built = bundle("test-vmx-demo");
+    let outcome = boot(&bochs_config(&built, "vmx-demo"));
+    assert_eq!(outcome.verdict, Verdict::Success, "{}", outcome.report());
+    let lines: Vec<&str> = outcome.lines.iter().map(|l| l.text.as_str()).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("slipway: backend: Intel VMX with EPT")),
+        "the hypervisor did not say it picked VMX"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("UNMEASURED")),
+        "an unmeasured boot must say so"
+    );
+    let milestones: Vec<&str> = outcome.milestones.iter().map(|m| m.name.as_str()).collect();
+    for name in DOMAINS {
+        assert!(
+            milestones.contains(&format!("planned:{name}").as_str()),
+            "{milestones:?}"
+        );
+    }
+    assert!(milestones.contains(&"hand-off"), "{milestones:?}");
+    assert_eq!(started_domains(&outcome), DOMAINS);
+    for name in DOMAINS {
+        let prefix = format!("[{name}] ");
+        assert!(
+            lines.iter().any(|l| l.starts_with(&prefix)),
+            "`{name}` printed nothing"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| *l == format!("slipway: domain {name} shut down (exit code 0)")),
+            "`{name}` did not finish"
+        );
+    }
+    assert!(lines.contains(&"slipway: all domains have finished"));
+}
+
+#[test]
+fn two_pcpus_share_the_domains_under_vmx() {
+    let built = bundle("test-vmx-demo");
+    let mut config = bochs_config(&built, "vmx-two-pcpus");
+    config.smp = 2;
+    let outcome = boot(&config);
+    assert_eq!(outcome.verdict, Verdict::Success, "{}", outcome.report());
+    let lines: Vec<&str> = outcome.lines.iter().map(|l| l.text.as_str()).collect();
+    assert!(lines.contains(&"slipway: smp: 2 physical CPUs schedule vCPUs (tick 10 ms)"));
+    // The AP entered VMX operation and ran at least one planned domain.
+    let pcpu1 = lines
+        .iter()
+        .find(|l| l.starts_with("slipway: run accounting: pcpu 1: "))
+        .expect("no accounting line for pcpu 1");
+    assert!(
+        DOMAINS.iter().any(|d| pcpu1.contains(&format!(" {d} "))),
+        "pcpu 1 ran no domain: {pcpu1}"
+    );
+    for name in DOMAINS {
+        assert!(
+            lines.contains(&format!("slipway: domain {name} shut down (exit code 0)").as_str())
+        );
+    }
+}
+
+/// Hostile domains (`images/test-vmx-hostile`) with each behaviour's expected end.
+#[test]
+fn hostile_guests_are_stopped_or_refused_and_the_others_finish_under_vmx() {
+    let built = bundle("test-vmx-hostile");
+    let outcome = boot(&bochs_config(&built, "vmx-hostile"));
+    assert_eq!(outcome.verdict, Verdict::Success, "{}", outcome.report());
+    let lines: Vec<&str> = outcome.lines.iter().map(|l| l.text.as_str()).collect();
+    let has_prefix = |prefix: &str| lines.iter().any(|l| l.starts_with(prefix));
+    // VMX instructions (and SVM ones, which an Intel CPU does not know): #UD, and with no IDT
+    // in this guest the domain ends in a triple fault, stopped by the hypervisor.
+    for name in [
+        "vmxon", "vmclear", "vmptrld", "vmlaunch", "vmread", "invept", "vmsave", "clgi",
+    ] {
+        assert!(
+            has_prefix(&format!("[{name}] executing {name}")),
+            "`{name}` did not get to its instruction"
+        );
+        assert!(
+            has_prefix(&format!("slipway: domain {name} stopped: triple fault")),
+            "`{name}` was not stopped"
+        );
+        assert!(
+            !has_prefix(&format!("[{name}] FAILED")),
+            "`{name}` survived"
+        );
+    }
+    assert!(has_prefix(
+        "slipway: domain write-outside stopped: write access at guest-physical 0x400000"
+    ));
+    // Refused, and the domain shuts down by itself with 0.
+    for name in ["builder", "user-hypercall", "rewrite-buffer", "imitate"] {
+        assert!(
+            lines.contains(&format!("slipway: domain {name} shut down (exit code 0)").as_str()),
+            "`{name}` did not end cleanly"
+        );
+    }
+    assert!(has_prefix(
+        "[user-hypercall] user-hypercall: #UD at the ring-3 VMMCALL"
+    ));
+    // A domain's imitation of the verdict stays its own line.
+    assert!(lines.contains(&"[imitate] slipway: exiting: success"));
+    for name in ["control", "hello-a"] {
+        assert!(
+            lines.contains(&format!("slipway: domain {name} shut down (exit code 0)").as_str())
+        );
+    }
+    assert!(lines.contains(&"slipway: all domains have finished"));
+}

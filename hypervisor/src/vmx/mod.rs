@@ -835,6 +835,25 @@ impl VmxVcpu {
             x86_64::instructions::interrupts::disable();
             let info = self.sync_from_vmcs();
             let basic = info.basic_reason();
+            // A #DB exit happens before the processor updates DR6 (the exit qualification has
+            // the bits it would have set: B0-B3, BD, BS): set them in DR6, which VMX does not
+            // switch and which is this vCPU's while it runs here, so the reflected #DB finds
+            // them as on bare metal (SVM updates DR6 itself).
+            if basic == exits::reason::EXCEPTION_OR_NMI
+                && info.interruption_info & (1 << 31) != 0
+                && (info.interruption_info >> 8) & 7 == 3
+                && info.interruption_info as u8 == 1
+            {
+                const TRAP_BITS: u64 = 0xf | (1 << 13) | (1 << 14);
+                let dr6: u64;
+                // SAFETY: DR6 is the running vCPU's (the hypervisor never uses debug
+                // registers); reading and writing its status bits has no other effect.
+                unsafe {
+                    core::arch::asm!("mov {}, dr6", out(reg) dr6, options(nomem, nostack));
+                    let dr6 = (dr6 & !TRAP_BITS) | (info.qualification & TRAP_BITS);
+                    core::arch::asm!("mov dr6, {}", in(reg) dr6, options(nomem, nostack));
+                }
+            }
             // An NMI exit consumed the host's NMI (NMI exiting): hand it to the host's handler,
             // which counts it, as SVM's STGI does after an NMI #VMEXIT.
             if basic == exits::reason::EXCEPTION_OR_NMI

@@ -136,3 +136,50 @@ fn hostile_guests_are_stopped_or_refused_and_the_others_finish_under_vmx() {
     }
     assert!(lines.contains(&"slipway: all domains have finished"));
 }
+
+/// `images/test-fpu` under VMX: two domains on one pCPU each keep their own x87/SSE state and
+/// DR0-DR3 (neither is switched by VM entries), starting clean, while the scheduler alternates
+/// them.
+#[test]
+fn each_domain_keeps_its_own_fpu_and_debug_registers_under_vmx() {
+    let built = bundle("test-fpu");
+    let outcome = boot(&bochs_config(&built, "vmx-fpu"));
+    assert_eq!(outcome.verdict, Verdict::Success, "{}", outcome.report());
+    let mut total_pauses = 0u64;
+    for (domain, marker) in [("fpu-a", 1), ("fpu-b", 2)] {
+        let prefix = format!("[{domain}] ");
+        let lines: Vec<&str> = outcome
+            .lines
+            .iter()
+            .filter_map(|l| l.text.strip_prefix(prefix.as_str()))
+            .collect();
+        assert!(
+            !lines.iter().any(|l| l.starts_with("FAILED")),
+            "{domain}: {lines:?}"
+        );
+        for expected in [
+            "fpu: clean start".to_owned(),
+            "debug registers: clean start".to_owned(),
+            format!("debug registers: kept marker {marker}"),
+        ] {
+            assert!(lines.contains(&expected.as_str()), "{domain}: {lines:?}");
+        }
+        let kept = lines
+            .iter()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "fpu: kept marker {marker} for 40000000 iterations, "
+                ))
+            })
+            .unwrap_or_else(|| panic!("{domain} did not keep its marker: {lines:?}"));
+        let pauses: u64 = kept
+            .strip_suffix(" pauses")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{domain}: `{kept}`"));
+        total_pauses += pauses;
+    }
+    assert!(
+        total_pauses >= 2,
+        "the domains were never interleaved ({total_pauses} pauses): the test proves nothing"
+    );
+}

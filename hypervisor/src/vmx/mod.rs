@@ -126,6 +126,8 @@ pub struct VmxShared {
     msr_bitmap: u64,
     phys_bits: u8,
     linear_bits: u8,
+    /// VMX-preemption timer value for one scheduler tick (`None`: the CPU has no such timer).
+    preemption_ticks: Option<u64>,
 }
 
 impl VmxShared {
@@ -139,9 +141,18 @@ impl VmxShared {
         let invept = invept_type(&caps).ok_or(VmxError::NoInvalidation("INVEPT"))?;
         let invvpid = invvpid_type(&caps).ok_or(VmxError::NoInvalidation("INVVPID"))?;
         let (phys_bits, linear_bits) = address_widths();
+        // One scheduler tick of TSC, in units of the preemption timer (TSC >> rate).
+        let tick_tsc = crate::tsc::hz() / 1000 * u64::from(crate::smp::TICK_MS);
+        let preemption_ticks = caps
+            .supports(
+                slipway_hv_core::vmx::Control::PinBased,
+                caps::pin::PREEMPTION_TIMER,
+            )
+            .then(|| (tick_tsc >> caps.misc.preemption_timer_rate()).clamp(1, 0xffff_ffff));
         Ok(VmxShared {
             caps,
             controls,
+            preemption_ticks,
             invept,
             invvpid,
             io_bitmap_a: alloc_zeroed(alloc, 1, 0xff)?,
@@ -517,7 +528,18 @@ impl VmxVcpu {
             io_bitmap_b: shared.io_bitmap_b,
             msr_bitmap: shared.msr_bitmap,
         };
-        initial_vmcs(&shared.caps, &shared.controls, host, &resources, entry)
+        let mut state = initial_vmcs(&shared.caps, &shared.controls, host, &resources, entry);
+        // Every guest run ends within one scheduler tick even if the tick's external-interrupt
+        // exit does not come (bochs 2.7 delivers it only while the guest's RFLAGS.IF is set;
+        // the processor does regardless): the VMX-preemption timer, re-armed before each entry.
+        if let Some(ticks) = shared.preemption_ticks {
+            state.set(
+                F::PinBasedControls,
+                u64::from(shared.controls.pin | caps::pin::PREEMPTION_TIMER),
+            );
+            state.set(F::PreemptionTimerValue, ticks);
+        }
+        state
     }
 
     /// The VMCS's physical address (freed by the owner when the vCPU is destroyed).
@@ -664,8 +686,11 @@ impl VmxVcpu {
         }
     }
 
-    /// Writes what common code changed since the last exit.
-    fn sync_to_vmcs(&mut self) {
+    /// Writes what common code changed since the last exit, and re-arms the preemption timer.
+    fn sync_to_vmcs(&mut self, shared: &VmxShared) {
+        if let Some(ticks) = shared.preemption_ticks {
+            let _ = vmwrite(F::PreemptionTimerValue, ticks);
+        }
         if self.rip_dirty {
             let _ = vmwrite(F::GuestRip, self.rip);
             self.rip_dirty = false;
@@ -813,7 +838,7 @@ impl VmxVcpu {
             }
         }
         loop {
-            self.sync_to_vmcs();
+            self.sync_to_vmcs(shared);
             // SAFETY: this vCPU's VMCS is current on this CPU (above), fully written and checked;
             // `regs` is a live Rust object; the world switch restores every callee-saved register
             // and the host state comes from the VMCS's host area (this CPU's, written at the
@@ -829,10 +854,11 @@ impl VmxVcpu {
                 return VmExit::InvalidState;
             }
             self.entered = true;
-            // The exit left IF clear: a pending host interrupt (the tick) is taken here.
-            x86_64::instructions::interrupts::enable();
-            core::hint::spin_loop();
-            x86_64::instructions::interrupts::disable();
+            // The exit left IF clear: a pending host interrupt (the tick) is taken here, in a
+            // window of a few instructions after STI's one-instruction shadow.
+            // SAFETY: the host's IDT handles every vector; interrupts are closed again before
+            // anything else runs.
+            unsafe { core::arch::asm!("sti", "nop", "nop", "nop", "cli", options(nomem, nostack)) };
             let info = self.sync_from_vmcs();
             let basic = info.basic_reason();
             // A #DB exit happens before the processor updates DR6 (the exit qualification has
@@ -869,6 +895,9 @@ impl VmxVcpu {
                 EXIT_CR_ACCESS if self.control_register_write(info.qualification, shared) => {
                     continue;
                 }
+                // The slice's bound: a scheduling point like the tick's interrupt exit (the
+                // pending tick itself was taken by the host right above).
+                reason::PREEMPTION_TIMER => return VmExit::ExternalInterrupt,
                 reason::VMCLEAR
                 | reason::VMLAUNCH
                 | reason::VMPTRLD

@@ -31,6 +31,7 @@ pub mod log_window;
 pub mod measurement;
 pub mod memmap;
 pub mod memory;
+pub mod multiboot_tags;
 pub mod paging;
 pub mod pvh;
 pub mod sched;

@@ -432,7 +432,7 @@ pub struct VmxVcpu {
     entry: VcpuEntry,
     /// The CPU on which the VMCS was loaded first (it never moves).
     launched_on: Option<usize>,
-    /// VMLAUNCH succeeded once: VMRESUME from now on.
+    /// Launched since the VMCS was last made current: VMRESUME for the next entry.
     entered: bool,
     rip: u64,
     rip_dirty: bool,
@@ -679,8 +679,9 @@ impl VmxVcpu {
     }
 
     fn make_current(&self) {
-        // SAFETY: the VMCS was cleared and launched on this CPU (it never moves); VMPTRLD makes it
-        // the current one for the VMREAD/VMWRITEs and the entry that follow.
+        // SAFETY: the VMCS was initialised on this CPU (it never moves) and cleared at the end of
+        // its last run; VMPTRLD makes it the current one for the VMREAD/VMWRITEs and the entry
+        // that follow.
         unsafe {
             core::arch::asm!("vmptrld [{pa}]", pa = in(reg) &self.vmcs_pa, options(nostack));
         }
@@ -825,10 +826,16 @@ impl VmxVcpu {
     /// Runs the guest until an exit common code handles, and returns it normalized. Control-
     /// register writes and VMX instructions are handled here (VMX instructions raise #UD, as on
     /// a CPU without VMX: CPUID hides it and CR4.VMXE reads 0).
+    ///
+    /// The VMCS is active on this CPU only during the call: VMCLEAR at its end writes the
+    /// processor's cached copy back and deactivates it, so a vCPU that is not running never has
+    /// an active VMCS, and its frame can be scrubbed and freed by whichever CPU destroys it
+    /// (the processor would otherwise be free to write the cached copy into a reused frame).
     pub fn run(&mut self, cpu: usize, shared: &VmxShared) -> VmExit {
         match self.launched_on {
             None => {
                 if let Err(exit) = self.first_load(cpu, shared) {
+                    self.clear();
                     return exit;
                 }
             }
@@ -837,6 +844,23 @@ impl VmxVcpu {
                 self.make_current();
             }
         }
+        let exit = self.run_loaded(shared);
+        self.clear();
+        exit
+    }
+
+    /// VMCLEAR: this vCPU's VMCS is written back and inactive; the next entry is a VMLAUNCH.
+    fn clear(&mut self) {
+        // SAFETY: the VMCS is this vCPU's own frame, initialised by its first load; VMCLEAR
+        // only writes the processor's copy back to it and marks it clear.
+        unsafe {
+            core::arch::asm!("vmclear [{pa}]", pa = in(reg) &self.vmcs_pa, options(nostack));
+        }
+        self.entered = false;
+    }
+
+    /// Entries and exits with the VMCS current, until one for common code.
+    fn run_loaded(&mut self, shared: &VmxShared) -> VmExit {
         loop {
             self.sync_to_vmcs(shared);
             // SAFETY: this vCPU's VMCS is current on this CPU (above), fully written and checked;

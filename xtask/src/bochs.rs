@@ -56,7 +56,7 @@ pub fn check_config(config: &RunConfig) -> Result<(), String> {
 pub fn bochsrc(config: &RunConfig, serial: &Path, log: &Path) -> String {
     format!(
         "megs: {megs}\n\
-         cpu: model={BOCHS_CPU_MODEL}, count={count}, ips=50000000, reset_on_triple_fault=0, ignore_bad_msrs=0\n\
+         cpu: model={BOCHS_CPU_MODEL}, count={count}, ips=200000000, reset_on_triple_fault=0, ignore_bad_msrs=0\n\
          clock: sync=none, time0=local\n\
          romimage: file={BOCHS_BIOS}, options=fastboot\n\
          vgaromimage: file={VGA_BIOS}\n\

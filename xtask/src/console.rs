@@ -124,7 +124,7 @@ pub fn milestone_table(
     let mut out = String::new();
     if let Some(first) = first_hypervisor_line {
         out.push_str(&format!(
-            "firmware + GRUB: first hypervisor line {} ms after QEMU start\n",
+            "firmware + GRUB: first hypervisor line {} ms after the emulator started\n",
             first.as_millis()
         ));
     }
@@ -248,7 +248,7 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(
             lines[0],
-            "firmware + GRUB: first hypervisor line 598 ms after QEMU start"
+            "firmware + GRUB: first hypervisor line 598 ms after the emulator started"
         );
         assert!(lines[1].starts_with("milestone "), "{table}");
         assert!(

@@ -126,6 +126,8 @@ pub struct VmxShared {
     msr_bitmap: u64,
     phys_bits: u8,
     linear_bits: u8,
+    /// VMX-preemption timer value for one scheduler tick (`None`: the CPU has no such timer).
+    preemption_ticks: Option<u64>,
 }
 
 impl VmxShared {
@@ -139,9 +141,18 @@ impl VmxShared {
         let invept = invept_type(&caps).ok_or(VmxError::NoInvalidation("INVEPT"))?;
         let invvpid = invvpid_type(&caps).ok_or(VmxError::NoInvalidation("INVVPID"))?;
         let (phys_bits, linear_bits) = address_widths();
+        // One scheduler tick of TSC, in units of the preemption timer (TSC >> rate).
+        let tick_tsc = crate::tsc::hz() / 1000 * u64::from(crate::smp::TICK_MS);
+        let preemption_ticks = caps
+            .supports(
+                slipway_hv_core::vmx::Control::PinBased,
+                caps::pin::PREEMPTION_TIMER,
+            )
+            .then(|| (tick_tsc >> caps.misc.preemption_timer_rate()).clamp(1, 0xffff_ffff));
         Ok(VmxShared {
             caps,
             controls,
+            preemption_ticks,
             invept,
             invvpid,
             io_bitmap_a: alloc_zeroed(alloc, 1, 0xff)?,
@@ -421,7 +432,7 @@ pub struct VmxVcpu {
     entry: VcpuEntry,
     /// The CPU on which the VMCS was loaded first (it never moves).
     launched_on: Option<usize>,
-    /// VMLAUNCH succeeded once: VMRESUME from now on.
+    /// Launched since the VMCS was last made current: VMRESUME for the next entry.
     entered: bool,
     rip: u64,
     rip_dirty: bool,
@@ -517,7 +528,18 @@ impl VmxVcpu {
             io_bitmap_b: shared.io_bitmap_b,
             msr_bitmap: shared.msr_bitmap,
         };
-        initial_vmcs(&shared.caps, &shared.controls, host, &resources, entry)
+        let mut state = initial_vmcs(&shared.caps, &shared.controls, host, &resources, entry);
+        // Every guest run ends within one scheduler tick even if the tick's external-interrupt
+        // exit does not come (bochs 2.7 delivers it only while the guest's RFLAGS.IF is set;
+        // the processor does regardless): the VMX-preemption timer, re-armed before each entry.
+        if let Some(ticks) = shared.preemption_ticks {
+            state.set(
+                F::PinBasedControls,
+                u64::from(shared.controls.pin | caps::pin::PREEMPTION_TIMER),
+            );
+            state.set(F::PreemptionTimerValue, ticks);
+        }
+        state
     }
 
     /// The VMCS's physical address (freed by the owner when the vCPU is destroyed).
@@ -657,15 +679,19 @@ impl VmxVcpu {
     }
 
     fn make_current(&self) {
-        // SAFETY: the VMCS was cleared and launched on this CPU (it never moves); VMPTRLD makes it
-        // the current one for the VMREAD/VMWRITEs and the entry that follow.
+        // SAFETY: the VMCS was initialised on this CPU (it never moves) and cleared at the end of
+        // its last run; VMPTRLD makes it the current one for the VMREAD/VMWRITEs and the entry
+        // that follow.
         unsafe {
             core::arch::asm!("vmptrld [{pa}]", pa = in(reg) &self.vmcs_pa, options(nostack));
         }
     }
 
-    /// Writes what common code changed since the last exit.
-    fn sync_to_vmcs(&mut self) {
+    /// Writes what common code changed since the last exit, and re-arms the preemption timer.
+    fn sync_to_vmcs(&mut self, shared: &VmxShared) {
+        if let Some(ticks) = shared.preemption_ticks {
+            let _ = vmwrite(F::PreemptionTimerValue, ticks);
+        }
         if self.rip_dirty {
             let _ = vmwrite(F::GuestRip, self.rip);
             self.rip_dirty = false;
@@ -800,10 +826,16 @@ impl VmxVcpu {
     /// Runs the guest until an exit common code handles, and returns it normalized. Control-
     /// register writes and VMX instructions are handled here (VMX instructions raise #UD, as on
     /// a CPU without VMX: CPUID hides it and CR4.VMXE reads 0).
+    ///
+    /// The VMCS is active on this CPU only during the call: VMCLEAR at its end writes the
+    /// processor's cached copy back and deactivates it, so a vCPU that is not running never has
+    /// an active VMCS, and its frame can be scrubbed and freed by whichever CPU destroys it
+    /// (the processor would otherwise be free to write the cached copy into a reused frame).
     pub fn run(&mut self, cpu: usize, shared: &VmxShared) -> VmExit {
         match self.launched_on {
             None => {
                 if let Err(exit) = self.first_load(cpu, shared) {
+                    self.clear();
                     return exit;
                 }
             }
@@ -812,8 +844,25 @@ impl VmxVcpu {
                 self.make_current();
             }
         }
+        let exit = self.run_loaded(shared);
+        self.clear();
+        exit
+    }
+
+    /// VMCLEAR: this vCPU's VMCS is written back and inactive; the next entry is a VMLAUNCH.
+    fn clear(&mut self) {
+        // SAFETY: the VMCS is this vCPU's own frame, initialised by its first load; VMCLEAR
+        // only writes the processor's copy back to it and marks it clear.
+        unsafe {
+            core::arch::asm!("vmclear [{pa}]", pa = in(reg) &self.vmcs_pa, options(nostack));
+        }
+        self.entered = false;
+    }
+
+    /// Entries and exits with the VMCS current, until one for common code.
+    fn run_loaded(&mut self, shared: &VmxShared) -> VmExit {
         loop {
-            self.sync_to_vmcs();
+            self.sync_to_vmcs(shared);
             // SAFETY: this vCPU's VMCS is current on this CPU (above), fully written and checked;
             // `regs` is a live Rust object; the world switch restores every callee-saved register
             // and the host state comes from the VMCS's host area (this CPU's, written at the
@@ -829,12 +878,32 @@ impl VmxVcpu {
                 return VmExit::InvalidState;
             }
             self.entered = true;
-            // The exit left IF clear: a pending host interrupt (the tick) is taken here.
-            x86_64::instructions::interrupts::enable();
-            core::hint::spin_loop();
-            x86_64::instructions::interrupts::disable();
+            // The exit left IF clear: a pending host interrupt (the tick) is taken here, in a
+            // window of a few instructions after STI's one-instruction shadow.
+            // SAFETY: the host's IDT handles every vector; interrupts are closed again before
+            // anything else runs.
+            unsafe { core::arch::asm!("sti", "nop", "nop", "nop", "cli", options(nomem, nostack)) };
             let info = self.sync_from_vmcs();
             let basic = info.basic_reason();
+            // A #DB exit happens before the processor updates DR6 (the exit qualification has
+            // the bits it would have set: B0-B3, BD, BS): set them in DR6, which VMX does not
+            // switch and which is this vCPU's while it runs here, so the reflected #DB finds
+            // them as on bare metal (SVM updates DR6 itself).
+            if basic == exits::reason::EXCEPTION_OR_NMI
+                && info.interruption_info & (1 << 31) != 0
+                && (info.interruption_info >> 8) & 7 == 3
+                && info.interruption_info as u8 == 1
+            {
+                const TRAP_BITS: u64 = 0xf | (1 << 13) | (1 << 14);
+                let dr6: u64;
+                // SAFETY: DR6 is the running vCPU's (the hypervisor never uses debug
+                // registers); reading and writing its status bits has no other effect.
+                unsafe {
+                    core::arch::asm!("mov {}, dr6", out(reg) dr6, options(nomem, nostack));
+                    let dr6 = (dr6 & !TRAP_BITS) | (info.qualification & TRAP_BITS);
+                    core::arch::asm!("mov dr6, {}", in(reg) dr6, options(nomem, nostack));
+                }
+            }
             // An NMI exit consumed the host's NMI (NMI exiting): hand it to the host's handler,
             // which counts it, as SVM's STGI does after an NMI #VMEXIT.
             if basic == exits::reason::EXCEPTION_OR_NMI
@@ -850,6 +919,9 @@ impl VmxVcpu {
                 EXIT_CR_ACCESS if self.control_register_write(info.qualification, shared) => {
                     continue;
                 }
+                // The slice's bound: a scheduling point like the tick's interrupt exit (the
+                // pending tick itself was taken by the host right above).
+                reason::PREEMPTION_TIMER => return VmExit::ExternalInterrupt,
                 reason::VMCLEAR
                 | reason::VMLAUNCH
                 | reason::VMPTRLD

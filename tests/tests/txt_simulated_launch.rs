@@ -1,0 +1,192 @@
+//! The SIMULATED Intel TXT launch under QEMU (`images/test-txt-simulated`, `launch=txt-simulated`,
+//! the synthetic `sinit` module): the hypervisor runs the TXT pre-launch sequence over its
+//! simulated seam, the harness plays CPU and SINIT over guest RAM, the hypervisor enters through
+//! the Intel MLE entry and runs every post-launch check. Verified end to end: the attest domain's
+//! quote against `cargo xtask predict --launch txt-simulated`, the log, and `verify`'s decision
+//! (which names the launch SIMULATED, never hardware).
+//!
+//! Then one boot per refusal class of the simulated SINIT (`txt_fault=<class>` on the measured
+//! hypervisor command line corrupts one thing after the pre-launch sequence): SINIT refuses with
+//! that class, nothing reaches the TPM, the hypervisor restores its MTRRs and continues
+//! UNMEASURED (PCR17 all-FF), the default policy starts only the recovery domain, and `verify`
+//! rejects the run as an unmeasured launch.
+
+use slipway_hv_core::txt::simulated::SimulatedFault;
+use slipway_integration_tests::{
+    Firmware, RunOutcome, Tpm, Verdict, boot, bundle, config, iso_variant, started_domains,
+};
+use xtask::launch::TxtSenterOutcome;
+use xtask::predict::{self, PredictedLaunch};
+use xtask::verify::{self, Rejection, fresh_nonce, nonce_input};
+
+const BUNDLE: &str = "test-txt-simulated";
+
+fn run(iso: Option<std::path::PathBuf>, test: &str, nonce: &[u8]) -> RunOutcome {
+    let built = bundle(BUNDLE);
+    let mut run = config(&built, Firmware::Bios, test);
+    if let Some(iso) = iso {
+        run.iso = iso;
+    }
+    run.tpm = Tpm::Swtpm;
+    run.timeout = std::time::Duration::from_secs(120);
+    run.console_input = vec![nonce_input(nonce)];
+    boot(&run)
+}
+
+fn txt_outcome(outcome: &RunOutcome) -> &TxtSenterOutcome {
+    &outcome
+        .launch
+        .as_ref()
+        .expect("a TPM run has a launch report")
+        .launch
+        .txt
+        .as_ref()
+        .expect("the hypervisor asked the harness for a simulated SENTER")
+        .outcome
+}
+
+#[test]
+fn the_simulated_txt_launch_is_verified_end_to_end_as_simulated() {
+    let nonce = fresh_nonce().unwrap();
+    let outcome = run(None, "txt-simulated", &nonce);
+    assert_eq!(outcome.verdict, Verdict::Success, "verdict: {}", outcome.verdict);
+    let built = bundle(BUNDLE);
+    let inputs = predict::bundle_inputs(&built).unwrap();
+    let banks = predict::parse_banks("sha1,sha256,sha384,sha512").unwrap();
+    let prediction = predict::predict(&inputs, &banks, PredictedLaunch::TxtSimulated)
+        .unwrap_or_else(|e| panic!("predict: {e}"));
+
+    // The harness's SINIT accepted and gave the predicted PCR17/18.
+    match txt_outcome(&outcome) {
+        TxtSenterOutcome::Launched { pcr17, pcr18, .. } => {
+            for (pcr, list) in [(17, pcr17), (18, pcr18)] {
+                assert_eq!(list.len(), 4);
+                for d in list.iter() {
+                    let alg = d.hash_alg().unwrap();
+                    assert_eq!(
+                        prediction.pcrs.value(pcr, alg).unwrap().as_ref(),
+                        Some(d),
+                        "PCR{pcr} {alg:?}"
+                    );
+                }
+            }
+        }
+        other => panic!("the simulated SINIT did not launch: {other:?}"),
+    }
+    // The hypervisor went through the MLE entry and its post-launch checks.
+    for line in [
+        "launch backend `txt-simulated`: SENTER done (simulated)",
+        "launch: txt-simulated launch verified",
+    ] {
+        assert!(
+            outcome.hypervisor_lines().any(|l| l.contains(line)),
+            "`{line}` missing"
+        );
+    }
+    assert!(
+        !outcome.hypervisor_lines().any(|l| l.contains("UNMEASURED")),
+        "the launch is measured"
+    );
+    assert_eq!(started_domains(&outcome), ["control", "hello"]);
+
+    // The quote attests the prediction; verify accepts the run and names it SIMULATED.
+    let transcript = verify::parse_transcript(&verify::transcript_of(&outcome))
+        .unwrap_or_else(|e| panic!("transcript: {e}"));
+    verify::check_quote_attests(&transcript, &nonce, &prediction.pcrs).unwrap_or_else(|e| {
+        panic!(
+            "the quote does not attest the predicted PCR17-21: {e}\npredicted:\n{}",
+            prediction.pcr_lines()
+        )
+    });
+    let accepted = verify::verify_run(&built, &outcome, &nonce, slipway_measure::HashAlg::Sha256)
+        .unwrap_or_else(|e| panic!("verify: {e}"));
+    assert_eq!(
+        accepted.launch,
+        slipway_measure::events::LaunchKind::TxtSimulated
+    );
+    let report = verify::report(&accepted, slipway_measure::HashAlg::Sha256);
+    assert!(
+        report.contains("SIMULATED Intel TXT") && report.contains("NOT a hardware launch"),
+        "{report}"
+    );
+    assert_eq!(transcript.slipway_log, prediction.log, "the log is the predicted one");
+}
+
+/// One refused launch: `txt_fault=<class>`.
+fn refused(fault: SimulatedFault) {
+    let built = bundle(BUNDLE);
+    let class = fault.class();
+    let iso = iso_variant(&built, &format!("txt-fault-{class}"), |cfg| {
+        cfg.replace(
+            "launch=txt-simulated",
+            &format!("launch=txt-simulated txt_fault={class}"),
+        )
+    });
+    let nonce = fresh_nonce().unwrap();
+    let outcome = run(Some(iso), &format!("txt-fault-{class}"), &nonce);
+    assert_eq!(outcome.verdict, Verdict::Success, "verdict: {}", outcome.verdict);
+    match txt_outcome(&outcome) {
+        TxtSenterOutcome::Refused { class: got, reason } => {
+            assert_eq!(*got, class, "{reason}");
+            assert!(reason.starts_with("simulated SINIT refuses the launch: "), "{reason}");
+        }
+        other => panic!("{class}: the simulated SINIT did not refuse: {other:?}"),
+    }
+    for line in [
+        "GETSEC[SENTER] did not launch: TXT.ERRORCODE",
+        "NO DYNAMIC LAUNCH, this boot is UNMEASURED",
+    ] {
+        assert!(
+            outcome.hypervisor_lines().any(|l| l.contains(line)),
+            "{class}: `{line}` missing"
+        );
+    }
+    assert!(
+        !outcome.hypervisor_lines().any(|l| l.contains("SENTER done")),
+        "{class}: nothing entered the MLE"
+    );
+    assert!(
+        outcome.has_line("[domb] policy: unmeasured-launch: recovery-only"),
+        "{class}: the default policy's decision"
+    );
+    assert_eq!(started_domains(&outcome), ["control"], "{class}: only the recovery domain");
+    // The quoted PCR17 is all-FF: verify rejects the run as unmeasured.
+    let error = verify::verify_run(&built, &outcome, &nonce, slipway_measure::HashAlg::Sha256)
+        .unwrap_err();
+    assert!(matches!(error, Rejection::Unmeasured(_)), "{class}: {error}");
+}
+
+#[test]
+fn refused_heap() {
+    refused(SimulatedFault::Heap);
+}
+
+#[test]
+fn refused_acm() {
+    refused(SimulatedFault::Acm);
+}
+
+#[test]
+fn refused_page_tables() {
+    refused(SimulatedFault::PageTables);
+}
+
+#[test]
+fn refused_mle_header() {
+    refused(SimulatedFault::MleHeader);
+}
+
+#[test]
+fn refused_pmr() {
+    refused(SimulatedFault::Pmr);
+}
+
+#[test]
+fn refused_capabilities() {
+    refused(SimulatedFault::Capabilities);
+}
+
+#[test]
+fn refused_event_log() {
+    refused(SimulatedFault::EventLog);
+}

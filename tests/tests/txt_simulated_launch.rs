@@ -110,6 +110,39 @@ fn the_simulated_txt_launch_is_verified_end_to_end_as_simulated() {
         "{report}"
     );
     assert_eq!(transcript.slipway_log, prediction.log, "the log is the predicted one");
+
+    // The cost of the simulated TXT launch against the emulated one, measured in the same run
+    // (printed, never asserted: speed is a ratio, not a timed test): the same attesting bundle
+    // without `launch=txt-simulated` and the `sinit` module.
+    let emulated_built = bundle("test-measured-attest");
+    let mut emulated = config(&emulated_built, Firmware::Bios, "txt-reference-emulated");
+    emulated.tpm = Tpm::Swtpm;
+    emulated.console_input = vec![nonce_input(&nonce)];
+    let reference = boot(&emulated);
+    assert_eq!(reference.verdict, Verdict::Success, "verdict: {}", reference.verdict);
+    let hand_off = |o: &RunOutcome| {
+        o.milestones
+            .iter()
+            .find(|m| m.name == "hand-off")
+            .map(|m| m.host_at.as_micros() as u64)
+            .expect("a hand-off milestone")
+    };
+    let tpm_commands = |o: &RunOutcome| {
+        o.hypervisor_lines()
+            .find_map(|l| l.split(" PCR_Extend commands (").nth(1).map(str::to_owned))
+            .unwrap_or_default()
+    };
+    println!(
+        "txt-simulated vs emulated launch: wall time {} ms / {} ms = {:.2}; hand-off (host time since QEMU start) {} us / {} us = {:.2}; hypervisor TPM commands: txt-simulated {}, emulated {}",
+        outcome.elapsed.as_millis(),
+        reference.elapsed.as_millis(),
+        outcome.elapsed.as_secs_f64() / reference.elapsed.as_secs_f64(),
+        hand_off(&outcome),
+        hand_off(&reference),
+        hand_off(&outcome) as f64 / hand_off(&reference) as f64,
+        tpm_commands(&outcome),
+        tpm_commands(&reference),
+    );
 }
 
 /// One refused launch: `txt_fault=<class>`.

@@ -155,7 +155,10 @@ extern "C" fn post_launch_main(handoff_addr: u64, entered_by: u64) -> ! {
     // before anything else; a failure ends the launch here.
     let txt_launch = (entered_by == 1).then(|| {
         // SAFETY: the image's own record, read only; nothing else writes it.
-        txt::post_launch_entered(unsafe { &*core::ptr::addr_of!(HANDOFF) }, core::ptr::addr_of!(HANDOFF) as u64)
+        txt::post_launch_entered(
+            unsafe { &*core::ptr::addr_of!(HANDOFF) },
+            core::ptr::addr_of!(HANDOFF) as u64,
+        )
     });
     let handoff_addr = txt_launch.as_ref().map_or(handoff_addr, |t| t.handoff);
 
@@ -376,13 +379,7 @@ fn start_hypervisor(
             for bank in t.banks.iter() {
                 let _ = active.push(bank.alg.into());
             }
-            (
-                t.kind,
-                active,
-                Some(t.tpm),
-                t.banks,
-                Some(t.log),
-            )
+            (t.kind, active, Some(t.tpm), t.banks, Some(t.log))
         }
         None => {
             let (kind, active, tpm, banks) = check_launch();

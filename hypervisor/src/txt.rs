@@ -15,8 +15,6 @@
 //! - The hardware seam (GETSEC, the TXT MMIO spaces at 0xFED30000/0xFED20000) is not written:
 //!   nothing here can execute GETSEC, so `launch=txt` refuses (`launch.rs`).
 
-use core::fmt::Write as _;
-
 use slipway_hv_core::addr::PhysRange;
 use slipway_hv_core::txt::heap;
 use slipway_hv_core::txt::layout::{
@@ -134,7 +132,11 @@ unsafe fn phys_slice_mut(range: PhysRange) -> &'static mut [u8] {
 /// Pre-launch: the MLE loader's sequence over `seam`, then GETSEC[SENTER]. Returns only when no
 /// launch happened (the reason printed, the MTRRs restored); the caller then continues
 /// unmeasured. `fault` is the test-only `txt_fault=` knob (simulated launches only).
-pub fn launch<S: TxtSeam>(seam: &mut S, handoff: &'static LaunchHandoff, fault: Option<SimulatedFault>) {
+pub fn launch<S: TxtSeam>(
+    seam: &mut S,
+    handoff: &'static LaunchHandoff,
+    fault: Option<SimulatedFault>,
+) {
     let name = S::NAME;
     let (mle_start, mle_len) = crate::tpm::with_measured_region(|start, r| (start, r.len() as u64));
     let mle = PhysRange::new(mle_start, mle_start + mle_len);
@@ -173,7 +175,9 @@ pub fn launch<S: TxtSeam>(seam: &mut S, handoff: &'static LaunchHandoff, fault: 
         core::slice::from_raw_parts(sinit.start as *const u8, (sinit.end - sinit.start) as usize)
     };
     let banks = match crate::tpm::open().and_then(|mut tpm| {
-        let banks = tpm.active_banks().map_err(|_| "cannot read the active PCR banks");
+        let banks = tpm
+            .active_banks()
+            .map_err(|_| "cannot read the active PCR banks");
         let _ = tpm.into_transport().relinquish_locality();
         banks
     }) {
@@ -245,7 +249,9 @@ pub fn launch<S: TxtSeam>(seam: &mut S, handoff: &'static LaunchHandoff, fault: 
                 crate::hvprintln!("ERROR: launch backend `{name}`: MTRRs not restored: {e}");
             }
         }
-        None => crate::hvprintln!("ERROR: launch backend `{name}`: OsMleData unreadable: MTRRs not restored"),
+        None => crate::hvprintln!(
+            "ERROR: launch backend `{name}`: OsMleData unreadable: MTRRs not restored"
+        ),
     }
 }
 
@@ -262,21 +268,40 @@ pub struct TxtLaunched {
     pub reserved: heapless::Vec<PhysRange, { heap::MAX_MDRS as usize }>,
 }
 
-/// A failed post-launch check: its TXT.ERRORCODE class and the message.
-pub struct PostFailure {
-    pub code: u64,
-    pub message: heapless::String<256>,
+/// A failed post-launch check; [`PostFailure::code`] is its TXT.ERRORCODE class.
+pub enum PostFailure {
+    Post(PostLaunchError),
+    Regions(prelaunch::PreLaunchError),
+    Mtrr(slipway_hv_core::txt::mtrr::MtrrError),
+    /// One of this module's own checks (class code, what failed).
+    Check(u64, &'static str),
 }
 
-fn failure(code: u64, args: core::fmt::Arguments<'_>) -> PostFailure {
-    let mut message = heapless::String::new();
-    let _ = message.write_fmt(args);
-    PostFailure { code, message }
+impl PostFailure {
+    pub fn code(&self) -> u64 {
+        match self {
+            PostFailure::Post(e) => e.code(),
+            PostFailure::Regions(_) => post::ERROR_HEAP,
+            PostFailure::Mtrr(_) => post::ERROR_MTRR,
+            PostFailure::Check(code, _) => *code,
+        }
+    }
+}
+
+impl core::fmt::Display for PostFailure {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            PostFailure::Post(e) => e.fmt(f),
+            PostFailure::Regions(e) => e.fmt(f),
+            PostFailure::Mtrr(e) => write!(f, "MTRRs not restored: {e}"),
+            PostFailure::Check(_, what) => f.write_str(what),
+        }
+    }
 }
 
 impl From<PostLaunchError> for PostFailure {
     fn from(e: PostLaunchError) -> Self {
-        failure(e.code(), format_args!("{e}"))
+        PostFailure::Post(e)
     }
 }
 
@@ -292,8 +317,7 @@ pub fn post_launch<S: TxtSeam>(
     let (mle_start, region_hash_input_len) =
         crate::tpm::with_measured_region(|start, r| (start, r.len() as u64));
     let mle = PhysRange::new(mle_start, mle_start + region_hash_input_len);
-    let regions = prelaunch::txt_regions(seam, mle)
-        .map_err(|e| failure(post::ERROR_HEAP, format_args!("{e}")))?;
+    let regions = prelaunch::txt_regions(seam, mle).map_err(PostFailure::Regions)?;
     // SAFETY: TXT.HEAP.BASE/SIZE name memory below 4 GiB (checked), identity-mapped by the
     // early tables; only this function reads it, before any allocator exists.
     let heap_bytes: &[u8] = unsafe { phys_slice_mut(regions.heap) };
@@ -304,7 +328,11 @@ pub fn post_launch<S: TxtSeam>(
         ("OsMleData.handoff", os_mle.handoff, expected_handoff),
         ("OsMleData.mle_base", os_mle.mle_base, mle_start),
         ("OsMleData.mle_size", os_mle.mle_size, region_hash_input_len),
-        ("OsMleData.event_log_base", os_mle.event_log_base, container.start.0),
+        (
+            "OsMleData.event_log_base",
+            os_mle.event_log_base,
+            container.start.0,
+        ),
         (
             "OsMleData.event_log_size",
             u64::from(os_mle.event_log_size),
@@ -330,27 +358,26 @@ pub fn post_launch<S: TxtSeam>(
     post::check_mdrs(&v.sinit_mle, &used, |r| {
         let _ = reserved.push(r);
     })?;
-    prelaunch::restore_mtrrs(&mut HwMsrs, &os_mle, phys_bits())
-        .map_err(|e| failure(post::ERROR_MTRR, format_args!("MTRRs not restored: {e}")))?;
+    prelaunch::restore_mtrrs(&mut HwMsrs, &os_mle, phys_bits()).map_err(PostFailure::Mtrr)?;
     post::open_locality2(seam)?;
     // SINIT's log: the container, checked against the re-read pointer.
     // SAFETY: the container is the image's own static, kept across the launch; handed out once,
     // here, to the one measurement (post-launch runs once).
     let buf = unsafe { &mut (*core::ptr::addr_of_mut!(SINIT_LOG_CONTAINER)).0 };
     let log = heap::resume_sinit_log(buf, &v.log).map_err(PostLaunchError::Heap)?;
-    let mut tpm = crate::tpm::open()
-        .map_err(|why| failure(post::ERROR_LOCALITY, format_args!("TPM: {why}")))?;
+    let mut tpm =
+        crate::tpm::open().map_err(|why| PostFailure::Check(post::ERROR_LOCALITY, why))?;
     let banks = tpm.active_banks().map_err(|_| {
-        failure(
+        PostFailure::Check(
             post::ERROR_LOCALITY,
-            format_args!("TPM: cannot read the active PCR banks"),
+            "TPM: cannot read the active PCR banks",
         )
     })?;
     let sinit_log = log.as_bytes();
     check_mle_hash(sinit_log, &banks)?;
     let extends = seam
         .complete_sinit_extends(&mut tpm, &banks, sinit_log)
-        .map_err(|why| failure(post::ERROR_EVENT_LOG, format_args!("{why}")))?;
+        .map_err(|why| PostFailure::Check(post::ERROR_EVENT_LOG, why))?;
     check_launch_pcrs(&mut tpm, &banks, sinit_log)?;
     crate::hvprintln!(
         "launch: {} launch verified: SINIT's log ({} bytes; {extends} extends by the {} seam) replays to PCR17/18, PCR19-22 = 0 in {} banks; the MLE hash event is this image's",
@@ -380,11 +407,10 @@ pub fn post_launch_entered(handoff: &LaunchHandoff, expected_handoff: u64) -> Tx
             match post_launch(&mut seam, handoff, expected_handoff) {
                 Ok(launched) => launched,
                 Err(f) => {
-                    post::record_failure(&mut seam, f.code);
+                    post::record_failure(&mut seam, f.code());
                     crate::hvprintln!(
-                        "TXT post-launch (txt-simulated): {}; TXT.ERRORCODE records class {:#x}; the launch ends, nothing starts",
-                        f.message,
-                        f.code
+                        "TXT post-launch (txt-simulated): {f}; TXT.ERRORCODE records class {:#x}; the launch ends, nothing starts",
+                        f.code()
                     );
                     crate::qemu_exit::exit(crate::qemu_exit::Verdict::Failure)
                 }
@@ -401,19 +427,19 @@ pub fn post_launch_entered(handoff: &LaunchHandoff, expected_handoff: u64) -> Tx
 
 /// SINIT's MLE-hash event (0x404 in PCR17) must hold `H(MLE)` of this image in every bank.
 fn check_mle_hash(sinit_log: &[u8], banks: &BankSet) -> Result<(), PostFailure> {
-    let bad = |why| failure(post::ERROR_EVENT_LOG, format_args!("SINIT's log: {why}"));
-    let log = EventLog::parse(sinit_log).map_err(|_| bad("does not parse"))?;
+    let bad = |why| PostFailure::Check(post::ERROR_EVENT_LOG, why);
+    let log = EventLog::parse(sinit_log).map_err(|_| bad("SINIT's log does not parse"))?;
     let mut found = None;
     for event in log.events() {
-        let event = event.map_err(|_| bad("an event does not parse"))?;
+        let event = event.map_err(|_| bad("an event of SINIT's log does not parse"))?;
         if event.pcr == 17 && event.event_type == EVTYPE_MLE_HASH {
             if found.is_some() {
-                return Err(bad("two MLE-hash events"));
+                return Err(bad("SINIT's log has two MLE-hash events"));
             }
             found = Some(event.digests);
         }
     }
-    let found = found.ok_or(bad("no MLE-hash event (0x404) in PCR17"))?;
+    let found = found.ok_or(bad("SINIT's log has no MLE-hash event (0x404) in PCR17"))?;
     let expected = crate::tpm::with_measured_region(|_, region| {
         let mut hasher = MultiHasher::new(banks);
         hasher.update(region);
@@ -421,7 +447,9 @@ fn check_mle_hash(sinit_log: &[u8], banks: &BankSet) -> Result<(), PostFailure> 
     });
     for digest in expected.iter() {
         if found.get(digest.alg()) != Some(digest) {
-            return Err(bad("the MLE-hash event differs from H(this image's MLE)"));
+            return Err(bad(
+                "SINIT's MLE-hash event differs from H(this image's MLE)",
+            ));
         }
     }
     Ok(())
@@ -429,8 +457,12 @@ fn check_mle_hash(sinit_log: &[u8], banks: &BankSet) -> Result<(), PostFailure> 
 
 /// PCR17/18 must be what SINIT's log replays to from a dynamic launch, and PCR19-22 zero, in
 /// every bank this hypervisor can hash.
-fn check_launch_pcrs(tpm: &mut HvTpm, banks: &BankSet, sinit_log: &[u8]) -> Result<(), PostFailure> {
-    let bad = |why| failure(post::ERROR_EVENT_LOG, format_args!("{why}"));
+fn check_launch_pcrs(
+    tpm: &mut HvTpm,
+    banks: &BankSet,
+    sinit_log: &[u8],
+) -> Result<(), PostFailure> {
+    let bad = |why| PostFailure::Check(post::ERROR_EVENT_LOG, why);
     let replay = EventLog::parse(sinit_log)
         .and_then(|l| l.replay(InitialState::DynamicLaunch))
         .map_err(|_| bad("SINIT's log does not replay"))?;
@@ -527,7 +559,10 @@ impl SimulatedTxt {
     /// (TXT.HEAP/SINIT base and size, TXT.DIDVID; STS, ESTS, ERRORCODE clear) and the heap's
     /// BiosData. The areas must be usable RAM clear of the modules and the image.
     pub fn set_up(handoff: &LaunchHandoff) -> Result<SimulatedTxt, &'static str> {
-        let areas = PhysRange::new(SIMULATED_TXT_REGS, SIMULATED_TXT_SINIT + SIMULATED_TXT_SINIT_SIZE);
+        let areas = PhysRange::new(
+            SIMULATED_TXT_REGS,
+            SIMULATED_TXT_SINIT + SIMULATED_TXT_SINIT_SIZE,
+        );
         if let Err(why) = writable_ram(handoff, areas) {
             crate::hvprintln!(
                 "ERROR: launch backend `txt-simulated`: the simulated TXT areas {:#x}..{:#x}: {why}",
@@ -550,7 +585,10 @@ impl SimulatedTxt {
             regs::DIDVID,
             simulated::SIMULATED_PLATFORM.didvid.to_register(),
         );
-        let heap = PhysRange::new(SIMULATED_TXT_HEAP, SIMULATED_TXT_HEAP + SIMULATED_TXT_HEAP_SIZE);
+        let heap = PhysRange::new(
+            SIMULATED_TXT_HEAP,
+            SIMULATED_TXT_HEAP + SIMULATED_TXT_HEAP_SIZE,
+        );
         // SAFETY: as above (the heap is inside the checked areas).
         let heap = unsafe { phys_slice_mut(heap) };
         heap.fill(0);
@@ -623,7 +661,9 @@ impl TxtHardware for SimulatedTxt {
                 break;
             }
             if crate::tsc::since_entry_us() > deadline {
-                crate::hvprintln!("launch backend `txt-simulated`: no answer from the harness to SENTER");
+                crate::hvprintln!(
+                    "launch backend `txt-simulated`: no answer from the harness to SENTER"
+                );
                 return 0;
             }
             core::hint::spin_loop();
@@ -638,7 +678,10 @@ impl TxtHardware for SimulatedTxt {
         }
         // ECX: the MLE page tables, as SINIT passes them (OsSinitData.mle_ptab).
         let ptab = {
-            let heap = PhysRange::new(SIMULATED_TXT_HEAP, SIMULATED_TXT_HEAP + SIMULATED_TXT_HEAP_SIZE);
+            let heap = PhysRange::new(
+                SIMULATED_TXT_HEAP,
+                SIMULATED_TXT_HEAP + SIMULATED_TXT_HEAP_SIZE,
+            );
             // SAFETY: the simulated heap (checked at set-up), read only.
             let heap: &[u8] = unsafe { phys_slice_mut(heap) };
             heap::locate_tables(heap, 0)
@@ -646,7 +689,9 @@ impl TxtHardware for SimulatedTxt {
                 .and_then(|t| heap::read_os_sinit_data(t.os_sinit.body(heap)).ok())
                 .map_or(0, |(d, _)| d.mle_ptab)
         };
-        crate::hvprintln!("launch backend `txt-simulated`: SENTER done (simulated): entering the MLE at {entry:#x}");
+        crate::hvprintln!(
+            "launch backend `txt-simulated`: SENTER done (simulated): entering the MLE at {entry:#x}"
+        );
         // SAFETY: `entry` is this image's MLE entry (checked), which expects exactly the state
         // this transition leaves; nothing of the pre-launch stage is used afterwards.
         unsafe { simulated_cpu_enter_mle(entry, ptab) }
@@ -674,7 +719,9 @@ impl TxtSeam for SimulatedTxt {
             let event = event.map_err(|_| "an event of SINIT's log does not parse")?;
             if index == 0 {
                 if event.pcr != 17 || event.event_type != EVTYPE_HASH_START {
-                    return Err("SINIT's log does not start with the hash-start event (0x402, PCR17)");
+                    return Err(
+                        "SINIT's log does not start with the hash-start event (0x402, PCR17)",
+                    );
                 }
                 continue;
             }

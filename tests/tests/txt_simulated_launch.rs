@@ -49,7 +49,12 @@ fn txt_outcome(outcome: &RunOutcome) -> &TxtSenterOutcome {
 fn the_simulated_txt_launch_is_verified_end_to_end_as_simulated() {
     let nonce = fresh_nonce().unwrap();
     let outcome = run(None, "txt-simulated", &nonce);
-    assert_eq!(outcome.verdict, Verdict::Success, "verdict: {}", outcome.verdict);
+    assert_eq!(
+        outcome.verdict,
+        Verdict::Success,
+        "verdict: {}",
+        outcome.verdict
+    );
     let built = bundle(BUNDLE);
     let inputs = predict::bundle_inputs(&built).unwrap();
     let banks = predict::parse_banks("sha1,sha256,sha384,sha512").unwrap();
@@ -109,7 +114,10 @@ fn the_simulated_txt_launch_is_verified_end_to_end_as_simulated() {
         report.contains("SIMULATED Intel TXT") && report.contains("NOT a hardware launch"),
         "{report}"
     );
-    assert_eq!(transcript.slipway_log, prediction.log, "the log is the predicted one");
+    assert_eq!(
+        transcript.slipway_log, prediction.log,
+        "the log is the predicted one"
+    );
 
     // The cost of the simulated TXT launch against the emulated one, measured in the same run
     // (printed, never asserted: speed is a ratio, not a timed test): the same attesting bundle
@@ -119,7 +127,12 @@ fn the_simulated_txt_launch_is_verified_end_to_end_as_simulated() {
     emulated.tpm = Tpm::Swtpm;
     emulated.console_input = vec![nonce_input(&nonce)];
     let reference = boot(&emulated);
-    assert_eq!(reference.verdict, Verdict::Success, "verdict: {}", reference.verdict);
+    assert_eq!(
+        reference.verdict,
+        Verdict::Success,
+        "verdict: {}",
+        reference.verdict
+    );
     let hand_off = |o: &RunOutcome| {
         o.milestones
             .iter()
@@ -157,11 +170,19 @@ fn refused(fault: SimulatedFault) {
     });
     let nonce = fresh_nonce().unwrap();
     let outcome = run(Some(iso), &format!("txt-fault-{class}"), &nonce);
-    assert_eq!(outcome.verdict, Verdict::Success, "verdict: {}", outcome.verdict);
+    assert_eq!(
+        outcome.verdict,
+        Verdict::Success,
+        "verdict: {}",
+        outcome.verdict
+    );
     match txt_outcome(&outcome) {
         TxtSenterOutcome::Refused { class: got, reason } => {
             assert_eq!(*got, class, "{reason}");
-            assert!(reason.starts_with("simulated SINIT refuses the launch: "), "{reason}");
+            assert!(
+                reason.starts_with("simulated SINIT refuses the launch: "),
+                "{reason}"
+            );
         }
         other => panic!("{class}: the simulated SINIT did not refuse: {other:?}"),
     }
@@ -175,18 +196,27 @@ fn refused(fault: SimulatedFault) {
         );
     }
     assert!(
-        !outcome.hypervisor_lines().any(|l| l.contains("SENTER done")),
+        !outcome
+            .hypervisor_lines()
+            .any(|l| l.contains("SENTER done")),
         "{class}: nothing entered the MLE"
     );
     assert!(
         outcome.has_line("[domb] policy: unmeasured-launch: recovery-only"),
         "{class}: the default policy's decision"
     );
-    assert_eq!(started_domains(&outcome), ["control"], "{class}: only the recovery domain");
+    assert_eq!(
+        started_domains(&outcome),
+        ["control"],
+        "{class}: only the recovery domain"
+    );
     // The quoted PCR17 is all-FF: verify rejects the run as unmeasured.
-    let error = verify::verify_run(&built, &outcome, &nonce, slipway_measure::HashAlg::Sha256)
-        .unwrap_err();
-    assert!(matches!(error, Rejection::Unmeasured(_)), "{class}: {error}");
+    let error =
+        verify::verify_run(&built, &outcome, &nonce, slipway_measure::HashAlg::Sha256).unwrap_err();
+    assert!(
+        matches!(error, Rejection::Unmeasured(_)),
+        "{class}: {error}"
+    );
 }
 
 #[test]

@@ -599,6 +599,33 @@ mod tests {
     }
 
     #[test]
+    fn the_txt_simulated_variant_asks_for_the_launch_and_adds_the_synthetic_sinit_once() {
+        let mut m = Manifest::parse(
+            Path::new("images/x/bundle.toml"),
+            "hypervisor_cmdline = \"console=com1 launch=emulated\"\n[[module]]\nname = \"domb\"\nbinary = \"slipway-domb\"\n",
+        )
+        .unwrap();
+        txt_simulated_manifest(&mut m);
+        assert_eq!(
+            m.hypervisor_cmdline,
+            ["console=com1", "launch=txt-simulated"]
+        );
+        assert_eq!(m.modules.len(), 2);
+        assert_eq!(m.modules[1].name, "sinit");
+        assert_eq!(m.modules[1].source, ModuleSource::SimulatedSinit);
+        txt_simulated_manifest(&mut m);
+        assert_eq!(m.modules.len(), 2, "a bundle's own sinit module is kept");
+        assert_eq!(
+            m.hypervisor_cmdline,
+            ["console=com1", "launch=txt-simulated"]
+        );
+        assert_eq!(
+            boot_file_name("sinit", &ModuleSource::SimulatedSinit),
+            "sinit.acm"
+        );
+    }
+
+    #[test]
     fn boot_file_names_are_unique_per_module_and_tell_the_kind() {
         assert_eq!(
             boot_file_name("domb", &ModuleSource::Binary("slipway-domb".into())),

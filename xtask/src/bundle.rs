@@ -231,7 +231,9 @@ impl Manifest {
                     if g != GENERATED_SIMULATED_SINIT {
                         return Err(field_error(
                             at("generated"),
-                            format!("`{g}` is not a generated module (expected `{GENERATED_SIMULATED_SINIT}`)"),
+                            format!(
+                                "`{g}` is not a generated module (expected `{GENERATED_SIMULATED_SINIT}`)"
+                            ),
                         ));
                     }
                     ModuleSource::SimulatedSinit

@@ -302,8 +302,16 @@ mod tests {
             panic!()
         };
         assert!(r.launch_txt_simulated);
-        assert!(p(&["run", "--launch", "txt"]).unwrap_err().contains("`txt`"));
-        assert!(p(&["run", "--launch"]).unwrap_err().contains("needs a value"));
+        assert!(
+            p(&["run", "--launch", "txt"])
+                .unwrap_err()
+                .contains("`txt`")
+        );
+        assert!(
+            p(&["run", "--launch"])
+                .unwrap_err()
+                .contains("needs a value")
+        );
     }
 
     #[test]

@@ -373,7 +373,12 @@ pub fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
             };
             let banks = report_banks(config.tpm_banks.as_deref())?;
             let ram_path = ram.as_ref().map(|r| r.path().to_owned());
-            Some(EmulatedLaunch::start(dir.path(), &options, banks, ram_path)?)
+            Some(EmulatedLaunch::start(
+                dir.path(),
+                &options,
+                banks,
+                ram_path,
+            )?)
         }
         Tpm::None => None,
     };

@@ -413,7 +413,10 @@ impl<G: GuestAccess, T: LaunchTpm> LaunchSession<G, T> {
 fn is_txt_senter(line: &DebugconLine) -> bool {
     let prefix = slipway_protocol::platform::TXT_SENTER_REQUEST_PREFIX.as_bytes();
     line.bytes.starts_with(prefix)
-        && matches!(line.bytes.get(prefix.len()), None | Some(b' ') | Some(b'\t'))
+        && matches!(
+            line.bytes.get(prefix.len()),
+            None | Some(b' ') | Some(b'\t')
+        )
 }
 
 fn pcr_values(pcrs: &slipway_measure::pcr::PcrBanks, pcr: u32, banks: &BankSet) -> DigestList {
@@ -757,6 +760,41 @@ mod tests {
         );
         assert_eq!(report.other_lines, ["slipway: pre-launch text"]);
         assert!(report.summary().contains("ignored a further request"));
+    }
+
+    #[test]
+    fn a_simulated_senter_needs_the_simulated_register_page_and_guest_ram_and_comes_once() {
+        let mut guest = FakeGuest::default();
+        let mut tpm = FakeTpm::default();
+        let mut session =
+            LaunchSession::new(&mut guest, &mut tpm, BankSet::single(HashAlg::Sha256));
+        for line in lines(
+            "SLIPWAY-TXT-SENTER 0x200000\nSLIPWAY-TXT-SENTER 0x100000\nSLIPWAY-LAUNCH 0x0 0x10\n",
+        ) {
+            session.handle_line(&line);
+        }
+        let report = session.into_report();
+        // Another register page: refused before the guest is touched; later requests ignored.
+        match &report.txt.as_ref().unwrap().outcome {
+            TxtSenterOutcome::Failed(why) => assert!(why.contains("0x100000"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(report.ignored_requests.len(), 2);
+        assert!(tpm.launches.is_empty());
+        assert!(guest.calls.is_empty());
+        // Without guest RAM: fails, the TPM untouched, the guest never paused.
+        let mut guest = FakeGuest::default();
+        let mut tpm = FakeTpm::default();
+        let mut session =
+            LaunchSession::new(&mut guest, &mut tpm, BankSet::single(HashAlg::Sha256));
+        session.handle_line(&lines("SLIPWAY-TXT-SENTER 0x100000\n")[0]);
+        let report = session.into_report();
+        match &report.txt.as_ref().unwrap().outcome {
+            TxtSenterOutcome::Failed(why) => assert!(why.contains("guest-RAM"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(report.summary().contains("SIMULATED txt launch: FAILED"));
+        assert!(tpm.launches.is_empty() && guest.calls.is_empty());
     }
 
     #[test]

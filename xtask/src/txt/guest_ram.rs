@@ -72,8 +72,14 @@ pub struct GuestRam {
 impl GuestRam {
     /// Opens the RAM file QEMU created.
     pub fn open(path: &Path) -> std::io::Result<GuestRam> {
-        let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
-        let size = file.metadata()?.len().min(u64::from(MAX_DIRECT_RAM_MIB) << 20);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
+        let size = file
+            .metadata()?
+            .len()
+            .min(u64::from(MAX_DIRECT_RAM_MIB) << 20);
         Ok(GuestRam { file, size })
     }
 
@@ -133,14 +139,21 @@ mod tests {
         let mut ram = GuestRam::open(place.path()).unwrap();
         assert_eq!(ram.size(), 1 << 20);
         ram.write(PhysAddr(0x1234), b"slipway").unwrap();
-        ram.write_u64(PhysAddr(0x2000), 0x1122_3344_5566_7788).unwrap();
+        ram.write_u64(PhysAddr(0x2000), 0x1122_3344_5566_7788)
+            .unwrap();
         let bytes = std::fs::read(place.path()).unwrap();
         assert_eq!(&bytes[0x1234..0x123b], b"slipway");
-        assert_eq!(ram.read_u64(PhysAddr(0x2000)).unwrap(), 0x1122_3344_5566_7788);
+        assert_eq!(
+            ram.read_u64(PhysAddr(0x2000)).unwrap(),
+            0x1122_3344_5566_7788
+        );
         assert!(ram.write(PhysAddr((1 << 20) - 2), b"abc").is_err());
         assert!(ram.read(PhysAddr(u64::MAX - 1), &mut [0u8; 4]).is_err());
         let args = place.qemu_args().join(" ");
-        assert!(args.contains("memory-backend-file,id=slipway-ram,size=1M"), "{args}");
+        assert!(
+            args.contains("memory-backend-file,id=slipway-ram,size=1M"),
+            "{args}"
+        );
         assert!(args.ends_with("share=on"), "{args}");
         let dir = place.dir().to_owned();
         drop(ram);

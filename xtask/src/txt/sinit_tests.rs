@@ -620,7 +620,10 @@ fn the_simulated_bios_heap_is_what_the_pre_launch_sequence_reads() {
     let mut heap = vec![0xffu8; 0x1000];
     slipway_hv_core::txt::simulated::write_bios_heap(&mut heap).unwrap();
     let (bios, table) = heap::read_bios_data(&heap).unwrap();
-    assert_eq!({ bios.version }, slipway_hv_core::txt::simulated::SIMULATED_BIOS_DATA_VERSION);
+    assert_eq!(
+        { bios.version },
+        slipway_hv_core::txt::simulated::SIMULATED_BIOS_DATA_VERSION
+    );
     assert_eq!(table.offset, 0);
     assert!(slipway_hv_core::txt::simulated::write_bios_heap(&mut [0u8; 16]).is_none());
 }
@@ -629,6 +632,9 @@ fn the_simulated_bios_heap_is_what_the_pre_launch_sequence_reads() {
 fn the_simulated_mdrs_cover_the_ram_above_1_mib_as_good_memory() {
     let mdrs = super::senter::simulated_mdrs(512 << 20);
     assert_eq!(mdrs.len(), 3);
-    assert_eq!(({ mdrs[1].base }, { mdrs[1].length }), (0x10_0000, (512 << 20) - 0x10_0000));
+    assert_eq!(
+        ({ mdrs[1].base }, { mdrs[1].length }),
+        (0x10_0000, (512 << 20) - 0x10_0000)
+    );
     assert_eq!(mdrs[2].mem_type, post::MDR_PCIE_CONFIG);
 }

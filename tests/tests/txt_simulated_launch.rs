@@ -1,9 +1,11 @@
-//! The SIMULATED Intel TXT launch under QEMU (`images/test-txt-simulated`, `launch=txt-simulated`,
-//! the synthetic `sinit` module): the hypervisor runs the TXT pre-launch sequence over its
-//! simulated seam, the harness plays CPU and SINIT over guest RAM, the hypervisor enters through
-//! the Intel MLE entry and runs every post-launch check. Verified end to end: the attest domain's
-//! quote against `cargo xtask predict --launch txt-simulated`, the log, and `verify`'s decision
-//! (which names the launch SIMULATED, never hardware).
+//! The SIMULATED Intel TXT launch under QEMU: `images/test-measured-attest` built as
+//! `cargo xtask run --launch txt-simulated` builds it (`launch=txt-simulated` on the hypervisor
+//! command line, the synthetic `sinit` module added). The hypervisor runs the TXT pre-launch
+//! sequence over its simulated seam, the harness plays CPU and SINIT over guest RAM, the
+//! hypervisor enters through the Intel MLE entry and runs every post-launch check. Verified end
+//! to end: the attest domain's quote against `cargo xtask predict --launch txt-simulated`, the
+//! log, and `verify`'s decision (which names the launch SIMULATED, never hardware); the same
+//! bundle's emulated launch is booted too, for the cost ratio.
 //!
 //! Then one boot per refusal class of the simulated SINIT (`txt_fault=<class>` on the measured
 //! hypervisor command line corrupts one thing after the pre-launch sequence): SINIT refuses with
@@ -11,18 +13,35 @@
 //! UNMEASURED (PCR17 all-FF), the default policy starts only the recovery domain, and `verify`
 //! rejects the run as an unmeasured launch.
 
+use std::sync::{Arc, OnceLock};
+
 use slipway_hv_core::txt::simulated::SimulatedFault;
 use slipway_integration_tests::{
-    Firmware, RunOutcome, Tpm, Verdict, boot, bundle, config, iso_variant, started_domains,
+    BuiltBundle, Firmware, RunOutcome, Tpm, Verdict, boot, bundle, config, iso_variant,
+    started_domains, workspace,
 };
+use xtask::builder::{BundleVariant, build_bundle_as};
 use xtask::launch::TxtSenterOutcome;
 use xtask::predict::{self, PredictedLaunch};
 use xtask::verify::{self, Rejection, fresh_nonce, nonce_input};
 
-const BUNDLE: &str = "test-txt-simulated";
+const BUNDLE: &str = "test-measured-attest";
+
+/// The bundle as `cargo xtask run test-measured-attest --launch txt-simulated` builds it, once.
+fn txt_bundle() -> Arc<BuiltBundle> {
+    static BUILT: OnceLock<Arc<BuiltBundle>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            Arc::new(
+                build_bundle_as(workspace(), BUNDLE, BundleVariant::TxtSimulated)
+                    .unwrap_or_else(|e| panic!("building `{BUNDLE}` for txt-simulated: {e}")),
+            )
+        })
+        .clone()
+}
 
 fn run(iso: Option<std::path::PathBuf>, test: &str, nonce: &[u8]) -> RunOutcome {
-    let built = bundle(BUNDLE);
+    let built = txt_bundle();
     let mut run = config(&built, Firmware::Bios, test);
     if let Some(iso) = iso {
         run.iso = iso;
@@ -55,7 +74,12 @@ fn the_simulated_txt_launch_is_verified_end_to_end_as_simulated() {
         "verdict: {}",
         outcome.verdict
     );
-    let built = bundle(BUNDLE);
+    let built = txt_bundle();
+    assert!(
+        built.manifest.hypervisor_cmdline.iter().any(|w| w == "launch=txt-simulated")
+            && built.modules.iter().any(|m| m.name == "sinit"),
+        "the txt-simulated variant of the bundle"
+    );
     let inputs = predict::bundle_inputs(&built).unwrap();
     let banks = predict::parse_banks("sha1,sha256,sha384,sha512").unwrap();
     let prediction = predict::predict(&inputs, &banks, PredictedLaunch::TxtSimulated)
@@ -122,7 +146,7 @@ fn the_simulated_txt_launch_is_verified_end_to_end_as_simulated() {
     // The cost of the simulated TXT launch against the emulated one, measured in the same run
     // (printed, never asserted: speed is a ratio, not a timed test): the same attesting bundle
     // without `launch=txt-simulated` and the `sinit` module.
-    let emulated_built = bundle("test-measured-attest");
+    let emulated_built = bundle(BUNDLE);
     let mut emulated = config(&emulated_built, Firmware::Bios, "txt-reference-emulated");
     emulated.tpm = Tpm::Swtpm;
     emulated.console_input = vec![nonce_input(&nonce)];
@@ -160,7 +184,7 @@ fn the_simulated_txt_launch_is_verified_end_to_end_as_simulated() {
 
 /// One refused launch: `txt_fault=<class>`.
 fn refused(fault: SimulatedFault) {
-    let built = bundle(BUNDLE);
+    let built = txt_bundle();
     let class = fault.class();
     let iso = iso_variant(&built, &format!("txt-fault-{class}"), |cfg| {
         cfg.replace(

@@ -76,7 +76,11 @@ fn the_simulated_txt_launch_is_verified_end_to_end_as_simulated() {
     );
     let built = txt_bundle();
     assert!(
-        built.manifest.hypervisor_cmdline.iter().any(|w| w == "launch=txt-simulated")
+        built
+            .manifest
+            .hypervisor_cmdline
+            .iter()
+            .any(|w| w == "launch=txt-simulated")
             && built.modules.iter().any(|m| m.name == "sinit"),
         "the txt-simulated variant of the bundle"
     );

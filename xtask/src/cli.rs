@@ -78,7 +78,8 @@ usage: cargo xtask <command>
                            expected event log (default banks: sha1,sha256,sha384,sha512); TXT:
                            PCR17/18 as SINIT extends them, from the ACM (--sinit, or the bundle's
                            synthetic `sinit` module for the SIMULATED txt-simulated launch)
-  verify TRANSCRIPT [--nonce HEX] [--bank sha256] [--bundle B | --expected-log FILE]
+  verify TRANSCRIPT [--nonce HEX] [--bank sha256] [--bundle B [--launch txt-simulated]
+         | --expected-log FILE]
                            accept a run's attest transcript only if the quote checks with the
                            printed key and nonce, the log replays to it and matches the
                            prediction (exit 2 bad input, 3 bad evidence, 4 unmeasured launch,

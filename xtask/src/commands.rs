@@ -149,10 +149,15 @@ fn run_command(ws: &Workspace, args: RunArgs) -> ExitCode {
         Attestation::Checked(verify::verify_run(&bundle, &outcome, &nonce, VERIFY_BANK))
     };
     let recheck = format!(
-        "cargo xtask verify {} --nonce {} --bundle {}",
+        "cargo xtask verify {} --nonce {} --bundle {}{}",
         outcome.serial_log.display(),
         verify::hex(&nonce),
-        bundle.name
+        bundle.name,
+        if args.launch_txt_simulated {
+            " --launch txt-simulated"
+        } else {
+            ""
+        }
     );
     print!(
         "{}",

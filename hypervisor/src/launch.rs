@@ -310,7 +310,7 @@ fn txt_fault(cmdline: &[u8]) -> Option<slipway_hv_core::txt::simulated::Simulate
         .and_then(slipway_hv_core::txt::simulated::SimulatedFault::parse);
     if fault.is_none() {
         crate::hvprintln!(
-            "ERROR: unknown txt_fault={} (expected heap, acm, page-tables, mle-header, pmr, capabilities or event-log): no fault injected",
+            "ERROR: unknown txt_fault={} (expected heap, acm, page-tables, mle-header, pmr, capabilities, event-log or post-launch-heap): no fault injected",
             word.escape_ascii()
         );
     }

@@ -184,8 +184,8 @@ pub fn launch<S: TxtSeam>(
         Ok(banks) => banks,
         Err(why) => return crate::hvprintln!("ERROR: launch backend `{name}`: TPM: {why}"),
     };
-    // SAFETY: the heap lies in usable RAM outside the image and modules (checked above) and is
-    // referenced only here until the launch.
+    // SAFETY: the heap lies in usable RAM outside the image and modules (checked above); this
+    // is the only reference to it, last used before SENTER.
     let heap = unsafe { phys_slice_mut(regions.heap) };
     let mut mem = DirectMap::new();
     mem.allow_write(regions.sinit);
@@ -235,15 +235,15 @@ pub fn launch<S: TxtSeam>(
             Err(e) => crate::hvprintln!("launch backend `{name}`: fault injection failed: {e:?}"),
         }
     }
+    // What the MTRRs were, as OsMleData records them: read now, since the heap is SINIT's (and
+    // the harness's) from SENTER on and no reference to it lives across the call.
+    let saved = heap::read_os_mle_data(prepared.tables.os_mle.body(heap)).ok();
     let code = seam.senter(prepared.sinit_base, prepared.sinit_size);
     // Still here: SENTER did not launch. Put the MTRRs back (they are set for SINIT).
     crate::hvprintln!(
         "ERROR: launch backend `{name}`: GETSEC[SENTER] did not launch: TXT.ERRORCODE {code:#x}"
     );
-    match heap::locate_tables(heap, 0)
-        .ok()
-        .and_then(|t| heap::read_os_mle_data(t.os_mle.body(heap)).ok())
-    {
+    match saved {
         Some(os_mle) => {
             if let Err(e) = prelaunch::restore_mtrrs(&mut HwMsrs, &os_mle, plan.phys_bits) {
                 crate::hvprintln!("ERROR: launch backend `{name}`: MTRRs not restored: {e}");
@@ -682,8 +682,12 @@ impl TxtHardware for SimulatedTxt {
                 SIMULATED_TXT_HEAP,
                 SIMULATED_TXT_HEAP + SIMULATED_TXT_HEAP_SIZE,
             );
-            // SAFETY: the simulated heap (checked at set-up), read only.
-            let heap: &[u8] = unsafe { phys_slice_mut(heap) };
+            // SAFETY: the simulated heap (checked at set-up), identity-mapped; no other
+            // reference to it is live (the launch logic's last use was before SENTER) and the
+            // harness wrote it while the guest was paused, before SENTER.DONE.
+            let heap: &[u8] = unsafe {
+                core::slice::from_raw_parts(heap.start.0 as *const u8, heap.len() as usize)
+            };
             heap::locate_tables(heap, 0)
                 .ok()
                 .and_then(|t| heap::read_os_sinit_data(t.os_sinit.body(heap)).ok())

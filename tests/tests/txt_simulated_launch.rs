@@ -11,7 +11,9 @@
 //! hypervisor command line corrupts one thing after the pre-launch sequence): SINIT refuses with
 //! that class, nothing reaches the TPM, the hypervisor restores its MTRRs and continues
 //! UNMEASURED (PCR17 all-FF), the default policy starts only the recovery domain, and `verify`
-//! rejects the run as an unmeasured launch.
+//! rejects the run as an unmeasured launch. And one launch SINIT accepts but the hypervisor's
+//! post-launch check refuses (OsMleData changed behind its back): TXT.ERRORCODE records it and
+//! the boot ends, nothing starts.
 
 use std::sync::{Arc, OnceLock};
 
@@ -280,4 +282,44 @@ fn refused_capabilities() {
 #[test]
 fn refused_event_log() {
     refused(SimulatedFault::EventLog);
+}
+
+#[test]
+fn a_heap_changed_behind_the_mle_is_refused_post_launch_and_nothing_starts() {
+    let built = txt_bundle();
+    let iso = iso_variant(&built, "txt-fault-post-launch-heap", |cfg| {
+        cfg.replace(
+            "launch=txt-simulated",
+            "launch=txt-simulated txt_fault=post-launch-heap",
+        )
+    });
+    let nonce = fresh_nonce().unwrap();
+    let outcome = run(Some(iso), "txt-fault-post-launch-heap", &nonce);
+    assert!(
+        matches!(txt_outcome(&outcome), TxtSenterOutcome::Launched { .. }),
+        "SINIT never reads OsMleData: it launches"
+    );
+    assert_eq!(
+        outcome.verdict,
+        Verdict::Failure,
+        "verdict: {}",
+        outcome.verdict
+    );
+    let refusal = outcome
+        .hypervisor_lines()
+        .find(|l| l.starts_with("slipway: TXT post-launch (txt-simulated): "))
+        .unwrap_or_else(|| panic!("the post-launch refusal is named"));
+    assert!(
+        refusal.contains("OsMleData.handoff")
+            && refusal.contains("TXT.ERRORCODE records class 0x2")
+            && refusal.ends_with("the launch ends, nothing starts"),
+        "{refusal}"
+    );
+    assert!(started_domains(&outcome).is_empty(), "nothing starts");
+    assert!(
+        !outcome
+            .hypervisor_lines()
+            .any(|l| l.contains("launch verified") || l.contains("measurement:")),
+        "nothing is measured after the refusal"
+    );
 }

@@ -598,7 +598,7 @@ fn each_injected_fault_makes_the_simulated_sinit_refuse_with_its_class() {
     use super::senter::{SenterResult, serve};
     use slipway_hv_core::txt::simulated::SimulatedFault;
     use slipway_protocol::platform::SIMULATED_TXT_REGS;
-    for fault in SimulatedFault::ALL {
+    for fault in SimulatedFault::SINIT_REFUSALS {
         assert_eq!(SimulatedFault::parse(fault.class()), Some(fault));
         let (mut mem, _, banks) = prepared_guest_with(Some(fault));
         let mut tpm_used = false;
@@ -613,6 +613,21 @@ fn each_injected_fault_makes_the_simulated_sinit_refuse_with_its_class() {
         assert!(!tpm_used, "{fault:?}");
     }
     assert_eq!(SimulatedFault::parse("smx"), None);
+}
+
+#[test]
+fn a_changed_os_mle_data_passes_the_simulated_sinit_and_the_post_launch_check_refuses_it() {
+    use super::senter::{SenterResult, serve};
+    use slipway_hv_core::txt::simulated::SimulatedFault;
+    use slipway_protocol::platform::SIMULATED_TXT_REGS;
+    let fault = SimulatedFault::parse("post-launch-heap").unwrap();
+    let (mut mem, _, banks) = prepared_guest_with(Some(fault));
+    let result = serve(&mut mem, SIMULATED_TXT_REGS, banks, &GOOD, &mut |_| Ok(()));
+    assert!(matches!(result, SenterResult::Launched(_)), "{result:?}");
+    let heap = mem.slice(PRE_HEAP, 0x2_0000).to_vec();
+    let v = post::validate_heap(&heap, LAUNCH_SIMULATED).unwrap();
+    // The hand-off pointer Slipway wrote (`plan`) is not what the heap holds now.
+    assert_eq!({ v.os_mle.handoff }, 0x20_1000 ^ 0x1000);
 }
 
 #[test]

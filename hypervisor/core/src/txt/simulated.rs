@@ -12,7 +12,7 @@ use crate::memory::PhysMemory;
 
 use super::acm::PlatformIds;
 use super::heap::{HeapTables, SIZE_FIELD};
-use super::layout::{BiosData, CAP_TCG2_EVENT_LOG, EXT_TYPE_END, OsSinitData};
+use super::layout::{BiosData, CAP_TCG2_EVENT_LOG, EXT_TYPE_END, OsMleData, OsSinitData};
 use super::regs::DidVid;
 use super::smx;
 
@@ -69,7 +69,8 @@ pub fn write_bios_heap(heap: &mut [u8]) -> Option<()> {
 }
 
 /// One thing the test-only knob `txt_fault=<class>` corrupts after the pre-launch sequence, so
-/// that the simulated SINIT refuses with that class (one QEMU test per refusal class). The
+/// that the simulated SINIT refuses with that class (one QEMU test per refusal class), or the
+/// hypervisor's post-launch check refuses the launch ([`SimulatedFault::PostLaunchHeap`]). The
 /// hypervisor command line is measured, so a run that used it never passes for a normal one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SimulatedFault {
@@ -87,10 +88,15 @@ pub enum SimulatedFault {
     Capabilities,
     /// The event-log container's header is destroyed.
     EventLog,
+    /// Not a SINIT refusal: OsMleData's hand-off pointer is changed, which SINIT never reads;
+    /// the launch happens and the hypervisor's post-launch check of the re-read heap refuses it
+    /// (the heap is never trusted).
+    PostLaunchHeap,
 }
 
 impl SimulatedFault {
-    pub const ALL: [SimulatedFault; 7] = [
+    /// The faults the simulated SINIT refuses, one per refusal class.
+    pub const SINIT_REFUSALS: [SimulatedFault; 7] = [
         SimulatedFault::Heap,
         SimulatedFault::Acm,
         SimulatedFault::PageTables,
@@ -110,12 +116,16 @@ impl SimulatedFault {
             SimulatedFault::Pmr => "pmr",
             SimulatedFault::Capabilities => "capabilities",
             SimulatedFault::EventLog => "event-log",
+            SimulatedFault::PostLaunchHeap => "post-launch-heap",
         }
     }
 
     /// The fault named `class` (as [`SimulatedFault::class`] spells it).
     pub fn parse(class: &str) -> Option<SimulatedFault> {
-        Self::ALL.into_iter().find(|f| f.class() == class)
+        Self::SINIT_REFUSALS
+            .into_iter()
+            .chain([SimulatedFault::PostLaunchHeap])
+            .find(|f| f.class() == class)
     }
 }
 
@@ -178,6 +188,17 @@ pub fn inject_fault(
                 .map_err(|_| FaultError("the page table is unreadable"))?;
             mem.write_u64(PhysAddr(pt + 8), first)
                 .map_err(|_| FaultError("the page table is unwritable"))
+        }
+        SimulatedFault::PostLaunchHeap => {
+            let at = at.tables.os_mle.offset + SIZE_FIELD;
+            let body = heap
+                .get_mut(at..)
+                .ok_or(FaultError("OsMleData lies outside the heap"))?;
+            let mut data =
+                OsMleData::read(body).map_err(|_| FaultError("OsMleData is unreadable"))?;
+            data.handoff ^= 0x1000;
+            data.write(body)
+                .map_err(|_| FaultError("OsMleData is unwritable"))
         }
         SimulatedFault::EventLog => mem
             .zero(PhysAddr(at.log_base), 64)

@@ -50,6 +50,24 @@ MLE_HEADER:
     .quad __image_start
     .quad __data_init_end
 
+    /* The Intel MLE header (MLE Developer's Guide; `slipway_hv_core::txt::layout::MleHeader`,
+     * 52 bytes): SINIT finds it through OsSinitData.mle_hdr_base. The MLE is the measured
+     * region above (linear 0 = __image_start); offsets come from the linker script. */
+    .balign 16
+    .global INTEL_MLE_HEADER
+INTEL_MLE_HEADER:
+    .byte 0x5a, 0xac, 0x82, 0x90, 0x6f, 0x47, 0xa7, 0x74
+    .byte 0x0f, 0x5c, 0x55, 0xa2, 0xcb, 0x51, 0xb6, 0x42
+    .long 52                       /* length */
+    .long {intel_mle_version}      /* version */
+    .long __mle_entry_offset       /* entry point (linear) */
+    .long 0                        /* first valid page */
+    .long 0                        /* MLE start */
+    .long __mle_size               /* MLE end */
+    .long {intel_mle_caps}         /* capabilities */
+    .long 0                        /* command line start */
+    .long 0                        /* command line end */
+
     .section .boot.text, "ax"
     .code32
     .global _start32
@@ -62,17 +80,12 @@ _start32:
     mov dword ptr [BOOT_ENTRY_TSC], eax
     mov dword ptr [BOOT_ENTRY_TSC + 4], edx
 
-    /* Zero .bss (stack, statics) and the early page tables. */
+    /* Zero .bss (stack, statics); early_paging zeroes the early page tables. */
     mov edi, offset __bss_start
     mov ecx, offset __bss_end
     sub ecx, edi
     shr ecx, 2
     xor eax, eax
-    rep stosd
-    mov edi, offset __boot_tables_start
-    mov ecx, offset __boot_tables_end
-    sub ecx, edi
-    shr ecx, 2
     rep stosd
 
     mov dword ptr [BOOT_MULTIBOOT_MAGIC], esi
@@ -89,6 +102,25 @@ _start32:
     test edx, (1 << 29)
     jz 90f
 
+    call early_paging
+
+    lgdt [EARLY_GDT_PTR]
+    push 0x08
+    mov eax, offset long_mode_entry
+    push eax
+    retf
+
+    /* The early identity map of the low 4 GiB (2 MiB pages), PAE, long mode with NX, paging on:
+     * called in 32-bit protected mode with paging off, on the boot stack, by both 32-bit
+     * entries (GRUB's and the Intel TXT MLE entry). Returns in compatibility mode; the caller
+     * loads the GDT and jumps to its 64-bit code. */
+early_paging:
+    mov edi, offset __boot_tables_start
+    mov ecx, offset __boot_tables_end
+    sub ecx, edi
+    shr ecx, 2
+    xor eax, eax
+    rep stosd
     /* PML4[0] -> PDPT; PDPT[0..4] -> PD0..PD3; each PD maps 1 GiB with 2 MiB pages. */
     mov eax, offset EARLY_PDPT
     or eax, 0x3
@@ -129,11 +161,7 @@ _start32:
     or eax, 0x80010001     /* PG, WP, PE */
     mov cr0, eax
 
-    lgdt [EARLY_GDT_PTR]
-    push 0x08
-    mov eax, offset long_mode_entry
-    push eax
-    retf
+    ret
 
     /* No long mode: say so on COM1 and fail the run. */
 90:
@@ -153,6 +181,34 @@ _start32:
 93:
     hlt
     jmp 93b
+
+    /* The Intel TXT MLE entry point (the Intel MLE header's entry_point): GETSEC[SENTER] and
+     * SINIT enter here in 32-bit protected mode with paging off, interrupts off, EBX = this
+     * entry's physical address, ECX = the MLE page tables; nothing else of the CPU state
+     * (GDT, segments, stack) may be trusted. Under `launch=txt-simulated` the simulated seam
+     * (`txt.rs`) makes the same transition. Loads the image's own GDT and stack, builds the
+     * early identity map, enters long mode and the post-launch stage with the TXT flag. */
+    .global txt_mle_entry
+txt_mle_entry:
+    cli
+    cld
+    mov esp, offset BOOT_STACK_TOP
+    lgdt [EARLY_GDT_PTR]
+    push 0x18
+    mov eax, offset txt_mle_entry_flat
+    push eax
+    retf
+txt_mle_entry_flat:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    call early_paging
+    lgdt [EARLY_GDT_PTR]
+    push 0x08
+    mov eax, offset txt_long_mode_entry
+    push eax
+    retf
 
     .code64
 long_mode_entry:
@@ -188,6 +244,30 @@ post_launch_entry:
     xor eax, eax
     rep stosq
     mov rdi, r12
+    xor esi, esi           /* not entered by a TXT launch */
+    mov rsp, offset BOOT_STACK_TOP
+    xor ebp, ebp
+    call post_launch_main
+    ud2
+
+    /* 64-bit half of the Intel TXT MLE entry: as `post_launch_entry` (.bss zeroed, fresh
+     * stack), with no hand-off pointer (the post-launch stage takes it from the validated TXT
+     * heap) and rsi = 1: entered by a TXT launch. */
+txt_long_mode_entry:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    xor eax, eax
+    mov fs, ax
+    mov gs, ax
+    mov rdi, offset __bss_start
+    mov rcx, offset __bss_end
+    sub rcx, rdi
+    shr rcx, 3
+    rep stosq
+    xor edi, edi
+    mov esi, 1
     mov rsp, offset BOOT_STACK_TOP
     xor ebp, ebp
     call post_launch_main
@@ -201,8 +281,10 @@ EARLY_GDT:
      * selectors, writing into the measured region (this table is in .rodata). */
     .quad 0x00AF9B000000FFFF   /* 0x08: 64-bit code, DPL 0 */
     .quad 0x00CF93000000FFFF   /* 0x10: data */
+    .quad 0x00CF9B000000FFFF   /* 0x18: 32-bit code (the TXT MLE entry) */
 EARLY_GDT_END:
     .balign 8
+    .global EARLY_GDT_PTR
 EARLY_GDT_PTR:
     .short EARLY_GDT_END - EARLY_GDT - 1
     .quad EARLY_GDT
@@ -253,4 +335,6 @@ BOOT_STACK_TOP:
     mle_version = const slipway_protocol::platform::MLE_HEADER_VERSION,
     mle_size = const slipway_protocol::platform::MLE_HEADER_SIZE,
     com1 = const slipway_protocol::platform::COM1_PORT,
+    intel_mle_version = const slipway_hv_core::txt::layout::MLE_HEADER_VERSION,
+    intel_mle_caps = const slipway_hv_core::txt::layout::SLIPWAY_MLE_CAPABILITIES,
 );

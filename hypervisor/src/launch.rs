@@ -228,30 +228,33 @@ pub fn describe_boot(
     Ok(())
 }
 
-/// Dynamic-launch backends. `none` and `emulated` work; `txt` and `skinit` refuse (this machine
-/// has neither SMX nor SKINIT to test them on).
+/// Dynamic-launch backends. `none`, `emulated` and `txt-simulated` work; `txt` and `skinit`
+/// refuse (this machine has neither SMX nor SKINIT to test them on).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LaunchBackend {
     /// No dynamic launch: jump to the post-launch entry, unmeasured.
     None,
     /// The emulated launch of the QEMU + swtpm harness (debugcon request, PCR17 by swtpm).
     Emulated,
-    /// Intel TXT (GETSEC[SENTER] with a SINIT ACM): not implemented yet, refuses.
+    /// Intel TXT on hardware (GETSEC[SENTER] with a SINIT ACM): refuses in this version (the
+    /// hardware seam is not written: nothing here executes GETSEC to test it).
     Txt,
+    /// SIMULATED Intel TXT under QEMU + the launch harness (`txt.rs`, `SimulatedTxt`): the
+    /// whole TXT launch logic with the harness playing CPU and SINIT; measured as
+    /// `txt-simulated`, never as a hardware launch.
+    TxtSimulated,
     /// AMD SKINIT: not implemented yet, refuses.
     Skinit,
 }
 
 impl LaunchBackend {
-    /// The backend the hypervisor command line asks for with `launch=auto|none|emulated|txt|skinit`
+    /// The backend the hypervisor command line asks for with
+    /// `launch=auto|none|emulated|txt|txt-simulated|skinit`
     /// (default `auto`: emulated when the launch harness answers on debugcon, else none). An
     /// unknown value or an unavailable backend is said loudly and gives `none`: the boot is then
     /// unmeasured and the launch policy decides, never a silent fallback to something measured.
     pub fn choose(cmdline: &[u8]) -> Self {
-        let asked = cmdline
-            .split(|&b| b == b' ')
-            .find_map(|word| word.strip_prefix(b"launch=".as_slice()));
-        match asked {
+        match asked_backend(cmdline) {
             None | Some(b"auto") => Self::detect(),
             Some(b"none") => LaunchBackend::None,
             Some(b"emulated") if crate::tpm::harness_attached() => LaunchBackend::Emulated,
@@ -262,10 +265,17 @@ impl LaunchBackend {
                 LaunchBackend::None
             }
             Some(b"txt") => LaunchBackend::Txt,
+            Some(b"txt-simulated") if crate::tpm::harness_attached() => LaunchBackend::TxtSimulated,
+            Some(b"txt-simulated") => {
+                crate::hvprintln!(
+                    "ERROR: launch=txt-simulated, but no launch harness answers on the debugcon port"
+                );
+                LaunchBackend::None
+            }
             Some(b"skinit") => LaunchBackend::Skinit,
             Some(other) => {
                 crate::hvprintln!(
-                    "ERROR: unknown launch={} (expected auto, none, emulated, txt or skinit)",
+                    "ERROR: unknown launch={} (expected auto, none, emulated, txt, txt-simulated or skinit)",
                     core::str::from_utf8(other).unwrap_or("<not UTF-8>")
                 );
                 LaunchBackend::None
@@ -281,6 +291,30 @@ impl LaunchBackend {
             LaunchBackend::None
         }
     }
+}
+
+/// The value of the command line's `launch=` word, if any.
+pub fn asked_backend(cmdline: &[u8]) -> Option<&[u8]> {
+    cmdline
+        .split(|&b| b == b' ')
+        .find_map(|word| word.strip_prefix(b"launch=".as_slice()))
+}
+
+/// The test-only `txt_fault=<class>` word (`slipway_hv_core::txt::simulated::SimulatedFault`).
+fn txt_fault(cmdline: &[u8]) -> Option<slipway_hv_core::txt::simulated::SimulatedFault> {
+    let word = cmdline
+        .split(|&b| b == b' ')
+        .find_map(|word| word.strip_prefix(b"txt_fault=".as_slice()))?;
+    let fault = core::str::from_utf8(word)
+        .ok()
+        .and_then(slipway_hv_core::txt::simulated::SimulatedFault::parse);
+    if fault.is_none() {
+        crate::hvprintln!(
+            "ERROR: unknown txt_fault={} (expected heap, acm, page-tables, mle-header, pmr, capabilities, event-log or post-launch-heap): no fault injected",
+            word.escape_ascii()
+        );
+    }
+    fault
 }
 
 unsafe extern "C" {
@@ -312,6 +346,19 @@ pub fn launch(backend: LaunchBackend, handoff: &'static LaunchHandoff) -> ! {
                 );
             }
         }
+        LaunchBackend::TxtSimulated => {
+            crate::hvprintln!(
+                "launch backend `txt-simulated`: SIMULATED Intel TXT (the harness plays CPU and SINIT; never a hardware launch)"
+            );
+            let cmdline = &handoff.cmdline[..(handoff.cmdline_len as usize).min(MAX_CMDLINE)];
+            let fault = txt_fault(cmdline);
+            match crate::txt::SimulatedTxt::set_up(handoff) {
+                // Returns only when no launch happened.
+                Ok(mut seam) => crate::txt::launch(&mut seam, handoff, fault),
+                Err(why) => crate::hvprintln!("ERROR: launch backend `txt-simulated`: {why}"),
+            }
+            crate::hvprintln!("WARNING: NO DYNAMIC LAUNCH, this boot is UNMEASURED");
+        }
         LaunchBackend::Txt | LaunchBackend::Skinit => {
             let (name, needs) = match backend {
                 LaunchBackend::Txt => ("txt", "GETSEC[SENTER], a SINIT ACM and the TXT heap"),
@@ -341,9 +388,12 @@ impl LaunchBackend {
         match self {
             // The emulated launch leaves the APs where the firmware put them, as "none" does.
             // A refused TXT/SKINIT launch did nothing either.
+            // SIMULATED TXT: the harness's SINIT leaves the APs where the firmware put them
+            // (in wait-for-SIPI, as SENTER requires); hardware TXT would need GETSEC[WAKEUP].
             LaunchBackend::None
             | LaunchBackend::Emulated
             | LaunchBackend::Txt
+            | LaunchBackend::TxtSimulated
             | LaunchBackend::Skinit => crate::smp::start_aps(page_table_root, apic_ids, wanted),
         }
     }

@@ -25,6 +25,7 @@ mod smp;
 mod svm;
 mod tpm;
 mod tsc;
+mod txt;
 mod vm;
 mod vmx;
 
@@ -140,9 +141,10 @@ fn print_banner(info: &BootInformation<'_>) {
     }
 }
 
-/// Post-launch entry (from `post_launch_entry`, fresh stack). `handoff_addr` is untrusted.
+/// Post-launch entry (from `post_launch_entry`, or from the TXT MLE entry with `entered_by` =
+/// 1; fresh stack). `handoff_addr` is untrusted (after TXT: taken from the validated heap).
 #[unsafe(no_mangle)]
-extern "C" fn post_launch_main(handoff_addr: u64) -> ! {
+extern "C" fn post_launch_main(handoff_addr: u64, entered_by: u64) -> ! {
     // The entry stub zeroed .bss: every piece of state is set up again here, from nothing the
     // pre-launch stage left (its console, GDT/TSS, IDT, clock are gone).
     console::init();
@@ -161,6 +163,16 @@ extern "C" fn post_launch_main(handoff_addr: u64) -> ! {
         "post-launch: clean state: .bss zeroed (the pre-launch canary is gone), initialised data as measured"
     );
     hvprintln!("post-launch: TSC {} kHz", tsc::hz() / 1000);
+    // An Intel TXT launch (hardware or SIMULATED): every post-launch check of the MLE guide
+    // before anything else; a failure ends the launch here.
+    let txt_launch = (entered_by == 1).then(|| {
+        // SAFETY: the image's own record, read only; nothing else writes it.
+        txt::post_launch_entered(
+            unsafe { &*core::ptr::addr_of!(HANDOFF) },
+            core::ptr::addr_of!(HANDOFF) as u64,
+        )
+    });
+    let handoff_addr = txt_launch.as_ref().map_or(handoff_addr, |t| t.handoff);
 
     // The only hand-off this image accepts is its own record; its contents are re-validated.
     let expected = core::ptr::addr_of!(HANDOFF) as u64;
@@ -173,10 +185,16 @@ extern "C" fn post_launch_main(handoff_addr: u64) -> ! {
     // else writes it.
     let handoff = unsafe { &*core::ptr::addr_of!(HANDOFF) };
     let image = address_space::image_range();
-    let boot = memmap::validate(handoff, image).unwrap_or_else(|e| {
+    let mut boot = memmap::validate(handoff, image).unwrap_or_else(|e| {
         hvprintln!("post-launch: hand-off refused: {e}; nothing starts");
         qemu_exit::exit(Verdict::Failure)
     });
+    for range in txt_launch.iter().flat_map(|t| t.reserved.iter()) {
+        if let Err(e) = memmap::reserve(&mut boot, *range) {
+            hvprintln!("post-launch: cannot reserve SINIT's MDR {range:?}: {e}; nothing starts");
+            qemu_exit::exit(Verdict::Failure)
+        }
+    }
     let free = &boot.free[..boot.free_count];
     let free_bytes: u64 = free.iter().map(|r| r.len()).sum();
     hvprintln!(
@@ -277,6 +295,7 @@ extern "C" fn post_launch_main(handoff_addr: u64) -> ! {
         &boot,
         cmdline,
         firmware_log,
+        txt_launch,
     ));
     smp::install(hv);
     let wanted = cmdline
@@ -345,6 +364,7 @@ fn start_hypervisor(
     boot: &memmap::ValidatedBoot,
     _cmdline: &str,
     firmware_log: Option<&'static [u8]>,
+    txt_launch: Option<txt::TxtLaunched>,
 ) -> vm::Hv {
     // The boot modules, named once (`slipway_protocol::boot_modules`, checked by `memmap::validate`).
     let mut modules = heapless::Vec::<vm::BootModule, { vm::MAX_MODULES }>::new();
@@ -365,11 +385,26 @@ fn start_hypervisor(
         &boot.module_names,
         slipway_protocol::boot_modules::DOMB_MODULE,
     );
-    let (mut launch_kind, active_banks, tpm, banks) = check_launch();
+    let (mut launch_kind, active_banks, tpm, banks, sinit_log) = match txt_launch {
+        Some(t) => {
+            let mut active = heapless::Vec::new();
+            for bank in t.banks.iter() {
+                let _ = active.push(bank.alg.into());
+            }
+            (t.kind, active, Some(t.tpm), t.banks, Some(t.log))
+        }
+        None => {
+            let (kind, active, tpm, banks) = check_launch();
+            (kind, active, tpm, banks, None)
+        }
+    };
     let measurement = tpm.and_then(|tpm| {
         let kind = match launch_kind {
             slipway_protocol::v1::LaunchKind::Emulated => {
                 slipway_measure::events::LaunchKind::Emulated
+            }
+            slipway_protocol::v1::LaunchKind::TxtSimulated => {
+                slipway_measure::events::LaunchKind::TxtSimulated
             }
             _ => slipway_measure::events::LaunchKind::Unmeasured,
         };
@@ -399,7 +434,11 @@ fn start_hypervisor(
             .split(' ')
             .find_map(|w| w.strip_prefix("tpm_fault="))
             .and_then(|n| n.parse::<u32>().ok());
-        match measurement::start(tpm, banks, fail_at, &inputs) {
+        let started = match sinit_log {
+            Some(log) => measurement::resume(tpm, banks, fail_at, log, &inputs),
+            None => measurement::start(tpm, banks, fail_at, &inputs),
+        };
+        match started {
             Ok(m) => {
                 if m.failure().is_none() {
                     hvprintln!("measurement: launch kind, command line and domB image in PCR19");

@@ -91,6 +91,37 @@ pub fn start(
     Ok(m)
 }
 
+/// As [`start`], but continues the log a dynamic launch began (Intel TXT: SINIT's events in the
+/// container, `txt::post_launch`): the same sequence appended after them.
+pub fn resume(
+    tpm: HvTpm,
+    banks: BankSet,
+    fail_at: Option<u32>,
+    log: slipway_measure::log::LogWriter<'static>,
+    launch: &LaunchInputs<'_>,
+) -> Result<Measurement, &'static str> {
+    if banks.has_unsupported() {
+        crate::hvprintln!(
+            "WARNING: an active PCR bank uses an algorithm Slipway cannot hash: capped (no evidence)"
+        );
+    }
+    if let Some(n) = fail_at {
+        crate::hvprintln!("measurement: FAULT INJECTION: extend {n} of this boot will fail");
+    }
+    let pcrs = HvPcrs {
+        tpm,
+        banks,
+        extends: 0,
+        fail_at,
+    };
+    let m = Measurement::resume(pcrs, banks, log, launch)
+        .map_err(|_| "SINIT's log lists other banks than the TPM's")?;
+    if let Some(failure) = m.failure() {
+        report_failure(failure);
+    }
+    Ok(m)
+}
+
 /// Says, once, that measurement failed and what that means for this boot.
 pub fn report_failure(failure: core_measurement::Failure) {
     crate::hvprintln!(

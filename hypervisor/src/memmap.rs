@@ -111,6 +111,12 @@ fn subtract(
     Ok(())
 }
 
+/// Takes `range` out of the free RAM (memory SINIT's MDRs mark as not good, after a TXT launch).
+pub fn reserve(boot: &mut ValidatedBoot, range: PhysRange) -> Result<(), HandoffError> {
+    subtract(&mut boot.free, &mut boot.free_count, range)?;
+    subtract(&mut boot.low, &mut boot.low_count, range)
+}
+
 /// Validates the hand-off against the image: the record itself here, the memory map and module
 /// ranges through `slipway_hv_core::memmap::validate_memory_map`.
 pub fn validate(handoff: &LaunchHandoff, image: PhysRange) -> Result<ValidatedBoot, HandoffError> {

@@ -269,6 +269,7 @@ fn boot_file_name(name: &str, source: &ModuleSource) -> String {
     match source {
         ModuleSource::Binary(_) => format!("{name}.elf"),
         ModuleSource::Dts(_) => format!("{name}.dtb"),
+        ModuleSource::SimulatedSinit => format!("{name}.acm"),
         ModuleSource::File(f) => match f.extension().and_then(|e| e.to_str()) {
             Some(ext) if ext.bytes().all(|b| b.is_ascii_alphanumeric()) => {
                 format!("{name}.{ext}")
@@ -280,6 +281,44 @@ fn boot_file_name(name: &str, source: &ModuleSource) -> String {
 
 /// Builds bundle `name` (binaries, device trees, grub.cfg, ISO).
 pub fn build_bundle(ws: &Workspace, name: &str) -> Result<BuiltBundle, BuildError> {
+    build_bundle_as(ws, name, BundleVariant::AsWritten)
+}
+
+/// How `cargo xtask run --launch` changes a bundle before it is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BundleVariant {
+    /// As `bundle.toml` says.
+    AsWritten,
+    /// `--launch txt-simulated`: the hypervisor command line asks for the SIMULATED TXT launch
+    /// (`launch=txt-simulated`, replacing any `launch=` word) and the synthetic `sinit` module
+    /// is added unless the bundle has a `sinit` module. Built under `<bundle output>/txt-simulated`.
+    TxtSimulated,
+}
+
+/// Applies [`BundleVariant::TxtSimulated`] to a manifest.
+pub fn txt_simulated_manifest(manifest: &mut Manifest) {
+    use slipway_protocol::boot_modules::SINIT_MODULE;
+    manifest
+        .hypervisor_cmdline
+        .retain(|w| !w.starts_with("launch="));
+    manifest
+        .hypervisor_cmdline
+        .push("launch=txt-simulated".to_owned());
+    if !manifest.modules.iter().any(|m| m.name == SINIT_MODULE) {
+        manifest.modules.push(crate::bundle::Module {
+            name: SINIT_MODULE.to_owned(),
+            source: ModuleSource::SimulatedSinit,
+            args: Vec::new(),
+        });
+    }
+}
+
+/// Builds bundle `name` as `variant` says.
+pub fn build_bundle_as(
+    ws: &Workspace,
+    name: &str,
+    variant: BundleVariant,
+) -> Result<BuiltBundle, BuildError> {
     let src_dir = ws.bundle_source_dir(name);
     let manifest_path = src_dir.join("bundle.toml");
     if !manifest_path.is_file() {
@@ -294,7 +333,17 @@ pub fn build_bundle(ws: &Workspace, name: &str) -> Result<BuiltBundle, BuildErro
             },
         });
     }
-    let manifest = Manifest::load(&manifest_path)?;
+    let mut manifest = Manifest::load(&manifest_path)?;
+    if variant == BundleVariant::TxtSimulated {
+        txt_simulated_manifest(&mut manifest);
+        if manifest.modules.len() > crate::bundle::MAX_MODULES {
+            return Err(BuildError::from(crate::bundle::ManifestError::Field {
+                path: manifest_path.clone(),
+                field: "module".into(),
+                reason: "no room for the simulated `sinit` module".into(),
+            }));
+        }
+    }
 
     // Check every module's source before building anything.
     let mut packages = vec![HYPERVISOR_PACKAGE];
@@ -307,6 +356,7 @@ pub fn build_bundle(ws: &Workspace, name: &str) -> Result<BuiltBundle, BuildErro
                     reason,
                 })?;
             }
+            ModuleSource::SimulatedSinit => {}
             ModuleSource::File(rel) | ModuleSource::Dts(rel) => {
                 let src = src_dir.join(rel);
                 if !src.is_file() {
@@ -334,7 +384,10 @@ pub fn build_bundle(ws: &Workspace, name: &str) -> Result<BuiltBundle, BuildErro
         .to_owned();
     build_freestanding(ws, &packages)?;
 
-    let out = ws.bundle_output_dir(name);
+    let out = match variant {
+        BundleVariant::AsWritten => ws.bundle_output_dir(name),
+        BundleVariant::TxtSimulated => ws.bundle_output_dir(name).join("txt-simulated"),
+    };
     std::fs::create_dir_all(&out).map_err(io_err("cannot create", &out))?;
     // Serialise concurrent builds of the same bundle (tests, a parallel `cargo xtask run`).
     let lock_path = out.join(".lock");
@@ -388,6 +441,11 @@ pub fn build_bundle(ws: &Workspace, name: &str) -> Result<BuiltBundle, BuildErro
             }
             ModuleSource::Dts(rel) => {
                 compile_dts(&src_dir.join(rel), &dst, &src_dir, &m.name)?;
+                None
+            }
+            ModuleSource::SimulatedSinit => {
+                std::fs::write(&dst, crate::bundle::simulated_sinit_bytes())
+                    .map_err(io_err("cannot write", &dst))?;
                 None
             }
         };
@@ -538,6 +596,33 @@ mod tests {
         );
         assert!(lines[4].contains("ISO demo.iso") && lines[4].contains(" 4653056 bytes"));
         assert_eq!(lines[5], "  debug files (matched by build id): /out/debug");
+    }
+
+    #[test]
+    fn the_txt_simulated_variant_asks_for_the_launch_and_adds_the_synthetic_sinit_once() {
+        let mut m = Manifest::parse(
+            Path::new("images/x/bundle.toml"),
+            "hypervisor_cmdline = \"console=com1 launch=emulated\"\n[[module]]\nname = \"domb\"\nbinary = \"slipway-domb\"\n",
+        )
+        .unwrap();
+        txt_simulated_manifest(&mut m);
+        assert_eq!(
+            m.hypervisor_cmdline,
+            ["console=com1", "launch=txt-simulated"]
+        );
+        assert_eq!(m.modules.len(), 2);
+        assert_eq!(m.modules[1].name, "sinit");
+        assert_eq!(m.modules[1].source, ModuleSource::SimulatedSinit);
+        txt_simulated_manifest(&mut m);
+        assert_eq!(m.modules.len(), 2, "a bundle's own sinit module is kept");
+        assert_eq!(
+            m.hypervisor_cmdline,
+            ["console=com1", "launch=txt-simulated"]
+        );
+        assert_eq!(
+            boot_file_name("sinit", &ModuleSource::SimulatedSinit),
+            "sinit.acm"
+        );
     }
 
     #[test]

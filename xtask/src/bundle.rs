@@ -24,6 +24,7 @@ struct RawModule {
     binary: Option<String>,
     file: Option<String>,
     dts: Option<String>,
+    generated: Option<String>,
     args: Option<String>,
 }
 
@@ -49,6 +50,26 @@ pub enum ModuleSource {
     File(PathBuf),
     /// A device-tree source, relative to the bundle directory, compiled with `dtc -O dtb`.
     Dts(PathBuf),
+    /// `generated = "simulated-sinit"`: the SYNTHETIC, unsigned SINIT module of the simulated
+    /// TXT launch (`slipway_hv_core::txt::acm::write_synthetic_sinit` for the simulated
+    /// platform), made by the builder. Real hardware refuses it.
+    SimulatedSinit,
+}
+
+/// The value of `generated` that names [`ModuleSource::SimulatedSinit`].
+pub const GENERATED_SIMULATED_SINIT: &str = "simulated-sinit";
+
+/// The bytes of [`ModuleSource::SimulatedSinit`] (key bytes 0x5a).
+pub fn simulated_sinit_bytes() -> Vec<u8> {
+    use slipway_hv_core::txt::acm::{SYNTHETIC_SIZE, write_synthetic_sinit};
+    let mut acm = vec![0u8; SYNTHETIC_SIZE];
+    write_synthetic_sinit(
+        &mut acm,
+        &slipway_hv_core::txt::simulated::SIMULATED_PLATFORM,
+        0x5a,
+    )
+    .expect("the synthetic SINIT fits its size");
+    acm
 }
 
 /// One boot module, in multiboot2 order.
@@ -200,12 +221,24 @@ impl Manifest {
                 ("binary", m.binary.is_some()),
                 ("file", m.file.is_some()),
                 ("dts", m.dts.is_some()),
+                ("generated", m.generated.is_some()),
             ]
             .into_iter()
             .filter_map(|(n, set)| set.then_some(n))
             .collect();
-            let source = match (m.binary, m.file, m.dts) {
-                (Some(b), None, None) => {
+            let source = match (m.binary, m.file, m.dts, m.generated) {
+                (None, None, None, Some(g)) => {
+                    if g != GENERATED_SIMULATED_SINIT {
+                        return Err(field_error(
+                            at("generated"),
+                            format!(
+                                "`{g}` is not a generated module (expected `{GENERATED_SIMULATED_SINIT}`)"
+                            ),
+                        ));
+                    }
+                    ModuleSource::SimulatedSinit
+                }
+                (Some(b), None, None, None) => {
                     if b.is_empty() || b.contains(char::is_whitespace) {
                         return Err(field_error(
                             at("binary"),
@@ -214,17 +247,17 @@ impl Manifest {
                     }
                     ModuleSource::Binary(b)
                 }
-                (None, Some(f), None) => ModuleSource::File(
+                (None, Some(f), None, None) => ModuleSource::File(
                     check_relative_path(&f).map_err(|r| field_error(at("file"), r))?,
                 ),
-                (None, None, Some(d)) => ModuleSource::Dts(
+                (None, None, Some(d), None) => ModuleSource::Dts(
                     check_relative_path(&d).map_err(|r| field_error(at("dts"), r))?,
                 ),
                 _ => {
                     return Err(field_error(
                         format!("module[{index}] ({:?})", m.name),
                         format!(
-                            "give exactly one of `binary`, `file`, `dts` (found: {})",
+                            "give exactly one of `binary`, `file`, `dts`, `generated` (found: {})",
                             if given.is_empty() {
                                 "none".to_owned()
                             } else {
@@ -375,6 +408,23 @@ args = "extra words"
             e.contains("module[1] (\"a\").name") && e.contains("earlier module"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_simulated_sinit_is_a_generated_module() {
+        let m = parse("[[module]]\nname = \"sinit\"\ngenerated = \"simulated-sinit\"\n").unwrap();
+        assert_eq!(m.modules[0].source, ModuleSource::SimulatedSinit);
+        let e = err("[[module]]\nname = \"sinit\"\ngenerated = \"intel-sinit\"\n");
+        assert!(e.contains("module[0] (\"sinit\").generated"), "{e}");
+        let e = err("[[module]]\nname = \"a\"\nfile = \"y\"\ngenerated = \"simulated-sinit\"\n");
+        assert!(e.contains("found: file, generated"), "{e}");
+        let acm = simulated_sinit_bytes();
+        assert!(slipway_hv_core::txt::acm::is_simulated(&acm));
+        slipway_hv_core::txt::acm::check_sinit(
+            &acm,
+            &slipway_hv_core::txt::simulated::SIMULATED_PLATFORM,
+        )
+        .unwrap();
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct RunArgs {
     pub nonce: Option<String>,
     /// Verify the attest transcript at the end of a run with a TPM (`--no-verify`: don't).
     pub verify: bool,
+    /// `--launch txt-simulated`: boot the bundle with the SIMULATED Intel TXT launch
+    /// (`crate::builder::BundleVariant::TxtSimulated`); `None`: as the bundle says.
+    pub launch_txt_simulated: bool,
 }
 
 /// A `cargo xtask` command.
@@ -69,6 +72,11 @@ usage: cargo xtask <command>
       --nonce HEX          type this nonce instead of a fresh random one
       --no-verify          do not verify the transcript at the end (check it later with
                            cargo xtask verify <serial log> --nonce HEX --bundle BUNDLE)
+      --launch txt-simulated
+                           boot with the SIMULATED Intel TXT launch: launch=txt-simulated on
+                           the hypervisor command line and the synthetic `sinit` module added
+                           (built under <bundle output>/txt-simulated); the harness plays CPU
+                           and SINIT; verified as a simulated launch, never a hardware one
       -- ARGS...           extra QEMU arguments (e.g. -- -d int -D /tmp/qemu.log)
   predict [BUNDLE] [--banks sha1,sha256,..] [--out FILE]
           [--launch emulated|txt|txt-simulated|skinit] [--sinit ACM]
@@ -76,7 +84,8 @@ usage: cargo xtask <command>
                            expected event log (default banks: sha1,sha256,sha384,sha512); TXT:
                            PCR17/18 as SINIT extends them, from the ACM (--sinit, or the bundle's
                            synthetic `sinit` module for the SIMULATED txt-simulated launch)
-  verify TRANSCRIPT [--nonce HEX] [--bank sha256] [--bundle B | --expected-log FILE]
+  verify TRANSCRIPT [--nonce HEX] [--bank sha256] [--bundle B [--launch txt-simulated]
+         | --expected-log FILE]
                            accept a run's attest transcript only if the quote checks with the
                            printed key and nonce, the log replays to it and matches the
                            prediction (exit 2 bad input, 3 bad evidence, 4 unmeasured launch,
@@ -159,6 +168,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
                 extra_qemu_args: Vec::new(),
                 nonce: None,
                 verify: true,
+                launch_txt_simulated: false,
             };
             let mut bundle_given = false;
             while let Some(arg) = args.next() {
@@ -198,6 +208,15 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
                         run.nonce = Some(nonce);
                     }
                     "--no-verify" => run.verify = false,
+                    "--launch" => match args.next().as_deref() {
+                        Some("txt-simulated") => run.launch_txt_simulated = true,
+                        Some(other) => {
+                            return Err(format!(
+                                "--launch: `{other}` is not a launch `run` can change a bundle to (txt-simulated)"
+                            ));
+                        }
+                        None => return Err("--launch needs a value (txt-simulated)".into()),
+                    },
                     "--" => run.extra_qemu_args.extend(args.by_ref()),
                     a if a.starts_with('-') => return Err(format!("run: unknown option `{a}`")),
                     a if !bundle_given => {
@@ -307,7 +326,22 @@ mod tests {
                 extra_qemu_args: vec!["-d".into(), "int".into()],
                 nonce: None,
                 verify: true,
+                launch_txt_simulated: false,
             }
+        );
+        let Ok(Command::Run(r)) = p(&["run", "--launch", "txt-simulated"]) else {
+            panic!()
+        };
+        assert!(r.launch_txt_simulated);
+        assert!(
+            p(&["run", "--launch", "txt"])
+                .unwrap_err()
+                .contains("`txt`")
+        );
+        assert!(
+            p(&["run", "--launch"])
+                .unwrap_err()
+                .contains("needs a value")
         );
     }
 

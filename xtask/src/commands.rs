@@ -65,7 +65,12 @@ fn run_command(ws: &Workspace, args: RunArgs) -> ExitCode {
     if let Err(e) = ensure_environment(&ws.root) {
         return fail(e);
     }
-    let bundle = match build_bundle(ws, &args.bundle) {
+    let variant = if args.launch_txt_simulated {
+        crate::builder::BundleVariant::TxtSimulated
+    } else {
+        crate::builder::BundleVariant::AsWritten
+    };
+    let bundle = match crate::builder::build_bundle_as(ws, &args.bundle, variant) {
         Ok(b) => b,
         Err(e) => return fail(e),
     };
@@ -158,10 +163,15 @@ fn run_command(ws: &Workspace, args: RunArgs) -> ExitCode {
         Attestation::Checked(verify::verify_run(&bundle, &outcome, &nonce, VERIFY_BANK))
     };
     let recheck = format!(
-        "cargo xtask verify {} --nonce {} --bundle {}",
+        "cargo xtask verify {} --nonce {} --bundle {}{}",
         outcome.serial_log.display(),
         verify::hex(&nonce),
-        bundle.name
+        bundle.name,
+        if args.launch_txt_simulated {
+            " --launch txt-simulated"
+        } else {
+            ""
+        }
     );
     print!(
         "{}",

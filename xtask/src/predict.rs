@@ -269,8 +269,11 @@ pub fn measured_region(elf_bytes: &[u8]) -> Result<MeasuredRegion, PredictError>
         .segments()
         .ok_or_else(|| PredictError::Elf("no program headers".into()))?;
     let loads: Vec<_> = segments.iter().filter(|p| p.p_type == PT_LOAD).collect();
+    // The image starts at the lowest segment with file bytes (a segment that only reserves
+    // memory, such as the hypervisor's 1 MiB below the image, holds no header).
     let image_start = loads
         .iter()
+        .filter(|p| p.p_filesz > 0)
         .map(|p| p.p_paddr)
         .min()
         .ok_or_else(|| PredictError::Elf("no PT_LOAD segment".into()))?;

@@ -213,9 +213,14 @@ pub struct TempDir {
 impl TempDir {
     /// Creates `$TMPDIR/slipway-<label>-<pid>-<n>`. Paths stay short: Unix socket paths live here.
     pub fn new(label: &str) -> io::Result<Self> {
+        Self::new_in(&std::env::temp_dir(), label)
+    }
+
+    /// Creates `<base>/slipway-<label>-<pid>-<n>` (e.g. under /dev/shm for guest RAM).
+    pub fn new_in(base: &Path, label: &str) -> io::Result<Self> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("slipway-{label}-{}-{n}", std::process::id()));
+        let path = base.join(format!("slipway-{label}-{}-{n}", std::process::id()));
         let mut reg = registry();
         std::fs::create_dir(&path).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display()))

@@ -24,6 +24,7 @@ use slipway_measure::{BankSet, HashAlg};
 use crate::console::{self, LineSplitter, Milestone, SerialLine};
 use crate::launch::{EmulatedLaunch, EmulatedLaunchReport, TpmError, TpmOptions};
 use crate::procs::{HARD_LIMIT_GRACE, ManagedChild, TempDir, timed_command};
+use crate::txt::guest_ram::GuestRamFile;
 use crate::verdict::Verdict;
 
 /// OVMF as installed by Debian's `ovmf` package (4 MiB flash layout, no Secure Boot keys).
@@ -235,8 +236,6 @@ pub fn qemu_args(
     ovmf_vars: Option<&Path>,
 ) -> Vec<String> {
     let mut args: Vec<String> = [
-        "-machine",
-        "q35",
         "-accel",
         "tcg",
         "-cpu",
@@ -258,6 +257,14 @@ pub fn qemu_args(
     ]
     .map(String::from)
     .to_vec();
+    // With a TPM, guest RAM is a shared file the launch harness can read and write (the
+    // simulated TXT launch plays CPU and SINIT in it): `GuestRamFile::qemu_args` adds the backend.
+    let machine = if tpm_ctrl.is_some() {
+        format!("q35,memory-backend={}", crate::txt::guest_ram::BACKEND_ID)
+    } else {
+        "q35".to_owned()
+    };
+    args.splice(0..0, ["-machine".to_owned(), machine]);
     args.extend(["-smp".into(), config.smp.to_string()]);
     args.extend(["-m".into(), format!("{}M", config.memory_mib)]);
     if let Some(ctrl) = tpm_ctrl {
@@ -392,6 +399,10 @@ pub fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
 
     // Declared before QEMU so it is dropped (swtpm shut down, proxy and driver stopped) after
     // QEMU on every path.
+    let ram = match config.tpm {
+        Tpm::Swtpm => Some(GuestRamFile::new(config.memory_mib)?),
+        Tpm::None => None,
+    };
     let launch = match config.tpm {
         Tpm::Swtpm => {
             let options = TpmOptions {
@@ -399,7 +410,13 @@ pub fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
                 hard_limit,
             };
             let banks = report_banks(config.tpm_banks.as_deref())?;
-            Some(EmulatedLaunch::start(dir.path(), &options, banks)?)
+            let ram_path = ram.as_ref().map(|r| r.path().to_owned());
+            Some(EmulatedLaunch::start(
+                dir.path(),
+                &options,
+                banks,
+                ram_path,
+            )?)
         }
         Tpm::None => None,
     };
@@ -419,6 +436,9 @@ pub fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
     cmd.args(qemu_args(config, tpm_ctrl.as_deref(), ovmf_vars.as_deref()));
     if let Some(launch) = &launch {
         cmd.args(launch.driver().qemu_args());
+    }
+    if let Some(ram) = &ram {
+        cmd.args(ram.qemu_args());
     }
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -500,6 +520,7 @@ pub fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
     let launch = launch.map(EmulatedLaunch::finish).transpose()?;
     let run_dir = dir.path().to_owned();
     drop(dir);
+    drop(ram);
 
     Ok(RunOutcome {
         emulator: Emulator::Qemu,
@@ -570,7 +591,7 @@ mod tests {
         let mut config = RunConfig::new("/x/demo.iso", "/x/serial.log");
         let bios = qemu_args(&config, Some(Path::new("/t/ctrl.sock")), None).join(" ");
         for part in [
-            "-machine q35 -accel tcg -cpu max -no-reboot",
+            "-machine q35,memory-backend=slipway-ram -accel tcg -cpu max -no-reboot",
             "-device isa-debug-exit,iobase=0xf4,iosize=0x04",
             "-chardev socket,id=chrtpm,path=/t/ctrl.sock -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0",
             "-smp 2 -m 512M",

@@ -485,6 +485,8 @@ pub struct VerifyArgs {
     pub bundle: Option<String>,
     /// Or compare with this predicted log.
     pub expected_log: Option<PathBuf>,
+    /// `--launch txt-simulated`: predict from the bundle as `run --launch txt-simulated` built it.
+    pub launch_txt_simulated: bool,
 }
 
 /// Parses the arguments after `verify`.
@@ -496,6 +498,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<VerifyArgs, 
         bank: "sha256".into(),
         bundle: None,
         expected_log: None,
+        launch_txt_simulated: false,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -505,6 +508,14 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<VerifyArgs, 
             "--bank" => parsed.bank = value("--bank")?,
             "--bundle" => parsed.bundle = Some(value("--bundle")?),
             "--expected-log" => parsed.expected_log = Some(value("--expected-log")?.into()),
+            "--launch" => match value("--launch")?.as_str() {
+                "txt-simulated" => parsed.launch_txt_simulated = true,
+                other => {
+                    return Err(format!(
+                        "--launch: `{other}` (only txt-simulated: the bundle as `run --launch txt-simulated` built it)"
+                    ));
+                }
+            },
             a if a.starts_with('-') => return Err(format!("verify: unknown option `{a}`")),
             a if transcript.is_none() => transcript = Some(PathBuf::from(a)),
             a => return Err(format!("verify takes one transcript (got also `{a}`)")),
@@ -513,6 +524,9 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<VerifyArgs, 
     parsed.transcript = transcript.ok_or("verify needs a TRANSCRIPT file")?;
     if parsed.bundle.is_some() && parsed.expected_log.is_some() {
         return Err("give --bundle or --expected-log, not both".into());
+    }
+    if parsed.launch_txt_simulated && parsed.expected_log.is_some() {
+        return Err("--launch txt-simulated changes the bundle: not with --expected-log".into());
     }
     Ok(parsed)
 }
@@ -604,7 +618,12 @@ fn verify_from_args(
         }
         (None, bundle) => {
             let bundle = bundle.as_deref().unwrap_or(crate::cli::DEFAULT_BUNDLE);
-            let built = crate::builder::build_bundle(ws, bundle)
+            let variant = if args.launch_txt_simulated {
+                crate::builder::BundleVariant::TxtSimulated
+            } else {
+                crate::builder::BundleVariant::AsWritten
+            };
+            let built = crate::builder::build_bundle_as(ws, bundle, variant)
                 .map_err(|e| Rejection::Usage(format!("cannot build bundle `{bundle}`: {e}")))?;
             let accepted = verify_against_bundle(&built, &transcript, nonce, bank)?;
             Ok((accepted, bank))

@@ -112,7 +112,7 @@ fn qemu_hands_its_data_socket_through_the_proxy_and_one_launch_is_measured() {
     std::fs::write(&blob, &measured).unwrap();
 
     let banks = BankSet::all_supported();
-    let launch = EmulatedLaunch::start(dir.path(), &TpmOptions::default(), banks).unwrap();
+    let launch = EmulatedLaunch::start(dir.path(), &TpmOptions::default(), banks, None).unwrap();
     let mut cmd = timed_command("qemu-system-x86_64", Duration::from_secs(120));
     cmd.args([
         "-machine",
@@ -265,9 +265,13 @@ fn qemu_hands_its_data_socket_through_the_proxy_and_one_launch_is_measured() {
 #[test]
 fn a_clean_qemu_quit_shuts_swtpm_down_through_the_proxy() {
     let dir = TempDir::new("launch-qemu").unwrap();
-    let launch =
-        EmulatedLaunch::start(dir.path(), &TpmOptions::default(), BankSet::all_supported())
-            .unwrap();
+    let launch = EmulatedLaunch::start(
+        dir.path(),
+        &TpmOptions::default(),
+        BankSet::all_supported(),
+        None,
+    )
+    .unwrap();
     let mut cmd = timed_command("qemu-system-x86_64", Duration::from_secs(60));
     cmd.args([
         "-machine",

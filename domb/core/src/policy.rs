@@ -189,6 +189,7 @@ pub fn input(config: &LaunchConfig, facts: &LaunchFacts) -> Input {
             LaunchKind::Emulated => slipway_policy::LaunchKind::Emulated,
             LaunchKind::Txt => slipway_policy::LaunchKind::Txt,
             LaunchKind::Skinit => slipway_policy::LaunchKind::Skinit,
+            LaunchKind::TxtSimulated => slipway_policy::LaunchKind::TxtSimulated,
             // None, and any kind this domB does not know, is unmeasured.
             _ => slipway_policy::LaunchKind::Unmeasured,
         },

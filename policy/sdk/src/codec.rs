@@ -198,6 +198,7 @@ impl Input {
             1 => LaunchKind::Emulated,
             2 => LaunchKind::Txt,
             3 => LaunchKind::Skinit,
+            4 => LaunchKind::TxtSimulated,
             _ => return Err(DecodeError("unknown launch kind")),
         };
         let available = r.bool("TPM availability")?;

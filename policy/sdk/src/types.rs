@@ -14,6 +14,8 @@ pub enum LaunchKind {
     Txt = 2,
     /// AMD SKINIT.
     Skinit = 3,
+    /// SIMULATED Intel TXT (the QEMU harness plays CPU and SINIT): never a hardware launch.
+    TxtSimulated = 4,
 }
 
 /// The TPM as domB sees it when the policy runs.

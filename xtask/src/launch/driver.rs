@@ -118,11 +118,39 @@ pub struct LaunchAttempt {
     pub outcome: LaunchOutcome,
 }
 
+/// What became of the boot's SIMULATED GETSEC[SENTER] (`launch=txt-simulated`).
+#[derive(Debug, Clone)]
+pub enum TxtSenterOutcome {
+    /// The simulated SINIT launched: the TPM got the hash start over the ACM, the guest
+    /// resumes at `entry`; `pcr17`/`pcr18` are what SINIT's events give (the hypervisor's
+    /// simulated seam sends the extends after the hash start).
+    Launched {
+        entry: u64,
+        pcr17: Box<DigestList>,
+        pcr18: Box<DigestList>,
+    },
+    /// The simulated SINIT refused (TXT.ERRORCODE set, nothing sent to the TPM).
+    Refused { class: &'static str, reason: String },
+    /// The harness could not play its part.
+    Failed(String),
+}
+
+/// The boot's simulated SENTER request and what became of it.
+#[derive(Debug, Clone)]
+pub struct TxtSenterAttempt {
+    pub line: String,
+    pub outcome: TxtSenterOutcome,
+    /// From pausing the guest to resuming it.
+    pub paused_for: Duration,
+}
+
 /// Everything the driver saw in one boot.
 #[derive(Debug, Clone, Default)]
 pub struct LaunchReport {
     /// The boot's one launch request, if any arrived.
     pub launch: Option<LaunchAttempt>,
+    /// The boot's one simulated SENTER request (`SLIPWAY-TXT-SENTER`), if any arrived.
+    pub txt: Option<TxtSenterAttempt>,
     /// Later request lines: logged, never served.
     pub ignored_requests: Vec<String>,
     /// Other debugcon text (at most 1000 lines).
@@ -171,6 +199,32 @@ impl LaunchReport {
                 }
             },
         }
+        if let Some(txt) = &self.txt {
+            match &txt.outcome {
+                TxtSenterOutcome::Launched {
+                    entry,
+                    pcr17,
+                    pcr18,
+                } => {
+                    out.push_str(&format!(
+                        "SIMULATED txt launch: SINIT accepted, hash start over the ACM on the TPM, MLE entered at {entry:#x} (guest paused {} ms)\n",
+                        txt.paused_for.as_millis()
+                    ));
+                    for d in pcr17.iter() {
+                        out.push_str(&format!("SIMULATED txt launch: PCR17 {} {d}\n", d.alg()));
+                    }
+                    for d in pcr18.iter() {
+                        out.push_str(&format!("SIMULATED txt launch: PCR18 {} {d}\n", d.alg()));
+                    }
+                }
+                TxtSenterOutcome::Refused { class, reason } => out.push_str(&format!(
+                    "SIMULATED txt launch: REFUSED ({class}): {reason}\n"
+                )),
+                TxtSenterOutcome::Failed(why) => {
+                    out.push_str(&format!("SIMULATED txt launch: FAILED: {why}\n"))
+                }
+            }
+        }
         for line in &self.ignored_requests {
             out.push_str(&format!(
                 "emulated launch: ignored a further request in the same boot: `{line}`\n"
@@ -189,6 +243,8 @@ pub struct LaunchSession<G, T> {
     tpm: T,
     banks: BankSet,
     report: LaunchReport,
+    /// The shared guest-RAM file (`-machine memory-backend=`): the simulated SENTER's access.
+    ram: Option<PathBuf>,
 }
 
 impl<G: GuestAccess, T: LaunchTpm> LaunchSession<G, T> {
@@ -199,18 +255,39 @@ impl<G: GuestAccess, T: LaunchTpm> LaunchSession<G, T> {
             tpm,
             banks,
             report: LaunchReport::default(),
+            ram: None,
         }
+    }
+
+    /// Gives the session the guest-RAM file (for `SLIPWAY-TXT-SENTER`).
+    pub fn with_ram(mut self, ram: Option<PathBuf>) -> Self {
+        self.ram = ram;
+        self
     }
 
     /// Handles one debugcon line.
     pub fn handle_line(&mut self, line: &DebugconLine) {
+        if is_txt_senter(line) {
+            if self.report.txt.is_some() || self.report.launch.is_some() {
+                self.report.ignored_requests.push(line.text());
+            } else {
+                let started = Instant::now();
+                let outcome = self.simulated_senter(line);
+                self.report.txt = Some(TxtSenterAttempt {
+                    line: line.text(),
+                    outcome,
+                    paused_for: started.elapsed(),
+                });
+            }
+            return;
+        }
         if !line.is_request() {
             if self.report.other_lines.len() < MAX_OTHER_LINES {
                 self.report.other_lines.push(line.text());
             }
             return;
         }
-        if self.report.launch.is_some() {
+        if self.report.launch.is_some() || self.report.txt.is_some() {
             self.report.ignored_requests.push(line.text());
             return;
         }
@@ -264,6 +341,61 @@ impl<G: GuestAccess, T: LaunchTpm> LaunchSession<G, T> {
         }
     }
 
+    /// Serves a simulated GETSEC[SENTER]: the guest paused, the harness plays CPU and SINIT
+    /// over guest RAM (`crate::txt::senter::serve`), the guest resumed.
+    fn simulated_senter(&mut self, line: &DebugconLine) -> TxtSenterOutcome {
+        use crate::txt::senter::{SenterResult, serve, simulated_mdrs};
+        use slipway_protocol::platform::{SIMULATED_TXT_REGS, TXT_SENTER_REQUEST_PREFIX};
+        let text = line.text();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let regs = match words.as_slice() {
+            [_, page] => page
+                .strip_prefix("0x")
+                .and_then(|h| u64::from_str_radix(h, 16).ok()),
+            _ => None,
+        };
+        if regs != Some(SIMULATED_TXT_REGS) {
+            return TxtSenterOutcome::Failed(format!(
+                "`{text}` is not `{TXT_SENTER_REQUEST_PREFIX} {SIMULATED_TXT_REGS:#x}`"
+            ));
+        }
+        let Some(path) = self.ram.clone() else {
+            return TxtSenterOutcome::Failed(
+                "no guest-RAM access (QEMU runs without the shared memory backend)".into(),
+            );
+        };
+        if let Err(e) = self.guest.pause() {
+            let _ = self.guest.resume();
+            return TxtSenterOutcome::Failed(e.to_string());
+        }
+        let banks = self.banks;
+        let tpm = &mut self.tpm;
+        let outcome = match super::super::txt::guest_ram::GuestRam::open(&path) {
+            Err(e) => TxtSenterOutcome::Failed(format!("{}: {e}", path.display())),
+            Ok(mut ram) => {
+                let mdrs = simulated_mdrs(ram.size());
+                let mut launch_tpm =
+                    |acm: &[u8]| tpm.dynamic_launch(acm).map_err(|e| e.to_string());
+                match serve(&mut ram, SIMULATED_TXT_REGS, banks, &mdrs, &mut launch_tpm) {
+                    SenterResult::Launched(out) => TxtSenterOutcome::Launched {
+                        entry: out.entry,
+                        pcr17: Box::new(pcr_values(&out.measurement.pcrs, 17, &banks)),
+                        pcr18: Box::new(pcr_values(&out.measurement.pcrs, 18, &banks)),
+                    },
+                    SenterResult::Refused(r) => TxtSenterOutcome::Refused {
+                        class: r.class(),
+                        reason: r.to_string(),
+                    },
+                    SenterResult::Failed(why) => TxtSenterOutcome::Failed(why),
+                }
+            }
+        };
+        match self.guest.resume() {
+            Ok(()) => outcome,
+            Err(e) => TxtSenterOutcome::Failed(format!("{outcome:?}; and then: {e}")),
+        }
+    }
+
     pub fn report(&self) -> &LaunchReport {
         &self.report
     }
@@ -275,6 +407,26 @@ impl<G: GuestAccess, T: LaunchTpm> LaunchSession<G, T> {
     pub fn guest(&mut self) -> &mut G {
         &mut self.guest
     }
+}
+
+/// Whether `line` is a simulated SENTER request (`SLIPWAY-TXT-SENTER ...`).
+fn is_txt_senter(line: &DebugconLine) -> bool {
+    let prefix = slipway_protocol::platform::TXT_SENTER_REQUEST_PREFIX.as_bytes();
+    line.bytes.starts_with(prefix)
+        && matches!(
+            line.bytes.get(prefix.len()),
+            None | Some(b' ') | Some(b'\t')
+        )
+}
+
+fn pcr_values(pcrs: &slipway_measure::pcr::PcrBanks, pcr: u32, banks: &BankSet) -> DigestList {
+    let mut list = DigestList::new();
+    for alg in banks.supported() {
+        if let Ok(Some(d)) = pcrs.value(pcr, alg) {
+            let _ = list.push(d);
+        }
+    }
+    list
 }
 
 /// [`GuestAccess`] through QMP; connects on first use.
@@ -357,7 +509,12 @@ pub struct LaunchDriver {
 impl LaunchDriver {
     /// Listens on `<dir>/debugcon.sock` (before QEMU starts, so no byte is lost) and serves
     /// launch requests with QMP at `<dir>/qmp.sock` and `tpm` (the proxy's client).
-    pub fn start<T>(dir: &Path, tpm: CtrlClient<T>, banks: BankSet) -> io::Result<LaunchDriver>
+    pub fn start<T>(
+        dir: &Path,
+        tpm: CtrlClient<T>,
+        banks: BankSet,
+        ram: Option<PathBuf>,
+    ) -> io::Result<LaunchDriver>
     where
         T: CtrlTransport + Send + 'static,
     {
@@ -371,7 +528,7 @@ impl LaunchDriver {
         })?;
         let (wake, wake_rx) = UnixStream::pair()?;
         let guest = QmpGuest::new(qmp_socket.clone(), dir.join(SCRATCH_FILE));
-        let session = LaunchSession::new(guest, tpm, banks);
+        let session = LaunchSession::new(guest, tpm, banks).with_ram(ram);
         let thread = std::thread::Builder::new()
             .name("launch-driver".into())
             .spawn(move || run(listener, wake_rx, session));
@@ -603,6 +760,41 @@ mod tests {
         );
         assert_eq!(report.other_lines, ["slipway: pre-launch text"]);
         assert!(report.summary().contains("ignored a further request"));
+    }
+
+    #[test]
+    fn a_simulated_senter_needs_the_simulated_register_page_and_guest_ram_and_comes_once() {
+        let mut guest = FakeGuest::default();
+        let mut tpm = FakeTpm::default();
+        let mut session =
+            LaunchSession::new(&mut guest, &mut tpm, BankSet::single(HashAlg::Sha256));
+        for line in lines(
+            "SLIPWAY-TXT-SENTER 0x200000\nSLIPWAY-TXT-SENTER 0x100000\nSLIPWAY-LAUNCH 0x0 0x10\n",
+        ) {
+            session.handle_line(&line);
+        }
+        let report = session.into_report();
+        // Another register page: refused before the guest is touched; later requests ignored.
+        match &report.txt.as_ref().unwrap().outcome {
+            TxtSenterOutcome::Failed(why) => assert!(why.contains("0x100000"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(report.ignored_requests.len(), 2);
+        assert!(tpm.launches.is_empty());
+        assert!(guest.calls.is_empty());
+        // Without guest RAM: fails, the TPM untouched, the guest never paused.
+        let mut guest = FakeGuest::default();
+        let mut tpm = FakeTpm::default();
+        let mut session =
+            LaunchSession::new(&mut guest, &mut tpm, BankSet::single(HashAlg::Sha256));
+        session.handle_line(&lines("SLIPWAY-TXT-SENTER 0x100000\n")[0]);
+        let report = session.into_report();
+        match &report.txt.as_ref().unwrap().outcome {
+            TxtSenterOutcome::Failed(why) => assert!(why.contains("guest-RAM"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(report.summary().contains("SIMULATED txt launch: FAILED"));
+        assert!(tpm.launches.is_empty() && guest.calls.is_empty());
     }
 
     #[test]

@@ -49,7 +49,7 @@ use std::path::Path;
 use slipway_measure::BankSet;
 
 pub use ctrl::{CtrlClient, CtrlCommand, CtrlConnection, CtrlError, CtrlTransport};
-pub use driver::{LaunchDriver, LaunchOutcome, LaunchReport};
+pub use driver::{LaunchDriver, LaunchOutcome, LaunchReport, TxtSenterAttempt, TxtSenterOutcome};
 pub use proxy::{CtrlProxy, Forwarded, Origin, ProxyTransport};
 pub use qmp::{Qmp, QmpError};
 pub use request::LaunchRequest;
@@ -76,13 +76,16 @@ pub struct EmulatedLaunch {
 impl EmulatedLaunch {
     /// Starts swtpm, the proxy and the driver. `banks`: the banks the report computes the
     /// expected PCR17 for (the TPM's active banks; the default swtpm has all four).
+    /// `ram`: the shared guest-RAM file, for the simulated TXT launch (`None`: a
+    /// `SLIPWAY-TXT-SENTER` request fails).
     pub fn start(
         dir: &Path,
         options: &TpmOptions,
         banks: BankSet,
+        ram: Option<std::path::PathBuf>,
     ) -> Result<EmulatedLaunch, TpmError> {
         let tpm = EmulatedTpm::start(dir, options)?;
-        let driver = LaunchDriver::start(dir, tpm.client(), banks)?;
+        let driver = LaunchDriver::start(dir, tpm.client(), banks, ram)?;
         Ok(EmulatedLaunch { driver, tpm })
     }
 

@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use slipway_hv_core::txt::layout::ALL_LAYOUTS;
 
+pub mod guest_ram;
 pub mod senter;
 pub mod sinit;
 #[cfg(test)]

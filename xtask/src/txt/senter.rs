@@ -43,6 +43,31 @@ pub fn refusal_code(refusal: &Refusal) -> u64 {
     regs::ERRORCODE_VALID | class
 }
 
+/// SINIT's memory descriptor records for a simulated machine with `ram` bytes of RAM at 0
+/// (QEMU q35): good memory below the VGA hole and from 1 MiB to the end of RAM, and the PCIe
+/// configuration space (q35's MMCONFIG at 0xB0000000, 256 MiB) as type 3.
+pub fn simulated_mdrs(ram: u64) -> Vec<SinitMdr> {
+    let mdr = |base: u64, length: u64, mem_type: u8| SinitMdr {
+        base,
+        length,
+        mem_type,
+        reserved: [0; 7],
+    };
+    vec![
+        mdr(0, 0xA_0000, slipway_hv_core::txt::post::MDR_GOOD),
+        mdr(
+            0x10_0000,
+            ram.saturating_sub(0x10_0000),
+            slipway_hv_core::txt::post::MDR_GOOD,
+        ),
+        mdr(
+            0xB000_0000,
+            0x1000_0000,
+            slipway_hv_core::txt::post::MDR_PCIE_CONFIG,
+        ),
+    ]
+}
+
 /// What the simulated SENTER did.
 #[derive(Debug)]
 pub enum SenterResult {

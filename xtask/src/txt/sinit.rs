@@ -22,44 +22,27 @@ use std::fmt;
 
 use slipway_hv_core::addr::PhysRange;
 use slipway_hv_core::memory::PhysMemory;
-use slipway_hv_core::txt::acm::{self, AcmError, PlatformIds, SinitInfo};
+use slipway_hv_core::txt::acm::{self, AcmError, SinitInfo};
 use slipway_hv_core::txt::heap::{self, HeapError, SIZE_FIELD};
 use slipway_hv_core::txt::layout::{
     CAP_TCG2_EVENT_LOG, EventLogPointer2_1, MLE_HEADER_UUID, MleHeader, SinitMdr, SinitMleData,
 };
 use slipway_hv_core::txt::mle_pt::{self, CheckError, Forbidden};
 use slipway_hv_core::txt::pmr::{self, PmrError, Pmrs};
-use slipway_hv_core::txt::regs::DidVid;
 use slipway_measure::hash::{event_digests, hash};
 use slipway_measure::log::LogWriter;
 use slipway_measure::pcr::{InitialState, PcrBanks};
 use slipway_measure::{BankSet, DigestList, HashAlg, MultiHasher};
 
-/// TXT event types (the 0x400 block).
-pub const EVTYPE_HASH_START: u32 = 0x402;
-pub const EVTYPE_MLE_HASH: u32 = 0x404;
-pub const EVTYPE_BIOSAC_REG_DATA: u32 = 0x40a;
-pub const EVTYPE_CPU_SCRTM_STAT: u32 = 0x40b;
-pub const EVTYPE_LCP_CONTROL_HASH: u32 = 0x40c;
-pub const EVTYPE_STM_HASH: u32 = 0x40e;
-pub const EVTYPE_OSSINITDATA_CAP_HASH: u32 = 0x40f;
-pub const EVTYPE_SINIT_PUBKEY_HASH: u32 = 0x410;
-pub const EVTYPE_LCP_DETAILS_HASH: u32 = 0x412;
-pub const EVTYPE_LCP_AUTHORITIES_HASH: u32 = 0x413;
-pub const EVTYPE_NV_INFO_HASH: u32 = 0x414;
-
-/// The platform the simulation presents (TXT.DIDVID, CPUID.1:EAX, IA32_PLATFORM_ID): fixed,
-/// documented values; the synthetic SINIT module is built for them.
-pub const SIMULATED_PLATFORM: PlatformIds = PlatformIds {
-    didvid: DidVid {
-        vendor_id: 0x8086,
-        device_id: 0x5150,
-        revision_id: 1,
-        extended_id: 0,
-    },
-    fms: 0x0006_0fb1,
-    platform_id: 0,
+/// TXT event types (the 0x400 block), defined once in hv-core.
+pub use slipway_hv_core::txt::layout::{
+    EVTYPE_BIOSAC_REG_DATA, EVTYPE_CPU_SCRTM_STAT, EVTYPE_HASH_START, EVTYPE_LCP_AUTHORITIES_HASH,
+    EVTYPE_LCP_CONTROL_HASH, EVTYPE_LCP_DETAILS_HASH, EVTYPE_MLE_HASH, EVTYPE_NV_INFO_HASH,
+    EVTYPE_OSSINITDATA_CAP_HASH, EVTYPE_SINIT_PUBKEY_HASH, EVTYPE_STM_HASH,
 };
+
+/// The platform the simulation presents (defined once, in hv-core).
+pub use slipway_hv_core::txt::simulated::SIMULATED_PLATFORM;
 
 /// The platform values SINIT measures besides the ACM and the MLE. The simulation uses
 /// [`PlatformMeasurements::SIMULATED`]; for hardware these are the platform's (BIOS ACM, LCP,

@@ -478,13 +478,21 @@ fn the_pre_launch_sequence_names_what_stops_it() {
 /// The machine after the pre-launch sequence, with the heap and the simulated register page in
 /// guest memory, as the harness finds it.
 fn prepared_guest() -> (FakePhysMemory, Vec<u8>, BankSet) {
+    prepared_guest_with(None)
+}
+
+/// As [`prepared_guest`], with `fault` (the hypervisor's `txt_fault=` knob) applied after the
+/// pre-launch sequence, as the hypervisor applies it.
+fn prepared_guest_with(
+    fault: Option<slipway_hv_core::txt::simulated::SimulatedFault>,
+) -> (FakePhysMemory, Vec<u8>, BankSet) {
     use slipway_hv_core::txt::prelaunch;
     use slipway_protocol::platform::SIMULATED_TXT_REGS;
     let (mut mem, mut heap, mut txt, acm) = prelaunch_machine(true);
     let banks = BankSet::from_algs(&[AlgId::SHA1, AlgId::SHA256]).unwrap();
     let mle = PhysRange::new(MLE_BASE, MLE_BASE + MLE_SIZE);
     let regions = prelaunch::txt_regions(&txt, mle).unwrap();
-    prelaunch::prepare(
+    let prepared = prelaunch::prepare(
         &mut txt,
         &mut TestMsrs::default(),
         &mut mem,
@@ -493,6 +501,16 @@ fn prepared_guest() -> (FakePhysMemory, Vec<u8>, BankSet) {
         &plan(&acm, banks),
     )
     .unwrap();
+    if let Some(fault) = fault {
+        let targets = slipway_hv_core::txt::simulated::FaultTargets {
+            tables: prepared.tables,
+            sinit_base: prepared.sinit_base,
+            mle_ptab: prepared.mle_ptab,
+            log_base: LOG_BASE,
+        };
+        slipway_hv_core::txt::simulated::inject_fault(fault, &mut heap, &mut mem, &targets)
+            .unwrap();
+    }
     mem.write(PhysAddr(PRE_HEAP), &heap).unwrap();
     for (&offset, &value) in &txt.regs {
         mem.write_u64(PhysAddr(SIMULATED_TXT_REGS + u64::from(offset)), value)
@@ -573,4 +591,65 @@ fn a_refused_simulated_senter_sets_txt_errorcode_and_never_senter_done_or_the_tp
     assert_eq!(reg(regs::STS) & regs::STS_SENTER_DONE, 0);
     assert_eq!(reg(regs::ERRORCODE), refusal_code(&refusal));
     assert_ne!(reg(regs::ERRORCODE) & regs::ERRORCODE_VALID, 0);
+}
+
+#[test]
+fn each_injected_fault_makes_the_simulated_sinit_refuse_with_its_class() {
+    use super::senter::{SenterResult, serve};
+    use slipway_hv_core::txt::simulated::SimulatedFault;
+    use slipway_protocol::platform::SIMULATED_TXT_REGS;
+    for fault in SimulatedFault::SINIT_REFUSALS {
+        assert_eq!(SimulatedFault::parse(fault.class()), Some(fault));
+        let (mut mem, _, banks) = prepared_guest_with(Some(fault));
+        let mut tpm_used = false;
+        let result = serve(&mut mem, SIMULATED_TXT_REGS, banks, &GOOD, &mut |_| {
+            tpm_used = true;
+            Ok(())
+        });
+        let SenterResult::Refused(refusal) = result else {
+            panic!("{fault:?}: {result:?}")
+        };
+        assert_eq!(refusal.class(), fault.class(), "{fault:?}: {refusal}");
+        assert!(!tpm_used, "{fault:?}");
+    }
+    assert_eq!(SimulatedFault::parse("smx"), None);
+}
+
+#[test]
+fn a_changed_os_mle_data_passes_the_simulated_sinit_and_the_post_launch_check_refuses_it() {
+    use super::senter::{SenterResult, serve};
+    use slipway_hv_core::txt::simulated::SimulatedFault;
+    use slipway_protocol::platform::SIMULATED_TXT_REGS;
+    let fault = SimulatedFault::parse("post-launch-heap").unwrap();
+    let (mut mem, _, banks) = prepared_guest_with(Some(fault));
+    let result = serve(&mut mem, SIMULATED_TXT_REGS, banks, &GOOD, &mut |_| Ok(()));
+    assert!(matches!(result, SenterResult::Launched(_)), "{result:?}");
+    let heap = mem.slice(PRE_HEAP, 0x2_0000).to_vec();
+    let v = post::validate_heap(&heap, LAUNCH_SIMULATED).unwrap();
+    // The hand-off pointer Slipway wrote (`plan`) is not what the heap holds now.
+    assert_eq!({ v.os_mle.handoff }, 0x20_1000 ^ 0x1000);
+}
+
+#[test]
+fn the_simulated_bios_heap_is_what_the_pre_launch_sequence_reads() {
+    let mut heap = vec![0xffu8; 0x1000];
+    slipway_hv_core::txt::simulated::write_bios_heap(&mut heap).unwrap();
+    let (bios, table) = heap::read_bios_data(&heap).unwrap();
+    assert_eq!(
+        { bios.version },
+        slipway_hv_core::txt::simulated::SIMULATED_BIOS_DATA_VERSION
+    );
+    assert_eq!(table.offset, 0);
+    assert!(slipway_hv_core::txt::simulated::write_bios_heap(&mut [0u8; 16]).is_none());
+}
+
+#[test]
+fn the_simulated_mdrs_cover_the_ram_above_1_mib_as_good_memory() {
+    let mdrs = super::senter::simulated_mdrs(512 << 20);
+    assert_eq!(mdrs.len(), 3);
+    assert_eq!(
+        ({ mdrs[1].base }, { mdrs[1].length }),
+        (0x10_0000, (512 << 20) - 0x10_0000)
+    );
+    assert_eq!(mdrs[2].mem_type, post::MDR_PCIE_CONFIG);
 }

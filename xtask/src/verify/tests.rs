@@ -454,6 +454,15 @@ fn arguments() {
     assert_eq!(args.bank, "sha256");
     assert!(parse_args(Vec::<String>::new()).is_err());
     assert!(parse_args(["t", "--bundle", "a", "--expected-log", "b"].map(String::from)).is_err());
+    let simulated =
+        parse_args(["t", "--bundle", "demo", "--launch", "txt-simulated"].map(String::from))
+            .unwrap();
+    assert!(simulated.launch_txt_simulated);
+    assert!(parse_args(["t", "--launch", "txt"].map(String::from)).is_err());
+    assert!(
+        parse_args(["t", "--expected-log", "b", "--launch", "txt-simulated"].map(String::from))
+            .is_err()
+    );
 }
 
 #[test]

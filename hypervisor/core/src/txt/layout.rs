@@ -378,6 +378,19 @@ txt_struct! {
 }
 
 /// Heap table versions Slipway writes and accepts.
+/// TXT event types SINIT writes into the log (the 0x400 block of the TCG registry).
+pub const EVTYPE_HASH_START: u32 = 0x402;
+pub const EVTYPE_MLE_HASH: u32 = 0x404;
+pub const EVTYPE_BIOSAC_REG_DATA: u32 = 0x40a;
+pub const EVTYPE_CPU_SCRTM_STAT: u32 = 0x40b;
+pub const EVTYPE_LCP_CONTROL_HASH: u32 = 0x40c;
+pub const EVTYPE_STM_HASH: u32 = 0x40e;
+pub const EVTYPE_OSSINITDATA_CAP_HASH: u32 = 0x40f;
+pub const EVTYPE_SINIT_PUBKEY_HASH: u32 = 0x410;
+pub const EVTYPE_LCP_DETAILS_HASH: u32 = 0x412;
+pub const EVTYPE_LCP_AUTHORITIES_HASH: u32 = 0x413;
+pub const EVTYPE_NV_INFO_HASH: u32 = 0x414;
+
 pub const OS_SINIT_DATA_VERSION: u32 = 7;
 pub const OS_MLE_DATA_VERSION: u32 = 1;
 pub const OS_MLE_DATA_MAGIC: [u8; 8] = *b"SLWYOSML";

@@ -14,7 +14,8 @@
 //! - [`regs`]: the TXT configuration registers behind [`regs::TxtRegisters`];
 //! - [`prelaunch`]: the MLE loader's sequence up to GETSEC[SENTER], over the one hardware seam
 //!   [`prelaunch::TxtHardware`];
-//! - [`post`]: the post-launch checks.
+//! - [`post`]: the post-launch checks;
+//! - [`simulated`]: the SIMULATED platform of `launch=txt-simulated` and its fault injection.
 
 pub mod acm;
 pub mod heap;
@@ -25,6 +26,7 @@ pub mod pmr;
 pub mod post;
 pub mod prelaunch;
 pub mod regs;
+pub mod simulated;
 pub mod smx;
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ pub mod memmap;
 pub mod memory;
 pub mod paging;
 pub mod pvh;
+pub mod recovery;
 pub mod sched;
 pub mod start_info;
 pub mod txt;

@@ -311,7 +311,21 @@ extern "C" fn post_launch_main(handoff_addr: u64) -> ! {
             .map_err(|reason| (reason, has_domb))
     });
     match created {
-        Ok(_) => tsc::milestone(format_args!("domb-started")),
+        Ok(_) => {
+            tsc::milestone(format_args!("domb-started"));
+            smp::with_hv(|hv| {
+                hv.recovery.arm(tsc::now());
+                hvprintln!(
+                    "recovery: watchdog: domB must hand off within {} s (domb_watchdog=); recovery module: {}",
+                    hv.recovery.watchdog_seconds,
+                    hv.recovery
+                        .module
+                        .map_or("none (no recovery= on the command line)", |i| hv.modules[i]
+                            .name
+                            .as_str())
+                );
+            });
+        }
         Err((reason, has_domb)) => {
             hvprintln!("no boot domain: {reason}; nothing to run");
             qemu_exit::exit(if has_domb {
@@ -353,6 +367,14 @@ fn start_hypervisor(
         &boot.module_names,
         slipway_protocol::boot_modules::DOMB_MODULE,
     );
+    let recovery = vm::RecoveryState::new(
+        &handoff.cmdline[..handoff.cmdline_len as usize],
+        &boot.module_names,
+    )
+    .unwrap_or_else(|why| {
+        hvprintln!("post-launch: boot refused: {why}; nothing starts");
+        qemu_exit::exit(Verdict::Failure)
+    });
     let (mut launch_kind, active_banks, tpm, banks) = check_launch();
     let measurement = tpm.and_then(|tpm| {
         let kind = match launch_kind {
@@ -388,7 +410,21 @@ fn start_hypervisor(
             .find_map(|w| w.strip_prefix("tpm_fault="))
             .and_then(|n| n.parse::<u32>().ok());
         match measurement::start(tpm, banks, fail_at, &inputs) {
-            Ok(m) => {
+            Ok(mut m) => {
+                // The recovery image the hypervisor may start on its own, before domB runs.
+                if let Some(index) = recovery.module {
+                    let module = &modules[index];
+                    let image = vm::module_bytes(module.range);
+                    if m.measure_recovery_image(module.name.as_str(), image).is_ok() {
+                        hvprintln!(
+                            "measurement: recovery module `{}` ({} bytes) in PCR19",
+                            module.name.as_str(),
+                            image.len()
+                        );
+                    } else if let Some(failure) = m.failure() {
+                        measurement::report_failure(failure);
+                    }
+                }
                 if m.failure().is_none() {
                     hvprintln!("measurement: launch kind, command line and domB image in PCR19");
                 }
@@ -438,6 +474,7 @@ fn start_hypervisor(
         core_modules: heapless::Vec::new(),
         announced: [false; slipway_hv_core::domain::MAX_DOMAINS],
         start_failed: false,
+        recovery,
     }
 }
 

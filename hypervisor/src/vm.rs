@@ -25,6 +25,9 @@ use slipway_protocol::{HYPERCALL_BUFFER_SIZE, TransportStatus};
 
 use crate::hvprintln;
 use crate::physmem::DirectMap;
+
+mod recovery;
+pub use recovery::RecoveryState;
 use crate::svm::{BoundVcpu, EntryState, PermissionMaps, SvmCpu, SvmVcpu};
 
 /// The TPM's locality-0 register page (guest-physical = host-physical in control domains).
@@ -155,6 +158,8 @@ pub struct Hv {
     pub announced: [bool; MAX_DOMAINS],
     /// A planned domain could not be started after hand-off: the run fails.
     pub start_failed: bool,
+    /// The recovery environment: its module, domB's watchdog, whether it ran.
+    pub recovery: RecoveryState,
 }
 
 /// The hardware side of hypercalls: what `slipway_hv_core::hypercall::dispatch` asks for, after
@@ -877,7 +882,7 @@ impl Hv {
                     self.destroy(slot);
                 }
             }
-            if self.domains.iter().all(Option::is_none) {
+            if self.domains.iter().all(Option::is_none) && !self.enter_recovery() {
                 hvprintln!("the boot domain ended without handing off: no domain was started");
                 self.verdict = Some(crate::qemu_exit::Verdict::Failure);
             }
@@ -890,6 +895,12 @@ impl Hv {
             let launch_failure = self.measurement.as_ref().and_then(|m| m.failure());
             if let Some(failure) = launch_failure {
                 hvprintln!("all domains have finished; the launch FAILED: {failure}");
+                self.verdict = Some(crate::qemu_exit::Verdict::Failure);
+            } else if let Some(reason) = self.recovery.ran {
+                hvprintln!(
+                    "all domains have finished; this boot ran the recovery environment ({}): the launch failed",
+                    reason.name()
+                );
                 self.verdict = Some(crate::qemu_exit::Verdict::Failure);
             } else if self.start_failed {
                 hvprintln!("all domains have finished; a planned domain could not start");

@@ -240,6 +240,8 @@ impl Hv {
 
     /// Gives the recovery domain the console and starts it.
     fn start_recovery_domain(&mut self, id: DomainId, reason: DecisionReason) -> bool {
+        self.announced[usize::from(id.0)] = true;
+        crate::tsc::milestone(format_args!("planned:{}", recovery::RECOVERY_DOMAIN_NAME));
         self.mux.set_focus(Some(id));
         hvprintln!(
             "console: input goes to {} (the recovery environment)",

@@ -415,7 +415,9 @@ fn start_hypervisor(
                 if let Some(index) = recovery.module {
                     let module = &modules[index];
                     let image = vm::module_bytes(module.range);
-                    if m.measure_recovery_image(module.name.as_str(), image).is_ok() {
+                    if m.measure_recovery_image(module.name.as_str(), image)
+                        .is_ok()
+                    {
                         hvprintln!(
                             "measurement: recovery module `{}` ({} bytes) in PCR19",
                             module.name.as_str(),

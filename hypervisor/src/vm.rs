@@ -27,8 +27,8 @@ use crate::hvprintln;
 use crate::physmem::DirectMap;
 
 mod recovery;
-pub use recovery::RecoveryState;
 use crate::svm::{BoundVcpu, EntryState, PermissionMaps, SvmCpu, SvmVcpu};
+pub use recovery::RecoveryState;
 
 /// The TPM's locality-0 register page (guest-physical = host-physical in control domains).
 const TPM_LOCALITY0: u64 = slipway_protocol::platform::TPM_TIS_BASE;

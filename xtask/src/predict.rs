@@ -688,10 +688,7 @@ fn predict_recovery(
         .map_err(|e| PredictError::Dispatcher(format!("recovery decision: {e}")))?;
     let built = match module {
         Some((index, (name, image))) => {
-            let arguments = inputs
-                .recovery_arguments
-                .as_deref()
-                .unwrap_or_default();
+            let arguments = inputs.recovery_arguments.as_deref().unwrap_or_default();
             match recovery::plan(image, decision.reason, arguments) {
                 Ok(plan) => {
                     let name = ModuleName::new(name)
@@ -712,9 +709,9 @@ fn predict_recovery(
     let planned: Vec<&Domain> = built.and_then(|id| hv.table.get(id)).into_iter().collect();
     match m.seal(&planned) {
         Ok(Sealed::Complete) => Ok(()),
-        Ok(Sealed::Failed(failure)) => Err(PredictError::Dispatcher(format!(
-            "measurement: {failure}"
-        ))),
+        Ok(Sealed::Failed(failure)) => {
+            Err(PredictError::Dispatcher(format!("measurement: {failure}")))
+        }
         Err(error) => Err(PredictError::Dispatcher(format!("recovery seal: {error}"))),
     }
 }
@@ -836,13 +833,12 @@ pub fn bundle_inputs(bundle: &crate::builder::BuiltBundle) -> Result<BundleInput
     for module in &bundle.modules {
         modules.push((module.name.clone(), std::fs::read(&module.file.path)?));
     }
-    let recovery_arguments = recovery::parse_options(
-        bundle.manifest.hypervisor_cmdline.join(" ").as_bytes(),
-    )
-    .ok()
-    .and_then(|options| options.module)
-    .and_then(|name| bundle.manifest.modules.iter().find(|m| m.name == name))
-    .map(|module| module.args.join(" "));
+    let recovery_arguments =
+        recovery::parse_options(bundle.manifest.hypervisor_cmdline.join(" ").as_bytes())
+            .ok()
+            .and_then(|options| options.module)
+            .and_then(|name| bundle.manifest.modules.iter().find(|m| m.name == name))
+            .map(|module| module.args.join(" "));
     Ok(BundleInputs {
         recovery_arguments,
         sinit_acm: None,

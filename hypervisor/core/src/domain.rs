@@ -563,7 +563,10 @@ impl DomainTable {
         }
         validate_entry(&entry, record.memory_bytes)?;
         for slot in self.slots.iter_mut() {
-            if slot.as_ref().is_some_and(|d| d.state == DomainState::Planned) {
+            if slot
+                .as_ref()
+                .is_some_and(|d| d.state == DomainState::Planned)
+            {
                 *slot = None;
             }
         }

@@ -102,7 +102,10 @@ impl Hv {
         else {
             return false;
         };
-        let module = self.recovery.module.map(|index| self.modules[index].clone());
+        let module = self
+            .recovery
+            .module
+            .map(|index| self.modules[index].clone());
         let decision = recovery::decide(end, module.as_ref().map(|m| m.name.as_str()));
         hvprintln!(
             "RECOVERY: {end}: reason {} (PCR19 decision reason {}), action {}",
@@ -126,7 +129,9 @@ impl Hv {
             None => hvprintln!("measurement: no TPM: the recovery decision is not measured"),
         }
         let (reason, action) = (decision.reason, decision.action);
-        let Some(module) = module.as_ref().filter(|_| action == DecisionAction::StartRecoveryOnly)
+        let Some(module) = module
+            .as_ref()
+            .filter(|_| action == DecisionAction::StartRecoveryOnly)
         else {
             hvprintln!(
                 "RECOVERY: no recovery module (the hypervisor command line has no `recovery=<module name>`): halting"
@@ -160,15 +165,9 @@ impl Hv {
         module: &super::BootModule,
         reason: DecisionReason,
     ) -> Result<DomainId, &'static str> {
-        let index = self
-            .recovery
-            .module
-            .ok_or("no recovery module")?;
+        let index = self.recovery.module.ok_or("no recovery module")?;
         let image = module_bytes(module.range);
-        let arguments = module
-            .cmdline
-            .split_once(' ')
-            .map_or("", |(_, rest)| rest);
+        let arguments = module.cmdline.split_once(' ').map_or("", |(_, rest)| rest);
         let plan = recovery::plan(image, reason, arguments).map_err(|e| {
             hvprintln!("RECOVERY: fixed plan: {e}");
             "the fixed plan cannot hold the module"
@@ -187,7 +186,9 @@ impl Hv {
         let _ = hw.name.push_str(recovery::RECOVERY_DOMAIN_NAME);
         let slot = usize::from(id.0);
         self.domains[slot] = Some(hw);
-        let domain = self.domains[slot].as_mut().ok_or("recovery domain vanished")?;
+        let domain = self.domains[slot]
+            .as_mut()
+            .ok_or("recovery domain vanished")?;
         for segment in plan.image.segments.iter().filter(|s| s.file_len > 0) {
             let src = PhysAddr(module.range.start.0 + segment.offset);
             domain

@@ -97,7 +97,9 @@ fn encodings_are_pinned() {
             name: b"rescue",
             size: 2
         })),
-        [1, 6, 0, b'r', b'e', b's', b'c', b'u', b'e', 2, 0, 0, 0, 0, 0, 0, 0]
+        [
+            1, 6, 0, b'r', b'e', b's', b'c', b'u', b'e', 2, 0, 0, 0, 0, 0, 0, 0
+        ]
     );
     assert_eq!(encode(&SlipwayEvent::Separator), [0, 0, 0, 0]);
     assert_eq!(
@@ -339,7 +341,10 @@ fn recovery_decision_reasons_are_pinned() {
         slipway_type_name(EV_SLIPWAY_RECOVERY_IMAGE),
         Some("EV_SLIPWAY_RECOVERY_IMAGE")
     );
-    let event = SlipwayEvent::RecoveryImage(ModuleRecord { name: b"r", size: 1 });
+    let event = SlipwayEvent::RecoveryImage(ModuleRecord {
+        name: b"r",
+        size: 1,
+    });
     assert_eq!(event.pcr(), PCR_BUILD_INPUTS);
     assert_eq!(event.digest_rule(), DigestRule::BoundModule);
 }

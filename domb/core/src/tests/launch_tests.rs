@@ -426,10 +426,7 @@ fn every_launch_error_exits_with_the_code_of_its_recovery_reason() {
     assert!(matches!(error, LaunchError::HandOff(_)), "{error}");
     assert_eq!(error.exit(), BuilderExit::PlanRefused);
     assert_eq!(LaunchError::NoConfig.exit(), BuilderExit::ConfigMalformed);
-    assert_eq!(
-        LaunchError::Banks("x".into()).exit(),
-        BuilderExit::Failed
-    );
+    assert_eq!(LaunchError::Banks("x".into()).exit(), BuilderExit::Failed);
 }
 
 /// The test-only fault property stops domB right after the configuration was measured and

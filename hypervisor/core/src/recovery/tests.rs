@@ -35,7 +35,14 @@ fn pvh_elf(code: &[u8], memsz: u64) -> Vec<u8> {
         out.extend_from_slice(&half.to_le_bytes());
     }
     let phdrs = [
-        (4u32, note_off, 0u64, note.len() as u64, note.len() as u64, 4u64),
+        (
+            4u32,
+            note_off,
+            0u64,
+            note.len() as u64,
+            note.len() as u64,
+            4u64,
+        ),
         (1, code_off, 0x10_0000, code.len() as u64, memsz, 0x1000),
     ];
     for (p_type, offset, paddr, filesz, memsz, align) in phdrs {
@@ -414,8 +421,13 @@ fn recovery_is_measured_image_decision_build_and_separators() {
     let replayed = log.replay(InitialState::DynamicLaunch).unwrap();
     for pcr in 19..=21 {
         assert_eq!(
-            replayed.value(pcr, slipway_measure::HashAlg::Sha256).unwrap(),
-            m.tpm_mut().0.value(pcr, slipway_measure::HashAlg::Sha256).unwrap()
+            replayed
+                .value(pcr, slipway_measure::HashAlg::Sha256)
+                .unwrap(),
+            m.tpm_mut()
+                .0
+                .value(pcr, slipway_measure::HashAlg::Sha256)
+                .unwrap()
         );
     }
 }
@@ -439,5 +451,8 @@ fn a_halt_is_measured_and_sealed_without_a_build() {
     assert_eq!(m.seal(&[]), Ok(Sealed::Complete));
     let log = EventLog::parse(m.log_bytes()).unwrap();
     let types: Vec<u32> = log.events().map(|e| e.unwrap().event_type).collect();
-    assert_eq!(types, [0x601, 0x602, 0x603, EV_SLIPWAY_POLICY_DECISION, 4, 4, 4]);
+    assert_eq!(
+        types,
+        [0x601, 0x602, 0x603, EV_SLIPWAY_POLICY_DECISION, 4, 4, 4]
+    );
 }

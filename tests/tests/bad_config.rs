@@ -65,8 +65,9 @@ fn refused_launch_error(outcome: &RunOutcome) -> String {
     // domB's exit code names the class (`slipway_protocol::recovery::BuilderExit`): 2 a
     // malformed configuration, 3 a missing module, 5 a plan the hypervisor refused.
     assert!(
-        ["2", "3", "5"].iter().any(|code| outcome
-            .has_line(&format!("slipway: domain domb shut down (exit code {code})"))),
+        ["2", "3", "5"].iter().any(|code| outcome.has_line(&format!(
+            "slipway: domain domb shut down (exit code {code})"
+        ))),
         "no `slipway: domain domb shut down (exit code 2|3|5)` line"
     );
     // Without a recovery module (no `recovery=`), the hypervisor says so and halts.

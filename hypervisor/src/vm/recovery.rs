@@ -26,20 +26,14 @@ pub struct RecoveryState {
 }
 
 impl RecoveryState {
-    /// The state for the command line's options; the boot is refused (`Err`, printable) when an
+    /// The state for the command line's options; an error (which refuses the boot) when an
     /// option is malformed or `recovery=` names no module of this boot.
-    pub fn new(
-        cmdline: &[u8],
+    pub fn new<'a>(
+        cmdline: &'a [u8],
         names: &[slipway_protocol::v1::ModuleName],
-    ) -> Result<Self, heapless::String<160>> {
-        let describe = |error: &dyn core::fmt::Display| {
-            let mut text = heapless::String::new();
-            let _ = core::fmt::write(&mut text, format_args!("{error}"));
-            text
-        };
-        let options: RecoveryOptions<'_> =
-            recovery::parse_options(cmdline).map_err(|e| describe(&e))?;
-        let module = options.find_module(names).map_err(|e| describe(&e))?;
+    ) -> Result<Self, recovery::OptionError<'a>> {
+        let options: RecoveryOptions<'a> = recovery::parse_options(cmdline)?;
+        let module = options.find_module(names)?;
         Ok(RecoveryState {
             module,
             watchdog_seconds: options.watchdog_seconds,

@@ -411,8 +411,12 @@ fn start_hypervisor(
             .and_then(|n| n.parse::<u32>().ok());
         match measurement::start(tpm, banks, fail_at, &inputs) {
             Ok(mut m) => {
+                if m.failure().is_none() {
+                    hvprintln!("measurement: launch kind, command line and domB image in PCR19");
+                }
                 // The recovery image the hypervisor may start on its own, before domB runs.
                 if let Some(index) = recovery.module {
+                    let before = m.failure();
                     let module = &modules[index];
                     let image = vm::module_bytes(module.range);
                     if m.measure_recovery_image(module.name.as_str(), image)
@@ -423,12 +427,9 @@ fn start_hypervisor(
                             module.name.as_str(),
                             image.len()
                         );
-                    } else if let Some(failure) = m.failure() {
+                    } else if let (None, Some(failure)) = (before, m.failure()) {
                         measurement::report_failure(failure);
                     }
-                }
-                if m.failure().is_none() {
-                    hvprintln!("measurement: launch kind, command line and domB image in PCR19");
                 }
                 Some(m)
             }

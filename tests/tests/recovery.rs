@@ -11,7 +11,8 @@
 //! recovery code on the host), and the predicted log must carry the decision.
 
 use slipway_integration_tests::{
-    Firmware, RunOutcome, Tpm, Verdict, boot, bundle, config, started_domains,
+    Firmware, RunConfig, RunOutcome, Tpm, Verdict, boot, bundle, config, iso_variant,
+    started_domains,
 };
 use slipway_measure::events::{
     DecisionAction, DecisionReason, EV_SLIPWAY_POLICY_DECISION, EV_SLIPWAY_RECOVERY_IMAGE,
@@ -249,4 +250,29 @@ fn without_a_recovery_module_the_boot_says_so_and_halts_cleanly() {
         ))
     );
     check_measured_like_the_prediction(&outcome, &prediction);
+}
+
+/// `recovery=` naming a module the boot does not have refuses the boot before anything runs,
+/// naming the option and the name.
+#[test]
+fn a_recovery_option_naming_no_module_refuses_the_boot() {
+    let built = bundle("test-recovery-none");
+    const MULTIBOOT: &str = "if multiboot2 /boot/slipway-hypervisor console=com1\n";
+    let iso = iso_variant(&built, "recovery-missing", |cfg| {
+        assert!(cfg.contains(MULTIBOOT), "{cfg}");
+        cfg.replacen(
+            MULTIBOOT,
+            "if multiboot2 /boot/slipway-hypervisor console=com1 recovery=nothere\n",
+            1,
+        )
+    });
+    let mut run = RunConfig::new(&iso, iso.with_extension("serial.log"));
+    run.firmware = Firmware::Bios;
+    run.smp = 2;
+    let outcome = boot(&run);
+    assert_eq!(outcome.verdict, Verdict::Failure);
+    assert!(outcome.has_line(
+        "slipway: post-launch: boot refused: recovery=nothere: no boot module is named `nothere`; nothing starts"
+    ));
+    assert!(!outcome.lines.iter().any(|l| l.text.starts_with("[domb]")));
 }

@@ -175,16 +175,6 @@ pub enum PredictError {
     /// a module name is not valid for the hypervisor
     #[error("module name `{0}` is refused by the hypervisor (1-63 bytes)")]
     ModuleName(String),
-    /// domB's launch did not reach hand-off on the host
-    #[error(
-        "domB's launch stops on these inputs (so the machine would stop too): {error}\n{output}"
-    )]
-    Launch {
-        /// domB's error.
-        error: String,
-        /// domB's console output.
-        output: String,
-    },
     /// a dispatcher refusal the machine would make too
     #[error("hv-core refused a request of domB's launch: {0}")]
     Dispatcher(String),

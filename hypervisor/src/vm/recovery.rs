@@ -223,6 +223,7 @@ impl Hv {
             // A measurement that failed earlier is reported by `after_hand_off`; the recovery
             // domain still starts (as planned domains do), and the run fails.
             Ok(sealed) => {
+                crate::measurement::print_tpm_pcrs(m);
                 crate::measurement::after_hand_off(m, sealed);
                 true
             }

@@ -273,7 +273,7 @@ pub enum PlanError {
     /// The recovery module is not a loadable PVH ELF that fits the fixed RAM.
     Image(PvhError),
     /// The module's arguments make the command line longer than [`MAX_CMDLINE`] or the start
-    /// info larger than its pages.
+    /// info larger than its pages, or contain a NUL byte.
     CommandLineTooLong,
 }
 
@@ -287,7 +287,7 @@ impl fmt::Display for PlanError {
             ),
             Self::CommandLineTooLong => write!(
                 f,
-                "the recovery module's arguments are too long (command line at most {MAX_CMDLINE} bytes)"
+                "the recovery module's arguments are too long (command line at most {MAX_CMDLINE} bytes) or contain a NUL byte"
             ),
         }
     }

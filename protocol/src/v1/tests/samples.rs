@@ -173,7 +173,7 @@ pub fn responses() -> Vec<(&'static str, Response, &'static str)> {
                 active_banks: banks(&[TpmAlgId::SHA256]),
                 module_count: 2,
             })),
-            "53 57 52 53 01 00 00 01 04 01 0b 02",
+            "53 57 52 53 02 00 00 01 04 01 0b 02",
         ),
         (
             "module",

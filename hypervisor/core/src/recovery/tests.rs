@@ -259,7 +259,11 @@ fn an_image_the_fixed_plan_cannot_hold_is_refused() {
         Err(PlanError::Image(_))
     ));
     assert!(matches!(
-        plan(&pvh_elf(&[0xf4; 16], 0x1000), DecisionReason::BootDomainHung, "a\0b"),
+        plan(
+            &pvh_elf(&[0xf4; 16], 0x1000),
+            DecisionReason::BootDomainHung,
+            "a\0b"
+        ),
         Err(PlanError::CommandLineTooLong)
     ));
     let long = "x".repeat(MAX_CMDLINE);

@@ -280,3 +280,30 @@ fn a_recovery_option_naming_no_module_refuses_the_boot() {
     ));
     assert!(!outcome.lines.iter().any(|l| l.text.starts_with("[domb]")));
 }
+
+/// Without a TPM the recovery environment still runs; the hypervisor says the decision is not
+/// measured (there is nothing to measure into).
+#[test]
+fn without_a_tpm_recovery_still_reaches_the_console() {
+    let built = bundle("test-recovery-malformed-config");
+    let mut run = config(&built, Firmware::Bios, "recovery-no-tpm");
+    run.tpm = Tpm::None;
+    let outcome = boot(&run);
+    assert_eq!(
+        outcome.verdict,
+        Verdict::Failure,
+        "verdict: {}",
+        outcome.verdict
+    );
+    assert!(outcome.has_line(
+        "slipway: RECOVERY: the launch configuration is missing or malformed (domB exit code 2): reason config-malformed (PCR19 decision reason 6), action start-recovery-only"
+    ));
+    assert!(
+        outcome.has_line("slipway: measurement: no TPM: the recovery decision is not measured")
+    );
+    assert!(
+        outcome.has_line("slipway: console: input goes to recovery (the recovery environment)")
+    );
+    assert!(outcome.has_line("[recovery] recovery reason: config-malformed"));
+    assert_eq!(started_domains(&outcome), ["recovery"]);
+}

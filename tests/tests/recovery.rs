@@ -22,9 +22,23 @@ use slipway_measure::log::EventLog;
 use xtask::predict::{self, PredictedLaunch};
 
 fn run(bundle_name: &str) -> (RunOutcome, predict::Prediction) {
+    run_typing(bundle_name, None)
+}
+
+/// As [`run`], typing `input` on the serial console once a line containing `after` appeared.
+fn run_typing(
+    bundle_name: &str,
+    input: Option<(&str, &[u8])>,
+) -> (RunOutcome, predict::Prediction) {
     let built = bundle(bundle_name);
     let mut run = config(&built, Firmware::Bios, "recovery");
     run.tpm = Tpm::Swtpm;
+    if let Some((after, bytes)) = input {
+        run.console_input = vec![xtask::ConsoleInput {
+            after_line_containing: after.into(),
+            bytes: bytes.to_vec(),
+        }];
+    }
     let outcome = boot(&run);
     let inputs = predict::bundle_inputs(&built).unwrap();
     let banks = predict::parse_banks("sha1,sha256,sha384,sha512").unwrap();
@@ -82,7 +96,15 @@ fn predicted_decisions(
 /// Recovery was reached for `reason`: printed, measured, predicted, console given, the recovery
 /// domain started alone and printed the reason it received; the run ends with failure.
 fn check_recovered(bundle_name: &str, reason: DecisionReason) -> RunOutcome {
-    let (outcome, prediction) = run(bundle_name);
+    check_recovered_typing(bundle_name, reason, None)
+}
+
+fn check_recovered_typing(
+    bundle_name: &str,
+    reason: DecisionReason,
+    input: Option<(&str, &[u8])>,
+) -> RunOutcome {
+    let (outcome, prediction) = run_typing(bundle_name, input);
     assert_eq!(
         outcome.verdict,
         Verdict::Failure,
@@ -199,12 +221,26 @@ fn a_dom_b_that_panics_reaches_recovery() {
     assert!(outcome.has_line("slipway: domain domb shut down (exit code 1)"));
 }
 
+/// This bundle's recovery module has no `exit` argument: the recovery environment keeps the
+/// console, and what the operator types reaches it (the console focus is real).
 #[test]
 fn a_dom_b_that_crashes_reaches_recovery() {
-    let outcome = check_recovered(
+    let outcome = check_recovered_typing(
         "test-recovery-domb-crash",
         DecisionReason::BootDomainCrashed,
+        Some(("the console is yours", b"reason\rbogus\rexit\r")),
     );
+    assert!(outcome.has_line("[recovery] unknown command `bogus`"));
+    assert_eq!(
+        outcome
+            .lines
+            .iter()
+            .filter(|l| l.text == "[recovery] recovery reason: boot-domain-crashed")
+            .count(),
+        2,
+        "the banner and the typed `reason` command"
+    );
+    assert!(outcome.has_line("[recovery] recovery environment done (operator typed exit)"));
     assert!(
         outcome
             .hypervisor_lines()

@@ -1,8 +1,8 @@
 //! The recovery environment's guest: what the hypervisor starts from the `recovery=` module when
 //! domB could not make a valid plan. Prints a banner and the reason the hypervisor put on its
 //! command line (`slipway.recovery=<reason>`, `slipway_protocol::recovery::REASON_WORD`), then
-//! keeps the console: it stays up until the operator ends it, or shuts down at once with the
-//! command-line word `exit` (used by the QEMU tests).
+//! keeps the console: it reads command lines (`reason`, `help`, `exit`) until the operator types
+//! `exit`, or shuts down at once with the command-line word `exit` (non-interactive tests).
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -39,8 +39,35 @@ fn main(boot: Boot) -> ! {
         println!("recovery environment done (command line says exit)");
         hypercall::shutdown(0)
     }
-    println!("the console is yours; this environment stays up");
+    let reason = word_value(cmdline, REASON_WORD).unwrap_or("unknown");
+    println!("the console is yours; commands: reason, help, exit");
+    let mut line = [0u8; 64];
+    let mut len = 0;
     loop {
-        core::hint::spin_loop();
+        let Some(byte) = slipway_guest_rt::console::try_read_byte() else {
+            core::hint::spin_loop();
+            continue;
+        };
+        match byte {
+            b'\r' | b'\n' => {
+                let command = core::str::from_utf8(&line[..len]).unwrap_or("").trim();
+                len = 0;
+                match command {
+                    "" => {}
+                    "reason" => println!("recovery reason: {reason}"),
+                    "help" => println!("commands: reason, help, exit"),
+                    "exit" => {
+                        println!("recovery environment done (operator typed exit)");
+                        hypercall::shutdown(0)
+                    }
+                    other => println!("unknown command `{}`", other.escape_debug()),
+                }
+            }
+            _ if len < line.len() => {
+                line[len] = byte;
+                len += 1;
+            }
+            _ => {}
+        }
     }
 }

@@ -180,20 +180,27 @@ impl Hv {
         let _ = hw.name.push_str(recovery::RECOVERY_DOMAIN_NAME);
         let slot = usize::from(id.0);
         self.domains[slot] = Some(hw);
-        let domain = self.domains[slot]
+        let loaded = self.domains[slot]
             .as_mut()
-            .ok_or("recovery domain vanished")?;
-        for segment in plan.image.segments.iter().filter(|s| s.file_len > 0) {
-            let src = PhysAddr(module.range.start.0 + segment.offset);
-            domain
-                .memory
-                .copy_from_host(&mut self.mem, src, segment.gpa, segment.file_len)
-                .map_err(|_| "copying the recovery image failed")?;
+            .ok_or("recovery domain vanished")
+            .and_then(|domain| {
+                for segment in plan.image.segments.iter().filter(|s| s.file_len > 0) {
+                    let src = PhysAddr(module.range.start.0 + segment.offset);
+                    domain
+                        .memory
+                        .copy_from_host(&mut self.mem, src, segment.gpa, segment.file_len)
+                        .map_err(|_| "copying the recovery image failed")?;
+                }
+                domain
+                    .memory
+                    .write(&mut self.mem, plan.start_info_gpa, &plan.start_info)
+                    .map_err(|_| "writing the recovery start info failed")
+            });
+        if let Err(why) = loaded {
+            // Nothing of it may start: its memory goes back scrubbed.
+            self.destroy(slot);
+            return Err(why);
         }
-        domain
-            .memory
-            .write(&mut self.mem, plan.start_info_gpa, &plan.start_info)
-            .map_err(|_| "writing the recovery start info failed")?;
         hvprintln!(
             "recovery: domain `{}` from module `{}`: {} KiB RAM, 1 vCPU, entry {:#x}, command line \"{}\"",
             recovery::RECOVERY_DOMAIN_NAME,

@@ -62,6 +62,25 @@ fn fail(what: &str, why: impl Display) -> ! {
     hypercall::shutdown(1)
 }
 
+/// TEST ONLY (the measured configuration's `slipway,test-boot-domain-fault`): fails the way the
+/// hypervisor's recovery tests need.
+fn provoke(fault: slipway_domb_core::config::TestFault) -> ! {
+    use slipway_domb_core::config::TestFault;
+    match fault {
+        TestFault::Panic => panic!("test fault: domB panics on purpose"),
+        TestFault::Crash => {
+            println!("test fault: domB crashes on purpose (ud2)");
+            slipway_guest_rt::crash()
+        }
+        TestFault::Hang => {
+            println!("test fault: domB hangs on purpose");
+            loop {
+                core::hint::spin_loop();
+            }
+        }
+    }
+}
+
 struct Hypercall;
 
 impl Hypervisor for Hypercall {
@@ -143,5 +162,9 @@ fn main(boot: Boot) -> ! {
     };
     let error = launch::run(&facts, &mut Hypercall, &mut Console);
     println!("error: {error}");
-    hypercall::shutdown(1)
+    if let launch::LaunchError::TestFault(fault) = error {
+        provoke(fault);
+    }
+    // The exit code names the failure's class: the hypervisor measures it as the recovery reason.
+    hypercall::shutdown(error.exit().code())
 }

@@ -342,7 +342,10 @@ extern "C" fn post_launch_main(handoff_addr: u64, entered_by: u64) -> ! {
             .map_err(|reason| (reason, has_domb))
     });
     match created {
-        Ok(_) => tsc::milestone(format_args!("domb-started")),
+        Ok(_) => {
+            tsc::milestone(format_args!("domb-started"));
+            smp::with_hv(|hv| hv.start_watchdog(tsc::now(), tsc::hz()));
+        }
         Err((reason, has_domb)) => {
             hvprintln!("no boot domain: {reason}; nothing to run");
             qemu_exit::exit(if has_domb {
@@ -385,6 +388,16 @@ fn start_hypervisor(
         &boot.module_names,
         slipway_protocol::boot_modules::DOMB_MODULE,
     );
+    // Refused before anything is measured: a malformed recovery option names its cause.
+    let recovery = slipway_hv_core::recovery::RecoveryState::new(
+        &handoff.cmdline[..handoff.cmdline_len as usize],
+        &boot.module_names,
+        |index| vm::module_bytes(modules[index].range),
+    )
+    .unwrap_or_else(|why| {
+        hvprintln!("post-launch: boot refused: {why}; nothing starts");
+        qemu_exit::exit(Verdict::Failure)
+    });
     let (mut launch_kind, active_banks, tpm, banks, sinit_log) = match txt_launch {
         Some(t) => {
             let mut active = heapless::Vec::new();
@@ -453,7 +466,7 @@ fn start_hypervisor(
         }
     });
     let (vcpus, table_kind, ept_large_pages, tag_count) = choose_backend(&mut alloc);
-    vm::Hv::new(slipway_hv_core::hypervisor::Parts {
+    let mut hv = vm::Hv::new(slipway_hv_core::hypervisor::Parts {
         mem,
         alloc,
         vcpus,
@@ -475,7 +488,11 @@ fn start_hypervisor(
         firmware_log,
         modules,
         domb_module,
-    })
+        recovery,
+    });
+    // The recovery image, right after domB's and before domB runs.
+    hv.measure_recovery_image();
+    hv
 }
 
 /// Picks the virtualization backend from CPUID (AMD SVM or Intel VMX), enables it on this CPU

@@ -155,6 +155,34 @@ pub fn after_hand_off(m: &mut core_measurement::Measurement<'_, HvPcrs>, sealed:
     }
 }
 
+/// The TPM's own PCR19-21 (SHA-256 bank, if active), read back after a seal: what a quote would
+/// attest, for runs with no attesting domain (the recovery environment), so a test compares the
+/// TPM itself with `cargo xtask predict`. Call before [`after_hand_off`] (which gives up
+/// locality 2).
+pub fn print_tpm_pcrs(m: &mut core_measurement::Measurement<'_, HvPcrs>) {
+    let sha256 = slipway_measure::AlgId::SHA256;
+    if !m.banks().iter().any(|bank| bank.alg == sha256) {
+        return;
+    }
+    match m
+        .tpm_mut()
+        .tpm
+        .pcr_read(sha256, slipway_tpm::PcrMask::range(19, 21))
+    {
+        Ok(values) => {
+            for pcr in 19..=21u8 {
+                if let Some(value) = values.get(pcr) {
+                    crate::console::print_line(format_args!(
+                        "measurement: TPM PCR{pcr} sha256 {}",
+                        Hex(value.as_bytes())
+                    ));
+                }
+            }
+        }
+        Err(error) => crate::hvprintln!("measurement: reading PCR19-21 back failed: {error}"),
+    }
+}
+
 /// The log's own replay, so a run can be compared with `cargo xtask predict` by eye.
 fn print_replay(m: &core_measurement::Measurement<'_, HvPcrs>) {
     use slipway_measure::events::LaunchKind;

@@ -226,6 +226,7 @@ pub fn scheduler_loop(cpu: usize) -> ! {
             }
             hv.account_ticks(cpu, None, ticks_total(cpu), tsc::now());
             if cpu == 0 {
+                hv.check_watchdog(tsc::now());
                 // Serial input, a few bytes per round: to the focused domain or the focus keys.
                 for _ in 0..16 {
                     match crate::console::with_serial(|serial| serial.try_read_byte()).flatten() {

@@ -271,6 +271,13 @@ impl Host for HostServices {
     ) {
         crate::measurement::after_hand_off(m, sealed);
     }
+
+    fn read_back_pcrs(
+        &mut self,
+        m: &mut slipway_hv_core::measurement::Measurement<'_, Self::Pcrs>,
+    ) {
+        crate::measurement::print_tpm_pcrs(m);
+    }
 }
 
 /// A boot module's bytes.

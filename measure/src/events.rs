@@ -42,6 +42,10 @@ pub const EV_SLIPWAY_BANKS_CAPPED: u32 = 0x0000_0609;
 /// PCR17, logged but not extended by Slipway: the emulated dynamic launch's measurement of the
 /// hypervisor's declared region (swtpm hash-start/data/end did the extend).
 pub const EV_SLIPWAY_EMULATED_LAUNCH: u32 = 0x0000_060A;
+/// PCR19: the recovery domain's image (the boot module `recovery=` names on the hypervisor
+/// command line) bound to its module name ([`ModuleRecord`]); measured by the hypervisor right
+/// after domB's image, only when the command line names one.
+pub const EV_SLIPWAY_RECOVERY_IMAGE: u32 = 0x0000_060B;
 
 /// The name of a Slipway event type (`EV_SLIPWAY_BOOT_MODULE`, ...), or `None` for a type
 /// outside Slipway's block. The names are the constants' names above; tools print them
@@ -58,6 +62,7 @@ pub const fn slipway_type_name(event_type: u32) -> Option<&'static str> {
         EV_SLIPWAY_POLICY_DECISION => "EV_SLIPWAY_POLICY_DECISION",
         EV_SLIPWAY_BANKS_CAPPED => "EV_SLIPWAY_BANKS_CAPPED",
         EV_SLIPWAY_EMULATED_LAUNCH => "EV_SLIPWAY_EMULATED_LAUNCH",
+        EV_SLIPWAY_RECOVERY_IMAGE => "EV_SLIPWAY_RECOVERY_IMAGE",
         _ => return None,
     })
 }
@@ -192,6 +197,25 @@ pub enum DecisionReason {
     PolicyFailed = 4,
     /// A rule of the policy program's own (subject: the rule's name).
     PolicyRule = 5,
+    /// Recovery (reasons 6-12 are the hypervisor's own, never domB's): the launch
+    /// configuration is missing or malformed (domB exit code `ConfigMalformed`). Subject: the
+    /// recovery module started, or empty when there is none (action halt).
+    ConfigMalformed = 6,
+    /// Recovery: a boot module the configuration names is not in the boot.
+    ModuleMissing = 7,
+    /// Recovery: the policy failed, halted, or chose recovery-only with no recovery domain in
+    /// the configuration.
+    PolicyHalted = 8,
+    /// Recovery: no valid plan: a domain could not be planned or built, or the hand-off was
+    /// refused.
+    PlanRefused = 9,
+    /// Recovery: domB stopped with another error (a panic, an unknown exit code).
+    BootDomainFailed = 10,
+    /// Recovery: domB crashed (an exception it could not handle, a triple fault, a forbidden
+    /// instruction or access).
+    BootDomainCrashed = 11,
+    /// Recovery: domB did not hand off before the hypervisor's watchdog deadline.
+    BootDomainHung = 12,
 }
 
 impl DecisionReason {
@@ -205,7 +229,40 @@ impl DecisionReason {
             DecisionReason::ModuleNotAllowed => "module-not-allowed",
             DecisionReason::PolicyFailed => "policy-failed",
             DecisionReason::PolicyRule => "policy-rule",
+            DecisionReason::ConfigMalformed => "config-malformed",
+            DecisionReason::ModuleMissing => "module-missing",
+            DecisionReason::PolicyHalted => "policy-halted",
+            DecisionReason::PlanRefused => "plan-refused",
+            DecisionReason::BootDomainFailed => "boot-domain-failed",
+            DecisionReason::BootDomainCrashed => "boot-domain-crashed",
+            DecisionReason::BootDomainHung => "boot-domain-hung",
         }
+    }
+
+    /// The reason for `code`, if it is one.
+    pub const fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => DecisionReason::AllChecksPassed,
+            1 => DecisionReason::UnmeasuredLaunch,
+            2 => DecisionReason::TpmUnavailable,
+            3 => DecisionReason::ModuleNotAllowed,
+            4 => DecisionReason::PolicyFailed,
+            5 => DecisionReason::PolicyRule,
+            6 => DecisionReason::ConfigMalformed,
+            7 => DecisionReason::ModuleMissing,
+            8 => DecisionReason::PolicyHalted,
+            9 => DecisionReason::PlanRefused,
+            10 => DecisionReason::BootDomainFailed,
+            11 => DecisionReason::BootDomainCrashed,
+            12 => DecisionReason::BootDomainHung,
+            _ => return None,
+        })
+    }
+
+    /// Whether only the hypervisor records this reason (its recovery decisions): the dispatcher
+    /// refuses such a decision from domB.
+    pub const fn is_recovery(self) -> bool {
+        (self as u8) >= DecisionReason::ConfigMalformed as u8
     }
 }
 
@@ -270,6 +327,8 @@ pub enum SlipwayEvent<'a> {
     HypervisorCmdline(&'a [u8]),
     /// [`EV_SLIPWAY_DOMB_IMAGE`]: `[FORMAT_V1, u16 name_len, name, u64 size]`.
     DombImage(ModuleRecord<'a>),
+    /// [`EV_SLIPWAY_RECOVERY_IMAGE`]: `[FORMAT_V1, u16 name_len, name, u64 size]`.
+    RecoveryImage(ModuleRecord<'a>),
     /// [`EV_SLIPWAY_LAUNCH_CONFIG`]: verbatim.
     LaunchConfig(&'a [u8]),
     /// [`EV_SLIPWAY_POLICY`]: verbatim.
@@ -300,6 +359,7 @@ impl<'a> SlipwayEvent<'a> {
             SlipwayEvent::BanksCapped(_) => EV_SLIPWAY_BANKS_CAPPED,
             SlipwayEvent::HypervisorCmdline(_) => EV_SLIPWAY_HYPERVISOR_CMDLINE,
             SlipwayEvent::DombImage(_) => EV_SLIPWAY_DOMB_IMAGE,
+            SlipwayEvent::RecoveryImage(_) => EV_SLIPWAY_RECOVERY_IMAGE,
             SlipwayEvent::LaunchConfig(_) => EV_SLIPWAY_LAUNCH_CONFIG,
             SlipwayEvent::Policy(_) => EV_SLIPWAY_POLICY,
             SlipwayEvent::PolicyDecision(_) => EV_SLIPWAY_POLICY_DECISION,
@@ -324,7 +384,9 @@ impl<'a> SlipwayEvent<'a> {
     /// How the event's digest is computed.
     pub fn digest_rule(&self) -> DigestRule {
         match self {
-            SlipwayEvent::DombImage(_) | SlipwayEvent::BootModule(_) => DigestRule::BoundModule,
+            SlipwayEvent::DombImage(_)
+            | SlipwayEvent::RecoveryImage(_)
+            | SlipwayEvent::BootModule(_) => DigestRule::BoundModule,
             SlipwayEvent::EmulatedLaunch { .. } => DigestRule::LaunchRegion,
             _ => DigestRule::EventData,
         }
@@ -338,9 +400,9 @@ impl<'a> SlipwayEvent<'a> {
             SlipwayEvent::HypervisorCmdline(bytes)
             | SlipwayEvent::LaunchConfig(bytes)
             | SlipwayEvent::Policy(bytes) => bytes.len(),
-            SlipwayEvent::DombImage(module) | SlipwayEvent::BootModule(module) => {
-                1 + 2 + module.name.len() + 8
-            }
+            SlipwayEvent::DombImage(module)
+            | SlipwayEvent::RecoveryImage(module)
+            | SlipwayEvent::BootModule(module) => 1 + 2 + module.name.len() + 8,
             SlipwayEvent::PolicyDecision(decision) => 1 + 2 + 2 + decision.subject.len(),
             SlipwayEvent::DomainBuild(build) => {
                 1 + 2 + build.name.len() + 2 + 4 + build.payload.len()
@@ -371,7 +433,9 @@ impl<'a> SlipwayEvent<'a> {
             SlipwayEvent::HypervisorCmdline(bytes)
             | SlipwayEvent::LaunchConfig(bytes)
             | SlipwayEvent::Policy(bytes) => w.bytes(bytes),
-            SlipwayEvent::DombImage(module) | SlipwayEvent::BootModule(module) => {
+            SlipwayEvent::DombImage(module)
+            | SlipwayEvent::RecoveryImage(module)
+            | SlipwayEvent::BootModule(module) => {
                 w.bytes(&[FORMAT_V1]);
                 w.name(module.name, "module name")?;
                 w.bytes(&module.size.to_le_bytes());
@@ -447,28 +511,21 @@ impl<'a> SlipwayEvent<'a> {
             EV_SLIPWAY_HYPERVISOR_CMDLINE => SlipwayEvent::HypervisorCmdline(r.rest()),
             EV_SLIPWAY_LAUNCH_CONFIG => SlipwayEvent::LaunchConfig(r.rest()),
             EV_SLIPWAY_POLICY => SlipwayEvent::Policy(r.rest()),
-            EV_SLIPWAY_DOMB_IMAGE | EV_SLIPWAY_BOOT_MODULE => {
+            EV_SLIPWAY_DOMB_IMAGE | EV_SLIPWAY_RECOVERY_IMAGE | EV_SLIPWAY_BOOT_MODULE => {
                 versioned(&mut r)?;
                 let name = r.name().ok_or(bad("module name cut off"))?;
                 let size = r.u64().ok_or(bad("module size cut off"))?;
                 let module = ModuleRecord { name, size };
-                if event_type == EV_SLIPWAY_DOMB_IMAGE {
-                    SlipwayEvent::DombImage(module)
-                } else {
-                    SlipwayEvent::BootModule(module)
+                match event_type {
+                    EV_SLIPWAY_DOMB_IMAGE => SlipwayEvent::DombImage(module),
+                    EV_SLIPWAY_RECOVERY_IMAGE => SlipwayEvent::RecoveryImage(module),
+                    _ => SlipwayEvent::BootModule(module),
                 }
             }
             EV_SLIPWAY_POLICY_DECISION => {
                 versioned(&mut r)?;
-                let reason = match r.u8().ok_or(bad("reason missing"))? {
-                    0 => DecisionReason::AllChecksPassed,
-                    1 => DecisionReason::UnmeasuredLaunch,
-                    2 => DecisionReason::TpmUnavailable,
-                    3 => DecisionReason::ModuleNotAllowed,
-                    4 => DecisionReason::PolicyFailed,
-                    5 => DecisionReason::PolicyRule,
-                    _ => return Err(bad("unknown decision reason")),
-                };
+                let reason = DecisionReason::from_code(r.u8().ok_or(bad("reason missing"))?)
+                    .ok_or(bad("unknown decision reason"))?;
                 let action = match r.u8().ok_or(bad("action missing"))? {
                     0 => DecisionAction::StartAll,
                     1 => DecisionAction::StartRecoveryOnly,

@@ -38,6 +38,7 @@ pub mod boot_modules;
 mod bounded;
 mod codec;
 pub mod platform;
+pub mod recovery;
 pub mod v1;
 
 pub use bounded::{BoundedVec, Bytes, CapacityError};

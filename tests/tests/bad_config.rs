@@ -1,7 +1,8 @@
 //! A launch configuration with a wrong memory size, a duplicate name, a malformed name, two
 //! domains with the TPM capability or a missing module is refused by domB with a message naming the device-tree node and the
 //! property at fault; no domain is planned or started, and the hypervisor ends the run with
-//! failure (the boot domain ended without handing off).
+//! failure (the boot domain ended without handing off; with no `recovery=` module the hypervisor
+//! says so and halts: `tests/tests/recovery.rs` covers the recovery environment).
 //!
 //! One bundle per error (`images/test-bad-config-*`): domB stops at the first error, so a bundle
 //! with several errors would test only one of them.
@@ -61,9 +62,20 @@ fn refused_launch_error(outcome: &RunOutcome) -> String {
     }
 
     // The hypervisor reports domB's failed shutdown and why it ends the run with failure.
+    // domB's exit code names the class (`slipway_protocol::recovery::BuilderExit`): 2 a
+    // malformed configuration, 3 a missing module, 5 a plan the hypervisor refused.
     assert!(
-        outcome.has_line("slipway: domain domb shut down (exit code 1)"),
-        "no `slipway: domain domb shut down (exit code 1)` line"
+        ["2", "3", "5"].iter().any(|code| outcome.has_line(&format!(
+            "slipway: domain domb shut down (exit code {code})"
+        ))),
+        "no `slipway: domain domb shut down (exit code 2|3|5)` line"
+    );
+    // Without a recovery module (no `recovery=`), the hypervisor says so and halts.
+    assert!(
+        outcome.has_line(
+            "slipway: RECOVERY: no recovery module (the hypervisor command line has no `recovery=<module name>`): halting"
+        ),
+        "the hypervisor does not say that there is no recovery module"
     );
     assert!(
         outcome

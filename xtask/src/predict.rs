@@ -25,6 +25,7 @@ use slipway_hv_core::addr::PhysRange;
 use slipway_hv_core::domain::{Domain, DomainTable};
 use slipway_hv_core::hypercall::{self, BootModule, LaunchInfo, Outcome, Platform};
 use slipway_hv_core::measurement::{LaunchInputs, LaunchRegion, Measurement, PcrExtend, Sealed};
+use slipway_hv_core::recovery::{self, BuilderEnd};
 use slipway_measure::events::LaunchKind as EventLaunchKind;
 use slipway_measure::{
     BankSet, Digest, DigestList, EventLog, HashAlg, InitialState, MultiHasher, PcrBanks,
@@ -128,6 +129,9 @@ pub struct BundleInputs {
     pub hypervisor_cmdline: String,
     /// Every boot module, in multiboot2 order: (name, bytes).
     pub modules: Vec<(String, Vec<u8>)>,
+    /// The words after the recovery module's name on its command line (bundle.toml `args`):
+    /// the hypervisor passes them to the recovery domain (its start info, recorded in PCR21).
+    pub recovery_arguments: Option<String>,
     /// The SINIT ACM of a hardware TXT prediction (`predict --sinit FILE`); the simulated TXT
     /// launch uses the bundle's `sinit` module instead.
     pub sinit_acm: Option<Vec<u8>>,
@@ -171,22 +175,15 @@ pub enum PredictError {
     /// a module name is not valid for the hypervisor
     #[error("module name `{0}` is refused by the hypervisor (1-63 bytes)")]
     ModuleName(String),
-    /// domB's launch did not reach hand-off on the host
-    #[error(
-        "domB's launch stops on these inputs (so the machine would stop too): {error}\n{output}"
-    )]
-    Launch {
-        /// domB's error.
-        error: String,
-        /// domB's console output.
-        output: String,
-    },
     /// a dispatcher refusal the machine would make too
     #[error("hv-core refused a request of domB's launch: {0}")]
     Dispatcher(String),
     /// the SINIT ACM for a TXT prediction is missing or refused
     #[error("TXT prediction: {0}")]
     Sinit(String),
+    /// the recovery options of the command line are refused (as the hypervisor refuses the boot)
+    #[error("the hypervisor refuses the boot: {0}")]
+    Recovery(String),
 }
 
 impl From<slipway_measure::Error> for PredictError {
@@ -544,6 +541,27 @@ pub fn predict(
             Measurement::resume(RecordingTpm, *banks, writer, &hv_inputs)?
         }
     };
+    let mut measurement = measurement;
+    // The recovery module `recovery=` names, measured right after domB's image, as the
+    // hypervisor does (the same options parser, the same measurement sequence).
+    let recovery_options = recovery::parse_options(inputs.hypervisor_cmdline.as_bytes())
+        .map_err(|e| PredictError::Recovery(e.to_string()))?;
+    let recovery_module = match recovery_options.module {
+        Some(name) => {
+            let index = inputs
+                .modules
+                .iter()
+                .position(|(n, _)| n == name)
+                .ok_or_else(|| {
+                    PredictError::Recovery(recovery::OptionError::NoSuchModule(name).to_string())
+                })?;
+            measurement
+                .measure_recovery_image(name, &inputs.modules[index].1)
+                .map_err(|f| PredictError::Dispatcher(format!("recovery image: {f}")))?;
+            Some(index)
+        }
+        None => None,
+    };
     if let Some(failure) = measurement.failure() {
         return Err(PredictError::Dispatcher(format!(
             "the hypervisor's own measurements: {failure}"
@@ -606,10 +624,8 @@ pub fn predict(
         return Err(error);
     }
     if !(hv.handed_off && error == LaunchError::HandOff(HANDED_OFF.into())) {
-        return Err(PredictError::Launch {
-            error: error.to_string(),
-            output: domb_output,
-        });
+        // domB stops without handing off: the hypervisor's recovery, as it performs it.
+        predict_recovery(&mut hv, &error, inputs, recovery_module, &mut domb_output)?;
     }
 
     // The hand-off sealed the log (build records and separators).
@@ -623,6 +639,74 @@ pub fn predict(
         domb_output,
         launch_pcrs_predicted: launch_kind == PredictedLaunch::Emulated || sinit_acm.is_some(),
     })
+}
+
+/// domB stopped with `error` before hand-off: how the machine ends domB (its exit code, or the
+/// crash or watchdog its test fault provokes), the hypervisor's recovery decision, and the
+/// recovery domain's build and the separators (or the separators alone when it halts), through
+/// hv-core's recovery code as the hypervisor runs it.
+fn predict_recovery(
+    hv: &mut HostHypervisor<'_, '_>,
+    error: &LaunchError,
+    inputs: &BundleInputs,
+    module: Option<usize>,
+    output: &mut String,
+) -> Result<(), PredictError> {
+    use slipway_domb_core::config::TestFault;
+    use slipway_hv_core::domain::StopReason;
+    let end = match error {
+        LaunchError::TestFault(TestFault::Panic) => {
+            BuilderEnd::Exited(slipway_protocol::recovery::BuilderExit::Failed.code())
+        }
+        LaunchError::TestFault(TestFault::Crash) => BuilderEnd::Crashed(StopReason::TripleFault),
+        LaunchError::TestFault(TestFault::Hang) => BuilderEnd::Hung,
+        other => BuilderEnd::Exited(other.exit().code()),
+    };
+    let marked = match end {
+        BuilderEnd::Exited(code) => hv.table.mark_shut_down(hv.domb, code),
+        BuilderEnd::Crashed(reason) => hv.table.mark_crashed(hv.domb, reason),
+        BuilderEnd::Hung => hv.table.mark_crashed(hv.domb, StopReason::WatchdogExpired),
+    };
+    marked.map_err(|e| PredictError::Dispatcher(format!("domB's end: {e:?}")))?;
+    let module = module.map(|index| (index, &inputs.modules[index]));
+    let decision = recovery::decide(end, module.map(|(_, (name, _))| name.as_str()));
+    let _ = writeln!(
+        output,
+        "hypervisor: RECOVERY: {end}: reason {}, action {}",
+        decision.reason.name(),
+        decision.action.name()
+    );
+    let m = &mut hv.platform.measurement;
+    m.record_recovery_decision(&decision)
+        .map_err(|e| PredictError::Dispatcher(format!("recovery decision: {e}")))?;
+    let built = match module {
+        Some((index, (name, image))) => {
+            let arguments = inputs.recovery_arguments.as_deref().unwrap_or_default();
+            match recovery::plan(image, decision.reason, arguments) {
+                Ok(plan) => {
+                    let name = ModuleName::new(name)
+                        .map_err(|_| PredictError::ModuleName(name.clone()))?;
+                    Some(
+                        recovery::insert_plan(&mut hv.table, &plan, index as u16, &name, image)
+                            .map_err(|e| PredictError::Dispatcher(format!("recovery: {e}")))?,
+                    )
+                }
+                Err(why) => {
+                    let _ = writeln!(output, "hypervisor: RECOVERY: fixed plan: {why}; halting");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let planned: Vec<&Domain> = built.and_then(|id| hv.table.get(id)).into_iter().collect();
+    match m.seal(&planned) {
+        Ok(Sealed::Complete) => Ok(()),
+        Ok(Sealed::Failed(failure)) => {
+            Err(PredictError::Dispatcher(format!("measurement: {failure}")))
+        }
+        Err(error) => Err(PredictError::Dispatcher(format!("recovery seal: {error}"))),
+    }
 }
 
 /// The boot module that carries the SINIT ACM.
@@ -742,7 +826,14 @@ pub fn bundle_inputs(bundle: &crate::builder::BuiltBundle) -> Result<BundleInput
     for module in &bundle.modules {
         modules.push((module.name.clone(), std::fs::read(&module.file.path)?));
     }
+    let recovery_arguments =
+        recovery::parse_options(bundle.manifest.hypervisor_cmdline.join(" ").as_bytes())
+            .ok()
+            .and_then(|options| options.module)
+            .and_then(|name| bundle.manifest.modules.iter().find(|m| m.name == name))
+            .map(|module| module.args.join(" "));
     Ok(BundleInputs {
+        recovery_arguments,
         sinit_acm: None,
         hypervisor_elf: std::fs::read(hypervisor)?,
         hypervisor_cmdline: bundle.manifest.hypervisor_cmdline.join(" "),

@@ -274,7 +274,11 @@ pub struct Accepted {
 fn name_event(event: &Event<'_>) -> String {
     let type_name = crate::refstate::type_name(event.event_type);
     let subject = match SlipwayEvent::decode(event.event_type, event.data) {
-        Ok(Some(SlipwayEvent::BootModule(m) | SlipwayEvent::DombImage(m))) => {
+        Ok(Some(
+            SlipwayEvent::BootModule(m)
+            | SlipwayEvent::DombImage(m)
+            | SlipwayEvent::RecoveryImage(m),
+        )) => {
             format!(" module `{}`", String::from_utf8_lossy(m.name))
         }
         Ok(Some(SlipwayEvent::DomainBuild(b))) => {

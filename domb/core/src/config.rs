@@ -87,6 +87,9 @@ pub struct DomainConfig {
 /// The whole launch configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchConfig {
+    /// TEST ONLY: the fault domB provokes right after parsing this configuration
+    /// ([`TEST_FAULT_PROPERTY`]); the configuration is measured before, so a verifier sees it.
+    pub test_fault: Option<TestFault>,
     /// Domains in boot order (ties and unordered domains in node order).
     pub domains: Vec<DomainConfig>,
     /// The launch policy (defaults when the configuration has no policy node).
@@ -154,6 +157,8 @@ pub enum Problem {
     NoDomains,
     /// the configuration has more than 15 domains
     TooManyDomains,
+    /// the test fault is not one of `panic`, `crash`, `hang`
+    UnknownTestFault(String),
 }
 
 impl fmt::Display for Problem {
@@ -200,6 +205,10 @@ impl fmt::Display for Problem {
                 "{other} already has the tpm capability (at most one domain)"
             ),
             Self::MissingModule(name) => write!(f, "no boot module is named \"{name}\""),
+            Self::UnknownTestFault(value) => write!(
+                f,
+                "test fault \"{value}\" is not one of \"panic\", \"crash\", \"hang\""
+            ),
             Self::ReservedModule(name) => {
                 write!(
                     f,
@@ -267,6 +276,23 @@ fn property_error(node: &str, property: &str, problem: Problem) -> ConfigError {
     }
 }
 
+/// TEST ONLY property of the `/chosen/hypervisor` node: `"panic"`, `"crash"` or `"hang"` makes
+/// domB fail that way right after it measured and parsed the configuration, so that the QEMU
+/// tests reach the hypervisor's recovery paths. It is part of the measured configuration (PCR19),
+/// so no run with it can pass for a normal one.
+pub const TEST_FAULT_PROPERTY: &str = "slipway,test-boot-domain-fault";
+
+/// A fault domB provokes on purpose (tests only, [`TEST_FAULT_PROPERTY`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestFault {
+    /// A Rust panic (the guest runtime reports it and shuts down with exit code 1).
+    Panic,
+    /// A CPU exception domB cannot handle (the hypervisor stops it: a crash).
+    Crash,
+    /// Spin forever without handing off (the hypervisor's watchdog stops it).
+    Hang,
+}
+
 /// Parses the launch configuration blob. `module_names` are the names of all boot modules, so
 /// that kernel and ramdisk references can be checked.
 pub fn parse(blob: &[u8], module_names: &[&str]) -> Result<LaunchConfig, ConfigError> {
@@ -276,6 +302,7 @@ pub fn parse(blob: &[u8], module_names: &[&str]) -> Result<LaunchConfig, ConfigE
         .find_node(CONFIG_NODE_PATH)
         .ok_or_else(|| node_error(CONFIG_NODE_PATH, Problem::MissingNode))?;
     let mut compatible_seen = false;
+    let mut test_fault = None;
     for property in root.properties() {
         match property.name {
             "compatible" => {
@@ -284,6 +311,21 @@ pub fn parse(blob: &[u8], module_names: &[&str]) -> Result<LaunchConfig, ConfigE
             }
             // Harmless dtc bookkeeping that a user may copy from Xen examples.
             "#address-cells" | "#size-cells" => {}
+            TEST_FAULT_PROPERTY => {
+                let value = single_string(CONFIG_NODE_PATH, property.name, property.value)?;
+                test_fault = Some(match value {
+                    "panic" => TestFault::Panic,
+                    "crash" => TestFault::Crash,
+                    "hang" => TestFault::Hang,
+                    other => {
+                        return Err(property_error(
+                            CONFIG_NODE_PATH,
+                            TEST_FAULT_PROPERTY,
+                            Problem::UnknownTestFault(other.to_owned()),
+                        ));
+                    }
+                });
+            }
             other => {
                 return Err(property_error(
                     CONFIG_NODE_PATH,
@@ -339,6 +381,7 @@ pub fn parse(blob: &[u8], module_names: &[&str]) -> Result<LaunchConfig, ConfigE
     // Stable: equal orders keep node order; unordered domains go last.
     domains.sort_by_key(|d| d.boot_order.map_or((1, 0), |order| (0, order)));
     Ok(LaunchConfig {
+        test_fault,
         domains,
         policy: policy.unwrap_or_default(),
         policy_node,

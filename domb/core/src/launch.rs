@@ -8,6 +8,7 @@ use alloc::vec::Vec;
 use core::fmt::{self, Display, Write};
 
 use slipway_measure::HashAlg;
+use slipway_protocol::recovery::BuilderExit;
 use slipway_protocol::v1::{self, LaunchKind, Request, ResponseOk, TpmAlgId};
 
 use crate::config;
@@ -94,6 +95,27 @@ pub enum LaunchError {
     },
     /// the hand-off hypercall returned: (error)
     HandOff(String),
+    /// TEST ONLY: the measured configuration asks domB to fail this way
+    /// (`config::TEST_FAULT_PROPERTY`); the caller provokes the fault.
+    TestFault(config::TestFault),
+}
+
+impl LaunchError {
+    /// The exit code domB shuts down with, which tells the hypervisor which recovery reason to
+    /// measure (`slipway_protocol::recovery::BuilderExit`). A test fault is provoked, not
+    /// exited with: it gets the generic code should the caller exit anyway.
+    pub fn exit(&self) -> BuilderExit {
+        match self {
+            Self::NoConfig => BuilderExit::ConfigMalformed,
+            Self::Config(error) => match error.problem {
+                config::Problem::MissingModule(_) => BuilderExit::ModuleMissing,
+                _ => BuilderExit::ConfigMalformed,
+            },
+            Self::PolicyHalt(_) => BuilderExit::PolicyHalted,
+            Self::Plan(_) | Self::Build { .. } | Self::HandOff(_) => BuilderExit::PlanRefused,
+            Self::Banks(_) | Self::Unmeasurable { .. } | Self::TestFault(_) => BuilderExit::Failed,
+        }
+    }
 }
 
 impl fmt::Display for LaunchError {
@@ -115,6 +137,10 @@ impl fmt::Display for LaunchError {
                 error,
             } => write!(f, "build {domain}: {request}: {error}"),
             Self::HandOff(error) => write!(f, "hand-off: {error}"),
+            Self::TestFault(fault) => write!(
+                f,
+                "TEST FAULT requested by the measured configuration: {fault:?}"
+            ),
         }
     }
 }
@@ -218,6 +244,9 @@ fn run_inner<H: Hypervisor, W: Write>(
     let names: Vec<&str> = boot.modules.iter().map(|m| m.name).collect();
     let config = config::parse(config_module.bytes, &names).map_err(LaunchError::Config)?;
     let _ = writeln!(measurer.out, "config: {} domains", config.domains.len());
+    if let Some(fault) = config.test_fault {
+        return Err(LaunchError::TestFault(fault));
+    }
 
     // 2. The policy: the policy node and the program (the `policy` module, else the built-in
     // default program), measured before the program is loaded.

@@ -76,6 +76,9 @@ pub enum StopReason {
         /// Whether it was an MSR (else an I/O port).
         msr: bool,
     },
+    /// The hypervisor's watchdog stopped the boot domain: it had not handed off by the
+    /// deadline (`domb_watchdog=`, [`crate::recovery`]).
+    WatchdogExpired,
 }
 
 impl fmt::Display for StopReason {
@@ -102,6 +105,9 @@ impl fmt::Display for StopReason {
             }
             StopReason::UnhandledExit { code } => write!(f, "unhandled exit {code:#x}"),
             StopReason::InvalidState => write!(f, "invalid vCPU state"),
+            StopReason::WatchdogExpired => {
+                write!(f, "watchdog: no hand-off before the deadline")
+            }
             StopReason::ForbiddenAccess { what, msr: true } => write!(f, "access to MSR {what:#x}"),
             StopReason::ForbiddenAccess { what, msr: false } => {
                 write!(f, "access to I/O port {what:#x}")
@@ -536,6 +542,49 @@ impl DomainTable {
             && self
                 .iter()
                 .any(|d| d.capabilities.builder && !matches!(d.state, DomainState::Running))
+    }
+
+    /// Recovery (the builder is lost, [`DomainTable::builder_lost`]): drops every domain the
+    /// builder planned (nothing of its unfinished plan may start), takes the builder's
+    /// capability away, inserts the hypervisor's recovery domain, planned, with `record` (what
+    /// the hypervisor does to build it) and vCPU 0's `entry`, the console and the first start
+    /// position, and counts as handed off: from here the table is as after a hand-off with this
+    /// one domain, and builder requests stay refused.
+    pub fn take_over_for_recovery(
+        &mut self,
+        record: BuildRecord,
+        entry: VcpuEntry,
+    ) -> Result<DomainId, Error> {
+        if !self.builder_lost() {
+            return Err(Error::AfterHandOff);
+        }
+        if record.vcpus != 1 {
+            return Err(Error::InvalidVcpu);
+        }
+        validate_entry(&entry, record.memory_bytes)?;
+        for slot in self.slots.iter_mut() {
+            if slot
+                .as_ref()
+                .is_some_and(|d| d.state == DomainState::Planned)
+            {
+                *slot = None;
+            }
+        }
+        for domain in self.slots.iter_mut().flatten() {
+            domain.capabilities.builder = false;
+        }
+        let id = self.check_new(&record.name, record.memory_bytes, record.vcpus)?;
+        let capabilities = DomainCapabilities {
+            granted: record.capabilities,
+            builder: false,
+        };
+        self.insert(id, record, capabilities, DomainState::Planned);
+        let domain = self.planned_mut(id)?;
+        domain.entries[0] = Some(entry);
+        domain.console = true;
+        domain.boot_order = Some(0);
+        self.handed_off = true;
+        Ok(id)
     }
 
     /// After hand-off: no domain runs or waits any more (the hypervisor may end the run).

@@ -355,6 +355,12 @@ fn check_event(
         Ok(Some(event)) => event,
         _ => return Err(Error::EventDataMalformed),
     };
+    // The recovery reasons are the hypervisor's own record of domB's failure: never domB's.
+    if let SlipwayEvent::PolicyDecision(decision) = event
+        && decision.reason.is_recovery()
+    {
+        return Err(Error::EventDataMalformed);
+    }
     match (event.digest_rule(), event) {
         (DigestRule::EventData, _) => {
             let mut algs: heapless::Vec<slipway_measure::AlgId, { v1::MAX_BANKS }> =

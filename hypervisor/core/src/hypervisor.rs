@@ -6,6 +6,10 @@
 //!   the binary because a running vCPU is reached without the lock;
 //! - [`Host`]: printing, the domain console queues, CPUID and the measurement reports.
 //!
+//! The recovery environment's life is here too (`hypervisor/recovery.rs`): the watchdog on domB,
+//! and the recovery domain the hypervisor builds, seals and starts itself when domB stopped
+//! without handing off (the decisions and the fixed plan are [`crate::recovery`]'s).
+//!
 //! Memory goes through [`PhysMemory`] and [`FrameAllocator`], so host tests run the whole life
 //! of a domain against a fake machine (`hypervisor/tests.rs`).
 
@@ -29,6 +33,7 @@ use crate::log_window::{self, DOMAIN_LOG_FRAMES, WINDOW_FRAMES};
 use crate::measurement::{Failure, Measurement, PcrExtend, Sealed};
 use crate::memory::PhysMemory;
 use crate::paging::{Access, PageTable, TableKind};
+use crate::recovery::RecoveryState;
 use crate::sched::{MAX_PCPUS, RunAccounting, Scheduler, VcpuRef};
 use crate::uart::Uart16550;
 use crate::vmexit::{Reg, VcpuBackend, VmExit};
@@ -156,6 +161,10 @@ pub trait Host {
     fn measurement_failed(&mut self, failure: Failure);
     /// The hand-off was accepted: report how the log ended, release what the TPM needs released.
     fn measurement_sealed(&mut self, m: &mut Measurement<'_, Self::Pcrs>, sealed: Sealed);
+    /// A recovery seal (no domain will quote): print the TPM's own PCR19-21, read back, so the
+    /// run can be compared with `cargo xtask predict`. Called before
+    /// [`Host::measurement_sealed`] (which may give up the locality the read needs).
+    fn read_back_pcrs(&mut self, m: &mut Measurement<'_, Self::Pcrs>);
 }
 
 /// How the run ended.
@@ -270,6 +279,8 @@ pub struct Hypervisor<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> {
     announced: [bool; MAX_DOMAINS],
     start_failed: bool,
     exits: u64,
+    /// The recovery environment: its module, domB's watchdog, whether it ran.
+    pub recovery: RecoveryState<'a>,
 }
 
 /// What the binary hands the core at start.
@@ -309,6 +320,8 @@ pub struct Parts<'a, M, F, V, H: Host> {
     /// The module domB is (`slipway_protocol::boot_modules::find_module`: the one lookup both
     /// its measurement and its start use).
     pub domb_module: Option<usize>,
+    /// The recovery options (`recovery=`, `domb_watchdog=`) and the recovery module.
+    pub recovery: RecoveryState<'a>,
 }
 
 /// The hardware side of hypercalls: what `hypercall::dispatch` asks for after its checks.
@@ -684,6 +697,7 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
             announced: [false; MAX_DOMAINS],
             start_failed: false,
             exits: 0,
+            recovery: parts.recovery,
         }
     }
 
@@ -1093,7 +1107,7 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
                     self.destroy(slot);
                 }
             }
-            if self.domains.iter().all(Option::is_none) {
+            if self.domains.iter().all(Option::is_none) && !self.enter_recovery() {
                 self.host.log(format_args!(
                     "the boot domain ended without handing off: no domain was started"
                 ));
@@ -1109,6 +1123,12 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
             if let Some(failure) = launch_failure {
                 self.host.log(format_args!(
                     "all domains have finished; the launch FAILED: {failure}"
+                ));
+                self.verdict = Some(Verdict::Failure);
+            } else if let Some(reason) = self.recovery.ran {
+                self.host.log(format_args!(
+                    "all domains have finished; this boot ran the recovery environment ({}): the launch failed",
+                    reason.name()
                 ));
                 self.verdict = Some(Verdict::Failure);
             } else if self.start_failed {
@@ -1409,5 +1429,6 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
     }
 }
 
+mod recovery;
 #[cfg(test)]
 mod tests;

@@ -34,6 +34,7 @@ pub mod memory;
 pub mod multiboot_tags;
 pub mod paging;
 pub mod pvh;
+pub mod recovery;
 pub mod sched;
 pub mod start_info;
 pub mod txt;

@@ -439,6 +439,37 @@ impl<'log, T: PcrExtend> Measurement<'log, T> {
         f(self, &event).map_err(|_| Error::EventLogFull)
     }
 
+    /// Measures the recovery module (`recovery=` on the command line) into PCR19, bound to its
+    /// name, right after domB's image and before domB runs: the image the hypervisor may start
+    /// on its own is on record before anything else happens.
+    pub fn measure_recovery_image(&mut self, name: &str, image: &[u8]) -> Result<(), Failure> {
+        let digests = bound_module_digests(&self.banks, name.as_bytes(), image);
+        let event = SlipwayEvent::RecoveryImage(ModuleRecord {
+            name: name.as_bytes(),
+            size: image.len() as u64,
+        });
+        self.record(PCR_BUILD_INPUTS, &event, Some(&digests))
+    }
+
+    /// Measures the hypervisor's recovery decision into PCR19 (a policy decision record with one
+    /// of the hypervisor's reasons), after domB stopped without handing off. Refused after the
+    /// hand-off and once measurement has failed.
+    pub fn record_recovery_decision(
+        &mut self,
+        decision: &crate::recovery::RecoveryDecision<'_>,
+    ) -> Result<(), Error> {
+        if self.sealed {
+            return Err(Error::AfterHandOff);
+        }
+        let event = SlipwayEvent::PolicyDecision(slipway_measure::events::PolicyDecision {
+            reason: decision.reason,
+            action: decision.action,
+            subject: decision.subject.as_bytes(),
+        });
+        self.record(PCR_BUILD_INPUTS, &event, None)
+            .map_err(|_| Error::MeasurementFailed)
+    }
+
     /// The first failure, if measurement failed.
     pub fn failure(&self) -> Option<Failure> {
         self.failure

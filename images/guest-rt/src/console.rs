@@ -6,6 +6,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use slipway_protocol::platform::COM1_PORT as COM1;
 const LINE_STATUS: u16 = COM1 + 5;
 const TRANSMIT_EMPTY: u8 = 1 << 5;
+const DATA_READY: u8 = 1;
 
 static LOCK: AtomicBool = AtomicBool::new(false);
 
@@ -32,6 +33,12 @@ pub fn write_byte(byte: u8) {
         core::hint::spin_loop();
     }
     outb(COM1, byte);
+}
+
+/// One byte of console input, if the UART has received one (the hypervisor delivers serial input
+/// to the domain that has the console focus).
+pub fn try_read_byte() -> Option<u8> {
+    (inb(LINE_STATUS) & DATA_READY != 0).then(|| inb(COM1))
 }
 
 /// The console as a `fmt::Write` sink (no locking; see [`with_lock`]).

@@ -59,3 +59,12 @@ pub fn timestamp() -> u64 {
     // relies on.
     unsafe { core::arch::x86_64::_rdtsc() }
 }
+
+/// Executes `ud2`: an invalid-opcode exception the guest does not handle (guests install no
+/// IDT), which the hypervisor reports as a crash and stops the domain for. For tests that need
+/// a crashing guest (e.g. domB's test-only fault property).
+#[cfg(target_arch = "x86_64")]
+pub fn crash() -> ! {
+    // SAFETY: `ud2` raises #UD and never falls through; it touches no memory.
+    unsafe { core::arch::asm!("ud2", options(noreturn, nomem, nostack)) }
+}

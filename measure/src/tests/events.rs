@@ -23,6 +23,7 @@ fn event_types_avoid_tcg_txt_tboot_and_trenchboot() {
         EV_SLIPWAY_POLICY_DECISION,
         EV_SLIPWAY_BANKS_CAPPED,
         EV_SLIPWAY_EMULATED_LAUNCH,
+        EV_SLIPWAY_RECOVERY_IMAGE,
     ];
     for (i, ty) in ours.iter().enumerate() {
         assert!((0x600..0x700).contains(ty));
@@ -90,6 +91,15 @@ fn encodings_are_pinned() {
             BankSet::from_algs(&[AlgId::SM3_256]).unwrap()
         )),
         [1, 1, 0x12, 0, 32, 0]
+    );
+    assert_eq!(
+        encode(&SlipwayEvent::RecoveryImage(ModuleRecord {
+            name: b"rescue",
+            size: 2
+        })),
+        [
+            1, 6, 0, b'r', b'e', b's', b'c', b'u', b'e', 2, 0, 0, 0, 0, 0, 0, 0
+        ]
     );
     assert_eq!(encode(&SlipwayEvent::Separator), [0, 0, 0, 0]);
     assert_eq!(
@@ -209,7 +219,7 @@ fn bad_event_data_is_an_error() {
         "payload cut off"
     );
     assert!(
-        bad(EV_SLIPWAY_POLICY_DECISION, &[1, 9, 0, 0, 0]),
+        bad(EV_SLIPWAY_POLICY_DECISION, &[1, 13, 0, 0, 0]),
         "unknown reason"
     );
     assert!(
@@ -277,4 +287,64 @@ proptest! {
         let _ = SlipwayEvent::decode(ty, &data);
         let _ = SlipwayEvent::decode(EV_SEPARATOR, &data);
     }
+}
+
+/// The recovery reasons are the hypervisor's, pinned: verifiers, the Keylime parser and
+/// `cargo xtask log` know them by these codes and names.
+#[test]
+fn recovery_decision_reasons_are_pinned() {
+    let pinned = [
+        (6, DecisionReason::ConfigMalformed, "config-malformed"),
+        (7, DecisionReason::ModuleMissing, "module-missing"),
+        (8, DecisionReason::PolicyHalted, "policy-halted"),
+        (9, DecisionReason::PlanRefused, "plan-refused"),
+        (10, DecisionReason::BootDomainFailed, "boot-domain-failed"),
+        (11, DecisionReason::BootDomainCrashed, "boot-domain-crashed"),
+        (12, DecisionReason::BootDomainHung, "boot-domain-hung"),
+    ];
+    for (code, reason, name) in pinned {
+        assert_eq!(reason as u8, code);
+        assert_eq!(reason.name(), name);
+        assert_eq!(DecisionReason::from_code(code), Some(reason));
+        assert!(reason.is_recovery());
+        let data = encode(&SlipwayEvent::PolicyDecision(PolicyDecision {
+            reason,
+            action: DecisionAction::StartRecoveryOnly,
+            subject: b"rescue",
+        }));
+        assert_eq!(&data[..3], &[1, code, 1]);
+        assert_eq!(
+            SlipwayEvent::decode(EV_SLIPWAY_POLICY_DECISION, &data).unwrap(),
+            Some(SlipwayEvent::PolicyDecision(PolicyDecision {
+                reason,
+                action: DecisionAction::StartRecoveryOnly,
+                subject: b"rescue",
+            }))
+        );
+    }
+    for code in 0..6 {
+        assert!(!DecisionReason::from_code(code).unwrap().is_recovery());
+    }
+    assert_eq!(DecisionReason::from_code(13), None);
+    let image = encode(&SlipwayEvent::RecoveryImage(ModuleRecord {
+        name: b"rescue",
+        size: 7,
+    }));
+    assert_eq!(
+        SlipwayEvent::decode(EV_SLIPWAY_RECOVERY_IMAGE, &image).unwrap(),
+        Some(SlipwayEvent::RecoveryImage(ModuleRecord {
+            name: b"rescue",
+            size: 7
+        }))
+    );
+    assert_eq!(
+        slipway_type_name(EV_SLIPWAY_RECOVERY_IMAGE),
+        Some("EV_SLIPWAY_RECOVERY_IMAGE")
+    );
+    let event = SlipwayEvent::RecoveryImage(ModuleRecord {
+        name: b"r",
+        size: 1,
+    });
+    assert_eq!(event.pcr(), PCR_BUILD_INPUTS);
+    assert_eq!(event.digest_rule(), DigestRule::BoundModule);
 }

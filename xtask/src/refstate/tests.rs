@@ -29,10 +29,12 @@ fn every_slipway_event_renders_decoded_and_other_events_as_hex() {
             "EV_SLIPWAY_BANKS_CAPPED",
             "EV_SLIPWAY_HYPERVISOR_CMDLINE",
             "EV_SLIPWAY_DOMB_IMAGE",
+            "EV_SLIPWAY_RECOVERY_IMAGE",
             "EV_SLIPWAY_LAUNCH_CONFIG",
             "EV_SLIPWAY_POLICY",
             "EV_SLIPWAY_BOOT_MODULE",
             "EV_SLIPWAY_BOOT_MODULE",
+            "EV_SLIPWAY_POLICY_DECISION",
             "EV_SLIPWAY_POLICY_DECISION",
             "EV_SLIPWAY_DOMAIN_BUILD",
             "EV_SLIPWAY_LAUNCH_KIND",
@@ -45,8 +47,8 @@ fn every_slipway_event_renders_decoded_and_other_events_as_hex() {
             "0x12345678",
         ]
     );
-    assert_eq!(events[9]["type"], 0x606);
-    assert_eq!(events[9]["pcr"], 20);
+    assert_eq!(events[10]["type"], 0x606);
+    assert_eq!(events[10]["pcr"], 20);
     // Firmware events and the firmware's separator (PCR0, 0xffffffff) are hex.
     assert_eq!(event_data(&log, 1), &json!({ "hex": ["ffffffff"] }));
     assert_eq!(
@@ -66,30 +68,38 @@ fn every_slipway_event_renders_decoded_and_other_events_as_hex() {
         event_data(&log, 6),
         &json!({ "name": "domb", "size": 123_456 })
     );
-    let config = event_data(&log, 7)["device_tree"].as_array().unwrap();
+    assert_eq!(
+        event_data(&log, 7),
+        &json!({ "name": "rescue", "size": 4_321 })
+    );
+    assert_eq!(
+        event_data(&log, 13),
+        &json!({ "reason": "boot-domain-hung", "action": "start-recovery-only", "subject": "rescue" })
+    );
+    let config = event_data(&log, 8)["device_tree"].as_array().unwrap();
     assert_eq!(config.len(), 4, "100 bytes in lines of 32");
     assert_eq!(config[3], "60616263");
-    assert_eq!(event_data(&log, 8), &json!({ "policy": [] }));
+    assert_eq!(event_data(&log, 9), &json!({ "policy": [] }));
     assert_eq!(
-        event_data(&log, 10),
+        event_data(&log, 11),
         &json!({ "name": { "hex": "6e6f742d757466382dfffe" }, "size": 1 })
     );
     assert_eq!(
-        event_data(&log, 11),
+        event_data(&log, 12),
         &json!({ "reason": "module-not-allowed", "action": "start-recovery-only", "subject": "hello" })
     );
-    assert_eq!(event_data(&log, 12)["name"], "control");
-    assert_eq!(event_data(&log, 12)["payload"].as_array().unwrap().len(), 3);
-    for undecodable in [13, 14] {
+    assert_eq!(event_data(&log, 14)["name"], "control");
+    assert_eq!(event_data(&log, 14)["payload"].as_array().unwrap().len(), 3);
+    for undecodable in [15, 16] {
         let data = event_data(&log, undecodable);
         assert!(data["undecodable"].is_string(), "{data}");
         assert!(data["hex"].is_array(), "{data}");
     }
-    assert_eq!(event_data(&log, 15), &json!({ "hex": ["667574757265"] }));
-    assert_eq!(event_data(&log, 16), &json!({ "separator": "00000000" }));
-    assert_eq!(event_data(&log, 19), &json!({ "hex": [] }));
+    assert_eq!(event_data(&log, 17), &json!({ "hex": ["667574757265"] }));
+    assert_eq!(event_data(&log, 18), &json!({ "separator": "00000000" }));
+    assert_eq!(event_data(&log, 21), &json!({ "hex": [] }));
     // The capped bank carries the cap; its PCRs are not replayed (Slipway cannot hash SM3).
-    assert_eq!(events[9]["digests"]["sm3_256"], "ff".repeat(32));
+    assert_eq!(events[10]["digests"]["sm3_256"], "ff".repeat(32));
     assert!(log["pcrs"].get("sm3_256").is_none());
     let pcrs: Vec<&String> = log["pcrs"]["sha256"].as_object().unwrap().keys().collect();
     assert_eq!(pcrs, ["0", "16", "17", "19", "20", "21", "23"]);

@@ -375,3 +375,92 @@ fn a_tpm_failing_while_the_decision_is_measured_makes_the_policy_decide_again() 
             .any(|r| matches!(r, Request::CreateDomain { .. }))
     );
 }
+
+/// Each way domB's launch stops has the exit code that tells the hypervisor which recovery
+/// reason to measure (`slipway_protocol::recovery::BuilderExit`).
+#[test]
+fn every_launch_error_exits_with_the_code_of_its_recovery_reason() {
+    use slipway_protocol::recovery::BuilderExit;
+    let emulated = |tree: &Node| {
+        let mut fake = Fake::default();
+        run(&mut fake, LaunchKind::Emulated, &[TpmAlgId::SHA256], tree).0
+    };
+    // Malformed configuration.
+    let mut tree = config_tree();
+    tree.find(&["chosen", "hypervisor", "hello-b"])
+        .set("memory", u64v(3));
+    assert_eq!(emulated(&tree).exit(), BuilderExit::ConfigMalformed);
+    // A module the configuration names is missing.
+    let mut tree = config_tree();
+    tree.find(&["chosen", "hypervisor", "hello-b"])
+        .set("kernel", s("vmlinuz"));
+    assert_eq!(emulated(&tree).exit(), BuilderExit::ModuleMissing);
+    // The policy halts: recovery-only (unmeasured launch) with no recovery domain.
+    let mut tree = config_tree();
+    tree.find(&["chosen", "hypervisor", "policy"])
+        .set("unmeasured-launch", s("recovery-only"));
+    tree.find(&["chosen", "hypervisor", "ctl"])
+        .set("capabilities", strs(&["control"]));
+    let mut fake = Fake::default();
+    let (error, _) = run(&mut fake, LaunchKind::None, &[TpmAlgId::SHA256], &tree);
+    assert!(matches!(error, LaunchError::PolicyHalt(_)), "{error}");
+    assert_eq!(error.exit(), BuilderExit::PolicyHalted);
+    // A refused build or hand-off: no valid plan.
+    let mut fake = Fake {
+        refuse_populate: true,
+        ..Fake::default()
+    };
+    let (error, _) = run(
+        &mut fake,
+        LaunchKind::Emulated,
+        &[TpmAlgId::SHA256],
+        &config_tree(),
+    );
+    assert_eq!(error.exit(), BuilderExit::PlanRefused);
+    let (error, _) = run(
+        &mut Fake::default(),
+        LaunchKind::Emulated,
+        &[TpmAlgId::SHA256],
+        &config_tree(),
+    );
+    assert!(matches!(error, LaunchError::HandOff(_)), "{error}");
+    assert_eq!(error.exit(), BuilderExit::PlanRefused);
+    assert_eq!(LaunchError::NoConfig.exit(), BuilderExit::ConfigMalformed);
+    assert_eq!(LaunchError::Banks("x".into()).exit(), BuilderExit::Failed);
+}
+
+/// The test-only fault property stops domB right after the configuration was measured and
+/// parsed, before anything else: the fault is on record in PCR19 with the configuration.
+#[test]
+fn a_test_fault_in_the_measured_configuration_stops_the_launch_after_it_is_measured() {
+    use crate::config::{TEST_FAULT_PROPERTY, TestFault};
+    for (value, fault) in [
+        ("panic", TestFault::Panic),
+        ("crash", TestFault::Crash),
+        ("hang", TestFault::Hang),
+    ] {
+        let mut tree = config_tree();
+        tree.find(&["chosen", "hypervisor"])
+            .set(TEST_FAULT_PROPERTY, s(value));
+        let mut fake = Fake::default();
+        let (error, _) = run(&mut fake, LaunchKind::Emulated, &[TpmAlgId::SHA256], &tree);
+        assert_eq!(error, LaunchError::TestFault(fault));
+        assert_eq!(
+            measure_types(&fake.requests),
+            [(19, events::EV_SLIPWAY_LAUNCH_CONFIG)]
+        );
+    }
+    let mut tree = config_tree();
+    tree.find(&["chosen", "hypervisor"])
+        .set(TEST_FAULT_PROPERTY, s("explode"));
+    let (error, _) = run(
+        &mut Fake::default(),
+        LaunchKind::Emulated,
+        &[TpmAlgId::SHA256],
+        &tree,
+    );
+    assert_eq!(
+        error.to_string(),
+        "launch configuration: node /chosen/hypervisor property slipway,test-boot-domain-fault: test fault \"explode\" is not one of \"panic\", \"crash\", \"hang\""
+    );
+}

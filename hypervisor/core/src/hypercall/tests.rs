@@ -1090,3 +1090,39 @@ fn a_second_domain_with_the_tpm_capability_is_refused() {
         1
     );
 }
+
+#[test]
+fn domb_cannot_record_a_recovery_decision_the_hypervisor_alone_records() {
+    use slipway_measure::events::{DecisionAction, DecisionReason, PolicyDecision};
+    let mut w = World::new();
+    let domb = w.domb;
+    let banks =
+        slipway_measure::BankSet::from_algs(&[TpmAlgId::SHA1.into(), TpmAlgId::SHA256.into()])
+            .unwrap();
+    for code in 6..=12u8 {
+        let event = SlipwayEvent::PolicyDecision(PolicyDecision {
+            reason: DecisionReason::from_code(code).unwrap(),
+            action: DecisionAction::StartRecoveryOnly,
+            subject: b"rescue",
+        });
+        let mut data = vec![0u8; event.encoded_len()];
+        event.encode(&mut data).unwrap();
+        // True digests: only the reason makes it wrong.
+        let all: Vec<Digest> = event_digests(&banks, &data)
+            .iter()
+            .map(|d| Digest::new(d.alg().into(), d.as_bytes()).unwrap())
+            .collect();
+        let request = Request::Measure {
+            pcr: 19,
+            event_type: EV_SLIPWAY_POLICY_DECISION,
+            digests: BoundedVec::from_slice(&all).unwrap(),
+            event_data: Bytes::from_slice(&data).unwrap(),
+        };
+        w.refused(domb, request, Error::EventDataMalformed);
+    }
+    // Reason 5 (a program's rule) is still domB's to record.
+    assert!(matches!(
+        w.call(domb, valid_measure(19, EV_SLIPWAY_POLICY_DECISION)),
+        Ok(ResponseOk::Measured { .. })
+    ));
+}

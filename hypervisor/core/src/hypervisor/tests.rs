@@ -9,6 +9,7 @@ use super::*;
 use crate::frame_alloc::BitmapFrameAllocator;
 use crate::testing::FakePhysMemory;
 use crate::vmexit::{Event, ForbiddenInstruction, InterruptedEvent};
+use slipway_measure::pcr::{InitialState, PcrBanks};
 use slipway_protocol::v1::{
     Capabilities, DomainName, Request, ResponseOk, decode_boot_info, decode_response,
     encode_request,
@@ -22,8 +23,7 @@ use std::{format, vec};
 
 const BASE: u64 = 0x100_0000;
 const RAM: u64 = 0x80_0000;
-/// Where the boot modules live (outside the allocator's region).
-const MODULES: u64 = BASE + RAM;
+/// Room for the boot modules, right above the allocator's region.
 const MODULE_SPACE: u64 = 0x10_0000;
 const DOMB_MEMORY: u64 = 0x8_0000;
 const DOMB_ENTRY: u32 = 0x1040;
@@ -114,16 +114,18 @@ impl Vcpus for FakeVcpus {
     }
 }
 
-struct NoTpm;
+/// A TPM that extends its PCR model (worlds without a TPM have no measurement at all).
+struct FakeTpm(PcrBanks);
 
-impl PcrExtend for NoTpm {
+impl PcrExtend for FakeTpm {
     type Error = &'static str;
     fn pcr_extend(
         &mut self,
-        _pcr: u8,
-        _digests: &slipway_measure::DigestList,
+        pcr: u8,
+        digests: &slipway_measure::DigestList,
     ) -> Result<(), &'static str> {
-        Err("no TPM in this test")
+        self.0.extend_all(u32::from(pcr), digests).unwrap();
+        Ok(())
     }
 }
 
@@ -140,7 +142,7 @@ struct FakeHost {
 }
 
 impl Host for FakeHost {
-    type Pcrs = NoTpm;
+    type Pcrs = FakeTpm;
     fn log(&mut self, message: fmt::Arguments<'_>) {
         self.log.push(message.to_string());
     }
@@ -172,8 +174,11 @@ impl Host for FakeHost {
     fn measurement_failed(&mut self, failure: Failure) {
         self.log.push(format!("measurement failed: {failure}"));
     }
-    fn measurement_sealed(&mut self, _m: &mut Measurement<'_, NoTpm>, _sealed: Sealed) {
-        self.log.push("sealed".into());
+    fn measurement_sealed(&mut self, _m: &mut Measurement<'_, FakeTpm>, sealed: Sealed) {
+        self.log.push(format!("sealed: {sealed:?}"));
+    }
+    fn read_back_pcrs(&mut self, _m: &mut Measurement<'_, FakeTpm>) {
+        self.log.push("PCR19-21 read back".into());
     }
 }
 
@@ -244,12 +249,68 @@ fn world(pcpus: usize) -> World {
 
 /// [`world`] with second-level tables of `table_kind`.
 fn world_on(pcpus: usize, table_kind: TableKind) -> World {
+    world_with(Setup {
+        pcpus,
+        table_kind,
+        ..Setup::default()
+    })
+}
+
+/// How a test machine differs from the plain one.
+struct Setup {
+    pcpus: usize,
+    table_kind: TableKind,
+    /// RAM the allocator manages.
+    ram: u64,
+    /// The hypervisor command line (its recovery options).
+    cmdline: &'static [u8],
+    /// A third boot module `rescue` with these bytes and this command line.
+    rescue: Option<(Vec<u8>, &'static str)>,
+    /// A TPM and the measurement over it.
+    measured: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            pcpus: 1,
+            table_kind: TableKind::Nested,
+            ram: RAM,
+            cmdline: b"",
+            rescue: None,
+            measured: false,
+        }
+    }
+}
+
+/// RAM for worlds that build the recovery domain (16 MiB of its own).
+const RECOVERY_WORLD_RAM: u64 = 0x200_0000;
+
+/// A measured world whose boot has the recovery module `rescue` (a PVH image) and `cmdline`.
+fn recovery_world(cmdline: &'static [u8], rescue: Option<Vec<u8>>) -> World {
+    world_with(Setup {
+        ram: RECOVERY_WORLD_RAM,
+        cmdline,
+        rescue: rescue.map(|image| (image, "rescue --verbose")),
+        measured: true,
+        ..Setup::default()
+    })
+}
+
+fn world_with(setup: Setup) -> World {
+    let Setup {
+        pcpus,
+        table_kind,
+        ram,
+        ..
+    } = setup;
+    let modules_at = BASE + ram;
     let image = pvh_image();
-    let mut mem = FakePhysMemory::new(BASE, RAM + MODULE_SPACE);
-    mem.write(PhysAddr(MODULES), &image).unwrap();
-    let guest_at = MODULES + 0x8000;
+    let mut mem = FakePhysMemory::new(BASE, ram + MODULE_SPACE);
+    mem.write(PhysAddr(modules_at), &image).unwrap();
+    let guest_at = modules_at + 0x8000;
     mem.write(PhysAddr(guest_at), b"guest payload").unwrap();
-    let regions = [PhysRange::new(BASE, BASE + RAM)];
+    let regions = [PhysRange::new(BASE, BASE + ram)];
     let storage =
         Box::leak(vec![0u64; BitmapFrameAllocator::storage_words(&regions)].into_boxed_slice());
     let alloc = BitmapFrameAllocator::new(&regions, storage).unwrap();
@@ -257,9 +318,45 @@ fn world_on(pcpus: usize, table_kind: TableKind) -> World {
     let mut modules = heapless::Vec::new();
     let _ = modules.push(module(
         "domb",
-        PhysRange::new(MODULES, MODULES + image.len() as u64),
+        PhysRange::new(modules_at, modules_at + image.len() as u64),
     ));
     let _ = modules.push(module("guest", PhysRange::new(guest_at, guest_at + 13)));
+    let rescue: &'static [u8] = match setup.rescue {
+        Some((bytes, cmdline)) => {
+            let rescue_at = modules_at + 0x1_0000;
+            mem.write(PhysAddr(rescue_at), &bytes).unwrap();
+            let mut rescue = module(
+                "rescue",
+                PhysRange::new(rescue_at, rescue_at + bytes.len() as u64),
+            );
+            rescue.cmdline = heapless::String::try_from(cmdline).unwrap();
+            let _ = modules.push(rescue);
+            Box::leak(bytes.into_boxed_slice())
+        }
+        None => &[],
+    };
+    let names: Vec<ModuleName> = modules.iter().map(|m| m.name.clone()).collect();
+    let recovery = RecoveryState::new(setup.cmdline, &names, |_| rescue).unwrap();
+    let (launch_kind, active_banks, measurement) = if setup.measured {
+        let banks = slipway_measure::BankSet::from_algs(&[slipway_measure::AlgId::SHA256]).unwrap();
+        let tpm = FakeTpm(PcrBanks::new(&banks, InitialState::DynamicLaunch));
+        let log = Box::leak(vec![0u8; 64 * 1024].into_boxed_slice());
+        let inputs = crate::measurement::LaunchInputs {
+            kind: slipway_measure::events::LaunchKind::Emulated,
+            region: None,
+            cmdline: setup.cmdline,
+            domb_image: &image,
+        };
+        let mut active = heapless::Vec::new();
+        let _ = active.push(slipway_measure::AlgId::SHA256.into());
+        (
+            LaunchKind::Emulated,
+            active,
+            Some(Measurement::start(tpm, banks, log, &inputs).unwrap()),
+        )
+    } else {
+        (LaunchKind::None, heapless::Vec::new(), None)
+    };
     let mut hv = Hypervisor::new(Parts {
         mem,
         alloc,
@@ -272,13 +369,15 @@ fn world_on(pcpus: usize, table_kind: TableKind) -> World {
         accounting: Box::leak(Box::new(RunAccounting::new(1))),
         table: Box::leak(Box::new(DomainTable::new())),
         domains: Box::leak(Box::new([const { None }; MAX_DOMAINS])),
-        launch_kind: LaunchKind::None,
-        active_banks: heapless::Vec::new(),
-        measurement: None,
+        launch_kind,
+        active_banks,
+        measurement,
         firmware_log: None,
         modules,
         domb_module: Some(0),
+        recovery,
     });
+    hv.measure_recovery_image();
     hv.set_pcpus(pcpus, 3, 1000);
     let domb = hv.create_domb(&image, DOMB_MEMORY, "domb cmdline").unwrap();
     World {
@@ -886,3 +985,5 @@ fn the_same_launch_runs_on_ept_tables() {
     assert_eq!(w.hv.verdict, Some(Verdict::Success));
     assert_eq!(w.hv.alloc.free_frames(), w.initial_free);
 }
+
+mod recovery;

@@ -36,6 +36,7 @@ EV_SLIPWAY_DOMAIN_BUILD = 0x607
 EV_SLIPWAY_POLICY_DECISION = 0x608
 EV_SLIPWAY_BANKS_CAPPED = 0x609
 EV_SLIPWAY_EMULATED_LAUNCH = 0x60A
+EV_SLIPWAY_RECOVERY_IMAGE = 0x60B
 
 SLIPWAY_TYPE_NAMES = {
     EV_SLIPWAY_LAUNCH_KIND: "EV_SLIPWAY_LAUNCH_KIND",
@@ -48,6 +49,7 @@ SLIPWAY_TYPE_NAMES = {
     EV_SLIPWAY_POLICY_DECISION: "EV_SLIPWAY_POLICY_DECISION",
     EV_SLIPWAY_BANKS_CAPPED: "EV_SLIPWAY_BANKS_CAPPED",
     EV_SLIPWAY_EMULATED_LAUNCH: "EV_SLIPWAY_EMULATED_LAUNCH",
+    EV_SLIPWAY_RECOVERY_IMAGE: "EV_SLIPWAY_RECOVERY_IMAGE",
 }
 
 TCG_TYPE_NAMES = {
@@ -111,6 +113,14 @@ DECISION_REASONS = {
     3: "module-not-allowed",
     4: "policy-failed",
     5: "policy-rule",
+    # 6-12: the hypervisor's recovery decisions (docs/measurement.md).
+    6: "config-malformed",
+    7: "module-missing",
+    8: "policy-halted",
+    9: "plan-refused",
+    10: "boot-domain-failed",
+    11: "boot-domain-crashed",
+    12: "boot-domain-hung",
 }
 DECISION_ACTIONS = {0: "start-all", 1: "start-recovery-only", 2: "halt", 3: "start-listed"}
 
@@ -239,7 +249,7 @@ def _decode(event_type: int, data: bytes) -> Optional[Dict[str, Any]]:
         out = {"device_tree": hex_lines(r.rest())}
     elif event_type == EV_SLIPWAY_POLICY:
         out = {"policy": hex_lines(r.rest())}
-    elif event_type in (EV_SLIPWAY_DOMB_IMAGE, EV_SLIPWAY_BOOT_MODULE):
+    elif event_type in (EV_SLIPWAY_DOMB_IMAGE, EV_SLIPWAY_RECOVERY_IMAGE, EV_SLIPWAY_BOOT_MODULE):
         versioned()
         name = r.name()
         if name is None:

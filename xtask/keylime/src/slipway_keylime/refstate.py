@@ -64,7 +64,7 @@ def describe(event: Optional[Mapping[str, Any]], banks: List[str]) -> str:
         return "nothing (the log ends)"
     data = event.get("data", {})
     subject = ""
-    if event.get("type") in (0x603, 0x606):
+    if event.get("type") in (0x603, 0x606, 0x60B):
         subject = f" module `{_text(data.get('name'))}`"
     elif event.get("type") == 0x607:
         subject = f" domain `{_text(data.get('name'))}`"

@@ -6,6 +6,7 @@
 mod acpi;
 mod address_space;
 mod boot;
+mod boot_record;
 mod console;
 mod cpu;
 mod domain_console;
@@ -301,6 +302,10 @@ extern "C" fn post_launch_main(handoff_addr: u64) -> ! {
         hvprintln!("nmi test: {n} NMIs will be sent to cpu 0 while a guest runs");
         smp::NMI_TEST_LEFT.store(n, core::sync::atomic::Ordering::SeqCst);
     }
+    if let Err(error) = slipway_protocol::boot_modules::slots::requested(cmdline) {
+        hvprintln!("no boot domain: hypervisor command line: {error}; nothing to run");
+        qemu_exit::exit(Verdict::Failure)
+    }
     let created = smp::with_hv(|hv| {
         hv.pcpus = pcpus;
         *hv.sched = Scheduler::new(pcpus, 3);
@@ -353,7 +358,18 @@ fn start_hypervisor(
         &boot.module_names,
         slipway_protocol::boot_modules::DOMB_MODULE,
     );
-    let (mut launch_kind, active_banks, tpm, banks) = check_launch();
+    let (mut launch_kind, active_banks, mut tpm, banks) = check_launch();
+    // The boot record counts this boot before domB runs (an invalid `slot=` counts nothing:
+    // `post_launch_main` refuses to start domB).
+    let requested = slipway_protocol::boot_modules::slots::requested(_cmdline);
+    let requested_slot = requested.unwrap_or(slipway_protocol::boot_modules::slots::DEFAULT_SLOT);
+    let (boot_state, boot_record) = match (tpm.as_mut(), requested) {
+        (Some(tpm), Ok(slot)) => {
+            let (state, record) = boot_record::count(tpm, slot);
+            (Some(state), record)
+        }
+        _ => (None, boot_record::BootRecordState::unknown(requested_slot)),
+    };
     let measurement = tpm.and_then(|tpm| {
         let kind = match launch_kind {
             slipway_protocol::v1::LaunchKind::Emulated => {
@@ -381,6 +397,7 @@ fn start_hypervisor(
             region,
             cmdline,
             domb_image,
+            boot_state,
         };
         let fail_at = core::str::from_utf8(cmdline)
             .unwrap_or("")
@@ -438,6 +455,7 @@ fn start_hypervisor(
         core_modules: heapless::Vec::new(),
         announced: [false; slipway_hv_core::domain::MAX_DOMAINS],
         start_failed: false,
+        boot_record,
     }
 }
 

@@ -124,6 +124,11 @@ pub fn after_hand_off(m: &mut Measurement, sealed: Sealed) {
     }
 }
 
+/// The hypervisor's TPM inside the measurement (for the boot record's late write).
+pub fn tpm(m: &mut Measurement) -> &mut HvTpm {
+    &mut m.tpm_mut().tpm
+}
+
 /// The log's own replay, so a run can be compared with `cargo xtask predict` by eye.
 fn print_replay(m: &Measurement) {
     use slipway_measure::events::LaunchKind;

@@ -155,12 +155,15 @@ pub struct Hv {
     pub announced: [bool; MAX_DOMAINS],
     /// A planned domain could not be started after hand-off: the run fails.
     pub start_failed: bool,
+    /// The TPM NV boot record's state for this boot (`crate::boot_record`).
+    pub boot_record: crate::boot_record::BootRecordState,
 }
 
 /// The hardware side of hypercalls: what `slipway_hv_core::hypercall::dispatch` asks for, after
 /// it has checked the request (ranges, capabilities, state).
 struct HwPlatform<'a> {
     measurement: Option<&'a mut crate::measurement::Measurement>,
+    boot_record: &'a mut crate::boot_record::BootRecordState,
     mem: &'a mut DirectMap,
     alloc: &'a mut BitmapFrameAllocator<'static>,
     asids: &'a mut AsidPool,
@@ -313,6 +316,15 @@ impl hypercall::Platform for HwPlatform<'_> {
             hvprintln!("hand-off refused: measurement could not be sealed: {error}");
         }
         result.map(drop)
+    }
+
+    fn slot_choice(&mut self, choice: slipway_measure::events::SlotChoice) -> Result<(), Error> {
+        crate::boot_record::slot_choice(self.boot_record, choice)
+    }
+
+    fn report_boot_success(&mut self, caller: DomainId) -> Result<(), Error> {
+        let tpm = self.measurement.as_deref_mut().map(crate::measurement::tpm);
+        crate::boot_record::report_success(self.boot_record, tpm, caller)
     }
 }
 
@@ -615,6 +627,7 @@ impl Hv {
             modules: slipway_protocol::BoundedVec::from_slice(&modules)
                 .map_err(|_| "too many modules for BootInfo")?,
             hypercall_buffer_gpa: buffer_gpa,
+            boot_state: self.boot_record.info,
         };
         let mut page = [0u8; 4096];
         let boot_info_len = v1::encode_boot_info(&boot_info, &mut page)
@@ -988,6 +1001,7 @@ impl Hv {
         };
         let mut platform = HwPlatform {
             measurement: self.measurement.as_mut(),
+            boot_record: &mut self.boot_record,
             mem: &mut self.mem,
             alloc: &mut self.alloc,
             asids: &mut self.asids,

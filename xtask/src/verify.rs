@@ -629,8 +629,13 @@ pub fn verify_against_bundle(
         let banks = EventLog::parse(&transcript.slipway_log)
             .map(|log| log.header().banks)
             .map_err(|e| Rejection::Log(e.to_string()))?;
-        let inputs = crate::predict::bundle_inputs(built)
+        let mut inputs = crate::predict::bundle_inputs(built)
             .map_err(|e| Rejection::Usage(format!("cannot read bundle `{bundle}`: {e}")))?;
+        // The boot state is the machine's (its TPM NV boot record), not the bundle's: predicted
+        // from the state the run's log records, which the quote covers like every PCR19 event.
+        if let Some(state) = crate::predict::boot_state_of_log(&transcript.slipway_log) {
+            inputs.boot_state = state;
+        }
         // The launch the log names (a txt-simulated run is predicted as one; anything else as
         // the emulated launch, whose prediction it then fails to match).
         let launch = EventLog::parse(&transcript.slipway_log)

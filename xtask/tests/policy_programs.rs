@@ -55,7 +55,10 @@ fn input(class_modules: &[&str]) -> Input {
             available: true,
             banks: vec![ALG_SHA256],
         },
-        boot_state: BootState::default(),
+        boot_state: BootState {
+            slots: 1,
+            ..BootState::default()
+        },
         modules,
         config: Config {
             policy: ConfigPolicy {
@@ -138,13 +141,12 @@ fn an_untrusted_launch_falls_back_to_recovery_never_halts() {
 }
 
 #[test]
-fn too_many_failed_boots_fall_back_to_recovery() {
-    // Nothing counts boots yet (domB always says "unknown"); the rule is written against the
-    // host API and fires once a count arrives.
+fn too_many_failed_boots_without_a_known_good_slot_fall_back_to_recovery() {
     let mut retried = input(&["machine-class-edge"]);
     retried.boot_state.boot_attempts = Some(3);
     let run = program::run(example(), &retried).unwrap();
     assert_eq!(run.output.verdict, Verdict::RecoveryOnly);
+    assert_eq!(run.output.slot, 0);
     assert_eq!(
         run.output.decisions,
         [rule(DecisionAction::RecoveryOnly, "boot-attempts")]
@@ -154,4 +156,62 @@ fn too_many_failed_boots_fall_back_to_recovery() {
         program::run(example(), &retried).unwrap().output.verdict,
         Verdict::StartListed(_)
     ));
+}
+
+#[test]
+fn a_slot_that_failed_twice_falls_back_to_the_last_known_good_slot_once() {
+    let mut failing = input(&["machine-class-edge"]);
+    failing.boot_state = BootState {
+        boot_attempts: Some(3),
+        last_known_good_slot: Some(0),
+        requested_slot: 1,
+        config_slot: 1,
+        slots: 0b11,
+    };
+    let run = program::run(example(), &failing).unwrap();
+    assert_eq!(run.output.slot, 0, "{}", run.output.reason);
+    assert!(run.output.reason.contains("slot b failed 2 times"), "{}", run.output.reason);
+    // Two boots of slot b: not yet.
+    failing.boot_state.boot_attempts = Some(2);
+    let run = program::run(example(), &failing).unwrap();
+    assert_eq!(run.output.slot, 1);
+    assert!(matches!(run.output.verdict, Verdict::StartListed(_)));
+    // The run after the fallback (slot a's configuration) starts its class's domains there.
+    failing.boot_state.boot_attempts = Some(3);
+    failing.boot_state.config_slot = 0;
+    let run = program::run(example(), &failing).unwrap();
+    assert_eq!(run.output.slot, 0);
+    assert!(matches!(run.output.verdict, Verdict::StartListed(_)));
+    // The known-good slot is the failing one, or missing from the boot: recovery only.
+    for (good, slots) in [(1, 0b11), (2, 0b11)] {
+        failing.boot_state = BootState {
+            boot_attempts: Some(3),
+            last_known_good_slot: Some(good),
+            requested_slot: 1,
+            config_slot: 1,
+            slots,
+        };
+        let run = program::run(example(), &failing).unwrap();
+        assert_eq!(run.output.slot, 1);
+        assert_eq!(run.output.verdict, Verdict::RecoveryOnly);
+    }
+}
+
+#[test]
+fn domb_refuses_a_second_switch_and_a_slot_the_boot_lacks() {
+    let mut input = input(&["machine-class-edge"]);
+    input.boot_state = BootState {
+        boot_attempts: Some(1),
+        last_known_good_slot: None,
+        requested_slot: 1,
+        config_slot: 0,
+        slots: 0b11,
+    };
+    let mut output = program::run(example(), &input).unwrap().output;
+    assert_eq!(output.slot, 0);
+    output.slot = 1;
+    assert!(program::check_answer(&output, &input).unwrap_err().contains("one switch per boot"));
+    input.boot_state.config_slot = 1;
+    output.slot = 2;
+    assert!(program::check_answer(&output, &input).unwrap_err().contains("does not exist"));
 }

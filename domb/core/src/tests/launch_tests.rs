@@ -91,6 +91,11 @@ fn run(
         launch_kind: kind,
         active_banks: banks,
         modules: &modules,
+        boot_state: slipway_protocol::v1::BootState {
+            requested_slot: 0,
+            attempts: None,
+            last_known_good: None,
+        },
     };
     let error = launch::run(&boot, fake, &mut out);
     (error, out)

@@ -336,7 +336,7 @@ fn start_hypervisor(
     mut alloc: BitmapFrameAllocator<'static>,
     handoff: &LaunchHandoff,
     boot: &memmap::ValidatedBoot,
-    _cmdline: &str,
+    cmdline_text: &str,
     firmware_log: Option<&'static [u8]>,
 ) -> vm::Hv {
     // The boot modules, named once (`slipway_protocol::boot_modules`, checked by `memmap::validate`).
@@ -361,7 +361,7 @@ fn start_hypervisor(
     let (mut launch_kind, active_banks, mut tpm, banks) = check_launch();
     // The boot record counts this boot before domB runs (an invalid `slot=` counts nothing:
     // `post_launch_main` refuses to start domB).
-    let requested = slipway_protocol::boot_modules::slots::requested(_cmdline);
+    let requested = slipway_protocol::boot_modules::slots::requested(cmdline_text);
     let requested_slot = requested.unwrap_or(slipway_protocol::boot_modules::slots::DEFAULT_SLOT);
     let (boot_state, boot_record) = match (tpm.as_mut(), requested) {
         (Some(tpm), Ok(slot)) => {

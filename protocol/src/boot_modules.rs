@@ -298,7 +298,11 @@ mod tests {
             assert!(crate::v1::ModuleName::new(module).is_ok(), "{module}");
             assert_eq!(from_name(name(slot).unwrap()), Some(slot));
         }
-        assert_eq!(of_config_module("config.a"), None, "slot a has one module name");
+        assert_eq!(
+            of_config_module("config.a"),
+            None,
+            "slot a has one module name"
+        );
         assert_eq!(of_config_module("config.e"), None);
         assert_eq!(from_name("A"), None);
         assert_eq!(requested("console=com1"), Ok(DEFAULT_SLOT));

@@ -24,7 +24,11 @@ fn replayed(outcome: &RunOutcome, pcr: u32) -> String {
     outcome
         .lines
         .iter()
-        .find_map(|l| l.text.split_once(&marker).map(|(_, hex)| hex.trim().to_owned()))
+        .find_map(|l| {
+            l.text
+                .split_once(&marker)
+                .map(|(_, hex)| hex.trim().to_owned())
+        })
         .unwrap_or_else(|| panic!("no `{marker}` line"))
 }
 
@@ -49,7 +53,12 @@ fn boot_and_predict(
     run.tpm = Tpm::Swtpm;
     run.tpm_state_dir = Some(state_dir.to_owned());
     let outcome = boot(&run);
-    assert_eq!(outcome.verdict, Verdict::Success, "{label}: {}", outcome.verdict);
+    assert_eq!(
+        outcome.verdict,
+        Verdict::Success,
+        "{label}: {}",
+        outcome.verdict
+    );
 
     let mut inputs = predict::bundle_inputs(&built).unwrap();
     inputs.boot_state = state;
@@ -90,7 +99,12 @@ fn a_failing_slot_is_counted_then_the_last_known_good_slot_boots_and_is_reported
         attempts: 1,
         last_known_good: None,
     };
-    let (a, _) = boot_and_predict("test-fallback-slot-a", state_dir.path(), "fallback-a", first);
+    let (a, _) = boot_and_predict(
+        "test-fallback-slot-a",
+        state_dir.path(),
+        "fallback-a",
+        first,
+    );
     assert_has(&a, "boot record: NV index 0x01005357 created (first boot)");
     assert_has(
         &a,
@@ -98,7 +112,10 @@ fn a_failing_slot_is_counted_then_the_last_known_good_slot_boots_and_is_reported
     );
     assert_has(&a, "[domb] config: slot a (config): 1 domains");
     assert_has(&a, "[control] boot reported successful");
-    assert_has(&a, "reported a successful boot: slot a is known good (attempts of slot a: 0)");
+    assert_has(
+        &a,
+        "reported a successful boot: slot a is known good (attempts of slot a: 0)",
+    );
 
     // 2. Slot b twice: counted, never reported.
     for attempt in 1..=2 {
@@ -117,12 +134,20 @@ fn a_failing_slot_is_counted_then_the_last_known_good_slot_boots_and_is_reported
         );
         assert_has(
             &b,
-            &format!("[domb] boot state: slot b requested, attempt {attempt}, last known-good slot a"),
+            &format!(
+                "[domb] boot state: slot b requested, attempt {attempt}, last known-good slot a"
+            ),
         );
         assert_has(&b, "[domb] config: slot b (config.b): 1 domains");
         assert_has(&b, "[control] hello from slot-b");
-        assert!(!has(&b, "chosen over the requested slot"), "{label}: no fallback yet");
-        assert!(!has(&b, "reported a successful boot"), "{label}: slot b never reports");
+        assert!(
+            !has(&b, "chosen over the requested slot"),
+            "{label}: no fallback yet"
+        );
+        assert!(
+            !has(&b, "reported a successful boot"),
+            "{label}: slot b never reports"
+        );
         assert!(domb.contains("config: slot b (config.b)"), "{domb}");
     }
 
@@ -142,12 +167,18 @@ fn a_failing_slot_is_counted_then_the_last_known_good_slot_boots_and_is_reported
         "[domb] policy: slot a chosen over the requested slot b: slot b failed 2 times: falling back to the last known-good slot a",
     );
     assert_has(&c, "[domb] measure: slot choice -> PCR19");
-    assert_has(&c, "boot record: the policy chose slot a over the requested slot b");
+    assert_has(
+        &c,
+        "boot record: the policy chose slot a over the requested slot b",
+    );
     assert_has(&c, "[domb] config: slot a (config): 1 domains");
     assert_has(&c, "[domb] policy: rule (machine-class:edge): start-listed");
     assert_has(&c, "[control] hello from slot-a");
     assert_has(&c, "[control] boot reported successful");
-    assert_has(&c, "reported a successful boot: slot a is known good (attempts of slot b: 3)");
+    assert_has(
+        &c,
+        "reported a successful boot: slot a is known good (attempts of slot b: 3)",
+    );
     assert!(
         domb.contains("policy: slot a chosen over the requested slot b"),
         "predict replays the fallback:\n{domb}"
@@ -166,5 +197,9 @@ fn a_failing_slot_is_counted_then_the_last_known_good_slot_boots_and_is_reported
             .unwrap()
             .as_bytes(),
     );
-    assert_ne!(replayed(&c, 19), other19, "PCR19 binds the boot state and the choice");
+    assert_ne!(
+        replayed(&c, 19),
+        other19,
+        "PCR19 binds the boot state and the choice"
+    );
 }

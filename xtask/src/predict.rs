@@ -22,17 +22,17 @@ use std::path::PathBuf;
 use slipway_domb_core::launch::{self, BootFacts, Hypervisor, LaunchError};
 use slipway_domb_core::planner::ModuleData;
 use slipway_hv_core::addr::PhysRange;
+use slipway_hv_core::boot_report::BootReport;
 use slipway_hv_core::domain::{Domain, DomainTable};
 use slipway_hv_core::hypercall::{self, BootModule, LaunchInfo, Outcome, Platform};
 use slipway_hv_core::measurement::{LaunchInputs, LaunchRegion, Measurement, PcrExtend, Sealed};
-use slipway_hv_core::boot_report::BootReport;
 use slipway_measure::events::LaunchKind as EventLaunchKind;
 use slipway_measure::events::{BootRecordStatus, BootStateRecord, SlotChoice};
-use slipway_protocol::boot_modules::slots;
 use slipway_measure::{
     BankSet, Digest, DigestList, EventLog, HashAlg, InitialState, MultiHasher, PcrBanks,
 };
 use slipway_protocol::HYPERCALL_BUFFER_SIZE;
+use slipway_protocol::boot_modules::slots;
 use slipway_protocol::v1::{self, DomainId, LaunchKind, ModuleName, Request, ResponseOk, TpmAlgId};
 
 /// The PCRs a prediction covers.
@@ -912,7 +912,10 @@ pub fn predict_command(ws: &crate::Workspace, args: &PredictArgs) -> std::proces
         state.status.name(),
         slots::name(state.requested_slot).unwrap_or("?"),
         state.attempts,
-        state.last_known_good.and_then(slots::name).unwrap_or("none")
+        state
+            .last_known_good
+            .and_then(slots::name)
+            .unwrap_or("none")
     );
     if let Some(path) = &args.sinit {
         if args.launch != PredictedLaunch::Txt {

@@ -170,7 +170,11 @@ fn a_slot_that_failed_twice_falls_back_to_the_last_known_good_slot_once() {
     };
     let run = program::run(example(), &failing).unwrap();
     assert_eq!(run.output.slot, 0, "{}", run.output.reason);
-    assert!(run.output.reason.contains("slot b failed 2 times"), "{}", run.output.reason);
+    assert!(
+        run.output.reason.contains("slot b failed 2 times"),
+        "{}",
+        run.output.reason
+    );
     // Two boots of slot b: not yet.
     failing.boot_state.boot_attempts = Some(2);
     let run = program::run(example(), &failing).unwrap();
@@ -210,10 +214,18 @@ fn domb_refuses_a_second_switch_and_a_slot_the_boot_lacks() {
     let mut output = program::run(example(), &input).unwrap().output;
     assert_eq!(output.slot, 0);
     output.slot = 1;
-    assert!(program::check_answer(&output, &input).unwrap_err().contains("one switch per boot"));
+    assert!(
+        program::check_answer(&output, &input)
+            .unwrap_err()
+            .contains("one switch per boot")
+    );
     input.boot_state.config_slot = 1;
     output.slot = 2;
-    assert!(program::check_answer(&output, &input).unwrap_err().contains("does not exist"));
+    assert!(
+        program::check_answer(&output, &input)
+            .unwrap_err()
+            .contains("does not exist")
+    );
 }
 
 /// The whole fallback in domB's real launch against the hypervisor's real dispatcher (what
@@ -283,11 +295,18 @@ fn domb_measures_the_slot_choice_and_the_fallback_configuration_before_using_the
 
     // Attempt 2: slot b's configuration, no choice.
     let second = run(2, Some(0));
-    assert!(second.domb_output.contains("config: slot b (config.b): 1 domains"));
+    assert!(
+        second
+            .domb_output
+            .contains("config: slot b (config.b): 1 domains")
+    );
     let t = types(&second.log);
     assert!(t.contains(&EV_SLIPWAY_BOOT_STATE));
     assert!(!t.contains(&EV_SLIPWAY_SLOT_CHOICE));
-    assert_eq!(t.iter().filter(|&&e| e == EV_SLIPWAY_LAUNCH_CONFIG).count(), 1);
+    assert_eq!(
+        t.iter().filter(|&&e| e == EV_SLIPWAY_LAUNCH_CONFIG).count(),
+        1
+    );
 
     // Attempt 3: the choice, then slot a's configuration, then the second run's decision.
     let third = run(3, Some(0));
@@ -297,11 +316,23 @@ fn domb_measures_the_slot_choice_and_the_fallback_configuration_before_using_the
         "{out}"
     );
     let t = types(&third.log);
-    let choice = t.iter().position(|&e| e == EV_SLIPWAY_SLOT_CHOICE).expect("measured");
-    assert_eq!(t[choice + 1], EV_SLIPWAY_LAUNCH_CONFIG, "the fallback configuration next");
-    assert_eq!(t.iter().filter(|&&e| e == EV_SLIPWAY_LAUNCH_CONFIG).count(), 2);
+    let choice = t
+        .iter()
+        .position(|&e| e == EV_SLIPWAY_SLOT_CHOICE)
+        .expect("measured");
     assert_eq!(
-        t.iter().filter(|&&e| e == EV_SLIPWAY_POLICY_DECISION).count(),
+        t[choice + 1],
+        EV_SLIPWAY_LAUNCH_CONFIG,
+        "the fallback configuration next"
+    );
+    assert_eq!(
+        t.iter().filter(|&&e| e == EV_SLIPWAY_LAUNCH_CONFIG).count(),
+        2
+    );
+    assert_eq!(
+        t.iter()
+            .filter(|&&e| e == EV_SLIPWAY_POLICY_DECISION)
+            .count(),
         1,
         "only the second run's decision is measured"
     );
@@ -311,5 +342,9 @@ fn domb_measures_the_slot_choice_and_the_fallback_configuration_before_using_the
     // Without a known-good slot the third attempt starts only recovery domains in slot b.
     let stuck = run(3, None);
     assert!(!types(&stuck.log).contains(&EV_SLIPWAY_SLOT_CHOICE));
-    assert!(stuck.domb_output.contains("boot-attempts"), "{}", stuck.domb_output);
+    assert!(
+        stuck.domb_output.contains("boot-attempts"),
+        "{}",
+        stuck.domb_output
+    );
 }

@@ -377,7 +377,10 @@ fn run_inner<H: Hypervisor, W: Write>(
                 slots::name(requested).unwrap_or("?"),
                 evaluation.reason
             );
-            measurer.send("slot choice", measurements::slot_choice(&banks, requested, to))?;
+            measurer.send(
+                "slot choice",
+                measurements::slot_choice(&banks, requested, to),
+            )?;
             let module = config_of(boot, to)?;
             config = measure_and_parse(&mut measurer, &banks, to, module, &names)?;
             facts.boot_state.config_slot = to;

@@ -91,7 +91,11 @@ mod tests {
         let mut report = BootReport::new(1, Some(record(1, 2, Some(0))));
         let new = report.success().unwrap();
         assert_eq!(new, record(1, 0, Some(1)));
-        assert_eq!(report.success(), Ok(new), "nothing changes before the write");
+        assert_eq!(
+            report.success(),
+            Ok(new),
+            "nothing changes before the write"
+        );
         report.written(new);
         assert_eq!(report.success(), Err(Error::BootAlreadyReported));
     }
@@ -110,7 +114,10 @@ mod tests {
         for bad in [
             SlotChoice { from: 0, to: 2 },
             SlotChoice { from: 1, to: 1 },
-            SlotChoice { from: 1, to: MAX_SLOTS },
+            SlotChoice {
+                from: 1,
+                to: MAX_SLOTS,
+            },
         ] {
             assert_eq!(report.slot_choice(bad), Err(Error::EventDataMalformed));
             assert_eq!(report.slot(), 1);

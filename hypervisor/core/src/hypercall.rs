@@ -223,7 +223,9 @@ fn handle<P: Platform>(
                 return (Err(Error::NotPermitted), Outcome::Resume);
             }
             (
-                platform.report_boot_success(caller).map(|()| ResponseOk::Done),
+                platform
+                    .report_boot_success(caller)
+                    .map(|()| ResponseOk::Done),
                 Outcome::Resume,
             )
         }

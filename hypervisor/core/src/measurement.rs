@@ -19,9 +19,9 @@
 use core::fmt;
 
 use slipway_measure::events::{
-    BUILD_PAYLOAD_POSTCARD_V2, DecisionReason, DomainBuildRecord, EV_SLIPWAY_POLICY_DECISION,
-    BootStateRecord, LaunchKind, ModuleRecord, PCR_BUILD_INPUTS, PCR_DOMAIN_BUILDS, PCR_DRTM_DETAILS,
-    SEPARATOR_PCRS, SlipwayEvent,
+    BUILD_PAYLOAD_POSTCARD_V2, BootStateRecord, DecisionReason, DomainBuildRecord,
+    EV_SLIPWAY_POLICY_DECISION, LaunchKind, ModuleRecord, PCR_BUILD_INPUTS, PCR_DOMAIN_BUILDS,
+    PCR_DRTM_DETAILS, SEPARATOR_PCRS, SlipwayEvent,
 };
 use slipway_measure::hash::{bound_module_digests, event_digests};
 use slipway_measure::log::{LogHeader, LogWriter, event_len};

@@ -190,11 +190,7 @@ where
         self.nv_read(BOOT_RECORD_INDEX, out)
     }
     fn write(&mut self, record: &[u8; BOOT_RECORD_SIZE]) -> Result<(), Self::Error> {
-        self.nv_write_with_locality_policy(
-            BOOT_RECORD_INDEX,
-            BOOT_RECORD_WRITE_LOCALITIES,
-            record,
-        )
+        self.nv_write_with_locality_policy(BOOT_RECORD_INDEX, BOOT_RECORD_WRITE_LOCALITIES, record)
     }
 }
 
@@ -267,7 +263,11 @@ pub fn count_boot<S: BootRecordStore>(
             if let Err(error) = store.define() {
                 return (unavailable(Note::TpmFailed("NV_DefineSpace")), Some(error));
             }
-            (BootRecordStatus::Created, BootRecord::fresh(requested), Note::None)
+            (
+                BootRecordStatus::Created,
+                BootRecord::fresh(requested),
+                Note::None,
+            )
         }
         Some(public) if !public.matches(&template()) => {
             return (unavailable(Note::ForeignIndex), None);

@@ -97,21 +97,28 @@ fn the_record_encodes_to_pinned_bytes_and_back() {
 #[test]
 fn malformed_records_are_refused_with_their_reason() {
     let good = BootRecord::fresh(0).encode();
-    let cases: [(&dyn Fn(&mut [u8; 16]), RecordError); 6] = [
-        (&|b| b[0] = b'X', RecordError::Magic),
-        (&|b| b[4] = 2, RecordError::Version),
-        (&|b| b[5] = SLOTS, RecordError::Slot),
-        (&|b| b[6] = SLOTS, RecordError::Slot),
-        (&|b| b[7] = 1, RecordError::Reserved),
-        (&|b| b[15] = 1, RecordError::Reserved),
+    // (offset, byte written there, the refusal)
+    let cases = [
+        (0, b'X', RecordError::Magic),
+        (4, 2, RecordError::Version),
+        (5, SLOTS, RecordError::Slot),
+        (6, SLOTS, RecordError::Slot),
+        (7, 1, RecordError::Reserved),
+        (15, 1, RecordError::Reserved),
     ];
-    for (mutate, expected) in cases {
+    for (at, byte, expected) in cases {
         let mut bytes = good;
-        mutate(&mut bytes);
+        bytes[at] = byte;
         assert_eq!(BootRecord::decode(&bytes, SLOTS), Err(expected));
     }
-    assert_eq!(BootRecord::decode(&good[..15], SLOTS), Err(RecordError::Length));
-    assert_eq!(BootRecord::decode(&[0; 17], SLOTS), Err(RecordError::Length));
+    assert_eq!(
+        BootRecord::decode(&good[..15], SLOTS),
+        Err(RecordError::Length)
+    );
+    assert_eq!(
+        BootRecord::decode(&[0; 17], SLOTS),
+        Err(RecordError::Length)
+    );
     // Every byte string of the right length either decodes or is refused: never a panic.
     for byte in 0..=255u8 {
         for at in 0..16 {
@@ -126,7 +133,10 @@ fn malformed_records_are_refused_with_their_reason() {
 fn the_template_allows_writes_only_under_the_locality_2_policy() {
     let template = template();
     assert_eq!(template.index, 0x0100_5357);
-    assert!((0x0100_0000..=0x013F_FFFF).contains(&template.index), "owner range");
+    assert!(
+        (0x0100_0000..=0x013F_FFFF).contains(&template.index),
+        "owner range"
+    );
     assert_eq!(template.attributes, 0x0204_0008);
     assert_eq!(template.size, 16);
     // SHA-256(0^32 || TPM_CC_PolicyLocality || TPMA_LOCALITY_TPM_LOC_TWO); the swtpm test
@@ -288,7 +298,11 @@ fn a_failing_tpm_makes_the_state_unavailable_and_counts_nothing() {
         };
         let (counted, error) = count_boot(&mut store, 1, SLOTS);
         assert_eq!(error, Some(step));
-        assert_eq!(counted.state.status, BootRecordStatus::Unavailable, "{step}");
+        assert_eq!(
+            counted.state.status,
+            BootRecordStatus::Unavailable,
+            "{step}"
+        );
         assert_eq!(counted.record, None);
         assert!(matches!(counted.note, Note::TpmFailed(_)));
     }

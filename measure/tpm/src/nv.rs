@@ -15,16 +15,16 @@ use tpm2_protocol::{
         TpmsAuthCommand, TpmsNvPublic, TpmtSymDefObject, TpmuSymKeyBits, TpmuSymMode,
     },
     frame::{
-        TpmNvDefineSpaceCommand, TpmNvDefineSpaceResponse, TpmNvReadCommand, TpmNvReadPublicCommand,
-        TpmNvReadPublicResponse, TpmNvReadResponse, TpmNvWriteCommand, TpmNvWriteResponse,
-        TpmPolicyLocalityCommand, TpmPolicyLocalityResponse, TpmStartAuthSessionCommand,
-        TpmStartAuthSessionResponse,
+        TpmNvDefineSpaceCommand, TpmNvDefineSpaceResponse, TpmNvReadCommand,
+        TpmNvReadPublicCommand, TpmNvReadPublicResponse, TpmNvReadResponse, TpmNvWriteCommand,
+        TpmNvWriteResponse, TpmPolicyLocalityCommand, TpmPolicyLocalityResponse,
+        TpmStartAuthSessionCommand, TpmStartAuthSessionResponse,
     },
 };
 
+use crate::HashAlg;
 use crate::command::{CommandError, Result, Tpm, unexpected};
 use crate::transport::TpmTransport;
-use crate::HashAlg;
 
 /// `TPM_CC_PolicyLocality`, hashed into a locality policy's digest.
 const TPM_CC_POLICY_LOCALITY: u32 = 0x0000_016F;
@@ -252,4 +252,3 @@ impl<T: TpmTransport> Tpm<T> {
         Ok(())
     }
 }
-

@@ -592,5 +592,8 @@ fn boot_record_index_is_created_counted_and_writable_only_at_locality_2() {
         .unwrap_err();
     assert!(matches!(error, CommandError::Tpm { .. }), "{error}");
     tpm.nv_read(BOOT_RECORD_INDEX, &mut bytes).unwrap();
-    assert_eq!(BootRecord::decode(&bytes, 4).unwrap().last_known_good, Some(1));
+    assert_eq!(
+        BootRecord::decode(&bytes, 4).unwrap().last_known_good,
+        Some(1)
+    );
 }

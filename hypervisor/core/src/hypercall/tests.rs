@@ -111,11 +111,8 @@ impl Platform for FakePlatform {
         let boot = self.boot.as_mut().ok_or(Error::BootRecordUnavailable)?;
         let record = boot.success()?;
         boot.written(record);
-        self.calls.push(format!(
-            "known good {} by {}",
-            boot.slot(),
-            caller.0
-        ));
+        self.calls
+            .push(format!("known good {} by {}", boot.slot(), caller.0));
         Ok(())
     }
 }
@@ -792,7 +789,10 @@ fn hand_off_starts_in_order_and_closes_the_builder_interface() {
         w.call(ctl, Request::ReportBootSuccess),
         Ok(ResponseOk::Done)
     );
-    assert_eq!(w.platform.calls.last().unwrap(), &format!("known good 0 by {}", ctl.0));
+    assert_eq!(
+        w.platform.calls.last().unwrap(),
+        &format!("known good 0 by {}", ctl.0)
+    );
     w.refused(ctl, Request::ReportBootSuccess, Error::BootAlreadyReported);
     // domB is gone: it cannot call anything any more.
     w.refused(

@@ -61,7 +61,10 @@ fn main(boot: Boot) -> ! {
         .unwrap_or(10_000);
     let (start, steps) = longest_collatz(work);
     println!("work: below {work}, {start} has the longest Collatz sequence ({steps} steps)");
-    if cmdline.split_ascii_whitespace().any(|word| word == "report-boot") {
+    if cmdline
+        .split_ascii_whitespace()
+        .any(|word| word == "report-boot")
+    {
         match hypercall::call(&slipway_protocol::v1::Request::ReportBootSuccess) {
             Ok(_) => println!("boot reported successful"),
             Err(error) => println!("boot report refused: {error}"),

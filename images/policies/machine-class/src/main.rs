@@ -100,7 +100,9 @@ fn decide(input: &Input) -> Output {
         && !boot.is_fallback_run()
     {
         match boot.last_known_good_slot {
-            Some(good) if good != boot.config_slot && boot.has_slot(good) && untrusted.is_empty() => {
+            Some(good)
+                if good != boot.config_slot && boot.has_slot(good) && untrusted.is_empty() =>
+            {
                 // Fall back: domB measures the choice and asks again with that configuration.
                 return Output {
                     verdict: Verdict::RecoveryOnly,

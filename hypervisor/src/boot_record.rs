@@ -105,11 +105,15 @@ pub fn slot_choice(state: &mut BootRecordState, choice: SlotChoice) -> Result<()
 /// then released.
 pub fn report_success(
     state: &mut BootRecordState,
-    tpm: Option<&mut HvTpm>,
+    measurement: Option<&mut crate::measurement::Measurement>,
     caller: DomainId,
 ) -> Result<(), Error> {
     let report = state.report.as_mut().ok_or(Error::BootRecordUnavailable)?;
-    let updated = report.success()?;
+    let failed = measurement.as_ref().is_some_and(|m| m.failure().is_some());
+    let updated = report.success(failed).inspect_err(|error| {
+        hvprintln!("boot record: success report of domain {} refused: {error}", caller.0);
+    })?;
+    let tpm = measurement.map(crate::measurement::tpm);
     let tpm = tpm.ok_or(Error::BootRecordUnavailable)?;
     if crate::tpm::locality_zero_active() {
         hvprintln!(

@@ -323,8 +323,11 @@ impl hypercall::Platform for HwPlatform<'_> {
     }
 
     fn report_boot_success(&mut self, caller: DomainId) -> Result<(), Error> {
-        let tpm = self.measurement.as_deref_mut().map(crate::measurement::tpm);
-        crate::boot_record::report_success(self.boot_record, tpm, caller)
+        crate::boot_record::report_success(
+            self.boot_record,
+            self.measurement.as_deref_mut(),
+            caller,
+        )
     }
 }
 

@@ -58,10 +58,15 @@ impl BootReport {
     }
 
     /// A control domain reports success: the record to write (the used slot known good), or
-    /// why not. Nothing changes until [`BootReport::written`].
-    pub fn success(&self) -> Result<BootRecord, Error> {
+    /// why not. A boot whose measurement failed is never recorded as good (it started at most
+    /// the policy's `tpm-unavailable` fallback, and a slot choice it made may not be in the
+    /// log). Nothing changes until [`BootReport::written`].
+    pub fn success(&self, measurement_failed: bool) -> Result<BootRecord, Error> {
         if self.reported {
             return Err(Error::BootAlreadyReported);
+        }
+        if measurement_failed {
+            return Err(Error::MeasurementFailed);
         }
         let record = self.record.ok_or(Error::BootRecordUnavailable)?;
         Ok(record.after_success(self.used))
@@ -89,15 +94,15 @@ mod tests {
     #[test]
     fn a_success_marks_the_requested_slot_known_good_once() {
         let mut report = BootReport::new(1, Some(record(1, 2, Some(0))));
-        let new = report.success().unwrap();
+        let new = report.success(false).unwrap();
         assert_eq!(new, record(1, 0, Some(1)));
         assert_eq!(
-            report.success(),
+            report.success(false),
             Ok(new),
             "nothing changes before the write"
         );
         report.written(new);
-        assert_eq!(report.success(), Err(Error::BootAlreadyReported));
+        assert_eq!(report.success(false), Err(Error::BootAlreadyReported));
     }
 
     #[test]
@@ -105,7 +110,7 @@ mod tests {
         let mut report = BootReport::new(1, Some(record(1, 3, Some(0))));
         report.slot_choice(SlotChoice { from: 1, to: 0 }).unwrap();
         assert_eq!(report.slot(), 0);
-        assert_eq!(report.success(), Ok(record(1, 3, Some(0))));
+        assert_eq!(report.success(false), Ok(record(1, 3, Some(0))));
     }
 
     #[test]
@@ -131,8 +136,14 @@ mod tests {
     }
 
     #[test]
+    fn a_boot_whose_measurement_failed_is_never_marked_good() {
+        let report = BootReport::new(0, Some(record(0, 1, None)));
+        assert_eq!(report.success(true), Err(Error::MeasurementFailed));
+    }
+
+    #[test]
     fn without_a_record_there_is_nothing_to_mark() {
         let report = BootReport::new(0, None);
-        assert_eq!(report.success(), Err(Error::BootRecordUnavailable));
+        assert_eq!(report.success(false), Err(Error::BootRecordUnavailable));
     }
 }

@@ -109,7 +109,7 @@ impl Platform for FakePlatform {
     }
     fn report_boot_success(&mut self, caller: DomainId) -> Result<(), Error> {
         let boot = self.boot.as_mut().ok_or(Error::BootRecordUnavailable)?;
-        let record = boot.success()?;
+        let record = boot.success(false)?;
         boot.written(record);
         self.calls
             .push(format!("known good {} by {}", boot.slot(), caller.0));

@@ -111,7 +111,10 @@ pub fn report_success(
     let report = state.report.as_mut().ok_or(Error::BootRecordUnavailable)?;
     let failed = measurement.as_ref().is_some_and(|m| m.failure().is_some());
     let updated = report.success(failed).inspect_err(|error| {
-        hvprintln!("boot record: success report of domain {} refused: {error}", caller.0);
+        hvprintln!(
+            "boot record: success report of domain {} refused: {error}",
+            caller.0
+        );
     })?;
     let tpm = measurement.map(crate::measurement::tpm);
     let tpm = tpm.ok_or(Error::BootRecordUnavailable)?;

@@ -78,6 +78,15 @@ extern "C" fn pre_launch_main(magic: u32, info_addr: u32) -> ! {
     // information GRUB placed at `info_addr`; nothing writes to it afterwards.
     let info = unsafe { BootInformation::load(info_addr as usize as *const BootInformationHeader) }
         .unwrap_or_else(|e| panic!("invalid multiboot2 information at {info_addr:#x}: {e:?}"));
+    // The crate's typed accessors assert on some malformed tags: judge every tag first, so a bad
+    // one refuses the boot by name instead of panicking inside the hypervisor.
+    let tags = info
+        .tags()
+        .map(|tag| (tag.header().typ.get(), tag.header().size, tag.payload()));
+    if let Err(malformed) = slipway_hv_core::multiboot_tags::check_tags(tags) {
+        hvprintln!("pre-launch: boot refused: {malformed}; nothing starts");
+        qemu_exit::exit(Verdict::Failure);
+    }
     print_banner(&info);
     // SAFETY: single CPU, before the launch: nothing else references HANDOFF.
     let handoff = unsafe { &mut *core::ptr::addr_of_mut!(HANDOFF) };
@@ -114,7 +123,8 @@ fn print_banner(info: &BootInformation<'_>) {
     } else if let Some(map) = info.memory_map_tag() {
         hvprintln!("memory map: {} entries (basic)", map.memory_areas().len());
     } else {
-        panic!("multiboot2 information has no memory map");
+        // `describe_boot` refuses the boot for this, by name.
+        hvprintln!("memory map: none");
     }
     for (index, module) in info.module_tags().enumerate() {
         // The first word as given (escaped): whether it is a valid, unique name is checked next.

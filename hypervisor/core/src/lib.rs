@@ -30,6 +30,7 @@ pub mod hypercall;
 pub mod measurement;
 pub mod memmap;
 pub mod memory;
+pub mod multiboot_tags;
 pub mod paging;
 pub mod pvh;
 pub mod sched;

@@ -302,6 +302,27 @@ fn name_event(event: &Event<'_>) -> String {
             )
         }
         Ok(Some(SlipwayEvent::LaunchKind(kind))) => format!(" `{}`", kind.name()),
+        Ok(Some(SlipwayEvent::BootState(state))) => {
+            let slot = |s: Option<u8>| {
+                s.and_then(slipway_protocol::boot_modules::slots::name)
+                    .unwrap_or("none")
+            };
+            format!(
+                " (boot record {}: slot {} requested, attempt {}, last known-good slot {})",
+                state.status.name(),
+                slot(Some(state.requested_slot)),
+                state.attempts,
+                slot(state.last_known_good)
+            )
+        }
+        Ok(Some(SlipwayEvent::SlotChoice(choice))) => {
+            let slot = |s| slipway_protocol::boot_modules::slots::name(s).unwrap_or("?");
+            format!(
+                " (slot {} chosen over {})",
+                slot(choice.to),
+                slot(choice.from)
+            )
+        }
         _ => String::new(),
     };
     format!(

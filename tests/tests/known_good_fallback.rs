@@ -9,6 +9,7 @@
 //! 3. The third boot of slot b: the policy program sees 2 failed boots and chooses slot a; domB
 //!    measures the choice and slot a's configuration, slot a's control domain starts and
 //!    reports, slot a stays known good and slot b keeps its failures.
+//! 4. The fourth boot of slot b falls back again (attempt 4).
 //!
 //! Every boot's printed steps are checked, and its PCR17-21 (the hypervisor's own replay of its
 //! log) against `cargo xtask predict` given that boot's state.
@@ -183,6 +184,22 @@ fn a_failing_slot_is_counted_then_the_last_known_good_slot_boots_and_is_reported
         domb.contains("policy: slot a chosen over the requested slot b"),
         "predict replays the fallback:\n{domb}"
     );
+    // 4. Slot b keeps its failures: the next boot of slot b falls back again.
+    let (d, _) = boot_and_predict(
+        "test-fallback-slot-b",
+        state_dir.path(),
+        "fallback-b4",
+        counted(4, Some(0)),
+    );
+    assert_has(
+        &d,
+        "[domb] policy: slot a chosen over the requested slot b: slot b failed 3 times",
+    );
+    assert_has(
+        &d,
+        "reported a successful boot: slot a is known good (attempts of slot b: 4)",
+    );
+
     // The choice is measured: a prediction without the failures (attempt 1) differs in PCR19.
     let built = bundle("test-fallback-slot-b");
     let mut inputs = predict::bundle_inputs(&built).unwrap();

@@ -159,6 +159,7 @@ fn main(boot: Boot) -> ! {
         launch_kind: info.launch_kind,
         active_banks: &info.active_banks,
         modules: &modules,
+        boot_state: info.boot_state,
     };
     let error = launch::run(&facts, &mut Hypercall, &mut Console);
     println!("error: {error}");

@@ -6,6 +6,7 @@
 mod acpi;
 mod address_space;
 mod boot;
+mod boot_record;
 mod console;
 mod cpu;
 mod domain_console;
@@ -332,6 +333,10 @@ extern "C" fn post_launch_main(handoff_addr: u64, entered_by: u64) -> ! {
         hvprintln!("nmi test: {n} NMIs will be sent to cpu 0 while a guest runs");
         smp::NMI_TEST_LEFT.store(n, core::sync::atomic::Ordering::SeqCst);
     }
+    if let Err(error) = slipway_protocol::boot_modules::slots::requested(cmdline) {
+        hvprintln!("no boot domain: hypervisor command line: {error}; nothing to run");
+        qemu_exit::exit(Verdict::Failure)
+    }
     let created = smp::with_hv(|hv| {
         hv.set_pcpus(pcpus, 3, tsc::hz() / 1000 * u64::from(smp::TICK_MS));
         let has_domb = hv.domb_module.is_some();
@@ -365,7 +370,7 @@ fn start_hypervisor(
     mut alloc: BitmapFrameAllocator<'static>,
     handoff: &LaunchHandoff,
     boot: &memmap::ValidatedBoot,
-    _cmdline: &str,
+    cmdline_text: &str,
     firmware_log: Option<&'static [u8]>,
     txt_launch: Option<txt::TxtLaunched>,
 ) -> vm::Hv {
@@ -398,7 +403,7 @@ fn start_hypervisor(
         hvprintln!("post-launch: boot refused: {why}; nothing starts");
         qemu_exit::exit(Verdict::Failure)
     });
-    let (mut launch_kind, active_banks, tpm, banks, sinit_log) = match txt_launch {
+    let (mut launch_kind, active_banks, mut tpm, banks, sinit_log) = match txt_launch {
         Some(t) => {
             let mut active = heapless::Vec::new();
             for bank in t.banks.iter() {
@@ -410,6 +415,20 @@ fn start_hypervisor(
             let (kind, active, tpm, banks) = check_launch();
             (kind, active, tpm, banks, None)
         }
+    };
+    // The boot record counts this boot before domB runs (an invalid `slot=` counts nothing:
+    // `post_launch_main` refuses to start domB).
+    let requested = slipway_protocol::boot_modules::slots::requested(cmdline_text);
+    let requested_slot = requested.unwrap_or(slipway_protocol::boot_modules::slots::DEFAULT_SLOT);
+    let (boot_state, boot_record) = match (tpm.as_mut(), requested) {
+        (Some(tpm), Ok(slot)) => {
+            let (state, record) = boot_record::count(tpm, slot);
+            (Some(state), record)
+        }
+        _ => (
+            None,
+            slipway_hv_core::boot_report::BootRecordState::unknown(requested_slot),
+        ),
     };
     let measurement = tpm.and_then(|tpm| {
         let kind = match launch_kind {
@@ -441,6 +460,7 @@ fn start_hypervisor(
             region,
             cmdline,
             domb_image,
+            boot_state,
         };
         let fail_at = core::str::from_utf8(cmdline)
             .unwrap_or("")
@@ -489,6 +509,7 @@ fn start_hypervisor(
         modules,
         domb_module,
         recovery,
+        boot_record,
     });
     // The recovery image, right after domB's and before domB runs.
     hv.measure_recovery_image();

@@ -183,6 +183,11 @@ pub fn print_tpm_pcrs(m: &mut core_measurement::Measurement<'_, HvPcrs>) {
     }
 }
 
+/// The hypervisor's TPM inside the measurement (for the boot record's late write).
+pub fn tpm<'m>(m: &'m mut core_measurement::Measurement<'_, HvPcrs>) -> &'m mut HvTpm {
+    &mut m.tpm_mut().tpm
+}
+
 /// The log's own replay, so a run can be compared with `cargo xtask predict` by eye.
 fn print_replay(m: &core_measurement::Measurement<'_, HvPcrs>) {
     use slipway_measure::events::LaunchKind;

@@ -86,6 +86,12 @@ fn open_tis() -> Result<HvTpm, slipway_tpm::TisError> {
     Ok(Tpm::new(tis))
 }
 
+/// Whether locality 0 is the TPM's active locality (TPM_ACCESS.activeLocality of locality 0):
+/// a domain with the TPM capability is using it.
+pub fn locality_zero_active() -> bool {
+    MmioTis.read8(0, 0) & 0x20 != 0
+}
+
 /// Whether the launch harness is attached (debugcon reads back `L`).
 pub fn harness_attached() -> bool {
     // SAFETY: reading port 0xe9 (debugcon, or nothing) has no side effect; the port is the

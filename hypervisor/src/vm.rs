@@ -278,6 +278,14 @@ impl Host for HostServices {
     ) {
         crate::measurement::print_tpm_pcrs(m);
     }
+
+    fn write_boot_record(
+        &mut self,
+        m: &mut slipway_hv_core::measurement::Measurement<'_, Self::Pcrs>,
+        record: &slipway_tpm::boot_record::BootRecord,
+    ) -> Result<(), Error> {
+        crate::boot_record::write(crate::measurement::tpm(m), record)
+    }
 }
 
 /// A boot module's bytes.

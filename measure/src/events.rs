@@ -46,6 +46,12 @@ pub const EV_SLIPWAY_EMULATED_LAUNCH: u32 = 0x0000_060A;
 /// command line) bound to its module name ([`ModuleRecord`]); measured by the hypervisor right
 /// after domB's image, only when the command line names one.
 pub const EV_SLIPWAY_RECOVERY_IMAGE: u32 = 0x0000_060B;
+/// PCR19: the boot state the hypervisor read from (and counted into) its TPM NV boot record
+/// before domB runs ([`BootStateRecord`]).
+pub const EV_SLIPWAY_BOOT_STATE: u32 = 0x0000_060C;
+/// PCR19: the policy program chose another configuration slot than the one requested
+/// ([`SlotChoice`]); measured by domB before it measures and parses that slot's configuration.
+pub const EV_SLIPWAY_SLOT_CHOICE: u32 = 0x0000_060D;
 
 /// The name of a Slipway event type (`EV_SLIPWAY_BOOT_MODULE`, ...), or `None` for a type
 /// outside Slipway's block. The names are the constants' names above; tools print them
@@ -63,6 +69,8 @@ pub const fn slipway_type_name(event_type: u32) -> Option<&'static str> {
         EV_SLIPWAY_BANKS_CAPPED => "EV_SLIPWAY_BANKS_CAPPED",
         EV_SLIPWAY_EMULATED_LAUNCH => "EV_SLIPWAY_EMULATED_LAUNCH",
         EV_SLIPWAY_RECOVERY_IMAGE => "EV_SLIPWAY_RECOVERY_IMAGE",
+        EV_SLIPWAY_BOOT_STATE => "EV_SLIPWAY_BOOT_STATE",
+        EV_SLIPWAY_SLOT_CHOICE => "EV_SLIPWAY_SLOT_CHOICE",
         _ => return None,
     })
 }
@@ -304,6 +312,72 @@ pub struct PolicyDecision<'a> {
     pub subject: &'a [u8],
 }
 
+/// What the hypervisor found in its TPM NV boot record (`docs/measurement.md`, "Boot record").
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum BootRecordStatus {
+    /// There was no record: the index was defined and a fresh record written (first boot).
+    Created = 0,
+    /// The record was read and this boot counted into it.
+    Counted = 1,
+    /// The record did not decode (corrupt): reported, replaced by a fresh one, this boot
+    /// counted into that (no known-good slot survives).
+    ReplacedCorrupt = 2,
+    /// No record could be used (no TPM, an index of other attributes at the handle, a TPM
+    /// error): nothing counted, the boot state is unknown.
+    Unavailable = 3,
+}
+
+impl BootRecordStatus {
+    /// A short name (`created`, `counted`, `replaced-corrupt`, `unavailable`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            BootRecordStatus::Created => "created",
+            BootRecordStatus::Counted => "counted",
+            BootRecordStatus::ReplacedCorrupt => "replaced-corrupt",
+            BootRecordStatus::Unavailable => "unavailable",
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => BootRecordStatus::Created,
+            1 => BootRecordStatus::Counted,
+            2 => BootRecordStatus::ReplacedCorrupt,
+            3 => BootRecordStatus::Unavailable,
+            _ => return None,
+        })
+    }
+}
+
+/// The boot state as measured: `[FORMAT_V1, status, requested slot, u32 attempts, last
+/// known-good slot or 0xFF]`. `attempts` counts this boot (1 on the first boot of a slot); it is
+/// 0 and there is no known-good slot when the status is `Unavailable`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct BootStateRecord {
+    /// What the hypervisor found.
+    pub status: BootRecordStatus,
+    /// The configuration slot this boot was asked to use (the hypervisor's `slot=`).
+    pub requested_slot: u8,
+    /// Boots of the requested slot since it last reported success, this one included.
+    pub attempts: u32,
+    /// The slot of the last boot that reported success.
+    pub last_known_good: Option<u8>,
+}
+
+/// The byte that stands for "no slot" in [`BootStateRecord`].
+pub const NO_SLOT: u8 = 0xFF;
+
+/// The policy program chose configuration slot `to` although slot `from` was requested.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct SlotChoice {
+    /// The requested slot (whose configuration the program saw first).
+    pub from: u8,
+    /// The slot the program chose.
+    pub to: u8,
+}
+
 /// How an event's digest is computed.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum DigestRule {
@@ -349,6 +423,10 @@ pub enum SlipwayEvent<'a> {
         /// Its size in bytes.
         region_size: u64,
     },
+    /// [`EV_SLIPWAY_BOOT_STATE`]: `[FORMAT_V1, status, requested slot, u32 attempts, slot]`.
+    BootState(BootStateRecord),
+    /// [`EV_SLIPWAY_SLOT_CHOICE`]: `[FORMAT_V1, from, to]`.
+    SlotChoice(SlotChoice),
 }
 
 impl<'a> SlipwayEvent<'a> {
@@ -367,6 +445,8 @@ impl<'a> SlipwayEvent<'a> {
             SlipwayEvent::DomainBuild(_) => EV_SLIPWAY_DOMAIN_BUILD,
             SlipwayEvent::Separator => EV_SEPARATOR,
             SlipwayEvent::EmulatedLaunch { .. } => EV_SLIPWAY_EMULATED_LAUNCH,
+            SlipwayEvent::BootState(_) => EV_SLIPWAY_BOOT_STATE,
+            SlipwayEvent::SlotChoice(_) => EV_SLIPWAY_SLOT_CHOICE,
         }
     }
 
@@ -409,6 +489,8 @@ impl<'a> SlipwayEvent<'a> {
             }
             SlipwayEvent::Separator => SEPARATOR_DATA.len(),
             SlipwayEvent::EmulatedLaunch { .. } => 1 + 8 + 8,
+            SlipwayEvent::BootState(_) => 1 + 1 + 1 + 4 + 1,
+            SlipwayEvent::SlotChoice(_) => 3,
         }
     }
 
@@ -466,6 +548,12 @@ impl<'a> SlipwayEvent<'a> {
                 w.bytes(&region_start.to_le_bytes());
                 w.bytes(&region_size.to_le_bytes());
             }
+            SlipwayEvent::BootState(state) => {
+                w.bytes(&[FORMAT_V1, state.status as u8, state.requested_slot]);
+                w.bytes(&state.attempts.to_le_bytes());
+                w.bytes(&[state.last_known_good.unwrap_or(NO_SLOT)]);
+            }
+            SlipwayEvent::SlotChoice(choice) => w.bytes(&[FORMAT_V1, choice.from, choice.to]),
         }
         debug_assert_eq!(w.pos, len);
         Ok(len)
@@ -567,6 +655,38 @@ impl<'a> SlipwayEvent<'a> {
                     region_start,
                     region_size,
                 }
+            }
+            EV_SLIPWAY_BOOT_STATE => {
+                versioned(&mut r)?;
+                let status = r.u8().ok_or(bad("status missing"))?;
+                let status =
+                    BootRecordStatus::from_code(status).ok_or(bad("unknown boot record status"))?;
+                let requested_slot = r.u8().ok_or(bad("requested slot missing"))?;
+                let attempts = r.u32().ok_or(bad("attempts cut off"))?;
+                let last_known_good = match r.u8().ok_or(bad("known-good slot missing"))? {
+                    NO_SLOT => None,
+                    slot => Some(slot),
+                };
+                if status == BootRecordStatus::Unavailable
+                    && (attempts != 0 || last_known_good.is_some())
+                {
+                    return Err(bad("an unavailable boot record with attempts or a slot"));
+                }
+                SlipwayEvent::BootState(BootStateRecord {
+                    status,
+                    requested_slot,
+                    attempts,
+                    last_known_good,
+                })
+            }
+            EV_SLIPWAY_SLOT_CHOICE => {
+                versioned(&mut r)?;
+                let from = r.u8().ok_or(bad("slot cut off"))?;
+                let to = r.u8().ok_or(bad("slot cut off"))?;
+                if from == to {
+                    return Err(bad("a slot choice names one slot twice"));
+                }
+                SlipwayEvent::SlotChoice(SlotChoice { from, to })
             }
             _ => return Ok(None),
         };

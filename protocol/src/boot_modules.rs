@@ -28,6 +28,85 @@ pub const POLICY_MODULE: &str = "policy";
 /// pre-launch stage copies it to the SINIT region. domB measures it into PCR20 like any module.
 pub const SINIT_MODULE: &str = "sinit";
 
+/// Configuration slots: a bundle may carry up to [`MAX_SLOTS`] launch configurations, one per
+/// slot, so that a boot can fall back to the last configuration known to be good
+/// (`docs/launch-config.md`, "Configuration slots"). Slot `n` is named by a letter (`a`, `b`,
+/// `c`, `d`) on the hypervisor command line (`slot=b`) and in messages; its configuration is the
+/// module [`CONFIG_MODULE`] for slot `a` (so a bundle with one configuration has exactly slot
+/// `a`) and `config.<letter>` for the others.
+pub mod slots {
+    use super::CONFIG_MODULE;
+
+    /// Most configuration slots a bundle may carry.
+    pub const MAX_SLOTS: u8 = 4;
+    /// The slot a boot uses when the hypervisor command line names none.
+    pub const DEFAULT_SLOT: u8 = 0;
+    /// The hypervisor command-line word that names the requested slot (`slot=<letter>`).
+    pub const SLOT_OPTION: &str = "slot=";
+    const NAMES: [&str; MAX_SLOTS as usize] = ["a", "b", "c", "d"];
+    const MODULES: [&str; MAX_SLOTS as usize] = [CONFIG_MODULE, "config.b", "config.c", "config.d"];
+
+    /// The slot's name (`a`..`d`), `None` beyond [`MAX_SLOTS`].
+    pub const fn name(slot: u8) -> Option<&'static str> {
+        if slot < MAX_SLOTS {
+            Some(NAMES[slot as usize])
+        } else {
+            None
+        }
+    }
+
+    /// The slot named `name`.
+    pub fn from_name(name: &str) -> Option<u8> {
+        NAMES.iter().position(|n| *n == name).map(|i| i as u8)
+    }
+
+    /// The module holding the slot's launch configuration.
+    pub const fn config_module(slot: u8) -> Option<&'static str> {
+        if slot < MAX_SLOTS {
+            Some(MODULES[slot as usize])
+        } else {
+            None
+        }
+    }
+
+    /// The slot whose configuration module is `module`, `None` for any other module.
+    pub fn of_config_module(module: &str) -> Option<u8> {
+        MODULES.iter().position(|m| *m == module).map(|i| i as u8)
+    }
+
+    /// Why the command line's slot is refused.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum SlotOptionError {
+        /// `slot=` names no slot `a`..`d`
+        Unknown,
+        /// `slot=` is given twice
+        Repeated,
+    }
+
+    impl core::fmt::Display for SlotOptionError {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.write_str(match self {
+                SlotOptionError::Unknown => "slot= names no configuration slot (a, b, c or d)",
+                SlotOptionError::Repeated => "slot= is given more than once",
+            })
+        }
+    }
+
+    /// The slot the hypervisor command line requests ([`DEFAULT_SLOT`] without `slot=`).
+    pub fn requested(cmdline: &str) -> Result<u8, SlotOptionError> {
+        let mut found = None;
+        for word in cmdline.split(' ') {
+            if let Some(value) = word.strip_prefix(SLOT_OPTION) {
+                if found.is_some() {
+                    return Err(SlotOptionError::Repeated);
+                }
+                found = Some(from_name(value).ok_or(SlotOptionError::Unknown)?);
+            }
+        }
+        Ok(found.unwrap_or(DEFAULT_SLOT))
+    }
+}
+
 /// The separator of words in a module command line.
 pub const WORD_SEPARATOR: u8 = b' ';
 
@@ -205,6 +284,34 @@ pub fn find_module(names: &[ModuleName], name: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn slots_map_to_names_and_configuration_modules() {
+        use super::slots::*;
+        assert_eq!(config_module(0), Some(CONFIG_MODULE));
+        assert_eq!(config_module(1), Some("config.b"));
+        assert_eq!(config_module(3), Some("config.d"));
+        assert_eq!(config_module(4), None);
+        for slot in 0..MAX_SLOTS {
+            let module = config_module(slot).unwrap();
+            assert_eq!(of_config_module(module), Some(slot));
+            assert!(crate::v1::ModuleName::new(module).is_ok(), "{module}");
+            assert_eq!(from_name(name(slot).unwrap()), Some(slot));
+        }
+        assert_eq!(
+            of_config_module("config.a"),
+            None,
+            "slot a has one module name"
+        );
+        assert_eq!(of_config_module("config.e"), None);
+        assert_eq!(from_name("A"), None);
+        assert_eq!(requested("console=com1"), Ok(DEFAULT_SLOT));
+        assert_eq!(requested("console=com1 slot=b"), Ok(1));
+        assert_eq!(requested("slot=e"), Err(SlotOptionError::Unknown));
+        assert_eq!(requested("slot="), Err(SlotOptionError::Unknown));
+        assert_eq!(requested("slot=a slot=b"), Err(SlotOptionError::Repeated));
+        assert_eq!(requested("xslot=b"), Ok(DEFAULT_SLOT));
+    }
     use super::*;
     use std::string::ToString;
 

@@ -22,15 +22,18 @@ use std::path::PathBuf;
 use slipway_domb_core::launch::{self, BootFacts, Hypervisor, LaunchError};
 use slipway_domb_core::planner::ModuleData;
 use slipway_hv_core::addr::PhysRange;
+use slipway_hv_core::boot_report::BootReport;
 use slipway_hv_core::domain::{Domain, DomainTable};
 use slipway_hv_core::hypercall::{self, BootModule, LaunchInfo, Outcome, Platform};
 use slipway_hv_core::measurement::{LaunchInputs, LaunchRegion, Measurement, PcrExtend, Sealed};
 use slipway_hv_core::recovery::{self, BuilderEnd};
 use slipway_measure::events::LaunchKind as EventLaunchKind;
+use slipway_measure::events::{BootRecordStatus, BootStateRecord, SlotChoice};
 use slipway_measure::{
     BankSet, Digest, DigestList, EventLog, HashAlg, InitialState, MultiHasher, PcrBanks,
 };
 use slipway_protocol::HYPERCALL_BUFFER_SIZE;
+use slipway_protocol::boot_modules::slots;
 use slipway_protocol::v1::{self, DomainId, LaunchKind, ModuleName, Request, ResponseOk, TpmAlgId};
 
 /// The PCRs a prediction covers.
@@ -135,6 +138,81 @@ pub struct BundleInputs {
     /// The SINIT ACM of a hardware TXT prediction (`predict --sinit FILE`); the simulated TXT
     /// launch uses the bundle's `sinit` module instead.
     pub sinit_acm: Option<Vec<u8>>,
+    /// The boot state the hypervisor measures from its TPM NV boot record: it is the machine's,
+    /// not the bundle's. [`bundle_inputs`] sets a fresh TPM's first boot
+    /// ([`first_boot_state`]); `predict --boot-state` and `verify` (from the run's own log,
+    /// [`boot_state_of_log`]) give another.
+    pub boot_state: BootStateRecord,
+}
+
+/// The boot state of a machine's first boot on a fresh TPM: the record is created, this boot is
+/// attempt 1 of the slot the command line requests, and no slot is known good.
+pub fn first_boot_state(hypervisor_cmdline: &str) -> BootStateRecord {
+    BootStateRecord {
+        status: BootRecordStatus::Created,
+        requested_slot: slots::requested(hypervisor_cmdline).unwrap_or(slots::DEFAULT_SLOT),
+        attempts: 1,
+        last_known_good: None,
+    }
+}
+
+/// The boot state a log records (its `EV_SLIPWAY_BOOT_STATE` event in PCR19), if any.
+pub fn boot_state_of_log(log: &[u8]) -> Option<BootStateRecord> {
+    let log = EventLog::parse(log).ok()?;
+    log.events().flatten().find_map(|event| {
+        match slipway_measure::events::SlipwayEvent::decode(event.event_type, event.data) {
+            Ok(Some(slipway_measure::events::SlipwayEvent::BootState(state)))
+                if event.pcr == 19 =>
+            {
+                Some(state)
+            }
+            _ => None,
+        }
+    })
+}
+
+/// Parses `predict --boot-state`: `STATUS:ATTEMPTS:KNOWN_GOOD` (`created`, `counted` or
+/// `replaced-corrupt`; a count; a slot letter or `none`), or `unavailable`. The requested slot is
+/// the command line's.
+pub fn parse_boot_state(text: &str, hypervisor_cmdline: &str) -> Result<BootStateRecord, String> {
+    let requested_slot = slots::requested(hypervisor_cmdline).map_err(|e| e.to_string())?;
+    if text == "unavailable" {
+        return Ok(BootStateRecord {
+            status: BootRecordStatus::Unavailable,
+            requested_slot,
+            attempts: 0,
+            last_known_good: None,
+        });
+    }
+    let usage = || {
+        format!(
+            "--boot-state takes STATUS:ATTEMPTS:KNOWN_GOOD (e.g. counted:3:a, created:1:none) or \
+             unavailable (got `{text}`)"
+        )
+    };
+    let [status, attempts, good] = text.split(':').collect::<Vec<_>>()[..] else {
+        return Err(usage());
+    };
+    let status = match status {
+        "created" => BootRecordStatus::Created,
+        "counted" => BootRecordStatus::Counted,
+        "replaced-corrupt" => BootRecordStatus::ReplacedCorrupt,
+        _ => return Err(usage()),
+    };
+    let attempts: u32 = attempts.parse().map_err(|_| usage())?;
+    if attempts == 0 {
+        return Err("--boot-state: a counted boot is attempt 1 or more".into());
+    }
+    let last_known_good = match good {
+        "none" => None,
+        name => Some(slots::from_name(name).ok_or_else(usage)?),
+    };
+    Ok(BootStateRecord {
+        status,
+        requested_slot,
+        attempts,
+        last_known_good,
+    })
 }
 
 /// The region the hypervisor's MLE header declares, with its bytes as loaded.
@@ -348,6 +426,7 @@ struct PredictPlatform<'log, 'm> {
     modules: &'m [(String, Vec<u8>)],
     last_populated: Option<(DomainId, u64, u64, [u8; 32])>,
     error: Option<PredictError>,
+    boot: BootReport,
 }
 
 fn measure_digests(digests: &[v1::Digest]) -> Result<DigestList, slipway_measure::Error> {
@@ -419,6 +498,9 @@ impl Platform for PredictPlatform<'_, '_> {
                 .get_or_insert(PredictError::Dispatcher(format!("measure: {error}")));
         }
         result
+    }
+    fn slot_choice(&mut self, choice: SlotChoice) -> Result<(), v1::Error> {
+        self.boot.slot_choice(choice)
     }
     fn seal_measurements(&mut self, planned: &[&Domain]) -> Result<(), v1::Error> {
         match self.measurement.seal(planned) {
@@ -531,6 +613,7 @@ pub fn predict(
         region,
         cmdline: inputs.hypervisor_cmdline.as_bytes(),
         domb_image,
+        boot_state: Some(inputs.boot_state),
     };
     let measurement = match sinit_acm {
         None => Measurement::start(RecordingTpm, *banks, &mut buf, &hv_inputs)?,
@@ -599,6 +682,7 @@ pub fn predict(
             modules: &inputs.modules,
             last_populated: None,
             error: None,
+            boot: BootReport::new(inputs.boot_state.requested_slot, None),
         },
         domb,
         handed_off: false,
@@ -613,10 +697,16 @@ pub fn predict(
             bytes,
         })
         .collect();
+    let state = inputs.boot_state;
     let boot = BootFacts {
         launch_kind: launch_kind.protocol_kind(),
         active_banks: &alg_ids,
         modules: &module_data,
+        boot_state: v1::BootState {
+            requested_slot: state.requested_slot,
+            attempts: (state.status != BootRecordStatus::Unavailable).then_some(state.attempts),
+            last_known_good: state.last_known_good,
+        },
     };
     let mut domb_output = String::new();
     let error = launch::run(&boot, &mut hv, &mut domb_output);
@@ -773,6 +863,11 @@ pub struct PredictArgs {
     pub launch: PredictedLaunch,
     /// The SINIT ACM for `--launch txt` (PCR17/18 then predicted too).
     pub sinit: Option<PathBuf>,
+    /// The boot state (`--boot-state`, [`parse_boot_state`]); default: a fresh TPM's first
+    /// boot.
+    pub boot_state: Option<String>,
+    /// Take the boot state from this event log (`--boot-state-from-log FILE`).
+    pub boot_state_log: Option<PathBuf>,
 }
 
 /// Parses the arguments after `predict`.
@@ -783,6 +878,8 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<PredictArgs,
         out: None,
         launch: PredictedLaunch::Emulated,
         sinit: None,
+        boot_state: None,
+        boot_state_log: None,
     };
     let mut bundle_given = false;
     let mut args = args.into_iter();
@@ -792,6 +889,19 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<PredictArgs,
                 parsed.banks = Some(args.next().ok_or("--banks needs a value (e.g. sha256)")?)
             }
             "--out" => parsed.out = Some(args.next().ok_or("--out needs a file")?.into()),
+            "--boot-state" => {
+                parsed.boot_state = Some(
+                    args.next()
+                        .ok_or("--boot-state needs STATUS:ATTEMPTS:KNOWN_GOOD")?,
+                )
+            }
+            "--boot-state-from-log" => {
+                parsed.boot_state_log = Some(
+                    args.next()
+                        .ok_or("--boot-state-from-log needs an event log file")?
+                        .into(),
+                )
+            }
             "--sinit" => {
                 parsed.sinit = Some(args.next().ok_or("--sinit needs a SINIT ACM file")?.into())
             }
@@ -826,17 +936,18 @@ pub fn bundle_inputs(bundle: &crate::builder::BuiltBundle) -> Result<BundleInput
     for module in &bundle.modules {
         modules.push((module.name.clone(), std::fs::read(&module.file.path)?));
     }
-    let recovery_arguments =
-        recovery::parse_options(bundle.manifest.hypervisor_cmdline.join(" ").as_bytes())
-            .ok()
-            .and_then(|options| options.module)
-            .and_then(|name| bundle.manifest.modules.iter().find(|m| m.name == name))
-            .map(|module| module.args.join(" "));
+    let hypervisor_cmdline = bundle.manifest.hypervisor_cmdline.join(" ");
+    let recovery_arguments = recovery::parse_options(hypervisor_cmdline.as_bytes())
+        .ok()
+        .and_then(|options| options.module)
+        .and_then(|name| bundle.manifest.modules.iter().find(|m| m.name == name))
+        .map(|module| module.args.join(" "));
     Ok(BundleInputs {
         recovery_arguments,
         sinit_acm: None,
         hypervisor_elf: std::fs::read(hypervisor)?,
-        hypervisor_cmdline: bundle.manifest.hypervisor_cmdline.join(" "),
+        boot_state: first_boot_state(&hypervisor_cmdline),
+        hypervisor_cmdline,
         modules,
     })
 }
@@ -863,6 +974,42 @@ pub fn predict_command(ws: &crate::Workspace, args: &PredictArgs) -> std::proces
         Ok(inputs) => inputs,
         Err(e) => return fail(format!("cannot read the bundle's files: {e}")),
     };
+    match (&args.boot_state, &args.boot_state_log) {
+        (Some(_), Some(_)) => {
+            return fail("give --boot-state or --boot-state-from-log, not both".into());
+        }
+        (Some(text), None) => match parse_boot_state(text, &inputs.hypervisor_cmdline) {
+            Ok(state) => inputs.boot_state = state,
+            Err(e) => return fail(e),
+        },
+        (None, Some(path)) => {
+            let log = match std::fs::read(path) {
+                Ok(log) => log,
+                Err(e) => return fail(format!("cannot read {}: {e}", path.display())),
+            };
+            match boot_state_of_log(&log) {
+                Some(state) => inputs.boot_state = state,
+                None => {
+                    return fail(format!(
+                        "{} has no EV_SLIPWAY_BOOT_STATE event in PCR19",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        (None, None) => {}
+    }
+    let state = inputs.boot_state;
+    println!(
+        "# boot state: {} record, slot {} requested, attempt {}, last known-good slot {}",
+        state.status.name(),
+        slots::name(state.requested_slot).unwrap_or("?"),
+        state.attempts,
+        state
+            .last_known_good
+            .and_then(slots::name)
+            .unwrap_or("none")
+    );
     if let Some(path) = &args.sinit {
         if args.launch != PredictedLaunch::Txt {
             return fail("--sinit goes with --launch txt".into());

@@ -107,6 +107,10 @@ pub struct RunConfig {
     /// With [`Tpm::Swtpm`]: the active PCR banks, provisioned with `swtpm_setup --pcr-banks`
     /// (comma-separated, e.g. `sha256`); `None`: a fresh swtpm (sha1, sha256, sha384, sha512).
     pub tpm_banks: Option<String>,
+    /// With [`Tpm::Swtpm`]: keep the TPM's state in this directory across runs (consecutive
+    /// boots of one machine: NV indexes such as the boot record persist); `None`: a fresh state
+    /// per run.
+    pub tpm_state_dir: Option<PathBuf>,
 }
 
 /// Defaults used by `cargo xtask run` and the tests.
@@ -130,6 +134,7 @@ impl RunConfig {
             console_input: Vec::new(),
             extra_qemu_args: Vec::new(),
             tpm_banks: None,
+            tpm_state_dir: None,
         }
     }
 }
@@ -408,6 +413,7 @@ pub fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
             let options = TpmOptions {
                 pcr_banks: config.tpm_banks.clone(),
                 hard_limit,
+                state_dir: config.tpm_state_dir.clone(),
             };
             let banks = report_banks(config.tpm_banks.as_deref())?;
             let ram_path = ram.as_ref().map(|r| r.path().to_owned());

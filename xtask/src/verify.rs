@@ -306,6 +306,27 @@ fn name_event(event: &Event<'_>) -> String {
             )
         }
         Ok(Some(SlipwayEvent::LaunchKind(kind))) => format!(" `{}`", kind.name()),
+        Ok(Some(SlipwayEvent::BootState(state))) => {
+            let slot = |s: Option<u8>| {
+                s.and_then(slipway_protocol::boot_modules::slots::name)
+                    .unwrap_or("none")
+            };
+            format!(
+                " (boot record {}: slot {} requested, attempt {}, last known-good slot {})",
+                state.status.name(),
+                slot(Some(state.requested_slot)),
+                state.attempts,
+                slot(state.last_known_good)
+            )
+        }
+        Ok(Some(SlipwayEvent::SlotChoice(choice))) => {
+            let slot = |s| slipway_protocol::boot_modules::slots::name(s).unwrap_or("?");
+            format!(
+                " (slot {} chosen over {})",
+                slot(choice.to),
+                slot(choice.from)
+            )
+        }
         _ => String::new(),
     };
     format!(
@@ -652,8 +673,13 @@ pub fn verify_against_bundle(
         let banks = EventLog::parse(&transcript.slipway_log)
             .map(|log| log.header().banks)
             .map_err(|e| Rejection::Log(e.to_string()))?;
-        let inputs = crate::predict::bundle_inputs(built)
+        let mut inputs = crate::predict::bundle_inputs(built)
             .map_err(|e| Rejection::Usage(format!("cannot read bundle `{bundle}`: {e}")))?;
+        // The boot state is the machine's (its TPM NV boot record), not the bundle's: predicted
+        // from the state the run's log records, which the quote covers like every PCR19 event.
+        if let Some(state) = crate::predict::boot_state_of_log(&transcript.slipway_log) {
+            inputs.boot_state = state;
+        }
         // The launch the log names (a txt-simulated run is predicted as one; anything else as
         // the emulated launch, whose prediction it then fails to match).
         let launch = EventLog::parse(&transcript.slipway_log)

@@ -15,7 +15,8 @@ use crate::config;
 use crate::measurements::{self, MeasureError, Measurement};
 use crate::planner::{self, ModuleData};
 use crate::policy::{self, LaunchFacts, Outcome, ProgramSource};
-use slipway_policy::{ALG_SHA256, Module, ModuleDigest};
+use slipway_policy::{ALG_SHA256, BootState, Module, ModuleDigest};
+use slipway_protocol::boot_modules::slots;
 
 /// The boot module holding the launch configuration, and domB's own module (measured by the
 /// hypervisor, not by domB).
@@ -62,6 +63,8 @@ pub struct BootFacts<'a> {
     pub active_banks: &'a [TpmAlgId],
     /// Boot modules in multiboot2 order.
     pub modules: &'a [ModuleData<'a>],
+    /// The hypervisor's boot record: requested slot, attempts, last known-good slot.
+    pub boot_state: v1::BootState,
 }
 
 /// Why domB stops without handing off.
@@ -69,8 +72,8 @@ pub struct BootFacts<'a> {
 pub enum LaunchError {
     /// the active banks are not usable: (reason)
     Banks(String),
-    /// there is no boot module named "config"
-    NoConfig,
+    /// there is no configuration module for the slot: (slot)
+    NoConfig(u8),
     /// an object cannot be measured, so it is not used: (object, reason)
     Unmeasurable {
         /// The object.
@@ -122,9 +125,12 @@ impl fmt::Display for LaunchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Banks(reason) => write!(f, "active banks: {reason}"),
-            Self::NoConfig => {
-                f.write_str("launch configuration: no boot module is named \"config\"")
-            }
+            Self::NoConfig(slot) => write!(
+                f,
+                "launch configuration: slot {}: no boot module is named \"{}\"",
+                slots::name(*slot).unwrap_or("?"),
+                slots::config_module(*slot).unwrap_or("?")
+            ),
             Self::Unmeasurable { what, error } => {
                 write!(f, "measure: {what}: cannot measure: {error}")
             }
@@ -182,6 +188,54 @@ impl<H: Hypervisor, W: Write> Measurer<'_, H, W> {
     }
 }
 
+/// The boot state as domB prints it.
+fn describe_boot_state(state: &v1::BootState) -> String {
+    let slot = |s: Option<u8>| s.and_then(slots::name).unwrap_or("none");
+    match state.attempts {
+        Some(attempts) => format!(
+            "boot state: slot {} requested, attempt {attempts}, last known-good slot {}",
+            slot(Some(state.requested_slot)),
+            slot(state.last_known_good)
+        ),
+        None => format!(
+            "boot state: slot {} requested, attempts unknown (no boot record)",
+            slot(Some(state.requested_slot))
+        ),
+    }
+}
+
+/// The configuration module of `slot`.
+fn config_of<'b>(boot: &'b BootFacts<'_>, slot: u8) -> Result<&'b ModuleData<'b>, LaunchError> {
+    let name = slots::config_module(slot).ok_or(LaunchError::NoConfig(slot))?;
+    boot.modules
+        .iter()
+        .find(|m| m.name == name)
+        .ok_or(LaunchError::NoConfig(slot))
+}
+
+/// Measures a slot's configuration (PCR19), then parses it.
+fn measure_and_parse<H: Hypervisor, W: Write>(
+    measurer: &mut Measurer<'_, H, W>,
+    banks: &slipway_measure::BankSet,
+    slot: u8,
+    module: &ModuleData<'_>,
+    names: &[&str],
+) -> Result<config::LaunchConfig, LaunchError> {
+    measurer.send(module.name, measurements::config(banks, module.bytes))?;
+    let config = config::parse(module.bytes, names).map_err(LaunchError::Config)?;
+    let _ = writeln!(
+        measurer.out,
+        "config: slot {} ({}): {} domains",
+        slots::name(slot).unwrap_or("?"),
+        module.name,
+        config.domains.len()
+    );
+    if let Some(fault) = config.test_fault {
+        return Err(LaunchError::TestFault(fault));
+    }
+    Ok(config)
+}
+
 fn request_name(request: &Request) -> &'static str {
     match request {
         Request::CreateDomain { .. } => "create",
@@ -234,19 +288,15 @@ fn run_inner<H: Hypervisor, W: Write>(
         tpm_ok: !banks.is_empty(),
     };
 
-    // 1. The configuration, measured before it is parsed.
-    let config_module = boot
-        .modules
-        .iter()
-        .find(|m| m.name == CONFIG_MODULE)
-        .ok_or(LaunchError::NoConfig)?;
-    measurer.send("config", measurements::config(&banks, config_module.bytes))?;
+    // 1. The configuration of the requested slot, measured before it is parsed.
+    let requested = boot.boot_state.requested_slot;
     let names: Vec<&str> = boot.modules.iter().map(|m| m.name).collect();
-    let config = config::parse(config_module.bytes, &names).map_err(LaunchError::Config)?;
-    let _ = writeln!(measurer.out, "config: {} domains", config.domains.len());
-    if let Some(fault) = config.test_fault {
-        return Err(LaunchError::TestFault(fault));
-    }
+    let present_slots = (0..slots::MAX_SLOTS)
+        .filter(|&slot| slots::config_module(slot).is_some_and(|m| names.contains(&m)))
+        .fold(0u8, |bits, slot| bits | 1 << slot);
+    let _ = writeln!(measurer.out, "{}", describe_boot_state(&boot.boot_state));
+    let config_module = config_of(boot, requested)?;
+    let mut config = measure_and_parse(&mut measurer, &banks, requested, config_module, &names)?;
 
     // 2. The policy: the policy node and the program (the `policy` module, else the built-in
     // default program), measured before the program is loaded.
@@ -277,11 +327,9 @@ fn run_inner<H: Hypervisor, W: Write>(
         }],
     };
     modules.push(plain(config_module));
-    for module in boot
-        .modules
-        .iter()
-        .filter(|m| m.name != CONFIG_MODULE && m.name != DOMB_MODULE && m.name != POLICY_MODULE)
-    {
+    for module in boot.modules.iter().filter(|m| {
+        m.name != config_module.name && m.name != DOMB_MODULE && m.name != POLICY_MODULE
+    }) {
         let what = format!("module {} ({} bytes)", module.name, module.bytes.len());
         let measured = measurements::module(&banks, module.name, module.bytes);
         let mut entry = Module {
@@ -328,6 +376,13 @@ fn run_inner<H: Hypervisor, W: Write>(
         tpm_available: measurer.tpm_ok,
         banks: boot.active_banks.iter().map(|alg| alg.0).collect(),
         modules,
+        boot_state: BootState {
+            boot_attempts: boot.boot_state.attempts,
+            last_known_good_slot: boot.boot_state.last_known_good,
+            requested_slot: requested,
+            config_slot: requested,
+            slots: present_slots,
+        },
     };
     let evaluation = loop {
         let started = measurer.hypervisor.timestamp();
@@ -338,6 +393,27 @@ fn run_inner<H: Hypervisor, W: Write>(
                 "policy: program run (load, validate, run, check) took {} TSC cycles",
                 end.saturating_sub(start)
             );
+        }
+        // The program chose another slot: its decisions for this configuration do not count.
+        // The choice is measured, then that slot's configuration (before it is parsed), and the
+        // program runs again on it; that answer must keep the slot (checked with the answer).
+        if evaluation.slot != facts.boot_state.config_slot {
+            let to = evaluation.slot;
+            let _ = writeln!(
+                measurer.out,
+                "policy: slot {} chosen over the requested slot {}: {}",
+                slots::name(to).unwrap_or("?"),
+                slots::name(requested).unwrap_or("?"),
+                evaluation.reason
+            );
+            measurer.send(
+                "slot choice",
+                measurements::slot_choice(&banks, requested, to),
+            )?;
+            let module = config_of(boot, to)?;
+            config = measure_and_parse(&mut measurer, &banks, to, module, &names)?;
+            facts.boot_state.config_slot = to;
+            continue;
         }
         for decision in &evaluation.decisions {
             let _ = writeln!(measurer.out, "policy: {}", decision.describe(&config));

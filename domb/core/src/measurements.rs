@@ -76,6 +76,14 @@ pub fn config(banks: &BankSet, blob: &[u8]) -> Result<Measurement, MeasureError>
     measured_event(banks, &SlipwayEvent::LaunchConfig(blob))
 }
 
+/// The policy program's choice of configuration slot `to` over the requested `from`, into PCR19.
+pub fn slot_choice(banks: &BankSet, from: u8, to: u8) -> Result<Measurement, MeasureError> {
+    measured_event(
+        banks,
+        &SlipwayEvent::SlotChoice(slipway_measure::events::SlotChoice { from, to }),
+    )
+}
+
 /// The policy ([`policy::policy_event_data`]: the policy node and the program's digest) into
 /// PCR19.
 pub fn policy(

@@ -161,6 +161,8 @@ pub struct LaunchFacts {
     pub banks: Vec<u16>,
     /// Every module domB measured, with its digests.
     pub modules: Vec<Module>,
+    /// The boot record's state and the slot the configuration belongs to.
+    pub boot_state: BootState,
 }
 
 /// The result of running the policy program.
@@ -174,10 +176,11 @@ pub struct Evaluation {
     pub reason: String,
     /// Fuel the program used (None when it did not run to an answer).
     pub fuel_used: Option<u64>,
+    /// The configuration slot the answer chose (the input's slot when the program failed).
+    pub slot: u8,
 }
 
-/// The program's input for `config` and `facts` (the boot state is unknown: nothing keeps it
-/// yet).
+/// The program's input for `config` and `facts`.
 pub fn input(config: &LaunchConfig, facts: &LaunchFacts) -> Input {
     let action = |a: Action| match a {
         Action::StartAll => slipway_policy::Action::StartAll,
@@ -197,10 +200,7 @@ pub fn input(config: &LaunchConfig, facts: &LaunchFacts) -> Input {
             available: facts.tpm_available,
             banks: facts.banks.clone(),
         },
-        boot_state: BootState {
-            boot_attempts: None,
-            last_known_good_slot: None,
-        },
+        boot_state: facts.boot_state,
         modules: facts.modules.clone(),
         config: slipway_policy::Config {
             policy: ConfigPolicy {
@@ -259,6 +259,7 @@ pub fn evaluate(program: &[u8], config: &LaunchConfig, facts: &LaunchFacts) -> E
                 outcome: recovery_domains(config, "the policy failed: recovery-only"),
                 reason,
                 fuel_used: None,
+                slot: facts.boot_state.config_slot,
             };
         }
     };
@@ -290,6 +291,7 @@ pub fn evaluate(program: &[u8], config: &LaunchConfig, facts: &LaunchFacts) -> E
         outcome,
         reason: output.reason,
         fuel_used: Some(run.fuel_used),
+        slot: output.slot,
     }
 }
 

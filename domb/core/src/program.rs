@@ -358,14 +358,22 @@ pub fn run_with(program: &[u8], input: &Input, limits: &Limits) -> Result<Run, P
     Ok(Run { output, fuel_used })
 }
 
-/// The checks of an answer that need the input: only slot 0 exists; a `start-listed` verdict
+/// The checks of an answer that need the input: the slot is one the boot carries, and in the
+/// run after a fallback it is the slot the input describes (no second switch); a `start-listed` verdict
 /// names 1 or more distinct configured domains; the verdict is at least as restrictive as
 /// every decision (a program cannot measure "halt" and start everything).
 pub fn check_answer(output: &Output, input: &Input) -> Result<(), String> {
-    if output.slot != 0 {
+    let boot = &input.boot_state;
+    if !boot.has_slot(output.slot) {
         return Err(format!(
-            "configuration slot {} does not exist (only slot 0 does)",
+            "configuration slot {} does not exist in this boot",
             output.slot
+        ));
+    }
+    if boot.is_fallback_run() && output.slot != boot.config_slot {
+        return Err(format!(
+            "after falling back to slot {} the answer chose slot {} (one switch per boot)",
+            boot.config_slot, output.slot
         ));
     }
     if let Verdict::StartListed(names) = &output.verdict {

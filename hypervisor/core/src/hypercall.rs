@@ -12,7 +12,8 @@ use crate::build_record::{BuildRecord, BuildStep};
 use crate::domain::{Domain, DomainState, DomainTable, MAX_DOMAINS};
 use slipway_measure::events::{
     DigestRule, EV_SLIPWAY_BOOT_MODULE, EV_SLIPWAY_LAUNCH_CONFIG, EV_SLIPWAY_POLICY,
-    EV_SLIPWAY_POLICY_DECISION, PCR_BOOT_MODULES, PCR_BUILD_INPUTS, SlipwayEvent,
+    EV_SLIPWAY_POLICY_DECISION, EV_SLIPWAY_SLOT_CHOICE, PCR_BOOT_MODULES, PCR_BUILD_INPUTS,
+    SlipwayEvent, SlotChoice,
 };
 use slipway_measure::hash::event_digests;
 use slipway_protocol::EncodeError;
@@ -22,13 +23,15 @@ use slipway_protocol::v1::{
 };
 
 /// The (PCR, event type) pairs domB may ask for (`docs/measurement.md`, section 4): the launch
-/// configuration, the policy and policy decisions into PCR19, boot modules into PCR20. Every other
+/// configuration, the policy, policy decisions and the slot choice into PCR19, boot modules into
+/// PCR20. Every other
 /// Slipway event type (launch kind, command line, domB image, domain builds, separators) is the
 /// hypervisor's own: a builder that could log one could make a verifier misread the log.
-pub const BUILDER_EVENTS: [(u8, u32); 4] = [
+pub const BUILDER_EVENTS: [(u8, u32); 5] = [
     (PCR_BUILD_INPUTS as u8, EV_SLIPWAY_LAUNCH_CONFIG),
     (PCR_BUILD_INPUTS as u8, EV_SLIPWAY_POLICY),
     (PCR_BUILD_INPUTS as u8, EV_SLIPWAY_POLICY_DECISION),
+    (PCR_BUILD_INPUTS as u8, EV_SLIPWAY_SLOT_CHOICE),
     (PCR_BOOT_MODULES as u8, EV_SLIPWAY_BOOT_MODULE),
 ];
 
@@ -103,6 +106,21 @@ pub trait Platform {
     /// their PCR21 build records and the separators, all or nothing
     /// ([`crate::measurement::Measurement::seal`]). An `Err` refuses the hand-off.
     fn seal_measurements(&mut self, planned: &[&Domain]) -> Result<(), Error>;
+    /// domB measures that the policy program chose configuration slot `choice.to` over the
+    /// requested one: called before the event is measured; an `Err` refuses the measurement
+    /// ([`crate::boot_report::BootReport::slot_choice`]). The default refuses every choice
+    /// (a platform without a boot record has one slot).
+    fn slot_choice(&mut self, choice: SlotChoice) -> Result<(), Error> {
+        let _ = choice;
+        Err(Error::EventDataMalformed)
+    }
+    /// A control domain reports, after hand-off, that this boot succeeded: record the slot it
+    /// used as known good in the boot record ([`crate::boot_report::BootReport::success`]).
+    /// The default has no record.
+    fn report_boot_success(&mut self, caller: DomainId) -> Result<(), Error> {
+        let _ = caller;
+        Err(Error::BootRecordUnavailable)
+    }
 }
 
 /// What the vCPU that made the call does next.
@@ -193,6 +211,22 @@ fn handle<P: Platform>(
                 Outcome::ShutDown {
                     exit_code: *exit_code,
                 },
+            )
+        }
+        Request::ReportBootSuccess => {
+            // A control domain, after hand-off: domB (before) has no control capability, and
+            // the report means "the domains the plan started are up".
+            let control = table
+                .get(caller)
+                .is_some_and(|d| d.capabilities().granted.control);
+            if !control || !table.handed_off() {
+                return (Err(Error::NotPermitted), Outcome::Resume);
+            }
+            (
+                platform
+                    .report_boot_success(caller)
+                    .map(|()| ResponseOk::Done),
+                Outcome::Resume,
             )
         }
         other => (
@@ -333,6 +367,11 @@ fn perform<P: Platform>(
             }
             v1::check_digests(digests, launch.active_banks)?;
             check_event(launch, *event_type, digests, event_data)?;
+            if let Ok(Some(SlipwayEvent::SlotChoice(choice))) =
+                SlipwayEvent::decode(*event_type, event_data)
+            {
+                platform.slot_choice(choice)?;
+            }
             let event_index = platform.measure(caller, *pcr, *event_type, digests, event_data)?;
             Ok(ResponseOk::Measured { event_index })
         }

@@ -23,6 +23,7 @@ use slipway_protocol::{HYPERCALL_BUFFER_SIZE, TransportStatus};
 
 use crate::addr::{Frame, PAGE_SIZE, PhysAddr, PhysRange};
 use crate::asid::AsidPool;
+use crate::boot_report::{BootRecordState, slot_name};
 use crate::console::{ConsoleMux, InputAction, Line, LineBuffer};
 use crate::domain::{Domain, DomainTable, MAX_DOMAINS, StopReason};
 use crate::exit_handler::{self, ExitAction};
@@ -165,6 +166,14 @@ pub trait Host {
     /// run can be compared with `cargo xtask predict`. Called before
     /// [`Host::measurement_sealed`] (which may give up the locality the read needs).
     fn read_back_pcrs(&mut self, m: &mut Measurement<'_, Self::Pcrs>);
+    /// Writes `record` into the TPM NV boot record (the binary: at locality 2, taken back for
+    /// this one write and released; never while another locality is in use). An error says
+    /// why it was not written (and was printed); nothing changed in the record then.
+    fn write_boot_record(
+        &mut self,
+        m: &mut Measurement<'_, Self::Pcrs>,
+        record: &slipway_tpm::boot_record::BootRecord,
+    ) -> Result<(), Error>;
 }
 
 /// How the run ended.
@@ -281,6 +290,8 @@ pub struct Hypervisor<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> {
     exits: u64,
     /// The recovery environment: its module, domB's watchdog, whether it ran.
     pub recovery: RecoveryState<'a>,
+    /// The TPM NV boot record's state for this boot (`crate::boot_report`).
+    pub boot_record: BootRecordState,
 }
 
 /// What the binary hands the core at start.
@@ -322,11 +333,14 @@ pub struct Parts<'a, M, F, V, H: Host> {
     pub domb_module: Option<usize>,
     /// The recovery options (`recovery=`, `domb_watchdog=`) and the recovery module.
     pub recovery: RecoveryState<'a>,
+    /// The boot record as counted before domB runs.
+    pub boot_record: BootRecordState,
 }
 
 /// The hardware side of hypercalls: what `hypercall::dispatch` asks for after its checks.
 struct Effects<'h, 'm, M, F, H: Host> {
     measurement: Option<&'h mut Measurement<'m, H::Pcrs>>,
+    boot_record: &'h mut BootRecordState,
     host: &'h mut H,
     mem: &'h mut M,
     alloc: &'h mut F,
@@ -472,6 +486,57 @@ impl<M: PhysMemory, F: FrameAllocator, H: Host> hypercall::Platform for Effects<
             ));
         }
         result.map(drop)
+    }
+
+    fn slot_choice(&mut self, choice: slipway_measure::events::SlotChoice) -> Result<(), Error> {
+        let report = self
+            .boot_record
+            .report
+            .as_mut()
+            .ok_or(Error::EventDataMalformed)?;
+        report.slot_choice(choice)?;
+        self.host.log(format_args!(
+            "boot record: the policy chose slot {} over the requested slot {}",
+            slot_name(Some(choice.to)),
+            slot_name(Some(choice.from))
+        ));
+        Ok(())
+    }
+
+    fn report_boot_success(&mut self, caller: DomainId) -> Result<(), Error> {
+        let report = self
+            .boot_record
+            .report
+            .as_mut()
+            .ok_or(Error::BootRecordUnavailable)?;
+        let failed = self
+            .measurement
+            .as_ref()
+            .is_some_and(|m| m.failure().is_some());
+        let updated = match report.success(failed) {
+            Ok(updated) => updated,
+            Err(error) => {
+                self.host.log(format_args!(
+                    "boot record: success report of domain {} refused: {error}",
+                    caller.0
+                ));
+                return Err(error);
+            }
+        };
+        let m = self
+            .measurement
+            .as_deref_mut()
+            .ok_or(Error::BootRecordUnavailable)?;
+        self.host.write_boot_record(m, &updated)?;
+        report.written(updated);
+        self.host.log(format_args!(
+            "boot record: domain {} reported a successful boot: slot {} is known good (attempts of slot {}: {})",
+            caller.0,
+            slot_name(Some(report.slot())),
+            slot_name(Some(updated.current_slot)),
+            updated.attempts
+        ));
+        Ok(())
     }
 }
 
@@ -698,6 +763,7 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
             start_failed: false,
             exits: 0,
             recovery: parts.recovery,
+            boot_record: parts.boot_record,
         }
     }
 
@@ -875,6 +941,7 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
             modules: slipway_protocol::BoundedVec::from_slice(&modules)
                 .map_err(|_| "too many modules for BootInfo")?,
             hypercall_buffer_gpa: layout.buffer,
+            boot_state: self.boot_record.info,
         };
         let mut page = [0u8; 4096];
         let boot_info_len = v1::encode_boot_info(&boot_info, &mut page)
@@ -1222,6 +1289,7 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
         };
         let mut effects = Effects {
             measurement: self.measurement.as_mut(),
+            boot_record: &mut self.boot_record,
             host: &mut self.host,
             mem: &mut self.mem,
             alloc: &mut self.alloc,

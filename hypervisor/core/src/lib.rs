@@ -17,6 +17,7 @@
 pub mod acpi;
 pub mod addr;
 pub mod asid;
+pub mod boot_report;
 pub mod build_record;
 pub mod console;
 pub mod console_queue;

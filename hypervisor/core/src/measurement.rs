@@ -19,9 +19,9 @@
 use core::fmt;
 
 use slipway_measure::events::{
-    BUILD_PAYLOAD_POSTCARD_V2, DecisionReason, DomainBuildRecord, EV_SLIPWAY_POLICY_DECISION,
-    LaunchKind, ModuleRecord, PCR_BUILD_INPUTS, PCR_DOMAIN_BUILDS, PCR_DRTM_DETAILS,
-    SEPARATOR_PCRS, SlipwayEvent,
+    BUILD_PAYLOAD_POSTCARD_V2, BootStateRecord, DecisionReason, DomainBuildRecord,
+    EV_SLIPWAY_POLICY_DECISION, LaunchKind, ModuleRecord, PCR_BUILD_INPUTS, PCR_DOMAIN_BUILDS,
+    PCR_DRTM_DETAILS, SEPARATOR_PCRS, SlipwayEvent,
 };
 use slipway_measure::hash::{bound_module_digests, event_digests};
 use slipway_measure::log::{LogHeader, LogWriter, event_len};
@@ -104,6 +104,9 @@ pub struct LaunchInputs<'a> {
     pub cmdline: &'a [u8],
     /// domB's image: exactly the bytes the hypervisor starts as domB.
     pub domb_image: &'a [u8],
+    /// The boot state counted into the TPM NV boot record (`slipway_tpm::boot_record`),
+    /// measured after domB's image; `None` where no boot record is kept (an unmeasured launch).
+    pub boot_state: Option<BootStateRecord>,
 }
 
 /// How the measurement ended at hand-off.
@@ -227,7 +230,11 @@ impl<'log, T: PcrExtend> Measurement<'log, T> {
             name: DOMB_MODULE.as_bytes(),
             size: launch.domb_image.len() as u64,
         });
-        self.record(PCR_BUILD_INPUTS, &event, Some(&digests))
+        self.record(PCR_BUILD_INPUTS, &event, Some(&digests))?;
+        if let Some(state) = launch.boot_state {
+            self.record(PCR_BUILD_INPUTS, &SlipwayEvent::BootState(state), None)?;
+        }
+        Ok(())
     }
 
     fn fail(&mut self, failure: Failure) -> Failure {

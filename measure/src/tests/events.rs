@@ -283,7 +283,7 @@ proptest! {
     }
 
     #[test]
-    fn decoding_garbage_never_panics(ty in 0x5ffu32..0x60c, data in proptest::collection::vec(any::<u8>(), 0..64)) {
+    fn decoding_garbage_never_panics(ty in 0x5ffu32..0x60e, data in proptest::collection::vec(any::<u8>(), 0..64)) {
         let _ = SlipwayEvent::decode(ty, &data);
         let _ = SlipwayEvent::decode(EV_SEPARATOR, &data);
     }
@@ -347,4 +347,63 @@ fn recovery_decision_reasons_are_pinned() {
     });
     assert_eq!(event.pcr(), PCR_BUILD_INPUTS);
     assert_eq!(event.digest_rule(), DigestRule::BoundModule);
+}
+
+#[test]
+fn boot_state_and_slot_choice_encode_to_pinned_bytes_and_back() {
+    use crate::events::{
+        BootRecordStatus, BootStateRecord, EV_SLIPWAY_BOOT_STATE, EV_SLIPWAY_SLOT_CHOICE,
+        SlotChoice, slipway_type_name,
+    };
+    let cases = [
+        (
+            SlipwayEvent::BootState(BootStateRecord {
+                status: BootRecordStatus::Counted,
+                requested_slot: 1,
+                attempts: 0x0102_0304,
+                last_known_good: Some(0),
+            }),
+            vec![1u8, 1, 1, 4, 3, 2, 1, 0],
+        ),
+        (
+            SlipwayEvent::BootState(BootStateRecord {
+                status: BootRecordStatus::Unavailable,
+                requested_slot: 0,
+                attempts: 0,
+                last_known_good: None,
+            }),
+            vec![1u8, 3, 0, 0, 0, 0, 0, 0xff],
+        ),
+        (
+            SlipwayEvent::SlotChoice(SlotChoice { from: 1, to: 0 }),
+            vec![1u8, 1, 0],
+        ),
+    ];
+    for (event, bytes) in cases {
+        let mut out = vec![0u8; event.encoded_len()];
+        assert_eq!(event.encode(&mut out).unwrap(), bytes.len());
+        assert_eq!(out, bytes);
+        assert_eq!(event.pcr(), 19);
+        assert_eq!(
+            SlipwayEvent::decode(event.event_type(), &bytes).unwrap(),
+            Some(event)
+        );
+    }
+    assert_eq!(slipway_type_name(0x60C), Some("EV_SLIPWAY_BOOT_STATE"));
+    assert_eq!(slipway_type_name(0x60D), Some("EV_SLIPWAY_SLOT_CHOICE"));
+    let refused: [(u32, &[u8]); 7] = [
+        (EV_SLIPWAY_BOOT_STATE, &[1, 4, 0, 0, 0, 0, 0, 0xff]),
+        (EV_SLIPWAY_BOOT_STATE, &[1, 3, 0, 1, 0, 0, 0, 0xff]),
+        (EV_SLIPWAY_BOOT_STATE, &[1, 1, 0, 1, 0, 0, 0]),
+        (EV_SLIPWAY_BOOT_STATE, &[1, 1, 0, 1, 0, 0, 0, 0, 0]),
+        (EV_SLIPWAY_BOOT_STATE, &[2, 1, 0, 1, 0, 0, 0, 0]),
+        (EV_SLIPWAY_SLOT_CHOICE, &[1, 1, 1]),
+        (EV_SLIPWAY_SLOT_CHOICE, &[1, 1]),
+    ];
+    for (event_type, bytes) in refused {
+        assert!(
+            SlipwayEvent::decode(event_type, bytes).is_err(),
+            "{event_type:#x} {bytes:?}"
+        );
+    }
 }

@@ -408,7 +408,7 @@ pub struct Tpm<T> {
     response: [u8; RESPONSE_BUFFER_SIZE],
 }
 
-type Result<T, E> = core::result::Result<T, CommandError<E>>;
+pub(crate) type Result<T, E> = core::result::Result<T, CommandError<E>>;
 
 impl<T: TpmTransport> Tpm<T> {
     /// Helpers over `transport`. Sends nothing. `const`, so the hypervisor can keep its TPM in
@@ -690,17 +690,26 @@ impl<T: TpmTransport> Tpm<T> {
         command: &C,
         password_auth: bool,
     ) -> Result<R, T::Error> {
-        let cc = command.cc();
-        let session = TpmsAuthCommand {
+        let session = password_auth.then(|| TpmsAuthCommand {
             session_handle: TpmHandle::new(TpmRh::Pw.value()),
             nonce: Tpm2bNonce::default(),
             session_attributes: TpmaSession::CONTINUE_SESSION,
             hmac: Tpm2bAuth::default(),
-        };
-        let (tag, sessions): (TpmSt, &[TpmsAuthCommand]) = if password_auth {
-            (TpmSt::Sessions, core::slice::from_ref(&session))
-        } else {
-            (TpmSt::NoSessions, &[])
+        });
+        self.execute_with(command, session)
+    }
+
+    /// Marshals `command` with one authorization `session` (or none), sends it, checks the
+    /// response code and parses the response.
+    pub(crate) fn execute_with<C: TpmFrame, R: TpmUnmarshalBody>(
+        &mut self,
+        command: &C,
+        session: Option<TpmsAuthCommand>,
+    ) -> Result<R, T::Error> {
+        let cc = command.cc();
+        let (tag, sessions): (TpmSt, &[TpmsAuthCommand]) = match &session {
+            Some(session) => (TpmSt::Sessions, core::slice::from_ref(session)),
+            None => (TpmSt::NoSessions, &[]),
         };
         let len = {
             let mut writer = TpmWriter::new(&mut self.command);
@@ -751,7 +760,7 @@ fn raw_response_code(bytes: &[u8]) -> Option<u32> {
         .then(|| u32::from_be_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]))
 }
 
-fn unexpected<E>(command: TpmCc, reason: &'static str) -> CommandError<E> {
+pub(crate) fn unexpected<E>(command: TpmCc, reason: &'static str) -> CommandError<E> {
     CommandError::UnexpectedResponse { command, reason }
 }
 

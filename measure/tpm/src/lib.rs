@@ -8,13 +8,17 @@
 #![forbid(unsafe_code)]
 
 pub mod alg;
+pub mod boot_record;
 pub mod command;
+pub mod nv;
 pub mod rc;
 pub mod tis;
 pub mod transport;
 #[cfg(feature = "verify")]
 pub mod verify;
 
+#[cfg(test)]
+mod boot_record_tests;
 #[cfg(test)]
 mod command_tests;
 #[cfg(test)]

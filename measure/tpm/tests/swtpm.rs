@@ -524,3 +524,76 @@ fn commands_before_startup_are_refused_with_initialize() {
     tpm.startup(StartupType::Clear).unwrap();
     assert_eq!(tpm.counts().total(), 2);
 }
+
+/// The boot record's NV index on a real TPM: created on first use, counted, readable at
+/// locality 0, writable only under the locality-2 policy.
+#[test]
+fn boot_record_index_is_created_counted_and_writable_only_at_locality_2() {
+    use slipway_measure::events::BootRecordStatus;
+    use slipway_tpm::boot_record::{self, BOOT_RECORD_INDEX, BootRecord, Note, count_boot};
+
+    let swtpm = Swtpm::start(None);
+    let mut tpm = swtpm.started();
+    assert_eq!(tpm.nv_read_public(BOOT_RECORD_INDEX).unwrap(), None);
+
+    // At locality 0 the index is defined (owner authorization is empty) but the counting
+    // write is refused: nothing is counted.
+    let (counted, error) = count_boot(&mut tpm, 1, 4);
+    assert_eq!(counted.state.status, BootRecordStatus::Unavailable);
+    assert_eq!(counted.note, Note::TpmFailed("NV_Write"));
+    match error {
+        Some(CommandError::Tpm { command, rc }) => {
+            assert_eq!(command, TpmCc::NvWrite);
+            assert!(rc.is_locality(), "{rc}");
+        }
+        other => panic!("write at locality 0: {other:?}"),
+    }
+    let public = tpm.nv_read_public(BOOT_RECORD_INDEX).unwrap().unwrap();
+    assert!(public.matches(&boot_record::template()), "{public:?}");
+    assert!(!public.written());
+
+    // At locality 2 (the hypervisor's) the first count writes a fresh record.
+    swtpm.set_locality(2);
+    let (counted, error) = count_boot(&mut tpm, 1, 4);
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(counted.state.status, BootRecordStatus::Created);
+    assert_eq!(counted.state.attempts, 1);
+    let (counted, _) = count_boot(&mut tpm, 1, 4);
+    assert_eq!(counted.state.status, BootRecordStatus::Counted);
+    assert_eq!(counted.state.attempts, 2);
+    let success = counted.record.unwrap().after_success(1);
+    tpm.nv_write_with_locality_policy(BOOT_RECORD_INDEX, 0x04, &success.encode())
+        .unwrap();
+
+    // Anyone reads it (locality 0, empty authValue); nobody at locality 0 writes it: not under
+    // the locality-2 policy, and not with a policy for locality 0 (the index's authPolicy
+    // differs).
+    swtpm.set_locality(0);
+    let mut bytes = [0u8; 16];
+    tpm.nv_read(BOOT_RECORD_INDEX, &mut bytes).unwrap();
+    assert_eq!(
+        BootRecord::decode(&bytes, 4).unwrap(),
+        BootRecord {
+            current_slot: 1,
+            attempts: 0,
+            last_known_good: Some(1)
+        }
+    );
+    let forged = BootRecord::fresh(0).encode();
+    let error = tpm
+        .nv_write_with_locality_policy(BOOT_RECORD_INDEX, 0x04, &forged)
+        .unwrap_err();
+    assert!(
+        matches!(&error, CommandError::Tpm { rc, .. } if rc.is_locality()),
+        "{error}"
+    );
+    let error = tpm
+        .nv_write_with_locality_policy(BOOT_RECORD_INDEX, 0x01, &forged)
+        .unwrap_err();
+    assert!(matches!(error, CommandError::Tpm { .. }), "{error}");
+    tpm.nv_read(BOOT_RECORD_INDEX, &mut bytes).unwrap();
+    assert_eq!(
+        BootRecord::decode(&bytes, 4).unwrap().last_known_good,
+        Some(1)
+    );
+}

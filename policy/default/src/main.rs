@@ -111,7 +111,9 @@ fn decide(input: &Input) -> Output {
     };
     Output {
         verdict,
-        slot: 0,
+        // The default program never falls back: it keeps the slot whose configuration it was
+        // given (the requested one). Falling back is a rule of a policy program's own.
+        slot: input.boot_state.config_slot,
         reason: String::from(reason),
         decisions,
     }

@@ -152,6 +152,9 @@ impl Input {
                 w.u8(slot);
             }
         }
+        w.u8(self.boot_state.requested_slot);
+        w.u8(self.boot_state.config_slot);
+        w.u8(self.boot_state.slots);
         w.count(self.modules.len(), "too many modules")?;
         for module in &self.modules {
             w.string(&module.name, "a module name is too long")?;
@@ -214,6 +217,9 @@ impl Input {
             false => None,
             true => Some(r.u8("last known-good slot")?),
         };
+        let requested_slot = r.u8("requested slot")?;
+        let config_slot = r.u8("configuration slot")?;
+        let slots = r.u8("slots")?;
         let mut modules = Vec::new();
         for _ in 0..r.u16("module count")? {
             let name = r.string("module name")?;
@@ -272,6 +278,9 @@ impl Input {
             boot_state: BootState {
                 boot_attempts,
                 last_known_good_slot,
+                requested_slot,
+                config_slot,
+                slots,
             },
             modules,
             config: Config { policy, domains },
@@ -379,7 +388,13 @@ mod tests {
                 available: true,
                 banks: vec![0x4, 0xB],
             },
-            boot_state: BootState::default(),
+            boot_state: BootState {
+                boot_attempts: Some(3),
+                last_known_good_slot: Some(0),
+                requested_slot: 1,
+                config_slot: 0,
+                slots: 0b11,
+            },
             modules: vec![Module {
                 name: "hello".into(),
                 size: 42,

@@ -27,15 +27,36 @@ pub struct TpmState {
     pub banks: Vec<u16>,
 }
 
-/// What is known about earlier boots. Nothing is kept yet (a TPM NV index will hold it), so
-/// today both fields are `None`: a program must treat `None` as "unknown".
+/// What is known about earlier boots: the hypervisor's TPM NV boot record
+/// (`docs/measurement.md`, "Boot record"), and which configuration slot this input describes.
+/// Slots are numbered 0 (`a`) to 3 (`d`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BootState {
-    /// How many boots were attempted since the last one that reached its domains (`None`:
-    /// unknown).
+    /// Boots of the requested slot since it last reported success, this one included (`None`:
+    /// unknown: no TPM, or the record could not be used).
     pub boot_attempts: Option<u32>,
-    /// The configuration slot of the last boot known to be good (`None`: none recorded).
+    /// The configuration slot of the last boot that reported success (`None`: none recorded).
     pub last_known_good_slot: Option<u8>,
+    /// The slot this boot was asked to use (the hypervisor's `slot=`).
+    pub requested_slot: u8,
+    /// The slot whose configuration [`Input::config`] is: the requested slot, or, in the
+    /// second run after the program chose another slot, that slot.
+    pub config_slot: u8,
+    /// The slots the boot carries a configuration for (bit n = slot n).
+    pub slots: u8,
+}
+
+impl BootState {
+    /// Whether this run is the one after a fallback (the program chose another slot and now
+    /// sees that slot's configuration; its answer must keep that slot).
+    pub fn is_fallback_run(&self) -> bool {
+        self.config_slot != self.requested_slot
+    }
+
+    /// Whether the boot carries a configuration for `slot`.
+    pub fn has_slot(&self, slot: u8) -> bool {
+        slot < 8 && self.slots & (1 << slot) != 0
+    }
 }
 
 /// One digest of a module image.
@@ -251,7 +272,9 @@ impl Verdict {
 pub struct Output {
     /// What to start. It must be at least as restrictive as every decision's action.
     pub verdict: Verdict,
-    /// The configuration slot to use. Only slot 0 exists today; any other is refused.
+    /// The configuration slot to use: [`BootState::config_slot`] to go on with the
+    /// configuration given, another slot the boot carries to fall back to it (domB then runs the
+    /// program again on that slot's configuration, and that answer must keep the slot).
     pub slot: u8,
     /// Why, in words (printed by domB, measured with the last decision; at most 255 bytes).
     pub reason: String,

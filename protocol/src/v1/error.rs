@@ -86,6 +86,10 @@ error_codes! {
     EventDataMalformed = 0x060B => "the event data does not decode as its event type's format",
     ModuleRecordMismatch = 0x060C => "the boot-module event names no boot module, or a size other than the module's",
     MeasurementFailed = 0x060D => "measurement failed earlier in this boot (a TPM error): no further measurement is accepted and the launch counts as failed",
+    // 0x07xx: the boot record (TPM NV boot-attempt counter and last known-good slot).
+    BootAlreadyReported = 0x0701 => "this boot's success was already reported",
+    BootRecordUnavailable = 0x0702 => "this boot has no boot record (no TPM, or the record could not be used): there is nothing to mark known good",
+    BootRecordWriteFailed = 0x0703 => "the TPM did not take the boot record's update (locality 2 not granted while another locality is active, or the write failed); the report may be sent again",
 }
 
 impl Error {

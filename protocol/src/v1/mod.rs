@@ -20,7 +20,7 @@
 //! // Client: encode into the buffer page.
 //! let mut page = [0u8; HYPERCALL_BUFFER_SIZE];
 //! let len = encode_request(&Request::QueryModule { index: 2 }, &mut page).unwrap();
-//! assert_eq!(&page[..len], b"SWRQ\x02\x00\x01\x02");
+//! assert_eq!(&page[..len], b"SWRQ\x03\x00\x01\x02");
 //!
 //! // Server: decode its own copy, answer.
 //! let copy = page;
@@ -65,7 +65,8 @@ pub use types::{
 /// Version 2 added `Capabilities::tpm` (a changed `CreateDomain` encoding, so a new number:
 /// a peer of version 1 gets `UnsupportedVersion`, never a misread). The module keeps the name
 /// `v1`: no version-1 peer exists in a tree (domB and the hypervisor are built together).
-pub const VERSION: u16 = 2;
+/// Version 3 added [`BootInfo::boot_state`] and [`Request::ReportBootSuccess`].
+pub const VERSION: u16 = 3;
 
 /// Most bytes one [`Request::WriteMemory`] carries: a 4 KiB page takes two calls.
 pub const WRITE_MEMORY_MAX: usize = 2048;
@@ -181,12 +182,21 @@ pub enum Request {
         /// Exit code reported on the console (0 = success).
         exit_code: u32,
     },
+    /// After hand-off, a control domain reports that this boot succeeded: the hypervisor
+    /// records the configuration slot this boot used as the last known-good slot in the TPM NV
+    /// boot record (and restarts that slot's boot-attempt count). Only a control domain may
+    /// call it, only after hand-off ([`Error::NotPermitted`] otherwise), and once per boot
+    /// ([`Error::BootAlreadyReported`]). Answer: [`ResponseOk::Done`].
+    ReportBootSuccess,
 }
 
 impl Request {
     /// Whether this request needs the builder capability (and is refused after hand-off).
     pub const fn needs_builder(&self) -> bool {
-        !matches!(self, Self::WriteConsole { .. } | Self::Shutdown { .. })
+        !matches!(
+            self,
+            Self::WriteConsole { .. } | Self::Shutdown { .. } | Self::ReportBootSuccess
+        )
     }
 }
 
@@ -234,7 +244,8 @@ impl ResponseOk {
             | Request::SetVcpuState { .. }
             | Request::AssignConsole { .. }
             | Request::RequestStart { .. }
-            | Request::WriteConsole { .. } => matches!(self, Self::Done),
+            | Request::WriteConsole { .. }
+            | Request::ReportBootSuccess => matches!(self, Self::Done),
             Request::HandOff | Request::Shutdown { .. } => false,
         }
     }
@@ -254,6 +265,22 @@ pub struct BootInfo {
     pub modules: BoundedVec<ModuleInfo, MAX_BOOT_MODULES>,
     /// Guest-physical address of the page in domB's RAM reserved as its hypercall buffer.
     pub hypercall_buffer_gpa: u64,
+    /// What the hypervisor's TPM NV boot record says about earlier boots, this one counted.
+    pub boot_state: BootState,
+}
+
+/// The boot state domB receives (`docs/measurement.md`, "Boot record"): the slot this boot was
+/// asked to use, how often it was tried, and the last known-good slot. Measured by the
+/// hypervisor (`EV_SLIPWAY_BOOT_STATE`) before domB runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, MaxSize)]
+pub struct BootState {
+    /// The configuration slot requested on the hypervisor command line (`slot=`; 0 = `a`).
+    pub requested_slot: u8,
+    /// Boots of the requested slot since it last reported success, this one included; `None`
+    /// when there is no usable boot record (no TPM, a foreign index, a TPM error).
+    pub attempts: Option<u32>,
+    /// The slot of the last boot that reported success, if any.
+    pub last_known_good: Option<u8>,
 }
 
 /// Most bytes an encoded request takes.

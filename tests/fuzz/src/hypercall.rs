@@ -125,6 +125,8 @@ struct FuzzPlatform<'a> {
     domains: [Option<Hw>; MAX_DOMAINS],
     log: Option<LogWriter<'a>>,
     events: u32,
+    /// The boot's success report, as hv-core's `BootReport` keeps it (a record to mark).
+    boot: slipway_hv_core::boot_report::BootReport,
 }
 
 impl FuzzPlatform<'_> {
@@ -294,6 +296,11 @@ impl Platform for FuzzPlatform<'_> {
         Ok(self.events - 1)
     }
 
+    fn report_boot_success(&mut self, _caller: DomainId) -> Result<(), Error> {
+        let record = self.boot.success(false)?;
+        self.boot.written(record);
+        Ok(())
+    }
     fn seal_measurements(&mut self, planned: &[&Domain]) -> Result<(), Error> {
         for domain in planned {
             let mut payload = vec![0u8; MAX_ENCODED_LEN];
@@ -542,6 +549,22 @@ impl World<'_> {
             assert_eq!(caller, self.domb, "only domB builds");
             assert!(!before.0, "builder request accepted after hand-off");
         }
+        if matches!(request, Request::ReportBootSuccess) {
+            assert!(before.0, "a boot reported successful before hand-off");
+            let control = self
+                .table
+                .get(caller)
+                .is_some_and(|d| d.capabilities().granted.control);
+            assert!(
+                control,
+                "a boot reported successful by a domain without control"
+            );
+            assert_eq!(
+                self.platform.boot.success(false),
+                Err(Error::BootAlreadyReported),
+                "a second report is refused"
+            );
+        }
         match request {
             Request::CreateDomain {
                 name,
@@ -726,7 +749,7 @@ const NAMES: [&str; 7] = [
 fn structured(u: &mut Unstructured<'_>, world: &World<'_>) -> ArbitraryResult<Request> {
     let ids = world.ids();
     let memory = |id: DomainId| world.table.get(id).map_or(0x10000, Domain::memory_bytes);
-    Ok(match u.int_in_range(0..=11u8)? {
+    Ok(match u.int_in_range(0..=12u8)? {
         0 => Request::QueryBootInfo,
         1 => Request::QueryModule {
             index: u.int_in_range(0..=4)?,
@@ -829,6 +852,7 @@ fn structured(u: &mut Unstructured<'_>, world: &World<'_>) -> ArbitraryResult<Re
             }
         }
         10 => Request::HandOff,
+        11 => Request::ReportBootSuccess,
         _ => Request::Shutdown {
             exit_code: u.arbitrary()?,
         },
@@ -884,6 +908,10 @@ pub fn run(data: &[u8]) {
             domains: [const { None }; MAX_DOMAINS],
             log,
             events: 0,
+            boot: slipway_hv_core::boot_report::BootReport::new(
+                0,
+                Some(slipway_tpm::boot_record::BootRecord::fresh(0).counted(0)),
+            ),
         },
         modules,
         module_bytes,

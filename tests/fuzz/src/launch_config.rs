@@ -245,6 +245,11 @@ fn launch_against_dispatcher(modules: &[ModuleData<'_>], config_parses: bool) {
         launch_kind: LaunchKind::Emulated,
         active_banks: &BANKS,
         modules,
+        boot_state: slipway_protocol::v1::BootState {
+            requested_slot: 0,
+            attempts: None,
+            last_known_good: None,
+        },
     };
     let mut out = String::new();
     let error = launch::run(&boot, &mut hv, &mut out);

@@ -32,6 +32,11 @@ pub struct TpmOptions {
     pub pcr_banks: Option<String>,
     /// Hard limit for the swtpm process (the `timeout` wrapper), should the harness die.
     pub hard_limit: Duration,
+    /// A state directory that outlives the run (its NV indexes, e.g. the boot record, carry
+    /// over to the next run with the same directory, as a machine's TPM does across reboots);
+    /// `None`: a fresh state in the run's directory. `pcr_banks` provisions it only while it is
+    /// empty.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for TpmOptions {
@@ -39,6 +44,7 @@ impl Default for TpmOptions {
         TpmOptions {
             pcr_banks: None,
             hard_limit: Duration::from_secs(600),
+            state_dir: None,
         }
     }
 }
@@ -84,9 +90,13 @@ impl EmulatedTpm {
     /// Starts swtpm with its state in `dir` and the proxy; QEMU connects to
     /// [`EmulatedTpm::qemu_socket`].
     pub fn start(dir: &Path, options: &TpmOptions) -> Result<EmulatedTpm, TpmError> {
-        let state = dir.join(STATE_DIR);
+        let state = options
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| dir.join(STATE_DIR));
         std::fs::create_dir_all(&state)?;
-        if let Some(banks) = &options.pcr_banks {
+        let provisioned = std::fs::read_dir(&state)?.next().is_some();
+        if let Some(banks) = options.pcr_banks.as_ref().filter(|_| !provisioned) {
             let output = Command::new("swtpm_setup")
                 .args(["--tpm2", "--overwrite", "--pcr-banks", banks, "--tpmstate"])
                 .arg(&state)

@@ -222,3 +222,42 @@ fn predict_takes_txt_simulated_and_a_sinit_file() {
     assert_eq!(args.launch, PredictedLaunch::TxtSimulated);
     assert_eq!(PredictedLaunch::TxtSimulated.name(), "txt-simulated");
 }
+
+#[test]
+fn boot_state_option_parses_status_attempts_and_known_good_slot() {
+    use slipway_measure::events::{BootRecordStatus, BootStateRecord};
+    let state = parse_boot_state("counted:3:a", "console=com1 slot=b").unwrap();
+    assert_eq!(
+        state,
+        BootStateRecord {
+            status: BootRecordStatus::Counted,
+            requested_slot: 1,
+            attempts: 3,
+            last_known_good: Some(0),
+        }
+    );
+    let fresh = parse_boot_state("created:1:none", "console=com1").unwrap();
+    assert_eq!(fresh, first_boot_state("console=com1"));
+    let unavailable = parse_boot_state("unavailable", "slot=c").unwrap();
+    assert_eq!(unavailable.status, BootRecordStatus::Unavailable);
+    assert_eq!((unavailable.requested_slot, unavailable.attempts), (2, 0));
+    for bad in [
+        "counted:0:a",
+        "counted:x:a",
+        "counted:3:e",
+        "counted:3",
+        "bogus:1:a",
+        "",
+    ] {
+        assert!(parse_boot_state(bad, "console=com1").is_err(), "{bad}");
+    }
+    assert!(parse_boot_state("counted:1:a", "slot=z").is_err());
+    let args = parse_args(["--boot-state", "counted:2:a", "x"].map(String::from)).unwrap();
+    assert_eq!(args.boot_state.as_deref(), Some("counted:2:a"));
+    assert!(parse_args(["--boot-state".to_string()]).is_err());
+}
+
+#[test]
+fn a_log_without_a_boot_state_event_has_none() {
+    assert_eq!(boot_state_of_log(b"not a log"), None);
+}

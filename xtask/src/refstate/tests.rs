@@ -45,6 +45,8 @@ fn every_slipway_event_renders_decoded_and_other_events_as_hex() {
             "EV_SEPARATOR",
             "EV_EVENT_TAG",
             "0x12345678",
+            "EV_SLIPWAY_BOOT_STATE",
+            "EV_SLIPWAY_SLOT_CHOICE",
         ]
     );
     assert_eq!(events[10]["type"], 0x606);
@@ -98,6 +100,14 @@ fn every_slipway_event_renders_decoded_and_other_events_as_hex() {
     assert_eq!(event_data(&log, 17), &json!({ "hex": ["667574757265"] }));
     assert_eq!(event_data(&log, 18), &json!({ "separator": "00000000" }));
     assert_eq!(event_data(&log, 21), &json!({ "hex": [] }));
+    assert_eq!(
+        event_data(&log, 23),
+        &json!({ "status": "counted", "requested_slot": "b", "attempts": 3, "last_known_good_slot": "a" })
+    );
+    assert_eq!(
+        event_data(&log, 24),
+        &json!({ "from_slot": "b", "to_slot": "a" })
+    );
     // The capped bank carries the cap; its PCRs are not replayed (Slipway cannot hash SM3).
     assert_eq!(events[10]["digests"]["sm3_256"], "ff".repeat(32));
     assert!(log["pcrs"].get("sm3_256").is_none());

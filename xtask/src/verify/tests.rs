@@ -518,3 +518,32 @@ fn a_hex_nonce_with_a_multibyte_character_is_refused_not_a_panic() {
         Err(TranscriptError::Framing { line: 1, .. })
     ));
 }
+
+#[test]
+fn boot_state_and_slot_choice_events_are_named_with_their_contents() {
+    use slipway_measure::events::{BootRecordStatus, BootStateRecord, SlotChoice};
+    let banks = BankSet::single(slipway_measure::HashAlg::Sha256);
+    let mut buf = vec![0u8; 4096];
+    let mut log = LogWriter::new(&mut buf, &LogHeader::slipway(banks)).unwrap();
+    let state = SlipwayEvent::BootState(BootStateRecord {
+        status: BootRecordStatus::Counted,
+        requested_slot: 1,
+        attempts: 3,
+        last_known_good: Some(0),
+    });
+    log.append_slipway(19, &state, None).unwrap();
+    let choice = SlipwayEvent::SlotChoice(SlotChoice { from: 1, to: 0 });
+    log.append_slipway(19, &choice, None).unwrap();
+    let bytes = log.as_bytes().to_vec();
+    let parsed = EventLog::parse(&bytes).unwrap();
+    let names: Vec<String> = parsed.events().map(|e| name_event(&e.unwrap())).collect();
+    assert!(
+        names[0].ends_with(
+            "(boot record counted: slot b requested, attempt 3, last known-good slot a)"
+        ),
+        "{}",
+        names[0]
+    );
+    assert!(names[1].ends_with("(slot a chosen over b)"), "{}", names[1]);
+    assert!(names[0].contains("EV_SLIPWAY_BOOT_STATE"), "{}", names[0]);
+}

@@ -175,6 +175,11 @@ fn launch_against_hv_core_dispatcher_builds_bootable_domains() {
         launch_kind: LaunchKind::Emulated,
         active_banks: &banks,
         modules: &module_data,
+        boot_state: slipway_protocol::v1::BootState {
+            requested_slot: 0,
+            attempts: None,
+            last_known_good: None,
+        },
     };
     let error = launch::run(&boot, &mut hv, &mut out);
     assert_eq!(error, LaunchError::HandOff(HANDED_OFF.into()), "{out}");

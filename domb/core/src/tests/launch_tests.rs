@@ -62,6 +62,18 @@ fn run(
     banks: &[TpmAlgId],
     tree: &Node,
 ) -> (LaunchError, String) {
+    run_slot(fake, kind, banks, tree, "config", 0)
+}
+
+/// [`run`] with the configuration carried as module `config_name` and slot `requested` asked for.
+fn run_slot(
+    fake: &mut Fake,
+    kind: LaunchKind,
+    banks: &[TpmAlgId],
+    tree: &Node,
+    config_name: &'static str,
+    requested: u8,
+) -> (LaunchError, String) {
     let config = dtb(tree);
     let kernel = ElfSpec::pvh(0x10_0000).build();
     let modules = [
@@ -71,7 +83,7 @@ fn run(
             bytes: b"domb image",
         },
         ModuleData {
-            name: "config",
+            name: config_name,
             index: 1,
             bytes: &config,
         },
@@ -91,6 +103,11 @@ fn run(
         launch_kind: kind,
         active_banks: banks,
         modules: &modules,
+        boot_state: slipway_protocol::v1::BootState {
+            requested_slot: requested,
+            attempts: Some(1),
+            last_known_good: None,
+        },
     };
     let error = launch::run(&boot, fake, &mut out);
     (error, out)
@@ -373,6 +390,44 @@ fn a_tpm_failing_while_the_decision_is_measured_makes_the_policy_decide_again() 
             .requests
             .iter()
             .any(|r| matches!(r, Request::CreateDomain { .. }))
+    );
+}
+
+#[test]
+fn the_requested_slot_picks_its_configuration_module_and_a_missing_one_stops_the_launch() {
+    // Slot b requested, its module `config.b` present: measured first, the default program
+    // keeps slot b, the launch hands off.
+    let mut fake = Fake::default();
+    let (error, out) = run_slot(
+        &mut fake,
+        LaunchKind::Emulated,
+        &[TpmAlgId::SHA256],
+        &config_tree(),
+        "config.b",
+        1,
+    );
+    assert!(matches!(error, LaunchError::HandOff(_)), "{error}\n{out}");
+    assert!(
+        out.contains("boot state: slot b requested, attempt 1, last known-good slot none"),
+        "{out}"
+    );
+    assert!(out.contains("measure: config.b -> PCR19"), "{out}");
+    assert!(out.contains("config: slot b (config.b)"), "{out}");
+    assert!(!out.contains("chosen over"), "{out}");
+    // Slot b requested but only slot a's module present: nothing is measured or built.
+    let mut fake = Fake::default();
+    let (error, _) = run_slot(
+        &mut fake,
+        LaunchKind::Emulated,
+        &[TpmAlgId::SHA256],
+        &config_tree(),
+        "config",
+        1,
+    );
+    assert_eq!(error, LaunchError::NoConfig(1));
+    assert_eq!(
+        error.to_string(),
+        "launch configuration: slot b: no boot module is named \"config.b\""
     );
 }
 

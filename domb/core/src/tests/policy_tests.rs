@@ -18,6 +18,10 @@ fn config_with(policy: Policy) -> LaunchConfig {
 
 fn facts(measured: bool, tpm: bool) -> LaunchFacts {
     LaunchFacts {
+        boot_state: slipway_policy::BootState {
+            slots: 1,
+            ..Default::default()
+        },
         launch_kind: if measured {
             LaunchKind::Emulated
         } else {

@@ -19,6 +19,10 @@ fn input() -> Input {
             tpm_available: true,
             banks: vec![0xB],
             modules: vec![],
+            boot_state: slipway_policy::BootState {
+                slots: 1,
+                ..Default::default()
+            },
         },
     )
 }
@@ -279,6 +283,10 @@ fn a_failed_program_is_one_policy_failed_decision_and_recovery_only() {
         tpm_available: true,
         banks: vec![0xB],
         modules: vec![],
+        boot_state: slipway_policy::BootState {
+            slots: 1,
+            ..Default::default()
+        },
     };
     let evaluation = policy::evaluate(&program("(loop $l (br $l)) (i32.const 0)"), &config, &facts);
     assert_eq!(

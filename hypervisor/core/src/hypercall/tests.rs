@@ -20,6 +20,7 @@ struct FakePlatform {
     fail_complete: Option<Error>,
     hash_populates: bool,
     events: u32,
+    boot: Option<crate::boot_report::BootReport>,
 }
 
 impl Platform for FakePlatform {
@@ -97,6 +98,21 @@ impl Platform for FakePlatform {
         for domain in planned {
             self.calls.push(format!("complete {}", domain.name()));
         }
+        Ok(())
+    }
+    fn slot_choice(&mut self, choice: SlotChoice) -> Result<(), Error> {
+        let boot = self.boot.as_mut().ok_or(Error::EventDataMalformed)?;
+        boot.slot_choice(choice)?;
+        self.calls
+            .push(format!("slot {} -> {}", choice.from, choice.to));
+        Ok(())
+    }
+    fn report_boot_success(&mut self, caller: DomainId) -> Result<(), Error> {
+        let boot = self.boot.as_mut().ok_or(Error::BootRecordUnavailable)?;
+        let record = boot.success(false)?;
+        boot.written(record);
+        self.calls
+            .push(format!("known good {} by {}", boot.slot(), caller.0));
         Ok(())
     }
 }
@@ -251,6 +267,7 @@ fn valid_measure(pcr: u8, event_type: u32) -> Request {
             name: b"hello",
             size: 0x1_2345,
         }),
+        EV_SLIPWAY_SLOT_CHOICE => SlipwayEvent::SlotChoice(SlotChoice { from: 1, to: 0 }),
         _ => SlipwayEvent::LaunchConfig(b"hello"),
     };
     let mut data = vec![0u8; event.encoded_len()];
@@ -327,7 +344,7 @@ fn garbage_requests_get_decode_errors() {
     assert_eq!(w.call_raw(domb, &[]).0, Err(Error::MalformedRequest));
     assert_eq!(w.call_raw(domb, &[0xff; 40]).0, Err(Error::BadMagic));
     let mut bad_version = REQUEST_MAGIC.to_le_bytes().to_vec();
-    bad_version.extend_from_slice(&[3, 0, 0]);
+    bad_version.extend_from_slice(&[4, 0, 0]);
     assert_eq!(
         w.call_raw(domb, &bad_version).0,
         Err(Error::UnsupportedVersion)
@@ -599,6 +616,7 @@ fn measure_accepts_only_pcr_19_and_20_with_every_bank_once() {
             error,
         );
     }
+    w.platform.boot = Some(crate::boot_report::BootReport::new(1, None));
     for (pcr, event_type) in BUILDER_EVENTS {
         assert!(
             w.call(domb, valid_measure(pcr, event_type)).is_ok(),
@@ -751,6 +769,31 @@ fn hand_off_starts_in_order_and_closes_the_builder_interface() {
             w.refused(caller, request.clone(), Error::AfterHandOff);
         }
     }
+    // The success report: a control domain, once; the slot it marks is the one domB's
+    // measured choice named.
+    w.refused(web, Request::ReportBootSuccess, Error::NotPermitted);
+    assert_eq!(
+        w.call(ctl, Request::ReportBootSuccess),
+        Err(Error::BootRecordUnavailable),
+        "no boot record: nothing to mark"
+    );
+    let record = slipway_tpm::boot_record::BootRecord {
+        current_slot: 1,
+        attempts: 3,
+        last_known_good: None,
+    };
+    let mut boot = crate::boot_report::BootReport::new(1, Some(record));
+    boot.slot_choice(SlotChoice { from: 1, to: 0 }).unwrap();
+    w.platform.boot = Some(boot);
+    assert_eq!(
+        w.call(ctl, Request::ReportBootSuccess),
+        Ok(ResponseOk::Done)
+    );
+    assert_eq!(
+        w.platform.calls.last().unwrap(),
+        &format!("known good 0 by {}", ctl.0)
+    );
+    w.refused(ctl, Request::ReportBootSuccess, Error::BootAlreadyReported);
     // domB is gone: it cannot call anything any more.
     w.refused(
         domb,
@@ -792,6 +835,10 @@ fn non_builders_cannot_build_before_hand_off() {
     w.table.mark_started(other).unwrap();
     w.refused(other, Request::QueryBootInfo, Error::NotPermitted);
     w.refused(other, Request::HandOff, Error::NotPermitted);
+    // Before hand-off nobody reports success: domB is no control domain.
+    let domb = w.domb;
+    w.refused(domb, Request::ReportBootSuccess, Error::NotPermitted);
+    w.refused(other, Request::ReportBootSuccess, Error::NotPermitted);
     let planned = w.create("planned", 0x1000, 1).unwrap();
     w.refused(
         planned,

@@ -139,6 +139,10 @@ struct FakeHost {
     closed: Vec<usize>,
     /// Bytes each slot may still print (no entry: unlimited).
     budget: BTreeMap<usize, usize>,
+    /// Boot records written.
+    boot_records: Vec<slipway_tpm::boot_record::BootRecord>,
+    /// The TPM refuses boot-record writes.
+    refuse_boot_record_write: bool,
 }
 
 impl Host for FakeHost {
@@ -179,6 +183,17 @@ impl Host for FakeHost {
     }
     fn read_back_pcrs(&mut self, _m: &mut Measurement<'_, FakeTpm>) {
         self.log.push("PCR19-21 read back".into());
+    }
+    fn write_boot_record(
+        &mut self,
+        _m: &mut Measurement<'_, FakeTpm>,
+        record: &slipway_tpm::boot_record::BootRecord,
+    ) -> Result<(), Error> {
+        if self.refuse_boot_record_write {
+            return Err(Error::BootRecordWriteFailed);
+        }
+        self.boot_records.push(*record);
+        Ok(())
     }
 }
 
@@ -268,6 +283,8 @@ struct Setup {
     rescue: Option<(Vec<u8>, &'static str)>,
     /// A TPM and the measurement over it.
     measured: bool,
+    /// The boot record as counted before domB.
+    boot_record: crate::boot_report::BootRecordState,
 }
 
 impl Default for Setup {
@@ -279,6 +296,7 @@ impl Default for Setup {
             cmdline: b"",
             rescue: None,
             measured: false,
+            boot_record: crate::boot_report::BootRecordState::unknown(0),
         }
     }
 }
@@ -346,6 +364,7 @@ fn world_with(setup: Setup) -> World {
             region: None,
             cmdline: setup.cmdline,
             domb_image: &image,
+            boot_state: None,
         };
         let mut active = heapless::Vec::new();
         let _ = active.push(slipway_measure::AlgId::SHA256.into());
@@ -376,6 +395,7 @@ fn world_with(setup: Setup) -> World {
         modules,
         domb_module: Some(0),
         recovery,
+        boot_record: setup.boot_record,
     });
     hv.measure_recovery_image();
     hv.set_pcpus(pcpus, 3, 1000);
@@ -466,6 +486,11 @@ impl World {
     /// domB plans one domain `name` of `vcpus` vCPUs with the guest module at 0x1000, its
     /// entry at 0x1000, and requests its start.
     fn plan(&mut self, name: &str, vcpus: u16) -> DomainId {
+        self.plan_with(name, vcpus, Capabilities::default())
+    }
+
+    /// [`World::plan`] with `capabilities` granted.
+    fn plan_with(&mut self, name: &str, vcpus: u16, capabilities: Capabilities) -> DomainId {
         let boot_order = self.hv.table.iter().count() as u16;
         let id = match self.call(
             self.domb,
@@ -473,7 +498,7 @@ impl World {
                 name: DomainName::new(name).unwrap(),
                 memory_bytes: 0x2_0000,
                 vcpus,
-                capabilities: Capabilities::default(),
+                capabilities,
             },
         ) {
             Ok(ResponseOk::DomainCreated(id)) => id,
@@ -986,4 +1011,5 @@ fn the_same_launch_runs_on_ept_tables() {
     assert_eq!(w.hv.alloc.free_frames(), w.initial_free);
 }
 
+mod boot_record;
 mod recovery;

@@ -68,6 +68,7 @@ fn inputs() -> LaunchInputs<'static> {
         region: None,
         cmdline: b"console=com1",
         domb_image: b"\x7fELF domb image",
+        boot_state: None,
     }
 }
 
@@ -402,4 +403,39 @@ fn a_launch_log_in_other_banks_is_not_resumed() {
         refused,
         Some(slipway_measure::Error::MissingBank(HashAlg::Sha1.id()))
     );
+}
+
+#[test]
+fn the_boot_state_is_measured_into_pcr19_right_after_domb() {
+    use slipway_measure::events::{BootRecordStatus, EV_SLIPWAY_BOOT_STATE, EV_SLIPWAY_DOMB_IMAGE};
+    let banks = banks();
+    let mut buf = vec![0u8; 16 * 1024];
+    let tpm = FakeTpm::new(&banks, None, FailMode::Refused);
+    let state = BootStateRecord {
+        status: BootRecordStatus::Counted,
+        requested_slot: 1,
+        attempts: 3,
+        last_known_good: Some(0),
+    };
+    let launch = LaunchInputs {
+        boot_state: Some(state),
+        ..inputs()
+    };
+    let m = Measurement::start(tpm, banks, &mut buf, &launch).unwrap();
+    assert!(m.failure().is_none());
+    let types = event_types(m.log_bytes());
+    let at = types
+        .iter()
+        .position(|t| *t == (19, EV_SLIPWAY_DOMB_IMAGE))
+        .unwrap();
+    assert_eq!(types[at + 1], (19, EV_SLIPWAY_BOOT_STATE));
+    let log = EventLog::parse(m.log_bytes()).unwrap();
+    let event = log.events().map(|e| e.unwrap()).last().unwrap();
+    assert_eq!(event.data, [1, 1, 1, 3, 0, 0, 0, 0]);
+    assert_eq!(event.digests, hash::event_digests(&banks, event.data));
+    // Without a boot state (no record kept) the sequence is the old one.
+    let mut buf = vec![0u8; 16 * 1024];
+    let tpm = FakeTpm::new(&banks, None, FailMode::Refused);
+    let m = Measurement::start(tpm, banks, &mut buf, &inputs()).unwrap();
+    assert!(!event_types(m.log_bytes()).contains(&(19, EV_SLIPWAY_BOOT_STATE)));
 }

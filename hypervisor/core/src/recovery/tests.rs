@@ -380,6 +380,7 @@ fn recovery_is_measured_image_decision_build_and_separators() {
         region: None,
         cmdline: b"recovery=rescue",
         domb_image: b"domb",
+        boot_state: None,
     };
     let tpm = CountingTpm(PcrBanks::new(&banks, InitialState::DynamicLaunch));
     let mut m = Measurement::start(tpm, banks, &mut buf, &inputs).unwrap();
@@ -451,6 +452,7 @@ fn a_halt_is_measured_and_sealed_without_a_build() {
         region: None,
         cmdline: b"",
         domb_image: b"domb",
+        boot_state: None,
     };
     let tpm = CountingTpm(PcrBanks::new(&banks, InitialState::DynamicLaunch));
     let mut m = Measurement::start(tpm, banks, &mut buf, &inputs).unwrap();

@@ -2,7 +2,9 @@
 //! down through the shutdown hypercall, or keeps running if the command line contains `stay`.
 //!
 //! Command line words: `name=<text>` (what to call itself; default "hello"), `stay`,
-//! `work=<n>` (how many Collatz sequences to run; default 10000).
+//! `work=<n>` (how many Collatz sequences to run; default 10000), `report-boot` (after its
+//! work, report a successful boot with the `ReportBootSuccess` hypercall: only a control
+//! domain may; the answer is printed).
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -59,6 +61,15 @@ fn main(boot: Boot) -> ! {
         .unwrap_or(10_000);
     let (start, steps) = longest_collatz(work);
     println!("work: below {work}, {start} has the longest Collatz sequence ({steps} steps)");
+    if cmdline
+        .split_ascii_whitespace()
+        .any(|word| word == "report-boot")
+    {
+        match hypercall::call(&slipway_protocol::v1::Request::ReportBootSuccess) {
+            Ok(_) => println!("boot reported successful"),
+            Err(error) => println!("boot report refused: {error}"),
+        }
+    }
     if cmdline.split_ascii_whitespace().any(|word| word == "stay") {
         println!("staying up (command line says stay)");
         loop {

@@ -8,9 +8,11 @@
 //! - **Trust checks first.** An unmeasured launch, an unavailable TPM or a kernel or ramdisk
 //!   outside its domain's `allowed-sha256` each fall back to recovery-only (never halt: this
 //!   machine class must stay reachable).
-//! - **Fallback rule.** After [`MAX_BOOT_ATTEMPTS`] boots that did not reach their domains,
-//!   only the recovery domains start. Nothing counts boots yet (the input says "unknown"), so
-//!   this rule does not fire today; it is written against the host API as it is.
+//! - **Fallback rule.** When the requested configuration slot has failed [`MAX_FAILED_BOOTS`]
+//!   times (boots counted by the hypervisor's TPM NV boot record that never reported success),
+//!   the program chooses the last known-good slot; domB measures the choice and runs the program
+//!   again on that slot's configuration. Without a known-good slot (or when it is the failing
+//!   one), only the recovery domains start.
 //!
 //! Decisions are `policy-rule` with the rule in the subject (`machine-class:<class>`,
 //! `boot-attempts`), or the standard trigger reasons for the trust checks.
@@ -33,8 +35,9 @@ const CLASS_MODULE_PREFIX: &str = "machine-class-";
 /// Per machine class, the domains it may start.
 const CLASSES: &[(&str, &[&str])] = &[("edge", &["control", "hello"]), ("vault", &["control"])];
 
-/// Boots in a row that did not reach their domains before only recovery starts.
-const MAX_BOOT_ATTEMPTS: u32 = 3;
+/// Failed boots of the requested slot (boots that never reported success) before the program
+/// falls back to the last known-good slot. The current boot is attempt `failed + 1`.
+const MAX_FAILED_BOOTS: u32 = 2;
 
 fn decision(reason: Reason, action: DecisionAction, subject: &str) -> Decision {
     Decision {
@@ -44,13 +47,18 @@ fn decision(reason: Reason, action: DecisionAction, subject: &str) -> Decision {
     }
 }
 
-fn recovery(decisions: Vec<Decision>, reason: String) -> Output {
+fn recovery(input: &Input, decisions: Vec<Decision>, reason: String) -> Output {
     Output {
         verdict: Verdict::RecoveryOnly,
-        slot: 0,
+        slot: input.boot_state.config_slot,
         reason,
         decisions,
     }
+}
+
+/// The slot name (`a`..`d`) of slot `n`.
+fn slot_name(n: u8) -> char {
+    char::from(b'a' + n)
 }
 
 fn decide(input: &Input) -> Output {
@@ -86,17 +94,42 @@ fn decide(input: &Input) -> Output {
             }
         }
     }
-    if let Some(attempts) = input.boot_state.boot_attempts
-        && attempts >= MAX_BOOT_ATTEMPTS
+    let boot = &input.boot_state;
+    if let Some(attempts) = boot.boot_attempts
+        && attempts > MAX_FAILED_BOOTS
+        && !boot.is_fallback_run()
     {
-        untrusted.push(decision(
-            Reason::PolicyRule,
-            DecisionAction::RecoveryOnly,
-            "boot-attempts",
-        ));
+        match boot.last_known_good_slot {
+            Some(good)
+                if good != boot.config_slot && boot.has_slot(good) && untrusted.is_empty() =>
+            {
+                // Fall back: domB measures the choice and asks again with that configuration.
+                return Output {
+                    verdict: Verdict::RecoveryOnly,
+                    slot: good,
+                    reason: format!(
+                        "slot {} failed {} times: falling back to the last known-good slot {}",
+                        slot_name(boot.config_slot),
+                        attempts - 1,
+                        slot_name(good)
+                    ),
+                    decisions: alloc::vec![decision(
+                        Reason::PolicyRule,
+                        DecisionAction::RecoveryOnly,
+                        "boot-attempts"
+                    )],
+                };
+            }
+            _ => untrusted.push(decision(
+                Reason::PolicyRule,
+                DecisionAction::RecoveryOnly,
+                "boot-attempts",
+            )),
+        }
     }
     if !untrusted.is_empty() {
         return recovery(
+            input,
             untrusted,
             String::from("the launch is not trusted: recovery only"),
         );
@@ -118,6 +151,7 @@ fn decide(input: &Input) -> Output {
             _ => String::from("machine-class:several"),
         };
         return recovery(
+            input,
             alloc::vec![decision(
                 Reason::PolicyRule,
                 DecisionAction::RecoveryOnly,
@@ -136,6 +170,7 @@ fn decide(input: &Input) -> Output {
     let subject = format!("machine-class:{class}");
     if start.is_empty() {
         return recovery(
+            input,
             alloc::vec![decision(
                 Reason::PolicyRule,
                 DecisionAction::RecoveryOnly,
@@ -147,7 +182,7 @@ fn decide(input: &Input) -> Output {
     Output {
         reason: format!("class {class} starts {}", start.join(", ")),
         verdict: Verdict::StartListed(start),
-        slot: 0,
+        slot: input.boot_state.config_slot,
         decisions: alloc::vec![decision(
             Reason::PolicyRule,
             DecisionAction::StartListed,

@@ -224,7 +224,7 @@ fn each_request_knows_its_answer_and_whether_it_needs_the_builder() {
         }
         let for_everyone = matches!(
             request,
-            Request::WriteConsole { .. } | Request::Shutdown { .. }
+            Request::WriteConsole { .. } | Request::Shutdown { .. } | Request::ReportBootSuccess
         );
         assert_eq!(request.needs_builder(), !for_everyone, "{request:?}");
     }

@@ -49,9 +49,10 @@ fn request_variant(request: &Request) -> usize {
         Request::Measure { .. } => 10,
         Request::HandOff => 11,
         Request::Shutdown { .. } => 12,
+        Request::ReportBootSuccess => 13,
     }
 }
-const REQUEST_VARIANTS: usize = 13;
+const REQUEST_VARIANTS: usize = 14;
 
 /// Index of each response variant (and launch kind inside); exhaustive on purpose.
 fn response_variant(response: &Response) -> usize {

@@ -76,6 +76,7 @@ fn vcpu_entry() -> impl Strategy<Value = VcpuEntry> {
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         Just(Request::QueryBootInfo),
+        Just(Request::ReportBootSuccess),
         any::<u16>().prop_map(|index| Request::QueryModule { index }),
         (
             domain_name(),
@@ -170,13 +171,19 @@ fn boot_info() -> impl Strategy<Value = BootInfo> {
         banks(),
         vec(module_info(), 0..=MAX_BOOT_MODULES),
         any::<u64>(),
+        (any::<u8>(), any::<Option<u32>>(), any::<Option<u8>>()),
     )
         .prop_map(
-            |(launch_kind, active_banks, modules, hypercall_buffer_gpa)| BootInfo {
+            |(launch_kind, active_banks, modules, hypercall_buffer_gpa, boot_state)| BootInfo {
                 launch_kind,
                 active_banks,
                 modules: BoundedVec::from_slice(&modules).unwrap(),
                 hypercall_buffer_gpa,
+                boot_state: BootState {
+                    requested_slot: boot_state.0,
+                    attempts: boot_state.1,
+                    last_known_good: boot_state.2,
+                },
             },
         )
 }

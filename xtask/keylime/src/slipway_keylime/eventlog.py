@@ -37,6 +37,8 @@ EV_SLIPWAY_POLICY_DECISION = 0x608
 EV_SLIPWAY_BANKS_CAPPED = 0x609
 EV_SLIPWAY_EMULATED_LAUNCH = 0x60A
 EV_SLIPWAY_RECOVERY_IMAGE = 0x60B
+EV_SLIPWAY_BOOT_STATE = 0x60C
+EV_SLIPWAY_SLOT_CHOICE = 0x60D
 
 SLIPWAY_TYPE_NAMES = {
     EV_SLIPWAY_LAUNCH_KIND: "EV_SLIPWAY_LAUNCH_KIND",
@@ -50,7 +52,13 @@ SLIPWAY_TYPE_NAMES = {
     EV_SLIPWAY_BANKS_CAPPED: "EV_SLIPWAY_BANKS_CAPPED",
     EV_SLIPWAY_EMULATED_LAUNCH: "EV_SLIPWAY_EMULATED_LAUNCH",
     EV_SLIPWAY_RECOVERY_IMAGE: "EV_SLIPWAY_RECOVERY_IMAGE",
+    EV_SLIPWAY_BOOT_STATE: "EV_SLIPWAY_BOOT_STATE",
+    EV_SLIPWAY_SLOT_CHOICE: "EV_SLIPWAY_SLOT_CHOICE",
 }
+
+BOOT_RECORD_STATUS = {0: "created", 1: "counted", 2: "replaced-corrupt", 3: "unavailable"}
+SLOT_NAMES = {0: "a", 1: "b", 2: "c", 3: "d"}
+NO_SLOT = 0xFF
 
 TCG_TYPE_NAMES = {
     0x0: "EV_PREBOOT_CERT",
@@ -307,6 +315,39 @@ def _decode(event_type: int, data: bytes) -> Optional[Dict[str, Any]]:
         if size is None:
             raise bad("region size cut off")
         out = {"region_start": start, "region_size": size}
+    elif event_type == EV_SLIPWAY_BOOT_STATE:
+        versioned()
+        status = r.uint(1)
+        if status is None:
+            raise bad("status missing")
+        if status not in BOOT_RECORD_STATUS:
+            raise bad("unknown boot record status")
+        requested = r.uint(1)
+        if requested is None:
+            raise bad("requested slot missing")
+        attempts = r.uint(4)
+        if attempts is None:
+            raise bad("attempts cut off")
+        good = r.uint(1)
+        if good is None:
+            raise bad("known-good slot missing")
+        if status == 3 and (attempts != 0 or good != NO_SLOT):
+            raise bad("an unavailable boot record with attempts or a slot")
+        out = {
+            "status": BOOT_RECORD_STATUS[status],
+            "requested_slot": SLOT_NAMES.get(requested, requested),
+            "attempts": attempts,
+            "last_known_good_slot": None if good == NO_SLOT else SLOT_NAMES.get(good, good),
+        }
+    elif event_type == EV_SLIPWAY_SLOT_CHOICE:
+        versioned()
+        start = r.uint(1)
+        to = r.uint(1)
+        if start is None or to is None:
+            raise bad("slot cut off")
+        if start == to:
+            raise bad("a slot choice names one slot twice")
+        out = {"from_slot": SLOT_NAMES.get(start, start), "to_slot": SLOT_NAMES.get(to, to)}
     else:
         return None
     if r.pos != len(data):

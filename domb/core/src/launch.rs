@@ -109,7 +109,7 @@ impl LaunchError {
     /// exited with: it gets the generic code should the caller exit anyway.
     pub fn exit(&self) -> BuilderExit {
         match self {
-            Self::NoConfig => BuilderExit::ConfigMalformed,
+            Self::NoConfig(_) => BuilderExit::ConfigMalformed,
             Self::Config(error) => match error.problem {
                 config::Problem::MissingModule(_) => BuilderExit::ModuleMissing,
                 _ => BuilderExit::ConfigMalformed,

@@ -272,6 +272,7 @@ fn domb_measures_the_slot_choice_and_the_fallback_configuration_before_using_the
             hypervisor_cmdline: "console=com1 slot=b".into(),
             modules: modules.clone(),
             sinit_acm: None,
+            recovery_arguments: None,
             boot_state: BootStateRecord {
                 status: BootRecordStatus::Counted,
                 requested_slot: 1,

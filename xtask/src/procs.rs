@@ -60,7 +60,7 @@ pub fn install_signal_handler() {
     ONCE.call_once(|| {
         let result = ctrlc::set_handler(|| {
             cleanup_everything(&mut registry());
-            eprintln!("\nxtask: interrupted: stopped QEMU and swtpm, removed temporary files");
+            eprintln!("\nxtask: interrupted: stopped the emulator (QEMU or bochs) and swtpm, removed temporary files");
             std::process::exit(130);
         });
         if let Err(e) = result {

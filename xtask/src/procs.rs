@@ -205,6 +205,64 @@ impl Drop for ManagedChild {
     }
 }
 
+/// A process group this process did not spawn directly but must stop on every path: a program
+/// that a child runs in a session of its own (bochs under `script`). Registered for the signal
+/// handler; on drop the group is killed and the leader awaited (it is not our child: its end is
+/// observed through `/proc`, at most [`FOREIGN_EXIT_WAIT`]).
+pub struct ForeignGroup {
+    pgid: i32,
+}
+
+/// How long dropping a [`ForeignGroup`] waits for its leader to disappear after SIGKILL.
+pub const FOREIGN_EXIT_WAIT: Duration = Duration::from_secs(5);
+
+impl ForeignGroup {
+    /// Registers the group led by `pgid`.
+    pub fn register(pgid: i32) -> Self {
+        registry().groups.push(pgid);
+        ForeignGroup { pgid }
+    }
+
+    /// The group's id.
+    pub fn pgid(&self) -> i32 {
+        self.pgid
+    }
+}
+
+impl Drop for ForeignGroup {
+    fn drop(&mut self) {
+        let mut reg = registry();
+        let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
+        reg.groups.retain(|g| *g != self.pgid);
+        drop(reg);
+        let proc_dir = PathBuf::from(format!("/proc/{}", self.pgid));
+        let deadline = Instant::now() + FOREIGN_EXIT_WAIT;
+        // A zombie (its parent not yet reaping) counts as gone: it holds no resources.
+        let alive = || {
+            std::fs::read_to_string(proc_dir.join("stat"))
+                .map(|stat| {
+                    !stat
+                        .rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+                .unwrap_or(false)
+        };
+        while alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if alive() {
+            eprintln!(
+                "xtask: warning: process group {} did not end within {} s of SIGKILL",
+                self.pgid,
+                FOREIGN_EXIT_WAIT.as_secs()
+            );
+        }
+    }
+}
+
 /// A fresh temporary directory, deleted on drop (and by the signal handler).
 pub struct TempDir {
     path: PathBuf,

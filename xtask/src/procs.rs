@@ -10,7 +10,9 @@
 //!
 //! Each child starts in its own process group (so a terminal's Ctrl-C reaches only the harness,
 //! which then stops the children itself) and is killed as a group (the `timeout` wrapper and
-//! the program under it together).
+//! the program under it together). A program a child starts in a session of its own (bochs
+//! under `script`) is registered as a [`ForeignGroup`] and stopped the same way; if the harness
+//! itself is killed, `script`'s end hangs up bochs's terminal, which ends it.
 
 use std::io;
 use std::os::unix::process::CommandExt;

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::console::{self, LineSplitter, SerialLine};
 use crate::grub::GRUB_FAILURE_MARKER;
-use crate::procs::{HARD_LIMIT_GRACE, ManagedChild, TempDir, timed_command};
+use crate::procs::{ForeignGroup, HARD_LIMIT_GRACE, ManagedChild, TempDir, timed_command};
 use crate::runner::{Firmware, RunConfig, RunError, RunOutcome, Tpm};
 use crate::verdict::Verdict;
 
@@ -164,6 +164,25 @@ fn follow_serial(
     }
 }
 
+/// The pid bochs's shell wrote (it becomes bochs): waited for while `script` runs, at most 10 s.
+fn wait_for_pid(path: &Path, script: &mut ManagedChild) -> Result<Option<i32>, RunError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(pid) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| text.trim().parse::<i32>().ok())
+        {
+            return Ok(Some(pid));
+        }
+        if script.try_wait()?.is_some() {
+            // `script` ended before bochs started: the run ends without a verdict below.
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(None)
+}
+
 /// Runs one bochs boot as configured (see the module documentation).
 pub fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
     if !config.iso.is_file() {
@@ -188,12 +207,15 @@ pub fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
     let commands = dir.path().join("debugger.rc");
     std::fs::write(&commands, "c\n")?;
 
+    let pid_file = dir.path().join("bochs.pid");
     let mut cmd = timed_command("script", hard_limit);
     // A terminal of a fixed size for the term display (0x0 crashes it); `exec` leaves bochs as
-    // the one process under `script`.
+    // the one process under `script`, leading the session `script` made for it: its pid, written
+    // first, names the group the harness kills.
     cmd.arg("-qfec")
         .arg(format!(
-            "stty rows 25 cols 80; exec bochs -q -f '{}' -rc '{}'",
+            "stty rows 25 cols 80; echo $$ > '{}'; exec bochs -q -f '{}' -rc '{}'",
+            pid_file.display(),
             rc.display(),
             commands.display()
         ))
@@ -205,6 +227,7 @@ pub fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
     let started = Instant::now();
     let mut bochs = ManagedChild::spawn("bochs", cmd)?;
     let deadline = started + config.timeout;
+    let bochs_group = wait_for_pid(&pid_file, &mut bochs)?.map(ForeignGroup::register);
     // Held open (and dropped at the end): `script` forwards its end of file to the terminal.
     let stdin = bochs.child_mut().stdin.take();
     let mut stderr = bochs.child_mut().stderr.take().expect("stderr is piped");
@@ -255,7 +278,9 @@ pub fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
-    // The hypervisor halts after its verdict; bochs has no exit device: stop it.
+    // The hypervisor halts after its verdict; bochs has no exit device: stop it (its own group
+    // first, then `script` and the `timeout` wrapper).
+    drop(bochs_group);
     bochs.kill_and_reap()?;
     let elapsed = started.elapsed();
     drop(stdin);

@@ -151,7 +151,13 @@ fn run_command(ws: &Workspace, args: RunArgs) -> ExitCode {
                 outcome.qemu_stderr.trim_end()
             );
         }
-        return fail(format!("run failed: {}", outcome.verdict));
+        return fail(format!(
+            "run failed: {}",
+            match config.emulator {
+                runner::Emulator::Qemu => outcome.verdict.to_string(),
+                runner::Emulator::Bochs => crate::bochs::describe(&outcome.verdict),
+            }
+        ));
     }
     let attestation = if !attests {
         Attestation::NotAttesting

@@ -10,7 +10,9 @@
 //!
 //! Each child starts in its own process group (so a terminal's Ctrl-C reaches only the harness,
 //! which then stops the children itself) and is killed as a group (the `timeout` wrapper and
-//! the program under it together).
+//! the program under it together). A program a child starts in a session of its own (bochs
+//! under `script`) is registered as a [`ForeignGroup`] and stopped the same way; if the harness
+//! itself is killed, `script`'s end hangs up bochs's terminal, which ends it.
 
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -60,7 +62,7 @@ pub fn install_signal_handler() {
     ONCE.call_once(|| {
         let result = ctrlc::set_handler(|| {
             cleanup_everything(&mut registry());
-            eprintln!("\nxtask: interrupted: stopped QEMU and swtpm, removed temporary files");
+            eprintln!("\nxtask: interrupted: stopped the emulator (QEMU or bochs) and swtpm, removed temporary files");
             std::process::exit(130);
         });
         if let Err(e) = result {
@@ -200,6 +202,64 @@ impl Drop for ManagedChild {
                 "xtask: warning: cannot reap {} (pid {}): {e}",
                 self.name,
                 self.child.id()
+            );
+        }
+    }
+}
+
+/// A process group this process did not spawn directly but must stop on every path: a program
+/// that a child runs in a session of its own (bochs under `script`). Registered for the signal
+/// handler; on drop the group is killed and the leader awaited (it is not our child: its end is
+/// observed through `/proc`, at most [`FOREIGN_EXIT_WAIT`]).
+pub struct ForeignGroup {
+    pgid: i32,
+}
+
+/// How long dropping a [`ForeignGroup`] waits for its leader to disappear after SIGKILL.
+pub const FOREIGN_EXIT_WAIT: Duration = Duration::from_secs(5);
+
+impl ForeignGroup {
+    /// Registers the group led by `pgid`.
+    pub fn register(pgid: i32) -> Self {
+        registry().groups.push(pgid);
+        ForeignGroup { pgid }
+    }
+
+    /// The group's id.
+    pub fn pgid(&self) -> i32 {
+        self.pgid
+    }
+}
+
+impl Drop for ForeignGroup {
+    fn drop(&mut self) {
+        let mut reg = registry();
+        let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
+        reg.groups.retain(|g| *g != self.pgid);
+        drop(reg);
+        let proc_dir = PathBuf::from(format!("/proc/{}", self.pgid));
+        let deadline = Instant::now() + FOREIGN_EXIT_WAIT;
+        // A zombie (its parent not yet reaping) counts as gone: it holds no resources.
+        let alive = || {
+            std::fs::read_to_string(proc_dir.join("stat"))
+                .map(|stat| {
+                    !stat
+                        .rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+                .unwrap_or(false)
+        };
+        while alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if alive() {
+            eprintln!(
+                "xtask: warning: process group {} did not end within {} s of SIGKILL",
+                self.pgid,
+                FOREIGN_EXIT_WAIT.as_secs()
             );
         }
     }

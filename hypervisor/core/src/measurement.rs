@@ -447,8 +447,9 @@ impl<'log, T: PcrExtend> Measurement<'log, T> {
     }
 
     /// Measures the recovery module (`recovery=` on the command line) into PCR19, bound to its
-    /// name, right after the hypervisor's start events (domB's image, the boot state) and before domB runs: the image the hypervisor may start
-    /// on its own is on record before anything else happens.
+    /// name, right after the hypervisor's start events (domB's image, the boot state) and
+    /// before domB runs: the image the hypervisor may start on its own is on record before
+    /// anything else happens.
     pub fn measure_recovery_image(&mut self, name: &str, image: &[u8]) -> Result<(), Failure> {
         let digests = bound_module_digests(&self.banks, name.as_bytes(), image);
         let event = SlipwayEvent::RecoveryImage(ModuleRecord {

@@ -480,7 +480,10 @@ fn every_launch_error_exits_with_the_code_of_its_recovery_reason() {
     );
     assert!(matches!(error, LaunchError::HandOff(_)), "{error}");
     assert_eq!(error.exit(), BuilderExit::PlanRefused);
-    assert_eq!(LaunchError::NoConfig(0).exit(), BuilderExit::ConfigMalformed);
+    assert_eq!(
+        LaunchError::NoConfig(0).exit(),
+        BuilderExit::ConfigMalformed
+    );
     assert_eq!(LaunchError::Banks("x".into()).exit(), BuilderExit::Failed);
 }
 

@@ -26,6 +26,7 @@ pub mod firmware_log;
 pub mod frame_alloc;
 pub mod guest_memory;
 pub mod hypercall;
+pub mod lapic;
 pub mod measurement;
 pub mod memmap;
 pub mod memory;

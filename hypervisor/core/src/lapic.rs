@@ -361,7 +361,7 @@ impl LocalApic {
 
     /// The 32-bit register at page `offset`, as a guest read sees it. Never panics.
     pub fn read(&mut self, offset: u64, clock: &impl TscClock) -> u32 {
-        if offset % 16 != 0 || offset >= XAPIC_PAGE_SIZE {
+        if !offset.is_multiple_of(16) || offset >= XAPIC_PAGE_SIZE {
             return 0;
         }
         let word = ((offset & 0x70) >> 4) as usize;
@@ -397,7 +397,7 @@ impl LocalApic {
     /// may return an IPI for the caller to deliver (a fixed self-IPI is accepted here and returns
     /// nothing). Never panics.
     pub fn write(&mut self, offset: u64, value: u32, clock: &impl TscClock) -> Option<IpiRequest> {
-        if offset % 16 != 0 || offset >= XAPIC_PAGE_SIZE {
+        if !offset.is_multiple_of(16) || offset >= XAPIC_PAGE_SIZE {
             return None;
         }
         let now = clock.now();

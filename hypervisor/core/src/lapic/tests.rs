@@ -71,7 +71,11 @@ fn unknown_misaligned_and_out_of_page_offsets_read_zero_and_ignore_writes() {
     ] {
         apic.write(read_only, 0xFFFF_FFFF, &T);
     }
-    assert_eq!(std::format!("{apic:?}"), before, "no write changed any state");
+    assert_eq!(
+        std::format!("{apic:?}"),
+        before,
+        "no write changed any state"
+    );
 }
 
 #[test]
@@ -111,7 +115,10 @@ fn clearing_the_software_enable_bit_masks_every_lvt_and_keeps_them_masked() {
         0x31 | LVT_MASKED,
         "an LVT cannot be unmasked while disabled"
     );
-    assert!(!apic.accept_interrupt(0x40, false), "disabled APIC drops fixed interrupts");
+    assert!(
+        !apic.accept_interrupt(0x40, false),
+        "disabled APIC drops fixed interrupts"
+    );
 }
 
 #[test]
@@ -122,7 +129,11 @@ fn esr_reads_what_the_last_write_latched() {
     apic.write(reg::ESR, 0, &T);
     assert_eq!(apic.read(reg::ESR, &T), ESR_RECEIVE_ILLEGAL_VECTOR);
     apic.write(reg::ESR, 0, &T);
-    assert_eq!(apic.read(reg::ESR, &T), 0, "the second write latches nothing new");
+    assert_eq!(
+        apic.read(reg::ESR, &T),
+        0,
+        "the second write latches nothing new"
+    );
     // A fixed IPI with an illegal vector is not sent and is a send error.
     assert_eq!(apic.write(reg::ICR_LOW, 0x0000_0005, &T), None);
     apic.write(reg::ESR, 0, &T);
@@ -146,7 +157,11 @@ fn priority_follows_irr_isr_and_tpr() {
     assert!(apic.tmr().contains(0x52));
     assert_eq!(apic.pending_vector(), Some(0x52));
     assert_eq!(apic.acknowledge(), Some(0x52));
-    assert_eq!(apic.read(reg::PPR, &T), 0x50, "in-service class raises the PPR");
+    assert_eq!(
+        apic.read(reg::PPR, &T),
+        0x50,
+        "in-service class raises the PPR"
+    );
     assert_eq!(apic.read(reg::ISR + 0x20, &T), 1 << (0x52 - 64));
     // 0x31's class (3) is below the in-service class (5): held.
     assert_eq!(apic.pending_vector(), None);
@@ -224,7 +239,11 @@ fn a_masked_timer_counts_but_raises_nothing() {
     let mut apic = enabled();
     apic.write(reg::LVT_TIMER, LVT_MASKED | 0xEC, &T);
     apic.write(reg::TIMER_INITIAL, 10, &FixedClock(0));
-    assert_eq!(apic.next_timer_deadline(), Some(20), "divide by 2 by default");
+    assert_eq!(
+        apic.next_timer_deadline(),
+        Some(20),
+        "divide by 2 by default"
+    );
     assert!(apic.poll_timer(20));
     assert!(apic.irr().is_empty());
 }
@@ -268,7 +287,11 @@ fn every_divide_code_gives_its_divisor() {
         let mut apic = enabled();
         apic.write(reg::TIMER_DIVIDE, code, &T);
         apic.write(reg::TIMER_INITIAL, 10, &FixedClock(0));
-        assert_eq!(apic.next_timer_deadline(), Some(10 * divisor), "code {code:#b}");
+        assert_eq!(
+            apic.next_timer_deadline(),
+            Some(10 * divisor),
+            "code {code:#b}"
+        );
     }
 }
 
@@ -279,7 +302,10 @@ fn a_deadline_beyond_the_tsc_range_never_comes() {
     apic.write(reg::TIMER_DIVIDE, 0b1010, &T);
     apic.write(reg::TIMER_INITIAL, u32::MAX, &FixedClock(u64::MAX - 5));
     assert_eq!(apic.next_timer_deadline(), None);
-    assert_eq!(apic.read(reg::TIMER_CURRENT, &FixedClock(u64::MAX)), u32::MAX);
+    assert_eq!(
+        apic.read(reg::TIMER_CURRENT, &FixedClock(u64::MAX)),
+        u32::MAX
+    );
 }
 
 /// Linux's AP start (`wakeup_secondary_cpu_via_init`): ICR high = target, INIT level assert,
@@ -309,7 +335,11 @@ fn init_sipi_sipi_starts_the_ap_in_real_mode_at_the_vector_page() {
     );
     deliver(init, &mut ap);
     assert_eq!(ap.run_state(), RunState::WaitForSipi);
-    assert_eq!(bsp.write(reg::ICR_LOW, 0x0000_8500, &T), None, "de-assert does nothing");
+    assert_eq!(
+        bsp.write(reg::ICR_LOW, 0x0000_8500, &T),
+        None,
+        "de-assert does nothing"
+    );
     for _ in 0..2 {
         let sipi = bsp.write(reg::ICR_LOW, 0x0000_069A, &T);
         assert_eq!(
@@ -331,7 +361,11 @@ fn init_sipi_sipi_starts_the_ap_in_real_mode_at_the_vector_page() {
         "the second SIPI finds the AP running"
     );
     assert_eq!(ap.run_state(), RunState::Running);
-    assert_eq!(bsp.read(reg::ICR_LOW, &T) & (1 << 12), 0, "delivery status idle");
+    assert_eq!(
+        bsp.read(reg::ICR_LOW, &T) & (1 << 12),
+        0,
+        "delivery status idle"
+    );
 }
 
 #[test]
@@ -480,10 +514,12 @@ proptest! {
             match op {
                 Op::Read(o) => { apic.read(o, &clock); }
                 Op::Write(o, v) => {
-                    if let Some(request) = apic.write(o, v, &clock) {
-                        if let IpiKind::Fixed { vector } | IpiKind::LowestPriority { vector } = request.kind {
-                            prop_assert!(vector >= 16);
-                        }
+                    if let Some(IpiRequest {
+                        kind: IpiKind::Fixed { vector } | IpiKind::LowestPriority { vector },
+                        ..
+                    }) = apic.write(o, v, &clock)
+                    {
+                        prop_assert!(vector >= 16);
                     }
                 }
                 Op::Accept(v, l) => { apic.accept_interrupt(v, l); }

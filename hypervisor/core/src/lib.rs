@@ -21,6 +21,7 @@ pub mod build_record;
 pub mod console;
 pub mod console_queue;
 pub mod domain;
+pub mod domain_acpi;
 pub mod exit_handler;
 pub mod firmware_log;
 pub mod frame_alloc;

@@ -44,6 +44,7 @@ pub enum Command {
     Export(crate::fleet::ExportArgs),
     Keylime(Vec<String>),
     Fuzz(crate::fuzz::FuzzArgs),
+    LinuxKernel(crate::linux_kernel::LinuxKernelArgs),
 }
 
 pub const USAGE: &str = "\
@@ -101,6 +102,9 @@ usage: cargo xtask <command>
                            prints executions, corpus and crashes per target; exit 1 on a crash.
                            Targets: hypercall, launch_config, multiboot, elf, tpm_tis,
                            tpm_commands, event_log, transcript (tests/fuzz/README.md)
+  linux-kernel [--out DIR] fetch Debian's stock kernel package with apt (cached in
+                           <target>/linux-kernel, SHA-256 checked against apt's metadata) and
+                           extract its vmlinux for PVH domains (docs/linux-kernel.md)
   test                     set up the machine, run host unit tests, a short fuzz run of every
                            target, then the QEMU tests
   setup                    install the rustup target and Debian packages the harness needs
@@ -202,6 +206,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         "export" => crate::fleet::parse_args(args).map(Command::Export),
         "keylime" => Ok(Command::Keylime(args.collect())),
         "fuzz" => crate::fuzz::parse_args(args).map(Command::Fuzz),
+        "linux-kernel" => crate::linux_kernel::parse_args(args).map(Command::LinuxKernel),
         other => Err(format!("unknown command `{other}`")),
     }
 }

@@ -17,7 +17,8 @@
 //!
 //! Why not rust-vmm's `acpi_tables` (0.2.1), which the issue prefers: it is `no_std` but needs
 //! `alloc` throughout: every AML node holds its children in a `Vec<&dyn Aml>`, names and
-//! `create_pkg_length` return `Vec`s, and the MADT/XSDT builders keep their bytes in a `Vec<u8>`.
+//! `create_pkg_length` return `Vec`s, the MADT keeps its structures in a `Vec<Box<dyn Aml>>` and
+//! the XSDT its entries in a `Vec<u64>`.
 //! hv-core and the hypervisor have no heap (no global allocator) by design, so it cannot be used
 //! here; these builders write the few fixed layouts and the handful of AML terms the DSDT needs
 //! straight into the caller's buffer. The reader side (`crate::acpi`) parses the result back in

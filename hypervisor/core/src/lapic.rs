@@ -412,7 +412,7 @@ impl LocalApic {
                 self.svr = value & SVR_WRITABLE;
                 if !self.software_enabled() {
                     // SDM 11.4.7.2: clearing the software-enable bit masks every LVT entry.
-                    self.poll_timer(now);
+                    self.poll_timer_at(now);
                     for lvt in self.lvts_mut() {
                         *lvt |= LVT_MASKED;
                     }
@@ -430,7 +430,7 @@ impl LocalApic {
             }
             reg::LVT_TIMER => {
                 // Deliver an expiry that is due under the old mode before the mode changes.
-                self.poll_timer(now);
+                self.poll_timer_at(now);
                 self.lvt_timer = self.lvt_value(value, LVT_TIMER_WRITABLE);
                 self.timer.next_fire = self.next_expiry_after(now);
             }
@@ -449,7 +449,7 @@ impl LocalApic {
                 self.timer.next_fire = self.next_expiry_after(now);
             }
             reg::TIMER_DIVIDE => {
-                self.poll_timer(now);
+                self.poll_timer_at(now);
                 let current = self.current_count(now);
                 self.tdcr = value & TDCR_WRITABLE;
                 if self.timer.initial != 0 {
@@ -677,11 +677,15 @@ impl LocalApic {
         u64::try_from(at).ok()
     }
 
-    /// Delivers a timer expiry that is due at TSC `now`: the timer vector enters the IRR unless
+    /// Delivers a timer expiry that is due by `clock`'s time: the timer vector enters the IRR unless
     /// the LVT is masked (the count runs on either way). Expiries missed between two polls
     /// coalesce into one interrupt, as the IRR holds one bit per vector. Returns whether an
     /// expiry was due.
-    pub fn poll_timer(&mut self, now: u64) -> bool {
+    pub fn poll_timer(&mut self, clock: &impl TscClock) -> bool {
+        self.poll_timer_at(clock.now())
+    }
+
+    fn poll_timer_at(&mut self, now: u64) -> bool {
         match self.timer.next_fire {
             Some(at) if at <= now => {
                 self.timer.next_fire = self.next_expiry_after(now);

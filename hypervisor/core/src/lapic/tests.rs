@@ -197,14 +197,14 @@ fn one_shot_timer_counts_down_fires_once_and_stops() {
     assert_eq!(apic.read(reg::TIMER_CURRENT, &FixedClock(10_000)), 1000);
     assert_eq!(apic.read(reg::TIMER_CURRENT, &FixedClock(10_400)), 600);
     assert_eq!(apic.next_timer_deadline(), Some(11_000));
-    assert!(!apic.poll_timer(10_999));
+    assert!(!apic.poll_timer(&FixedClock(10_999)));
     assert_eq!(apic.pending_vector(), None);
-    assert!(apic.poll_timer(11_000));
+    assert!(apic.poll_timer(&FixedClock(11_000)));
     assert_eq!(apic.pending_vector(), Some(0xEC));
     assert_eq!(apic.read(reg::TIMER_CURRENT, &FixedClock(11_000)), 0);
     assert_eq!(apic.read(reg::TIMER_CURRENT, &FixedClock(99_000)), 0);
     assert_eq!(apic.next_timer_deadline(), None);
-    assert!(!apic.poll_timer(u64::MAX));
+    assert!(!apic.poll_timer(&FixedClock(u64::MAX)));
     // Writing 0 stops a running timer.
     apic.write(reg::TIMER_INITIAL, 50, &FixedClock(20_000));
     apic.write(reg::TIMER_INITIAL, 0, &FixedClock(20_010));
@@ -223,12 +223,12 @@ fn periodic_timer_reloads_and_coalesces_missed_periods() {
     assert_eq!(apic.read(reg::TIMER_CURRENT, &FixedClock(1599)), 1);
     assert_eq!(apic.read(reg::TIMER_CURRENT, &FixedClock(1600)), 100);
     assert_eq!(apic.read(reg::TIMER_CURRENT, &FixedClock(1616)), 99);
-    assert!(apic.poll_timer(1600));
+    assert!(apic.poll_timer(&FixedClock(1600)));
     assert_eq!(apic.next_timer_deadline(), Some(3200));
     assert_eq!(apic.acknowledge(), Some(0xEF));
     apic.write(reg::EOI, 0, &T);
     // Three periods pass without a poll: one interrupt, the next deadline on the grid.
-    assert!(apic.poll_timer(8000));
+    assert!(apic.poll_timer(&FixedClock(8000)));
     assert_eq!(apic.next_timer_deadline(), Some(9600));
     assert_eq!(apic.acknowledge(), Some(0xEF));
     assert_eq!(apic.acknowledge(), None);
@@ -244,7 +244,7 @@ fn a_masked_timer_counts_but_raises_nothing() {
         Some(20),
         "divide by 2 by default"
     );
-    assert!(apic.poll_timer(20));
+    assert!(apic.poll_timer(&FixedClock(20)));
     assert!(apic.irr().is_empty());
 }
 
@@ -525,7 +525,7 @@ proptest! {
                 Op::Accept(v, l) => { apic.accept_interrupt(v, l); }
                 Op::Ack => { apic.acknowledge(); }
                 Op::Poll => {
-                    apic.poll_timer(now);
+                    apic.poll_timer(&FixedClock(now));
                     if let Some(deadline) = apic.next_timer_deadline() {
                         prop_assert!(deadline > now);
                     }

@@ -114,18 +114,14 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KernelError + '_ {
     }
 }
 
-/// Runs `command` (stdin from `input`, or none), returns its stdout; a non-zero exit is an error
-/// naming the command and its stderr.
+/// Runs `command` (stdin fed from `input` if given, else as the caller set it up, by default
+/// inherited), returns its stdout; a non-zero exit is an error naming the command and its stderr.
 fn run(mut command: Command, input: Option<&[u8]>) -> Result<Vec<u8>, KernelError> {
     let name = format!("{command:?}").replace('"', "");
-    command
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    if input.is_some() {
+        command.stdin(Stdio::piped());
+    }
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = command.spawn().map_err(|source| KernelError::Spawn {
         command: name.clone(),
         source,
@@ -158,7 +154,7 @@ fn run(mut command: Command, input: Option<&[u8]>) -> Result<Vec<u8>, KernelErro
 
 fn apt_cache(args: &[&str]) -> Result<String, KernelError> {
     let mut command = Command::new("apt-cache");
-    command.args(args);
+    command.args(args).stdin(Stdio::null());
     run(command, None).map(|out| String::from_utf8_lossy(&out).into_owned())
 }
 
@@ -268,7 +264,8 @@ pub fn fetch_deb(package: &KernelPackage, cache: &Path) -> Result<(PathBuf, Vec<
     command
         .args(["download", "-q"])
         .arg(format!("{}={}", package.name, package.version))
-        .current_dir(cache);
+        .current_dir(cache)
+        .stdin(Stdio::null());
     run(command, None)?;
     let bytes = std::fs::read(&path).map_err(|_| KernelError::NotDownloaded(path.clone()))?;
     let actual = sha256_hex(&bytes);
@@ -283,14 +280,46 @@ pub fn fetch_deb(package: &KernelPackage, cache: &Path) -> Result<(PathBuf, Vec<
     Ok((path, bytes))
 }
 
-/// `./boot/vmlinuz-<release>` from the `.deb`, without installing it.
+/// `./boot/vmlinuz-<release>` from the `.deb`, without installing it: `dpkg-deb --fsys-tarfile`
+/// piped straight into `tar -xO` (the data tarball holds every module, some 400 MB, so it is
+/// streamed rather than held).
 pub fn extract_vmlinuz(deb: &Path, release: &str) -> Result<Vec<u8>, KernelError> {
-    let mut dpkg = Command::new("dpkg-deb");
-    dpkg.arg("--fsys-tarfile").arg(deb);
-    let tarball = run(dpkg, None)?;
+    let dpkg_name = format!("dpkg-deb --fsys-tarfile {}", deb.display());
+    let mut dpkg = Command::new("dpkg-deb")
+        .arg("--fsys-tarfile")
+        .arg(deb)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| KernelError::Spawn {
+            command: dpkg_name.clone(),
+            source,
+        })?;
+    let tarball = dpkg.stdout.take().expect("stdout piped");
     let mut tar = Command::new("tar");
-    tar.args(["-xOf", "-", &format!("./boot/vmlinuz-{release}")]);
-    run(tar, Some(&tarball))
+    tar.args(["-xOf", "-", &format!("./boot/vmlinuz-{release}")])
+        .stdin(tarball);
+    let vmlinuz = run(tar, None);
+    let dpkg_output = dpkg
+        .wait_with_output()
+        .map_err(|source| KernelError::Spawn {
+            command: dpkg_name.clone(),
+            source,
+        })?;
+    // A tar failure (say, no such member) also breaks dpkg-deb's pipe: tar's error names the
+    // cause, so it comes first.
+    let vmlinuz = vmlinuz?;
+    if !dpkg_output.status.success() {
+        return Err(KernelError::Failed {
+            command: dpkg_name,
+            status: dpkg_output.status.to_string(),
+            stderr: String::from_utf8_lossy(&dpkg_output.stderr)
+                .trim()
+                .to_string(),
+        });
+    }
+    Ok(vmlinuz)
 }
 
 /// Where a bzImage's compressed payload is, from its setup header (Linux boot protocol).

@@ -409,10 +409,11 @@ impl LocalApic {
             reg::LDR => self.ldr = value & 0xFF00_0000,
             reg::DFR => self.dfr = (value & DFR_WRITABLE) | DFR_RESERVED_ONES,
             reg::SVR => {
+                // An expiry already due is delivered under the old setting.
+                self.poll_timer_at(now);
                 self.svr = value & SVR_WRITABLE;
                 if !self.software_enabled() {
                     // SDM 11.4.7.2: clearing the software-enable bit masks every LVT entry.
-                    self.poll_timer_at(now);
                     for lvt in self.lvts_mut() {
                         *lvt |= LVT_MASKED;
                     }
@@ -426,7 +427,7 @@ impl LocalApic {
             reg::ICR_HIGH => self.icr_high = value & 0xFF00_0000,
             reg::ICR_LOW => {
                 self.icr_low = value & ICR_LOW_WRITABLE;
-                return self.send_ipi(now);
+                return self.send_ipi();
             }
             reg::LVT_TIMER => {
                 // Deliver an expiry that is due under the old mode before the mode changes.
@@ -495,8 +496,7 @@ impl LocalApic {
         }
     }
 
-    fn send_ipi(&mut self, now: u64) -> Option<IpiRequest> {
-        let _ = now;
+    fn send_ipi(&mut self) -> Option<IpiRequest> {
         let low = self.icr_low;
         let vector = (low & 0xFF) as u8;
         let delivery_mode = (low >> 8) & 0b111;

@@ -101,7 +101,7 @@ usage: cargo xtask <command>
                            input, one process per target (default: all targets, 60 s each);
                            prints executions, corpus and crashes per target; exit 1 on a crash.
                            Targets: hypercall, launch_config, multiboot, elf, tpm_tis,
-                           tpm_commands, event_log, transcript (tests/fuzz/README.md)
+                           tpm_commands, event_log, transcript, lapic (tests/fuzz/README.md)
   linux-kernel [--out DIR] fetch Debian's stock kernel package with apt (cached in
                            <target>/linux-kernel, SHA-256 checked against apt's metadata) and
                            extract its vmlinux for PVH domains (docs/linux-kernel.md)

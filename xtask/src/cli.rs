@@ -103,6 +103,11 @@ pub enum Command {
     /// One process per target; prints executions, corpus and crashes per target; exit 1 on a
     /// crash (tests/fuzz/README.md).
     Fuzz(crate::fuzz::FuzzArgs),
+    /// Fetch Debian's stock kernel package with apt and extract its vmlinux for PVH domains
+    ///
+    /// Cached in <target>/linux-kernel, the .deb's SHA-256 checked against apt's metadata
+    /// (docs/linux-kernel.md).
+    LinuxKernel(crate::linux_kernel::LinuxKernelArgs),
     /// No command: print the help (as `cargo xtask help` and `--help` do).
     #[command(skip)]
     Help,

@@ -58,6 +58,7 @@ pub fn execute(command: Command) -> ExitCode {
         Command::Export(args) => crate::fleet::export_command(&args),
         Command::Keylime { args } => crate::keylime::keylime_command(&ws, &args),
         Command::Fuzz(args) => crate::fuzz::fuzz_command(&ws, &args),
+        Command::LinuxKernel(args) => crate::linux_kernel::linux_kernel_command(&ws, &args),
     }
 }
 

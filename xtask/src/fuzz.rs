@@ -19,7 +19,7 @@ use std::time::Instant;
 use crate::workspace::{Workspace, cargo};
 
 /// The fuzz targets (binaries of `slipway-fuzz`), in the order they run.
-pub const TARGETS: [&str; 8] = [
+pub const TARGETS: [&str; 9] = [
     "hypercall",
     "launch_config",
     "multiboot",
@@ -28,6 +28,7 @@ pub const TARGETS: [&str; 8] = [
     "tpm_commands",
     "event_log",
     "transcript",
+    "lapic",
 ];
 
 /// How long `cargo xtask test` runs each target.

@@ -9,6 +9,7 @@ use super::*;
 use crate::bench::BenchArgs;
 use crate::fleet::ExportArgs;
 use crate::fuzz::FuzzArgs;
+use crate::linux_kernel::LinuxKernelArgs;
 use crate::logview::LogArgs;
 use crate::predict::{PredictArgs, PredictedLaunch, parse_banks};
 use crate::refstate::{LAUNCHES, RefstateArgs};
@@ -413,6 +414,22 @@ fn log_and_export_options() {
     );
     assert!(err(&["export"]).contains("<TRANSCRIPT>"));
     assert!(err(&["export", "t", "--out"]).contains("--out"));
+}
+
+#[test]
+fn linux_kernel_options() {
+    assert_eq!(
+        ok(&["linux-kernel"]),
+        Command::LinuxKernel(LinuxKernelArgs::default())
+    );
+    assert_eq!(
+        ok(&["linux-kernel", "--out", "/tmp/k"]),
+        Command::LinuxKernel(LinuxKernelArgs {
+            out: Some(PathBuf::from("/tmp/k"))
+        })
+    );
+    assert!(err(&["linux-kernel", "--out"]).contains("--out"));
+    assert!(err(&["linux-kernel", "--version"]).contains("--version"));
 }
 
 #[test]

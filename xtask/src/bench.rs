@@ -281,30 +281,17 @@ pub fn ratio(our_nanos: u64, openssl_nanos: u64) -> f64 {
     openssl_nanos as f64 / our_nanos as f64
 }
 
-/// Options of `cargo xtask bench`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Options of `cargo xtask bench` (a part of [`crate::cli::Cli`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::Args)]
 pub struct BenchArgs {
-    /// Buffer size in MiB.
+    /// The buffer to hash, in MiB (1 to 16384)
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = DEFAULT_MIB,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=16384)
+    )]
     pub mib: usize,
-}
-
-/// Parses the arguments after `bench`.
-pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<BenchArgs, String> {
-    let mut parsed = BenchArgs { mib: DEFAULT_MIB };
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--mib" => {
-                parsed.mib = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|&v: &usize| (1..=16384).contains(&v))
-                    .ok_or("--mib needs a size of 1 to 16384 MiB")?
-            }
-            other => return Err(format!("bench: unknown argument `{other}`")),
-        }
-    }
-    Ok(parsed)
 }
 
 fn generate(ws: &Workspace, dir: &Path) -> Result<(), String> {
@@ -533,9 +520,6 @@ mod tests {
         assert_eq!(parse_backends("backends a b"), None);
         assert_eq!(parse_backends("all 1 2 x"), None);
         assert!((ratio(2000, 1000) - 0.5).abs() < 1e-9);
-        assert_eq!(parse_args(Vec::<String>::new()).unwrap().mib, 1024);
-        assert_eq!(parse_args(["--mib".into(), "64".into()]).unwrap().mib, 64);
-        assert!(parse_args(["--mib".into(), "0".into()]).is_err());
     }
 
     #[test]

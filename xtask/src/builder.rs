@@ -295,6 +295,21 @@ pub enum BundleVariant {
     TxtSimulated,
 }
 
+impl BundleVariant {
+    /// The variant `--launch NAME` of `run` and `verify` asks for: only `txt-simulated` changes a
+    /// bundle (the value parser of both options).
+    pub fn from_launch(name: &str) -> Result<BundleVariant, String> {
+        let simulated = crate::predict::PredictedLaunch::TxtSimulated.name();
+        if name == simulated {
+            Ok(BundleVariant::TxtSimulated)
+        } else {
+            Err(format!(
+                "`{name}` is not a launch a bundle can be changed to ({simulated})"
+            ))
+        }
+    }
+}
+
 /// Applies [`BundleVariant::TxtSimulated`] to a manifest.
 pub fn txt_simulated_manifest(manifest: &mut Manifest) {
     use slipway_protocol::boot_modules::SINIT_MODULE;

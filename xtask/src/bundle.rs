@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+/// The bundle `build`, `run`, `predict`, `refstate` and `verify` use when none is named.
+pub const DEFAULT_BUNDLE: &str = "demo";
+
 /// A bundle manifest as written in `bundle.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,386 +1,247 @@
-//! Command-line parsing for `cargo xtask` (pure).
+//! The command line of `cargo xtask`: one declarative definition (clap's derive API) of every
+//! subcommand and option, with `--help` for each. A typed option's value is parsed once, while
+//! the command line is, by the function that owns that value (`predict::parse_banks`,
+//! `verify::parse_hex`, `BundleVariant::from_launch`, ...). The options of `predict`, `verify`,
+//! `refstate`, `log`, `export`, `bench` and `fuzz` are declared beside the code that uses them
+//! (`PredictArgs` in `predict.rs`, ...); this module composes them and depends on them, never
+//! the other way round.
 
+use std::ffi::OsString;
 use std::time::Duration;
 
+use clap::error::ErrorKind;
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
+
+use crate::builder::BundleVariant;
 use crate::runner::{Emulator, Firmware, Tpm};
 
-/// The bundle `build` and `run` use when none is named.
-pub const DEFAULT_BUNDLE: &str = "demo";
+pub use crate::bundle::DEFAULT_BUNDLE;
 
-/// Options of `cargo xtask run`; `None` means "the bundle's `[run]` default, else the harness's".
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunArgs {
-    pub bundle: String,
-    /// `--emulator qemu|bochs`.
-    pub emulator: Emulator,
-    pub timeout: Option<Duration>,
-    pub firmware: Firmware,
-    pub tpm: Tpm,
-    pub smp: Option<u32>,
-    pub memory_mib: Option<u32>,
-    pub extra_qemu_args: Vec<String>,
-    /// A nonce (hex) typed on the console when the attest control domain asks for it;
-    /// `None`: a fresh random one.
-    pub nonce: Option<String>,
-    /// Verify the attest transcript at the end of a run with a TPM (`--no-verify`: don't).
-    pub verify: bool,
-    /// `--launch txt-simulated`: boot the bundle with the SIMULATED Intel TXT launch
-    /// (`crate::builder::BundleVariant::TxtSimulated`); `None`: as the bundle says.
-    pub launch_txt_simulated: bool,
+/// Slipway's build and test harness.
+///
+/// Bundles are the directories images/BUNDLE (bundle.toml + config.dts); outputs go to
+/// <target>/bundles/BUNDLE. `cargo xtask <command> --help` describes a command.
+#[derive(Debug, Parser)]
+#[command(name = "xtask", bin_name = "cargo xtask", disable_version_flag = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
 }
 
 /// A `cargo xtask` command.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
+    /// Build the binaries and the GRUB ISO of images/BUNDLE
     Build {
+        /// The bundle (images/BUNDLE)
+        #[arg(default_value = DEFAULT_BUNDLE)]
         bundle: String,
     },
+    /// Build a bundle, then boot it under QEMU with a fresh swtpm (or under bochs) and verify
+    /// its attestation
+    ///
+    /// When the bundle's attest control domain asks for a nonce, a fresh random one (or
+    /// --nonce) is typed; at the end, the transcript is verified as `verify` does.
+    ///
+    /// Exit code: 0 only on the guest's success verdict and (with a TPM, attest bundles) an
+    /// accepted attestation; 1 a failed run (build, emulator, failure or timeout verdict); 2-5
+    /// `verify`'s codes for a rejected attestation.
     Run(RunArgs),
+    /// Set up the machine, run the lints, host unit tests, a short fuzz run of every target,
+    /// then the QEMU tests
     Test,
+    /// Install the rustup target and Debian packages the harness needs
     Setup,
-    Help,
+    /// Print the expected PCR17-21 values of a bundle and write the exact expected event log
+    ///
+    /// TXT: PCR17/18 as SINIT extends them, from the ACM (--sinit), or from the bundle's
+    /// synthetic `sinit` module for the SIMULATED txt-simulated launch; without an ACM only
+    /// Slipway's events (PCR19-21) are predicted.
     Predict(crate::predict::PredictArgs),
+    /// Accept a run's attest transcript only if the quote checks with the printed key and
+    /// nonce, the log replays to it and matches the prediction
+    ///
+    /// Exit code: 0 accepted, 2 bad input, 3 bad evidence, 4 unmeasured launch, 5 differs from
+    /// the prediction (naming the first differing event).
     Verify(crate::verify::VerifyArgs),
-    Bench(crate::bench::BenchArgs),
-    /// Print every Intel TXT structure's fields as `STRUCT.FIELD OFFSET SIZE`.
-    TxtLayout,
+    /// Write the reference values a fleet verifier needs, as JSON (docs/fleet.md)
+    ///
+    /// PCR17-21 per bank per launch kind and the expected events decoded, from predict's code
+    /// [default output: <target>/bundles/BUNDLE/refstate.json].
     Refstate(crate::refstate::RefstateArgs),
+    /// Print an event log (or a transcript's Slipway and firmware logs) in tpm2_eventlog's YAML
+    /// shape, Slipway's events named and decoded
     Log(crate::logview::LogArgs),
+    /// Write a transcript's evidence as files for tpm2_checkquote and Keylime (ak.pem, ak.pub,
+    /// quote.msg, quote.sig, quote.pcrs, logs)
     Export(crate::fleet::ExportArgs),
-    Keylime(Vec<String>),
+    /// Run Slipway's Keylime policy package (python -m slipway_keylime ARGS) in the pinned
+    /// Keylime environment
+    ///
+    /// The environment (<target>/keylime-venv) is made on demand. The package's commands:
+    /// decode, evaluate, tpm-policy, check; everything from the first ARG on is passed on
+    /// unchanged (`cargo xtask keylime -- --help` for the package's own help).
+    Keylime {
+        /// Arguments of `python -m slipway_keylime`
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
+    },
+    /// Hash with domB's exact build of the hashing code and with `openssl dgst`: one ratio each
+    ///
+    /// domB's target and flags, backends chosen by CPUID, all four banks in one pass and per
+    /// algorithm.
+    Bench(crate::bench::BenchArgs),
+    /// Print every Intel TXT structure's fields (STRUCT.FIELD OFFSET SIZE) for review against
+    /// Intel's MLE Developer's Guide
+    TxtLayout,
+    /// Coverage-guided fuzzing (libFuzzer) of every parser of outside input
+    ///
+    /// One process per target; prints executions, corpus and crashes per target; exit 1 on a
+    /// crash (tests/fuzz/README.md).
     Fuzz(crate::fuzz::FuzzArgs),
+    /// Fetch Debian's stock kernel package with apt and extract its vmlinux for PVH domains
+    ///
+    /// Cached in <target>/linux-kernel, the .deb's SHA-256 checked against apt's metadata
+    /// (docs/linux-kernel.md).
+    LinuxKernel(crate::linux_kernel::LinuxKernelArgs),
+    /// No command: print the help (as `cargo xtask help` and `--help` do).
+    #[command(skip)]
+    Help,
 }
 
-pub const USAGE: &str = "\
-usage: cargo xtask <command>
-
-  build [BUNDLE]           build the binaries and the GRUB ISO of images/BUNDLE (default: demo)
-  run [BUNDLE] [options]   build, then boot it under QEMU with a fresh swtpm; when the bundle's
-                           attest control domain asks for a nonce, type a fresh random one;
-                           at the end, verify its transcript as `verify` does. Exit 0 only on
-                           the guest's success verdict and (with a TPM, attest bundles) an
-                           accepted attestation; 1 failed run, 2-5 `verify`'s codes. Options:
-      --timeout SECONDS    stop the run after this long (default: bundle's, else 60)
-      --emulator qemu|bochs
-                           qemu (default): AMD SVM, measured with swtpm; bochs: Intel VMX
-                           with EPT, no TPM (always unmeasured: the bundle's policy decides),
-                           BIOS only, no console input
-      --uefi               boot through OVMF instead of SeaBIOS
-      --no-tpm             attach no TPM
-      --smp N              virtual CPUs (default: bundle's, else 2)
-      --memory MIB         guest RAM (default: bundle's, else 512)
-      --nonce HEX          type this nonce instead of a fresh random one
-      --no-verify          do not verify the transcript at the end (check it later with
-                           cargo xtask verify <serial log> --nonce HEX --bundle BUNDLE)
-      --launch txt-simulated
-                           boot with the SIMULATED Intel TXT launch: launch=txt-simulated on
-                           the hypervisor command line and the synthetic `sinit` module added
-                           (built under <bundle output>/txt-simulated); the harness plays CPU
-                           and SINIT; verified as a simulated launch, never a hardware one
-      -- ARGS...           extra QEMU arguments (e.g. -- -d int -D /tmp/qemu.log)
-  predict [BUNDLE] [--banks sha1,sha256,..] [--out FILE]
-          [--launch emulated|txt|txt-simulated|skinit] [--sinit ACM]
-                           print the expected PCR17-21 values of the bundle and write the exact
-                           expected event log (default banks: sha1,sha256,sha384,sha512); TXT:
-                           PCR17/18 as SINIT extends them, from the ACM (--sinit, or the bundle's
-                           synthetic `sinit` module for the SIMULATED txt-simulated launch)
-  verify TRANSCRIPT [--nonce HEX] [--bank sha256] [--bundle B [--launch txt-simulated]
-         | --expected-log FILE]
-                           accept a run's attest transcript only if the quote checks with the
-                           printed key and nonce, the log replays to it and matches the
-                           prediction (exit 2 bad input, 3 bad evidence, 4 unmeasured launch,
-                           5 differs from the prediction)
-  refstate [BUNDLE] [--banks sha1,sha256,..] [--launch emulated,txt,skinit] [--out FILE]
-                           write the reference values a fleet verifier needs (PCR17-21 per
-                           bank per launch kind, the expected events decoded) as JSON, from
-                           predict's code (default: all four banks, all launch kinds,
-                           <target>/bundles/BUNDLE/refstate.json); docs/fleet.md
-  log FILE|TRANSCRIPT [--json]
-                           print an event log (or a transcript's Slipway and firmware logs) in
-                           tpm2_eventlog's YAML shape with Slipway's events named and decoded
-  export TRANSCRIPT [--out DIR]
-                           write a transcript's evidence as files for tpm2_checkquote and
-                           Keylime (ak.pem, ak.pub, quote.msg, quote.sig, quote.pcrs, logs)
-  keylime ARGS...          run Slipway's Keylime policy package (python -m slipway_keylime) in
-                           the pinned Keylime environment (<target>/keylime-venv, made on
-                           demand): decode, evaluate, tpm-policy, check
-  bench [--mib N]          hash N MiB (default 1024) with domB's exact build of the hashing code
-                           (domB's target and flags, backends chosen by CPUID) for all four
-                           banks in one pass and per algorithm, and with `openssl dgst`: one
-                           ratio each
-  txt-layout               print every Intel TXT structure's fields (STRUCT.FIELD OFFSET SIZE)
-                           for review against Intel's MLE Developer's Guide
-  fuzz [TARGET] [--seconds N] [--runs N] [--asan]
-                           coverage-guided fuzzing (libFuzzer) of every parser of outside
-                           input, one process per target (default: all targets, 60 s each);
-                           prints executions, corpus and crashes per target; exit 1 on a crash.
-                           Targets: hypercall, launch_config, multiboot, elf, tpm_tis,
-                           tpm_commands, event_log, transcript (tests/fuzz/README.md)
-  test                     set up the machine, run host unit tests, a short fuzz run of every
-                           target, then the QEMU tests
-  setup                    install the rustup target and Debian packages the harness needs
-  help                     this text
-";
-
-fn number<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<T, String> {
-    let v = value.ok_or_else(|| format!("{flag} needs a value"))?;
-    v.parse()
-        .map_err(|_| format!("{flag}: `{v}` is not a valid number"))
+/// Options of `cargo xtask run`; `None` means "the bundle's `[run]` default, else the harness's".
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct RunArgs {
+    /// The bundle (images/BUNDLE)
+    #[arg(default_value = DEFAULT_BUNDLE)]
+    pub bundle: String,
+    /// The emulator to boot under
+    #[arg(long, value_enum, default_value_t = Emulator::Qemu)]
+    pub emulator: Emulator,
+    /// Stop the run after this long [default: the bundle's, else 60]
+    // Negative numbers are values (refused, naming the option), not unknown options.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, allow_negative_numbers = true)]
+    pub timeout: Option<Duration>,
+    /// Boot through OVMF instead of SeaBIOS
+    #[arg(
+        long = "uefi",
+        action = ArgAction::SetTrue,
+        value_parser = flag(Firmware::Uefi, Firmware::Bios)
+    )]
+    pub firmware: Firmware,
+    /// Attach no TPM (always so under bochs)
+    #[arg(
+        long = "no-tpm",
+        action = ArgAction::SetTrue,
+        value_parser = flag(Tpm::None, Tpm::Swtpm),
+        default_value_if("emulator", "bochs", "true")
+    )]
+    pub tpm: Tpm,
+    /// Virtual CPUs [default: the bundle's, else 2]
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..),
+        allow_negative_numbers = true
+    )]
+    pub smp: Option<u32>,
+    /// Guest RAM in MiB [default: the bundle's, else 512]
+    #[arg(long = "memory", value_name = "MIB", allow_negative_numbers = true)]
+    pub memory_mib: Option<u32>,
+    /// Type this nonce (hex) when the attest domain asks [default: a fresh random one]
+    // `::std::vec::Vec`: one value (the nonce's bytes), not a list of values.
+    #[arg(long, value_name = "HEX", value_parser = crate::verify::parse_hex)]
+    pub nonce: Option<::std::vec::Vec<u8>>,
+    /// Do not verify the transcript at the end (check it later with `cargo xtask verify
+    /// <serial log> --nonce HEX --bundle BUNDLE`)
+    #[arg(long = "no-verify", action = ArgAction::SetFalse)]
+    pub verify: bool,
+    /// txt-simulated: boot with the SIMULATED Intel TXT launch
+    ///
+    /// launch=txt-simulated on the hypervisor command line and the synthetic `sinit` module
+    /// added (built under <bundle output>/txt-simulated); the harness plays CPU and SINIT;
+    /// verified as a simulated launch, never a hardware one.
+    #[arg(
+        long = "launch",
+        value_name = "txt-simulated",
+        value_parser = BundleVariant::from_launch
+    )]
+    pub variant: Option<BundleVariant>,
+    /// Extra QEMU arguments (e.g. -- -d int -D /tmp/qemu.log)
+    #[arg(last = true, value_name = "QEMU ARGS")]
+    pub extra_qemu_args: Vec<String>,
 }
 
-/// Parses the arguments after `cargo xtask`.
-pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
-    let mut args = args.into_iter();
-    let Some(command) = args.next() else {
-        return Ok(Command::Help);
-    };
-    match command.as_str() {
-        "help" | "-h" | "--help" => Ok(Command::Help),
-        "test" | "setup" => {
-            if let Some(extra) = args.next() {
-                return Err(format!("`{command}` takes no arguments (got `{extra}`)"));
+impl RunArgs {
+    /// The rules between options clap cannot state (they depend on `--emulator`'s value).
+    pub fn check(&self) -> Result<(), String> {
+        if self.emulator == Emulator::Bochs {
+            if self.firmware == Firmware::Uefi {
+                return Err("--emulator bochs boots the BIOS way only (no --uefi)".into());
             }
-            Ok(if command == "test" {
-                Command::Test
-            } else {
-                Command::Setup
-            })
+            if !self.extra_qemu_args.is_empty() {
+                return Err("--emulator bochs takes no extra QEMU arguments".into());
+            }
         }
-        "build" => {
-            let bundle = args.next().unwrap_or_else(|| DEFAULT_BUNDLE.to_owned());
-            if bundle.starts_with('-') {
-                return Err(format!("build: unknown option `{bundle}`"));
-            }
-            if let Some(extra) = args.next() {
-                return Err(format!("build takes one bundle name (got also `{extra}`)"));
-            }
-            Ok(Command::Build { bundle })
-        }
-        "run" => {
-            let mut run = RunArgs {
-                bundle: DEFAULT_BUNDLE.to_owned(),
-                emulator: Emulator::Qemu,
-                timeout: None,
-                firmware: Firmware::Bios,
-                tpm: Tpm::Swtpm,
-                smp: None,
-                memory_mib: None,
-                extra_qemu_args: Vec::new(),
-                nonce: None,
-                verify: true,
-                launch_txt_simulated: false,
-            };
-            let mut bundle_given = false;
-            while let Some(arg) = args.next() {
-                match arg.as_str() {
-                    "--timeout" => {
-                        let secs: u64 = number("--timeout", args.next())?;
-                        if secs == 0 {
-                            return Err("--timeout must be at least 1".into());
-                        }
-                        run.timeout = Some(Duration::from_secs(secs));
-                    }
-                    "--emulator" => {
-                        run.emulator = match args.next().as_deref() {
-                            Some("qemu") => Emulator::Qemu,
-                            Some("bochs") => Emulator::Bochs,
-                            Some(other) => {
-                                return Err(format!(
-                                    "--emulator: unknown emulator `{other}` (qemu or bochs)"
-                                ));
-                            }
-                            None => return Err("--emulator needs qemu or bochs".into()),
-                        }
-                    }
-                    "--uefi" => run.firmware = Firmware::Uefi,
-                    "--no-tpm" => run.tpm = Tpm::None,
-                    "--smp" => {
-                        let n: u32 = number("--smp", args.next())?;
-                        if n == 0 {
-                            return Err("--smp must be at least 1".into());
-                        }
-                        run.smp = Some(n);
-                    }
-                    "--memory" => run.memory_mib = Some(number("--memory", args.next())?),
-                    "--nonce" => {
-                        let nonce = args.next().ok_or("--nonce needs a hex value")?;
-                        crate::verify::parse_hex(&nonce).map_err(|e| format!("--nonce: {e}"))?;
-                        run.nonce = Some(nonce);
-                    }
-                    "--no-verify" => run.verify = false,
-                    "--launch" => match args.next().as_deref() {
-                        Some("txt-simulated") => run.launch_txt_simulated = true,
-                        Some(other) => {
-                            return Err(format!(
-                                "--launch: `{other}` is not a launch `run` can change a bundle to (txt-simulated)"
-                            ));
-                        }
-                        None => return Err("--launch needs a value (txt-simulated)".into()),
-                    },
-                    "--" => run.extra_qemu_args.extend(args.by_ref()),
-                    a if a.starts_with('-') => return Err(format!("run: unknown option `{a}`")),
-                    a if !bundle_given => {
-                        run.bundle = a.to_owned();
-                        bundle_given = true;
-                    }
-                    a => return Err(format!("run takes one bundle name (got also `{a}`)")),
-                }
-            }
-            if run.emulator == Emulator::Bochs {
-                if run.firmware == Firmware::Uefi {
-                    return Err("--emulator bochs boots the BIOS way only (no --uefi)".into());
-                }
-                if !run.extra_qemu_args.is_empty() {
-                    return Err("--emulator bochs takes no extra QEMU arguments".into());
-                }
-                // bochs has no TPM.
-                run.tpm = Tpm::None;
-            }
-            Ok(Command::Run(run))
-        }
-        "predict" => crate::predict::parse_args(args).map(Command::Predict),
-        "verify" => crate::verify::parse_args(args).map(Command::Verify),
-        "bench" => crate::bench::parse_args(args).map(Command::Bench),
-        "txt-layout" => match args.next() {
-            None => Ok(Command::TxtLayout),
-            Some(extra) => Err(format!("`txt-layout` takes no arguments (got `{extra}`)")),
-        },
-        "refstate" => crate::refstate::parse_args(args).map(Command::Refstate),
-        "log" => crate::logview::parse_args(args).map(Command::Log),
-        "export" => crate::fleet::parse_args(args).map(Command::Export),
-        "keylime" => Ok(Command::Keylime(args.collect())),
-        "fuzz" => crate::fuzz::parse_args(args).map(Command::Fuzz),
-        other => Err(format!("unknown command `{other}`")),
+        Ok(())
     }
+}
+
+/// A presence flag (`--uefi`, `--no-tpm`) as the value it selects.
+fn flag<T: Copy + Send + Sync + 'static>(
+    present: T,
+    absent: T,
+) -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::BoolishValueParser::new().map(move |set| if set { present } else { absent })
+}
+
+/// A whole number of seconds, at least 1 (`--timeout`).
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err("must be at least 1 second".into()),
+        Ok(seconds) => Ok(Duration::from_secs(seconds)),
+        Err(_) => Err(format!("`{text}` is not a whole number of seconds")),
+    }
+}
+
+/// Parses the arguments after `cargo xtask`. `--help`, `-h` and `help [COMMAND]` come back as
+/// errors of kind `DisplayHelp` (print them, exit 0: [`clap::Error::exit_code`]); usage errors
+/// name the option and value (exit 2).
+pub fn parse<I, T>(args: I) -> Result<Command, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args = std::iter::once(OsString::from("xtask")).chain(args.into_iter().map(Into::into));
+    let command = Cli::try_parse_from(args)?.command.unwrap_or(Command::Help);
+    let checked = match &command {
+        Command::Run(run) => run.check().map_err(|e| ("run", e)),
+        Command::Predict(predict) => predict.check().map_err(|e| ("predict", e)),
+        _ => Ok(()),
+    };
+    match checked {
+        Ok(()) => Ok(command),
+        Err((name, message)) => {
+            // Reported with the subcommand's usage line, as clap's own errors are.
+            let mut cli = Cli::command();
+            cli.build();
+            let subcommand = cli
+                .find_subcommand_mut(name)
+                .expect("a declared subcommand");
+            Err(subcommand.error(ErrorKind::ArgumentConflict, message))
+        }
+    }
+}
+
+/// The text of `cargo xtask help` (and of `cargo xtask` alone).
+pub fn help() -> String {
+    Cli::command().render_long_help().to_string()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn p(args: &[&str]) -> Result<Command, String> {
-        parse(args.iter().map(|s| s.to_string()))
-    }
-
-    #[test]
-    fn defaults_to_demo() {
-        assert_eq!(
-            p(&["build"]),
-            Ok(Command::Build {
-                bundle: "demo".into()
-            })
-        );
-        let Ok(Command::Run(r)) = p(&["run"]) else {
-            panic!()
-        };
-        assert_eq!(r.bundle, "demo");
-        assert_eq!(
-            (r.firmware, r.tpm, r.timeout, r.nonce, r.verify),
-            (Firmware::Bios, Tpm::Swtpm, None, None, true)
-        );
-    }
-
-    #[test]
-    fn nonce_and_verification() {
-        let Ok(Command::Run(r)) = p(&["run", "--nonce", "00ff", "--no-verify"]) else {
-            panic!()
-        };
-        assert_eq!((r.nonce.as_deref(), r.verify), (Some("00ff"), false));
-        assert!(
-            p(&["run", "--nonce", "xyz"])
-                .unwrap_err()
-                .contains("--nonce")
-        );
-        assert!(p(&["run", "--nonce"]).unwrap_err().contains("--nonce"));
-    }
-
-    #[test]
-    fn run_options() {
-        let Ok(Command::Run(r)) = p(&[
-            "run",
-            "--uefi",
-            "minimal",
-            "--timeout",
-            "90",
-            "--no-tpm",
-            "--smp",
-            "1",
-            "--memory",
-            "256",
-            "--",
-            "-d",
-            "int",
-        ]) else {
-            panic!()
-        };
-        assert_eq!(
-            r,
-            RunArgs {
-                bundle: "minimal".into(),
-                emulator: Emulator::Qemu,
-                timeout: Some(Duration::from_secs(90)),
-                firmware: Firmware::Uefi,
-                tpm: Tpm::None,
-                smp: Some(1),
-                memory_mib: Some(256),
-                extra_qemu_args: vec!["-d".into(), "int".into()],
-                nonce: None,
-                verify: true,
-                launch_txt_simulated: false,
-            }
-        );
-        let Ok(Command::Run(r)) = p(&["run", "--launch", "txt-simulated"]) else {
-            panic!()
-        };
-        assert!(r.launch_txt_simulated);
-        assert!(
-            p(&["run", "--launch", "txt"])
-                .unwrap_err()
-                .contains("`txt`")
-        );
-        assert!(
-            p(&["run", "--launch"])
-                .unwrap_err()
-                .contains("needs a value")
-        );
-    }
-
-    #[test]
-    fn bochs_runs_are_bios_without_tpm() {
-        let Ok(Command::Run(r)) = p(&["run", "demo-vmx", "--emulator", "bochs"]) else {
-            panic!()
-        };
-        assert_eq!(
-            (r.bundle.as_str(), r.emulator, r.firmware, r.tpm),
-            ("demo-vmx", Emulator::Bochs, Firmware::Bios, Tpm::None)
-        );
-        assert!(
-            p(&["run", "--emulator", "bochs", "--uefi"])
-                .unwrap_err()
-                .contains("BIOS")
-        );
-        assert!(p(&["run", "--emulator", "bochs", "--", "-s"]).is_err());
-        assert!(
-            p(&["run", "--emulator", "vbox"])
-                .unwrap_err()
-                .contains("vbox")
-        );
-        assert!(p(&["run", "--emulator"]).is_err());
-    }
-
-    #[test]
-    fn mistakes_are_named() {
-        assert!(
-            p(&["run", "--timeout"])
-                .unwrap_err()
-                .contains("needs a value")
-        );
-        assert!(p(&["run", "--timeout", "x"]).unwrap_err().contains("`x`"));
-        assert!(p(&["run", "--timeout", "0"]).is_err());
-        assert!(p(&["run", "--fast"]).unwrap_err().contains("--fast"));
-        assert!(p(&["run", "a", "b"]).unwrap_err().contains("`b`"));
-        assert!(p(&["test", "x"]).is_err());
-        assert!(p(&["frobnicate"]).unwrap_err().contains("frobnicate"));
-        assert_eq!(p(&[]), Ok(Command::Help));
-    }
-}
+mod tests;

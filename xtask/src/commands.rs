@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use crate::builder::build_bundle;
-use crate::cli::{Command, RunArgs, USAGE};
+use crate::cli::{Command, RunArgs};
 use crate::runner::{self, RunConfig, Tpm};
 use crate::setup::ensure_environment;
 use crate::verify;
@@ -19,7 +19,7 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
 /// Runs a parsed command.
 pub fn execute(command: Command) -> ExitCode {
     if command == Command::Help {
-        print!("{USAGE}");
+        print!("{}", crate::cli::help());
         return ExitCode::SUCCESS;
     }
     let ws = match Workspace::locate() {
@@ -56,8 +56,9 @@ pub fn execute(command: Command) -> ExitCode {
         Command::Refstate(args) => crate::refstate::refstate_command(&ws, &args),
         Command::Log(args) => crate::logview::log_command(&args),
         Command::Export(args) => crate::fleet::export_command(&args),
-        Command::Keylime(args) => crate::keylime::keylime_command(&ws, &args),
+        Command::Keylime { args } => crate::keylime::keylime_command(&ws, &args),
         Command::Fuzz(args) => crate::fuzz::fuzz_command(&ws, &args),
+        Command::LinuxKernel(args) => crate::linux_kernel::linux_kernel_command(&ws, &args),
     }
 }
 
@@ -65,11 +66,9 @@ fn run_command(ws: &Workspace, args: RunArgs) -> ExitCode {
     if let Err(e) = ensure_environment(&ws.root) {
         return fail(e);
     }
-    let variant = if args.launch_txt_simulated {
-        crate::builder::BundleVariant::TxtSimulated
-    } else {
-        crate::builder::BundleVariant::AsWritten
-    };
+    let variant = args
+        .variant
+        .unwrap_or(crate::builder::BundleVariant::AsWritten);
     let bundle = match crate::builder::build_bundle_as(ws, &args.bundle, variant) {
         Ok(b) => b,
         Err(e) => return fail(e),
@@ -97,11 +96,8 @@ fn run_command(ws: &Workspace, args: RunArgs) -> ExitCode {
     config.extra_qemu_args = args.extra_qemu_args;
     let attests = verify::bundle_attests(&bundle.manifest);
     // The nonce the attest control domain quotes with: the user's, or a fresh random one.
-    let (nonce, nonce_source) = match &args.nonce {
-        Some(hex) => match verify::parse_hex(hex) {
-            Ok(nonce) => (nonce, "from --nonce"),
-            Err(e) => return fail(format!("--nonce: {e}")),
-        },
+    let (nonce, nonce_source) = match args.nonce {
+        Some(nonce) => (nonce, "from --nonce"),
         None => match verify::fresh_nonce() {
             Ok(nonce) => (nonce, "fresh from /dev/urandom"),
             Err(e) => return fail(format!("cannot make a nonce: {e}")),
@@ -173,7 +169,7 @@ fn run_command(ws: &Workspace, args: RunArgs) -> ExitCode {
         outcome.serial_log.display(),
         verify::hex(&nonce),
         bundle.name,
-        if args.launch_txt_simulated {
+        if variant == crate::builder::BundleVariant::TxtSimulated {
             " --launch txt-simulated"
         } else {
             ""

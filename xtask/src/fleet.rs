@@ -188,32 +188,14 @@ pub fn checkquote_command(dir: &Path, nonce_hex: &str, with_log: bool) -> String
     command
 }
 
-/// Options of `cargo xtask export`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Options of `cargo xtask export` (a part of [`crate::cli::Cli`]).
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
 pub struct ExportArgs {
-    /// The transcript (a serial log).
+    /// The transcript: a run's serial log
     pub transcript: PathBuf,
-    /// The directory to write into (default: `<transcript>.evidence/`).
+    /// The directory to write into [default: <TRANSCRIPT>.evidence/]
+    #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-}
-
-/// Parses the arguments after `export`.
-pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<ExportArgs, String> {
-    let mut transcript = None;
-    let mut out = None;
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--out" => out = Some(PathBuf::from(args.next().ok_or("--out needs a directory")?)),
-            a if a.starts_with('-') => return Err(format!("export: unknown option `{a}`")),
-            a if transcript.is_none() => transcript = Some(PathBuf::from(a)),
-            a => return Err(format!("export takes one TRANSCRIPT (got also `{a}`)")),
-        }
-    }
-    Ok(ExportArgs {
-        transcript: transcript.ok_or("export needs a TRANSCRIPT file")?,
-        out,
-    })
 }
 
 /// `cargo xtask export`: writes a transcript's evidence as files for tpm2-tools and Keylime.

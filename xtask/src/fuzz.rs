@@ -19,7 +19,7 @@ use std::time::Instant;
 use crate::workspace::{Workspace, cargo};
 
 /// The fuzz targets (binaries of `slipway-fuzz`), in the order they run.
-pub const TARGETS: [&str; 8] = [
+pub const TARGETS: [&str; 9] = [
     "hypercall",
     "launch_config",
     "multiboot",
@@ -28,6 +28,7 @@ pub const TARGETS: [&str; 8] = [
     "tpm_commands",
     "event_log",
     "transcript",
+    "lapic",
 ];
 
 /// How long `cargo xtask test` runs each target.
@@ -37,57 +38,34 @@ pub const SMOKE_SECONDS: u64 = 3;
 /// off build scripts and proc macros).
 const HOST: &str = "x86_64-unknown-linux-gnu";
 
-/// Options of `cargo xtask fuzz`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How long each target runs when neither `--seconds` nor `--runs` is given.
+pub const DEFAULT_SECONDS: u64 = 60;
+
+/// Options of `cargo xtask fuzz` (a part of [`crate::cli::Cli`]).
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
 pub struct FuzzArgs {
-    /// One target, or all.
+    /// One target [default: all]
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(TARGETS))]
     pub target: Option<String>,
-    /// Stop each target after this long.
+    /// Stop each target after this many seconds [default: 60 unless --runs]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub seconds: Option<u64>,
-    /// Stop each target after this many executions.
+    /// Stop each target after this many executions
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub runs: Option<u64>,
-    /// Build with AddressSanitizer (nightly).
+    /// Build with AddressSanitizer (nightly, installed when missing)
+    #[arg(long)]
     pub asan: bool,
 }
 
-/// Parses the arguments after `cargo xtask fuzz`.
-pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<FuzzArgs, String> {
-    let mut out = FuzzArgs {
-        target: None,
-        seconds: None,
-        runs: None,
-        asan: false,
-    };
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let mut number = |flag: &str| -> Result<u64, String> {
-            let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-            match value.parse::<u64>() {
-                Ok(n) if n > 0 => Ok(n),
-                _ => Err(format!("{flag}: `{value}` is not a positive number")),
-            }
-        };
-        match arg.as_str() {
-            "--seconds" => out.seconds = Some(number("--seconds")?),
-            "--runs" => out.runs = Some(number("--runs")?),
-            "--asan" => out.asan = true,
-            a if a.starts_with('-') => return Err(format!("fuzz: unknown option `{a}`")),
-            a if out.target.is_none() => {
-                if !TARGETS.contains(&a) {
-                    return Err(format!(
-                        "fuzz: unknown target `{a}` (targets: {})",
-                        TARGETS.join(", ")
-                    ));
-                }
-                out.target = Some(a.to_owned());
-            }
-            a => return Err(format!("fuzz takes one target (got also `{a}`)")),
+impl FuzzArgs {
+    /// The time limit per target: `--seconds`, else [`DEFAULT_SECONDS`] unless `--runs` limits.
+    pub fn seconds_limit(&self) -> Option<u64> {
+        match (self.seconds, self.runs) {
+            (None, None) => Some(DEFAULT_SECONDS),
+            (seconds, _) => seconds,
         }
     }
-    if out.seconds.is_none() && out.runs.is_none() {
-        out.seconds = Some(60);
-    }
-    Ok(out)
 }
 
 /// What one target's run did.
@@ -405,7 +383,7 @@ pub fn fuzz_command(ws: &Workspace, args: &FuzzArgs) -> ExitCode {
         None => TARGETS.to_vec(),
     };
     let started = Instant::now();
-    let ok = run_all(ws, &targets, args.seconds, args.runs, args.asan);
+    let ok = run_all(ws, &targets, args.seconds_limit(), args.runs, args.asan);
     println!("xtask fuzz: total {:.0} s", started.elapsed().as_secs_f64());
     if ok {
         ExitCode::SUCCESS
@@ -417,29 +395,6 @@ pub fn fuzz_command(ws: &Workspace, args: &FuzzArgs) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn p(args: &[&str]) -> Result<FuzzArgs, String> {
-        parse_args(args.iter().map(|s| s.to_string()))
-    }
-
-    #[test]
-    fn options_and_mistakes_are_named() {
-        let all = p(&[]).unwrap();
-        assert_eq!(
-            (all.target, all.seconds, all.runs, all.asan),
-            (None, Some(60), None, false)
-        );
-        let one = p(&["elf", "--runs", "10000000", "--asan"]).unwrap();
-        assert_eq!(
-            (one.target.as_deref(), one.seconds, one.runs, one.asan),
-            (Some("elf"), None, Some(10_000_000), true)
-        );
-        assert!(p(&["nope"]).unwrap_err().contains("unknown target `nope`"));
-        assert!(p(&["--seconds"]).unwrap_err().contains("needs a value"));
-        assert!(p(&["--seconds", "0"]).unwrap_err().contains("positive"));
-        assert!(p(&["elf", "tpm_tis"]).unwrap_err().contains("`tpm_tis`"));
-        assert!(p(&["--fast"]).unwrap_err().contains("--fast"));
-    }
 
     #[test]
     fn libfuzzer_final_stats_are_read() {

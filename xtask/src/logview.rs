@@ -171,31 +171,15 @@ pub fn logs_of_file(bytes: &[u8]) -> Result<Vec<(&'static str, Vec<u8>)>, String
     Ok(vec![("log", bytes.to_vec())])
 }
 
-/// Options of `cargo xtask log`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Options of `cargo xtask log` (a part of [`crate::cli::Cli`]).
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
 pub struct LogArgs {
-    /// A binary event log or an attest transcript (a serial log).
+    /// A binary event log or an attest transcript (a serial log)
+    #[arg(value_name = "FILE|TRANSCRIPT")]
     pub file: PathBuf,
-    /// JSON (`slipway-log/1`, `docs/fleet.md`) instead of YAML.
+    /// JSON (`slipway-log/1`, docs/fleet.md) instead of YAML
+    #[arg(long)]
     pub json: bool,
-}
-
-/// Parses the arguments after `log`.
-pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<LogArgs, String> {
-    let mut file = None;
-    let mut json = false;
-    for arg in args {
-        match arg.as_str() {
-            "--json" => json = true,
-            a if a.starts_with('-') => return Err(format!("log: unknown option `{a}`")),
-            a if file.is_none() => file = Some(PathBuf::from(a)),
-            a => return Err(format!("log takes one FILE (got also `{a}`)")),
-        }
-    }
-    Ok(LogArgs {
-        file: file.ok_or("log needs a FILE (a binary event log or a transcript)")?,
-        json,
-    })
 }
 
 /// `cargo xtask log`.

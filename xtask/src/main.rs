@@ -6,11 +6,12 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     xtask::procs::install_signal_handler();
     xtask::procs::install_panic_cleanup();
-    match xtask::cli::parse(std::env::args().skip(1)) {
+    match xtask::cli::parse(std::env::args_os().skip(1)) {
         Ok(command) => xtask::commands::execute(command),
-        Err(message) => {
-            eprintln!("xtask: {message}\n\n{}", xtask::cli::USAGE);
-            ExitCode::from(2)
+        // Usage errors name the option and value (exit 2); `--help` and `help` print (exit 0).
+        Err(error) => {
+            let _ = error.print();
+            ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2))
         }
     }
 }

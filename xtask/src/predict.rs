@@ -100,6 +100,14 @@ impl PredictedLaunch {
         }
     }
 
+    /// Every launch kind, in the order `--launch` lists them.
+    pub const ALL: [PredictedLaunch; 4] = [
+        PredictedLaunch::Emulated,
+        PredictedLaunch::Txt,
+        PredictedLaunch::TxtSimulated,
+        PredictedLaunch::Skinit,
+    ];
+
     /// The name `--launch` takes and reports use.
     pub fn name(self) -> &'static str {
         match self {
@@ -119,6 +127,16 @@ impl PredictedLaunch {
             EventLaunchKind::TxtSimulated => PredictedLaunch::TxtSimulated,
             _ => return None,
         })
+    }
+}
+
+/// `--launch` of `predict` takes every kind by its [`PredictedLaunch::name`].
+impl clap::ValueEnum for PredictedLaunch {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Self::ALL
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()))
     }
 }
 
@@ -850,83 +868,49 @@ fn sinit_log<'b>(
     Ok(writer)
 }
 
-/// Options of `cargo xtask predict`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Options of `cargo xtask predict` (a part of [`crate::cli::Cli`]).
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
 pub struct PredictArgs {
-    /// The bundle (default `demo`).
+    /// The bundle (images/BUNDLE)
+    #[arg(default_value = crate::bundle::DEFAULT_BUNDLE)]
     pub bundle: String,
-    /// Banks, e.g. `sha1,sha256` (default: swtpm's four).
-    pub banks: Option<String>,
-    /// Where to write the expected log (default `<bundle output>/expected-<launch>.log`).
+    /// The banks to predict, comma-separated [default: sha1,sha256,sha384,sha512]
+    #[arg(long, value_name = "sha1,sha256,..", value_parser = parse_banks)]
+    pub banks: Option<BankSet>,
+    /// Where to write the expected event log [default: <bundle output>/expected-<launch>.log]
+    #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// The launch kind.
+    /// The launch kind
+    #[arg(long, value_enum, default_value_t = PredictedLaunch::Emulated)]
     pub launch: PredictedLaunch,
-    /// The SINIT ACM for `--launch txt` (PCR17/18 then predicted too).
+    /// The SINIT ACM (with --launch txt): PCR17/18 then predicted too, as SINIT extends them
+    #[arg(long, value_name = "ACM")]
     pub sinit: Option<PathBuf>,
-    /// The boot state (`--boot-state`, [`parse_boot_state`]); default: a fresh TPM's first
-    /// boot.
+    /// The boot state counted in the TPM's NV record, STATUS:ATTEMPTS:KNOWN_GOOD (e.g.
+    /// counted:1:a) [default: a fresh TPM's first boot]
+    // Parsed by `parse_boot_state` once the bundle (its hypervisor command line) is read.
+    #[arg(long = "boot-state", value_name = "STATUS:ATTEMPTS:KNOWN_GOOD")]
     pub boot_state: Option<String>,
-    /// Take the boot state from this event log (`--boot-state-from-log FILE`).
+    /// Take the boot state from this event log's EV_SLIPWAY_BOOT_STATE event
+    #[arg(
+        long = "boot-state-from-log",
+        value_name = "FILE",
+        conflicts_with = "boot_state"
+    )]
     pub boot_state_log: Option<PathBuf>,
 }
 
-/// Parses the arguments after `predict`.
-pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<PredictArgs, String> {
-    let mut parsed = PredictArgs {
-        bundle: crate::cli::DEFAULT_BUNDLE.to_owned(),
-        banks: None,
-        out: None,
-        launch: PredictedLaunch::Emulated,
-        sinit: None,
-        boot_state: None,
-        boot_state_log: None,
-    };
-    let mut bundle_given = false;
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--banks" => {
-                parsed.banks = Some(args.next().ok_or("--banks needs a value (e.g. sha256)")?)
-            }
-            "--out" => parsed.out = Some(args.next().ok_or("--out needs a file")?.into()),
-            "--boot-state" => {
-                parsed.boot_state = Some(
-                    args.next()
-                        .ok_or("--boot-state needs STATUS:ATTEMPTS:KNOWN_GOOD")?,
-                )
-            }
-            "--boot-state-from-log" => {
-                parsed.boot_state_log = Some(
-                    args.next()
-                        .ok_or("--boot-state-from-log needs an event log file")?
-                        .into(),
-                )
-            }
-            "--sinit" => {
-                parsed.sinit = Some(args.next().ok_or("--sinit needs a SINIT ACM file")?.into())
-            }
-            "--launch" => {
-                parsed.launch = match args.next().as_deref() {
-                    Some("emulated") => PredictedLaunch::Emulated,
-                    Some("txt") => PredictedLaunch::Txt,
-                    Some("skinit") => PredictedLaunch::Skinit,
-                    Some("txt-simulated") => PredictedLaunch::TxtSimulated,
-                    other => {
-                        return Err(format!(
-                            "--launch takes emulated, txt, txt-simulated or skinit (got {other:?})"
-                        ));
-                    }
-                }
-            }
-            a if a.starts_with('-') => return Err(format!("predict: unknown option `{a}`")),
-            a if !bundle_given => {
-                parsed.bundle = a.to_owned();
-                bundle_given = true;
-            }
-            a => return Err(format!("predict takes one bundle name (got also `{a}`)")),
+impl PredictArgs {
+    /// The rule between options clap cannot state (it depends on `--launch`'s value).
+    pub fn check(&self) -> Result<(), String> {
+        if self.sinit.is_some() && self.launch != PredictedLaunch::Txt {
+            return Err(format!(
+                "--sinit goes with --launch txt (not --launch {})",
+                self.launch.name()
+            ));
         }
+        Ok(())
     }
-    Ok(parsed)
 }
 
 /// Reads a built bundle's inputs: the files GRUB loads, as shipped (stripped).
@@ -962,10 +946,7 @@ pub fn predict_command(ws: &crate::Workspace, args: &PredictArgs) -> std::proces
         eprintln!("xtask predict: error: {message}");
         ExitCode::FAILURE
     };
-    let banks = match args.banks.as_deref().map(parse_banks).transpose() {
-        Ok(banks) => banks.unwrap_or_else(BankSet::all_supported),
-        Err(e) => return fail(e.to_string()),
-    };
+    let banks = args.banks.unwrap_or_else(BankSet::all_supported);
     let bundle = match crate::builder::build_bundle(ws, &args.bundle) {
         Ok(bundle) => bundle,
         Err(e) => return fail(e.to_string()),
@@ -974,6 +955,9 @@ pub fn predict_command(ws: &crate::Workspace, args: &PredictArgs) -> std::proces
         Ok(inputs) => inputs,
         Err(e) => return fail(format!("cannot read the bundle's files: {e}")),
     };
+    if let Err(e) = args.check() {
+        return fail(e);
+    }
     match (&args.boot_state, &args.boot_state_log) {
         (Some(_), Some(_)) => {
             return fail("give --boot-state or --boot-state-from-log, not both".into());
@@ -1011,9 +995,6 @@ pub fn predict_command(ws: &crate::Workspace, args: &PredictArgs) -> std::proces
             .unwrap_or("none")
     );
     if let Some(path) = &args.sinit {
-        if args.launch != PredictedLaunch::Txt {
-            return fail("--sinit goes with --launch txt".into());
-        }
         match std::fs::read(path) {
             Ok(bytes) => inputs.sinit_acm = Some(bytes),
             Err(e) => return fail(format!("cannot read {}: {e}", path.display())),

@@ -50,12 +50,13 @@ impl Firmware {
     }
 }
 
-/// The emulator a run boots under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The emulator a run boots under (`--emulator qemu|bochs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Emulator {
     /// QEMU with TCG (AMD SVM): the measured launch with swtpm.
     Qemu,
-    /// Debian's bochs (Intel VMX with EPT): no TPM, always unmeasured ([`crate::bochs`]).
+    /// Debian's bochs (Intel VMX with EPT): no TPM, so always unmeasured (the bundle's launch
+    /// policy decides), BIOS only, no console input (`crate::bochs`).
     Bochs,
 }
 

@@ -20,6 +20,10 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "xorriso",
     "mtools",
     "device-tree-compiler",
+    // `iasl`: hv-core's host tests disassemble the domains' ACPI tables with it.
+    "acpica-tools",
+    // `xz`: `cargo xtask linux-kernel` decompresses the stock kernel's payload with it.
+    "xz-utils",
     // The Keylime test environment (xtask/src/keylime.rs): a venv from Debian's Python, whose
     // GPGME binding Keylime's verifier imports.
     "python3-venv",
@@ -43,6 +47,8 @@ const REQUIRED_PATHS: &[(&str, &str)] = &[
     ("xorriso", "xorriso"),
     ("mformat", "mtools"),
     ("dtc", "device-tree-compiler"),
+    ("iasl", "acpica-tools"),
+    ("xz", "xz-utils"),
     ("objcopy", "binutils"),
     ("bochs", "bochs"),
     (

@@ -497,63 +497,40 @@ pub fn verify(transcript: &Transcript, req: &Requirements) -> Result<Accepted, R
     })
 }
 
-/// Options of `cargo xtask verify`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Options of `cargo xtask verify` (a part of [`crate::cli::Cli`]).
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
 pub struct VerifyArgs {
-    /// The transcript (a serial log).
+    /// The transcript: a run's serial log
     pub transcript: PathBuf,
-    /// The nonce sent, hex; default: the one the transcript echoes (then only a self-check).
-    pub nonce: Option<String>,
-    /// The required bank (default sha256).
-    pub bank: String,
-    /// Predict from this bundle.
+    /// The nonce sent, hex [default: the one the transcript echoes, which proves no freshness]
+    // `::std::vec::Vec`: one value (the nonce's bytes), not a list of values.
+    #[arg(long, value_name = "HEX", value_parser = parse_hex)]
+    pub nonce: Option<::std::vec::Vec<u8>>,
+    /// The bank that must be quoted, logged and predicted (never sha1)
+    #[arg(long, value_name = "BANK", default_value = "sha256", value_parser = parse_bank)]
+    pub bank: HashAlg,
+    /// Predict from this bundle [default: demo, unless --expected-log]
+    #[arg(long, value_name = "BUNDLE", conflicts_with = "expected_log")]
     pub bundle: Option<String>,
-    /// Or compare with this predicted log.
+    /// Compare with this predicted event log instead of a bundle's prediction
+    #[arg(long, value_name = "FILE")]
     pub expected_log: Option<PathBuf>,
-    /// `--launch txt-simulated`: predict from the bundle as `run --launch txt-simulated` built it.
-    pub launch_txt_simulated: bool,
+    /// txt-simulated: predict from the bundle as `run --launch txt-simulated` built it
+    #[arg(
+        long = "launch",
+        value_name = "txt-simulated",
+        value_parser = crate::builder::BundleVariant::from_launch,
+        conflicts_with = "expected_log"
+    )]
+    pub variant: Option<crate::builder::BundleVariant>,
 }
 
-/// Parses the arguments after `verify`.
-pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<VerifyArgs, String> {
-    let mut transcript = None;
-    let mut parsed = VerifyArgs {
-        transcript: PathBuf::new(),
-        nonce: None,
-        bank: "sha256".into(),
-        bundle: None,
-        expected_log: None,
-        launch_txt_simulated: false,
-    };
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let mut value = |flag: &str| args.next().ok_or(format!("{flag} needs a value"));
-        match arg.as_str() {
-            "--nonce" => parsed.nonce = Some(value("--nonce")?),
-            "--bank" => parsed.bank = value("--bank")?,
-            "--bundle" => parsed.bundle = Some(value("--bundle")?),
-            "--expected-log" => parsed.expected_log = Some(value("--expected-log")?.into()),
-            "--launch" => match value("--launch")?.as_str() {
-                "txt-simulated" => parsed.launch_txt_simulated = true,
-                other => {
-                    return Err(format!(
-                        "--launch: `{other}` (only txt-simulated: the bundle as `run --launch txt-simulated` built it)"
-                    ));
-                }
-            },
-            a if a.starts_with('-') => return Err(format!("verify: unknown option `{a}`")),
-            a if transcript.is_none() => transcript = Some(PathBuf::from(a)),
-            a => return Err(format!("verify takes one transcript (got also `{a}`)")),
-        }
-    }
-    parsed.transcript = transcript.ok_or("verify needs a TRANSCRIPT file")?;
-    if parsed.bundle.is_some() && parsed.expected_log.is_some() {
-        return Err("give --bundle or --expected-log, not both".into());
-    }
-    if parsed.launch_txt_simulated && parsed.expected_log.is_some() {
-        return Err("--launch txt-simulated changes the bundle: not with --expected-log".into());
-    }
-    Ok(parsed)
+/// A bank by its name (`sha256`), the value parser of `--bank`.
+pub fn parse_bank(name: &str) -> Result<HashAlg, String> {
+    HashAlg::from_name(name).ok_or_else(|| {
+        let banks: Vec<_> = HashAlg::ALL.iter().map(|alg| alg.name()).collect();
+        format!("`{name}` is not a bank ({})", banks.join(", "))
+    })
 }
 
 /// Renders an acceptance for the console.
@@ -612,10 +589,9 @@ fn verify_from_args(
     let text = std::fs::read(&args.transcript)
         .map_err(|e| Rejection::Usage(format!("cannot read {}: {e}", args.transcript.display())))?;
     let transcript = parse_transcript(&String::from_utf8_lossy(&text))?;
-    let bank = HashAlg::from_name(&args.bank)
-        .ok_or_else(|| Rejection::Usage(format!("--bank {}: unknown bank", args.bank)))?;
+    let bank = args.bank;
     let nonce = match &args.nonce {
-        Some(hex) => parse_hex(hex).map_err(|e| Rejection::Usage(format!("--nonce: {e}")))?,
+        Some(nonce) => nonce.clone(),
         None => {
             eprintln!(
                 "verify: warning: no --nonce given: checking against the nonce the transcript \
@@ -642,12 +618,10 @@ fn verify_from_args(
             Ok((accepted, bank))
         }
         (None, bundle) => {
-            let bundle = bundle.as_deref().unwrap_or(crate::cli::DEFAULT_BUNDLE);
-            let variant = if args.launch_txt_simulated {
-                crate::builder::BundleVariant::TxtSimulated
-            } else {
-                crate::builder::BundleVariant::AsWritten
-            };
+            let bundle = bundle.as_deref().unwrap_or(crate::bundle::DEFAULT_BUNDLE);
+            let variant = args
+                .variant
+                .unwrap_or(crate::builder::BundleVariant::AsWritten);
             let built = crate::builder::build_bundle_as(ws, bundle, variant)
                 .map_err(|e| Rejection::Usage(format!("cannot build bundle `{bundle}`: {e}")))?;
             let accepted = verify_against_bundle(&built, &transcript, nonce, bank)?;

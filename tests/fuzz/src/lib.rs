@@ -13,6 +13,7 @@
 //! | `tpm_commands` | TPM responses | `slipway-tpm`'s command layer (`Tpm<T>`) |
 //! | `event_log` | TCG crypto-agile event log | `slipway-measure`'s log parser, replay and Slipway event codec |
 //! | `transcript` | the attest domain's console transcript | `xtask verify`'s transcript parser and its checks |
+//! | `lapic` | a guest's local-APIC register traffic and interrupt events | `slipway-hv-core::lapic::LocalApic` |
 // One exception, `multiboot::load`: `multiboot2` offers no safe way to read boot information
 // from a byte buffer.
 #![deny(unsafe_code)]
@@ -20,6 +21,7 @@
 pub mod elf;
 pub mod event_log;
 pub mod hypercall;
+pub mod lapic;
 pub mod launch_config;
 pub mod multiboot;
 pub mod tpm_commands;
@@ -39,6 +41,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("tpm_commands", tpm_commands::run),
     ("event_log", event_log::run),
     ("transcript", transcript::run),
+    ("lapic", lapic::run),
 ];
 
 #[cfg(test)]

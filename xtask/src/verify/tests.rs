@@ -447,22 +447,9 @@ fn transcript_framing_errors_are_named() {
 }
 
 #[test]
-fn arguments() {
-    let args =
-        parse_args(["t.log", "--nonce", "00ff", "--bundle", "demo"].map(String::from)).unwrap();
-    assert_eq!(args.transcript, PathBuf::from("t.log"));
-    assert_eq!(args.bank, "sha256");
-    assert!(parse_args(Vec::<String>::new()).is_err());
-    assert!(parse_args(["t", "--bundle", "a", "--expected-log", "b"].map(String::from)).is_err());
-    let simulated =
-        parse_args(["t", "--bundle", "demo", "--launch", "txt-simulated"].map(String::from))
-            .unwrap();
-    assert!(simulated.launch_txt_simulated);
-    assert!(parse_args(["t", "--launch", "txt"].map(String::from)).is_err());
-    assert!(
-        parse_args(["t", "--expected-log", "b", "--launch", "txt-simulated"].map(String::from))
-            .is_err()
-    );
+fn banks_are_named() {
+    assert_eq!(parse_bank("sha384"), Ok(HashAlg::Sha384));
+    assert!(parse_bank("md5").unwrap_err().contains("`md5`"));
 }
 
 #[test]

@@ -6,7 +6,7 @@
 use slipway_hv_core::boot_report::{BootRecordState, BootReport, slot_name};
 use slipway_measure::events::{BootRecordStatus, BootStateRecord};
 use slipway_protocol::boot_modules::slots::MAX_SLOTS;
-use slipway_protocol::v1::{self, Error};
+use slipway_protocol::v1::{self, DomainId, Error};
 use slipway_tpm::boot_record::{self as record, BootRecord, BootRecordStore, Note};
 
 use crate::hvprintln;
@@ -68,10 +68,11 @@ pub fn count(tpm: &mut HvTpm, requested: u8) -> (BootStateRecord, BootRecordStat
 /// locality 2, which the hypervisor gave up at hand-off: it is taken back for this one write
 /// only if no other locality is active (a domain holding locality 0 mid-command is never
 /// interrupted; the caller may report again), then released.
-pub fn write(tpm: &mut HvTpm, record: &BootRecord) -> Result<(), Error> {
+pub fn write(tpm: &mut HvTpm, caller: DomainId, record: &BootRecord) -> Result<(), Error> {
     if crate::tpm::locality_zero_active() {
         hvprintln!(
-            "boot record: success report not written: locality 0 is active (the TPM is in use); report again after relinquishing it"
+            "boot record: success report of domain {} not written: locality 0 is active (the TPM is in use); report again after relinquishing it",
+            caller.0
         );
         return Err(Error::BootRecordWriteFailed);
     }

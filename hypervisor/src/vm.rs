@@ -282,9 +282,10 @@ impl Host for HostServices {
     fn write_boot_record(
         &mut self,
         m: &mut slipway_hv_core::measurement::Measurement<'_, Self::Pcrs>,
+        caller: slipway_protocol::v1::DomainId,
         record: &slipway_tpm::boot_record::BootRecord,
     ) -> Result<(), Error> {
-        crate::boot_record::write(crate::measurement::tpm(m), record)
+        crate::boot_record::write(crate::measurement::tpm(m), caller, record)
     }
 }
 

@@ -166,12 +166,14 @@ pub trait Host {
     /// run can be compared with `cargo xtask predict`. Called before
     /// [`Host::measurement_sealed`] (which may give up the locality the read needs).
     fn read_back_pcrs(&mut self, m: &mut Measurement<'_, Self::Pcrs>);
-    /// Writes `record` into the TPM NV boot record (the binary: at locality 2, taken back for
-    /// this one write and released; never while another locality is in use). An error says
-    /// why it was not written (and was printed); nothing changed in the record then.
+    /// Writes `record` into the TPM NV boot record for `caller`'s success report (the binary:
+    /// at locality 2, taken back for this one write and released; never while another locality
+    /// is in use). An error says why it was not written (and was printed); nothing changed in
+    /// the record then.
     fn write_boot_record(
         &mut self,
         m: &mut Measurement<'_, Self::Pcrs>,
+        caller: DomainId,
         record: &slipway_tpm::boot_record::BootRecord,
     ) -> Result<(), Error>;
 }
@@ -527,7 +529,7 @@ impl<M: PhysMemory, F: FrameAllocator, H: Host> hypercall::Platform for Effects<
             .measurement
             .as_deref_mut()
             .ok_or(Error::BootRecordUnavailable)?;
-        self.host.write_boot_record(m, &updated)?;
+        self.host.write_boot_record(m, caller, &updated)?;
         report.written(updated);
         self.host.log(format_args!(
             "boot record: domain {} reported a successful boot: slot {} is known good (attempts of slot {}: {})",

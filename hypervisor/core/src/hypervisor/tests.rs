@@ -187,6 +187,7 @@ impl Host for FakeHost {
     fn write_boot_record(
         &mut self,
         _m: &mut Measurement<'_, FakeTpm>,
+        _caller: DomainId,
         record: &slipway_tpm::boot_record::BootRecord,
     ) -> Result<(), Error> {
         if self.refuse_boot_record_write {

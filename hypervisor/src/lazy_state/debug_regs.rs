@@ -5,7 +5,7 @@
 //! read and write those directly (DR accesses are not intercepted): without switching, one
 //! domain's breakpoint addresses would be visible to, and armed for, the next vCPU on that
 //! physical CPU. Each vCPU therefore owns a [`DebugRegs`] image (zero at creation), swapped
-//! together with its x87/SSE state whenever a physical CPU changes vCPU (`Hv::switch_lazy_state`).
+//! together with its x87/SSE state whenever a physical CPU changes vCPU (`Vcpus::switch_lazy_state` in `vm.rs`).
 //! The hypervisor never uses DR0-DR3 itself (its DR7, restored at every #VMEXIT, arms nothing).
 
 /// DR0-DR3 and DR6 of one vCPU while they are not live on a physical CPU (DR6 switched on both

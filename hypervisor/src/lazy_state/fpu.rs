@@ -4,7 +4,7 @@
 //! them is what the next guest on that physical CPU would see. Each vCPU therefore owns an
 //! FXSAVE image ([`FpuState`]), starting in the state FNINIT leaves with the default MXCSR, and a
 //! physical CPU swaps images only when it switches to a different vCPU (see
-//! `Hv::switch_lazy_state` in `vm.rs`), not on every exit.
+//! `Vcpus::switch_lazy_state` in `vm.rs`), not on every exit.
 //!
 //! That is correct only because **the hypervisor never touches these registers itself**: it is
 //! built for the soft-float `x86_64-unknown-none` target (no x87/SSE code generated, its

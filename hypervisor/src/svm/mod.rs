@@ -50,7 +50,7 @@ pub struct GuestRegs {
 // x87/SSE state is not part of this switch (VMRUN does not switch it either): it belongs to the
 // vCPU that last ran on this pCPU and stays live in the registers across its exits. The
 // hypervisor is soft-float and never touches those registers, which is what makes that sound;
-// `Hv::switch_lazy_state` swaps the state (svm/fpu.rs, and DR0-DR3: svm/debug_regs.rs) when
+// `Vcpus::switch_lazy_state` (vm.rs) swaps the state (lazy_state/fpu.rs, and the debug registers: lazy_state/debug_regs.rs) when
 // the pCPU moves to a different vCPU.
 global_asm!(
     r#"

@@ -339,6 +339,7 @@ extern "C" fn post_launch_main(handoff_addr: u64, entered_by: u64) -> ! {
     }
     let created = smp::with_hv(|hv| {
         hv.set_pcpus(pcpus, 3, tsc::hz() / 1000 * u64::from(smp::TICK_MS));
+        hv.tsc_hz = tsc::hz();
         let has_domb = hv.domb_module.is_some();
         let image = hv
             .domb_module

@@ -238,7 +238,11 @@ pub fn scheduler_loop(cpu: usize) -> ! {
             let Some(runner) = hv.vcpus.runner(cpu) else {
                 return Ok(None);
             };
-            Ok(hv.pick(cpu).map(|v| (v, runner)))
+            let picked = hv.pick(cpu);
+            if let Some(v) = picked {
+                hv.prepare_entry(cpu, v, tsc::now());
+            }
+            Ok(picked.map(|v| (v, runner)))
         });
         match work {
             Err(verdict) => finish(cpu, verdict),

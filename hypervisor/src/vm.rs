@@ -307,4 +307,9 @@ pub fn print_accounting(hv: &Hv) {
     }
     let _ = hv.write_accounting(&mut Out, crate::tsc::hz() / 1_000_000);
     crate::hvprintln!("exits handled: {}", hv.exits());
+    let mut line: heapless::String<512> = heapless::String::new();
+    for (kind, count) in hv.exit_counts.iter().filter(|&(_, count)| count > 0) {
+        let _ = fmt::Write::write_fmt(&mut line, format_args!(" {kind}={count};"));
+    }
+    crate::hvprintln!("exits by reason:{}", line.trim_end_matches(';'));
 }

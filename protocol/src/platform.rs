@@ -6,6 +6,12 @@
 /// port of the UART model each domain sees.
 pub const COM1_PORT: u16 = 0x3f8;
 
+/// The ACPI power-management timer's I/O port (the FADT's `X_PM_TMR_BLK`): four ports holding a
+/// 24-bit count at [`PM_TIMER_HZ`], the time reference a guest calibrates its TSC against.
+pub const PM_TIMER_PORT: u16 = 0x608;
+/// The ACPI PM timer's rate (ACPI 6.5, 4.8.3.3): 3.579545 MHz.
+pub const PM_TIMER_HZ: u64 = 3_579_545;
+
 /// Physical base of the TPM's TIS register window (locality 0's page).
 pub const TPM_TIS_BASE: u64 = 0xFED4_0000;
 /// Size of one locality's TIS register page.

@@ -6,6 +6,7 @@
 //! | range | content |
 //! |---|---|
 //! | `0x1000..0x2000` | start-info page ([`START_INFO_GPA`]; reserved in the memory map) |
+//! | `0xE0000..0x100000` | the domain's ACPI tables ([`ACPI_TABLES_GPA`], `hvm_start_info.rsdp_paddr`; reserved) |
 //! | ELF `p_paddr` ranges | kernel segments |
 //! | top of memory, page aligned | ramdisk, if any |
 //!
@@ -28,6 +29,11 @@ use crate::start_info::{
 
 /// Where each domain's start-info page goes.
 pub const START_INFO_GPA: u64 = 0x1000;
+/// Where each domain's ACPI tables go (RSDP first): the BIOS area below 1 MiB, where a guest
+/// that ignores `rsdp_paddr` also finds the RSDP by the legacy scan.
+pub const ACPI_TABLES_GPA: u64 = 0xE_0000;
+/// The range reserved for them, up to 1 MiB.
+pub const ACPI_TABLES_SIZE: u64 = 0x2_0000;
 
 /// A boot module as the planner sees it.
 #[derive(Debug, Clone, Copy)]
@@ -148,6 +154,10 @@ pub enum PlanProblem {
     StartInfo(StartInfoError),
     /// the domain name is not valid for the protocol
     BadName,
+    /// a kernel segment or the ramdisk overlaps the ACPI tables at 0xE0000-0xFFFFF
+    OverlapsAcpiTables,
+    /// the domain's ACPI tables cannot be built
+    Acpi(slipway_hv_core::domain_acpi::AcpiBuildError),
 }
 
 impl fmt::Display for PlanProblem {
@@ -163,6 +173,10 @@ impl fmt::Display for PlanProblem {
             }
             Self::StartInfo(error) => write!(f, "start info: {error}"),
             Self::BadName => f.write_str("the domain name is not valid for the protocol"),
+            Self::OverlapsAcpiTables => f.write_str(
+                "a kernel segment or the ramdisk overlaps the ACPI tables at 0xE0000-0xFFFFF",
+            ),
+            Self::Acpi(error) => write!(f, "ACPI tables: {error}"),
         }
     }
 }
@@ -249,6 +263,10 @@ pub fn plan_domain(
     if memory < start_info_range.1 {
         return Err(error("memory", PlanProblem::KernelOverlapsStartInfo));
     }
+    let acpi_range = (ACPI_TABLES_GPA, ACPI_TABLES_GPA + ACPI_TABLES_SIZE);
+    if memory < acpi_range.1 {
+        return Err(error("memory", PlanProblem::OverlapsAcpiTables));
+    }
 
     let kernel_module = find_module(domain, "kernel", &domain.kernel, modules)?;
     let kernel = elf_load::plan_load(kernel_module.bytes, memory)
@@ -258,6 +276,9 @@ pub fn plan_domain(
         .any(|range| overlaps(range, start_info_range))
     {
         return Err(error("kernel", PlanProblem::KernelOverlapsStartInfo));
+    }
+    if kernel.occupied().any(|range| overlaps(range, acpi_range)) {
+        return Err(error("kernel", PlanProblem::OverlapsAcpiTables));
     }
 
     let mut steps = Vec::new();
@@ -279,7 +300,10 @@ pub fn plan_domain(
             .map(|gpa| gpa & !(PAGE_SIZE - 1))
             .ok_or_else(|| error("ramdisk", PlanProblem::RamdiskDoesNotFit))?;
         let range = (gpa, gpa + size);
-        if overlaps(range, start_info_range) || kernel.occupied().any(|k| overlaps(k, range)) {
+        if overlaps(range, start_info_range)
+            || overlaps(range, acpi_range)
+            || kernel.occupied().any(|k| overlaps(k, range))
+        {
             return Err(error("ramdisk", PlanProblem::RamdiskDoesNotFit));
         }
         if size > 0 {
@@ -329,10 +353,48 @@ pub fn plan_domain(
         },
         MemoryMapEntry {
             addr: start_info_range.1,
-            size: memory - start_info_range.1,
+            size: acpi_range.0 - start_info_range.1,
+            kind: MemoryType::Ram,
+        },
+        MemoryMapEntry {
+            addr: acpi_range.0,
+            size: ACPI_TABLES_SIZE,
+            kind: MemoryType::Reserved,
+        },
+        MemoryMapEntry {
+            addr: acpi_range.1,
+            size: memory - acpi_range.1,
             kind: MemoryType::Ram,
         },
     ];
+    // The ACPI tables describe the vCPUs (APIC ID = vCPU index) and, for the domain holding the
+    // TPM with the event-log windows, the TPM and its log (Slipway's log window) so the kernel
+    // exposes the log the standard way.
+    let apic_ids: Vec<u8> = (0..domain.vcpus).map(|i| i as u8).collect();
+    let tpm_log = (domain.capabilities.tpm && domain.capabilities.control).then_some(
+        // The log itself, after the window's descriptor; the zeros after its end stop a
+        // reader's event walk.
+        slipway_hv_core::domain_acpi::TpmLog {
+            address: v1::SLIPWAY_LOG_GPA + v1::LOG_DESCRIPTOR_LEN as u64,
+            length: v1::LOG_WINDOW_CAPACITY as u32,
+        },
+    );
+    let mut acpi = alloc::vec![0u8; ACPI_TABLES_SIZE as usize];
+    let layout = slipway_hv_core::domain_acpi::build(
+        &slipway_hv_core::domain_acpi::AcpiConfig {
+            base: ACPI_TABLES_GPA,
+            apic_ids: &apic_ids,
+            tpm: tpm_log,
+        },
+        &mut acpi,
+    )
+    .map_err(|e| error("cpus", PlanProblem::Acpi(e)))?;
+    for (index, chunk) in acpi[..layout.len].chunks(WRITE_MEMORY_MAX).enumerate() {
+        steps.push(BuildStep::Write {
+            gpa: ACPI_TABLES_GPA + (index * WRITE_MEMORY_MAX) as u64,
+            bytes: chunk.to_vec(),
+        });
+    }
     memory_map.extend(log_windows.iter().map(|&(gpa, _)| MemoryMapEntry {
         addr: gpa,
         size: v1::LOG_WINDOW_SIZE,
@@ -343,6 +405,7 @@ pub fn plan_domain(
         cmdline: &domain.bootargs,
         modules: &start_modules,
         memory_map: &memory_map,
+        rsdp_paddr: layout.rsdp_address,
     })
     .map_err(|e| error("bootargs", PlanProblem::StartInfo(e)))?;
     for (index, chunk) in page.chunks(WRITE_MEMORY_MAX).enumerate() {

@@ -67,6 +67,8 @@ pub struct StartInfoSpec<'a> {
     pub modules: &'a [StartModule<'a>],
     /// The memory map.
     pub memory_map: &'a [MemoryMapEntry],
+    /// Guest-physical address of the ACPI RSDP (0: no ACPI tables).
+    pub rsdp_paddr: u64,
 }
 
 /// Why a start-info page cannot be built.
@@ -167,7 +169,7 @@ pub fn build(spec: &StartInfoSpec<'_>) -> Result<Vec<u8>, StartInfoError> {
         },
     );
     put_u64(&mut out, 24, cmdline);
-    put_u64(&mut out, 32, 0); // rsdp_paddr: no ACPI tables in a Slipway domain yet
+    put_u64(&mut out, 32, spec.rsdp_paddr);
     put_u64(
         &mut out,
         40,

@@ -79,6 +79,8 @@ pub enum StopReason {
     /// The hypervisor's watchdog stopped the boot domain: it had not handed off by the
     /// deadline (`domb_watchdog=`, [`crate::recovery`]).
     WatchdogExpired,
+    /// an access to an emulated device's MMIO page could not be emulated
+    MmioNotEmulated(crate::mmio::MmioError),
 }
 
 impl fmt::Display for StopReason {
@@ -108,6 +110,7 @@ impl fmt::Display for StopReason {
             StopReason::WatchdogExpired => {
                 write!(f, "watchdog: no hand-off before the deadline")
             }
+            StopReason::MmioNotEmulated(error) => write!(f, "{error}"),
             StopReason::ForbiddenAccess { what, msr: true } => write!(f, "access to MSR {what:#x}"),
             StopReason::ForbiddenAccess { what, msr: false } => {
                 write!(f, "access to I/O port {what:#x}")

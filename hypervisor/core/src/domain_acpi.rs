@@ -5,7 +5,9 @@
 //!
 //! The platform these tables describe is the smallest a stock Linux boots on (docs: what a
 //! domain sees): no PIC, IOAPIC, PIT, HPET, RTC, PCI or SCI, so the FADT is hardware-reduced
-//! (flag bit 20) and names no fixed hardware; the DSDT declares
+//! (flag bit 20) and names no fixed hardware but the PM timer (`PM_TMR_BLK`/`X_PM_TMR_BLK` at
+//! [`PM_TIMER_PORT`], `crate::pm_timer`), the reference a guest calibrates its TSC against; the
+//! DSDT declares
 //! - `\_SB.COM1`: `PNP0501`, a 16550 at [`COM1_PORT`] with **no interrupt**, so Linux polls it
 //!   (with IRQ 4 and no interrupt controller user-space output is lost);
 //! - `\_SB.TPM`, only with [`TpmLog`]: `MSFT0101`, `Memory32Fixed` over the TIS window
@@ -24,7 +26,7 @@
 //! straight into the caller's buffer. The reader side (`crate::acpi`) parses the result back in
 //! the tests, and a host test disassembles the tables with ACPICA's `iasl -d`.
 
-use slipway_protocol::platform::{COM1_PORT, TPM_TIS_BASE, TPM_TIS_WINDOW_SIZE};
+use slipway_protocol::platform::{COM1_PORT, PM_TIMER_PORT, TPM_TIS_BASE, TPM_TIS_WINDOW_SIZE};
 
 use crate::lapic::XAPIC_BASE;
 
@@ -443,7 +445,11 @@ pub fn build(config: &AcpiConfig, buf: &mut [u8]) -> Result<AcpiLayout> {
     let start = fadt.header(b"FACP", 6)?;
     fadt.u32(0)?; // FIRMWARE_CTRL: no FACS on a hardware-reduced platform
     fadt.u32(u32::try_from(dsdt_address).unwrap_or(0))?; // DSDT, if below 4 GiB
-    fadt.zeros(109 - 44)?; // INT_MODEL .. CENTURY: no fixed hardware, no SCI
+    fadt.zeros(76 - 44)?; // INT_MODEL .. PM2_CNT_BLK: no fixed hardware, no SCI
+    fadt.u32(u32::from(PM_TIMER_PORT))?; // PM_TMR_BLK
+    fadt.zeros(91 - 80)?; // GPE0_BLK .. PM2_CNT_LEN
+    fadt.u8(4)?; // PM_TMR_LEN
+    fadt.zeros(109 - 92)?; // GPE0_BLK_LEN .. CENTURY
     fadt.u16(FADT_IAPC_BOOT_ARCH)?;
     fadt.u8(0)?;
     fadt.u32(FADT_FLAGS)?;
@@ -451,7 +457,14 @@ pub fn build(config: &AcpiConfig, buf: &mut [u8]) -> Result<AcpiLayout> {
     fadt.u8(5)?; // FADT minor version (ACPI 6.5)
     fadt.u64(0)?; // X_FIRMWARE_CTRL
     fadt.u64(dsdt_address)?; // X_DSDT
-    fadt.zeros(FADT_LEN - 148)?; // X_PM* blocks, sleep registers, hypervisor vendor
+    fadt.zeros(208 - 148)?; // X_PM1a_EVT_BLK .. X_PM2_CNT_BLK
+    // X_PM_TMR_BLK: system I/O, 32 bits wide, dword access.
+    fadt.u8(1)?;
+    fadt.u8(32)?;
+    fadt.u8(0)?;
+    fadt.u8(3)?;
+    fadt.u64(u64::from(PM_TIMER_PORT))?;
+    fadt.zeros(FADT_LEN - 220)?; // X_GPE blocks, sleep registers, hypervisor vendor
     let fadt = fadt.finish_table(start);
 
     let mut xsdt = Out {

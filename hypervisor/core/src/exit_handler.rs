@@ -1,12 +1,19 @@
 //! What to do for each exit: the policy half of the vCPU loop, free of hardware access.
 //!
-//! - I/O: the UART at COM1 is emulated; every other port behaves like an empty bus (reads all
-//!   ones, writes ignored), so probing guests keep running and no port reaches hardware (not the
-//!   debug-exit port, not the TPM, nothing). String I/O is not emulated and stops the domain.
+//! - I/O: the UART at COM1 and the ACPI PM timer ([`PM_TIMER_PORT`]) are emulated; every other
+//!   port behaves like an empty bus (reads all ones, writes ignored), so probing guests keep
+//!   running and no port reaches hardware (not the debug-exit port, not the TPM, nothing). String
+//!   I/O is not emulated and stops the domain.
+//! - The local APIC page ([`XAPIC_BASE`]) is never mapped: its faults come back as
+//!   [`ExitAction::ApicAccess`] for the caller, which owns the guest memory the instruction is
+//!   fetched from and the other vCPUs' APICs an IPI reaches.
 //! - CPUID: passed through from the host, filtered by [`filter_cpuid`].
 //! - MSRs: EFER is emulated (the guest may set SCE, LME, NXE; SVME stays set underneath because
-//!   SVM requires it, and is hidden from the guest); any other intercepted MSR raises #GP, as on a
-//!   CPU without that MSR.
+//!   SVM requires it, and is hidden from the guest); `IA32_APIC_BASE` reads the xAPIC at its
+//!   reset address, enabled (a write may only restate that); any other intercepted MSR raises
+//!   #GP, as on a CPU without that MSR.
+//! - Interrupt windows: [`VmExit::InterruptWindow`] only resumes; the caller injects before the
+//!   next entry.
 //! - Hypercalls are returned to the caller ([`ExitAction::Hypercall`]), which uses
 //!   [`hypercall_registers`] and [`finish_hypercall`] around `hypercall::dispatch`, but only from
 //!   CPL 0: from guest user space (CPL > 0) VMMCALL/VMCALL raises #UD in the guest, as on a CPU
@@ -21,12 +28,20 @@
 //!   state and unknown exits stop the domain with a reason.
 
 use crate::domain::StopReason;
+use crate::lapic::{LocalApic, XAPIC_BASE, XAPIC_PAGE_SIZE};
 use crate::uart::Uart16550;
+use slipway_protocol::platform::PM_TIMER_PORT;
 use crate::vmexit::{Event, InterruptedEvent, Reg, VcpuBackend, VmExit};
 use slipway_protocol::{CALL_MESSAGE, HYPERCALL_INSTRUCTION_LEN, TransportStatus};
 
 /// EFER MSR number.
 pub const MSR_EFER: u32 = 0xc000_0080;
+/// `IA32_APIC_BASE` MSR number.
+pub const MSR_APIC_BASE: u32 = 0x1b;
+/// `IA32_APIC_BASE`: this processor is the bootstrap processor.
+pub const APIC_BASE_BSP: u64 = 1 << 8;
+/// `IA32_APIC_BASE`: the APIC is globally enabled (xAPIC mode; x2APIC, bit 10, is not offered).
+pub const APIC_BASE_ENABLE: u64 = 1 << 11;
 const EFER_SCE: u64 = 1 << 0;
 const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
@@ -90,6 +105,14 @@ pub enum ExitAction {
     Resume,
     /// A hypercall: check and copy the buffer, dispatch, then [`finish_hypercall`].
     Hypercall,
+    /// An access to the local APIC page at `gpa`: the caller decodes the instruction, performs
+    /// it against this vCPU's APIC and delivers any IPI it sends.
+    ApicAccess {
+        /// The faulting guest-physical address (inside the APIC page).
+        gpa: u64,
+        /// The access was a write.
+        write: bool,
+    },
     /// The vCPU executed HLT (rip already advanced): it waits for an event; with no interrupts
     /// given to domains it is idle until the domain ends.
     Halt,
@@ -105,15 +128,26 @@ pub enum ExitAction {
     Stop(StopReason),
 }
 
+/// The per-vCPU devices an exit may touch, and the time of the exit.
+pub struct Devices<'a> {
+    /// The domain's COM1.
+    pub uart: &'a mut Uart16550,
+    /// This vCPU's local APIC.
+    pub lapic: &'a mut LocalApic,
+    /// The ACPI PM timer's count at the exit ([`crate::pm_timer::count`]).
+    pub pm_timer: u32,
+}
+
 /// Handles one exit. `console` receives each byte the guest transmits on its UART; `host_cpuid`
 /// executes CPUID on the physical CPU.
 pub fn handle_exit<B: VcpuBackend + ?Sized>(
     exit: VmExit,
     vcpu: &mut B,
-    uart: &mut Uart16550,
+    devices: &mut Devices<'_>,
     console: &mut dyn FnMut(u8),
     host_cpuid: &mut dyn FnMut(u32, u32) -> [u32; 4],
 ) -> ExitAction {
+    let uart = &mut *devices.uart;
     // First the event the exit interrupted, so that nothing below can lose it; an event this
     // exit itself injects (a reflected exception) takes the one slot after it, as on bare metal,
     // where a benign exception during the delivery of another is delivered first.
@@ -164,12 +198,14 @@ pub fn handle_exit<B: VcpuBackend + ?Sized>(
             }
             let mut value = 0u32;
             for i in 0..size {
-                let byte = match port
-                    .checked_add(u16::from(i))
-                    .and_then(Uart16550::offset_of)
-                {
+                let at = port.checked_add(u16::from(i));
+                let byte = match at.and_then(Uart16550::offset_of) {
                     Some(offset) => uart.io_read(offset),
-                    None => 0xff,
+                    // The PM timer's four ports hold its count, low byte first.
+                    None => match at.and_then(|p| p.checked_sub(PM_TIMER_PORT)) {
+                        Some(k @ 0..=3) => (devices.pm_timer >> (8 * k)) as u8,
+                        _ => 0xff,
+                    },
                 };
                 value |= u32::from(byte) << (8 * i);
             }
@@ -193,7 +229,7 @@ pub fn handle_exit<B: VcpuBackend + ?Sized>(
             } else {
                 host_cpuid(leaf, subleaf)
             };
-            let [a, b, c, d] = filter_cpuid(leaf, subleaf, raw);
+            let [a, b, c, d] = filter_cpuid(leaf, subleaf, raw, devices.lapic.apic_id());
             for (reg, value) in [(Reg::Rax, a), (Reg::Rbx, b), (Reg::Rcx, c), (Reg::Rdx, d)] {
                 vcpu.set_reg(reg, u64::from(value));
             }
@@ -201,13 +237,18 @@ pub fn handle_exit<B: VcpuBackend + ?Sized>(
             ExitAction::Resume
         }
         VmExit::MsrRead { msr } => {
-            if msr == MSR_EFER {
-                let efer = vcpu.reg(Reg::Efer) & !EFER_SVME;
-                vcpu.set_reg(Reg::Rax, efer & 0xffff_ffff);
-                vcpu.set_reg(Reg::Rdx, efer >> 32);
-                vcpu.advance_rip(2);
-            } else {
-                vcpu.inject(Event::GENERAL_PROTECTION);
+            let value = match msr {
+                MSR_EFER => Some(vcpu.reg(Reg::Efer) & !EFER_SVME),
+                MSR_APIC_BASE => Some(apic_base(devices.lapic)),
+                _ => None,
+            };
+            match value {
+                Some(value) => {
+                    vcpu.set_reg(Reg::Rax, value & 0xffff_ffff);
+                    vcpu.set_reg(Reg::Rdx, value >> 32);
+                    vcpu.advance_rip(2);
+                }
+                None => vcpu.inject(Event::GENERAL_PROTECTION),
             }
             ExitAction::Resume
         }
@@ -217,6 +258,11 @@ pub fn handle_exit<B: VcpuBackend + ?Sized>(
                 // LMA is the CPU's to set; keep its current value, keep SVME set.
                 let lma = vcpu.reg(Reg::Efer) & EFER_LMA;
                 vcpu.set_reg(Reg::Efer, (value & writable) | lma | EFER_SVME);
+                vcpu.advance_rip(2);
+            } else if msr == MSR_APIC_BASE
+                && value & !APIC_BASE_BSP == apic_base(devices.lapic) & !APIC_BASE_BSP
+            {
+                // Restating the only configuration offered (the BSP bit is read-only).
                 vcpu.advance_rip(2);
             } else {
                 vcpu.inject(Event::GENERAL_PROTECTION);
@@ -239,6 +285,14 @@ pub fn handle_exit<B: VcpuBackend + ?Sized>(
         VmExit::NestedPageFault {
             gpa,
             write,
+            execute: false,
+            present: _,
+        } if (XAPIC_BASE..XAPIC_BASE + XAPIC_PAGE_SIZE).contains(&gpa) => {
+            ExitAction::ApicAccess { gpa, write }
+        }
+        VmExit::NestedPageFault {
+            gpa,
+            write,
             execute,
             present: _,
         } => {
@@ -251,6 +305,8 @@ pub fn handle_exit<B: VcpuBackend + ?Sized>(
             })
         }
         VmExit::ExternalInterrupt | VmExit::Nmi => ExitAction::Preempt,
+        // The caller injects the pending interrupt before the next entry.
+        VmExit::InterruptWindow => ExitAction::Resume,
         // SMM ran on the host's behalf; an INIT aimed at a guest is dropped (no guest may reset
         // another's vCPU).
         VmExit::Smi | VmExit::Init => ExitAction::Resume,
@@ -279,24 +335,40 @@ pub fn handle_exit<B: VcpuBackend + ?Sized>(
     }
 }
 
+/// `IA32_APIC_BASE` as the vCPU with `lapic` reads it: the xAPIC page, enabled, and the BSP
+/// flag on APIC ID 0 (the first vCPU).
+pub fn apic_base(lapic: &LocalApic) -> u64 {
+    XAPIC_BASE | APIC_BASE_ENABLE | if lapic.apic_id() == 0 { APIC_BASE_BSP } else { 0 }
+}
+
 /// Filters what the host CPUID reports before the guest sees it.
 ///
 /// Hidden: VMX (1.ECX bit 5), SVM (0x80000001.ECX bit 2) and SKINIT (0x80000001.ECX bit 12) and the SVM
 /// leaf 0x8000000A, so no guest tries nested virtualization or a dynamic launch; MONITOR/MWAIT
 /// (1.ECX bit 3), which are intercepted; x2APIC (1.ECX bit 21) and the TSC deadline timer (1.ECX bit 24):
-/// domains get no interrupt controller; XSAVE/OSXSAVE/AVX (1.ECX bit 26..28), AVX2 and
-/// AVX-512 (leaf 7.0 EBX) and leaf 0xD, because XSETBV is forbidden. Added: the hypervisor-present bit
-/// (1.ECX bit 31) and the vendor leaf 0x40000000 ("SlipwaySlipw", no further leaves).
-pub fn filter_cpuid(leaf: u32, subleaf: u32, raw: [u32; 4]) -> [u32; 4] {
+/// the local APIC offered is the xAPIC model ([`crate::lapic`]); XSAVE/OSXSAVE/AVX (1.ECX bit 26..28), AVX2 and
+/// AVX-512 (leaf 7.0 EBX) and leaf 0xD, because XSETBV is forbidden; MTRRs, MCE and MCA
+/// (1.EDX bits 12, 7, 14 and their 0x80000001.EDX copies), TSC_ADJUST (7.0 EBX bit 1), RDTSCP
+/// (0x80000001.EDX bit 27) and RDPID (7.0 ECX bit 22), whose MSRs no domain gets (and a guest that
+/// sees MTRRs executes WBINVD, which is forbidden); the host's topology (leaves 0xB, 0x1F,
+/// 0x8000001E and TOPOEXT, 0x80000001.ECX bit 22). Set: the vCPU's APIC ID in 1.EBX bits 31:24,
+/// the hypervisor-present bit (1.ECX bit 31) and the vendor leaf 0x40000000 ("SlipwaySlipw", no
+/// further leaves).
+pub fn filter_cpuid(leaf: u32, subleaf: u32, raw: [u32; 4], apic_id: u8) -> [u32; 4] {
+    const MACHINE_CHECK_AND_MTRR: u32 = (1 << 7) | (1 << 12) | (1 << 14);
     let [mut a, mut b, mut c, mut d] = raw;
     match leaf {
         0x1 => {
+            b = (b & 0x00ff_ffff) | (u32::from(apic_id) << 24);
             c &= !((1 << 3) | (1 << 5) | (1 << 21) | (1 << 24) | (1 << 26) | (1 << 27) | (1 << 28));
             c |= 1 << 31;
+            d &= !MACHINE_CHECK_AND_MTRR;
         }
         0x7 if subleaf == 0 => {
-            // AVX2 (5), AVX-512 F/DQ/IFMA/PF/ER/CD/BW/VL (16, 17, 21, 26, 27, 28, 30, 31).
-            b &= !((1 << 5)
+            // TSC_ADJUST (1), AVX2 (5), AVX-512 F/DQ/IFMA/PF/ER/CD/BW/VL (16, 17, 21, 26, 27,
+            // 28, 30, 31).
+            b &= !((1 << 1)
+                | (1 << 5)
                 | (1 << 16)
                 | (1 << 17)
                 | (1 << 21)
@@ -306,11 +378,15 @@ pub fn filter_cpuid(leaf: u32, subleaf: u32, raw: [u32; 4]) -> [u32; 4] {
                 | (1 << 30)
                 | (1 << 31));
             // AVX-512 VBMI and friends in ECX, AVX-512 4VNNIW/4FMAPS and AMX in EDX.
-            c &= !((1 << 1) | (1 << 6) | (1 << 11) | (1 << 12) | (1 << 14));
+            // RDPID (22).
+            c &= !((1 << 1) | (1 << 6) | (1 << 11) | (1 << 12) | (1 << 14) | (1 << 22));
             d &= !((1 << 2) | (1 << 3) | (1 << 8) | (1 << 22) | (1 << 24) | (1 << 25));
         }
-        0xd | 0x8000_000a => [a, b, c, d] = [0; 4],
-        0x8000_0001 => c &= !((1 << 2) | (1 << 12)),
+        0xb | 0xd | 0x1f | 0x8000_000a | 0x8000_001e => [a, b, c, d] = [0; 4],
+        0x8000_0001 => {
+            c &= !((1 << 2) | (1 << 12) | (1 << 22));
+            d &= !(MACHINE_CHECK_AND_MTRR | (1 << 27));
+        }
         HYPERVISOR_LEAF => {
             let word = |i: usize| {
                 u32::from_le_bytes([0, 1, 2, 3].map(|k| HYPERVISOR_SIGNATURE[4 * i + k]))

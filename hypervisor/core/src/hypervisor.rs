@@ -36,8 +36,9 @@ use crate::memory::PhysMemory;
 use crate::paging::{Access, PageTable, TableKind};
 use crate::recovery::RecoveryState;
 use crate::sched::{MAX_PCPUS, RunAccounting, Scheduler, VcpuRef};
+use crate::lapic::{FixedClock, LocalApic};
 use crate::uart::Uart16550;
-use crate::vmexit::{Reg, VcpuBackend, VmExit};
+use crate::vmexit::{Event, ExitCounts, Reg, VcpuBackend, VmExit};
 
 /// vCPUs per domain.
 pub const MAX_VCPUS: usize = 8;
@@ -230,7 +231,40 @@ pub struct DomainHw {
     pub input_overrun: bool,
     /// Exception vectors already reported as reflected into this domain (bit n = vector n).
     pub reflected: u32,
+    /// Each vCPU's local APIC (APIC ID = vCPU index).
+    pub lapics: [LocalApic; MAX_VCPUS],
+    /// Which vCPUs wait in HLT with their APIC enabled: they are not entered until an
+    /// interrupt is deliverable.
+    pub halted: [bool; MAX_VCPUS],
 }
+
+/// A vCPU's local APIC as the MMIO emulator's device: 32-bit registers at 16-byte offsets in
+/// the page; other sizes read the register's bytes and do not write (undefined on hardware).
+struct ApicDevice<'a> {
+    lapic: &'a mut LocalApic,
+    clock: FixedClock,
+    /// The IPI a write to the ICR sent, for the caller to deliver.
+    ipi: Option<crate::lapic::IpiRequest>,
+}
+
+impl crate::mmio::MmioDevice for ApicDevice<'_> {
+    fn read(&mut self, gpa: u64, size: u8) -> u64 {
+        let offset = gpa & (crate::lapic::XAPIC_PAGE_SIZE - 1);
+        let value = self.lapic.read(offset & !3, &self.clock);
+        u64::from(value >> (8 * (offset & 3))) & if size >= 4 { u64::MAX } else { (1 << (8 * u32::from(size))) - 1 }
+    }
+
+    fn write(&mut self, gpa: u64, size: u8, value: u64) {
+        let offset = gpa & (crate::lapic::XAPIC_PAGE_SIZE - 1);
+        if size == 4 && offset & 3 == 0 {
+            self.ipi = self.lapic.write(offset, value as u32, &self.clock);
+        }
+    }
+}
+
+/// TSC ticks per count of the local APIC timer before its divider: the timer runs at the TSC's
+/// rate (guests calibrate it against the TSC, as Linux does).
+pub const APIC_TIMER_TSC_TICKS: u64 = 1;
 
 /// The vCPU whose lazily switched state a pCPU holds (its serial tells a reused cell apart).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -259,6 +293,13 @@ pub struct Hypervisor<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> {
     pub accounting: &'a mut RunAccounting,
     /// TSC ticks per scheduler tick.
     pub tick_tsc: u64,
+    /// The TSC's rate (the binary's calibration), for the PM timer domains read; 0 until set.
+    pub tsc_hz: u64,
+    /// The TSC at the last [`Hypervisor::account_ticks`] (the time [`Hypervisor::pick`] judges
+    /// halted vCPUs by).
+    now: u64,
+    /// Exits handled, by kind ([`ExitCounts`]).
+    pub exit_counts: ExitCounts,
     ticks_seen: [u64; MAX_PCPUS],
     lazy_owner: [Option<LazyOwner>; MAX_PCPUS],
     /// What the launch was and the TPM's active banks.
@@ -712,6 +753,8 @@ fn allocate_domain<M: PhysMemory, F: FrameAllocator>(
         log_frames: heapless::Vec::new(),
         input_overrun: false,
         reflected: 0,
+        lapics: core::array::from_fn(|i| LocalApic::new(i as u8, APIC_TIMER_TSC_TICKS, true)),
+        halted: [false; MAX_VCPUS],
     })
 }
 
@@ -745,6 +788,9 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
             sched: parts.sched,
             accounting: parts.accounting,
             tick_tsc: 1,
+            tsc_hz: 0,
+            now: 0,
+            exit_counts: ExitCounts::default(),
             ticks_seen: [0; MAX_PCPUS],
             lazy_owner: [None; MAX_PCPUS],
             launch_kind: parts.launch_kind,
@@ -994,6 +1040,8 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
     /// destroyed until [`Hypervisor::after_exit`] clears the mark), its lazily switched state
     /// made live on `cpu`.
     pub fn pick(&mut self, cpu: usize) -> Option<VcpuRef> {
+        // Halted vCPUs are passed over (to the back of the queue) at most this often per call.
+        let mut passed_over = 0;
         loop {
             let v = self.sched.pick(cpu)?;
             let slot = usize::from(v.domain.0);
@@ -1005,6 +1053,19 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
             if domain.dying || index >= domain.vcpu_count || domain.running[index] {
                 self.sched.remove(v);
                 continue;
+            }
+            if domain.halted[index] {
+                let lapic = &mut domain.lapics[index];
+                lapic.poll_timer(&FixedClock(self.now));
+                if lapic.pending_vector().is_none() {
+                    self.sched.yield_now(cpu);
+                    passed_over += 1;
+                    if passed_over > crate::sched::MAX_QUEUED {
+                        return None;
+                    }
+                    continue;
+                }
+                domain.halted[index] = false;
             }
             domain.running[index] = true;
             self.switch_lazy_state(cpu, VcpuSlot { slot, index });
@@ -1058,6 +1119,7 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
         total_ticks: u64,
         now: u64,
     ) {
+        self.now = self.now.max(now);
         while self.ticks_seen[cpu] < total_ticks {
             self.ticks_seen[cpu] += 1;
             let period = now / self.tick_tsc;
@@ -1090,17 +1152,29 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
             self.reap(slot);
             return;
         }
+        self.exit_counts.count(&exit);
         let DomainHw {
-            uart, line, name, ..
+            uart,
+            line,
+            name,
+            lapics,
+            ..
         } = domain;
         let host = &mut self.host;
+        let pm_timer = crate::pm_timer::count(now, self.tsc_hz);
         let action = self.vcpus.with(cpu, VcpuSlot { slot, index }, |vcpu| {
             let mut console_bytes = heapless::Vec::<u8, 16>::new();
             let mut console = |byte: u8| {
                 let _ = console_bytes.push(byte);
             };
             let mut cpuid = |leaf: u32, subleaf: u32| host.host_cpuid(leaf, subleaf);
-            let action = exit_handler::handle_exit(exit, vcpu, uart, &mut console, &mut cpuid);
+            let mut devices = exit_handler::Devices {
+                uart,
+                lapic: &mut lapics[index],
+                pm_timer,
+            };
+            let action =
+                exit_handler::handle_exit(exit, vcpu, &mut devices, &mut console, &mut cpuid);
             (action, console_bytes)
         });
         let Some((action, console_bytes)) = action else {
@@ -1127,9 +1201,123 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
                     ));
                 }
             }
-            ExitAction::Halt => self.sched.yield_now(cpu),
+            ExitAction::Halt => self.halt(cpu, VcpuSlot { slot, index }, now),
+            ExitAction::ApicAccess { gpa, write } => {
+                self.apic_access(cpu, VcpuSlot { slot, index }, gpa, write, now)
+            }
             ExitAction::Hypercall => self.hypercall(cpu, VcpuSlot { slot, index }),
             ExitAction::Stop(reason) => self.stop(cpu, VcpuSlot { slot, index }, reason),
+        }
+    }
+
+    /// HLT: a vCPU whose APIC is enabled sleeps until an interrupt is deliverable ([`Self::pick`]
+    /// passes it over until then); one without (a guest that takes no interrupts) gives up its
+    /// slice and runs on after the HLT when its turn comes again, as before interrupts existed.
+    fn halt(&mut self, cpu: usize, at: VcpuSlot, now: u64) {
+        if let Some(domain) = self.domains[at.slot].as_mut() {
+            let lapic = &mut domain.lapics[at.index];
+            lapic.poll_timer(&FixedClock(now));
+            if lapic.software_enabled() && lapic.pending_vector().is_none() {
+                domain.halted[at.index] = true;
+            }
+        }
+        self.sched.yield_now(cpu);
+    }
+
+    /// Under the lock, right after [`Self::pick`] gave `v` to `cpu`, at TSC `now`: delivers its
+    /// APIC timer's due expiry and injects the highest deliverable interrupt, or asks for an
+    /// interrupt window while the guest cannot take it (interrupts masked, a shadow, or an
+    /// exception queued first).
+    pub fn prepare_entry(&mut self, cpu: usize, v: VcpuRef, now: u64) {
+        let at = VcpuSlot {
+            slot: usize::from(v.domain.0),
+            index: usize::from(v.vcpu),
+        };
+        let Some(domain) = self.domains[at.slot].as_mut() else {
+            return;
+        };
+        let lapic = &mut domain.lapics[at.index];
+        lapic.poll_timer(&FixedClock(now));
+        self.vcpus.with(cpu, at, |vcpu| {
+            if lapic.pending_vector().is_none() {
+                vcpu.set_interrupt_window(false);
+            } else if vcpu.interrupt_ready() {
+                if let Some(vector) = lapic.acknowledge() {
+                    vcpu.inject(Event::Interrupt { vector });
+                }
+                vcpu.set_interrupt_window(false);
+            } else {
+                vcpu.set_interrupt_window(true);
+            }
+        });
+    }
+
+    /// An access to the local APIC page: the instruction is decoded from guest memory and
+    /// performed against the vCPU's APIC; an IPI it sends reaches the domain's other vCPUs. An
+    /// instruction that cannot be emulated stops the domain.
+    fn apic_access(&mut self, cpu: usize, at: VcpuSlot, gpa: u64, write: bool, now: u64) {
+        let Some(domain) = self.domains[at.slot].as_mut() else {
+            return;
+        };
+        let DomainHw {
+            memory, lapics, ..
+        } = domain;
+        let mem = &self.mem;
+        let lapic = &mut lapics[at.index];
+        let mut device = ApicDevice {
+            lapic,
+            clock: FixedClock(now),
+            ipi: None,
+        };
+        let result = self.vcpus.with(cpu, at, |vcpu| {
+            let ram = crate::guest_memory::GuestRam { ram: memory, mem };
+            crate::mmio::emulate_mmio(vcpu, &ram, gpa, write, &mut device)
+        });
+        let ipi = device.ipi;
+        match result {
+            Some(Ok(())) => {}
+            Some(Err(error)) => {
+                self.stop(cpu, at, StopReason::MmioNotEmulated(error));
+                return;
+            }
+            None => return,
+        }
+        if let Some(ipi) = ipi {
+            self.deliver_ipi(at, ipi);
+        }
+    }
+
+    /// Delivers an IPI the APIC of `from` sent to the APICs of its own domain that accept it.
+    fn deliver_ipi(&mut self, from: VcpuSlot, ipi: crate::lapic::IpiRequest) {
+        use crate::lapic::IpiKind;
+        let Some(domain) = self.domains[from.slot].as_mut() else {
+            return;
+        };
+        let sender = domain.lapics[from.index].apic_id();
+        for index in 0..domain.vcpu_count {
+            let lapic = &mut domain.lapics[index];
+            if !lapic.accepts(ipi.destination, sender) {
+                continue;
+            }
+            match ipi.kind {
+                IpiKind::Fixed { vector } => {
+                    lapic.accept_interrupt(vector, false);
+                }
+                // Any destination will do: the first that accepts it.
+                IpiKind::LowestPriority { vector } => {
+                    lapic.accept_interrupt(vector, false);
+                    if lapic.pending_vector().is_some() {
+                        domain.halted[index] = false;
+                    }
+                    break;
+                }
+                // A domain's vCPUs all start at its entry point (INIT-SIPI start is not offered
+                // yet), and no NMI is given to guests: these IPIs are dropped.
+                IpiKind::Init | IpiKind::Startup { .. } | IpiKind::Nmi => {}
+            }
+            if lapic.pending_vector().is_some() {
+                domain.halted[index] = false;
+            }
         }
     }
 

@@ -136,6 +136,9 @@ pub enum VmExit {
     },
     /// A physical interrupt arrived (the scheduler tick, or another device's).
     ExternalInterrupt,
+    /// The guest can take a maskable interrupt now (the window asked for with
+    /// [`VcpuBackend::set_interrupt_window`] opened).
+    InterruptWindow,
     /// A physical NMI arrived.
     Nmi,
     /// A system-management interrupt was taken.
@@ -264,10 +267,67 @@ pub trait VcpuBackend {
     fn inject(&mut self, event: Event);
     /// The event whose delivery the last exit interrupted, if any.
     fn interrupted_event(&self) -> Option<InterruptedEvent>;
+    /// Whether the guest would take a maskable interrupt injected at the next entry: RFLAGS.IF
+    /// set, no interrupt shadow (after STI or MOV SS), and no event already queued.
+    fn interrupt_ready(&self) -> bool;
+    /// Asks for an exit ([`VmExit::InterruptWindow`]) as soon as the guest can take a maskable
+    /// interrupt (`false` cancels the request). The request stays until cancelled.
+    fn set_interrupt_window(&mut self, wanted: bool);
     /// Advances rip past an instruction of `len` bytes (no NRIP-save under QEMU: common code
     /// knows the lengths).
     fn advance_rip(&mut self, len: u64) {
         let rip = self.reg(Reg::Rip);
         self.set_reg(Reg::Rip, rip.wrapping_add(len));
+    }
+}
+
+/// Exits counted by kind, for the run's closing report (`slipway: exits by reason`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitCounts {
+    counts: [u64; ExitCounts::KINDS.len()],
+}
+
+impl ExitCounts {
+    /// The kinds, in report order.
+    pub const KINDS: [&'static str; 14] = [
+        "I/O", "MSR", "CPUID", "hypercall", "HLT", "local APIC", "other nested page fault",
+        "external interrupt", "interrupt window", "NMI/SMI/INIT", "exception", "forbidden",
+        "shutdown/invalid", "other",
+    ];
+
+    /// Counts `exit`.
+    pub fn count(&mut self, exit: &VmExit) {
+        use crate::lapic::{XAPIC_BASE, XAPIC_PAGE_SIZE};
+        let kind = match exit {
+            VmExit::IoOut { .. } | VmExit::IoIn { .. } | VmExit::IoString { .. } => 0,
+            VmExit::MsrRead { .. } | VmExit::MsrWrite { .. } => 1,
+            VmExit::Cpuid { .. } => 2,
+            VmExit::Hypercall => 3,
+            VmExit::Halt => 4,
+            VmExit::NestedPageFault { gpa, .. }
+                if (XAPIC_BASE..XAPIC_BASE + XAPIC_PAGE_SIZE).contains(gpa) =>
+            {
+                5
+            }
+            VmExit::NestedPageFault { .. } => 6,
+            VmExit::ExternalInterrupt => 7,
+            VmExit::InterruptWindow => 8,
+            VmExit::Nmi | VmExit::Smi | VmExit::Init => 9,
+            VmExit::Exception { .. } => 10,
+            VmExit::Forbidden(_) => 11,
+            VmExit::Shutdown | VmExit::InvalidState => 12,
+            VmExit::Unknown { .. } => 13,
+        };
+        self.counts[kind] += 1;
+    }
+
+    /// Each kind with its count, in [`Self::KINDS`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Self::KINDS.iter().copied().zip(self.counts.iter().copied())
+    }
+
+    /// All exits counted.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
     }
 }

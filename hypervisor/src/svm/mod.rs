@@ -201,15 +201,20 @@ pub fn asid_count() -> u32 {
     core::arch::x86_64::__cpuid(0x8000_000a).ebx
 }
 
-/// Builds the permission maps: IOPM (12 KiB) and MSRPM (8 KiB), every bit set. Deny by default:
-/// no port and no MSR reaches hardware; the exit handler decides per access.
+/// Builds the permission maps: IOPM (12 KiB) and MSRPM (8 KiB), every bit set but the MSRs the
+/// world switch keeps per guest (`slipway_hv_core::svm_msrpm`). Deny by default: no port and no
+/// other MSR reaches hardware; the exit handler decides per access.
 pub fn permission_maps(alloc: &mut impl FrameAllocator) -> Result<PermissionMaps, SvmError> {
+    use slipway_hv_core::svm_msrpm::{MSRPM_SIZE, allow_guest_owned};
     let iopm_pa = alloc_zeroed(alloc, 3)?;
     let msrpm_pa = alloc_zeroed(alloc, 2)?;
-    // SAFETY: both ranges were just allocated for these maps and are mapped RW.
+    // SAFETY: both ranges were just allocated for these maps, are mapped RW and are not
+    // referenced anywhere else yet; the MSRPM is two pages, MSRPM_SIZE bytes.
     unsafe {
         core::ptr::write_bytes(iopm_pa as *mut u8, 0xff, 3 * 4096);
-        core::ptr::write_bytes(msrpm_pa as *mut u8, 0xff, 2 * 4096);
+        let msrpm = &mut *(msrpm_pa as *mut [u8; MSRPM_SIZE]);
+        msrpm.fill(0xff);
+        allow_guest_owned(msrpm);
     }
     Ok(PermissionMaps { iopm_pa, msrpm_pa })
 }
@@ -254,6 +259,8 @@ const EVENT_ERROR_CODE_VALID: u64 = 1 << 11;
 const EVENT_TYPE_INTR: u64 = 0;
 const EVENT_TYPE_NMI: u64 = 2;
 const EVENT_TYPE_EXCEPTION: u64 = 3;
+/// RFLAGS.IF.
+const RFLAGS_IF: u64 = 1 << 9;
 
 // Segment attributes in the VMCB's packed format (type | S<<4 | DPL<<5 | P<<7 | L<<9 | D<<10 | G<<11).
 const ATTR_CODE32: u16 = 0x9b | (1 << 10) | (1 << 11);
@@ -454,6 +461,35 @@ impl SvmVcpu {
         })
     }
 
+    /// Whether an interrupt injected at the next VMRUN is taken at once: guest RFLAGS.IF set, no
+    /// interrupt shadow, EVENTINJ free.
+    pub fn interrupt_ready(&self) -> bool {
+        self.vmcb.read64(save::RFLAGS) & RFLAGS_IF != 0
+            && self.vmcb.read64(control::INTERRUPT_SHADOW) & 1 == 0
+            && self.vmcb.read64(control::EVENT_INJECTION) & EVENT_VALID == 0
+    }
+
+    /// Requests (or cancels) a #VMEXIT(VINTR) once the guest can take an interrupt: a virtual
+    /// interrupt is made pending (V_IRQ, highest priority, TPR ignored) and its acceptance
+    /// intercepted, so the guest never takes the dummy interrupt itself.
+    pub fn set_interrupt_window(&mut self, wanted: bool) {
+        const V_IRQ: u64 = 1 << 8;
+        const V_INTR_PRIO_MAX: u64 = 0xf << 16;
+        const V_IGN_TPR: u64 = 1 << 20;
+        let bits = V_IRQ | V_INTR_PRIO_MAX | V_IGN_TPR;
+        let vintr = self.vmcb.read64(control::VINTR);
+        let intercepts = self.vmcb.read32(control::INTERCEPT_MISC1);
+        if wanted {
+            self.vmcb.write64(control::VINTR, vintr | bits);
+            self.vmcb
+                .write32(control::INTERCEPT_MISC1, intercepts | vmcb::INTERCEPT_VINTR);
+        } else {
+            self.vmcb.write64(control::VINTR, vintr & !bits);
+            self.vmcb
+                .write32(control::INTERCEPT_MISC1, intercepts & !vmcb::INTERCEPT_VINTR);
+        }
+    }
+
     /// The guest's current privilege level (the VMCB's CPL field).
     pub fn cpl(&self) -> u8 {
         self.vmcb.read8(save::CPL)
@@ -531,6 +567,7 @@ impl SvmVcpu {
             exit::NMI => VmExit::Nmi,
             exit::SMI => VmExit::Smi,
             exit::INIT => VmExit::Init,
+            exit::VINTR => VmExit::InterruptWindow,
             exit::SHUTDOWN => VmExit::Shutdown,
             exit::VMRUN => VmExit::Forbidden(ForbiddenInstruction::Vmrun),
             exit::VMLOAD => VmExit::Forbidden(ForbiddenInstruction::Vmload),
@@ -609,6 +646,14 @@ impl VcpuBackend for BoundVcpu<'_> {
 
     fn interrupted_event(&self) -> Option<InterruptedEvent> {
         self.vcpu.interrupted_event()
+    }
+
+    fn interrupt_ready(&self) -> bool {
+        self.vcpu.interrupt_ready()
+    }
+
+    fn set_interrupt_window(&mut self, wanted: bool) {
+        self.vcpu.set_interrupt_window(wanted);
     }
 
     fn advance_rip(&mut self, len: u64) {

@@ -442,6 +442,12 @@ pub struct VmxVcpu {
     ss_access_rights: u32,
     pending: Option<Event>,
     interrupted: Option<InterruptedEvent>,
+    /// Guest RFLAGS and interruptibility state at the last exit (for `interrupt_ready`).
+    rflags: u64,
+    interruptibility: u64,
+    /// Interrupt-window exiting wanted, and what the VMCS has now.
+    window_wanted: bool,
+    window_set: bool,
     /// Its x87/SSE registers and DR0-DR3 while they are not live on a pCPU.
     pub lazy: crate::lazy_state::LazyState,
 }
@@ -508,6 +514,10 @@ impl VmxVcpu {
             ss_access_rights: state.get(F::GuestSsAccessRights) as u32,
             pending: None,
             interrupted: None,
+            rflags: 0,
+            interruptibility: 0,
+            window_wanted: false,
+            window_set: false,
             lazy: crate::lazy_state::LazyState::initial(),
         })
     }
@@ -700,6 +710,17 @@ impl VmxVcpu {
             let _ = vmwrite(F::GuestIa32Efer, self.efer);
             self.efer_dirty = false;
         }
+        if self.window_wanted != self.window_set {
+            use slipway_hv_core::vmx::caps::proc::INTERRUPT_WINDOW_EXITING;
+            let controls = vmread(F::PrimaryProcControls);
+            let controls = if self.window_wanted {
+                controls | u64::from(INTERRUPT_WINDOW_EXITING)
+            } else {
+                controls & !u64::from(INTERRUPT_WINDOW_EXITING)
+            };
+            let _ = vmwrite(F::PrimaryProcControls, controls);
+            self.window_set = self.window_wanted;
+        }
         if let Some(event) = self.pending.take() {
             // VM-entry interruption information: vector 7:0, type 10:8, error code valid 11,
             // valid 31.
@@ -723,6 +744,8 @@ impl VmxVcpu {
         self.efer = vmread(F::GuestIa32Efer);
         self.cs_access_rights = vmread(F::GuestCsAccessRights) as u32;
         self.ss_access_rights = vmread(F::GuestSsAccessRights) as u32;
+        self.rflags = vmread(F::GuestRflags);
+        self.interruptibility = vmread(F::GuestInterruptibility);
         self.interrupted = exits::decode_idt_vectoring(
             vmread(F::IdtVectoringInfo) as u32,
             vmread(F::IdtVectoringErrorCode) as u32,
@@ -1008,5 +1031,17 @@ impl VcpuBackend for BoundVcpu<'_> {
 
     fn interrupted_event(&self) -> Option<InterruptedEvent> {
         self.vcpu.interrupted
+    }
+
+    fn interrupt_ready(&self) -> bool {
+        const RFLAGS_IF: u64 = 1 << 9;
+        // Blocking by STI or by MOV SS.
+        const SHADOW: u64 = 0b11;
+        let v = &self.vcpu;
+        v.pending.is_none() && v.rflags & RFLAGS_IF != 0 && v.interruptibility & SHADOW == 0
+    }
+
+    fn set_interrupt_window(&mut self, wanted: bool) {
+        self.vcpu.window_wanted = wanted;
     }
 }

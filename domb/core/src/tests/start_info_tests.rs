@@ -26,6 +26,7 @@ fn exact_bytes_with_module_memory_map_and_cmdline() {
         cmdline: "console=hvc0",
         modules: &modules,
         memory_map: &map,
+        rsdp_paddr: 0,
     })
     .unwrap();
     let mut expected = Vec::new();
@@ -67,6 +68,7 @@ fn empty_cmdline_and_no_modules_give_zero_addresses() {
         cmdline: "",
         modules: &[],
         memory_map: &[],
+        rsdp_paddr: 0,
     })
     .unwrap();
     assert_eq!(bytes.len(), 56);
@@ -82,6 +84,7 @@ fn refuses_what_does_not_fit_or_is_malformed() {
         cmdline: &long,
         modules: &[],
         memory_map: &[],
+        rsdp_paddr: 0,
     };
     assert_eq!(start_info::build(&spec), Err(StartInfoError::DoesNotFit));
     let spec = StartInfoSpec {
@@ -89,6 +92,7 @@ fn refuses_what_does_not_fit_or_is_malformed() {
         cmdline: "a\0b",
         modules: &[],
         memory_map: &[],
+        rsdp_paddr: 0,
     };
     assert_eq!(
         start_info::build(&spec),
@@ -99,6 +103,7 @@ fn refuses_what_does_not_fit_or_is_malformed() {
         cmdline: "",
         modules: &[],
         memory_map: &[],
+        rsdp_paddr: 0,
     };
     assert_eq!(start_info::build(&spec), Err(StartInfoError::Misaligned));
     let just_fits = "y".repeat(4096 - 56 - 1);
@@ -107,6 +112,7 @@ fn refuses_what_does_not_fit_or_is_malformed() {
         cmdline: &just_fits,
         modules: &[],
         memory_map: &[],
+        rsdp_paddr: 0,
     };
     assert_eq!(start_info::build(&spec).unwrap().len(), 4096);
 }

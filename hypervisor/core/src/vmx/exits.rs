@@ -306,6 +306,7 @@ pub fn decode_exit(info: &ExitInfo) -> VmExit {
             subleaf: info.rcx as u32,
         },
         HLT => VmExit::Halt,
+        INTERRUPT_WINDOW => VmExit::InterruptWindow,
         INVD => forbidden(ForbiddenInstruction::Invd),
         VMCALL => VmExit::Hypercall,
         // Every VMX instruction, GETSEC (SMX: a guest must never relaunch the machine), RSM,

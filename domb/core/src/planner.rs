@@ -389,12 +389,7 @@ pub fn plan_domain(
         &mut acpi,
     )
     .map_err(|e| error("cpus", PlanProblem::Acpi(e)))?;
-    for (index, chunk) in acpi[..layout.len].chunks(WRITE_MEMORY_MAX).enumerate() {
-        steps.push(BuildStep::Write {
-            gpa: ACPI_TABLES_GPA + (index * WRITE_MEMORY_MAX) as u64,
-            bytes: chunk.to_vec(),
-        });
-    }
+
     memory_map.extend(log_windows.iter().map(|&(gpa, _)| MemoryMapEntry {
         addr: gpa,
         size: v1::LOG_WINDOW_SIZE,
@@ -411,6 +406,12 @@ pub fn plan_domain(
     for (index, chunk) in page.chunks(WRITE_MEMORY_MAX).enumerate() {
         steps.push(BuildStep::Write {
             gpa: START_INFO_GPA + (index * WRITE_MEMORY_MAX) as u64,
+            bytes: chunk.to_vec(),
+        });
+    }
+    for (index, chunk) in acpi[..layout.len].chunks(WRITE_MEMORY_MAX).enumerate() {
+        steps.push(BuildStep::Write {
+            gpa: ACPI_TABLES_GPA + (index * WRITE_MEMORY_MAX) as u64,
             bytes: chunk.to_vec(),
         });
     }

@@ -30,8 +30,8 @@
 use crate::domain::StopReason;
 use crate::lapic::{LocalApic, XAPIC_BASE, XAPIC_PAGE_SIZE};
 use crate::uart::Uart16550;
-use slipway_protocol::platform::PM_TIMER_PORT;
 use crate::vmexit::{Event, InterruptedEvent, Reg, VcpuBackend, VmExit};
+use slipway_protocol::platform::PM_TIMER_PORT;
 use slipway_protocol::{CALL_MESSAGE, HYPERCALL_INSTRUCTION_LEN, TransportStatus};
 
 /// EFER MSR number.
@@ -338,7 +338,13 @@ pub fn handle_exit<B: VcpuBackend + ?Sized>(
 /// `IA32_APIC_BASE` as the vCPU with `lapic` reads it: the xAPIC page, enabled, and the BSP
 /// flag on APIC ID 0 (the first vCPU).
 pub fn apic_base(lapic: &LocalApic) -> u64 {
-    XAPIC_BASE | APIC_BASE_ENABLE | if lapic.apic_id() == 0 { APIC_BASE_BSP } else { 0 }
+    XAPIC_BASE
+        | APIC_BASE_ENABLE
+        | if lapic.apic_id() == 0 {
+            APIC_BASE_BSP
+        } else {
+            0
+        }
 }
 
 /// Filters what the host CPUID reports before the guest sees it.

@@ -288,6 +288,28 @@ impl GuestMemory {
     }
 }
 
+/// Read access to one domain's guest-physical memory: what an instruction emulator needs to walk
+/// the guest's page tables and fetch its instructions ([`crate::mmio`]). Bounds are the
+/// implementation's: a read outside the domain's RAM is an error, never a host access.
+pub trait GuestPhysRead {
+    /// Reads guest-physical `[gpa, gpa + buf.len())` into `buf`.
+    fn read_guest(&self, gpa: u64, buf: &mut [u8]) -> Result<(), GuestMemoryError>;
+}
+
+/// A domain's RAM together with the host memory backing it, as [`GuestPhysRead`].
+pub struct GuestRam<'a, M: PhysMemory> {
+    /// The domain's RAM.
+    pub ram: &'a GuestMemory,
+    /// Host memory.
+    pub mem: &'a M,
+}
+
+impl<M: PhysMemory> GuestPhysRead for GuestRam<'_, M> {
+    fn read_guest(&self, gpa: u64, buf: &mut [u8]) -> Result<(), GuestMemoryError> {
+        self.ram.read(self.mem, gpa, buf)
+    }
+}
+
 /// Maps a boot module read-only and not executable at `gpa` in domB's nested tables. The module
 /// starts on a page boundary ([`crate::memmap`] checks that); its last page is mapped whole, which
 /// is safe because memmap also keeps the rest of that page out of the frame allocator.

@@ -30,13 +30,13 @@ use crate::exit_handler::{self, ExitAction};
 use crate::frame_alloc::FrameAllocator;
 use crate::guest_memory::GuestMemory;
 use crate::hypercall::{self, LaunchInfo, Outcome};
+use crate::lapic::{FixedClock, LocalApic};
 use crate::log_window::{self, DOMAIN_LOG_FRAMES, WINDOW_FRAMES};
 use crate::measurement::{Failure, Measurement, PcrExtend, Sealed};
 use crate::memory::PhysMemory;
 use crate::paging::{Access, PageTable, TableKind};
 use crate::recovery::RecoveryState;
 use crate::sched::{MAX_PCPUS, RunAccounting, Scheduler, VcpuRef};
-use crate::lapic::{FixedClock, LocalApic};
 use crate::uart::Uart16550;
 use crate::vmexit::{Event, ExitCounts, Reg, VcpuBackend, VmExit};
 
@@ -251,7 +251,12 @@ impl crate::mmio::MmioDevice for ApicDevice<'_> {
     fn read(&mut self, gpa: u64, size: u8) -> u64 {
         let offset = gpa & (crate::lapic::XAPIC_PAGE_SIZE - 1);
         let value = self.lapic.read(offset & !3, &self.clock);
-        u64::from(value >> (8 * (offset & 3))) & if size >= 4 { u64::MAX } else { (1 << (8 * u32::from(size))) - 1 }
+        u64::from(value >> (8 * (offset & 3)))
+            & if size >= 4 {
+                u64::MAX
+            } else {
+                (1 << (8 * u32::from(size))) - 1
+            }
     }
 
     fn write(&mut self, gpa: u64, size: u8, value: u64) {
@@ -1259,9 +1264,7 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
         let Some(domain) = self.domains[at.slot].as_mut() else {
             return;
         };
-        let DomainHw {
-            memory, lapics, ..
-        } = domain;
+        let DomainHw { memory, lapics, .. } = domain;
         let mem = &self.mem;
         let lapic = &mut lapics[at.index];
         let mut device = ApicDevice {

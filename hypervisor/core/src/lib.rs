@@ -34,6 +34,7 @@ pub mod log_window;
 pub mod measurement;
 pub mod memmap;
 pub mod memory;
+pub mod mmio;
 pub mod multiboot_tags;
 pub mod paging;
 pub mod pm_timer;

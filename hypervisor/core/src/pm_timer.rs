@@ -31,7 +31,10 @@ mod tests {
         let start = 123_456_789_012;
         let a = count(start, hz);
         let b = count(start + hz, hz);
-        assert_eq!(b.wrapping_sub(a) & PM_TIMER_MASK, (PM_TIMER_HZ as u32) & PM_TIMER_MASK);
+        assert_eq!(
+            b.wrapping_sub(a) & PM_TIMER_MASK,
+            (PM_TIMER_HZ as u32) & PM_TIMER_MASK
+        );
     }
 
     #[test]

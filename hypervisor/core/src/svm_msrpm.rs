@@ -77,7 +77,15 @@ mod tests {
             assert_eq!(intercepted(msr), 0, "{msr:#x}");
         }
         // EFER, APIC base, TSC, TSC_AUX, SPEC_CTRL and the SVM MSRs stay intercepted.
-        for msr in [0xc000_0080, 0x1b, 0x10, 0xc000_0103, 0x48, 0xc001_0114, 0xc001_0117] {
+        for msr in [
+            0xc000_0080,
+            0x1b,
+            0x10,
+            0xc000_0103,
+            0x48,
+            0xc001_0114,
+            0xc001_0117,
+        ] {
             assert_eq!(intercepted(msr), 0b11, "{msr:#x}");
         }
         let cleared: u32 = map.iter().map(|b| b.count_zeros()).sum();

@@ -180,6 +180,26 @@ pub enum Reg {
     Rsi,
     /// rdi.
     Rdi,
+    /// rsp.
+    Rsp,
+    /// rbp.
+    Rbp,
+    /// r8.
+    R8,
+    /// r9.
+    R9,
+    /// r10.
+    R10,
+    /// r11.
+    R11,
+    /// r12.
+    R12,
+    /// r13.
+    R13,
+    /// r14.
+    R14,
+    /// r15.
+    R15,
     /// rip.
     Rip,
     /// EFER (the guest's view; the backend keeps SVME set underneath, see the exit handler).
@@ -189,6 +209,40 @@ pub enum Reg {
     /// The current privilege level, 0-3 (read-only; SVM: the VMCB's CPL field, VMX: SS.DPL).
     /// Real mode is 0, virtual-8086 mode 3.
     Cpl,
+    /// CR0 as the processor uses it (PG, PE: what a guest page walk needs; read-only).
+    Cr0,
+    /// CR3 (the guest's page-table root; read-only).
+    Cr3,
+    /// CR4 as the processor uses it (PAE, PSE, LA57; read-only).
+    Cr4,
+    /// The CS segment base (read-only; ignored by the processor in 64-bit code).
+    CsBase,
+    /// The default operand and address size of the code the vCPU executes, in bits (read-only):
+    /// 64 (CS.L in IA-32e mode), 32 (CS.D/B set) or 16.
+    CodeBits,
+}
+
+impl Reg {
+    /// The general-purpose registers in the x86 encoding order (ModRM.reg / REX.R numbering):
+    /// rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8-r15.
+    pub const GPRS: [Reg; 16] = [
+        Reg::Rax,
+        Reg::Rcx,
+        Reg::Rdx,
+        Reg::Rbx,
+        Reg::Rsp,
+        Reg::Rbp,
+        Reg::Rsi,
+        Reg::Rdi,
+        Reg::R8,
+        Reg::R9,
+        Reg::R10,
+        Reg::R11,
+        Reg::R12,
+        Reg::R13,
+        Reg::R14,
+        Reg::R15,
+    ];
 }
 
 /// An event to inject into the guest on the next entry.
@@ -261,7 +315,8 @@ pub trait VcpuBackend {
     fn run(&mut self) -> VmExit;
     /// Reads a register.
     fn reg(&self, reg: Reg) -> u64;
-    /// Writes a register (writes to [`Reg::LongMode`] are ignored).
+    /// Writes a register (writes to the read-only ones, [`Reg::LongMode`], [`Reg::Cpl`], the
+    /// control registers, [`Reg::CsBase`] and [`Reg::CodeBits`], are ignored).
     fn set_reg(&mut self, reg: Reg, value: u64);
     /// Queues an event for the next entry (one slot: a later call replaces an earlier one).
     fn inject(&mut self, event: Event);
@@ -290,9 +345,20 @@ pub struct ExitCounts {
 impl ExitCounts {
     /// The kinds, in report order.
     pub const KINDS: [&'static str; 14] = [
-        "I/O", "MSR", "CPUID", "hypercall", "HLT", "local APIC", "other nested page fault",
-        "external interrupt", "interrupt window", "NMI/SMI/INIT", "exception", "forbidden",
-        "shutdown/invalid", "other",
+        "I/O",
+        "MSR",
+        "CPUID",
+        "hypercall",
+        "HLT",
+        "local APIC",
+        "other nested page fault",
+        "external interrupt",
+        "interrupt window",
+        "NMI/SMI/INIT",
+        "exception",
+        "forbidden",
+        "shutdown/invalid",
+        "other",
     ];
 
     /// Counts `exit`.

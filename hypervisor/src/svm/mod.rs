@@ -485,14 +485,29 @@ impl SvmVcpu {
                 .write32(control::INTERCEPT_MISC1, intercepts | vmcb::INTERCEPT_VINTR);
         } else {
             self.vmcb.write64(control::VINTR, vintr & !bits);
-            self.vmcb
-                .write32(control::INTERCEPT_MISC1, intercepts & !vmcb::INTERCEPT_VINTR);
+            self.vmcb.write32(
+                control::INTERCEPT_MISC1,
+                intercepts & !vmcb::INTERCEPT_VINTR,
+            );
         }
     }
 
     /// The guest's current privilege level (the VMCB's CPL field).
     pub fn cpl(&self) -> u8 {
         self.vmcb.read8(save::CPL)
+    }
+
+    /// The default operand size of the code being executed, in bits: 64 with CS.L in long
+    /// mode, else 32 with CS.D, else 16 (the VMCB's packed attributes: L bit 9, D bit 10).
+    pub fn code_bits(&self) -> u64 {
+        let attributes = self.vmcb.read32(save::CS) >> 16;
+        if self.efer() & (1 << 10) != 0 && attributes & (1 << 9) != 0 {
+            64
+        } else if attributes & (1 << 10) != 0 {
+            32
+        } else {
+            16
+        }
     }
 
     /// Runs the guest until the next #VMEXIT and returns it, normalized.
@@ -621,6 +636,21 @@ impl VcpuBackend for BoundVcpu<'_> {
             Reg::Efer => v.efer(),
             Reg::LongMode => u64::from(v.efer() & (1 << 10) != 0),
             Reg::Cpl => u64::from(v.cpl()),
+            Reg::Rsp => v.vmcb.read64(save::RSP),
+            Reg::Rbp => v.regs.rbp,
+            Reg::R8 => v.regs.r8,
+            Reg::R9 => v.regs.r9,
+            Reg::R10 => v.regs.r10,
+            Reg::R11 => v.regs.r11,
+            Reg::R12 => v.regs.r12,
+            Reg::R13 => v.regs.r13,
+            Reg::R14 => v.regs.r14,
+            Reg::R15 => v.regs.r15,
+            Reg::Cr0 => v.vmcb.read64(save::CR0),
+            Reg::Cr3 => v.vmcb.read64(save::CR3),
+            Reg::Cr4 => v.vmcb.read64(save::CR4),
+            Reg::CsBase => v.vmcb.read64(save::CS + 8),
+            Reg::CodeBits => v.code_bits(),
         }
     }
 
@@ -635,8 +665,25 @@ impl VcpuBackend for BoundVcpu<'_> {
             Reg::Rdi => v.regs.rdi = value,
             Reg::Rip => v.set_rip(value),
             Reg::Efer => v.set_efer(value),
-            // LongMode follows from EFER.LMA and CS.L, the CPL from the segment state.
-            Reg::LongMode | Reg::Cpl => {}
+            Reg::Rsp => v.vmcb.write64(save::RSP, value),
+            Reg::Rbp => v.regs.rbp = value,
+            Reg::R8 => v.regs.r8 = value,
+            Reg::R9 => v.regs.r9 = value,
+            Reg::R10 => v.regs.r10 = value,
+            Reg::R11 => v.regs.r11 = value,
+            Reg::R12 => v.regs.r12 = value,
+            Reg::R13 => v.regs.r13 = value,
+            Reg::R14 => v.regs.r14 = value,
+            Reg::R15 => v.regs.r15 = value,
+            // LongMode follows from EFER.LMA and CS.L, the CPL from the segment state; the
+            // control registers and CS are read for page walks and instruction decoding only.
+            Reg::LongMode
+            | Reg::Cpl
+            | Reg::Cr0
+            | Reg::Cr3
+            | Reg::Cr4
+            | Reg::CsBase
+            | Reg::CodeBits => {}
         }
     }
 

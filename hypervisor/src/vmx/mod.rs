@@ -440,6 +440,14 @@ pub struct VmxVcpu {
     efer_dirty: bool,
     cs_access_rights: u32,
     ss_access_rights: u32,
+    /// What an instruction emulator reads between runs (the VMCS is inactive then): RSP (written
+    /// back before the next entry when `rsp_dirty`), CR0/CR3/CR4 and the CS base.
+    rsp: u64,
+    rsp_dirty: bool,
+    cr0: u64,
+    cr3: u64,
+    cr4: u64,
+    cs_base: u64,
     pending: Option<Event>,
     interrupted: Option<InterruptedEvent>,
     /// Guest RFLAGS and interruptibility state at the last exit (for `interrupt_ready`).
@@ -512,6 +520,12 @@ impl VmxVcpu {
             efer_dirty: false,
             cs_access_rights: state.get(F::GuestCsAccessRights) as u32,
             ss_access_rights: state.get(F::GuestSsAccessRights) as u32,
+            rsp: state.get(F::GuestRsp),
+            rsp_dirty: false,
+            cr0: state.get(F::GuestCr0),
+            cr3: state.get(F::GuestCr3),
+            cr4: state.get(F::GuestCr4),
+            cs_base: state.get(F::GuestCsBase),
             pending: None,
             interrupted: None,
             rflags: 0,
@@ -721,6 +735,10 @@ impl VmxVcpu {
             let _ = vmwrite(F::PrimaryProcControls, controls);
             self.window_set = self.window_wanted;
         }
+        if self.rsp_dirty {
+            let _ = vmwrite(F::GuestRsp, self.rsp);
+            self.rsp_dirty = false;
+        }
         if let Some(event) = self.pending.take() {
             // VM-entry interruption information: vector 7:0, type 10:8, error code valid 11,
             // valid 31.
@@ -746,6 +764,11 @@ impl VmxVcpu {
         self.ss_access_rights = vmread(F::GuestSsAccessRights) as u32;
         self.rflags = vmread(F::GuestRflags);
         self.interruptibility = vmread(F::GuestInterruptibility);
+        self.rsp = vmread(F::GuestRsp);
+        self.cr0 = vmread(F::GuestCr0);
+        self.cr3 = vmread(F::GuestCr3);
+        self.cr4 = vmread(F::GuestCr4);
+        self.cs_base = vmread(F::GuestCsBase);
         self.interrupted = exits::decode_idt_vectoring(
             vmread(F::IdtVectoringInfo) as u32,
             vmread(F::IdtVectoringErrorCode) as u32,
@@ -771,7 +794,7 @@ impl VmxVcpu {
             1 => r.rcx,
             2 => r.rdx,
             3 => r.rbx,
-            4 => vmread(F::GuestRsp),
+            4 => self.rsp,
             5 => r.rbp,
             6 => r.rsi,
             7 => r.rdi,
@@ -1000,6 +1023,29 @@ impl VcpuBackend for BoundVcpu<'_> {
             Reg::Efer => v.efer,
             Reg::LongMode => u64::from(v.efer & EFER_LMA != 0 && v.cs_access_rights & ar::L != 0),
             Reg::Cpl => u64::from(v.cpl()),
+            Reg::Rsp => v.rsp,
+            Reg::Rbp => v.regs.rbp,
+            Reg::R8 => v.regs.r8,
+            Reg::R9 => v.regs.r9,
+            Reg::R10 => v.regs.r10,
+            Reg::R11 => v.regs.r11,
+            Reg::R12 => v.regs.r12,
+            Reg::R13 => v.regs.r13,
+            Reg::R14 => v.regs.r14,
+            Reg::R15 => v.regs.r15,
+            Reg::Cr0 => v.cr0,
+            Reg::Cr3 => v.cr3,
+            Reg::Cr4 => v.cr4,
+            Reg::CsBase => v.cs_base,
+            Reg::CodeBits => {
+                if v.efer & EFER_LMA != 0 && v.cs_access_rights & ar::L != 0 {
+                    64
+                } else if v.cs_access_rights & ar::DB != 0 {
+                    32
+                } else {
+                    16
+                }
+            }
         }
     }
 
@@ -1021,7 +1067,26 @@ impl VcpuBackend for BoundVcpu<'_> {
                 v.efer = (value & !(EFER_SVME | EFER_LMA)) | (v.efer & EFER_LMA);
                 v.efer_dirty = true;
             }
-            Reg::LongMode | Reg::Cpl => {}
+            Reg::Rsp => {
+                v.rsp = value;
+                v.rsp_dirty = true;
+            }
+            Reg::Rbp => v.regs.rbp = value,
+            Reg::R8 => v.regs.r8 = value,
+            Reg::R9 => v.regs.r9 = value,
+            Reg::R10 => v.regs.r10 = value,
+            Reg::R11 => v.regs.r11 = value,
+            Reg::R12 => v.regs.r12 = value,
+            Reg::R13 => v.regs.r13 = value,
+            Reg::R14 => v.regs.r14 = value,
+            Reg::R15 => v.regs.r15 = value,
+            Reg::LongMode
+            | Reg::Cpl
+            | Reg::Cr0
+            | Reg::Cr3
+            | Reg::Cr4
+            | Reg::CsBase
+            | Reg::CodeBits => {}
         }
     }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::fixtures::*;
 use crate::launch::{self, BootFacts, Hypervisor, LaunchError};
-use crate::planner::ModuleData;
+use crate::planner::{self, ModuleData};
 use slipway_guest_rt::pvh::{PhysRead, StartInfo, read_c_string};
 use slipway_hv_core::addr::PhysRange;
 use slipway_hv_core::domain::{Domain, DomainTable};
@@ -239,7 +239,11 @@ fn launch_against_hv_core_dispatcher_builds_bootable_domains() {
         let info = StartInfo::parse(memory, 0x1000).expect("the guest can parse its start info");
         assert_eq!(info.cmdline().unwrap(), expected_cmdline);
         assert_eq!(info.ram_end(), 16 << 20);
-        assert_eq!(info.ram_size(), (16 << 20) - 0x1000);
+        // Less the start-info page and the ACPI tables' reserve.
+        assert_eq!(
+            info.ram_size(),
+            (16 << 20) - 0x1000 - planner::ACPI_TABLES_SIZE
+        );
         // The control domain (started[0]) also gets the two event-log windows, reserved.
         let windows = if id == started[0] { 2 } else { 0 };
         assert_eq!(

@@ -1,7 +1,9 @@
 use super::fixtures::*;
 use crate::config;
 use crate::elf_load::ElfError;
-use crate::planner::{self, BuildStep, ModuleData, PlanError, PlanProblem, START_INFO_GPA};
+use crate::planner::{
+    self, ACPI_TABLES_GPA, BuildStep, ModuleData, PlanError, PlanProblem, START_INFO_GPA,
+};
 use slipway_protocol::v1::{self, DomainId, Request, VcpuEntry};
 
 fn modules<'a>(kernel: &'a [u8], initrd: &'a [u8]) -> Vec<ModuleData<'a>> {
@@ -79,8 +81,19 @@ fn plans_every_domain_with_exact_requests() {
     };
     assert_eq!(*gpa, START_INFO_GPA);
     assert_eq!(&bytes[..4], &0x336e_c578u32.to_le_bytes());
+    // Then the ACPI tables, written at ACPI_TABLES_GPA.
+    let acpi_writes = requests[3..]
+        .iter()
+        .take_while(|r| matches!(r, Request::WriteMemory { gpa, .. } if *gpa >= ACPI_TABLES_GPA))
+        .count();
+    assert!(acpi_writes >= 1);
+    let Request::WriteMemory { gpa, bytes, .. } = &requests[3] else {
+        unreachable!()
+    };
+    assert_eq!(*gpa, ACPI_TABLES_GPA);
+    assert_eq!(&bytes[..8], b"RSD PTR ");
     assert_eq!(
-        requests[3..],
+        requests[3 + acpi_writes..],
         [
             Request::SetVcpuState {
                 domain: DomainId(5),
@@ -160,7 +173,7 @@ fn ramdisk_goes_to_top_of_memory_and_into_start_info() {
     let BuildStep::Write { bytes, .. } = plans[0]
         .steps
         .iter()
-        .find(|s| matches!(s, BuildStep::Write { .. }))
+        .find(|s| matches!(s, BuildStep::Write { gpa, .. } if *gpa == START_INFO_GPA))
         .unwrap()
     else {
         unreachable!()
@@ -270,7 +283,9 @@ mod never_panics {
 fn start_info_of(plan: &planner::DomainPlan) -> Vec<u8> {
     let mut page = Vec::new();
     for step in &plan.steps {
-        if let BuildStep::Write { gpa, bytes } = step {
+        if let BuildStep::Write { gpa, bytes } = step
+            && *gpa < ACPI_TABLES_GPA
+        {
             assert_eq!(*gpa, START_INFO_GPA + page.len() as u64);
             page.extend_from_slice(bytes);
         }
@@ -358,7 +373,9 @@ fn control_domains_get_both_log_windows_reserved_and_listed() {
         [
             (0, 0x1000, 1),
             (0x1000, 0x1000, 2),
-            (0x2000, (16 << 20) - 0x2000, 1),
+            (0x2000, ACPI_TABLES_GPA - 0x2000, 1),
+            (ACPI_TABLES_GPA, planner::ACPI_TABLES_SIZE, 2),
+            (0x10_0000, (16 << 20) - 0x10_0000, 1),
             (v1::SLIPWAY_LOG_GPA, v1::LOG_WINDOW_SIZE, 2),
             (v1::FIRMWARE_LOG_GPA, v1::LOG_WINDOW_SIZE, 2),
         ]
@@ -375,7 +392,7 @@ fn other_domains_get_no_log_windows() {
     for plan in &plans[1..] {
         let page = start_info_of(plan);
         assert!(start_modules(&page).is_empty(), "{}", plan.name.as_str());
-        assert_eq!(memory_map(&page).len(), 3);
+        assert_eq!(memory_map(&page).len(), 5);
         assert!(memory_map(&page).iter().all(|entry| entry.0 < 16 << 20));
     }
     // The control domain without a ramdisk lists the two windows only.

@@ -38,6 +38,8 @@ impl VcpuBackend for FakeVcpu {
             Reg::Efer => self.efer,
             Reg::LongMode => u64::from(self.long_mode),
             Reg::Cpl => self.cpl,
+            // The exit handler never reads the rest (the MMIO emulator's tests have their own).
+            _ => 0,
         }
     }
     fn set_reg(&mut self, reg: Reg, value: u64) {
@@ -50,12 +52,16 @@ impl VcpuBackend for FakeVcpu {
             Reg::Rdi => self.rdi = value,
             Reg::Rip => self.rip = value,
             Reg::Efer => self.efer = value,
-            Reg::LongMode | Reg::Cpl => {}
+            _ => {}
         }
     }
     fn inject(&mut self, event: Event) {
         self.injected.push(event);
     }
+    fn interrupt_ready(&self) -> bool {
+        false
+    }
+    fn set_interrupt_window(&mut self, _wanted: bool) {}
     fn interrupted_event(&self) -> Option<InterruptedEvent> {
         self.interrupted
     }
@@ -64,6 +70,8 @@ impl VcpuBackend for FakeVcpu {
 struct Rig {
     vcpu: FakeVcpu,
     uart: Uart16550,
+    lapic: LocalApic,
+    pm_timer: u32,
     printed: Vec<u8>,
 }
 
@@ -76,6 +84,8 @@ impl Rig {
                 ..Default::default()
             },
             uart: Uart16550::new(),
+            lapic: LocalApic::new(0, 1, true),
+            pm_timer: 0,
             printed: Vec::new(),
         }
     }
@@ -88,10 +98,15 @@ impl Rig {
             0x8000_000a => [1, 0x10, 0, 0xff],
             _ => [0x11, 0x22, 0x33, 0x44],
         };
+        let mut devices = Devices {
+            uart: &mut self.uart,
+            lapic: &mut self.lapic,
+            pm_timer: self.pm_timer,
+        };
         handle_exit(
             exit,
             &mut self.vcpu,
-            &mut self.uart,
+            &mut devices,
             &mut |b| printed.push(b),
             &mut host,
         )
@@ -187,9 +202,9 @@ fn cpuid_hides_virtualization_and_names_the_hypervisor() {
         "SVM and SKINIT hidden"
     );
     assert_eq!(
-        rig.vcpu.rcx as u32 | (1 << 2) | (1 << 12),
+        rig.vcpu.rcx as u32 | (1 << 2) | (1 << 12) | (1 << 22),
         u32::MAX,
-        "nothing else hidden"
+        "nothing else hidden but TOPOEXT"
     );
     assert_eq!(rig.vcpu.rip, 0x1002);
     rig.exit(VmExit::Cpuid {
@@ -209,6 +224,12 @@ fn cpuid_hides_virtualization_and_names_the_hypervisor() {
     for bit in [3, 5, 21, 24, 26, 27, 28] {
         assert_eq!(ecx & (1 << bit), 0, "leaf 1 ecx bit {bit}");
     }
+    let edx = rig.vcpu.rdx as u32;
+    for bit in [7, 12, 14] {
+        assert_eq!(edx & (1 << bit), 0, "leaf 1 edx bit {bit} (MCE, MTRR, MCA)");
+    }
+    assert_ne!(edx & (1 << 9), 0, "the local APIC is offered");
+    assert_eq!(rig.vcpu.rbx >> 24, 0, "the vCPU's APIC ID, not the host's");
     rig.exit(VmExit::Cpuid {
         leaf: HYPERVISOR_LEAF,
         subleaf: 0,
@@ -490,4 +511,122 @@ fn an_event_interrupted_by_an_exit_is_injected_again() {
             }
         ]
     );
+}
+
+#[test]
+fn cpuid_reports_the_vcpus_own_apic_id_and_hides_host_topology() {
+    let mut rig = Rig::new();
+    rig.lapic = LocalApic::new(3, 1, false);
+    rig.exit(VmExit::Cpuid {
+        leaf: 1,
+        subleaf: 0,
+    });
+    assert_eq!(rig.vcpu.rbx as u32 >> 24, 3);
+    assert_eq!(rig.vcpu.rbx as u32 & 0x00ff_ffff, 0x0008_0800 & 0x00ff_ffff);
+    for leaf in [0xb, 0x1f, 0x8000_001e] {
+        rig.exit(VmExit::Cpuid { leaf, subleaf: 0 });
+        assert_eq!(
+            [rig.vcpu.rax, rig.vcpu.rbx, rig.vcpu.rcx, rig.vcpu.rdx],
+            [0; 4],
+            "{leaf:#x}"
+        );
+    }
+}
+
+#[test]
+fn the_pm_timer_reads_its_count_low_byte_first_and_neighbours_read_all_ones() {
+    let mut rig = Rig::new();
+    rig.pm_timer = 0x00ab_cdef;
+    rig.exit(VmExit::IoIn {
+        port: PM_TIMER_PORT,
+        size: 4,
+        next_rip: 0x1001,
+    });
+    assert_eq!(rig.vcpu.rax, 0x00ab_cdef);
+    assert_eq!(rig.vcpu.rip, 0x1001);
+    rig.exit(VmExit::IoIn {
+        port: PM_TIMER_PORT + 1,
+        size: 1,
+        next_rip: 0x1002,
+    });
+    assert_eq!(rig.vcpu.rax & 0xff, 0xcd);
+    rig.exit(VmExit::IoIn {
+        port: PM_TIMER_PORT + 2,
+        size: 4,
+        next_rip: 0x1003,
+    });
+    assert_eq!(
+        rig.vcpu.rax, 0xffff_00ab,
+        "ports past the timer read as an empty bus"
+    );
+}
+
+#[test]
+fn apic_base_reads_the_enabled_xapic_and_only_restating_it_is_allowed() {
+    let mut rig = Rig::new();
+    rig.exit(VmExit::MsrRead { msr: MSR_APIC_BASE });
+    assert_eq!(rig.vcpu.rax, 0xfee0_0900, "base, enabled, BSP");
+    assert_eq!(rig.vcpu.rdx, 0);
+    assert_eq!(rig.vcpu.rip, 0x1002);
+    rig.exit(VmExit::MsrWrite {
+        msr: MSR_APIC_BASE,
+        value: 0xfee0_0800,
+    });
+    assert_eq!(
+        rig.vcpu.rip, 0x1004,
+        "the BSP bit is read-only, the rest restated"
+    );
+    assert!(rig.vcpu.injected.is_empty());
+    // Enabling x2APIC (bit 10), disabling, or moving the page: #GP, rip stays.
+    for value in [0xfee0_0c00u64, 0xfee0_0100, 0xfed0_0900] {
+        rig.exit(VmExit::MsrWrite {
+            msr: MSR_APIC_BASE,
+            value,
+        });
+        assert_eq!(rig.vcpu.rip, 0x1004);
+        assert_eq!(rig.vcpu.injected.pop(), Some(Event::GENERAL_PROTECTION));
+    }
+    rig.lapic = LocalApic::new(1, 1, false);
+    rig.exit(VmExit::MsrRead { msr: MSR_APIC_BASE });
+    assert_eq!(rig.vcpu.rax, 0xfee0_0800, "an AP is no BSP");
+}
+
+#[test]
+fn apic_page_faults_go_to_the_caller_and_other_faults_stop_the_domain() {
+    let mut rig = Rig::new();
+    let apic = |gpa, write| VmExit::NestedPageFault {
+        gpa,
+        write,
+        execute: false,
+        present: false,
+    };
+    assert_eq!(
+        rig.exit(apic(0xfee0_00b0, true)),
+        ExitAction::ApicAccess {
+            gpa: 0xfee0_00b0,
+            write: true
+        }
+    );
+    assert_eq!(
+        rig.exit(apic(0xfee0_0ff0, false)),
+        ExitAction::ApicAccess {
+            gpa: 0xfee0_0ff0,
+            write: false
+        }
+    );
+    // Executing from the APIC page, or a fault next to it, is a memory violation.
+    assert!(matches!(
+        rig.exit(VmExit::NestedPageFault {
+            gpa: 0xfee0_0000,
+            write: false,
+            execute: true,
+            present: false
+        }),
+        ExitAction::Stop(StopReason::MemoryViolation { .. })
+    ));
+    assert!(matches!(
+        rig.exit(apic(0xfee0_1000, false)),
+        ExitAction::Stop(StopReason::MemoryViolation { .. })
+    ));
+    assert_eq!(rig.exit(VmExit::InterruptWindow), ExitAction::Resume);
 }

@@ -34,6 +34,10 @@ struct FakeVcpu {
     new: Option<NewVcpu>,
     injected: Vec<Event>,
     interrupted: Option<InterruptedEvent>,
+    /// What `interrupt_ready` answers (the test sets it).
+    ready: bool,
+    /// The interrupt-window request the core left.
+    window: bool,
 }
 
 fn reg_name(reg: Reg) -> &'static str {
@@ -48,6 +52,21 @@ fn reg_name(reg: Reg) -> &'static str {
         Reg::Efer => "efer",
         Reg::LongMode => "long",
         Reg::Cpl => "cpl",
+        Reg::Rsp => "rsp",
+        Reg::Rbp => "rbp",
+        Reg::R8 => "r8",
+        Reg::R9 => "r9",
+        Reg::R10 => "r10",
+        Reg::R11 => "r11",
+        Reg::R12 => "r12",
+        Reg::R13 => "r13",
+        Reg::R14 => "r14",
+        Reg::R15 => "r15",
+        Reg::Cr0 => "cr0",
+        Reg::Cr3 => "cr3",
+        Reg::Cr4 => "cr4",
+        Reg::CsBase => "cs_base",
+        Reg::CodeBits => "code_bits",
     }
 }
 
@@ -66,6 +85,12 @@ impl VcpuBackend for FakeVcpu {
     }
     fn interrupted_event(&self) -> Option<InterruptedEvent> {
         self.interrupted
+    }
+    fn interrupt_ready(&self) -> bool {
+        self.ready
+    }
+    fn set_interrupt_window(&mut self, wanted: bool) {
+        self.window = wanted;
     }
 }
 

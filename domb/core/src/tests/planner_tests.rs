@@ -400,3 +400,92 @@ fn other_domains_get_no_log_windows() {
     let names: Vec<_> = start_modules(&page).into_iter().map(|m| m.2).collect();
     assert_eq!(names, ["slipway-event-log", "firmware-event-log"]);
 }
+
+/// The ACPI blob a plan writes (all `Write` steps from `ACPI_TABLES_GPA`, in order).
+fn acpi_of(plan: &planner::DomainPlan) -> Vec<u8> {
+    let mut blob = Vec::new();
+    for step in &plan.steps {
+        if let BuildStep::Write { gpa, bytes } = step
+            && *gpa >= ACPI_TABLES_GPA
+        {
+            assert_eq!(*gpa, ACPI_TABLES_GPA + blob.len() as u64);
+            blob.extend_from_slice(bytes);
+        }
+    }
+    blob
+}
+
+/// The table with `signature` in an ACPI blob placed at `ACPI_TABLES_GPA`, found through the
+/// RSDP's XSDT as a guest finds it.
+fn acpi_table<'a>(blob: &'a [u8], signature: &[u8; 4]) -> Option<&'a [u8]> {
+    let at = |gpa: u64| (gpa - ACPI_TABLES_GPA) as usize;
+    assert_eq!(&blob[..8], b"RSD PTR ");
+    let xsdt = at(u64_at(blob, 24));
+    let xsdt_len = u32_at(blob, xsdt + 4) as usize;
+    (xsdt + 36..xsdt + xsdt_len).step_by(8).find_map(|entry| {
+        let table = at(u64_at(blob, entry));
+        let len = u32_at(blob, table + 4) as usize;
+        (&blob[table..table + 4] == signature).then(|| &blob[table..table + len])
+    })
+}
+
+#[test]
+fn every_domain_gets_acpi_tables_and_only_the_tpm_holder_a_tpm2_table_over_its_log() {
+    let mut tree = config_tree();
+    tree.find(&["chosen", "hypervisor", "ctl"])
+        .set("capabilities", strs(&["control", "recovery", "tpm"]));
+    let config = config::parse(&dtb(&tree), MODULES).unwrap();
+    assert!(config.domains.iter().any(|d| d.capabilities.tpm));
+    let kernel = ElfSpec::pvh(0x10_0000).build();
+    let plans = planner::plan(&config, &start_all(&config), &modules(&kernel, b"")).unwrap();
+    for (index, plan) in plans.iter().enumerate() {
+        let page = start_info_of(plan);
+        assert_eq!(u64_at(&page, 32), ACPI_TABLES_GPA, "rsdp_paddr");
+        let blob = acpi_of(plan);
+        assert!(blob.len() as u64 <= planner::ACPI_TABLES_SIZE);
+        for signature in [b"FACP", b"APIC", b"DSDT"] {
+            let table = acpi_table(&blob, signature)
+                .or_else(|| {
+                    // The DSDT is reached through the FADT, not the XSDT.
+                    let fadt = acpi_table(&blob, b"FACP")?;
+                    let dsdt = (u64_at(fadt, 140) - ACPI_TABLES_GPA) as usize;
+                    Some(&blob[dsdt..dsdt + u32_at(&blob, dsdt + 4) as usize])
+                })
+                .unwrap();
+            assert!(
+                slipway_hv_core::acpi::table_is_valid(table),
+                "{signature:?}"
+            );
+        }
+        let mut ids = [0u32; 8];
+        let madt = acpi_table(&blob, b"APIC").unwrap();
+        let found = slipway_hv_core::acpi::madt_apic_ids(madt, &mut ids).unwrap();
+        let vcpus = config.domains[index].vcpus as usize;
+        assert_eq!(found.recorded, vcpus, "one local APIC per vCPU");
+        assert_eq!(&ids[..vcpus], &(0..vcpus as u32).collect::<Vec<_>>()[..]);
+        let tpm2 = acpi_table(&blob, b"TPM2");
+        let holds_tpm = config.domains[index].capabilities.tpm;
+        assert_eq!(tpm2.is_some(), holds_tpm, "{}", plan.name.as_str());
+        if let Some(tpm2) = tpm2 {
+            // The log area is the Slipway log window's log, after its descriptor.
+            assert_eq!(
+                slipway_hv_core::acpi::tpm2_log_area(tpm2),
+                Some((
+                    v1::SLIPWAY_LOG_GPA + v1::LOG_DESCRIPTOR_LEN as u64,
+                    v1::LOG_WINDOW_CAPACITY as u32
+                ))
+            );
+        }
+    }
+}
+
+#[test]
+fn a_kernel_over_the_acpi_tables_is_refused() {
+    let config = config::parse(&dtb(&config_tree()), MODULES).unwrap();
+    let mut spec = ElfSpec::pvh(0xF_0000);
+    spec.loads[0].paddr = 0xF_0000;
+    let kernel = spec.build();
+    let error = planner::plan(&config, &start_all(&config), &modules(&kernel, b"")).unwrap_err();
+    assert_eq!(error.problem, PlanProblem::OverlapsAcpiTables);
+    assert_eq!(error.property, "kernel");
+}

@@ -1039,3 +1039,133 @@ fn the_same_launch_runs_on_ept_tables() {
 
 mod boot_record;
 mod recovery;
+
+/// Writes `bytes` into `id`'s RAM at `gpa`.
+fn poke(w: &mut World, id: DomainId, gpa: u64, bytes: &[u8]) {
+    let hv = &mut w.hv;
+    hv.domains[usize::from(id.0)]
+        .as_ref()
+        .unwrap()
+        .memory
+        .write(&mut hv.mem, gpa, bytes)
+        .unwrap();
+}
+
+/// vCPU `v` stores `value` to the local APIC register at `offset` with `mov [eax], ecx` at
+/// 0x3000 (32-bit code, paging off), as a guest's APIC driver does.
+fn apic_store(w: &mut World, v: VcpuRef, offset: u64, value: u32) {
+    let gpa = crate::lapic::XAPIC_BASE + offset;
+    {
+        let vcpu = w.vcpu(v.domain, usize::from(v.vcpu));
+        vcpu.set_reg(Reg::CodeBits, 32);
+        vcpu.set_reg(Reg::Rip, 0x3000);
+        vcpu.set_reg(Reg::Rax, gpa);
+        vcpu.set_reg(Reg::Rcx, u64::from(value));
+    }
+    w.exit(
+        0,
+        v,
+        VmExit::NestedPageFault {
+            gpa,
+            write: true,
+            execute: false,
+            present: false,
+        },
+    );
+    assert_eq!(
+        w.vcpu(v.domain, usize::from(v.vcpu)).reg(Reg::Rip),
+        0x3002,
+        "the store was emulated and skipped"
+    );
+}
+
+#[test]
+fn the_apic_timer_interrupt_is_injected_when_the_guest_can_take_it_and_wakes_a_halted_vcpu() {
+    use crate::lapic::reg;
+    let mut w = world(1);
+    let guest = w.plan("guest", 1);
+    w.hand_off();
+    poke(&mut w, guest, 0x3000, &[0x89, 0x08]); // mov [eax], ecx
+    let v = w.pick(0, (guest, 0));
+    apic_store(&mut w, v, reg::SVR, 0x1ff); // software-enable, spurious vector 0xff
+    apic_store(&mut w, v, reg::LVT_TIMER, 0xec); // one-shot, vector 0xec
+    apic_store(&mut w, v, reg::TIMER_INITIAL, 1000); // 1000 counts (x2 by the reset divider)
+    // Before the deadline: nothing to inject, no window asked for.
+    w.hv.account_ticks(0, None, 0, 1000);
+    let v = w.pick(0, (guest, 0));
+    w.hv.prepare_entry(0, v, 1000);
+    assert!(w.vcpu(guest, 0).injected.is_empty());
+    assert!(!w.vcpu(guest, 0).window);
+    // The guest halts: passed over while nothing is deliverable.
+    w.exit(0, v, VmExit::Halt);
+    assert_eq!(
+        w.hv.pick(0),
+        None,
+        "a halted vCPU with no interrupt is not entered"
+    );
+    // The deadline passes: the vCPU is picked again; with interrupts masked a window is asked
+    // for, and the interrupt goes in once the guest can take it.
+    w.hv.account_ticks(0, None, 0, 5000);
+    let v = w.pick(0, (guest, 0));
+    w.hv.prepare_entry(0, v, 5000);
+    assert!(w.vcpu(guest, 0).injected.is_empty());
+    assert!(w.vcpu(guest, 0).window, "interrupt window requested");
+    w.exit(0, v, VmExit::InterruptWindow);
+    let v = w.pick(0, (guest, 0));
+    w.vcpu(guest, 0).ready = true;
+    w.hv.prepare_entry(0, v, 5100);
+    assert_eq!(
+        w.vcpu(guest, 0).injected,
+        [Event::Interrupt { vector: 0xec }]
+    );
+    assert!(!w.vcpu(guest, 0).window, "the window request is cancelled");
+    // In service until EOI: not injected twice.
+    w.vcpu(guest, 0).injected.clear();
+    w.hv.prepare_entry(0, v, 5200);
+    assert!(w.vcpu(guest, 0).injected.is_empty());
+    apic_store(&mut w, v, reg::EOI, 0);
+    assert_eq!(
+        w.hv.exit_counts
+            .iter()
+            .find(|k| k.0 == "local APIC")
+            .unwrap()
+            .1,
+        4
+    );
+}
+
+#[test]
+fn an_apic_access_that_cannot_be_emulated_stops_the_domain_with_the_bytes() {
+    let mut w = world(1);
+    let guest = w.plan("guest", 1);
+    w.hand_off();
+    poke(&mut w, guest, 0x3000, &[0xf3, 0xa5]); // rep movsd: not an MMIO move
+    let v = w.pick(0, (guest, 0));
+    {
+        let vcpu = w.vcpu(guest, 0);
+        vcpu.set_reg(Reg::CodeBits, 32);
+        vcpu.set_reg(Reg::Rip, 0x3000);
+    }
+    w.exit(
+        0,
+        v,
+        VmExit::NestedPageFault {
+            gpa: crate::lapic::XAPIC_BASE + 0x80,
+            write: true,
+            execute: false,
+            present: false,
+        },
+    );
+    assert!(
+        w.hv.domains[usize::from(guest.0)].is_none()
+            || w.hv.domains[usize::from(guest.0)].as_ref().unwrap().dying
+    );
+    assert!(
+        w.hv.host
+            .log
+            .iter()
+            .any(|l| l.contains("f3 a5") && l.contains("guest")),
+        "{:?}",
+        w.hv.host.log
+    );
+}

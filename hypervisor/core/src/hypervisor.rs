@@ -236,6 +236,30 @@ pub struct DomainHw {
     /// Which vCPUs wait in HLT with their APIC enabled: they are not entered until an
     /// interrupt is deliverable.
     pub halted: [bool; MAX_VCPUS],
+    /// Added to the host TSC for every vCPU of the domain: the domain's TSC runs behind the
+    /// host's by the time hidden from it ([`DomainHw::pm_timer_read_at`]). One value for all
+    /// its vCPUs, so their TSCs stay synchronized.
+    pub tsc_offset: u64,
+    /// The host TSC at each vCPU's last exit that read the PM timer. The time until that vCPU
+    /// enters again is hidden from the domain's clock while it runs on one vCPU (a booting
+    /// kernel calibrating its TSC against the PM timer, whose check that the read took under
+    /// ~50 µs of TSC time an emulated exit would fail).
+    pub pm_timer_read_at: [Option<u64>; MAX_VCPUS],
+}
+
+impl DomainHw {
+    /// The domain's TSC at host TSC `host_now`.
+    pub fn guest_tsc(&self, host_now: u64) -> u64 {
+        host_now.wrapping_add(self.tsc_offset)
+    }
+
+    /// How many of its vCPUs run (have not been waiting for a startup IPI since creation).
+    fn running_vcpus(&self) -> usize {
+        self.lapics[..self.vcpu_count]
+            .iter()
+            .filter(|l| l.run_state() == crate::lapic::RunState::Running)
+            .count()
+    }
 }
 
 /// A vCPU's local APIC as the MMIO emulator's device: 32-bit registers at 16-byte offsets in
@@ -760,6 +784,8 @@ fn allocate_domain<M: PhysMemory, F: FrameAllocator>(
         reflected: 0,
         lapics: core::array::from_fn(|i| LocalApic::new(i as u8, APIC_TIMER_TSC_TICKS, true)),
         halted: [false; MAX_VCPUS],
+        tsc_offset: 0,
+        pm_timer_read_at: [None; MAX_VCPUS],
     })
 }
 
@@ -1060,8 +1086,9 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
                 continue;
             }
             if domain.halted[index] {
+                let guest_now = domain.guest_tsc(self.now);
                 let lapic = &mut domain.lapics[index];
-                lapic.poll_timer(&FixedClock(self.now));
+                lapic.poll_timer(&FixedClock(guest_now));
                 if lapic.pending_vector().is_none() {
                     self.sched.yield_now(cpu);
                     passed_over += 1;
@@ -1158,6 +1185,12 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
             return;
         }
         self.exit_counts.count(&exit);
+        let pm_timer = crate::pm_timer::count(domain.guest_tsc(now), self.tsc_hz);
+        if let VmExit::IoIn { port, size, .. } = exit
+            && crate::pm_timer::reads_pm_timer(port, size)
+        {
+            domain.pm_timer_read_at[index] = Some(now);
+        }
         let DomainHw {
             uart,
             line,
@@ -1166,7 +1199,6 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
             ..
         } = domain;
         let host = &mut self.host;
-        let pm_timer = crate::pm_timer::count(now, self.tsc_hz);
         let action = self.vcpus.with(cpu, VcpuSlot { slot, index }, |vcpu| {
             let mut console_bytes = heapless::Vec::<u8, 16>::new();
             let mut console = |byte: u8| {
@@ -1220,8 +1252,9 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
     /// slice and runs on after the HLT when its turn comes again, as before interrupts existed.
     fn halt(&mut self, cpu: usize, at: VcpuSlot, now: u64) {
         if let Some(domain) = self.domains[at.slot].as_mut() {
+            let guest_now = domain.guest_tsc(now);
             let lapic = &mut domain.lapics[at.index];
-            lapic.poll_timer(&FixedClock(now));
+            lapic.poll_timer(&FixedClock(guest_now));
             if lapic.software_enabled() && lapic.pending_vector().is_none() {
                 domain.halted[at.index] = true;
             }
@@ -1241,9 +1274,17 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
         let Some(domain) = self.domains[at.slot].as_mut() else {
             return;
         };
+        if let Some(exit_at) = domain.pm_timer_read_at[at.index].take()
+            && domain.running_vcpus() <= 1
+        {
+            domain.tsc_offset = domain.tsc_offset.wrapping_sub(now.saturating_sub(exit_at));
+        }
+        let tsc_offset = domain.tsc_offset;
+        let guest_now = domain.guest_tsc(now);
         let lapic = &mut domain.lapics[at.index];
-        lapic.poll_timer(&FixedClock(now));
+        lapic.poll_timer(&FixedClock(guest_now));
         self.vcpus.with(cpu, at, |vcpu| {
+            vcpu.set_tsc_offset(tsc_offset);
             if lapic.pending_vector().is_none() {
                 vcpu.set_interrupt_window(false);
             } else if vcpu.interrupt_ready() {

@@ -7,7 +7,15 @@
 //! time, as it would against a chipset's timer (Linux: "using PMTIMER reference calibration").
 //! The count is a pure function of the TSC, so every vCPU reads one consistent clock.
 
-use slipway_protocol::platform::PM_TIMER_HZ;
+use slipway_protocol::platform::{PM_TIMER_HZ, PM_TIMER_PORT};
+
+/// Whether an `in` of `size` bytes from `port` reads any of the timer's four ports.
+pub fn reads_pm_timer(port: u16, size: u8) -> bool {
+    let start = u32::from(port);
+    let end = start + u32::from(size);
+    let timer = u32::from(PM_TIMER_PORT);
+    start < timer + 4 && timer < end
+}
 
 /// The count's width: 24 bits (the FADT does not set TMR_VAL_EXT).
 pub const PM_TIMER_MASK: u32 = 0x00ff_ffff;
@@ -50,6 +58,16 @@ mod tests {
             assert!((17_800..18_000).contains(&delta), "delta {delta}");
             last = now;
         }
+    }
+
+    #[test]
+    fn reads_of_any_timer_port_are_recognised() {
+        assert!(reads_pm_timer(PM_TIMER_PORT, 4));
+        assert!(reads_pm_timer(PM_TIMER_PORT + 3, 1));
+        assert!(reads_pm_timer(PM_TIMER_PORT - 1, 2));
+        assert!(!reads_pm_timer(PM_TIMER_PORT - 4, 4));
+        assert!(!reads_pm_timer(PM_TIMER_PORT + 4, 1));
+        assert!(!reads_pm_timer(u16::MAX, 4));
     }
 
     #[test]

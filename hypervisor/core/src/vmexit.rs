@@ -328,6 +328,8 @@ pub trait VcpuBackend {
     /// Asks for an exit ([`VmExit::InterruptWindow`]) as soon as the guest can take a maskable
     /// interrupt (`false` cancels the request). The request stays until cancelled.
     fn set_interrupt_window(&mut self, wanted: bool);
+    /// Sets the value added to the TSC the guest reads (RDTSC, RDTSCP) from the next entry on.
+    fn set_tsc_offset(&mut self, offset: u64);
     /// Advances rip past an instruction of `len` bytes (no NRIP-save under QEMU: common code
     /// knows the lengths).
     fn advance_rip(&mut self, len: u64) {

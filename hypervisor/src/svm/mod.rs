@@ -703,6 +703,10 @@ impl VcpuBackend for BoundVcpu<'_> {
         self.vcpu.set_interrupt_window(wanted);
     }
 
+    fn set_tsc_offset(&mut self, offset: u64) {
+        self.vcpu.vmcb.write64(control::TSC_OFFSET, offset);
+    }
+
     fn advance_rip(&mut self, len: u64) {
         self.vcpu.skip_instruction(len);
     }

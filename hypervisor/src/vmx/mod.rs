@@ -456,6 +456,9 @@ pub struct VmxVcpu {
     /// Interrupt-window exiting wanted, and what the VMCS has now.
     window_wanted: bool,
     window_set: bool,
+    /// The TSC offset wanted, and what the VMCS has now.
+    tsc_offset: u64,
+    tsc_offset_set: u64,
     /// Its x87/SSE registers and DR0-DR3 while they are not live on a pCPU.
     pub lazy: crate::lazy_state::LazyState,
 }
@@ -532,6 +535,8 @@ impl VmxVcpu {
             interruptibility: 0,
             window_wanted: false,
             window_set: false,
+            tsc_offset: 0,
+            tsc_offset_set: 0,
             lazy: crate::lazy_state::LazyState::initial(),
         })
     }
@@ -734,6 +739,13 @@ impl VmxVcpu {
             };
             let _ = vmwrite(F::PrimaryProcControls, controls);
             self.window_set = self.window_wanted;
+        }
+        if self.tsc_offset != self.tsc_offset_set {
+            use slipway_hv_core::vmx::caps::proc::USE_TSC_OFFSETTING;
+            let controls = vmread(F::PrimaryProcControls) | u64::from(USE_TSC_OFFSETTING);
+            let _ = vmwrite(F::PrimaryProcControls, controls);
+            let _ = vmwrite(F::TscOffset, self.tsc_offset);
+            self.tsc_offset_set = self.tsc_offset;
         }
         if self.rsp_dirty {
             let _ = vmwrite(F::GuestRsp, self.rsp);
@@ -1108,5 +1120,9 @@ impl VcpuBackend for BoundVcpu<'_> {
 
     fn set_interrupt_window(&mut self, wanted: bool) {
         self.vcpu.window_wanted = wanted;
+    }
+
+    fn set_tsc_offset(&mut self, offset: u64) {
+        self.vcpu.tsc_offset = offset;
     }
 }

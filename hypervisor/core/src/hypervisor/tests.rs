@@ -38,6 +38,8 @@ struct FakeVcpu {
     ready: bool,
     /// The interrupt-window request the core left.
     window: bool,
+    /// The TSC offset the core set.
+    tsc_offset: u64,
 }
 
 fn reg_name(reg: Reg) -> &'static str {
@@ -91,6 +93,9 @@ impl VcpuBackend for FakeVcpu {
     }
     fn set_interrupt_window(&mut self, wanted: bool) {
         self.window = wanted;
+    }
+    fn set_tsc_offset(&mut self, offset: u64) {
+        self.tsc_offset = offset;
     }
 }
 
@@ -1168,4 +1173,52 @@ fn an_apic_access_that_cannot_be_emulated_stops_the_domain_with_the_bytes() {
         "{:?}",
         w.hv.host.log
     );
+}
+
+#[test]
+fn time_spent_handling_a_pm_timer_read_is_hidden_from_a_one_vcpu_domains_clocks() {
+    use slipway_protocol::platform::{PM_TIMER_HZ, PM_TIMER_PORT};
+    let mut w = world(1);
+    w.hv.tsc_hz = PM_TIMER_HZ; // one TSC tick per PM timer tick keeps the numbers readable
+    let guest = w.plan("guest", 1);
+    w.hand_off();
+    // Enter at host TSC `enter`, exit at `exit` with `exit_kind`.
+    let run = |w: &mut World, enter: u64, exit: u64, exit_kind: VmExit| {
+        let v = w.pick(0, (guest, 0));
+        w.hv.prepare_entry(0, v, enter);
+        w.hv.after_exit(0, v, exit_kind, exit - enter, 0, exit);
+    };
+    let pm_read = VmExit::IoIn {
+        port: PM_TIMER_PORT,
+        size: 4,
+        next_rip: 0,
+    };
+    run(&mut w, 9_000, 10_000, pm_read);
+    assert_eq!(w.vcpu(guest, 0).reg(Reg::Rax), 10_000);
+    // Re-entered 5,000 ticks after the read: the domain's TSC continues from the read.
+    run(&mut w, 15_000, 15_300, pm_read);
+    assert_eq!(w.vcpu(guest, 0).tsc_offset, 5_000u64.wrapping_neg());
+    // It ran 300 ticks before reading again: the timer moved 300, not 5,300.
+    assert_eq!(w.vcpu(guest, 0).reg(Reg::Rax), 10_300);
+    // Other exits hide nothing.
+    run(
+        &mut w,
+        16_000,
+        17_000,
+        VmExit::Cpuid {
+            leaf: 0,
+            subleaf: 0,
+        },
+    );
+    assert_eq!(w.vcpu(guest, 0).tsc_offset, 5_700u64.wrapping_neg());
+    run(
+        &mut w,
+        20_000,
+        20_100,
+        VmExit::Cpuid {
+            leaf: 0,
+            subleaf: 0,
+        },
+    );
+    assert_eq!(w.vcpu(guest, 0).tsc_offset, 5_700u64.wrapping_neg());
 }

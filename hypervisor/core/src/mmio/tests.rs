@@ -70,6 +70,7 @@ impl VcpuBackend for FakeVcpu {
         false
     }
     fn set_interrupt_window(&mut self, _wanted: bool) {}
+    fn set_tsc_offset(&mut self, _offset: u64) {}
     fn interrupted_event(&self) -> Option<InterruptedEvent> {
         None
     }

@@ -105,6 +105,9 @@ pub enum ExitAction {
     Resume,
     /// A hypercall: check and copy the buffer, dispatch, then [`finish_hypercall`].
     Hypercall,
+    /// RDTSC (intercepted only while the caller asks): the caller answers from the domain's
+    /// clock.
+    Rdtsc,
     /// An access to the local APIC page at `gpa`: the caller decodes the instruction, performs
     /// it against this vCPU's APIC and delivers any IPI it sends.
     ApicAccess {
@@ -278,6 +281,7 @@ pub fn handle_exit<B: VcpuBackend + ?Sized>(
             }
             ExitAction::Hypercall
         }
+        VmExit::Rdtsc => ExitAction::Rdtsc,
         VmExit::Halt => {
             vcpu.advance_rip(1);
             ExitAction::Halt

@@ -237,15 +237,24 @@ pub struct DomainHw {
     /// interrupt is deliverable.
     pub halted: [bool; MAX_VCPUS],
     /// Added to the host TSC for every vCPU of the domain: the domain's TSC runs behind the
-    /// host's by the time hidden from it ([`DomainHw::pm_timer_read_at`]). One value for all
-    /// its vCPUs, so their TSCs stay synchronized.
+    /// host's by the time hidden from it ([`DomainHw::tsc_frozen`]). One value for all its
+    /// vCPUs, so their TSCs stay synchronized.
     pub tsc_offset: u64,
-    /// The host TSC at each vCPU's last exit that read the PM timer. The time until that vCPU
-    /// enters again is hidden from the domain's clock while it runs on one vCPU (a booting
-    /// kernel calibrating its TSC against the PM timer, whose check that the read took under
-    /// ~50 µs of TSC time an emulated exit would fail).
-    pub pm_timer_read_at: [Option<u64>; MAX_VCPUS],
+    /// The domain's clock as frozen by a PM-timer read of each vCPU: while a domain runs on one
+    /// vCPU, a PM-timer read stops its clock (TSC and PM timer) until the vCPU next reads the
+    /// TSC (RDTSC exits meanwhile), each read advancing it by [`TSC_READ_STEP_NS`]. So a read
+    /// takes the same short time in the guest's view as on hardware, where a booting kernel
+    /// calibrating its TSC against the PM timer checks that it took under ~50 µs of TSC time;
+    /// an exit under an emulator takes longer. Nothing else of the clock changes: both
+    /// clocks keep their rates, and time only ever moves forward.
+    pub tsc_frozen: [Option<u64>; MAX_VCPUS],
+    /// The domain TSC a vCPU's emulated RDTSC returned: its clock resumes from there at its
+    /// next entry.
+    pub tsc_resume: [Option<u64>; MAX_VCPUS],
 }
+
+/// How far the frozen clock advances per PM-timer or TSC read ([`DomainHw::tsc_frozen`]): 1 µs.
+pub const TSC_READ_STEP_NS: u64 = 1_000;
 
 impl DomainHw {
     /// The domain's TSC at host TSC `host_now`.
@@ -785,7 +794,8 @@ fn allocate_domain<M: PhysMemory, F: FrameAllocator>(
         lapics: core::array::from_fn(|i| LocalApic::new(i as u8, APIC_TIMER_TSC_TICKS, true)),
         halted: [false; MAX_VCPUS],
         tsc_offset: 0,
-        pm_timer_read_at: [None; MAX_VCPUS],
+        tsc_frozen: [None; MAX_VCPUS],
+        tsc_resume: [None; MAX_VCPUS],
     })
 }
 
@@ -1174,6 +1184,7 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
         let slot = usize::from(v.domain.0);
         let index = usize::from(v.vcpu);
         self.exits += 1;
+        let step = self.tsc_read_step();
         self.accounting.charge(cpu, v.domain, tsc_ticks);
         self.account_ticks(cpu, Some(v.domain), total_ticks, now);
         let Some(domain) = self.domains[slot].as_mut() else {
@@ -1185,12 +1196,17 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
             return;
         }
         self.exit_counts.count(&exit);
-        let pm_timer = crate::pm_timer::count(domain.guest_tsc(now), self.tsc_hz);
-        if let VmExit::IoIn { port, size, .. } = exit
-            && crate::pm_timer::reads_pm_timer(port, size)
-        {
-            domain.pm_timer_read_at[index] = Some(now);
-        }
+        let pm_read = matches!(exit, VmExit::IoIn { port, size, .. }
+            if crate::pm_timer::reads_pm_timer(port, size));
+        let pm_tsc = if pm_read && domain.running_vcpus() <= 1 {
+            let frozen = domain.tsc_frozen[index]
+                .map_or_else(|| domain.guest_tsc(now), |f| f.wrapping_add(step));
+            domain.tsc_frozen[index] = Some(frozen);
+            frozen
+        } else {
+            domain.guest_tsc(now)
+        };
+        let pm_timer = crate::pm_timer::count(pm_tsc, self.tsc_hz);
         let DomainHw {
             uart,
             line,
@@ -1239,6 +1255,7 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
                 }
             }
             ExitAction::Halt => self.halt(cpu, VcpuSlot { slot, index }, now),
+            ExitAction::Rdtsc => self.rdtsc(cpu, VcpuSlot { slot, index }, now),
             ExitAction::ApicAccess { gpa, write } => {
                 self.apic_access(cpu, VcpuSlot { slot, index }, gpa, write, now)
             }
@@ -1262,6 +1279,29 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
         self.sched.yield_now(cpu);
     }
 
+    /// The frozen clock's step per read, in TSC ticks.
+    fn tsc_read_step(&self) -> u64 {
+        (self.tsc_hz / (1_000_000_000 / TSC_READ_STEP_NS)).max(1)
+    }
+
+    /// An intercepted RDTSC: answered from the frozen clock (which thaws: the domain's TSC
+    /// resumes from the answer at the next entry), else from the domain's TSC.
+    fn rdtsc(&mut self, cpu: usize, at: VcpuSlot, now: u64) {
+        let step = self.tsc_read_step();
+        let Some(domain) = self.domains[at.slot].as_mut() else {
+            return;
+        };
+        let value = domain.tsc_frozen[at.index]
+            .take()
+            .map_or_else(|| domain.guest_tsc(now), |f| f.wrapping_add(step));
+        domain.tsc_resume[at.index] = Some(value);
+        self.vcpus.with(cpu, at, |vcpu| {
+            vcpu.set_reg(Reg::Rax, value & 0xffff_ffff);
+            vcpu.set_reg(Reg::Rdx, value >> 32);
+            vcpu.advance_rip(2);
+        });
+    }
+
     /// Under the lock, right after [`Self::pick`] gave `v` to `cpu`, at TSC `now`: delivers its
     /// APIC timer's due expiry and injects the highest deliverable interrupt, or asks for an
     /// interrupt window while the guest cannot take it (interrupts masked, a shadow, or an
@@ -1274,10 +1314,12 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
         let Some(domain) = self.domains[at.slot].as_mut() else {
             return;
         };
-        if let Some(exit_at) = domain.pm_timer_read_at[at.index].take()
+        // A frozen or just-read clock goes on from where the guest saw it last.
+        let frozen = domain.tsc_frozen[at.index];
+        if let Some(guest_tsc) = frozen.or(domain.tsc_resume[at.index].take())
             && domain.running_vcpus() <= 1
         {
-            domain.tsc_offset = domain.tsc_offset.wrapping_sub(now.saturating_sub(exit_at));
+            domain.tsc_offset = guest_tsc.wrapping_sub(now);
         }
         let tsc_offset = domain.tsc_offset;
         let guest_now = domain.guest_tsc(now);
@@ -1285,6 +1327,7 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
         lapic.poll_timer(&FixedClock(guest_now));
         self.vcpus.with(cpu, at, |vcpu| {
             vcpu.set_tsc_offset(tsc_offset);
+            vcpu.set_rdtsc_exiting(frozen.is_some());
             if lapic.pending_vector().is_none() {
                 vcpu.set_interrupt_window(false);
             } else if vcpu.interrupt_ready() {

@@ -123,6 +123,9 @@ pub enum VmExit {
     Hypercall,
     /// `hlt` (1-byte instruction).
     Halt,
+    /// `rdtsc` (2-byte instruction), intercepted only when asked for
+    /// ([`VcpuBackend::set_rdtsc_exiting`]).
+    Rdtsc,
     /// Nested page fault.
     NestedPageFault {
         /// Faulting guest-physical address.
@@ -330,6 +333,8 @@ pub trait VcpuBackend {
     fn set_interrupt_window(&mut self, wanted: bool);
     /// Sets the value added to the TSC the guest reads (RDTSC, RDTSCP) from the next entry on.
     fn set_tsc_offset(&mut self, offset: u64);
+    /// Makes RDTSC exit ([`VmExit::Rdtsc`]) or not, from the next entry on.
+    fn set_rdtsc_exiting(&mut self, exiting: bool);
     /// Advances rip past an instruction of `len` bytes (no NRIP-save under QEMU: common code
     /// knows the lengths).
     fn advance_rip(&mut self, len: u64) {
@@ -369,7 +374,7 @@ impl ExitCounts {
         let kind = match exit {
             VmExit::IoOut { .. } | VmExit::IoIn { .. } | VmExit::IoString { .. } => 0,
             VmExit::MsrRead { .. } | VmExit::MsrWrite { .. } => 1,
-            VmExit::Cpuid { .. } => 2,
+            VmExit::Cpuid { .. } | VmExit::Rdtsc => 2,
             VmExit::Hypercall => 3,
             VmExit::Halt => 4,
             VmExit::NestedPageFault { gpa, .. }

@@ -583,6 +583,7 @@ impl SvmVcpu {
             exit::SMI => VmExit::Smi,
             exit::INIT => VmExit::Init,
             exit::VINTR => VmExit::InterruptWindow,
+            exit::RDTSC => VmExit::Rdtsc,
             exit::SHUTDOWN => VmExit::Shutdown,
             exit::VMRUN => VmExit::Forbidden(ForbiddenInstruction::Vmrun),
             exit::VMLOAD => VmExit::Forbidden(ForbiddenInstruction::Vmload),
@@ -705,6 +706,16 @@ impl VcpuBackend for BoundVcpu<'_> {
 
     fn set_tsc_offset(&mut self, offset: u64) {
         self.vcpu.vmcb.write64(control::TSC_OFFSET, offset);
+    }
+
+    fn set_rdtsc_exiting(&mut self, exiting: bool) {
+        let intercepts = self.vcpu.vmcb.read32(control::INTERCEPT_MISC1);
+        let intercepts = if exiting {
+            intercepts | vmcb::INTERCEPT_RDTSC
+        } else {
+            intercepts & !vmcb::INTERCEPT_RDTSC
+        };
+        self.vcpu.vmcb.write32(control::INTERCEPT_MISC1, intercepts);
     }
 
     fn advance_rip(&mut self, len: u64) {

@@ -459,6 +459,9 @@ pub struct VmxVcpu {
     /// The TSC offset wanted, and what the VMCS has now.
     tsc_offset: u64,
     tsc_offset_set: u64,
+    /// RDTSC exiting wanted, and what the VMCS has now.
+    rdtsc_exiting: bool,
+    rdtsc_exiting_set: bool,
     /// Its x87/SSE registers and DR0-DR3 while they are not live on a pCPU.
     pub lazy: crate::lazy_state::LazyState,
 }
@@ -537,6 +540,8 @@ impl VmxVcpu {
             window_set: false,
             tsc_offset: 0,
             tsc_offset_set: 0,
+            rdtsc_exiting: false,
+            rdtsc_exiting_set: false,
             lazy: crate::lazy_state::LazyState::initial(),
         })
     }
@@ -746,6 +751,17 @@ impl VmxVcpu {
             let _ = vmwrite(F::PrimaryProcControls, controls);
             let _ = vmwrite(F::TscOffset, self.tsc_offset);
             self.tsc_offset_set = self.tsc_offset;
+        }
+        if self.rdtsc_exiting != self.rdtsc_exiting_set {
+            use slipway_hv_core::vmx::caps::proc::RDTSC_EXITING;
+            let controls = vmread(F::PrimaryProcControls);
+            let controls = if self.rdtsc_exiting {
+                controls | u64::from(RDTSC_EXITING)
+            } else {
+                controls & !u64::from(RDTSC_EXITING)
+            };
+            let _ = vmwrite(F::PrimaryProcControls, controls);
+            self.rdtsc_exiting_set = self.rdtsc_exiting;
         }
         if self.rsp_dirty {
             let _ = vmwrite(F::GuestRsp, self.rsp);
@@ -1124,5 +1140,9 @@ impl VcpuBackend for BoundVcpu<'_> {
 
     fn set_tsc_offset(&mut self, offset: u64) {
         self.vcpu.tsc_offset = offset;
+    }
+
+    fn set_rdtsc_exiting(&mut self, exiting: bool) {
+        self.vcpu.rdtsc_exiting = exiting;
     }
 }

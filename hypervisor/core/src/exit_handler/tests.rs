@@ -63,6 +63,7 @@ impl VcpuBackend for FakeVcpu {
     }
     fn set_interrupt_window(&mut self, _wanted: bool) {}
     fn set_tsc_offset(&mut self, _offset: u64) {}
+    fn set_rdtsc_exiting(&mut self, _exiting: bool) {}
     fn interrupted_event(&self) -> Option<InterruptedEvent> {
         self.interrupted
     }

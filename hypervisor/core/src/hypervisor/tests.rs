@@ -40,6 +40,8 @@ struct FakeVcpu {
     window: bool,
     /// The TSC offset the core set.
     tsc_offset: u64,
+    /// Whether the core asked RDTSC to exit.
+    rdtsc_exiting: bool,
 }
 
 fn reg_name(reg: Reg) -> &'static str {
@@ -96,6 +98,9 @@ impl VcpuBackend for FakeVcpu {
     }
     fn set_tsc_offset(&mut self, offset: u64) {
         self.tsc_offset = offset;
+    }
+    fn set_rdtsc_exiting(&mut self, exiting: bool) {
+        self.rdtsc_exiting = exiting;
     }
 }
 
@@ -1176,10 +1181,11 @@ fn an_apic_access_that_cannot_be_emulated_stops_the_domain_with_the_bytes() {
 }
 
 #[test]
-fn time_spent_handling_a_pm_timer_read_is_hidden_from_a_one_vcpu_domains_clocks() {
+fn a_pm_timer_read_freezes_a_one_vcpu_domains_clock_until_it_reads_the_tsc() {
     use slipway_protocol::platform::{PM_TIMER_HZ, PM_TIMER_PORT};
     let mut w = world(1);
-    w.hv.tsc_hz = PM_TIMER_HZ; // one TSC tick per PM timer tick keeps the numbers readable
+    // One TSC tick per PM timer tick keeps the numbers readable; the step is then 3 ticks.
+    w.hv.tsc_hz = PM_TIMER_HZ;
     let guest = w.plan("guest", 1);
     w.hand_off();
     // Enter at host TSC `enter`, exit at `exit` with `exit_kind`.
@@ -1193,32 +1199,32 @@ fn time_spent_handling_a_pm_timer_read_is_hidden_from_a_one_vcpu_domains_clocks(
         size: 4,
         next_rip: 0,
     };
+    let rax = |w: &mut World| w.vcpu(guest, 0).reg(Reg::Rax);
     run(&mut w, 9_000, 10_000, pm_read);
-    assert_eq!(w.vcpu(guest, 0).reg(Reg::Rax), 10_000);
-    // Re-entered 5,000 ticks after the read: the domain's TSC continues from the read.
+    assert_eq!(rax(&mut w), 10_000);
+    // Three reads in a row, however slow the exits: 3 ticks apart, RDTSC intercepted meanwhile.
     run(&mut w, 15_000, 15_300, pm_read);
-    assert_eq!(w.vcpu(guest, 0).tsc_offset, 5_000u64.wrapping_neg());
-    // It ran 300 ticks before reading again: the timer moved 300, not 5,300.
-    assert_eq!(w.vcpu(guest, 0).reg(Reg::Rax), 10_300);
-    // Other exits hide nothing.
+    assert!(w.vcpu(guest, 0).rdtsc_exiting);
+    assert_eq!(rax(&mut w), 10_003);
+    run(&mut w, 19_000, 19_100, pm_read);
+    assert_eq!(rax(&mut w), 10_006);
+    // The TSC read right after: 3 ticks later; the clock thaws and goes on from there.
+    w.vcpu(guest, 0).set_reg(Reg::Rip, 0x5000);
+    run(&mut w, 25_000, 25_050, VmExit::Rdtsc);
+    assert_eq!(rax(&mut w), 10_009);
+    assert_eq!(w.vcpu(guest, 0).reg(Reg::Rip), 0x5002);
     run(
         &mut w,
-        16_000,
-        17_000,
+        30_000,
+        30_400,
         VmExit::Cpuid {
             leaf: 0,
             subleaf: 0,
         },
     );
-    assert_eq!(w.vcpu(guest, 0).tsc_offset, 5_700u64.wrapping_neg());
-    run(
-        &mut w,
-        20_000,
-        20_100,
-        VmExit::Cpuid {
-            leaf: 0,
-            subleaf: 0,
-        },
-    );
-    assert_eq!(w.vcpu(guest, 0).tsc_offset, 5_700u64.wrapping_neg());
+    assert!(!w.vcpu(guest, 0).rdtsc_exiting);
+    assert_eq!(w.vcpu(guest, 0).tsc_offset, 10_009u64.wrapping_sub(30_000));
+    // Time runs normally again: the 1,000 ticks since that entry (running and not) show.
+    run(&mut w, 31_000, 31_000, pm_read);
+    assert_eq!(rax(&mut w), 10_009 + 1_000);
 }

@@ -307,6 +307,7 @@ pub fn decode_exit(info: &ExitInfo) -> VmExit {
         },
         HLT => VmExit::Halt,
         INTERRUPT_WINDOW => VmExit::InterruptWindow,
+        RDTSC => VmExit::Rdtsc,
         INVD => forbidden(ForbiddenInstruction::Invd),
         VMCALL => VmExit::Hypercall,
         // Every VMX instruction, GETSEC (SMX: a guest must never relaunch the machine), RSM,

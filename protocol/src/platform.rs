@@ -12,6 +12,16 @@ pub const PM_TIMER_PORT: u16 = 0x608;
 /// The ACPI PM timer's rate (ACPI 6.5, 4.8.3.3): 3.579545 MHz.
 pub const PM_TIMER_HZ: u64 = 3_579_545;
 
+/// The ACPI sleep control register of a domain (the hardware-reduced FADT's
+/// `SLEEP_CONTROL_REG`, one byte): writing SLP_EN (bit 5) with SLP_TYP (bits 4:2) =
+/// [`ACPI_S5_SLEEP_TYPE`] powers the domain off, which the hypervisor takes as its shutdown
+/// with exit code 0 (Linux `poweroff`).
+pub const ACPI_SLEEP_CONTROL_PORT: u16 = 0x604;
+/// The ACPI sleep status register (`SLEEP_STATUS_REG`, one byte; reads 0).
+pub const ACPI_SLEEP_STATUS_PORT: u16 = 0x605;
+/// The sleep type of S5 (soft off), as the DSDT's `\_S5` package gives it.
+pub const ACPI_S5_SLEEP_TYPE: u8 = 5;
+
 /// Physical base of the TPM's TIS register window (locality 0's page).
 pub const TPM_TIS_BASE: u64 = 0xFED4_0000;
 /// Size of one locality's TIS register page.

@@ -1,6 +1,7 @@
 //! What to do for each exit: the policy half of the vCPU loop, free of hardware access.
 //!
-//! - I/O: the UART at COM1 and the ACPI PM timer ([`PM_TIMER_PORT`]) are emulated; every other
+//! - I/O: the UART at COM1, the ACPI PM timer ([`PM_TIMER_PORT`]) and the ACPI sleep registers
+//!   ([`ACPI_SLEEP_CONTROL_PORT`]: soft off ends the domain) are emulated; every other
 //!   port behaves like an empty bus (reads all ones, writes ignored), so probing guests keep
 //!   running and no port reaches hardware (not the debug-exit port, not the TPM, nothing). String
 //!   I/O is not emulated and stops the domain.
@@ -31,7 +32,9 @@ use crate::domain::StopReason;
 use crate::lapic::{LocalApic, XAPIC_BASE, XAPIC_PAGE_SIZE};
 use crate::uart::Uart16550;
 use crate::vmexit::{Event, InterruptedEvent, Reg, VcpuBackend, VmExit};
-use slipway_protocol::platform::PM_TIMER_PORT;
+use slipway_protocol::platform::{
+    ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, PM_TIMER_PORT,
+};
 use slipway_protocol::{CALL_MESSAGE, HYPERCALL_INSTRUCTION_LEN, TransportStatus};
 
 /// EFER MSR number.
@@ -105,6 +108,9 @@ pub enum ExitAction {
     Resume,
     /// A hypercall: check and copy the buffer, dispatch, then [`finish_hypercall`].
     Hypercall,
+    /// The guest entered ACPI S5 (soft off) through its sleep control register: the domain
+    /// shut itself down (exit code 0).
+    PowerOff,
     /// RDTSC (intercepted only while the caller asks): the caller answers from the domain's
     /// clock.
     Rdtsc,
@@ -172,6 +178,16 @@ pub fn handle_exit<B: VcpuBackend + ?Sized>(
                     msr: false,
                 });
             }
+            // ACPI soft off: SLP_EN with the S5 sleep type (other sleep states are not offered
+            // and the write is ignored).
+            if port == ACPI_SLEEP_CONTROL_PORT {
+                const SLP_EN: u32 = 1 << 5;
+                let sleep_type = ((value >> 2) & 0b111) as u8;
+                if value & SLP_EN != 0 && sleep_type == ACPI_S5_SLEEP_TYPE {
+                    vcpu.set_reg(Reg::Rip, next_rip);
+                    return ExitAction::PowerOff;
+                }
+            }
             // A wide access touches consecutive ports, as on the ISA bus.
             for i in 0..size {
                 let byte = (value >> (8 * i)) as u8;
@@ -207,6 +223,8 @@ pub fn handle_exit<B: VcpuBackend + ?Sized>(
                     // The PM timer's four ports hold its count, low byte first.
                     None => match at.and_then(|p| p.checked_sub(PM_TIMER_PORT)) {
                         Some(k @ 0..=3) => (devices.pm_timer >> (8 * k)) as u8,
+                        // No wake status ever: the only sleep state offered is soft off.
+                        _ if at == Some(ACPI_SLEEP_STATUS_PORT) => 0,
                         _ => 0xff,
                     },
                 };

@@ -1256,12 +1256,33 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
             }
             ExitAction::Halt => self.halt(cpu, VcpuSlot { slot, index }, now),
             ExitAction::Rdtsc => self.rdtsc(cpu, VcpuSlot { slot, index }, now),
+            ExitAction::PowerOff => self.shut_down(slot, 0, "powered off (ACPI S5)"),
             ExitAction::ApicAccess { gpa, write } => {
                 self.apic_access(cpu, VcpuSlot { slot, index }, gpa, write, now)
             }
             ExitAction::Hypercall => self.hypercall(cpu, VcpuSlot { slot, index }),
             ExitAction::Stop(reason) => self.stop(cpu, VcpuSlot { slot, index }, reason),
         }
+    }
+
+    /// The domain in `slot` ended itself (`how`: "shut down", ...) with `exit_code`; the
+    /// domain table already says so for a shutdown hypercall, and is told here otherwise.
+    fn shut_down(&mut self, slot: usize, exit_code: u32, how: &str) {
+        let id = DomainId(slot as u16);
+        if let Some(domain) = self.table.get(id)
+            && domain.state() == crate::domain::DomainState::Running
+        {
+            let _ = self.table.mark_shut_down(id, exit_code);
+        }
+        if let Some(domain) = self.domains[slot].as_mut() {
+            self.host.log(format_args!(
+                "domain {} {how} (exit code {exit_code})",
+                domain.name
+            ));
+            domain.dying = true;
+        }
+        self.sched.remove_domain(id);
+        self.reap(slot);
     }
 
     /// HLT: a vCPU whose APIC is enabled sleeps until an interrupt is deliverable ([`Self::pick`]
@@ -1605,17 +1626,7 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
                     exit_handler::finish_hypercall(v, status, reply.response_len)
                 });
             }
-            Outcome::ShutDown { exit_code } => {
-                if let Some(domain) = self.domains[at.slot].as_mut() {
-                    self.host.log(format_args!(
-                        "domain {} shut down (exit code {exit_code})",
-                        domain.name
-                    ));
-                    domain.dying = true;
-                }
-                self.sched.remove_domain(caller);
-                self.reap(at.slot);
-            }
+            Outcome::ShutDown { exit_code } => self.shut_down(at.slot, exit_code, "shut down"),
             Outcome::HandedOff { order, count } => self.hand_off(at.slot, &order[..count]),
         }
     }

@@ -632,3 +632,25 @@ fn apic_page_faults_go_to_the_caller_and_other_faults_stop_the_domain() {
     ));
     assert_eq!(rig.exit(VmExit::InterruptWindow), ExitAction::Resume);
 }
+
+#[test]
+fn acpi_soft_off_powers_the_domain_off_and_other_sleep_writes_are_ignored() {
+    use slipway_protocol::platform::{ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT};
+    let mut rig = Rig::new();
+    let out = |value: u32| VmExit::IoOut {
+        port: ACPI_SLEEP_CONTROL_PORT,
+        size: 1,
+        value,
+        next_rip: 0x1001,
+    };
+    // SLP_TYP 5 without SLP_EN, and SLP_EN with another sleep type: nothing happens.
+    assert_eq!(rig.exit(out(5 << 2)), ExitAction::Resume);
+    assert_eq!(rig.exit(out((1 << 5) | (3 << 2))), ExitAction::Resume);
+    assert_eq!(rig.exit(out((1 << 5) | (5 << 2))), ExitAction::PowerOff);
+    rig.exit(VmExit::IoIn {
+        port: ACPI_SLEEP_STATUS_PORT,
+        size: 1,
+        next_rip: 0x1002,
+    });
+    assert_eq!(rig.vcpu.rax & 0xff, 0, "no wake status");
+}

@@ -9,6 +9,7 @@
 use core::fmt;
 
 use crate::build_record::{BuildRecord, BuildStep};
+use slipway_protocol::platform::DomainRam;
 use slipway_protocol::v1::{Capabilities, DomainId, DomainName, Error, VcpuEntry};
 
 /// Most domains, domB included.
@@ -241,9 +242,11 @@ impl Domain {
     }
 }
 
-/// Checks an entry state against `[0, memory_bytes)`.
+/// Checks an entry state against the domain's RAM (`platform::DomainRam` of `memory_bytes`:
+/// an address in the hole below 4 GiB is outside).
 pub fn validate_entry(entry: &VcpuEntry, memory_bytes: u64) -> Result<(), Error> {
-    let inside = |gpa: u64, len: u64| gpa.checked_add(len).is_some_and(|end| end <= memory_bytes);
+    let ram = DomainRam::new(memory_bytes).ok_or(Error::InvalidEntryState)?;
+    let inside = |gpa: u64, len: u64| ram.contains(gpa, len);
     let canonical = |addr: u64| ((addr as i64) << 16 >> 16) as u64 == addr;
     let ok = match *entry {
         VcpuEntry::Pvh32 {

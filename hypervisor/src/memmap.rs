@@ -20,12 +20,14 @@ use crate::launch::{
 pub const MAX_RANGES: usize = slipway_hv_core::frame_alloc::MAX_ALLOCATOR_REGIONS;
 /// Ranges while the map is being processed (EFI maps have 100+ entries before merging).
 const WORK_RANGES: usize = 256;
-/// RAM the hypervisor uses starts at 1 MiB (low memory keeps firmware data and the AP trampoline)
-/// and ends at 4 GiB (the early identity map's reach).
+/// RAM the hypervisor uses starts at 1 MiB (low memory keeps firmware data and the AP trampoline);
+/// all RAM above, below and above 4 GiB, is used (its own page tables map it).
 pub const LOW_LIMIT: u64 = 0x10_0000;
 /// Low ranges kept: the firmware's (at most 8 are looked at), each split at most once per module.
 const LOW_RANGES: usize = 8 + MAX_MODULES;
-pub const HIGH_LIMIT: u64 = 0x1_0000_0000;
+/// The early identity map's reach: what the post-launch stage can touch before its own page
+/// tables are active (the frame bitmap's storage, the first page-table frames).
+pub const EARLY_MAP_LIMIT: u64 = 0x1_0000_0000;
 
 /// Why the post-launch stage refused the hand-off.
 #[derive(Debug)]
@@ -42,7 +44,7 @@ pub enum HandoffError {
     ModuleNames(ModuleIdentityError),
     /// more disjoint RAM ranges than the allocator tracks
     TooManyRanges,
-    /// no usable RAM remains below 4 GiB
+    /// no usable RAM remains below 4 GiB (the early identity map's reach)
     NoRam,
 }
 
@@ -109,6 +111,15 @@ fn subtract(
     list[..n].copy_from_slice(&out[..n]);
     *count = n;
     Ok(())
+}
+
+/// Bytes of `ranges` below and at or above 4 GiB.
+pub fn split_at_4_gib(ranges: &[PhysRange]) -> (u64, u64) {
+    ranges.iter().fold((0, 0), |(below, above), r| {
+        let low_end = r.end.0.min(EARLY_MAP_LIMIT);
+        let low = low_end.saturating_sub(r.start.0);
+        (below + low, above + (r.len() - low))
+    })
 }
 
 /// Takes `range` out of the free RAM (memory SINIT's MDRs mark as not good, after a TXT launch).
@@ -181,7 +192,7 @@ pub fn validate(handoff: &LaunchHandoff, image: PhysRange) -> Result<ValidatedBo
         return Err(HandoffError::BadCommandLine { index: None });
     }
     let mut free = [PhysRange::default(); WORK_RANGES];
-    let mut free_count = validate_memory_map(
+    let free_count = validate_memory_map(
         &map[..regions],
         image,
         &modules[..module_count],
@@ -189,12 +200,6 @@ pub fn validate(handoff: &LaunchHandoff, image: PhysRange) -> Result<ValidatedBo
         &mut free,
     )
     .map_err(HandoffError::Map)?;
-    // The early identity map reaches 4 GiB: RAM above stays unused in this version.
-    subtract(
-        &mut free,
-        &mut free_count,
-        PhysRange::new(HIGH_LIMIT, u64::MAX),
-    )?;
 
     let mut low = [PhysRange::default(); LOW_RANGES];
     let mut low_count = 0;
@@ -212,7 +217,11 @@ pub fn validate(handoff: &LaunchHandoff, image: PhysRange) -> Result<ValidatedBo
         let pages = PhysRange::new(module.start.0, module.end.0.div_ceil(PAGE_SIZE) * PAGE_SIZE);
         subtract(&mut low, &mut low_count, pages)?;
     }
-    if free_count == 0 {
+    // The first page tables are built under the early identity map: some RAM must lie below it.
+    if !free[..free_count]
+        .iter()
+        .any(|r| r.start.0 < EARLY_MAP_LIMIT)
+    {
         return Err(HandoffError::NoRam);
     }
     // The allocator tracks MAX_RANGES regions: keep the largest, report what is left unused.

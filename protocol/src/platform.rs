@@ -23,6 +23,9 @@ pub const TPM_TIS_WINDOW_SIZE: u64 = TPM_LOCALITIES * TPM_LOCALITY_PAGE_SIZE;
 /// tables, every bounds check on a guest-physical address), domB's planner (start-info memory
 /// map, ramdisk placement) and `cargo xtask predict` all use [`DomainRam`].
 pub const DOMAIN_RAM_HOLE_START: u64 = 0xC000_0000;
+/// Largest domain memory (RAM bytes, the hole not counted): what domB's configuration parser
+/// and the hypervisor's domain table accept.
+pub const MAX_DOMAIN_MEMORY: u64 = 16 << 30;
 /// Where a domain's RAM above the hole starts (4 GiB).
 pub const DOMAIN_HIGH_RAM_START: u64 = 0x1_0000_0000;
 /// Start of the platform MMIO a domain may see (IOAPIC 0xFEC0_0000, TPM [`TPM_TIS_BASE`], local
@@ -122,6 +125,7 @@ const _: () = assert!(DOMAIN_RAM_HOLE_START.is_multiple_of(0x20_0000));
 const _: () = assert!(DOMAIN_RAM_HOLE_START < DOMAIN_MMIO_START);
 const _: () = assert!(DOMAIN_MMIO_START <= TPM_TIS_BASE);
 const _: () = assert!(DOMAIN_MMIO_START < DOMAIN_HIGH_RAM_START);
+const _: () = assert!(DomainRam::new(MAX_DOMAIN_MEMORY).is_some());
 
 /// The launch-request channel (`docs/measurement.md`): QEMU's debugcon port, never passed to a
 /// guest. The hypervisor writes `SLIPWAY-LAUNCH <start> <size>` lines to it.

@@ -17,7 +17,7 @@ pub const MAX_DOMAINS: usize = 16;
 /// Most vCPUs per domain.
 pub const MAX_VCPUS: usize = 8;
 /// Largest domain memory (16 GiB): bounds what a hostile plan can ask for in one request.
-pub const MAX_DOMAIN_MEMORY: u64 = 16 << 30;
+pub use slipway_protocol::platform::MAX_DOMAIN_MEMORY;
 /// The boot domain's name.
 pub use slipway_protocol::v1::BOOT_DOMAIN_NAME;
 /// The boot domain's RAM unless the hypervisor command line says `domb_mem=<MiB>`. domB needs

@@ -121,11 +121,7 @@ impl GuestMemory {
             let gpa = layout
                 .gpa_of_offset(memory.size)
                 .ok_or(GuestMemoryError::BadSize(size))?;
-            memory.runs[memory.run_count] = Run {
-                gpa,
-                first,
-                frames,
-            };
+            memory.runs[memory.run_count] = Run { gpa, first, frames };
             memory.run_count += 1;
             memory.size += frames * PAGE_SIZE;
             remaining -= frames;
@@ -441,7 +437,10 @@ mod tests {
                 end <= DOMAIN_RAM_HOLE_START || run.gpa >= DOMAIN_HIGH_RAM_START,
                 "{run:?} lies in or across the hole"
             );
-            assert!(run.first.start().0 >= 4 * GIB, "{run:?}: host frames above 4 GiB");
+            assert!(
+                run.first.start().0 >= 4 * GIB,
+                "{run:?}: host frames above 4 GiB"
+            );
             total += run.frames * PAGE_SIZE;
         }
         assert_eq!(total, size);
@@ -471,10 +470,14 @@ mod tests {
         // hole refused before anything is touched.
         let mut seen = std::vec::Vec::new();
         memory
-            .for_each_chunk(DOMAIN_HIGH_RAM_START + GIB / 2 - 8, 8, &mut |host, _, len| {
-                seen.push((host, len));
-                Ok(())
-            })
+            .for_each_chunk(
+                DOMAIN_HIGH_RAM_START + GIB / 2 - 8,
+                8,
+                &mut |host, _, len| {
+                    seen.push((host, len));
+                    Ok(())
+                },
+            )
             .unwrap();
         let top = npt
             .translate(&mem, DOMAIN_HIGH_RAM_START + GIB / 2 - 8)

@@ -16,8 +16,8 @@ use slipway_measure::events::{
     SlipwayEvent, SlotChoice,
 };
 use slipway_measure::hash::event_digests;
-use slipway_protocol::platform::DomainRam;
 use slipway_protocol::EncodeError;
+use slipway_protocol::platform::DomainRam;
 use slipway_protocol::v1::{
     self, BootSummary, Capabilities, Digest, DomainId, Error, LaunchKind, ModuleInfo, ModuleName,
     Request, ResponseOk, TpmAlgId, TpmBanks,

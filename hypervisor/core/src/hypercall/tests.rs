@@ -398,7 +398,9 @@ fn memory_requests_into_the_hole_below_4_gib_are_outside_the_domain() {
     let mut w = World::new();
     let domb = w.domb;
     // 3.5 GiB: RAM [0, 3 GiB) and [4 GiB, 4.5 GiB).
-    let big = w.create("big", DOMAIN_RAM_HOLE_START + (1 << 29), 1).unwrap();
+    let big = w
+        .create("big", DOMAIN_RAM_HOLE_START + (1 << 29), 1)
+        .unwrap();
     let populate = |gpa, length| Request::PopulateFromModule {
         domain: big,
         module: 1,

@@ -8,6 +8,7 @@ use slipway_hv_core::addr::{PAGE_SIZE, PhysRange};
 use slipway_protocol::boot_modules::{self, ModuleIdentityError};
 use slipway_protocol::v1::ModuleName;
 
+pub use slipway_hv_core::memmap::split_at_4_gib;
 use slipway_hv_core::memmap::{
     DEFAULT_MMIO_HOLES, FirmwareRegion, MemoryMapError, RegionKind as CoreKind, validate_memory_map,
 };
@@ -111,15 +112,6 @@ fn subtract(
     list[..n].copy_from_slice(&out[..n]);
     *count = n;
     Ok(())
-}
-
-/// Bytes of `ranges` below and at or above 4 GiB.
-pub fn split_at_4_gib(ranges: &[PhysRange]) -> (u64, u64) {
-    ranges.iter().fold((0, 0), |(below, above), r| {
-        let low_end = r.end.0.min(EARLY_MAP_LIMIT);
-        let low = low_end.saturating_sub(r.start.0);
-        (below + low, above + (r.len() - low))
-    })
 }
 
 /// Takes `range` out of the free RAM (memory SINIT's MDRs mark as not good, after a TXT launch).

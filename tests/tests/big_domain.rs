@@ -64,7 +64,10 @@ fn the_hypervisor_uses_ram_above_4_gib() {
     };
     let below = mib(" MiB below 4 GiB");
     let above = mib(" MiB above");
-    assert!(above >= 3 * 1024 - 64, "`{line}`: QEMU gave 3 GiB above 4 GiB");
+    assert!(
+        above >= 3 * 1024 - 64,
+        "`{line}`: QEMU gave 3 GiB above 4 GiB"
+    );
     assert!(below >= 1024, "`{line}`");
 }
 
@@ -79,7 +82,10 @@ fn a_3_5_gib_domain_reads_back_its_top_word_above_4_gib_and_is_stopped_in_the_ho
     );
     let checks: Vec<_> = big.iter().filter_map(|l| ram_top(l)).collect();
     let top = DOMAIN_HIGH_RAM_START + GIB / 2;
-    for (start, end) in [(0x2000, DOMAIN_RAM_HOLE_START), (DOMAIN_HIGH_RAM_START, top)] {
+    for (start, end) in [
+        (0x2000, DOMAIN_RAM_HOLE_START),
+        (DOMAIN_HIGH_RAM_START, top),
+    ] {
         for gpa in [start, end - 8] {
             let check = checks
                 .iter()

@@ -399,7 +399,7 @@ mod tests {
         assert_eq!(high.start().0, 4 * GIB);
         // A 1 GiB run, 2 MiB aligned, above 4 GiB; the last frame of the machine is managed.
         let run = alloc.allocate_contiguous(GIB / PAGE_SIZE, 512).unwrap();
-        assert!(run.start().0 >= 4 * GIB && run.number() % 512 == 0);
+        assert!(run.start().0 >= 4 * GIB && run.number().is_multiple_of(512));
         let last = Frame::from_number(6 * GIB / PAGE_SIZE - 1);
         assert!(alloc.is_frame_free(last));
         alloc.reserve(last).unwrap();

@@ -410,7 +410,10 @@ fn domains_larger_than_3_gib_get_ram_above_4_gib_and_the_ramdisk_below_the_hole(
     assert_eq!(ram, 3 * GIB + GIB / 2 - 0x1000);
     for a in map.iter().filter(|e| e.2 == 1) {
         for b in map.iter().filter(|e| e.2 == 2) {
-            assert!(a.0 + a.1 <= b.0 || b.0 + b.1 <= a.0, "{a:x?} overlaps {b:x?}");
+            assert!(
+                a.0 + a.1 <= b.0 || b.0 + b.1 <= a.0,
+                "{a:x?} overlaps {b:x?}"
+            );
         }
     }
 }
@@ -438,7 +441,12 @@ fn memory_maps_keep_the_mmio_reserved_and_kernels_out_of_the_hole() {
         spec.loads[1].paddr = paddr;
         spec.build()
     };
-    for paddr in [3 * GIB - 0x1000, 3 * GIB, v1::SLIPWAY_LOG_GPA, 4 * GIB - 0x1000] {
+    for paddr in [
+        3 * GIB - 0x1000,
+        3 * GIB,
+        v1::SLIPWAY_LOG_GPA,
+        4 * GIB - 0x1000,
+    ] {
         assert_eq!(
             elf_load::plan_load(&with_data_at(paddr), 5 * GIB).unwrap_err(),
             ElfError::SegmentOutsideMemory,
@@ -462,7 +470,11 @@ fn other_domains_get_no_log_windows() {
         assert!(start_modules(&page).is_empty(), "{}", plan.name.as_str());
         // RAM, start info, RAM, and the platform MMIO (reserved).
         assert_eq!(memory_map(&page).len(), 4);
-        assert!(memory_map(&page)[..3].iter().all(|entry| entry.0 < 16 << 20));
+        assert!(
+            memory_map(&page)[..3]
+                .iter()
+                .all(|entry| entry.0 < 16 << 20)
+        );
         assert_eq!(memory_map(&page)[3].0, DOMAIN_MMIO_START);
     }
     // The control domain without a ramdisk lists the two windows only.

@@ -157,7 +157,10 @@ fn write_and_read_back(gpa: u64) -> (u64, u64) {
 
 fn ram_top(info: &slipway_guest_rt::pvh::StartInfo<'static, memory::IdentityMapped>) -> ! {
     let mut failed = false;
-    for range in info.memory_map().filter(|r| r.kind == slipway_guest_rt::pvh::E820_RAM) {
+    for range in info
+        .memory_map()
+        .filter(|r| r.kind == slipway_guest_rt::pvh::E820_RAM)
+    {
         let end = range.addr + range.size;
         // The first RAM range starts at 0 (a null pointer): its first word is left alone.
         let first = if range.addr == 0 { 8 } else { range.addr };

@@ -28,9 +28,9 @@ pub const POLICY_NODE_NAME: &str = "policy";
 
 /// Guest pages are 4 KiB.
 pub const PAGE_SIZE: u64 = 4096;
-/// Largest domain memory: all guest RAM stays below the 32-bit MMIO hole at 3 GiB, so a domain's
-/// memory map is one RAM range and the TPM page (0xfed40000) can later be mapped above it.
-pub const MAX_DOMAIN_MEMORY: u64 = 3 << 30;
+/// Largest domain memory (the hypervisor's limit, defined once in the protocol crate): RAM past
+/// 3 GiB continues at 4 GiB (`platform::DomainRam`), leaving the hole for the log windows and MMIO.
+pub use slipway_protocol::platform::MAX_DOMAIN_MEMORY;
 /// Most vCPUs per domain (the hypervisor's per-domain limit).
 pub const MAX_VCPUS: u32 = 8;
 /// Most domains in one configuration (the hypervisor's 16 domains, less domB).
@@ -125,7 +125,7 @@ pub enum Problem {
     ZeroMemory,
     /// memory must be a multiple of 4 KiB
     MemoryNotPageMultiple,
-    /// memory exceeds the 3 GiB a domain may have
+    /// memory exceeds the 16 GiB a domain may have
     MemoryTooBig,
     /// cpus must be between 1 and 8
     BadCpuCount,
@@ -180,7 +180,7 @@ impl fmt::Display for Problem {
             Self::NotASize => f.write_str("the value is not one or two 32-bit cells (KiB)"),
             Self::ZeroMemory => f.write_str("memory must not be zero"),
             Self::MemoryNotPageMultiple => f.write_str("memory must be a multiple of 4 KiB"),
-            Self::MemoryTooBig => f.write_str("memory exceeds the 3 GiB a domain may have"),
+            Self::MemoryTooBig => f.write_str("memory exceeds the 16 GiB a domain may have"),
             Self::BadCpuCount => write!(f, "cpus must be between 1 and {MAX_VCPUS}"),
             Self::MalformedName => {
                 f.write_str("the name is not 1 to 31 characters from a-z, 0-9 and '-'")

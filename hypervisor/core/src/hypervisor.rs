@@ -907,6 +907,10 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
         cmdline: &str,
     ) -> Result<DomainId, &'static str> {
         let index = self.domb_module.ok_or("no boot module named `domb`")?;
+        // domB's RAM is one range below the hole (its modules are mapped right above it).
+        if memory_bytes > slipway_protocol::platform::DOMAIN_RAM_HOLE_START {
+            return Err("domB memory larger than 3 GiB (the domain memory hole's start)");
+        }
         let layout = DombLayout::for_memory(memory_bytes).ok_or("domB memory too small")?;
         let plan = crate::pvh::plan(image, layout.buffer).map_err(|e| {
             self.host.log(format_args!("domb: image refused: {e}"));

@@ -114,7 +114,9 @@ fn dsdt_devices(dsdt: &[u8]) -> Vec<([u8; 4], Vec<u8>)> {
     // NameOp "_S5_" PackageOp PkgLength(6) NumElements(2) BytePrefix 5 BytePrefix 5.
     assert_eq!(
         &aml[..11],
-        &[0x08, b'_', b'S', b'5', b'_', 0x12, 0x06, 0x02, 0x0A, 0x05, 0x0A, 0x05][..11]
+        &[
+            0x08, b'_', b'S', b'5', b'_', 0x12, 0x06, 0x02, 0x0A, 0x05, 0x0A, 0x05
+        ][..11]
     );
     assert_eq!(aml[11], 0x05);
     let aml = &aml[12..];

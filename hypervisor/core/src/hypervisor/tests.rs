@@ -667,6 +667,13 @@ fn domb_without_its_module_or_with_a_bad_image_is_refused() {
         Err("domB image is not a loadable PVH ELF")
     );
     assert_eq!(w.hv.alloc.free_frames(), before, "nothing allocated");
+    // domB's RAM and the modules mapped above it stay below the hole.
+    let big = slipway_protocol::platform::DOMAIN_RAM_HOLE_START + 4096;
+    assert_eq!(
+        w.hv.create_domb(b"not an elf", big, ""),
+        Err("domB memory larger than 3 GiB (the domain memory hole's start)")
+    );
+    assert_eq!(w.hv.alloc.free_frames(), before, "nothing allocated");
 }
 
 #[test]

@@ -82,6 +82,20 @@ pub struct DomainConfig {
     pub boot_order: Option<u32>,
     /// SHA-256 digests the kernel and ramdisk images must each be among (empty: no allow-list).
     pub allowed_sha256: Vec<[u8; 32]>,
+    /// How the vCPUs after the first start (`ap-start`).
+    pub ap_start: ApStart,
+}
+
+/// How a domain's vCPUs after the first start (`ap-start` property).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ApStart {
+    /// `"entry"` (default): every vCPU starts at the kernel's entry point, as Slipway's own
+    /// guests expect.
+    #[default]
+    Entry,
+    /// `"startup-ipi"`: vCPU 0 starts at the entry point; the others wait, as application
+    /// processors after reset, for INIT and a startup IPI from the kernel (a stock Linux).
+    StartupIpi,
 }
 
 /// The whole launch configuration.
@@ -129,6 +143,8 @@ pub enum Problem {
     MemoryTooBig,
     /// cpus must be between 1 and 8
     BadCpuCount,
+    /// ap-start must be "entry" or "startup-ipi"
+    BadApStart,
     /// the name is not 1 to 31 characters from `a-z`, `0-9` and `-`
     MalformedName,
     /// the name is reserved (`domb`, `slipway`, `hypervisor`)
@@ -182,6 +198,7 @@ impl fmt::Display for Problem {
             Self::MemoryNotPageMultiple => f.write_str("memory must be a multiple of 4 KiB"),
             Self::MemoryTooBig => f.write_str("memory exceeds the 16 GiB a domain may have"),
             Self::BadCpuCount => write!(f, "cpus must be between 1 and {MAX_VCPUS}"),
+            Self::BadApStart => f.write_str("ap-start must be \"entry\" or \"startup-ipi\""),
             Self::MalformedName => {
                 f.write_str("the name is not 1 to 31 characters from a-z, 0-9 and '-'")
             }
@@ -515,6 +532,7 @@ fn parse_domain(
     let mut bootargs = String::new();
     let mut boot_order = None;
     let mut allowed_sha256 = Vec::new();
+    let mut ap_start = ApStart::default();
     for property in node.properties() {
         let value = property.value;
         let key = property.name;
@@ -539,6 +557,13 @@ fn parse_domain(
                 bootargs = text.to_owned();
             }
             "boot-order" => boot_order = Some(cell(path, key, value)?),
+            "ap-start" => {
+                ap_start = match single_string(path, key, value)? {
+                    "entry" => ApStart::Entry,
+                    "startup-ipi" => ApStart::StartupIpi,
+                    _ => return Err(property_error(path, key, Problem::BadApStart)),
+                }
+            }
             "allowed-sha256" => {
                 if value.is_empty() || value.len() % 32 != 0 {
                     return Err(property_error(path, key, Problem::BadDigestList));
@@ -577,6 +602,7 @@ fn parse_domain(
         bootargs,
         boot_order,
         allowed_sha256,
+        ap_start,
     };
     Ok((domain, name_property))
 }

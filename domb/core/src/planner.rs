@@ -450,12 +450,18 @@ pub fn plan_domain(
         });
     }
 
-    // Every vCPU gets the PVH entry state; the guest runtime tells them apart by arrival order.
+    // vCPU 0 gets the PVH entry state; so do the others (the guest runtime tells them apart by
+    // arrival order), unless `ap-start = "startup-ipi"` makes them wait for the kernel's
+    // INIT-SIPI-SIPI.
     let entry = VcpuEntry::Pvh32 {
         entry_eip: kernel.entry,
         start_info_gpa: START_INFO_GPA as u32,
     };
     for vcpu in 0..domain.vcpus {
+        let entry = match domain.ap_start {
+            crate::config::ApStart::StartupIpi if vcpu > 0 => VcpuEntry::WaitForStartupIpi,
+            _ => entry,
+        };
         steps.push(BuildStep::SetVcpu {
             vcpu: vcpu as u16,
             entry,

@@ -220,6 +220,10 @@ impl Domain {
             return Err(Error::InvalidVcpu);
         }
         validate_entry(&entry, self.record.memory_bytes)?;
+        // Nothing would ever start a domain whose first vCPU waits for a startup IPI.
+        if vcpu == 0 && entry == VcpuEntry::WaitForStartupIpi {
+            return Err(Error::InvalidEntryState);
+        }
         self.entries[usize::from(vcpu)] = Some(entry);
         Ok(())
     }
@@ -266,6 +270,7 @@ pub fn validate_entry(entry: &VcpuEntry, memory_bytes: u64) -> Result<(), Error>
             cr3,
             rsi: _,
         } => canonical(rip) && canonical(rsp) && cr3 % 4096 == 0 && inside(cr3, 4096),
+        VcpuEntry::WaitForStartupIpi => true,
     };
     if ok {
         Ok(())

@@ -71,6 +71,9 @@ pub enum EntryState {
         /// Argument.
         rsi: u64,
     },
+    /// An application processor waiting for INIT and a startup IPI (its local APIC says when
+    /// it starts, and where: [`VcpuBackend::start_real_mode`]).
+    WaitForStartupIpi,
 }
 
 impl From<VcpuEntry> for EntryState {
@@ -84,6 +87,7 @@ impl From<VcpuEntry> for EntryState {
                 rbx: u64::from(start_info_gpa),
             },
             VcpuEntry::Long64 { rip, rsp, cr3, rsi } => EntryState::Long64 { rip, rsp, cr3, rsi },
+            VcpuEntry::WaitForStartupIpi => EntryState::WaitForStartupIpi,
         }
     }
 }
@@ -251,6 +255,8 @@ pub struct DomainHw {
     /// The domain TSC a vCPU's emulated RDTSC returned: its clock resumes from there at its
     /// next entry.
     pub tsc_resume: [Option<u64>; MAX_VCPUS],
+    /// Startup IPIs the backend could not act on were reported (said once per domain).
+    pub startup_refused: bool,
 }
 
 /// How far the frozen clock advances per PM-timer or TSC read ([`DomainHw::tsc_frozen`]): 1 µs.
@@ -796,6 +802,7 @@ fn allocate_domain<M: PhysMemory, F: FrameAllocator>(
         tsc_offset: 0,
         tsc_frozen: [None; MAX_VCPUS],
         tsc_resume: [None; MAX_VCPUS],
+        startup_refused: false,
     })
 }
 
@@ -893,6 +900,9 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
         )?;
         domain.serials[index] = serial;
         domain.lazy_live_on[index] = None;
+        // An application processor waits for its startup IPI; every other vCPU runs.
+        let runs = entry != EntryState::WaitForStartupIpi;
+        domain.lapics[index] = LocalApic::new(index as u8, APIC_TIMER_TSC_TICKS, runs);
         domain.vcpu_count += 1;
         Ok(())
     }
@@ -1097,6 +1107,15 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
             let index = usize::from(v.vcpu);
             if domain.dying || index >= domain.vcpu_count || domain.running[index] {
                 self.sched.remove(v);
+                continue;
+            }
+            if domain.lapics[index].run_state() == crate::lapic::RunState::WaitForSipi {
+                // Not started yet: waits for its startup IPI, queued but never entered.
+                self.sched.yield_now(cpu);
+                passed_over += 1;
+                if passed_over > crate::sched::MAX_QUEUED {
+                    return None;
+                }
                 continue;
             }
             if domain.halted[index] {
@@ -1395,12 +1414,12 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
             None => return,
         }
         if let Some(ipi) = ipi {
-            self.deliver_ipi(at, ipi);
+            self.deliver_ipi(cpu, at, ipi);
         }
     }
 
     /// Delivers an IPI the APIC of `from` sent to the APICs of its own domain that accept it.
-    fn deliver_ipi(&mut self, from: VcpuSlot, ipi: crate::lapic::IpiRequest) {
+    fn deliver_ipi(&mut self, cpu: usize, from: VcpuSlot, ipi: crate::lapic::IpiRequest) {
         use crate::lapic::IpiKind;
         let Some(domain) = self.domains[from.slot].as_mut() else {
             return;
@@ -1423,9 +1442,42 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
                     }
                     break;
                 }
-                // A domain's vCPUs all start at its entry point (INIT-SIPI start is not offered
-                // yet), and no NMI is given to guests: these IPIs are dropped.
-                IpiKind::Init | IpiKind::Startup { .. } | IpiKind::Nmi => {}
+                // INIT resets a vCPU that has not started yet; one that runs is not reset (the
+                // hypervisor does not rebuild a running vCPU's state), as the platform docs say.
+                IpiKind::Init => {
+                    if lapic.run_state() == crate::lapic::RunState::WaitForSipi {
+                        lapic.receive_init();
+                    }
+                }
+                // A vCPU waiting for it gets the real-mode start (it is not running: the core
+                // never enters a waiting vCPU), then runs; a running one ignores it.
+                IpiKind::Startup { vector } => {
+                    if lapic.run_state() != crate::lapic::RunState::WaitForSipi {
+                        continue;
+                    }
+                    let start = crate::lapic::RealModeStart::from_sipi_vector(vector);
+                    let target = VcpuSlot {
+                        slot: from.slot,
+                        index,
+                    };
+                    match self.vcpus.with(cpu, target, |v| v.start_real_mode(start)) {
+                        Some(Ok(())) => {
+                            lapic.receive_startup(vector);
+                        }
+                        Some(Err(why)) => {
+                            if !domain.startup_refused {
+                                domain.startup_refused = true;
+                                self.host.log(format_args!(
+                                    "domain {}: vCPU {index} stays waiting: {why}",
+                                    domain.name
+                                ));
+                            }
+                        }
+                        None => {}
+                    }
+                }
+                // No NMI is given to guests.
+                IpiKind::Nmi => {}
             }
             if lapic.pending_vector().is_some() {
                 domain.halted[index] = false;

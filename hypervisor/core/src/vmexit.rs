@@ -335,6 +335,10 @@ pub trait VcpuBackend {
     fn set_tsc_offset(&mut self, offset: u64);
     /// Makes RDTSC exit ([`VmExit::Rdtsc`]) or not, from the next entry on.
     fn set_rdtsc_exiting(&mut self, exiting: bool);
+    /// Puts a vCPU that waited for a startup IPI into the state the SIPI gives: real mode at
+    /// `start`, everything else as after INIT. `Err` names why this backend cannot (the vCPU
+    /// then keeps waiting).
+    fn start_real_mode(&mut self, start: crate::lapic::RealModeStart) -> Result<(), &'static str>;
     /// Advances rip past an instruction of `len` bytes (no NRIP-save under QEMU: common code
     /// knows the lengths).
     fn advance_rip(&mut self, len: u64) {

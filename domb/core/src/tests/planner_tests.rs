@@ -262,6 +262,7 @@ mod never_panics {
                 bootargs: "a".repeat(bootargs_len),
                 boot_order: None,
                 allowed_sha256: Vec::new(),
+                ap_start: config::ApStart::Entry,
             };
             let modules = modules(&kernel, &initrd);
             if let Ok(plan) = planner::plan_domain(&domain, 0, false, &modules) {
@@ -591,4 +592,44 @@ fn a_kernel_over_the_acpi_tables_is_refused() {
     let error = planner::plan(&config, &start_all(&config), &modules(&kernel, b"")).unwrap_err();
     assert_eq!(error.problem, PlanProblem::OverlapsAcpiTables);
     assert_eq!(error.property, "kernel");
+}
+
+#[test]
+fn ap_start_startup_ipi_leaves_every_vcpu_but_the_first_waiting() {
+    let mut tree = config_tree();
+    tree.find(&["chosen", "hypervisor", "hello-b"])
+        .set("ap-start", s("startup-ipi"));
+    let config = config::parse(&dtb(&tree), MODULES).unwrap();
+    let kernel = ElfSpec::pvh(0x10_0000).build();
+    let plans = planner::plan(&config, &["hello-b".into()], &modules(&kernel, b"")).unwrap();
+    let entries: Vec<_> = plans[0]
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            BuildStep::SetVcpu { vcpu, entry } => Some((*vcpu, *entry)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            (
+                0,
+                VcpuEntry::Pvh32 {
+                    entry_eip: 0x10_0000,
+                    start_info_gpa: START_INFO_GPA as u32
+                }
+            ),
+            (1, VcpuEntry::WaitForStartupIpi),
+        ]
+    );
+    // Any other value is refused, naming the property.
+    tree.find(&["chosen", "hypervisor", "hello-b"])
+        .set("ap-start", s("sipi"));
+    let error = config::parse(&dtb(&tree), MODULES).unwrap_err();
+    assert_eq!(error.property.as_deref(), Some("ap-start"));
+    assert!(
+        error.to_string().contains("\"entry\" or \"startup-ipi\""),
+        "{error}"
+    );
 }

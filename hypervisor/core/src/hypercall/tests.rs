@@ -344,7 +344,7 @@ fn garbage_requests_get_decode_errors() {
     assert_eq!(w.call_raw(domb, &[]).0, Err(Error::MalformedRequest));
     assert_eq!(w.call_raw(domb, &[0xff; 40]).0, Err(Error::BadMagic));
     let mut bad_version = REQUEST_MAGIC.to_le_bytes().to_vec();
-    bad_version.extend_from_slice(&[4, 0, 0]);
+    bad_version.extend_from_slice(&[5, 0, 0]);
     assert_eq!(
         w.call_raw(domb, &bad_version).0,
         Err(Error::UnsupportedVersion)

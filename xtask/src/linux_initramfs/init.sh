@@ -1,6 +1,6 @@
 #!/bin/sh
 # /init of Slipway's Linux domains (busybox sh). Rendered by xtask (linux_initramfs.rs): every
-# @NAME@ is a constant filled in at build time from its one definition in Rust.
+# name between at-signs is a constant filled in at build time from its one definition in Rust.
 #
 # The kernel command line chooses the role:
 #   slipway.role=attest  quote PCR17-21 with the nonce typed on the console and print the

@@ -1,1 +1,259 @@
+use super::cpio::{Node, Tree, TreeError, gzip, write_newc};
 use super::*;
+
+/// The attest role's transcript (its `attest: ` lines) from the documented dev loop: the stock
+/// kernel (`vmlinuz`) and this initramfs under plain QEMU 7.2 with OVMF and swtpm (banks SHA-1
+/// and SHA-256), nonce `00112233445566778899aabbccddeeff`. The log is OVMF's, so PCR17-21 are
+/// all FF (no dynamic launch).
+const QEMU_TRANSCRIPT: &str = include_str!("qemu-ovmf-transcript.txt");
+const QEMU_NONCE: &str = "00112233445566778899aabbccddeeff";
+
+fn tree(entries: &[(&str, Node)]) -> Tree {
+    let mut tree = Tree::default();
+    for (path, node) in entries {
+        tree.insert(path, node.clone()).unwrap();
+    }
+    tree
+}
+
+fn file(bytes: &[u8]) -> Node {
+    Node::File {
+        mode: 0o755,
+        bytes: bytes.to_vec(),
+    }
+}
+
+/// An independent reading of a newc archive: (name, mode, uid, gid, mtime, rdev, data).
+fn read_newc(mut archive: &[u8]) -> Vec<(String, u32, u32, u32, u32, (u32, u32), Vec<u8>)> {
+    let mut out = Vec::new();
+    let total = archive.len();
+    loop {
+        assert_eq!(&archive[..6], b"070701");
+        let field = |i: usize| {
+            u32::from_str_radix(std::str::from_utf8(&archive[6 + 8 * i..14 + 8 * i]).unwrap(), 16)
+                .unwrap()
+        };
+        let (mode, uid, gid, mtime, size) = (field(1), field(2), field(3), field(5), field(6));
+        let rdev = (field(9), field(10));
+        let namesize = field(11) as usize;
+        let name = std::str::from_utf8(&archive[110..110 + namesize - 1])
+            .unwrap()
+            .to_owned();
+        assert_eq!(archive[110 + namesize - 1], 0);
+        let data_at = (110 + namesize).next_multiple_of(4);
+        let data = archive[data_at..data_at + size as usize].to_vec();
+        let next = (data_at + size as usize).next_multiple_of(4);
+        archive = &archive[next..];
+        if name == cpio::TRAILER {
+            assert!(archive.is_empty(), "nothing after the trailer");
+            assert!(total.is_multiple_of(4));
+            return out;
+        }
+        out.push((name, mode, uid, gid, mtime, rdev, data));
+    }
+}
+
+#[test]
+fn the_cpio_lists_parents_first_in_path_order_with_owner_0_and_mtime_0() {
+    let t = tree(&[
+        ("usr/bin/tpm2_quote", Node::Symlink("tpm2".into())),
+        ("init", file(b"#!/bin/sh\n")),
+        ("usr/bin/tpm2", file(b"ELF")),
+        (
+            "dev/console",
+            Node::CharDevice {
+                mode: 0o600,
+                major: 5,
+                minor: 1,
+            },
+        ),
+    ]);
+    let entries = read_newc(&write_newc(&t));
+    let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "dev",
+            "dev/console",
+            "init",
+            "usr",
+            "usr/bin",
+            "usr/bin/tpm2",
+            "usr/bin/tpm2_quote"
+        ]
+    );
+    for (name, _, uid, gid, mtime, _, _) in &entries {
+        assert_eq!((*uid, *gid, *mtime), (0, 0, 0), "{name}");
+    }
+    assert_eq!(entries[0].1, 0o040_755);
+    assert_eq!(entries[1].1, 0o020_600);
+    assert_eq!(entries[1].5, (5, 1));
+    assert_eq!(entries[2].1, 0o100_755);
+    assert_eq!(entries[2].6, b"#!/bin/sh\n");
+    assert_eq!(entries[6].1, 0o120_777);
+    assert_eq!(entries[6].6, b"tpm2");
+}
+
+#[test]
+fn the_same_tree_gives_the_same_bytes_whatever_the_insertion_order() {
+    let a = tree(&[("b/x", file(b"1")), ("a", file(b"22")), ("b/y", Node::Dir)]);
+    let b = tree(&[("b/y", Node::Dir), ("a", file(b"22")), ("b/x", file(b"1"))]);
+    assert_eq!(write_newc(&a), write_newc(&b));
+    let gz = gzip(&write_newc(&a));
+    assert_eq!(gz, gzip(&write_newc(&b)));
+    // gzip header: magic, deflate, no flags (no name), mtime 0, OS unknown.
+    assert_eq!(&gz[..10], &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 2, 255]);
+    let mut plain = Vec::new();
+    use std::io::Read;
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut plain)
+        .unwrap();
+    assert_eq!(plain, write_newc(&a));
+}
+
+#[test]
+fn bad_paths_and_conflicts_are_refused() {
+    let mut t = Tree::default();
+    for bad in ["", "/abs", "a//b", "a/../b", "./a"] {
+        assert!(matches!(t.insert(bad, Node::Dir), Err(TreeError::BadPath(_))), "{bad}");
+    }
+    t.insert("a", file(b"x")).unwrap();
+    t.insert("a", file(b"x")).unwrap();
+    assert!(matches!(t.insert("a", file(b"y")), Err(TreeError::Conflict { .. })));
+    assert!(matches!(
+        t.insert("a/b", file(b"y")),
+        Err(TreeError::ParentNotDir { .. })
+    ));
+}
+
+#[test]
+fn depends_fields_give_names_and_alternatives() {
+    assert_eq!(
+        parse_depends("libc6 (>= 2.34), libcurl3-gnutls (>= 7.16.2) | libcurl4, perl:any"),
+        vec![
+            vec!["libc6".to_owned()],
+            vec!["libcurl3-gnutls".to_owned(), "libcurl4".to_owned()],
+            vec!["perl".to_owned()]
+        ]
+    );
+    assert!(parse_depends("").is_empty());
+}
+
+#[test]
+fn the_init_script_carries_the_shared_constants_and_no_placeholder() {
+    let init = render_init();
+    assert!(init.starts_with("#!/bin/sh\n"));
+    assert!(!init.contains('@'), "an unfilled @NAME@ placeholder");
+    assert!(init.contains(&format!("echo \"{}\"", slipway_guest_attest::NONCE_PROMPT)));
+    assert!(init.contains("P='attest: '"));
+    assert!(init.contains("base64 -w 96 "));
+    assert!(init.contains("sha256:17,18,19,20,21") || init.contains(":17,18,19,20,21\""));
+    assert!(init.contains("export TPM2TOOLS_TCTI=device:/dev/tpmrm0"));
+    assert!(init.contains("-a '0x00050072'"));
+    assert!(init.contains(&format!("gpa={}", slipway_protocol::v1::FIRMWARE_LOG_GPA)));
+    // The harness waits for its own prefix of the prompt.
+    assert!(slipway_guest_attest::NONCE_PROMPT.starts_with(crate::verify::NONCE_PROMPT));
+}
+
+/// The shell's syntax, checked by a shell (`sh -n`): the rendered script parses.
+#[test]
+fn the_init_script_parses() {
+    let dir = std::env::temp_dir().join(format!("slipway-init-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("init");
+    std::fs::write(&path, render_init()).unwrap();
+    let status = std::process::Command::new("sh")
+        .arg("-n")
+        .arg(&path)
+        .status()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn the_transcript_of_the_qemu_run_parses_and_its_quote_checks() {
+    let transcript = crate::verify::parse_transcript(QEMU_TRANSCRIPT).expect("verify's parser");
+    let nonce = crate::verify::parse_hex(QEMU_NONCE).unwrap();
+    assert_eq!(transcript.nonce.as_deref(), Some(&nonce[..]));
+    assert!(!transcript.slipway_log.is_empty());
+    assert!(transcript.firmware_log.is_empty(), "no window under plain QEMU");
+    assert_eq!(transcript.pcrs.len(), 10, "PCR17-21 in SHA-1 and SHA-256");
+    // The key is slipway-tpm's ECC P-256 attestation-key template, as the attest guest's.
+    let key = slipway_tpm::verify::parse_public(&transcript.ak_public).unwrap();
+    assert_eq!(key.sec1_uncompressed().len(), 65);
+    let quote = slipway_tpm::verify::verify_quote(
+        &transcript.ak_public,
+        &transcript.quote_attest,
+        &transcript.quote_signature,
+        &nonce,
+    )
+    .expect("the quote's signature and nonce check");
+    assert_eq!(quote.info.extra_data, nonce);
+    let banks: Vec<_> = quote.info.pcr_selection.iter().map(|(alg, _)| *alg).collect();
+    assert_eq!(banks, [slipway_measure::AlgId::SHA1, slipway_measure::AlgId::SHA256]);
+    for (_, mask) in &quote.info.pcr_selection {
+        assert_eq!(*mask, slipway_tpm::PcrMask::QUOTE);
+    }
+    // A wrong nonce is refused.
+    assert!(
+        slipway_tpm::verify::verify_quote(
+            &transcript.ak_public,
+            &transcript.quote_attest,
+            &transcript.quote_signature,
+            b"another nonce",
+        )
+        .is_err()
+    );
+    // OVMF's log has no dynamic launch: verify says exactly that, after the quote checked.
+    let rejection = crate::verify::verify(
+        &transcript,
+        &crate::verify::Requirements {
+            nonce,
+            bank: slipway_measure::HashAlg::Sha256,
+            expected_log: Vec::new(),
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(rejection, crate::verify::Rejection::Unmeasured(_)),
+        "{rejection}"
+    );
+}
+
+/// tpm2-tools' own check of the same quote, from `cargo xtask export`'s files, with the PCR
+/// values the quote covers (all FF: no dynamic launch under plain QEMU).
+#[test]
+fn tpm2_checkquote_accepts_the_qemu_runs_quote() {
+    let transcript = crate::verify::parse_transcript(QEMU_TRANSCRIPT).unwrap();
+    let dir = std::env::temp_dir().join(format!("slipway-checkquote-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, bytes) in crate::fleet::export_files(&transcript).unwrap() {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    let selection = crate::fleet::quote_selection(&transcript).unwrap();
+    let pcrs = crate::fleet::tpm2_pcrs_file(&selection, |alg, _| {
+        let len = alg.digest_size()?;
+        slipway_measure::Digest::new(alg, &vec![0xff; len]).ok()
+    })
+    .unwrap();
+    std::fs::write(dir.join("ff.pcrs"), pcrs).unwrap();
+    let output = std::process::Command::new("tpm2_checkquote")
+        .arg("-u")
+        .arg(dir.join("ak.pem"))
+        .arg("-m")
+        .arg(dir.join("quote.msg"))
+        .arg("-s")
+        .arg(dir.join("quote.sig"))
+        .arg("-f")
+        .arg(dir.join("ff.pcrs"))
+        .args(["-q", QEMU_NONCE, "-g", "sha256"])
+        .output()
+        .expect("tpm2_checkquote (tpm2-tools; cargo xtask setup installs it)");
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        output.status.success(),
+        "tpm2_checkquote refused: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

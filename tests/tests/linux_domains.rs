@@ -35,12 +35,11 @@ fn run() -> &'static Run {
         let mut run = config(&built, Firmware::Bios, "linux-domains");
         run.tpm = Tpm::Swtpm;
         run.console_input = vec![nonce_input(&nonce)];
-        run.timeout = std::time::Duration::from_secs(
-            built.manifest.run.timeout_seconds.unwrap_or(300),
-        );
+        run.timeout =
+            std::time::Duration::from_secs(built.manifest.run.timeout_seconds.unwrap_or(300));
         let outcome = slipway_integration_tests::boot(&run);
-        let transcript = verify::parse_transcript(&verify::transcript_of(&outcome))
-            .map_err(|e| e.to_string());
+        let transcript =
+            verify::parse_transcript(&verify::transcript_of(&outcome)).map_err(|e| e.to_string());
         Run {
             nonce,
             outcome,

@@ -480,7 +480,8 @@ pub fn build_bundle_as(
                     "xtask: module `{}`: {} {} vmlinux, sha256 {}",
                     m.name, kernel.package.name, kernel.package.version, kernel.vmlinux_sha256
                 );
-                std::fs::copy(&kernel.vmlinux, &dst).map_err(io_err("cannot copy", &kernel.vmlinux))?;
+                std::fs::copy(&kernel.vmlinux, &dst)
+                    .map_err(io_err("cannot copy", &kernel.vmlinux))?;
                 None
             }
             ModuleSource::LinuxInitramfs => {

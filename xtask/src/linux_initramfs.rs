@@ -243,13 +243,15 @@ impl PackageSource for AptSource {
 }
 
 /// What an ELF needs: its `DT_NEEDED` sonames, in order, and its `PT_INTERP`, if any.
-pub fn elf_needs(bytes: &[u8], path: &str) -> Result<(Vec<String>, Option<String>), InitramfsError> {
+pub fn elf_needs(
+    bytes: &[u8],
+    path: &str,
+) -> Result<(Vec<String>, Option<String>), InitramfsError> {
     let bad = |why: String| InitramfsError::Elf {
         path: path.to_owned(),
         why,
     };
-    let file =
-        ElfBytes::<LittleEndian>::minimal_parse(bytes).map_err(|e| bad(format!("{e}")))?;
+    let file = ElfBytes::<LittleEndian>::minimal_parse(bytes).map_err(|e| bad(format!("{e}")))?;
     let interp = match file.segments() {
         Some(segments) => segments
             .iter()
@@ -430,9 +432,8 @@ pub fn resolve_closure<S: PackageSource>(
             if provided.contains(&key) || closure.files.contains_key(&key) {
                 continue;
             }
-            let (provider, lib_path, lib_file) = resolver
-                .provider(&package, &want)?
-                .ok_or_else(|| {
+            let (provider, lib_path, lib_file) =
+                resolver.provider(&package, &want)?.ok_or_else(|| {
                     let tried = resolver
                         .unpacked
                         .get(&package)
@@ -600,6 +601,12 @@ pub struct BuiltInitramfs {
 
 /// The whole build: fetch, closure, tree, cpio, gzip; written to `out` (default: the cache).
 pub fn build(cache: &Path, out: Option<&Path>) -> Result<BuiltInitramfs, InitramfsError> {
+    // One build at a time per cache (parallel tests, a bundle build beside `linux-initramfs`):
+    // they share the unpacked packages and the default output.
+    std::fs::create_dir_all(cache).map_err(io(cache))?;
+    let lock_path = cache.join(".lock");
+    let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
+    lock.lock().map_err(io(&lock_path))?;
     let mut source = AptSource {
         debs: cache.join("debs"),
         unpack_dir: cache.join("unpacked"),
@@ -632,13 +639,14 @@ pub fn build(cache: &Path, out: Option<&Path>) -> Result<BuiltInitramfs, Initram
             .find(|p| p.deb.name == name)
             .expect("a root package")
     };
-    let busybox_file = by_name(BUSYBOX.0)
-        .resolve(BUSYBOX.1)?
-        .ok_or_else(|| InitramfsError::MissingFile {
-            package: BUSYBOX.0.into(),
-            path: BUSYBOX.1.into(),
-            why: "the shell and tools".into(),
-        })?;
+    let busybox_file =
+        by_name(BUSYBOX.0)
+            .resolve(BUSYBOX.1)?
+            .ok_or_else(|| InitramfsError::MissingFile {
+                package: BUSYBOX.0.into(),
+                path: BUSYBOX.1.into(),
+                why: "the shell and tools".into(),
+            })?;
     let busybox = std::fs::read(&busybox_file).map_err(io(&busybox_file))?;
     let mut closure = closure;
     for root in &roots_unpacked {

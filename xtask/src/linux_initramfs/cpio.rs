@@ -138,9 +138,8 @@ fn write_entry(out: &mut Vec<u8>, name: &str, h: &Header<'_>) {
 /// in that order, owner and group 0, mtime 0, then the trailer.
 pub fn write_newc(tree: &Tree) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut ino = 0u32;
-    for (path, node) in tree.iter() {
-        ino += 1;
+    for (index, (path, node)) in tree.iter().enumerate() {
+        let ino = u32::try_from(index + 1).expect("fewer than 2^32 entries");
         let header = match node {
             Node::Dir => Header {
                 ino,

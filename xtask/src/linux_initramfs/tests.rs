@@ -23,15 +23,21 @@ fn file(bytes: &[u8]) -> Node {
     }
 }
 
-/// An independent reading of a newc archive: (name, mode, uid, gid, mtime, rdev, data).
-fn read_newc(mut archive: &[u8]) -> Vec<(String, u32, u32, u32, u32, (u32, u32), Vec<u8>)> {
+/// One entry as [`read_newc`] reads it: (name, mode, uid, gid, mtime, rdev, data).
+type Entry = (String, u32, u32, u32, u32, (u32, u32), Vec<u8>);
+
+/// An independent reading of a newc archive.
+fn read_newc(mut archive: &[u8]) -> Vec<Entry> {
     let mut out = Vec::new();
     let total = archive.len();
     loop {
         assert_eq!(&archive[..6], b"070701");
         let field = |i: usize| {
-            u32::from_str_radix(std::str::from_utf8(&archive[6 + 8 * i..14 + 8 * i]).unwrap(), 16)
-                .unwrap()
+            u32::from_str_radix(
+                std::str::from_utf8(&archive[6 + 8 * i..14 + 8 * i]).unwrap(),
+                16,
+            )
+            .unwrap()
         };
         let (mode, uid, gid, mtime, size) = (field(1), field(2), field(3), field(5), field(6));
         let rdev = (field(9), field(10));
@@ -115,11 +121,17 @@ fn the_same_tree_gives_the_same_bytes_whatever_the_insertion_order() {
 fn bad_paths_and_conflicts_are_refused() {
     let mut t = Tree::default();
     for bad in ["", "/abs", "a//b", "a/../b", "./a"] {
-        assert!(matches!(t.insert(bad, Node::Dir), Err(TreeError::BadPath(_))), "{bad}");
+        assert!(
+            matches!(t.insert(bad, Node::Dir), Err(TreeError::BadPath(_))),
+            "{bad}"
+        );
     }
     t.insert("a", file(b"x")).unwrap();
     t.insert("a", file(b"x")).unwrap();
-    assert!(matches!(t.insert("a", file(b"y")), Err(TreeError::Conflict { .. })));
+    assert!(matches!(
+        t.insert("a", file(b"y")),
+        Err(TreeError::Conflict { .. })
+    ));
     assert!(matches!(
         t.insert("a/b", file(b"y")),
         Err(TreeError::ParentNotDir { .. })
@@ -177,7 +189,10 @@ fn the_transcript_of_the_qemu_run_parses_and_its_quote_checks() {
     let nonce = crate::verify::parse_hex(QEMU_NONCE).unwrap();
     assert_eq!(transcript.nonce.as_deref(), Some(&nonce[..]));
     assert!(!transcript.slipway_log.is_empty());
-    assert!(transcript.firmware_log.is_empty(), "no window under plain QEMU");
+    assert!(
+        transcript.firmware_log.is_empty(),
+        "no window under plain QEMU"
+    );
     assert_eq!(transcript.pcrs.len(), 10, "PCR17-21 in SHA-1 and SHA-256");
     // The key is slipway-tpm's ECC P-256 attestation-key template, as the attest guest's.
     let key = slipway_tpm::verify::parse_public(&transcript.ak_public).unwrap();
@@ -190,8 +205,16 @@ fn the_transcript_of_the_qemu_run_parses_and_its_quote_checks() {
     )
     .expect("the quote's signature and nonce check");
     assert_eq!(quote.info.extra_data, nonce);
-    let banks: Vec<_> = quote.info.pcr_selection.iter().map(|(alg, _)| *alg).collect();
-    assert_eq!(banks, [slipway_measure::AlgId::SHA1, slipway_measure::AlgId::SHA256]);
+    let banks: Vec<_> = quote
+        .info
+        .pcr_selection
+        .iter()
+        .map(|(alg, _)| *alg)
+        .collect();
+    assert_eq!(
+        banks,
+        [slipway_measure::AlgId::SHA1, slipway_measure::AlgId::SHA256]
+    );
     for (_, mask) in &quote.info.pcr_selection {
         assert_eq!(*mask, slipway_tpm::PcrMask::QUOTE);
     }

@@ -127,10 +127,11 @@ fn the_two_vcpu_linux_domain_reports_two_cpus_and_its_memory() {
         .unwrap_or_else(|| panic!("linux-info printed no memtotal: {lines:?}"))
         .parse()
         .unwrap();
-    // MemTotal is the RAM the kernel manages: below the domain's 256 MiB (the kernel image and
-    // reserved areas are not counted), above 200 MiB.
+    // MemTotal is the RAM the kernel manages: the domain's 256 MiB less what the kernel keeps
+    // (its image spans physical 16-74 MiB; under plain QEMU with OVMF, 256 MiB gave 204048 KiB
+    // and 512 MiB gave 461712 KiB). Below 256 MiB, above 160 MiB.
     assert!(
-        (200 * 1024..256 * 1024).contains(&kib),
+        (160 * 1024..256 * 1024).contains(&kib),
         "MemTotal {kib} KiB for a 256 MiB domain"
     );
 }

@@ -280,3 +280,286 @@ fn tpm2_checkquote_accepts_the_qemu_runs_quote() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// A minimal ELF64 shared object: `DT_NEEDED` entries (in `.dynamic`, names in `.dynstr`, found
+/// through the section headers as in Debian's libraries) and an optional `PT_INTERP`.
+fn elf(needed: &[&str], interp: Option<&str>) -> Vec<u8> {
+    let phnum = 1 + usize::from(interp.is_some());
+    let mut data = Vec::new();
+    let data_at = 64 + 56 * phnum;
+    let interp_at = data_at;
+    if let Some(i) = interp {
+        data.extend_from_slice(i.as_bytes());
+        data.push(0);
+    }
+    let dynstr_at = data_at + data.len();
+    let mut dynstr = vec![0u8];
+    let mut offsets = Vec::new();
+    for name in needed {
+        offsets.push(dynstr.len() as u64);
+        dynstr.extend_from_slice(name.as_bytes());
+        dynstr.push(0);
+    }
+    data.extend_from_slice(&dynstr);
+    while !(data_at + data.len()).is_multiple_of(8) {
+        data.push(0);
+    }
+    let dynamic_at = data_at + data.len();
+    for off in &offsets {
+        data.extend_from_slice(&1u64.to_le_bytes()); // DT_NEEDED
+        data.extend_from_slice(&off.to_le_bytes());
+    }
+    data.extend_from_slice(&[0; 16]); // DT_NULL
+    let dynamic_len = data_at + data.len() - dynamic_at;
+    let shstrtab_at = data_at + data.len();
+    let shstrtab = b"\0.dynstr\0.dynamic\0.shstrtab\0";
+    data.extend_from_slice(shstrtab);
+    while !(data_at + data.len()).is_multiple_of(8) {
+        data.push(0);
+    }
+    let shoff = data_at + data.len();
+
+    let mut out = Vec::new();
+    out.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    for v in [3u16, 62] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&1u32.to_le_bytes());
+    for v in [0u64, 64, shoff as u64] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&0u32.to_le_bytes());
+    for v in [64u16, 56, phnum as u16, 64, 4, 3] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut phdr = |out: &mut Vec<u8>, kind: u32, at: usize, len: usize| {
+        out.extend_from_slice(&kind.to_le_bytes());
+        out.extend_from_slice(&4u32.to_le_bytes());
+        for v in [at, at, at, len, len, 8] {
+            out.extend_from_slice(&(v as u64).to_le_bytes());
+        }
+    };
+    if let Some(i) = interp {
+        phdr(&mut out, 3, interp_at, i.len() + 1); // PT_INTERP
+    }
+    phdr(&mut out, 2, dynamic_at, dynamic_len); // PT_DYNAMIC
+    out.extend_from_slice(&data);
+    let shdr =
+        |out: &mut Vec<u8>, name: u32, kind: u32, at: usize, len: usize, link: u32, ent: u64| {
+            out.extend_from_slice(&name.to_le_bytes());
+            out.extend_from_slice(&kind.to_le_bytes());
+            for v in [0u64, at as u64, at as u64, len as u64] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(&link.to_le_bytes());
+            out.extend_from_slice(&0u32.to_le_bytes());
+            out.extend_from_slice(&8u64.to_le_bytes());
+            out.extend_from_slice(&ent.to_le_bytes());
+        };
+    out.extend_from_slice(&[0; 64]);
+    shdr(&mut out, 1, 3, dynstr_at, dynstr.len(), 0, 0); // .dynstr
+    shdr(&mut out, 9, 6, dynamic_at, dynamic_len, 1, 16); // .dynamic
+    shdr(&mut out, 18, 3, shstrtab_at, shstrtab.len(), 0, 0); // .shstrtab
+    out
+}
+
+#[test]
+fn elf_needs_reads_dt_needed_in_order_and_the_interpreter() {
+    let bytes = elf(&["liba.so.1", "libc.so.6"], Some("/lib64/ld.so.2"));
+    let (needed, interp) = elf_needs(&bytes, "x").unwrap();
+    assert_eq!(needed, ["liba.so.1", "libc.so.6"]);
+    assert_eq!(interp.as_deref(), Some("/lib64/ld.so.2"));
+    assert_eq!(elf_needs(&elf(&[], None), "y").unwrap(), (vec![], None));
+    assert!(matches!(
+        elf_needs(b"#!/bin/sh\n", "z"),
+        Err(InitramfsError::Elf { .. })
+    ));
+}
+
+enum Content {
+    Elf(&'static [&'static str], Option<&'static str>),
+    Link(&'static str),
+}
+
+/// Packages written to a directory on first use; records which were unpacked.
+struct FakeSource {
+    dir: PathBuf,
+    packages: BTreeMap<&'static str, (Vec<(&'static str, Content)>, Vec<Vec<String>>)>,
+    unpacked: Vec<String>,
+}
+
+impl PackageSource for FakeSource {
+    fn unpack(&mut self, name: &str) -> Result<Option<Unpacked>, InitramfsError> {
+        let Some((files, depends)) = self.packages.get(name) else {
+            return Ok(None);
+        };
+        self.unpacked.push(name.to_owned());
+        let root = self.dir.join(name);
+        for (path, content) in files {
+            let at = root.join(path);
+            std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+            match content {
+                Content::Elf(needed, interp) => std::fs::write(&at, elf(needed, *interp)).unwrap(),
+                Content::Link(target) => std::os::unix::fs::symlink(target, &at).unwrap(),
+            }
+        }
+        Ok(Some(Unpacked {
+            deb: DebPackage {
+                name: name.to_owned(),
+                version: "1".into(),
+                sha256: String::new(),
+            },
+            depends: depends.clone(),
+            root,
+        }))
+    }
+}
+
+fn deps(text: &str) -> Vec<Vec<String>> {
+    parse_depends(text)
+}
+
+fn fake_source(test: &str) -> FakeSource {
+    let dir = std::env::temp_dir().join(format!("slipway-closure-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut packages = BTreeMap::new();
+    packages.insert(
+        "app",
+        (
+            vec![(
+                "usr/bin/app",
+                Content::Elf(&["liba.so.1", "libc.so.6"], Some("/lib64/ld.so.2")),
+            )],
+            deps("virtual-x | libc, liba (>= 1), unused"),
+        ),
+    );
+    packages.insert(
+        "libc",
+        (
+            vec![
+                (
+                    "lib/x86_64-linux-gnu/libc.so.6",
+                    Content::Elf(&["ld.so.2"], Some("/lib64/ld.so.2")),
+                ),
+                ("lib/x86_64-linux-gnu/ld.so.2", Content::Elf(&[], None)),
+                (
+                    "lib64/ld.so.2",
+                    Content::Link("/lib/x86_64-linux-gnu/ld.so.2"),
+                ),
+            ],
+            vec![],
+        ),
+    );
+    packages.insert(
+        "liba",
+        (
+            vec![
+                (
+                    "usr/lib/x86_64-linux-gnu/liba.so.1",
+                    Content::Link("liba.so.1.2.3"),
+                ),
+                (
+                    "usr/lib/x86_64-linux-gnu/liba.so.1.2.3",
+                    Content::Elf(&["libb.so.2", "libc.so.6"], None),
+                ),
+            ],
+            deps("libc, libb"),
+        ),
+    );
+    packages.insert(
+        "libb",
+        (
+            vec![(
+                "usr/lib/x86_64-linux-gnu/libb.so.2",
+                Content::Elf(&[], None),
+            )],
+            vec![],
+        ),
+    );
+    packages.insert(
+        "plugin",
+        (
+            vec![(
+                "usr/lib/x86_64-linux-gnu/libplug.so.0",
+                Content::Elf(&["libb.so.2"], None),
+            )],
+            deps("libb"),
+        ),
+    );
+    packages.insert(
+        "broken",
+        (
+            vec![("usr/bin/broken", Content::Elf(&["libmissing.so.1"], None))],
+            deps("libc, virtual-x"),
+        ),
+    );
+    packages.insert(
+        "escaping",
+        (
+            vec![("usr/bin/out", Content::Link("../../../../etc/passwd"))],
+            vec![],
+        ),
+    );
+    packages.insert("unused", (vec![], vec![]));
+    FakeSource {
+        dir,
+        packages,
+        unpacked: Vec::new(),
+    }
+}
+
+#[test]
+fn the_closure_follows_dt_needed_interp_and_dependencies() {
+    let mut source = fake_source("ok");
+    let closure = resolve_closure(
+        &mut source,
+        &[("app", "usr/bin/app")],
+        &[("plugin", "libplug.so.0")],
+    )
+    .unwrap();
+    let paths: Vec<&str> = closure.files.keys().map(String::as_str).collect();
+    assert_eq!(
+        paths,
+        [
+            "lib/x86_64-linux-gnu/libc.so.6",
+            "lib64/ld.so.2",
+            "usr/bin/app",
+            "usr/lib/x86_64-linux-gnu/liba.so.1",
+            "usr/lib/x86_64-linux-gnu/libb.so.2",
+            "usr/lib/x86_64-linux-gnu/libplug.so.0",
+        ],
+        "the loader once, at its PT_INTERP path (libc's DT_NEEDED on it is satisfied by it)"
+    );
+    let (package, file) = &closure.files["usr/lib/x86_64-linux-gnu/liba.so.1"];
+    assert_eq!(package, "liba");
+    assert!(file.ends_with("liba.so.1.2.3"), "the soname link's target");
+    assert_eq!(closure.files["lib64/ld.so.2"].0, "libc");
+    // The virtual alternative is skipped, `unused` (nothing needed from it) never fetched.
+    assert_eq!(source.unpacked, ["app", "plugin", "libc", "liba", "libb"]);
+    let names: Vec<&str> = closure.packages.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["app", "plugin", "libc", "liba", "libb"]);
+    std::fs::remove_dir_all(&source.dir).unwrap();
+}
+
+#[test]
+fn a_soname_no_dependency_provides_is_named() {
+    let mut source = fake_source("missing");
+    let e = resolve_closure(&mut source, &[("broken", "usr/bin/broken")], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("libmissing.so.1")
+            && e.contains("usr/bin/broken")
+            && e.contains("libc, virtual-x"),
+        "{e}"
+    );
+    let e = resolve_closure(&mut source, &[("app", "usr/bin/nope")], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("usr/bin/nope"), "{e}");
+    let e = resolve_closure(&mut source, &[("escaping", "usr/bin/out")], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("leaves the package"), "{e}");
+    std::fs::remove_dir_all(&source.dir).unwrap();
+}

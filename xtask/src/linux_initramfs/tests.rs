@@ -332,7 +332,7 @@ fn elf(needed: &[&str], interp: Option<&str>) -> Vec<u8> {
     for v in [64u16, 56, phnum as u16, 64, 4, 3] {
         out.extend_from_slice(&v.to_le_bytes());
     }
-    let mut phdr = |out: &mut Vec<u8>, kind: u32, at: usize, len: usize| {
+    let phdr = |out: &mut Vec<u8>, kind: u32, at: usize, len: usize| {
         out.extend_from_slice(&kind.to_le_bytes());
         out.extend_from_slice(&4u32.to_le_bytes());
         for v in [at, at, at, len, len, 8] {
@@ -381,10 +381,13 @@ enum Content {
     Link(&'static str),
 }
 
+/// A fake package: its files and its dependencies.
+type FakePackage = (Vec<(&'static str, Content)>, Vec<Vec<String>>);
+
 /// Packages written to a directory on first use; records which were unpacked.
 struct FakeSource {
     dir: PathBuf,
-    packages: BTreeMap<&'static str, (Vec<(&'static str, Content)>, Vec<Vec<String>>)>,
+    packages: BTreeMap<&'static str, FakePackage>,
     unpacked: Vec<String>,
 }
 

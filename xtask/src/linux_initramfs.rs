@@ -619,6 +619,23 @@ pub fn build(cache: &Path, out: Option<&Path>) -> Result<BuiltInitramfs, Initram
         ROOT_PACKAGES.join(", "),
         source.debs.display()
     );
+    let built = build_from(&mut source, cache, out);
+    // The unpacked packages go, whether the build worked or not.
+    let cleaned = std::fs::remove_dir_all(&source.unpack_dir);
+    let built = built?;
+    if let Err(e) = cleaned
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        return Err(io(&source.unpack_dir)(e));
+    }
+    Ok(built)
+}
+
+fn build_from(
+    source: &mut AptSource,
+    cache: &Path,
+    out: Option<&Path>,
+) -> Result<BuiltInitramfs, InitramfsError> {
     // Every root package first, so the closure sees them in a fixed order.
     let mut roots_unpacked = Vec::new();
     for name in ROOT_PACKAGES {
@@ -629,7 +646,7 @@ pub fn build(cache: &Path, out: Option<&Path>) -> Result<BuiltInitramfs, Initram
         );
     }
     let mut preloaded = Preloaded {
-        inner: &mut source,
+        inner: source,
         ready: roots_unpacked.clone(),
     };
     let closure = resolve_closure(&mut preloaded, &[TPM2], &DLOPENED)?;
@@ -661,11 +678,13 @@ pub fn build(cache: &Path, out: Option<&Path>) -> Result<BuiltInitramfs, Initram
     std::fs::create_dir_all(&out).map_err(io(&out))?;
     let image = out.join(IMAGE_NAME);
     let tmp = image.with_extension("partial");
-    std::fs::write(&tmp, &image_bytes).map_err(io(&tmp))?;
+    if let Err(e) = std::fs::write(&tmp, &image_bytes) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(&tmp)(e));
+    }
     std::fs::rename(&tmp, &image).map_err(io(&image))?;
     let list = out.join("initramfs.packages");
     std::fs::write(&list, packages_list(&closure.packages)).map_err(io(&list))?;
-    std::fs::remove_dir_all(&source.unpack_dir).map_err(io(&source.unpack_dir))?;
     Ok(BuiltInitramfs {
         image,
         size: image_bytes.len(),

@@ -194,7 +194,15 @@ fn the_transcript_of_the_qemu_run_parses_and_its_quote_checks() {
         "no window under plain QEMU"
     );
     assert_eq!(transcript.pcrs.len(), 10, "PCR17-21 in SHA-1 and SHA-256");
-    // The key is slipway-tpm's ECC P-256 attestation-key template, as the attest guest's.
+    // The key is slipway-tpm's ECC P-256 attestation-key template (`AkTemplate::EccP256`), as
+    // the attest guest's: every field before the unique point is the template's (type ECC,
+    // nameAlg SHA-256, attributes 0x00050072, empty policy, no symmetric, ECDSA-SHA256, P-256,
+    // no KDF; the bytes slipway-tpm's verify tests captured from the guest's key), then two
+    // 32-byte coordinates.
+    let template_prefix =
+        crate::verify::parse_hex("0023000b00050072000000100018000b00030010").expect("hex");
+    assert_eq!(transcript.ak_public[..20], template_prefix[..]);
+    assert_eq!(transcript.ak_public.len(), 20 + 2 + 32 + 2 + 32);
     let key = slipway_tpm::verify::parse_public(&transcript.ak_public).unwrap();
     assert_eq!(key.sec1_uncompressed().len(), 65);
     let quote = slipway_tpm::verify::verify_quote(

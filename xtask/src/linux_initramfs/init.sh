@@ -13,6 +13,8 @@ export PATH=/bin:/usr/bin
 export LD_LIBRARY_PATH=@LIBRARY_PATH@
 export TPM2TOOLS_TCTI=@TCTI@
 umask 077
+# No pathname expansion: words of the command line and tool output are data, never patterns.
+set -f
 P='slipway-init: '
 interactive=
 

@@ -3,10 +3,10 @@ use super::*;
 
 /// The attest role's transcript (its `attest: ` lines) from the documented dev loop: the stock
 /// kernel (`vmlinuz`) and this initramfs under plain QEMU 7.2 with OVMF and swtpm (banks SHA-1
-/// and SHA-256), nonce `00112233445566778899aabbccddeeff`. The log is OVMF's, so PCR17-21 are
+/// and SHA-256), nonce `8899aabbccddeeff0011223344556677`. The log is OVMF's, so PCR17-21 are
 /// all FF (no dynamic launch).
 const QEMU_TRANSCRIPT: &str = include_str!("qemu-ovmf-transcript.txt");
-const QEMU_NONCE: &str = "00112233445566778899aabbccddeeff";
+const QEMU_NONCE: &str = "8899aabbccddeeff0011223344556677";
 
 fn tree(entries: &[(&str, Node)]) -> Tree {
     let mut tree = Tree::default();

@@ -300,6 +300,13 @@ pub fn handle_exit<B: VcpuBackend + ?Sized>(
             ExitAction::Hypercall
         }
         VmExit::Rdtsc => ExitAction::Rdtsc,
+        // Domain memory is coherent (nested paging, no device DMA), so skipping the flush is
+        // correct, and performing it would let any guest stall every cache of the machine.
+        // Linux executes it on every application processor's way up.
+        VmExit::Wbinvd { len } => {
+            vcpu.advance_rip(u64::from(len));
+            ExitAction::Resume
+        }
         VmExit::Halt => {
             vcpu.advance_rip(1);
             ExitAction::Halt
@@ -377,8 +384,9 @@ pub fn apic_base(lapic: &LocalApic) -> u64 {
 /// the local APIC offered is the xAPIC model ([`crate::lapic`]); XSAVE/OSXSAVE/AVX (1.ECX bit 26..28), AVX2 and
 /// AVX-512 (leaf 7.0 EBX) and leaf 0xD, because XSETBV is forbidden; MTRRs, MCE and MCA
 /// (1.EDX bits 12, 7, 14 and their 0x80000001.EDX copies), TSC_ADJUST (7.0 EBX bit 1), RDTSCP
-/// (0x80000001.EDX bit 27) and RDPID (7.0 ECX bit 22), whose MSRs no domain gets (and a guest that
-/// sees MTRRs executes WBINVD, which is forbidden); the host's topology (leaves 0xB, 0x1F,
+/// (0x80000001.EDX bit 27) and RDPID (7.0 ECX bit 22), whose MSRs no domain gets; WBNOINVD
+/// (0x80000008.EBX bit 9: WBINVD is a no-op of two bytes on SVM, which reports no length); the
+/// host's topology (leaves 0xB, 0x1F,
 /// 0x8000001E and TOPOEXT, 0x80000001.ECX bit 22). Set: the vCPU's APIC ID in 1.EBX bits 31:24,
 /// the hypervisor-present bit (1.ECX bit 31) and the vendor leaf 0x40000000 ("SlipwaySlipw", no
 /// further leaves).
@@ -411,6 +419,7 @@ pub fn filter_cpuid(leaf: u32, subleaf: u32, raw: [u32; 4], apic_id: u8) -> [u32
             d &= !((1 << 2) | (1 << 3) | (1 << 8) | (1 << 22) | (1 << 24) | (1 << 25));
         }
         0xb | 0xd | 0x1f | 0x8000_000a | 0x8000_001e => [a, b, c, d] = [0; 4],
+        0x8000_0008 => b &= !(1 << 9),
         0x8000_0001 => {
             c &= !((1 << 2) | (1 << 12) | (1 << 22));
             d &= !(MACHINE_CHECK_AND_MTRR | (1 << 27));

@@ -33,8 +33,6 @@ pub enum ForbiddenInstruction {
     Monitor,
     /// MWAIT (would idle the physical CPU).
     Mwait,
-    /// WBINVD (flushes every cache of the machine: a cheap way to slow every other domain).
-    Wbinvd,
     /// ICEBP / INT1 (a debug trap meant for hardware debuggers).
     Icebp,
     /// A hardware task switch (no guest gets a TSS-based setup here).
@@ -58,7 +56,6 @@ impl ForbiddenInstruction {
             ForbiddenInstruction::Invd => "INVD",
             ForbiddenInstruction::Monitor => "MONITOR",
             ForbiddenInstruction::Mwait => "MWAIT",
-            ForbiddenInstruction::Wbinvd => "WBINVD",
             ForbiddenInstruction::Icebp => "ICEBP",
             ForbiddenInstruction::TaskSwitch => "task switch",
             ForbiddenInstruction::Other => "an intercepted instruction",
@@ -123,6 +120,12 @@ pub enum VmExit {
     Hypercall,
     /// `hlt` (1-byte instruction).
     Halt,
+    /// `wbinvd` (2 bytes on SVM, which reports no length; `len` on VMX, which covers WBNOINVD's
+    /// prefix): performed as a no-op ([`crate::exit_handler`]).
+    Wbinvd {
+        /// The instruction's length.
+        len: u8,
+    },
     /// `rdtsc` (2-byte instruction), intercepted only when asked for
     /// ([`VcpuBackend::set_rdtsc_exiting`]).
     Rdtsc,
@@ -358,7 +361,7 @@ impl ExitCounts {
     pub const KINDS: [&'static str; 14] = [
         "I/O",
         "MSR",
-        "CPUID",
+        "CPUID/RDTSC/WBINVD",
         "hypercall",
         "HLT",
         "local APIC",
@@ -378,7 +381,7 @@ impl ExitCounts {
         let kind = match exit {
             VmExit::IoOut { .. } | VmExit::IoIn { .. } | VmExit::IoString { .. } => 0,
             VmExit::MsrRead { .. } | VmExit::MsrWrite { .. } => 1,
-            VmExit::Cpuid { .. } | VmExit::Rdtsc => 2,
+            VmExit::Cpuid { .. } | VmExit::Rdtsc | VmExit::Wbinvd { .. } => 2,
             VmExit::Hypercall => 3,
             VmExit::Halt => 4,
             VmExit::NestedPageFault { gpa, .. }

@@ -641,9 +641,8 @@ impl SvmVcpu {
             exit::INVD => VmExit::Forbidden(ForbiddenInstruction::Invd),
             exit::MONITOR => VmExit::Forbidden(ForbiddenInstruction::Monitor),
             exit::MWAIT | exit::MWAIT_ARMED => VmExit::Forbidden(ForbiddenInstruction::Mwait),
-            exit::WBINVD | exit::ICEBP | exit::TASK_SWITCH => {
-                VmExit::Forbidden(ForbiddenInstruction::Other)
-            }
+            exit::WBINVD => VmExit::Wbinvd { len: 2 },
+            exit::ICEBP | exit::TASK_SWITCH => VmExit::Forbidden(ForbiddenInstruction::Other),
             c if (exit::EXCEPTION_BASE..exit::EXCEPTION_BASE + 32).contains(&c) => {
                 VmExit::Exception {
                     vector: (c - exit::EXCEPTION_BASE) as u8,

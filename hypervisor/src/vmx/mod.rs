@@ -512,6 +512,7 @@ impl VmxVcpu {
                 rsi,
                 ..GuestRegs::default()
             },
+            EntryState::WaitForStartupIpi => GuestRegs::default(),
         };
         Ok(VmxVcpu {
             vmcs_pa,

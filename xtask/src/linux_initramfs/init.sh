@@ -24,6 +24,11 @@ finish() {
 		exec setsid cttyhack sh
 	fi
 	echo "${P}powering off (exit $1)"
+	# Let the console drain first: the UART has no interrupt, so Linux sends the tty's queue a
+	# FIFO at a time from a timer. stty's TCSADRAIN waits for the queue, the sleep for the
+	# last FIFO; a power-off before would cut the transcript short.
+	stty -F /dev/console "$(stty -F /dev/console -g)" 2>/dev/null
+	sleep 1
 	poweroff -f
 	# Only if the power-off itself failed: init exits, and the kernel's panic shows it.
 	exit "$1"

@@ -657,3 +657,12 @@ fn acpi_soft_off_powers_the_domain_off_and_other_sleep_writes_are_ignored() {
     });
     assert_eq!(rig.vcpu.rax & 0xff, 0, "no wake status");
 }
+
+#[test]
+fn wbinvd_is_skipped_without_flushing() {
+    let mut rig = Rig::new();
+    assert_eq!(rig.exit(VmExit::Wbinvd { len: 2 }), ExitAction::Resume);
+    assert_eq!(rig.vcpu.rip, 0x1002);
+    assert_eq!(rig.exit(VmExit::Wbinvd { len: 3 }), ExitAction::Resume);
+    assert_eq!(rig.vcpu.rip, 0x1005);
+}

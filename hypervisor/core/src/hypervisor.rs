@@ -245,16 +245,14 @@ pub struct DomainHw {
     /// vCPUs, so their TSCs stay synchronized.
     pub tsc_offset: u64,
     /// The domain's clock as frozen by a PM-timer read of each vCPU: while a domain runs on one
-    /// vCPU, a PM-timer read stops its clock (TSC and PM timer) until the vCPU next reads the
-    /// TSC (RDTSC exits meanwhile), each read advancing it by [`TSC_READ_STEP_NS`]. So a read
-    /// takes the same short time in the guest's view as on hardware, where a booting kernel
-    /// calibrating its TSC against the PM timer checks that it took under ~50 µs of TSC time;
-    /// an exit under an emulator takes longer. Nothing else of the clock changes: both
-    /// clocks keep their rates, and time only ever moves forward.
+    /// vCPU, a PM-timer read stops its clock (TSC and PM timer) until the vCPU's next exit for
+    /// anything else (RDTSC exits meanwhile and is answered from it), each read advancing it
+    /// by [`TSC_READ_STEP_NS`]; the clock then goes on from there, the time in between hidden
+    /// (the offset shrinks). So a read takes the same short time in the guest's view as on
+    /// hardware, where a booting kernel calibrating its TSC against the PM timer checks that
+    /// it took under ~50 µs of TSC time; an exit under an emulator takes longer. Both clocks
+    /// keep their rates, and the TSC the guest reads only ever moves forward.
     pub tsc_frozen: [Option<u64>; MAX_VCPUS],
-    /// The domain TSC a vCPU's emulated RDTSC returned: its clock resumes from there at its
-    /// next entry.
-    pub tsc_resume: [Option<u64>; MAX_VCPUS],
     /// Startup IPIs the backend could not act on were reported (said once per domain).
     pub startup_refused: bool,
 }
@@ -801,7 +799,6 @@ fn allocate_domain<M: PhysMemory, F: FrameAllocator>(
         halted: [false; MAX_VCPUS],
         tsc_offset: 0,
         tsc_frozen: [None; MAX_VCPUS],
-        tsc_resume: [None; MAX_VCPUS],
         startup_refused: false,
     })
 }
@@ -1227,6 +1224,12 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
             domain.tsc_frozen[index] = Some(frozen);
             frozen
         } else {
+            // Any other exit (RDTSC aside, answered below) thaws a frozen clock.
+            if exit != VmExit::Rdtsc
+                && let Some(frozen) = domain.tsc_frozen[index].take()
+            {
+                domain.tsc_offset = frozen.wrapping_add(step).wrapping_sub(now);
+            }
             domain.guest_tsc(now)
         };
         let pm_timer = crate::pm_timer::count(pm_tsc, self.tsc_hz);
@@ -1328,17 +1331,21 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
         (self.tsc_hz / (1_000_000_000 / TSC_READ_STEP_NS)).max(1)
     }
 
-    /// An intercepted RDTSC: answered from the frozen clock (which thaws: the domain's TSC
-    /// resumes from the answer at the next entry), else from the domain's TSC.
+    /// An intercepted RDTSC: answered from the frozen clock, which thaws (the domain's TSC goes
+    /// on from the answer), else from the domain's TSC.
     fn rdtsc(&mut self, cpu: usize, at: VcpuSlot, now: u64) {
         let step = self.tsc_read_step();
         let Some(domain) = self.domains[at.slot].as_mut() else {
             return;
         };
-        let value = domain.tsc_frozen[at.index]
-            .take()
-            .map_or_else(|| domain.guest_tsc(now), |f| f.wrapping_add(step));
-        domain.tsc_resume[at.index] = Some(value);
+        let value = match domain.tsc_frozen[at.index].take() {
+            Some(frozen) => {
+                let value = frozen.wrapping_add(step);
+                domain.tsc_offset = value.wrapping_sub(now);
+                value
+            }
+            None => domain.guest_tsc(now),
+        };
         self.vcpus.with(cpu, at, |vcpu| {
             vcpu.set_reg(Reg::Rax, value & 0xffff_ffff);
             vcpu.set_reg(Reg::Rdx, value >> 32);
@@ -1358,13 +1365,7 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
         let Some(domain) = self.domains[at.slot].as_mut() else {
             return;
         };
-        // A frozen or just-read clock goes on from where the guest saw it last.
         let frozen = domain.tsc_frozen[at.index];
-        if let Some(guest_tsc) = frozen.or(domain.tsc_resume[at.index].take())
-            && domain.running_vcpus() <= 1
-        {
-            domain.tsc_offset = guest_tsc.wrapping_sub(now);
-        }
         let tsc_offset = domain.tsc_offset;
         let guest_now = domain.guest_tsc(now);
         let lapic = &mut domain.lapics[at.index];

@@ -1201,7 +1201,7 @@ fn an_apic_access_that_cannot_be_emulated_stops_the_domain_with_the_bytes() {
 }
 
 #[test]
-fn a_pm_timer_read_freezes_a_one_vcpu_domains_clock_until_it_reads_the_tsc() {
+fn a_pm_timer_read_freezes_a_one_vcpu_domains_clock_until_its_next_other_exit() {
     use slipway_protocol::platform::{PM_TIMER_HZ, PM_TIMER_PORT};
     let mut w = world(1);
     // One TSC tick per PM timer tick keeps the numbers readable; the step is then 3 ticks.
@@ -1243,10 +1243,16 @@ fn a_pm_timer_read_freezes_a_one_vcpu_domains_clock_until_it_reads_the_tsc() {
         },
     );
     assert!(!w.vcpu(guest, 0).rdtsc_exiting);
-    assert_eq!(w.vcpu(guest, 0).tsc_offset, 10_009u64.wrapping_sub(30_000));
-    // Time runs normally again: the 1,000 ticks since that entry (running and not) show.
+    assert_eq!(w.vcpu(guest, 0).tsc_offset, 10_009u64.wrapping_sub(25_050));
+    // Time runs normally again: everything since the RDTSC exit shows.
     run(&mut w, 31_000, 31_000, pm_read);
-    assert_eq!(rax(&mut w), 10_009 + 1_000);
+    assert_eq!(rax(&mut w), 10_009 + (31_000 - 25_050));
+    // A frozen clock also thaws at any other exit (a HLT, say), so time never stands still.
+    // (`World::exit` exits at host TSC 0.)
+    let v = w.pick(0, (guest, 0));
+    w.exit(0, v, VmExit::Halt);
+    let domain = w.hv.domains[usize::from(guest.0)].as_ref().unwrap();
+    assert_eq!(domain.tsc_offset, 10_009 + (31_000 - 25_050) + 3);
 }
 
 #[test]

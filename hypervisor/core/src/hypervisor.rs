@@ -1465,15 +1465,14 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
                         Some(Ok(())) => {
                             lapic.receive_startup(vector);
                         }
-                        Some(Err(why)) => {
-                            if !domain.startup_refused {
-                                domain.startup_refused = true;
-                                self.host.log(format_args!(
-                                    "domain {}: vCPU {index} stays waiting: {why}",
-                                    domain.name
-                                ));
-                            }
+                        Some(Err(why)) if !domain.startup_refused => {
+                            domain.startup_refused = true;
+                            self.host.log(format_args!(
+                                "domain {}: vCPU {index} stays waiting: {why}",
+                                domain.name
+                            ));
                         }
+                        Some(Err(_)) => {}
                         None => {}
                     }
                 }

@@ -25,8 +25,6 @@ pub enum ForbiddenInstruction {
     Skinit,
     /// INVLPGA.
     Invlpga,
-    /// XSETBV (XSAVE is hidden from guests).
-    Xsetbv,
     /// INVD (would drop dirty cache lines, hypervisor data included).
     Invd,
     /// MONITOR (hidden in CPUID).
@@ -54,7 +52,6 @@ impl ForbiddenInstruction {
             ForbiddenInstruction::Clgi => "CLGI",
             ForbiddenInstruction::Skinit => "SKINIT",
             ForbiddenInstruction::Invlpga => "INVLPGA",
-            ForbiddenInstruction::Xsetbv => "XSETBV",
             ForbiddenInstruction::Invd => "INVD",
             ForbiddenInstruction::Monitor => "MONITOR",
             ForbiddenInstruction::Mwait => "MWAIT",
@@ -123,6 +120,9 @@ pub enum VmExit {
     Hypercall,
     /// `hlt` (1-byte instruction).
     Halt,
+    /// `xsetbv` (3-byte instruction; the register number in ecx, the value in edx:eax), judged
+    /// by [`crate::xsave::XsaveOffer::check_xsetbv`].
+    Xsetbv,
     /// `rdtsc` (2-byte instruction), intercepted only when asked for
     /// ([`VcpuBackend::set_rdtsc_exiting`]).
     Rdtsc,
@@ -216,13 +216,17 @@ pub enum Reg {
     Cr0,
     /// CR3 (the guest's page-table root; read-only).
     Cr3,
-    /// CR4 as the processor uses it (PAE, PSE, LA57; read-only).
+    /// CR4 as the processor uses it (PAE, PSE, LA57, OSXSAVE; read-only).
     Cr4,
     /// The CS segment base (read-only; ignored by the processor in 64-bit code).
     CsBase,
     /// The default operand and address size of the code the vCPU executes, in bits (read-only):
     /// 64 (CS.L in IA-32e mode), 32 (CS.D/B set) or 16.
     CodeBits,
+    /// The vCPU's XCR0 (read-write; starts at [`crate::xsave::XCR0_RESET`]). The backend keeps
+    /// it per vCPU and has the hardware XCR0 hold it only while the vCPU runs; common code writes
+    /// only values [`crate::xsave::XsaveOffer::check_xsetbv`] accepted.
+    Xcr0,
 }
 
 impl Reg {
@@ -351,7 +355,7 @@ pub struct ExitCounts {
 
 impl ExitCounts {
     /// The kinds, in report order.
-    pub const KINDS: [&'static str; 14] = [
+    pub const KINDS: [&'static str; 15] = [
         "I/O",
         "MSR",
         "CPUID",
@@ -365,6 +369,7 @@ impl ExitCounts {
         "exception",
         "forbidden",
         "shutdown/invalid",
+        "XSETBV",
         "other",
     ];
 
@@ -389,7 +394,8 @@ impl ExitCounts {
             VmExit::Exception { .. } => 10,
             VmExit::Forbidden(_) => 11,
             VmExit::Shutdown | VmExit::InvalidState => 12,
-            VmExit::Unknown { .. } => 13,
+            VmExit::Xsetbv => 13,
+            VmExit::Unknown { .. } => 14,
         };
         self.counts[kind] += 1;
     }

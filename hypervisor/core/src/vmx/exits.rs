@@ -341,7 +341,7 @@ pub fn decode_exit(info: &ExitInfo) -> VmExit {
             }
         }
         WBINVD => forbidden(ForbiddenInstruction::Wbinvd),
-        XSETBV => forbidden(ForbiddenInstruction::Xsetbv),
+        XSETBV => VmExit::Xsetbv,
         basic => VmExit::Unknown {
             code: u64::from(basic),
         },

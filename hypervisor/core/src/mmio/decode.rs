@@ -246,7 +246,7 @@ pub fn decode(bytes: &[u8], code: CodeSize) -> Result<Instruction, DecodeError> 
     let reg_number = |reg: u8| reg | if rex_bits & REX_R != 0 { 8 } else { 0 };
 
     let (size, access) = match opcode {
-        0x88 | 0x89 | 0x8a | 0x8b => {
+        0x88..=0x8b => {
             let byte = opcode & 1 == 0;
             let reg = skip_memory_operand(&mut cursor, address_bits)?;
             let operand = register(reg_number(reg), byte, rex);

@@ -62,10 +62,7 @@ pub struct XsaveOffer {
 
 impl XsaveOffer {
     /// Nothing offered: guests keep x87/SSE (FXSAVE).
-    pub const NONE: XsaveOffer = XsaveOffer {
-        xcr0: 0,
-        avx: None,
-    };
+    pub const NONE: XsaveOffer = XsaveOffer { xcr0: 0, avx: None };
 
     /// The offer on the host whose CPUID `host_cpuid(leaf, subleaf)` answers.
     pub fn from_host(host_cpuid: &mut dyn FnMut(u32, u32) -> [u32; 4]) -> Self {
@@ -178,7 +175,12 @@ mod tests {
     fn avx_host(leaf: u32, subleaf: u32) -> [u32; 4] {
         match (leaf, subleaf) {
             (0, _) => [0x16, 0, 0, 0],
-            (1, _) => [0, 0, CPUID1_ECX_XSAVE | CPUID1_ECX_OSXSAVE | CPUID1_ECX_AVX, 0],
+            (1, _) => [
+                0,
+                0,
+                CPUID1_ECX_XSAVE | CPUID1_ECX_OSXSAVE | CPUID1_ECX_AVX,
+                0,
+            ],
             (0xd, 0) => [0xe7, 2696, 2696, 0],
             (0xd, 2) => [256, 576, 0, 0],
             (0xd, 5) => [64, 832, 0, 0],
@@ -223,7 +225,13 @@ mod tests {
         assert_eq!(no_avx.xcr0, 0b11);
         assert_eq!(no_avx.avx, None);
         // Max leaf below 0xD: no way to size the area.
-        let old = offer_of(|l, s| if l == 0 { [0xc, 0, 0, 0] } else { avx_host(l, s) });
+        let old = offer_of(|l, s| {
+            if l == 0 {
+                [0xc, 0, 0, 0]
+            } else {
+                avx_host(l, s)
+            }
+        });
         assert_eq!(old, XsaveOffer::NONE);
     }
 
@@ -285,7 +293,11 @@ mod tests {
         assert_eq!(offer.cpuid_leaf_d(2, 0b111), [256, 576, 0, 0]);
         // AVX-512 state exists on the host but is not described.
         for subleaf in [3, 5, 6, 7, 9, 63, 64, u32::MAX] {
-            assert_eq!(offer.cpuid_leaf_d(subleaf, 0b111), [0; 4], "subleaf {subleaf}");
+            assert_eq!(
+                offer.cpuid_leaf_d(subleaf, 0b111),
+                [0; 4],
+                "subleaf {subleaf}"
+            );
         }
         let sse_only = XsaveOffer {
             xcr0: 0b11,

@@ -682,7 +682,11 @@ fn cpuid_offers_xsave_and_avx_and_osxsave_follows_the_guest_cr4() {
     rig.vcpu.xcr0 = crate::xsave::XCR0_RESET;
     let [_, _, ecx, _] = cpuid(&mut rig, 1, 0);
     assert_ne!(ecx & (1 << 26), 0, "XSAVE");
-    assert_eq!(ecx & (1 << 27), 0, "OSXSAVE: the guest's CR4.OSXSAVE is clear");
+    assert_eq!(
+        ecx & (1 << 27),
+        0,
+        "OSXSAVE: the guest's CR4.OSXSAVE is clear"
+    );
     assert_ne!(ecx & (1 << 28), 0, "AVX");
     assert_ne!(ecx & ((1 << 12) | (1 << 29)), 0, "FMA, F16C with AVX");
     rig.vcpu.cr4 = CR4_OSXSAVE;
@@ -710,7 +714,11 @@ fn cpuid_offers_xsave_and_avx_and_osxsave_follows_the_guest_cr4() {
     assert_eq!(cpuid(&mut rig, 0xd, 0), [0b111, 832, 832, 0]);
     assert_eq!(cpuid(&mut rig, 0xd, 1), [0; 4], "no XSAVEOPT/XSAVEC/XSAVES");
     assert_eq!(cpuid(&mut rig, 0xd, 2), [256, 576, 0, 0]);
-    assert_eq!(cpuid(&mut rig, 0xd, 5), [0; 4], "AVX-512 state not described");
+    assert_eq!(
+        cpuid(&mut rig, 0xd, 5),
+        [0; 4],
+        "AVX-512 state not described"
+    );
 }
 
 #[test]
@@ -800,7 +808,11 @@ fn a_refused_xsetbv_faults_like_hardware_and_changes_nothing() {
     );
     rig.vcpu.cr4 = CR4_OSXSAVE;
     rig.host = Host::NoXsave;
-    assert_eq!(xsetbv(&mut rig, 0, 0, 0b011), [Event::INVALID_OPCODE], "no XSAVE");
+    assert_eq!(
+        xsetbv(&mut rig, 0, 0, 0b011),
+        [Event::INVALID_OPCODE],
+        "no XSAVE"
+    );
     rig.host = Host::SseOnly;
     assert_eq!(xsetbv(&mut rig, 0, 0, 0b111), gp, "AVX not offered");
     assert_eq!(rig.vcpu.xcr0, 0b011);

@@ -592,7 +592,10 @@ fn fpu(marker: Option<u64>, millions: u64) -> ! {
         0x1f80 | (marker as u32) << 13,
     );
     // The upper halves of YMM0-15 get a value of their own, distinct from the lower halves'.
-    let upper = [0xa5c0_0000_0000_0000 | (marker * 0x1111), 0x7e57_0000_0000_0000 | marker];
+    let upper = [
+        0xa5c0_0000_0000_0000 | (marker * 0x1111),
+        0x7e57_0000_0000_0000 | marker,
+    ];
     if avx.is_ok() {
         set_ymm(value, upper);
     } else {

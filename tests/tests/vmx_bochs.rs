@@ -140,7 +140,9 @@ fn hostile_guests_are_stopped_or_refused_and_the_others_finish_under_vmx() {
 /// `images/test-fpu` under VMX: two domains on one pCPU each keep their own x87/SSE/AVX state
 /// and DR0-DR3 (none is switched by VM entries), starting clean, while the scheduler alternates
 /// them. AVX (bochs' Skylake-X model has it) is enabled by each guest's XSETBV, which exits under
-/// VMX (exit 55) and is emulated by the exit handler: one per vCPU (domB, fpu-a, fpu-b).
+/// VMX (exit 55) and is emulated by the exit handler: one at entry per vCPU (domB, fpu-a, fpu-b,
+/// xsetbv-pkru), and a fifth from `xsetbv-pkru`, whose XSETBV of PKRU (not offered) gets #GP:
+/// without an IDT the guest triple-faults and is stopped.
 #[test]
 fn each_domain_keeps_its_own_fpu_and_debug_registers_under_vmx() {
     let built = bundle("test-fpu");
@@ -194,7 +196,14 @@ fn each_domain_keeps_its_own_fpu_and_debug_registers_under_vmx() {
     });
     assert_eq!(
         xsetbv_exits,
-        Some(3),
-        "one emulated XSETBV per vCPU (domB, fpu-a, fpu-b)"
+        Some(5),
+        "one emulated XSETBV at entry per vCPU (domB, fpu-a, fpu-b, xsetbv-pkru) and the refused one"
+    );
+    assert!(
+        outcome.lines.iter().any(|l| l
+            .text
+            .starts_with("slipway: domain xsetbv-pkru stopped: triple fault")),
+        "{}",
+        outcome.report()
     );
 }

@@ -19,6 +19,7 @@
 //! | `debug-exceptions` | single-steps one instruction (#DB) at CPL 0, then with CR0.AM and RFLAGS.AC makes a misaligned load at CPL 3 (#AC) | the guest's own handlers get both (the hypervisor intercepts and reflects them); an emulator that does not check alignment raises no #AC, which is reported |
 //! | `flood` | for `duration=<TSC megaticks>`, in every odd half-period of `period=<megaticks>` of the TSC, writes the non-printable byte 0x01 (escaped to 4 characters) in console writes of 1024 bytes; makes empty console writes in the even ones (the same calls without output) | its output is rate-limited and the drops reported; no other domain slows down |
 //! | `victim` | for `duration`, counts the exits it can make (UART status reads) per 10^9 TSC ticks in the even (quiet) and odd (loud) half-periods of `period`, and prints both rates and their ratio | the ratio stays near 1 |
+//! | `xsetbv-beyond-offer` | executes XSETBV with XCR0 = x87\|SSE\|AVX\|PKRU (PKRU is never offered), then writes to its console | domain stopped: the exit handler's #GP (no IDT: triple fault), or, where the CPU let the XSETBV through without an exit (QEMU 7.2's SVM), the backend's check of XCR0 after the next exit |
 //! | `fpu` | checks its x87/SSE state and DR0-DR3 start clean (XMM0-15 and DR0-DR3 zero), and where CPUID offers AVX (guest-rt's entry enabled it with XSETBV) that XCR0 reads x87\|SSE\|AVX and the upper halves of YMM0-15 start zero; writes its own (`marker=<1..=3>`: XMM0-15, YMM0-15 upper halves, x87 and SSE rounding control, DR0-DR3), then spins `spin=<millions>` iterations checking it still reads back, counting the pauses (TSC gaps) where other vCPUs ran | `fpu: clean start`, `avx: xcr0 0x7, clean start` (or `avx: not offered`), `debug registers: clean start`, `debug registers: kept marker ...`, `avx: kept marker ...` and `fpu: kept marker ...`; another domain's state is never seen |
 #![no_std]
 #![no_main]
@@ -81,6 +82,7 @@ fn main(boot: Boot) -> ! {
             mega(cmdline, "duration").unwrap_or(6000),
         ),
         "spin" => spin(word_value(cmdline, "spin").and_then(|n| n.parse().ok())),
+        "xsetbv-beyond-offer" => xsetbv_beyond_offer(),
         "fpu" => fpu(
             word_value(cmdline, "marker").and_then(|n| n.parse().ok()),
             word_value(cmdline, "spin")
@@ -644,6 +646,26 @@ fn fpu(marker: Option<u64>, millions: u64) -> ! {
     }
     println!("fpu: kept marker {marker} for {counter} iterations, {pauses} pauses");
     hypercall::shutdown(0)
+}
+
+/// XCR0 with PKRU (bit 9) on top of x87|SSE|AVX: a component no guest is offered.
+fn xsetbv_beyond_offer() -> ! {
+    const XCR0_WITH_PKRU: u64 = 0b111 | (1 << 9);
+    println!("executing xsetbv with XCR0 = {XCR0_WITH_PKRU:#x} (PKRU is not offered)");
+    // SAFETY: deliberately hostile: the hypervisor must refuse the value (#GP) or stop the
+    // domain; if it were accepted, only this guest's own extended state would change.
+    unsafe {
+        core::arch::asm!(
+            "xsetbv",
+            in("ecx") 0u32,
+            in("eax") XCR0_WITH_PKRU as u32,
+            in("edx") (XCR0_WITH_PKRU >> 32) as u32,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    // The console write exits: a hypervisor that missed the XSETBV sees XCR0 here.
+    println!("xsetbv with PKRU executed; writing to the console");
+    survived("XSETBV of a state component not offered")
 }
 
 /// The page ring 3 passes to the hypervisor in `user-hypercall`.

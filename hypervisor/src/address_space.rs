@@ -57,7 +57,8 @@ pub fn image_range() -> PhysRange {
     PhysRange::new(text.0.start.0, data.0.end.0)
 }
 
-/// Builds the tables. `free` is RAM the allocator manages, `modules` the boot modules,
+/// Builds the tables. `free` is RAM the hypervisor owns (what the allocator manages and the
+/// frame bitmap, below and above 4 GiB), `modules` the boot modules,
 /// `trampoline` the AP start page (R+X: written before the switch, executed by APs).
 pub fn build(
     mem: &mut DirectMap,

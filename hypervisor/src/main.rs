@@ -60,7 +60,8 @@ static mut ACCOUNTING: RunAccounting = RunAccounting::new(1);
 static PRE_LAUNCH_CANARY: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 const CANARY: u64 = 0x5052_454c_4155_4e43;
 
-/// Bitmap storage for the frame allocator: one bit per 4 KiB frame below 4 GiB.
+/// Bitmap storage for the frame allocator: one bit per 4 KiB frame, 4 GiB of RAM; a machine
+/// with more RAM gets its bitmap from free RAM below 4 GiB (`frame_alloc::carve_bitmap_storage`).
 static mut FRAME_BITMAP: [u64; 16384] = [0; 16384];
 
 /// Pre-launch entry, called by the 32-bit stub in long mode on the boot stack.
@@ -196,14 +197,28 @@ extern "C" fn post_launch_main(handoff_addr: u64, entered_by: u64) -> ! {
             qemu_exit::exit(Verdict::Failure)
         }
     }
+    // SAFETY: the bitmap is used only by this allocator, which lives for the rest of the run.
+    let static_bitmap = unsafe { &mut *core::ptr::addr_of_mut!(FRAME_BITMAP) };
+    let carved_bitmap = slipway_hv_core::frame_alloc::carve_bitmap_storage(
+        &mut boot.free,
+        &mut boot.free_count,
+        static_bitmap.len(),
+        memmap::EARLY_MAP_LIMIT,
+    )
+    .unwrap_or_else(|e| {
+        hvprintln!("post-launch: no room for the frame bitmap below 4 GiB: {e:?}; nothing starts");
+        qemu_exit::exit(Verdict::Failure)
+    });
     let free = &boot.free[..boot.free_count];
-    let free_bytes: u64 = free.iter().map(|r| r.len()).sum();
+    let (below_4g, above_4g) = memmap::split_at_4_gib(free);
     hvprintln!(
-        "post-launch: validated {} memory regions, {} modules; {} MiB free RAM in {} ranges",
+        "post-launch: validated {} memory regions, {} modules; {} MiB free RAM in {} ranges: {} MiB below 4 GiB, {} MiB above",
         handoff.region_count,
         boot.module_count,
-        free_bytes >> 20,
-        free.len()
+        (below_4g + above_4g) >> 20,
+        free.len(),
+        below_4g >> 20,
+        above_4g >> 20
     );
     if boot.unused_ranges > 0 {
         hvprintln!(
@@ -235,8 +250,25 @@ extern "C" fn post_launch_main(handoff_addr: u64, entered_by: u64) -> ! {
         }
     };
 
-    // SAFETY: the bitmap is used only by this allocator, which lives for the rest of the run.
-    let bitmap = unsafe { &mut *core::ptr::addr_of_mut!(FRAME_BITMAP) };
+    let bitmap: &'static mut [u64] = match carved_bitmap {
+        Some(range) => {
+            hvprintln!(
+                "post-launch: frame bitmap ({} KiB) in RAM at {:#x}",
+                range.len() >> 10,
+                range.start.0
+            );
+            // SAFETY: `range` is free RAM below 4 GiB (identity-mapped by the early tables now,
+            // mapped RW by the hypervisor's own tables below), page-aligned, taken out of the
+            // allocator's and the DirectMap's ranges, so nothing else ever references it.
+            unsafe {
+                core::slice::from_raw_parts_mut(
+                    range.start.0 as *mut u64,
+                    (range.len() / 8) as usize,
+                )
+            }
+        }
+        None => static_bitmap,
+    };
     let mut alloc = BitmapFrameAllocator::new(free, bitmap)
         .unwrap_or_else(|e| panic!("frame allocator: {e:?}"));
     let mut mem = physmem::DirectMap::new();
@@ -258,10 +290,13 @@ extern "C" fn post_launch_main(handoff_addr: u64, entered_by: u64) -> ! {
             "smp: page {trampoline:#x} is not usable RAM: application processors stay parked"
         );
     }
+    // The hypervisor's own RAM: what the allocator manages and the carved frame bitmap.
+    let mut own_ram = heapless::Vec::<_, { memmap::MAX_RANGES + 1 }>::new();
+    own_ram.extend(free.iter().copied().chain(carved_bitmap));
     let table = address_space::build(
         &mut mem,
         &mut alloc,
-        free,
+        &own_ram,
         &boot.modules[..boot.module_count],
         trampoline_ok.then_some(trampoline),
     )

@@ -8,6 +8,7 @@ use slipway_hv_core::addr::{PAGE_SIZE, PhysRange};
 use slipway_protocol::boot_modules::{self, ModuleIdentityError};
 use slipway_protocol::v1::ModuleName;
 
+pub use slipway_hv_core::memmap::split_at_4_gib;
 use slipway_hv_core::memmap::{
     DEFAULT_MMIO_HOLES, FirmwareRegion, MemoryMapError, RegionKind as CoreKind, validate_memory_map,
 };
@@ -20,12 +21,14 @@ use crate::launch::{
 pub const MAX_RANGES: usize = slipway_hv_core::frame_alloc::MAX_ALLOCATOR_REGIONS;
 /// Ranges while the map is being processed (EFI maps have 100+ entries before merging).
 const WORK_RANGES: usize = 256;
-/// RAM the hypervisor uses starts at 1 MiB (low memory keeps firmware data and the AP trampoline)
-/// and ends at 4 GiB (the early identity map's reach).
+/// RAM the hypervisor uses starts at 1 MiB (low memory keeps firmware data and the AP trampoline);
+/// all RAM above, below and above 4 GiB, is used (its own page tables map it).
 pub const LOW_LIMIT: u64 = 0x10_0000;
 /// Low ranges kept: the firmware's (at most 8 are looked at), each split at most once per module.
 const LOW_RANGES: usize = 8 + MAX_MODULES;
-pub const HIGH_LIMIT: u64 = 0x1_0000_0000;
+/// The early identity map's reach: what the post-launch stage can touch before its own page
+/// tables are active (the frame bitmap's storage, the first page-table frames).
+pub const EARLY_MAP_LIMIT: u64 = 0x1_0000_0000;
 
 /// Why the post-launch stage refused the hand-off.
 #[derive(Debug)]
@@ -42,7 +45,7 @@ pub enum HandoffError {
     ModuleNames(ModuleIdentityError),
     /// more disjoint RAM ranges than the allocator tracks
     TooManyRanges,
-    /// no usable RAM remains below 4 GiB
+    /// no usable RAM remains below 4 GiB (the early identity map's reach)
     NoRam,
 }
 
@@ -181,7 +184,7 @@ pub fn validate(handoff: &LaunchHandoff, image: PhysRange) -> Result<ValidatedBo
         return Err(HandoffError::BadCommandLine { index: None });
     }
     let mut free = [PhysRange::default(); WORK_RANGES];
-    let mut free_count = validate_memory_map(
+    let free_count = validate_memory_map(
         &map[..regions],
         image,
         &modules[..module_count],
@@ -189,12 +192,6 @@ pub fn validate(handoff: &LaunchHandoff, image: PhysRange) -> Result<ValidatedBo
         &mut free,
     )
     .map_err(HandoffError::Map)?;
-    // The early identity map reaches 4 GiB: RAM above stays unused in this version.
-    subtract(
-        &mut free,
-        &mut free_count,
-        PhysRange::new(HIGH_LIMIT, u64::MAX),
-    )?;
 
     let mut low = [PhysRange::default(); LOW_RANGES];
     let mut low_count = 0;
@@ -212,7 +209,11 @@ pub fn validate(handoff: &LaunchHandoff, image: PhysRange) -> Result<ValidatedBo
         let pages = PhysRange::new(module.start.0, module.end.0.div_ceil(PAGE_SIZE) * PAGE_SIZE);
         subtract(&mut low, &mut low_count, pages)?;
     }
-    if free_count == 0 {
+    // The first page tables are built under the early identity map: some RAM must lie below it.
+    if !free[..free_count]
+        .iter()
+        .any(|r| r.start.0 < EARLY_MAP_LIMIT)
+    {
         return Err(HandoffError::NoRam);
     }
     // The allocator tracks MAX_RANGES regions: keep the largest, report what is left unused.

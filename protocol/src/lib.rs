@@ -102,12 +102,15 @@ impl TransportStatus {
         })
     }
 
-    /// Checks the buffer registers of a call against the caller's RAM size: the hypervisor's
-    /// first step. Returns the status to report, [`TransportStatus::Ok`] if the call may proceed.
+    /// Checks the buffer registers of a call against the caller's RAM (of `ram_bytes`, laid out
+    /// as [`platform::DomainRam`] says: never in the hole below 4 GiB): the hypervisor's first step. Returns the status to report, [`TransportStatus::Ok`] if the call may proceed.
     pub const fn check_buffer(buffer_gpa: u64, request_len: u64, ram_bytes: u64) -> Self {
         if !buffer_gpa.is_multiple_of(HYPERCALL_BUFFER_SIZE as u64) {
             Self::BadBufferAlignment
-        } else if buffer_gpa >= ram_bytes || ram_bytes - buffer_gpa < HYPERCALL_BUFFER_SIZE as u64 {
+        } else if !match platform::DomainRam::new(ram_bytes) {
+            Some(ram) => ram.contains(buffer_gpa, HYPERCALL_BUFFER_SIZE as u64),
+            None => false,
+        } {
             Self::BadBufferAddress
         } else if request_len == 0 || request_len > HYPERCALL_BUFFER_SIZE as u64 {
             Self::BadLength

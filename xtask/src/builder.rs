@@ -72,6 +72,9 @@ pub enum BuildError {
         module: String,
         stderr: String,
     },
+    /// A generated module (the fetched Linux kernel, the built initramfs) could not be made.
+    #[error("module `{module}`: {reason}")]
+    Generated { module: String, reason: String },
     /// The ISO could not be made.
     #[error(transparent)]
     Iso(#[from] IsoError),
@@ -270,6 +273,8 @@ fn boot_file_name(name: &str, source: &ModuleSource) -> String {
         ModuleSource::Binary(_) => format!("{name}.elf"),
         ModuleSource::Dts(_) => format!("{name}.dtb"),
         ModuleSource::SimulatedSinit => format!("{name}.acm"),
+        ModuleSource::LinuxKernel => format!("{name}.elf"),
+        ModuleSource::LinuxInitramfs => format!("{name}.cpio.gz"),
         ModuleSource::File(f) => match f.extension().and_then(|e| e.to_str()) {
             Some(ext) if ext.bytes().all(|b| b.is_ascii_alphanumeric()) => {
                 format!("{name}.{ext}")
@@ -371,7 +376,9 @@ pub fn build_bundle_as(
                     reason,
                 })?;
             }
-            ModuleSource::SimulatedSinit => {}
+            ModuleSource::SimulatedSinit
+            | ModuleSource::LinuxKernel
+            | ModuleSource::LinuxInitramfs => {}
             ModuleSource::File(rel) | ModuleSource::Dts(rel) => {
                 let src = src_dir.join(rel);
                 if !src.is_file() {
@@ -461,6 +468,36 @@ pub fn build_bundle_as(
             ModuleSource::SimulatedSinit => {
                 std::fs::write(&dst, crate::bundle::simulated_sinit_bytes())
                     .map_err(io_err("cannot write", &dst))?;
+                None
+            }
+            ModuleSource::LinuxKernel => {
+                let kernel = crate::linux_kernel::fetch(&crate::linux_kernel::cache_dir(ws), None)
+                    .map_err(|e| BuildError::Generated {
+                        module: m.name.clone(),
+                        reason: e.to_string(),
+                    })?;
+                println!(
+                    "xtask: module `{}`: {} {} vmlinux, sha256 {}",
+                    m.name, kernel.package.name, kernel.package.version, kernel.vmlinux_sha256
+                );
+                std::fs::copy(&kernel.vmlinux, &dst)
+                    .map_err(io_err("cannot copy", &kernel.vmlinux))?;
+                None
+            }
+            ModuleSource::LinuxInitramfs => {
+                let initramfs =
+                    crate::linux_initramfs::build(&crate::linux_initramfs::cache_dir(ws), None)
+                        .map_err(|e| BuildError::Generated {
+                            module: m.name.clone(),
+                            reason: e.to_string(),
+                        })?;
+                println!(
+                    "xtask: module `{}`:\n{}",
+                    m.name,
+                    crate::linux_initramfs::describe(&initramfs)
+                );
+                std::fs::copy(&initramfs.image, &dst)
+                    .map_err(io_err("cannot copy", &initramfs.image))?;
                 None
             }
         };

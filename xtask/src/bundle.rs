@@ -57,10 +57,29 @@ pub enum ModuleSource {
     /// TXT launch (`slipway_hv_core::txt::acm::write_synthetic_sinit` for the simulated
     /// platform), made by the builder. Real hardware refuses it.
     SimulatedSinit,
+    /// `generated = "linux-kernel"`: Debian's stock kernel as the `vmlinux` a PVH domain boots,
+    /// fetched with apt and extracted reproducibly (`cargo xtask linux-kernel`,
+    /// docs/linux-kernel.md), cached across builds.
+    LinuxKernel,
+    /// `generated = "linux-initramfs"`: the Linux domains' initramfs (busybox, tpm2-tools, the
+    /// attest and info roles' `/init`), built reproducibly from Debian packages
+    /// (`cargo xtask linux-initramfs`), the packages cached across builds.
+    LinuxInitramfs,
 }
 
 /// The value of `generated` that names [`ModuleSource::SimulatedSinit`].
 pub const GENERATED_SIMULATED_SINIT: &str = "simulated-sinit";
+/// The value of `generated` that names [`ModuleSource::LinuxKernel`].
+pub const GENERATED_LINUX_KERNEL: &str = "linux-kernel";
+/// The value of `generated` that names [`ModuleSource::LinuxInitramfs`].
+pub const GENERATED_LINUX_INITRAMFS: &str = "linux-initramfs";
+
+/// Every generated module by its `generated` value.
+pub const GENERATED_MODULES: [(&str, ModuleSource); 3] = [
+    (GENERATED_SIMULATED_SINIT, ModuleSource::SimulatedSinit),
+    (GENERATED_LINUX_KERNEL, ModuleSource::LinuxKernel),
+    (GENERATED_LINUX_INITRAMFS, ModuleSource::LinuxInitramfs),
+];
 
 /// The bytes of [`ModuleSource::SimulatedSinit`] (key bytes 0x5a).
 pub fn simulated_sinit_bytes() -> Vec<u8> {
@@ -231,15 +250,21 @@ impl Manifest {
             .collect();
             let source = match (m.binary, m.file, m.dts, m.generated) {
                 (None, None, None, Some(g)) => {
-                    if g != GENERATED_SIMULATED_SINIT {
+                    let Some((_, source)) = GENERATED_MODULES.iter().find(|(name, _)| *name == g)
+                    else {
+                        let known: Vec<String> = GENERATED_MODULES
+                            .iter()
+                            .map(|(name, _)| format!("`{name}`"))
+                            .collect();
                         return Err(field_error(
                             at("generated"),
                             format!(
-                                "`{g}` is not a generated module (expected `{GENERATED_SIMULATED_SINIT}`)"
+                                "`{g}` is not a generated module (expected one of {})",
+                                known.join(", ")
                             ),
                         ));
-                    }
-                    ModuleSource::SimulatedSinit
+                    };
+                    source.clone()
                 }
                 (Some(b), None, None, None) => {
                     if b.is_empty() || b.contains(char::is_whitespace) {
@@ -419,6 +444,18 @@ args = "extra words"
         assert_eq!(m.modules[0].source, ModuleSource::SimulatedSinit);
         let e = err("[[module]]\nname = \"sinit\"\ngenerated = \"intel-sinit\"\n");
         assert!(e.contains("module[0] (\"sinit\").generated"), "{e}");
+        let m = parse(
+            "[[module]]\nname = \"vmlinux\"\ngenerated = \"linux-kernel\"\n\
+             [[module]]\nname = \"initramfs\"\ngenerated = \"linux-initramfs\"\n",
+        )
+        .unwrap();
+        assert_eq!(m.modules[0].source, ModuleSource::LinuxKernel);
+        assert_eq!(m.modules[1].source, ModuleSource::LinuxInitramfs);
+        let e = err("[[module]]\nname = \"k\"\ngenerated = \"linux\"\n");
+        assert!(
+            e.contains("`linux-kernel`") && e.contains("`linux-initramfs`"),
+            "{e}"
+        );
         let e = err("[[module]]\nname = \"a\"\nfile = \"y\"\ngenerated = \"simulated-sinit\"\n");
         assert!(e.contains("found: file, generated"), "{e}");
         let acm = simulated_sinit_bytes();

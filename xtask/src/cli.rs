@@ -108,6 +108,12 @@ pub enum Command {
     /// Cached in <target>/linux-kernel, the .deb's SHA-256 checked against apt's metadata
     /// (docs/linux-kernel.md).
     LinuxKernel(crate::linux_kernel::LinuxKernelArgs),
+    /// Build the Linux domains' initramfs (busybox, tpm2-tools and its libraries, /init) from
+    /// Debian packages, reproducibly
+    ///
+    /// Packages cached in <target>/linux-initramfs/debs, each .deb's SHA-256 checked against
+    /// apt's metadata (docs/linux-kernel.md).
+    LinuxInitramfs(crate::linux_initramfs::LinuxInitramfsArgs),
     /// No command: print the help (as `cargo xtask help` and `--help` do).
     #[command(skip)]
     Help,

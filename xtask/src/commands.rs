@@ -59,6 +59,9 @@ pub fn execute(command: Command) -> ExitCode {
         Command::Keylime { args } => crate::keylime::keylime_command(&ws, &args),
         Command::Fuzz(args) => crate::fuzz::fuzz_command(&ws, &args),
         Command::LinuxKernel(args) => crate::linux_kernel::linux_kernel_command(&ws, &args),
+        Command::LinuxInitramfs(args) => {
+            crate::linux_initramfs::linux_initramfs_command(&ws, &args)
+        }
     }
 }
 

@@ -25,6 +25,7 @@ pub mod grub;
 pub mod iso;
 pub mod keylime;
 pub mod launch;
+pub mod linux_initramfs;
 pub mod linux_kernel;
 pub mod logview;
 pub mod predict;

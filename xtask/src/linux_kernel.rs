@@ -102,7 +102,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KernelError + '_ {
 
 /// Runs `command` (stdin fed from `input` if given, else as the caller set it up, by default
 /// inherited), returns its stdout; a non-zero exit is an error naming the command and its stderr.
-fn run(mut command: Command, input: Option<&[u8]>) -> Result<Vec<u8>, KernelError> {
+pub(crate) fn run(mut command: Command, input: Option<&[u8]>) -> Result<Vec<u8>, KernelError> {
     let name = format!("{command:?}").replace('"', "");
     if input.is_some() {
         command.stdin(Stdio::piped());
@@ -138,7 +138,7 @@ fn run(mut command: Command, input: Option<&[u8]>) -> Result<Vec<u8>, KernelErro
     Ok(output.stdout)
 }
 
-fn apt_cache(args: &[&str]) -> Result<String, KernelError> {
+pub(crate) fn apt_cache(args: &[&str]) -> Result<String, KernelError> {
     let mut command = Command::new("apt-cache");
     command.args(args).stdin(Stdio::null());
     run(command, None).map(|out| String::from_utf8_lossy(&out).into_owned())
@@ -188,12 +188,62 @@ pub struct KernelPackage {
 impl KernelPackage {
     /// The file name `apt-get download` gives the package (an epoch's `:` becomes `%3a`).
     pub fn deb_file_name(&self) -> String {
+        self.deb().deb_file_name()
+    }
+
+    /// The `.deb` to fetch.
+    pub fn deb(&self) -> DebPackage {
+        DebPackage {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            sha256: self.sha256.clone(),
+        }
+    }
+}
+
+/// One exact version of a Debian package, as apt's (signed) metadata describes it: what
+/// [`fetch_deb`] downloads and checks. The kernel and the initramfs's packages
+/// (`linux_initramfs`) are all fetched through it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DebPackage {
+    pub name: String,
+    pub version: String,
+    /// SHA-256 of the `.deb` (lower-case hex), from apt's metadata.
+    pub sha256: String,
+}
+
+impl DebPackage {
+    /// The file name `apt-get download` gives the package (an epoch's `:` becomes `%3a`).
+    pub fn deb_file_name(&self) -> String {
         format!(
             "{}_{}_amd64.deb",
             self.name,
             self.version.replace(':', "%3a")
         )
     }
+}
+
+/// apt's candidate version of `name` and its record (`apt-cache show NAME=VERSION`, first
+/// record): the package to fetch, and the record for its other fields (`Depends`).
+pub fn resolve_candidate(name: &str) -> Result<(DebPackage, String), KernelError> {
+    let version = parse_candidate(&apt_cache(&["policy", name])?)
+        .ok_or_else(|| KernelError::NoCandidate(name.into()))?;
+    let record = apt_cache(&["show", &format!("{name}={version}")])?;
+    let sha256 = record_field(&record, "SHA256")
+        .ok_or_else(|| KernelError::MissingField {
+            package: name.into(),
+            version: version.clone(),
+            field: "SHA256",
+        })?
+        .to_ascii_lowercase();
+    Ok((
+        DebPackage {
+            name: name.into(),
+            version,
+            sha256,
+        },
+        record,
+    ))
 }
 
 /// Asks apt which kernel package the metapackage's candidate names, and its SHA-256.
@@ -236,7 +286,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// The package's `.deb` in `cache`: reused if its SHA-256 matches apt's, else downloaded and
 /// checked. Returns its path and bytes.
-pub fn fetch_deb(package: &KernelPackage, cache: &Path) -> Result<(PathBuf, Vec<u8>), KernelError> {
+pub fn fetch_deb(package: &DebPackage, cache: &Path) -> Result<(PathBuf, Vec<u8>), KernelError> {
     std::fs::create_dir_all(cache).map_err(io(cache))?;
     let path = cache.join(package.deb_file_name());
     if let Ok(bytes) = std::fs::read(&path) {
@@ -246,6 +296,10 @@ pub fn fetch_deb(package: &KernelPackage, cache: &Path) -> Result<(PathBuf, Vec<
         // A partial or stale file: fetch it again.
         std::fs::remove_file(&path).map_err(io(&path))?;
     }
+    println!(
+        "xtask: downloading {} {} (apt-get download)",
+        package.name, package.version
+    );
     let mut command = Command::new("apt-get");
     command
         .args(["download", "-q"])
@@ -461,7 +515,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), KernelError> {
 /// The whole fetch: resolve, download (or reuse) and check, extract, decompress, check the ELF.
 pub fn fetch(cache: &Path, out: Option<&Path>) -> Result<FetchedKernel, KernelError> {
     let package = resolve_package()?;
-    let (deb, deb_bytes) = fetch_deb(&package, cache)?;
+    let (deb, deb_bytes) = fetch_deb(&package.deb(), cache)?;
     let vmlinuz_bytes = extract_vmlinuz(&deb, &package.release)?;
     let payload = bzimage_payload(&vmlinuz_bytes)?;
     let vmlinux_bytes = decompress_payload(&vmlinuz_bytes, &payload)?;

@@ -686,10 +686,13 @@ pub const NONCE_PROMPT: &str = "attest: nonce?";
 /// The bytes of a nonce `cargo xtask run` generates: 128 bits, never repeated in practice.
 pub const NONCE_BYTES: usize = 16;
 
-/// Whether the bundle has a module built from [`ATTEST_PACKAGE`] (its runs print a transcript).
+/// Whether the bundle has a module built from [`ATTEST_PACKAGE`], or the Linux initramfs whose
+/// attest role prints the same transcript (docs/linux-kernel.md): its runs print a transcript.
 pub fn bundle_attests(manifest: &crate::bundle::Manifest) -> bool {
-    manifest.modules.iter().any(|m| {
-        matches!(&m.source, crate::bundle::ModuleSource::Binary(package) if package == ATTEST_PACKAGE)
+    manifest.modules.iter().any(|m| match &m.source {
+        crate::bundle::ModuleSource::Binary(package) => package == ATTEST_PACKAGE,
+        crate::bundle::ModuleSource::LinuxInitramfs => true,
+        _ => false,
     })
 }
 

@@ -28,9 +28,9 @@ pub const POLICY_NODE_NAME: &str = "policy";
 
 /// Guest pages are 4 KiB.
 pub const PAGE_SIZE: u64 = 4096;
-/// Largest domain memory: all guest RAM stays below the 32-bit MMIO hole at 3 GiB, so a domain's
-/// memory map is one RAM range and the TPM page (0xfed40000) can later be mapped above it.
-pub const MAX_DOMAIN_MEMORY: u64 = 3 << 30;
+/// Largest domain memory (the hypervisor's limit, defined once in the protocol crate): RAM past
+/// 3 GiB continues at 4 GiB (`platform::DomainRam`), leaving the hole for the log windows and MMIO.
+pub use slipway_protocol::platform::MAX_DOMAIN_MEMORY;
 /// Most vCPUs per domain (the hypervisor's per-domain limit).
 pub const MAX_VCPUS: u32 = 8;
 /// Most domains in one configuration (the hypervisor's 16 domains, less domB).
@@ -82,6 +82,20 @@ pub struct DomainConfig {
     pub boot_order: Option<u32>,
     /// SHA-256 digests the kernel and ramdisk images must each be among (empty: no allow-list).
     pub allowed_sha256: Vec<[u8; 32]>,
+    /// How the vCPUs after the first start (`ap-start`).
+    pub ap_start: ApStart,
+}
+
+/// How a domain's vCPUs after the first start (`ap-start` property).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ApStart {
+    /// `"entry"` (default): every vCPU starts at the kernel's entry point, as Slipway's own
+    /// guests expect.
+    #[default]
+    Entry,
+    /// `"startup-ipi"`: vCPU 0 starts at the entry point; the others wait, as application
+    /// processors after reset, for INIT and a startup IPI from the kernel (a stock Linux).
+    StartupIpi,
 }
 
 /// The whole launch configuration.
@@ -125,10 +139,12 @@ pub enum Problem {
     ZeroMemory,
     /// memory must be a multiple of 4 KiB
     MemoryNotPageMultiple,
-    /// memory exceeds the 3 GiB a domain may have
+    /// memory exceeds the 16 GiB a domain may have
     MemoryTooBig,
     /// cpus must be between 1 and 8
     BadCpuCount,
+    /// ap-start must be "entry" or "startup-ipi"
+    BadApStart,
     /// the name is not 1 to 31 characters from `a-z`, `0-9` and `-`
     MalformedName,
     /// the name is reserved (`domb`, `slipway`, `hypervisor`)
@@ -180,8 +196,9 @@ impl fmt::Display for Problem {
             Self::NotASize => f.write_str("the value is not one or two 32-bit cells (KiB)"),
             Self::ZeroMemory => f.write_str("memory must not be zero"),
             Self::MemoryNotPageMultiple => f.write_str("memory must be a multiple of 4 KiB"),
-            Self::MemoryTooBig => f.write_str("memory exceeds the 3 GiB a domain may have"),
+            Self::MemoryTooBig => f.write_str("memory exceeds the 16 GiB a domain may have"),
             Self::BadCpuCount => write!(f, "cpus must be between 1 and {MAX_VCPUS}"),
+            Self::BadApStart => f.write_str("ap-start must be \"entry\" or \"startup-ipi\""),
             Self::MalformedName => {
                 f.write_str("the name is not 1 to 31 characters from a-z, 0-9 and '-'")
             }
@@ -515,6 +532,7 @@ fn parse_domain(
     let mut bootargs = String::new();
     let mut boot_order = None;
     let mut allowed_sha256 = Vec::new();
+    let mut ap_start = ApStart::default();
     for property in node.properties() {
         let value = property.value;
         let key = property.name;
@@ -539,6 +557,13 @@ fn parse_domain(
                 bootargs = text.to_owned();
             }
             "boot-order" => boot_order = Some(cell(path, key, value)?),
+            "ap-start" => {
+                ap_start = match single_string(path, key, value)? {
+                    "entry" => ApStart::Entry,
+                    "startup-ipi" => ApStart::StartupIpi,
+                    _ => return Err(property_error(path, key, Problem::BadApStart)),
+                }
+            }
             "allowed-sha256" => {
                 if value.is_empty() || value.len() % 32 != 0 {
                     return Err(property_error(path, key, Problem::BadDigestList));
@@ -577,6 +602,7 @@ fn parse_domain(
         bootargs,
         boot_order,
         allowed_sha256,
+        ap_start,
     };
     Ok((domain, name_property))
 }

@@ -110,7 +110,8 @@ impl fmt::Display for ElfError {
     }
 }
 
-/// Plans the loading of `image` into a domain with `memory_bytes` of memory. Segments are placed
+/// Plans the loading of `image` into a domain with `memory_bytes` of memory (laid out as
+/// `platform::DomainRam` says: a segment in the hole below 4 GiB is outside). Segments are placed
 /// at their physical addresses (`p_paddr`), as the PVH boot protocol does.
 pub fn plan_load(image: &[u8], memory_bytes: u64) -> Result<LoadPlan, ElfError> {
     let file = ElfBytes::<LittleEndian>::minimal_parse(image).map_err(|error| match error {
@@ -155,7 +156,10 @@ pub fn plan_load(image: &[u8], memory_bytes: u64) -> Result<LoadPlan, ElfError> 
                     .p_paddr
                     .checked_add(header.p_memsz)
                     .ok_or(ElfError::AddressOverflow)?;
-                if end > memory_bytes {
+                // Inside one RAM range of the domain's layout: never in the hole below 4 GiB.
+                let inside = slipway_protocol::platform::DomainRam::new(memory_bytes)
+                    .is_some_and(|ram| ram.contains(header.p_paddr, header.p_memsz));
+                if !inside {
                     return Err(ElfError::SegmentOutsideMemory);
                 }
                 let segment = LoadSegment {

@@ -1,16 +1,19 @@
 //! The domain build planner: from the launch configuration and the boot modules, the exact
 //! sequence of protocol v1 requests that builds and starts each domain.
 //!
-//! Domain memory layout (guest-physical, `[0, memory)`):
+//! Domain memory layout (guest-physical, `slipway_protocol::platform::DomainRam`: RAM
+//! `[0, min(memory, 3 GiB))` and the rest from 4 GiB; the hole between is never RAM):
 //!
 //! | range | content |
 //! |---|---|
 //! | `0x1000..0x2000` | start-info page ([`START_INFO_GPA`]; reserved in the memory map) |
 //! | `0xE0000..0x100000` | the domain's ACPI tables ([`ACPI_TABLES_GPA`], `hvm_start_info.rsdp_paddr`; reserved) |
-//! | ELF `p_paddr` ranges | kernel segments |
-//! | top of memory, page aligned | ramdisk, if any |
+//! | ELF `p_paddr` ranges | kernel segments (inside one RAM range each) |
+//! | top of the RAM below the hole, page aligned | ramdisk, if any |
+//! | `platform::DOMAIN_MMIO_START..4 GiB` | platform MMIO (IOAPIC, TPM, local APIC): reserved |
+//! | `4 GiB..` | the RAM past 3 GiB of a larger domain |
 //!
-//! A control domain's map also reserves the two event-log windows above its RAM
+//! A control domain's map also reserves the two event-log windows in the hole
 //! (`v1::SLIPWAY_LOG_GPA`, `v1::FIRMWARE_LOG_GPA`, `v1::LOG_WINDOW_SIZE` each), listed after the
 //! ramdisk as start-info modules `slipway-event-log` and `firmware-event-log`.
 
@@ -19,6 +22,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use slipway_protocol::Bytes;
+use slipway_protocol::platform::{DOMAIN_HIGH_RAM_START, DOMAIN_MMIO_START, DomainRam};
 use slipway_protocol::v1::{self, DomainId, DomainName, Request, VcpuEntry, WRITE_MEMORY_MAX};
 
 use crate::config::{DomainConfig, LaunchConfig, PAGE_SIZE};
@@ -148,13 +152,17 @@ pub enum PlanProblem {
     Kernel(ElfError),
     /// a kernel segment overlaps the start-info page at 0x1000
     KernelOverlapsStartInfo,
-    /// the ramdisk does not fit in the memory left by the kernel and the start-info page
+    /// the ramdisk does not fit in the RAM below the hole left by the kernel and the start-info
+    /// page
     RamdiskDoesNotFit,
+    /// the memory size has no guest-physical layout
+    BadMemorySize,
     /// the start-info page cannot be built
     StartInfo(StartInfoError),
     /// the domain name is not valid for the protocol
     BadName,
-    /// a kernel segment or the ramdisk overlaps the ACPI tables at 0xE0000-0xFFFFF
+    /// a kernel segment overlaps the ACPI tables at 0xE0000-0xFFFFF, or the domain's RAM ends
+    /// before them
     OverlapsAcpiTables,
     /// the domain's ACPI tables cannot be built
     Acpi(slipway_hv_core::domain_acpi::AcpiBuildError),
@@ -168,13 +176,14 @@ impl fmt::Display for PlanProblem {
             Self::KernelOverlapsStartInfo => {
                 f.write_str("a kernel segment overlaps the start-info page at 0x1000")
             }
-            Self::RamdiskDoesNotFit => {
-                f.write_str("the ramdisk does not fit in the memory left by the kernel")
-            }
+            Self::RamdiskDoesNotFit => f.write_str(
+                "the ramdisk does not fit in the RAM below 3 GiB left by the kernel and the start-info page",
+            ),
+            Self::BadMemorySize => f.write_str("the memory size has no guest-physical layout"),
             Self::StartInfo(error) => write!(f, "start info: {error}"),
             Self::BadName => f.write_str("the domain name is not valid for the protocol"),
             Self::OverlapsAcpiTables => f.write_str(
-                "a kernel segment or the ramdisk overlaps the ACPI tables at 0xE0000-0xFFFFF",
+                "a kernel segment overlaps the ACPI tables at 0xE0000-0xFFFFF, or the RAM ends before them",
             ),
             Self::Acpi(error) => write!(f, "ACPI tables: {error}"),
         }
@@ -244,6 +253,54 @@ fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
     a.0 < b.1 && b.0 < a.1
 }
 
+/// The event-log windows' ranges (in the hole; reserved in control domains' maps).
+fn log_window_ranges() -> [(u64, u64); 2] {
+    [v1::SLIPWAY_LOG_GPA, v1::FIRMWARE_LOG_GPA].map(|gpa| (gpa, gpa + v1::LOG_WINDOW_SIZE))
+}
+
+/// A domain's PVH memory map, in address order: its RAM (`ram`) with the start-info page
+/// reserved, the event-log windows in `log_windows` reserved, the platform MMIO below 4 GiB
+/// reserved, and the RAM above 4 GiB of a domain larger than the hole's start.
+pub fn memory_map(ram: DomainRam, log_windows: &[(u64, &str)]) -> Vec<MemoryMapEntry> {
+    let entry = |addr, size, kind| MemoryMapEntry { addr, size, kind };
+    let low_end = ram.low().1;
+    let mut map = alloc::vec![
+        entry(0, START_INFO_GPA.min(low_end), MemoryType::Ram),
+        entry(START_INFO_GPA, PAGE_SIZE, MemoryType::Reserved),
+    ];
+    // RAM around the ACPI tables' reserve (the plan refuses RAM that ends before it).
+    let acpi_end = ACPI_TABLES_GPA + ACPI_TABLES_SIZE;
+    if low_end >= acpi_end {
+        map.push(entry(
+            START_INFO_GPA + PAGE_SIZE,
+            ACPI_TABLES_GPA - START_INFO_GPA - PAGE_SIZE,
+            MemoryType::Ram,
+        ));
+        map.push(entry(
+            ACPI_TABLES_GPA,
+            ACPI_TABLES_SIZE,
+            MemoryType::Reserved,
+        ));
+        if low_end > acpi_end {
+            map.push(entry(acpi_end, low_end - acpi_end, MemoryType::Ram));
+        }
+    }
+    map.extend(
+        log_windows
+            .iter()
+            .map(|&(gpa, _)| entry(gpa, v1::LOG_WINDOW_SIZE, MemoryType::Reserved)),
+    );
+    map.push(entry(
+        DOMAIN_MMIO_START,
+        DOMAIN_HIGH_RAM_START - DOMAIN_MMIO_START,
+        MemoryType::Reserved,
+    ));
+    if let Some((start, end)) = ram.high() {
+        map.push(entry(start, end - start, MemoryType::Ram));
+    }
+    map
+}
+
 /// Plans one domain: `boot_order` is its position in the start order.
 pub fn plan_domain(
     domain: &DomainConfig,
@@ -260,11 +317,12 @@ pub fn plan_domain(
         DomainName::new(&domain.name).map_err(|_| error("domain-name", PlanProblem::BadName))?;
     let memory = domain.memory_bytes;
     let start_info_range = (START_INFO_GPA, START_INFO_GPA + PAGE_SIZE);
-    if memory < start_info_range.1 {
+    let ram = DomainRam::new(memory).ok_or_else(|| error("memory", PlanProblem::BadMemorySize))?;
+    if ram.low().1 < start_info_range.1 {
         return Err(error("memory", PlanProblem::KernelOverlapsStartInfo));
     }
     let acpi_range = (ACPI_TABLES_GPA, ACPI_TABLES_GPA + ACPI_TABLES_SIZE);
-    if memory < acpi_range.1 {
+    if ram.low().1 < acpi_range.1 {
         return Err(error("memory", PlanProblem::OverlapsAcpiTables));
     }
 
@@ -295,13 +353,21 @@ pub fn plan_domain(
     if let Some(ramdisk_name) = &domain.ramdisk {
         let ramdisk = find_module(domain, "ramdisk", ramdisk_name, modules)?;
         let size = ramdisk.bytes.len() as u64;
-        let gpa = memory
+        // Below the hole (where a 32-bit loader reaches it), clear of every reserved range.
+        let gpa = ram
+            .low()
+            .1
             .checked_sub(size)
             .map(|gpa| gpa & !(PAGE_SIZE - 1))
             .ok_or_else(|| error("ramdisk", PlanProblem::RamdiskDoesNotFit))?;
         let range = (gpa, gpa + size);
-        if overlaps(range, start_info_range)
-            || overlaps(range, acpi_range)
+        let reserved = memory_map(ram, &[])
+            .into_iter()
+            .filter(|e| e.kind == MemoryType::Reserved)
+            .map(|e| (e.addr, e.addr + e.size))
+            .chain(log_window_ranges());
+        if !ram.contains(gpa, size)
+            || reserved.clone().any(|r| overlaps(r, range))
             || kernel.occupied().any(|k| overlaps(k, range))
         {
             return Err(error("ramdisk", PlanProblem::RamdiskDoesNotFit));
@@ -340,33 +406,7 @@ pub fn plan_domain(
         });
     }
 
-    let mut memory_map = alloc::vec![
-        MemoryMapEntry {
-            addr: 0,
-            size: START_INFO_GPA,
-            kind: MemoryType::Ram,
-        },
-        MemoryMapEntry {
-            addr: START_INFO_GPA,
-            size: PAGE_SIZE,
-            kind: MemoryType::Reserved,
-        },
-        MemoryMapEntry {
-            addr: start_info_range.1,
-            size: acpi_range.0 - start_info_range.1,
-            kind: MemoryType::Ram,
-        },
-        MemoryMapEntry {
-            addr: acpi_range.0,
-            size: ACPI_TABLES_SIZE,
-            kind: MemoryType::Reserved,
-        },
-        MemoryMapEntry {
-            addr: acpi_range.1,
-            size: memory - acpi_range.1,
-            kind: MemoryType::Ram,
-        },
-    ];
+    let memory_map = memory_map(ram, log_windows);
     // The ACPI tables describe the vCPUs (APIC ID = vCPU index) and, for the domain holding the
     // TPM with the event-log windows, the TPM and its log (Slipway's log window) so the kernel
     // exposes the log the standard way.
@@ -389,12 +429,6 @@ pub fn plan_domain(
         &mut acpi,
     )
     .map_err(|e| error("cpus", PlanProblem::Acpi(e)))?;
-
-    memory_map.extend(log_windows.iter().map(|&(gpa, _)| MemoryMapEntry {
-        addr: gpa,
-        size: v1::LOG_WINDOW_SIZE,
-        kind: MemoryType::Reserved,
-    }));
     let page = start_info::build(&StartInfoSpec {
         page_gpa: START_INFO_GPA,
         cmdline: &domain.bootargs,
@@ -416,12 +450,18 @@ pub fn plan_domain(
         });
     }
 
-    // Every vCPU gets the PVH entry state; the guest runtime tells them apart by arrival order.
+    // vCPU 0 gets the PVH entry state; so do the others (the guest runtime tells them apart by
+    // arrival order), unless `ap-start = "startup-ipi"` makes them wait for the kernel's
+    // INIT-SIPI-SIPI.
     let entry = VcpuEntry::Pvh32 {
         entry_eip: kernel.entry,
         start_info_gpa: START_INFO_GPA as u32,
     };
     for vcpu in 0..domain.vcpus {
+        let entry = match domain.ap_start {
+            crate::config::ApStart::StartupIpi if vcpu > 0 => VcpuEntry::WaitForStartupIpi,
+            _ => entry,
+        };
         steps.push(BuildStep::SetVcpu {
             vcpu: vcpu as u16,
             entry,

@@ -9,6 +9,7 @@
 use core::fmt;
 
 use crate::build_record::{BuildRecord, BuildStep};
+use slipway_protocol::platform::DomainRam;
 use slipway_protocol::v1::{Capabilities, DomainId, DomainName, Error, VcpuEntry};
 
 /// Most domains, domB included.
@@ -16,7 +17,7 @@ pub const MAX_DOMAINS: usize = 16;
 /// Most vCPUs per domain.
 pub const MAX_VCPUS: usize = 8;
 /// Largest domain memory (16 GiB): bounds what a hostile plan can ask for in one request.
-pub const MAX_DOMAIN_MEMORY: u64 = 16 << 30;
+pub use slipway_protocol::platform::MAX_DOMAIN_MEMORY;
 /// The boot domain's name.
 pub use slipway_protocol::v1::BOOT_DOMAIN_NAME;
 /// The boot domain's RAM unless the hypervisor command line says `domb_mem=<MiB>`. domB needs
@@ -219,6 +220,10 @@ impl Domain {
             return Err(Error::InvalidVcpu);
         }
         validate_entry(&entry, self.record.memory_bytes)?;
+        // Nothing would ever start a domain whose first vCPU waits for a startup IPI.
+        if vcpu == 0 && entry == VcpuEntry::WaitForStartupIpi {
+            return Err(Error::InvalidEntryState);
+        }
         self.entries[usize::from(vcpu)] = Some(entry);
         Ok(())
     }
@@ -244,9 +249,11 @@ impl Domain {
     }
 }
 
-/// Checks an entry state against `[0, memory_bytes)`.
+/// Checks an entry state against the domain's RAM (`platform::DomainRam` of `memory_bytes`:
+/// an address in the hole below 4 GiB is outside).
 pub fn validate_entry(entry: &VcpuEntry, memory_bytes: u64) -> Result<(), Error> {
-    let inside = |gpa: u64, len: u64| gpa.checked_add(len).is_some_and(|end| end <= memory_bytes);
+    let ram = DomainRam::new(memory_bytes).ok_or(Error::InvalidEntryState)?;
+    let inside = |gpa: u64, len: u64| ram.contains(gpa, len);
     let canonical = |addr: u64| ((addr as i64) << 16 >> 16) as u64 == addr;
     let ok = match *entry {
         VcpuEntry::Pvh32 {
@@ -263,6 +270,7 @@ pub fn validate_entry(entry: &VcpuEntry, memory_bytes: u64) -> Result<(), Error>
             cr3,
             rsi: _,
         } => canonical(rip) && canonical(rsp) && cr3 % 4096 == 0 && inside(cr3, 4096),
+        VcpuEntry::WaitForStartupIpi => true,
     };
     if ok {
         Ok(())

@@ -3,6 +3,9 @@
 //! into a caller-given buffer (no allocation) as one blob the domain builder copies to the
 //! blob's guest-physical address; the result says where the RSDP is (`hvm_start_info.rsdp_paddr`).
 //!
+//! The DSDT also names `\_S5` (soft off) and the FADT the sleep control and status registers
+//! ([`ACPI_SLEEP_CONTROL_PORT`]), so a guest's ACPI power-off ends the domain.
+//!
 //! The platform these tables describe is the smallest a stock Linux boots on (docs: what a
 //! domain sees): no PIC, IOAPIC, PIT, HPET, RTC, PCI or SCI, so the FADT is hardware-reduced
 //! (flag bit 20) and names no fixed hardware but the PM timer (`PM_TMR_BLK`/`X_PM_TMR_BLK` at
@@ -26,7 +29,10 @@
 //! straight into the caller's buffer. The reader side (`crate::acpi`) parses the result back in
 //! the tests, and a host test disassembles the tables with ACPICA's `iasl -d`.
 
-use slipway_protocol::platform::{COM1_PORT, PM_TIMER_PORT, TPM_TIS_BASE, TPM_TIS_WINDOW_SIZE};
+use slipway_protocol::platform::{
+    ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, COM1_PORT, PM_TIMER_PORT,
+    TPM_TIS_BASE, TPM_TIS_WINDOW_SIZE,
+};
 
 use crate::lapic::XAPIC_BASE;
 
@@ -259,6 +265,7 @@ mod aml {
     pub const STRING_PREFIX: u8 = 0x0D;
     pub const SCOPE: u8 = 0x10;
     pub const BUFFER: u8 = 0x11;
+    pub const PACKAGE: u8 = 0x12;
     pub const EXT_PREFIX: u8 = 0x5B;
     pub const DEVICE: u8 = 0x82;
     /// Small resource: I/O port descriptor, 7 bytes of data.
@@ -324,8 +331,20 @@ fn device(out: &mut Out, seg: &[u8; 4], body: impl FnOnce(&mut Out) -> Result<()
     out.end_package(package)
 }
 
-/// The DSDT's AML: `Scope(\_SB) { Device(COM1) {...} [Device(TPM_) {...}] }`.
+/// The DSDT's AML: `Name(\_S5, Package() { 5, 5 })`, then
+/// `Scope(\_SB) { Device(COM1) {...} [Device(TPM_) {...}] }`.
 fn dsdt_body(out: &mut Out, tpm: bool) -> Result<()> {
+    // Soft-off: the sleep type written to the sleep control register (SLP_TYPa, SLP_TYPb).
+    out.u8(aml::NAME)?;
+    out.bytes(b"_S5_")?;
+    out.u8(aml::PACKAGE)?;
+    let package = out.begin_package();
+    out.u8(2)?; // NumElements
+    for _ in 0..2 {
+        out.u8(aml::BYTE_PREFIX)?;
+        out.u8(ACPI_S5_SLEEP_TYPE)?;
+    }
+    out.end_package(package)?;
     out.u8(aml::SCOPE)?;
     let scope = out.begin_package();
     // `_SB_` without the root prefix: the DSDT's names resolve from the root, and this is
@@ -464,7 +483,16 @@ pub fn build(config: &AcpiConfig, buf: &mut [u8]) -> Result<AcpiLayout> {
     fadt.u8(0)?;
     fadt.u8(3)?;
     fadt.u64(u64::from(PM_TIMER_PORT))?;
-    fadt.zeros(FADT_LEN - 220)?; // X_GPE blocks, sleep registers, hypervisor vendor
+    fadt.zeros(244 - 220)?; // X_GPE0_BLK, X_GPE1_BLK
+    // SLEEP_CONTROL_REG and SLEEP_STATUS_REG: system I/O, 8 bits, byte access.
+    for port in [ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT] {
+        fadt.u8(1)?;
+        fadt.u8(8)?;
+        fadt.u8(0)?;
+        fadt.u8(1)?;
+        fadt.u64(u64::from(port))?;
+    }
+    fadt.zeros(FADT_LEN - 268)?; // hypervisor vendor identity
     let fadt = fadt.finish_table(start);
 
     let mut xsdt = Out {

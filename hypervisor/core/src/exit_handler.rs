@@ -1,6 +1,7 @@
 //! What to do for each exit: the policy half of the vCPU loop, free of hardware access.
 //!
-//! - I/O: the UART at COM1 and the ACPI PM timer ([`PM_TIMER_PORT`]) are emulated; every other
+//! - I/O: the UART at COM1, the ACPI PM timer ([`PM_TIMER_PORT`]) and the ACPI sleep registers
+//!   ([`ACPI_SLEEP_CONTROL_PORT`]: soft off ends the domain) are emulated; every other
 //!   port behaves like an empty bus (reads all ones, writes ignored), so probing guests keep
 //!   running and no port reaches hardware (not the debug-exit port, not the TPM, nothing). String
 //!   I/O is not emulated and stops the domain.
@@ -36,7 +37,9 @@ use crate::uart::Uart16550;
 use crate::vmexit::{Event, InterruptedEvent, Reg, VcpuBackend, VmExit};
 use crate::xsave::{CPUID1_ECX_AVX, CPUID1_ECX_OSXSAVE, CPUID1_ECX_XSAVE, CR4_OSXSAVE};
 use crate::xsave::{GuestXsave, XSAVE_LEAF, XsaveOffer};
-use slipway_protocol::platform::PM_TIMER_PORT;
+use slipway_protocol::platform::{
+    ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, PM_TIMER_PORT,
+};
 use slipway_protocol::{CALL_MESSAGE, HYPERCALL_INSTRUCTION_LEN, TransportStatus};
 
 /// EFER MSR number.
@@ -112,6 +115,9 @@ pub enum ExitAction {
     Resume,
     /// A hypercall: check and copy the buffer, dispatch, then [`finish_hypercall`].
     Hypercall,
+    /// The guest entered ACPI S5 (soft off) through its sleep control register: the domain
+    /// shut itself down (exit code 0).
+    PowerOff,
     /// RDTSC (intercepted only while the caller asks): the caller answers from the domain's
     /// clock.
     Rdtsc,
@@ -179,6 +185,16 @@ pub fn handle_exit<B: VcpuBackend + ?Sized>(
                     msr: false,
                 });
             }
+            // ACPI soft off: SLP_EN with the S5 sleep type (other sleep states are not offered
+            // and the write is ignored).
+            if port == ACPI_SLEEP_CONTROL_PORT {
+                const SLP_EN: u32 = 1 << 5;
+                let sleep_type = ((value >> 2) & 0b111) as u8;
+                if value & SLP_EN != 0 && sleep_type == ACPI_S5_SLEEP_TYPE {
+                    vcpu.set_reg(Reg::Rip, next_rip);
+                    return ExitAction::PowerOff;
+                }
+            }
             // A wide access touches consecutive ports, as on the ISA bus.
             for i in 0..size {
                 let byte = (value >> (8 * i)) as u8;
@@ -214,6 +230,8 @@ pub fn handle_exit<B: VcpuBackend + ?Sized>(
                     // The PM timer's four ports hold its count, low byte first.
                     None => match at.and_then(|p| p.checked_sub(PM_TIMER_PORT)) {
                         Some(k @ 0..=3) => (devices.pm_timer >> (8 * k)) as u8,
+                        // No wake status ever: the only sleep state offered is soft off.
+                        _ if at == Some(ACPI_SLEEP_STATUS_PORT) => 0,
                         _ => 0xff,
                     },
                 };
@@ -308,6 +326,13 @@ pub fn handle_exit<B: VcpuBackend + ?Sized>(
             }
             ExitAction::Resume
         }
+        // Domain memory is coherent (nested paging, no device DMA), so skipping the flush is
+        // correct, and performing it would let any guest stall every cache of the machine.
+        // Linux executes it on every application processor's way up.
+        VmExit::Wbinvd { len } => {
+            vcpu.advance_rip(u64::from(len));
+            ExitAction::Resume
+        }
         VmExit::Halt => {
             vcpu.advance_rip(1);
             ExitAction::Halt
@@ -384,8 +409,9 @@ pub fn apic_base(lapic: &LocalApic) -> u64 {
 /// (1.ECX bit 3), which are intercepted; x2APIC (1.ECX bit 21) and the TSC deadline timer (1.ECX bit 24):
 /// the local APIC offered is the xAPIC model ([`crate::lapic`]); MTRRs, MCE and MCA
 /// (1.EDX bits 12, 7, 14 and their 0x80000001.EDX copies), TSC_ADJUST (7.0 EBX bit 1), RDTSCP
-/// (0x80000001.EDX bit 27) and RDPID (7.0 ECX bit 22), whose MSRs no domain gets (and a guest that
-/// sees MTRRs executes WBINVD, which is forbidden); the host's topology (leaves 0xB, 0x1F,
+/// (0x80000001.EDX bit 27) and RDPID (7.0 ECX bit 22), whose MSRs no domain gets; WBNOINVD
+/// (0x80000008.EBX bit 9: WBINVD is a no-op of two bytes on SVM, which reports no length); the
+/// host's topology (leaves 0xB, 0x1F,
 /// 0x8000001E and TOPOEXT, 0x80000001.ECX bit 22). Set: the vCPU's APIC ID in 1.EBX bits 31:24,
 /// the hypervisor-present bit (1.ECX bit 31) and the vendor leaf 0x40000000 ("SlipwaySlipw", no
 /// further leaves).
@@ -480,6 +506,7 @@ pub fn filter_cpuid(
         }
         XSAVE_LEAF => [a, b, c, d] = xsave.offer.cpuid_leaf_d(subleaf, xsave.xcr0),
         0xb | 0x1f | 0x8000_000a | 0x8000_001e => [a, b, c, d] = [0; 4],
+        0x8000_0008 => b &= !(1 << 9),
         0x8000_0001 => {
             c &= !((1 << 2) | (1 << 12) | (1 << 22));
             // XOP (11) and FMA4 (16) use AVX state.

@@ -55,6 +55,44 @@ pub trait FrameAllocator {
     fn free_frames(&self) -> u64;
 }
 
+/// Storage for the bitmap of `regions[..*count]` when the caller's static storage of
+/// `static_words` is too small (RAM above 4 GiB makes the bitmap larger): takes the pages it
+/// needs from the end of the largest region that ends at or below `reach` (what the caller can
+/// address before its own page tables exist) and returns them; that region shrinks (and is
+/// removed if nothing is left). `Ok(None)`: the static storage suffices, nothing changed.
+/// The caller keeps the returned range out of everything else (it is neither free nor guest
+/// memory) and maps it read-write for itself.
+pub fn carve_bitmap_storage(
+    regions: &mut [PhysRange],
+    count: &mut usize,
+    static_words: usize,
+    reach: u64,
+) -> Result<Option<PhysRange>, AllocError> {
+    let needed = BitmapFrameAllocator::storage_words(&regions[..*count]);
+    if needed <= static_words {
+        return Ok(None);
+    }
+    let bytes = (needed as u64 * 8).next_multiple_of(PAGE_SIZE);
+    let (index, region) = regions[..*count]
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.end.0 <= reach && r.len() >= bytes)
+        .max_by_key(|(_, r)| r.len())
+        .map(|(i, r)| (i, *r))
+        .ok_or(AllocError::StorageTooSmall {
+            needed,
+            provided: static_words,
+        })?;
+    let carved = PhysRange::new(region.end.0 - bytes, region.end.0);
+    if carved.start == region.start {
+        regions.copy_within(index + 1..*count, index);
+        *count -= 1;
+    } else {
+        regions[index] = PhysRange::new(region.start.0, carved.start.0);
+    }
+    Ok(Some(carved))
+}
+
 #[derive(Clone, Copy, Default)]
 struct Region {
     first: u64,
@@ -340,6 +378,89 @@ mod tests {
             })
         );
         assert_eq!(alloc.allocate_contiguous(0, 1), Err(AllocError::BadRequest));
+    }
+
+    #[test]
+    fn ram_above_4_gib_is_handed_out_once_low_frames_run_out() {
+        const GIB: u64 = 1 << 30;
+        let regions = [
+            PhysRange::new(0x10_0000, 0x10_0000 + 8 * PAGE_SIZE),
+            PhysRange::new(4 * GIB, 6 * GIB),
+        ];
+        let mut storage = vec![0u64; BitmapFrameAllocator::storage_words(&regions)];
+        let mut alloc = BitmapFrameAllocator::new(&regions, &mut storage).unwrap();
+        assert_eq!(alloc.free_frames(), 8 + 2 * GIB / PAGE_SIZE);
+        // Single frames come from the lowest region first (page tables built under the early
+        // 4 GiB identity map need them there).
+        for _ in 0..8 {
+            assert!(alloc.allocate().unwrap().start().0 < 4 * GIB);
+        }
+        let high = alloc.allocate().unwrap();
+        assert_eq!(high.start().0, 4 * GIB);
+        // A 1 GiB run, 2 MiB aligned, above 4 GiB; the last frame of the machine is managed.
+        let run = alloc.allocate_contiguous(GIB / PAGE_SIZE, 512).unwrap();
+        assert!(run.start().0 >= 4 * GIB && run.number().is_multiple_of(512));
+        let last = Frame::from_number(6 * GIB / PAGE_SIZE - 1);
+        assert!(alloc.is_frame_free(last));
+        alloc.reserve(last).unwrap();
+        alloc.free(last).unwrap();
+        alloc.free(high).unwrap();
+        assert_eq!(alloc.free(high), Err(AllocError::DoubleFree(high)));
+    }
+
+    #[test]
+    fn bitmap_storage_is_carved_below_the_reach_only_when_the_static_is_too_small() {
+        const GIB: u64 = 1 << 30;
+        let mut regions = [
+            PhysRange::new(0x10_0000, 0x20_0000),
+            PhysRange::new(0x100_0000, 0x8000_0000),
+            PhysRange::new(4 * GIB, 8 * GIB),
+            PhysRange::default(),
+        ];
+        let mut count = 3;
+        let needed = BitmapFrameAllocator::storage_words(&regions[..count]);
+        // The static suffices: nothing changes.
+        assert_eq!(
+            carve_bitmap_storage(&mut regions, &mut count, needed, 4 * GIB),
+            Ok(None)
+        );
+        assert_eq!(count, 3);
+        // Too small: the pages come from the end of the largest region below 4 GiB.
+        let carved = carve_bitmap_storage(&mut regions, &mut count, 16384, 4 * GIB)
+            .unwrap()
+            .unwrap();
+        let bytes = (needed as u64 * 8).next_multiple_of(PAGE_SIZE);
+        assert_eq!(carved, PhysRange::new(0x8000_0000 - bytes, 0x8000_0000));
+        assert_eq!(count, 3);
+        assert_eq!(regions[1], PhysRange::new(0x100_0000, carved.start.0));
+        // The shrunk regions need no more than what was carved, and the allocator over them
+        // never hands out a carved frame.
+        let words = carved.len() as usize / 8;
+        assert!(BitmapFrameAllocator::storage_words(&regions[..count]) <= words);
+        let mut storage = vec![0u64; words];
+        let alloc = BitmapFrameAllocator::new(&regions[..count], &mut storage).unwrap();
+        assert!(!alloc.is_frame_free(Frame::from_number(carved.start.0 / PAGE_SIZE)));
+        // Nowhere below the reach large enough: refused by name.
+        let mut only_high = [
+            PhysRange::new(0x10_0000, 0x11_0000),
+            PhysRange::new(4 * GIB, 64 * GIB),
+        ];
+        let mut n = 2;
+        assert!(matches!(
+            carve_bitmap_storage(&mut only_high, &mut n, 0, 4 * GIB),
+            Err(AllocError::StorageTooSmall { .. })
+        ));
+        // A region used up entirely is removed.
+        let mut exact = [
+            PhysRange::new(0x10_0000, 0x10_1000),
+            PhysRange::new(4 * GIB, 4 * GIB + 0x8_0000),
+        ];
+        let mut n = 2;
+        let carved = carve_bitmap_storage(&mut exact, &mut n, 0, 4 * GIB)
+            .unwrap()
+            .unwrap();
+        assert_eq!((carved, n), (PhysRange::new(0x10_0000, 0x10_1000), 1));
+        assert_eq!(exact[0], PhysRange::new(4 * GIB, 4 * GIB + 0x8_0000));
     }
 
     proptest! {

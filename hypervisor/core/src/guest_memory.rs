@@ -1,15 +1,19 @@
-//! A domain's RAM: guest-physical `[0, size)` backed by a few runs of host frames.
+//! A domain's RAM, laid out as `slipway_protocol::platform::DomainRam` says (`[0, size)` up to
+//! the hole at 3 GiB, the rest from 4 GiB), backed by a few runs of host frames anywhere in host
+//! memory (above 4 GiB too). No run crosses the hole.
 //!
 //! Memory is allocated in as few physically contiguous, 2 MiB aligned runs as the allocator can
 //! give, so nested tables can use 2 MiB pages and the run list stays small enough for a fixed array
 //! (no heap). Every guest-physical access the hypervisor makes on a domain's behalf (loading a
 //! module, writing the start-info page) goes through [`GuestMemory::for_each_chunk`], which checks
-//! the range against the domain size with overflow checks before touching anything.
+//! the range against the domain's RAM ranges with overflow checks before touching anything: an
+//! address in the hole is outside RAM.
 
 use crate::addr::{Frame, LARGE_PAGE_SIZE, PAGE_SIZE, PhysAddr};
 use crate::frame_alloc::{AllocError, FrameAllocator};
 use crate::memory::{MemoryError, PhysMemory};
 use crate::paging::{Access, PageTable, PagingError};
+use slipway_protocol::platform::DomainRam;
 
 /// Maximum number of contiguous runs backing one domain.
 pub const MAX_RUNS: usize = 64;
@@ -30,11 +34,12 @@ pub struct Run {
 /// Why a guest memory operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GuestMemoryError {
-    /// memory size is zero or not a multiple of 4 KiB
+    /// memory size is zero, not a multiple of 4 KiB, or beyond the guest-physical address space
     BadSize(u64),
     /// the host has too little free memory, or it is too fragmented (more than MAX_RUNS runs)
     OutOfMemory,
-    /// the guest-physical range lies (partly) outside the domain's memory or wraps around
+    /// the guest-physical range lies (partly) outside the domain's RAM (in the hole below 4 GiB,
+    /// across it, past the end) or wraps around
     OutOfBounds {
         /// First guest-physical address asked for.
         gpa: u64,
@@ -61,15 +66,16 @@ pub struct GuestMemory {
     runs: [Run; MAX_RUNS],
     run_count: usize,
     size: u64,
+    layout: DomainRam,
 }
 
 impl GuestMemory {
     /// Allocates `size` bytes of frames (contents unspecified: call [`GuestMemory::zero`]).
     /// On failure every frame taken is given back.
     pub fn allocate<A: FrameAllocator>(alloc: &mut A, size: u64) -> Result<Self, GuestMemoryError> {
-        if size == 0 || !size.is_multiple_of(PAGE_SIZE) {
-            return Err(GuestMemoryError::BadSize(size));
-        }
+        let layout = DomainRam::new(size)
+            .filter(|_| size != 0 && size.is_multiple_of(PAGE_SIZE))
+            .ok_or(GuestMemoryError::BadSize(size))?;
         let empty = Run {
             gpa: 0,
             first: Frame::from_number(0),
@@ -79,6 +85,7 @@ impl GuestMemory {
             runs: [empty; MAX_RUNS],
             run_count: 0,
             size: 0,
+            layout,
         };
         let mut remaining = size / PAGE_SIZE;
         while remaining > 0 {
@@ -87,7 +94,13 @@ impl GuestMemory {
                 return Err(GuestMemoryError::OutOfMemory);
             }
             // Largest run first, halving on failure; 2 MiB alignment while runs are that big.
-            let mut want = remaining;
+            // A run ends at the hole (RAM offsets below it are the low range).
+            let (low_start, low_end) = layout.low();
+            let mut want = if memory.size < low_end {
+                remaining.min((low_end - low_start - memory.size) / PAGE_SIZE)
+            } else {
+                remaining
+            };
             let run = loop {
                 let align = if want >= LARGE_FRAMES {
                     LARGE_FRAMES
@@ -104,11 +117,11 @@ impl GuestMemory {
                 memory.free_frames(alloc)?;
                 return Err(GuestMemoryError::OutOfMemory);
             };
-            memory.runs[memory.run_count] = Run {
-                gpa: memory.size,
-                first,
-                frames,
-            };
+            // Cannot fail: `memory.size` < `size` and runs never cross the hole.
+            let gpa = layout
+                .gpa_of_offset(memory.size)
+                .ok_or(GuestMemoryError::BadSize(size))?;
+            memory.runs[memory.run_count] = Run { gpa, first, frames };
             memory.run_count += 1;
             memory.size += frames * PAGE_SIZE;
             remaining -= frames;
@@ -116,9 +129,14 @@ impl GuestMemory {
         Ok(memory)
     }
 
-    /// Size in bytes.
+    /// Size in bytes (RAM, without the hole).
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// The guest-physical layout of this RAM.
+    pub fn layout(&self) -> DomainRam {
+        self.layout
     }
 
     /// The backing runs in guest-physical order.
@@ -134,7 +152,8 @@ impl GuestMemory {
         Ok(())
     }
 
-    /// Maps the whole RAM read-write-execute at guest-physical 0 in `npt`.
+    /// Maps the whole RAM read-write-execute at its guest-physical ranges in `npt` (the hole
+    /// stays unmapped).
     pub fn map_into<M: PhysMemory, A: FrameAllocator>(
         &self,
         npt: &mut PageTable,
@@ -170,7 +189,9 @@ impl GuestMemory {
     ) -> Result<(), GuestMemoryError> {
         let out = GuestMemoryError::OutOfBounds { gpa, len };
         let end = gpa.checked_add(len).ok_or(out)?;
-        if end > self.size {
+        // One RAM range holds the whole request (never the hole, never across it), so the runs
+        // below cover it without a gap.
+        if !self.layout.contains(gpa, len) || self.size == 0 {
             return Err(out);
         }
         let mut cursor = gpa;
@@ -412,6 +433,95 @@ mod tests {
         );
         assert!(at(0x8_0000).is_none(), "nothing past RAM");
         crate::paging::check_tables(&mem, npt.root(), TableKind::Nested).unwrap();
+    }
+
+    #[test]
+    fn ram_past_the_hole_continues_at_4_gib_backed_by_host_frames_above_4_gib() {
+        use crate::paging::TableKind;
+        use slipway_protocol::platform::{DOMAIN_HIGH_RAM_START, DOMAIN_RAM_HOLE_START};
+        const GIB: u64 = 1 << 30;
+        let size = 3 * GIB + GIB / 2;
+        // Table frames low (the fake memory covers them); the domain's RAM lies in host RAM
+        // above 4 GiB, which the fake does not back (nothing here touches it).
+        let regions = [
+            PhysRange::new(BASE, BASE + 0x40_0000),
+            PhysRange::new(4 * GIB, 4 * GIB + size),
+        ];
+        let mut storage = vec![0; BitmapFrameAllocator::storage_words(&regions)];
+        let mut alloc = BitmapFrameAllocator::new(&regions, &mut storage).unwrap();
+        let mut mem = FakePhysMemory::new(BASE, 0x40_0000);
+        let memory = GuestMemory::allocate(&mut alloc, size).unwrap();
+        assert_eq!(memory.size(), size);
+        let mut total = 0;
+        for run in memory.runs() {
+            let end = run.gpa + run.frames * PAGE_SIZE;
+            assert!(
+                end <= DOMAIN_RAM_HOLE_START || run.gpa >= DOMAIN_HIGH_RAM_START,
+                "{run:?} lies in or across the hole"
+            );
+            assert!(
+                run.first.start().0 >= 4 * GIB,
+                "{run:?}: host frames above 4 GiB"
+            );
+            total += run.frames * PAGE_SIZE;
+        }
+        assert_eq!(total, size);
+        let last = memory.runs().last().unwrap();
+        assert_eq!(
+            last.gpa + last.frames * PAGE_SIZE,
+            DOMAIN_HIGH_RAM_START + GIB / 2
+        );
+
+        let mut npt = PageTable::new(TableKind::Nested, &mut mem, &mut alloc).unwrap();
+        memory.map_into(&mut npt, &mut mem, &mut alloc).unwrap();
+        crate::paging::check_tables(&mem, npt.root(), TableKind::Nested).unwrap();
+        let mapped = |gpa: u64| npt.translate(&mem, gpa).unwrap().is_some();
+        assert!(mapped(0) && mapped(DOMAIN_RAM_HOLE_START - PAGE_SIZE));
+        for hole in [
+            DOMAIN_RAM_HOLE_START,
+            slipway_protocol::v1::SLIPWAY_LOG_GPA,
+            DOMAIN_HIGH_RAM_START - PAGE_SIZE,
+        ] {
+            assert!(!mapped(hole), "{hole:#x} in the hole is mapped");
+        }
+        assert!(mapped(DOMAIN_HIGH_RAM_START));
+        assert!(mapped(DOMAIN_HIGH_RAM_START + GIB / 2 - PAGE_SIZE));
+        assert!(!mapped(DOMAIN_HIGH_RAM_START + GIB / 2), "past the end");
+
+        // Accesses: inside either range fine (at the backing host address), in or across the
+        // hole refused before anything is touched.
+        let mut seen = std::vec::Vec::new();
+        memory
+            .for_each_chunk(
+                DOMAIN_HIGH_RAM_START + GIB / 2 - 8,
+                8,
+                &mut |host, _, len| {
+                    seen.push((host, len));
+                    Ok(())
+                },
+            )
+            .unwrap();
+        let top = npt
+            .translate(&mem, DOMAIN_HIGH_RAM_START + GIB / 2 - 8)
+            .unwrap()
+            .unwrap()
+            .translate(DOMAIN_HIGH_RAM_START + GIB / 2 - 8);
+        assert_eq!(seen, [(top, 8)]);
+        for (gpa, len) in [
+            (DOMAIN_RAM_HOLE_START - 8, 16),
+            (DOMAIN_RAM_HOLE_START, 8),
+            (slipway_protocol::v1::SLIPWAY_LOG_GPA, 16),
+            (DOMAIN_HIGH_RAM_START - 8, 16),
+            (DOMAIN_HIGH_RAM_START + GIB / 2 - 8, 9),
+            // The RAM size as an address (the old `[0, size)` layout): in the hole here.
+            (size - 8, 8),
+        ] {
+            assert_eq!(
+                memory.for_each_chunk(gpa, len, &mut |_, _, _| panic!("must not be called")),
+                Err(GuestMemoryError::OutOfBounds { gpa, len }),
+                "{gpa:#x}+{len}"
+            );
+        }
     }
 
     #[test]

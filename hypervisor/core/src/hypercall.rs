@@ -17,6 +17,7 @@ use slipway_measure::events::{
 };
 use slipway_measure::hash::event_digests;
 use slipway_protocol::EncodeError;
+use slipway_protocol::platform::DomainRam;
 use slipway_protocol::v1::{
     self, BootSummary, Capabilities, Digest, DomainId, Error, LaunchKind, ModuleInfo, ModuleName,
     Request, ResponseOk, TpmAlgId, TpmBanks,
@@ -267,11 +268,6 @@ fn perform<P: Platform>(
             vcpus,
             capabilities,
         } => {
-            // A control domain gets the event-log windows mapped at `v1::SLIPWAY_LOG_GPA`: its
-            // RAM must end below them (refused here, not as a mapping failure at hand-off).
-            if capabilities.control && *memory_bytes > v1::SLIPWAY_LOG_GPA {
-                return Err(Error::InvalidMemorySize);
-            }
             // One TPM FIFO: two domains could interleave commands and read each other's answers.
             if capabilities.tpm && table.iter().any(|d| d.capabilities().granted.tpm) {
                 return Err(Error::TpmAlreadyGranted);
@@ -449,9 +445,11 @@ fn target_mut(table: &mut DomainTable, id: DomainId) -> Result<&mut Domain, Erro
     table.planned_mut(id)
 }
 
+/// `[gpa, gpa + length)` lies inside one of the domain's RAM ranges (`platform::DomainRam`):
+/// never in the hole below 4 GiB (log windows, MMIO), never across it.
 fn inside_domain(domain: &Domain, gpa: u64, length: u64) -> Result<(), Error> {
-    match gpa.checked_add(length) {
-        Some(end) if end <= domain.memory_bytes() => Ok(()),
+    match DomainRam::new(domain.memory_bytes()) {
+        Some(ram) if ram.contains(gpa, length) => Ok(()),
         _ => Err(Error::RangeOutsideDomain),
     }
 }

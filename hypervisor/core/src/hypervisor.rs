@@ -71,6 +71,9 @@ pub enum EntryState {
         /// Argument.
         rsi: u64,
     },
+    /// An application processor waiting for INIT and a startup IPI (its local APIC says when
+    /// it starts, and where: [`VcpuBackend::start_real_mode`]).
+    WaitForStartupIpi,
 }
 
 impl From<VcpuEntry> for EntryState {
@@ -84,6 +87,7 @@ impl From<VcpuEntry> for EntryState {
                 rbx: u64::from(start_info_gpa),
             },
             VcpuEntry::Long64 { rip, rsp, cr3, rsi } => EntryState::Long64 { rip, rsp, cr3, rsi },
+            VcpuEntry::WaitForStartupIpi => EntryState::WaitForStartupIpi,
         }
     }
 }
@@ -241,16 +245,16 @@ pub struct DomainHw {
     /// vCPUs, so their TSCs stay synchronized.
     pub tsc_offset: u64,
     /// The domain's clock as frozen by a PM-timer read of each vCPU: while a domain runs on one
-    /// vCPU, a PM-timer read stops its clock (TSC and PM timer) until the vCPU next reads the
-    /// TSC (RDTSC exits meanwhile), each read advancing it by [`TSC_READ_STEP_NS`]. So a read
-    /// takes the same short time in the guest's view as on hardware, where a booting kernel
-    /// calibrating its TSC against the PM timer checks that it took under ~50 µs of TSC time;
-    /// an exit under an emulator takes longer. Nothing else of the clock changes: both
-    /// clocks keep their rates, and time only ever moves forward.
+    /// vCPU, a PM-timer read stops its clock (TSC and PM timer) until the vCPU's next exit for
+    /// anything else (RDTSC exits meanwhile and is answered from it), each read advancing it
+    /// by [`TSC_READ_STEP_NS`]; the clock then goes on from there, the time in between hidden
+    /// (the offset shrinks). So a read takes the same short time in the guest's view as on
+    /// hardware, where a booting kernel calibrating its TSC against the PM timer checks that
+    /// it took under ~50 µs of TSC time; an exit under an emulator takes longer. Both clocks
+    /// keep their rates, and the TSC the guest reads only ever moves forward.
     pub tsc_frozen: [Option<u64>; MAX_VCPUS],
-    /// The domain TSC a vCPU's emulated RDTSC returned: its clock resumes from there at its
-    /// next entry.
-    pub tsc_resume: [Option<u64>; MAX_VCPUS],
+    /// Startup IPIs the backend could not act on were reported (said once per domain).
+    pub startup_refused: bool,
 }
 
 /// How far the frozen clock advances per PM-timer or TSC read ([`DomainHw::tsc_frozen`]): 1 µs.
@@ -795,7 +799,7 @@ fn allocate_domain<M: PhysMemory, F: FrameAllocator>(
         halted: [false; MAX_VCPUS],
         tsc_offset: 0,
         tsc_frozen: [None; MAX_VCPUS],
-        tsc_resume: [None; MAX_VCPUS],
+        startup_refused: false,
     })
 }
 
@@ -893,6 +897,9 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
         )?;
         domain.serials[index] = serial;
         domain.lazy_live_on[index] = None;
+        // An application processor waits for its startup IPI; every other vCPU runs.
+        let runs = entry != EntryState::WaitForStartupIpi;
+        domain.lapics[index] = LocalApic::new(index as u8, APIC_TIMER_TSC_TICKS, runs);
         domain.vcpu_count += 1;
         Ok(())
     }
@@ -907,6 +914,10 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
         cmdline: &str,
     ) -> Result<DomainId, &'static str> {
         let index = self.domb_module.ok_or("no boot module named `domb`")?;
+        // domB's RAM is one range below the hole (its modules are mapped right above it).
+        if memory_bytes > slipway_protocol::platform::DOMAIN_RAM_HOLE_START {
+            return Err("domB memory larger than 3 GiB (the domain memory hole's start)");
+        }
         let layout = DombLayout::for_memory(memory_bytes).ok_or("domB memory too small")?;
         let plan = crate::pvh::plan(image, layout.buffer).map_err(|e| {
             self.host.log(format_args!("domb: image refused: {e}"));
@@ -1095,6 +1106,15 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
                 self.sched.remove(v);
                 continue;
             }
+            if domain.lapics[index].run_state() == crate::lapic::RunState::WaitForSipi {
+                // Not started yet: waits for its startup IPI, queued but never entered.
+                self.sched.yield_now(cpu);
+                passed_over += 1;
+                if passed_over > crate::sched::MAX_QUEUED {
+                    return None;
+                }
+                continue;
+            }
             if domain.halted[index] {
                 let guest_now = domain.guest_tsc(self.now);
                 let lapic = &mut domain.lapics[index];
@@ -1204,6 +1224,12 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
             domain.tsc_frozen[index] = Some(frozen);
             frozen
         } else {
+            // Any other exit (RDTSC aside, answered below) thaws a frozen clock.
+            if exit != VmExit::Rdtsc
+                && let Some(frozen) = domain.tsc_frozen[index].take()
+            {
+                domain.tsc_offset = frozen.wrapping_add(step).wrapping_sub(now);
+            }
             domain.guest_tsc(now)
         };
         let pm_timer = crate::pm_timer::count(pm_tsc, self.tsc_hz);
@@ -1256,12 +1282,33 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
             }
             ExitAction::Halt => self.halt(cpu, VcpuSlot { slot, index }, now),
             ExitAction::Rdtsc => self.rdtsc(cpu, VcpuSlot { slot, index }, now),
+            ExitAction::PowerOff => self.shut_down(slot, 0, "powered off (ACPI S5)"),
             ExitAction::ApicAccess { gpa, write } => {
                 self.apic_access(cpu, VcpuSlot { slot, index }, gpa, write, now)
             }
             ExitAction::Hypercall => self.hypercall(cpu, VcpuSlot { slot, index }),
             ExitAction::Stop(reason) => self.stop(cpu, VcpuSlot { slot, index }, reason),
         }
+    }
+
+    /// The domain in `slot` ended itself (`how`: "shut down", ...) with `exit_code`; the
+    /// domain table already says so for a shutdown hypercall, and is told here otherwise.
+    fn shut_down(&mut self, slot: usize, exit_code: u32, how: &str) {
+        let id = DomainId(slot as u16);
+        if let Some(domain) = self.table.get(id)
+            && domain.state() == crate::domain::DomainState::Running
+        {
+            let _ = self.table.mark_shut_down(id, exit_code);
+        }
+        if let Some(domain) = self.domains[slot].as_mut() {
+            self.host.log(format_args!(
+                "domain {} {how} (exit code {exit_code})",
+                domain.name
+            ));
+            domain.dying = true;
+        }
+        self.sched.remove_domain(id);
+        self.reap(slot);
     }
 
     /// HLT: a vCPU whose APIC is enabled sleeps until an interrupt is deliverable ([`Self::pick`]
@@ -1284,17 +1331,21 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
         (self.tsc_hz / (1_000_000_000 / TSC_READ_STEP_NS)).max(1)
     }
 
-    /// An intercepted RDTSC: answered from the frozen clock (which thaws: the domain's TSC
-    /// resumes from the answer at the next entry), else from the domain's TSC.
+    /// An intercepted RDTSC: answered from the frozen clock, which thaws (the domain's TSC goes
+    /// on from the answer), else from the domain's TSC.
     fn rdtsc(&mut self, cpu: usize, at: VcpuSlot, now: u64) {
         let step = self.tsc_read_step();
         let Some(domain) = self.domains[at.slot].as_mut() else {
             return;
         };
-        let value = domain.tsc_frozen[at.index]
-            .take()
-            .map_or_else(|| domain.guest_tsc(now), |f| f.wrapping_add(step));
-        domain.tsc_resume[at.index] = Some(value);
+        let value = match domain.tsc_frozen[at.index].take() {
+            Some(frozen) => {
+                let value = frozen.wrapping_add(step);
+                domain.tsc_offset = value.wrapping_sub(now);
+                value
+            }
+            None => domain.guest_tsc(now),
+        };
         self.vcpus.with(cpu, at, |vcpu| {
             vcpu.set_reg(Reg::Rax, value & 0xffff_ffff);
             vcpu.set_reg(Reg::Rdx, value >> 32);
@@ -1314,13 +1365,7 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
         let Some(domain) = self.domains[at.slot].as_mut() else {
             return;
         };
-        // A frozen or just-read clock goes on from where the guest saw it last.
         let frozen = domain.tsc_frozen[at.index];
-        if let Some(guest_tsc) = frozen.or(domain.tsc_resume[at.index].take())
-            && domain.running_vcpus() <= 1
-        {
-            domain.tsc_offset = guest_tsc.wrapping_sub(now);
-        }
         let tsc_offset = domain.tsc_offset;
         let guest_now = domain.guest_tsc(now);
         let lapic = &mut domain.lapics[at.index];
@@ -1370,12 +1415,12 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
             None => return,
         }
         if let Some(ipi) = ipi {
-            self.deliver_ipi(at, ipi);
+            self.deliver_ipi(cpu, at, ipi);
         }
     }
 
     /// Delivers an IPI the APIC of `from` sent to the APICs of its own domain that accept it.
-    fn deliver_ipi(&mut self, from: VcpuSlot, ipi: crate::lapic::IpiRequest) {
+    fn deliver_ipi(&mut self, cpu: usize, from: VcpuSlot, ipi: crate::lapic::IpiRequest) {
         use crate::lapic::IpiKind;
         let Some(domain) = self.domains[from.slot].as_mut() else {
             return;
@@ -1398,9 +1443,40 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
                     }
                     break;
                 }
-                // A domain's vCPUs all start at its entry point (INIT-SIPI start is not offered
-                // yet), and no NMI is given to guests: these IPIs are dropped.
-                IpiKind::Init | IpiKind::Startup { .. } | IpiKind::Nmi => {}
+                // INIT resets a vCPU that has not started yet; one that runs is not reset (the
+                // hypervisor does not rebuild a running vCPU's state), as the platform docs say.
+                IpiKind::Init => {
+                    if lapic.run_state() == crate::lapic::RunState::WaitForSipi {
+                        lapic.receive_init();
+                    }
+                }
+                // A vCPU waiting for it gets the real-mode start (it is not running: the core
+                // never enters a waiting vCPU), then runs; a running one ignores it.
+                IpiKind::Startup { vector } => {
+                    if lapic.run_state() != crate::lapic::RunState::WaitForSipi {
+                        continue;
+                    }
+                    let start = crate::lapic::RealModeStart::from_sipi_vector(vector);
+                    let target = VcpuSlot {
+                        slot: from.slot,
+                        index,
+                    };
+                    match self.vcpus.with(cpu, target, |v| v.start_real_mode(start)) {
+                        Some(Ok(())) => {
+                            lapic.receive_startup(vector);
+                        }
+                        Some(Err(why)) if !domain.startup_refused => {
+                            domain.startup_refused = true;
+                            self.host.log(format_args!(
+                                "domain {}: vCPU {index} stays waiting: {why}",
+                                domain.name
+                            ));
+                        }
+                        Some(Err(_)) | None => {}
+                    }
+                }
+                // No NMI is given to guests.
+                IpiKind::Nmi => {}
             }
             if lapic.pending_vector().is_some() {
                 domain.halted[index] = false;
@@ -1605,17 +1681,7 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
                     exit_handler::finish_hypercall(v, status, reply.response_len)
                 });
             }
-            Outcome::ShutDown { exit_code } => {
-                if let Some(domain) = self.domains[at.slot].as_mut() {
-                    self.host.log(format_args!(
-                        "domain {} shut down (exit code {exit_code})",
-                        domain.name
-                    ));
-                    domain.dying = true;
-                }
-                self.sched.remove_domain(caller);
-                self.reap(at.slot);
-            }
+            Outcome::ShutDown { exit_code } => self.shut_down(at.slot, exit_code, "shut down"),
             Outcome::HandedOff { order, count } => self.hand_off(at.slot, &order[..count]),
         }
     }

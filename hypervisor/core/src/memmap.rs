@@ -214,6 +214,15 @@ fn sort_by_start(ranges: &mut [PhysRange]) {
     }
 }
 
+/// Bytes of `ranges` below 4 GiB and at or above it (for the hypervisor's RAM summary).
+pub fn split_at_4_gib(ranges: &[PhysRange]) -> (u64, u64) {
+    const FOUR_GIB: u64 = 1 << 32;
+    ranges.iter().fold((0, 0), |(below, above), r| {
+        let low = r.end.0.min(FOUR_GIB).saturating_sub(r.start.0);
+        (below + low, above + (r.len() - low))
+    })
+}
+
 /// Validates `map`, `image` and `modules` against each other and `mmio_holes`, and writes the
 /// frames the allocator may hand out into `out` as sorted, disjoint, page-aligned ranges.
 /// Returns how many ranges were written.
@@ -575,5 +584,19 @@ mod tests {
             let excluded: u64 = modules.iter().map(|m| pages_of(*m).len()).sum::<u64>() + pages_of(IMAGE).len();
             prop_assert_eq!(total, 0x7fee_0000 - MIB - excluded);
         }
+    }
+
+    #[test]
+    fn ram_is_counted_below_and_above_4_gib() {
+        let ranges = [
+            PhysRange::new(0x10_0000, 0x8000_0000),
+            PhysRange::new(0xF000_0000, 0x1_1000_0000),
+            PhysRange::new(0x1_2000_0000, 0x1_4000_0000),
+        ];
+        assert_eq!(
+            split_at_4_gib(&ranges),
+            (0x7FF0_0000 + 0x1000_0000, 0x1000_0000 + 0x2000_0000)
+        );
+        assert_eq!(split_at_4_gib(&[]), (0, 0));
     }
 }

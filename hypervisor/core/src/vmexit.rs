@@ -31,8 +31,6 @@ pub enum ForbiddenInstruction {
     Monitor,
     /// MWAIT (would idle the physical CPU).
     Mwait,
-    /// WBINVD (flushes every cache of the machine: a cheap way to slow every other domain).
-    Wbinvd,
     /// ICEBP / INT1 (a debug trap meant for hardware debuggers).
     Icebp,
     /// A hardware task switch (no guest gets a TSS-based setup here).
@@ -59,7 +57,6 @@ impl ForbiddenInstruction {
             ForbiddenInstruction::Invd => "INVD",
             ForbiddenInstruction::Monitor => "MONITOR",
             ForbiddenInstruction::Mwait => "MWAIT",
-            ForbiddenInstruction::Wbinvd => "WBINVD",
             ForbiddenInstruction::Icebp => "ICEBP",
             ForbiddenInstruction::TaskSwitch => "task switch",
             ForbiddenInstruction::UninterceptedXsetbv => {
@@ -130,6 +127,12 @@ pub enum VmExit {
     /// `xsetbv` (3-byte instruction; the register number in ecx, the value in edx:eax), judged
     /// by [`crate::xsave::XsaveOffer::check_xsetbv`].
     Xsetbv,
+    /// `wbinvd` (2 bytes on SVM, which reports no length; `len` on VMX, which covers WBNOINVD's
+    /// prefix): performed as a no-op ([`crate::exit_handler`]).
+    Wbinvd {
+        /// The instruction's length.
+        len: u8,
+    },
     /// `rdtsc` (2-byte instruction), intercepted only when asked for
     /// ([`VcpuBackend::set_rdtsc_exiting`]).
     Rdtsc,
@@ -346,6 +349,10 @@ pub trait VcpuBackend {
     fn set_tsc_offset(&mut self, offset: u64);
     /// Makes RDTSC exit ([`VmExit::Rdtsc`]) or not, from the next entry on.
     fn set_rdtsc_exiting(&mut self, exiting: bool);
+    /// Puts a vCPU that waited for a startup IPI into the state the SIPI gives: real mode at
+    /// `start`, everything else as after INIT. `Err` names why this backend cannot (the vCPU
+    /// then keeps waiting).
+    fn start_real_mode(&mut self, start: crate::lapic::RealModeStart) -> Result<(), &'static str>;
     /// Advances rip past an instruction of `len` bytes (no NRIP-save under QEMU: common code
     /// knows the lengths).
     fn advance_rip(&mut self, len: u64) {
@@ -365,7 +372,7 @@ impl ExitCounts {
     pub const KINDS: [&'static str; 15] = [
         "I/O",
         "MSR",
-        "CPUID",
+        "CPUID/RDTSC/WBINVD",
         "hypercall",
         "HLT",
         "local APIC",
@@ -386,7 +393,7 @@ impl ExitCounts {
         let kind = match exit {
             VmExit::IoOut { .. } | VmExit::IoIn { .. } | VmExit::IoString { .. } => 0,
             VmExit::MsrRead { .. } | VmExit::MsrWrite { .. } => 1,
-            VmExit::Cpuid { .. } | VmExit::Rdtsc => 2,
+            VmExit::Cpuid { .. } | VmExit::Rdtsc | VmExit::Wbinvd { .. } => 2,
             VmExit::Hypercall => 3,
             VmExit::Halt => 4,
             VmExit::NestedPageFault { gpa, .. }

@@ -338,6 +338,10 @@ impl SvmVcpu {
         // What differs between the two entry modes; everything else below is shared.
         let mut regs = GuestRegs::default();
         let (cs_attr, tr_attr, cr0, cr3, cr4, efer, rip, rsp) = match entry {
+            // Loaded in real mode below; entered only after a startup IPI.
+            EntryState::WaitForStartupIpi => {
+                (ATTR_CODE32, ATTR_TSS32_BUSY, 0x11, 0, 0, EFER_SVME, 0, 0)
+            }
             EntryState::Pvh32 { rip, rbx } => {
                 regs.rbx = rbx;
                 // PE | ET; no paging; guest EFER.SVME must be 1.
@@ -379,12 +383,53 @@ impl SvmVcpu {
         vmcb.write64(save::DR7, 0x400);
         vmcb.write64(save::G_PAT, 0x0007_0406_0007_0406);
         vmcb.write8(save::CPL, 0);
-        Self {
+        let mut vcpu = Self {
             vmcb,
             regs,
             asid,
             lazy: crate::lazy_state::LazyState::initial(),
+        };
+        if entry == EntryState::WaitForStartupIpi {
+            vcpu.load_real_mode(slipway_hv_core::lapic::RealModeStart::from_sipi_vector(0));
         }
+        vcpu
+    }
+
+    /// The state after INIT and a startup IPI (APM vol. 2, 14.1.3 "Processor Initialization
+    /// State", with CS from the SIPI): real mode, paging off, every segment a 64 KiB real-mode
+    /// segment, CS:IP = `start`, the general registers zero.
+    pub fn load_real_mode(&mut self, start: slipway_hv_core::lapic::RealModeStart) {
+        const ATTR_CODE16: u16 = 0x9b;
+        const ATTR_DATA16: u16 = 0x93;
+        let vmcb = &mut self.vmcb;
+        vmcb.set_segment(
+            save::CS,
+            start.cs_selector,
+            ATTR_CODE16,
+            0xffff,
+            u64::from(start.cs_base),
+        );
+        for seg in [save::DS, save::ES, save::SS, save::FS, save::GS] {
+            vmcb.set_segment(seg, 0, ATTR_DATA16, 0xffff, 0);
+        }
+        vmcb.set_segment(save::TR, 0, ATTR_TSS32_BUSY, 0xffff, 0);
+        vmcb.set_segment(save::LDTR, 0, ATTR_LDT, 0xffff, 0);
+        vmcb.set_segment(save::GDTR, 0, 0, 0xffff, 0);
+        vmcb.set_segment(save::IDTR, 0, 0, 0xffff, 0);
+        // ET; guest EFER.SVME must be 1.
+        vmcb.write64(save::CR0, 0x10);
+        vmcb.write64(save::CR3, 0);
+        vmcb.write64(save::CR4, 0);
+        vmcb.write64(save::EFER, EFER_SVME);
+        vmcb.write64(save::RFLAGS, 0x2);
+        vmcb.write64(save::RIP, u64::from(start.ip));
+        vmcb.write64(save::RSP, 0);
+        vmcb.write64(save::RAX, 0);
+        vmcb.write64(save::DR6, 0xffff_0ff0);
+        vmcb.write64(save::DR7, 0x400);
+        vmcb.write8(save::CPL, 0);
+        vmcb.write64(control::EVENT_INJECTION, 0);
+        self.regs = GuestRegs::default();
     }
 
     /// The VMCB's physical address (freed by the owner when the vCPU is destroyed).
@@ -608,9 +653,8 @@ impl SvmVcpu {
             exit::INVD => VmExit::Forbidden(ForbiddenInstruction::Invd),
             exit::MONITOR => VmExit::Forbidden(ForbiddenInstruction::Monitor),
             exit::MWAIT | exit::MWAIT_ARMED => VmExit::Forbidden(ForbiddenInstruction::Mwait),
-            exit::WBINVD | exit::ICEBP | exit::TASK_SWITCH => {
-                VmExit::Forbidden(ForbiddenInstruction::Other)
-            }
+            exit::WBINVD => VmExit::Wbinvd { len: 2 },
+            exit::ICEBP | exit::TASK_SWITCH => VmExit::Forbidden(ForbiddenInstruction::Other),
             c if (exit::EXCEPTION_BASE..exit::EXCEPTION_BASE + 32).contains(&c) => {
                 VmExit::Exception {
                     vector: (c - exit::EXCEPTION_BASE) as u8,
@@ -722,6 +766,14 @@ impl VcpuBackend for BoundVcpu<'_> {
 
     fn set_tsc_offset(&mut self, offset: u64) {
         self.vcpu.vmcb.write64(control::TSC_OFFSET, offset);
+    }
+
+    fn start_real_mode(
+        &mut self,
+        start: slipway_hv_core::lapic::RealModeStart,
+    ) -> Result<(), &'static str> {
+        self.vcpu.load_real_mode(start);
+        Ok(())
     }
 
     fn set_rdtsc_exiting(&mut self, exiting: bool) {

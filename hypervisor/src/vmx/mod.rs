@@ -474,6 +474,7 @@ fn vcpu_entry(entry: EntryState) -> Result<VcpuEntry, VmxError> {
             start_info_gpa: u32::try_from(rbx).map_err(|_| VmxError::EntryAbove4GiB)?,
         },
         EntryState::Long64 { rip, rsp, cr3, rsi } => VcpuEntry::Long64 { rip, rsp, cr3, rsi },
+        EntryState::WaitForStartupIpi => VcpuEntry::WaitForStartupIpi,
     })
 }
 
@@ -511,6 +512,7 @@ impl VmxVcpu {
                 rsi,
                 ..GuestRegs::default()
             },
+            EntryState::WaitForStartupIpi => GuestRegs::default(),
         };
         Ok(VmxVcpu {
             vmcs_pa,
@@ -1158,6 +1160,16 @@ impl VcpuBackend for BoundVcpu<'_> {
 
     fn set_tsc_offset(&mut self, offset: u64) {
         self.vcpu.tsc_offset = offset;
+    }
+
+    fn start_real_mode(
+        &mut self,
+        _start: slipway_hv_core::lapic::RealModeStart,
+    ) -> Result<(), &'static str> {
+        Err(
+            "the VMX backend does not start vCPUs at a startup IPI yet (real mode needs its \
+             unrestricted-guest state written at the SIPI)",
+        )
     }
 
     fn set_rdtsc_exiting(&mut self, exiting: bool) {

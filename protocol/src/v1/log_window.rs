@@ -10,10 +10,11 @@
 //! the log that follows (little-endian), u32 0. Length 0 means "no log"; the rest of the window
 //! after the log is zero.
 //!
-//! Placement: domB refuses domain RAM above 3 GiB (`MAX_DOMAIN_MEMORY` in domb-core), and the
-//! platform MMIO a domain may see (IOAPIC 0xFEC0_0000, TPM 0xFED4_0000, local APIC 0xFEE0_0000)
-//! starts at 0xFEC0_0000. The windows sit at 0xF000_0000, between the two, and below 4 GiB so
-//! that a 32-bit PVH kernel and the guest runtime's identity map of the first 4 GiB reach them.
+//! Placement: the windows sit at 0xF000_0000, in the hole of every domain's memory layout
+//! (`platform::DomainRam`: RAM below `DOMAIN_RAM_HOLE_START`, 3 GiB, and above 4 GiB) below the
+//! platform MMIO (`platform::DOMAIN_MMIO_START`): fixed, whatever the domain's size, and below
+//! 4 GiB so that a 32-bit PVH kernel and the guest runtime's identity map of the first 4 GiB
+//! reach them.
 
 use core::fmt;
 
@@ -34,15 +35,12 @@ pub const SLIPWAY_LOG_MODULE: &str = "slipway-event-log";
 /// Start-info module command line of the firmware log window.
 pub const FIRMWARE_LOG_MODULE: &str = "firmware-event-log";
 
-/// Lowest address of the platform MMIO (IOAPIC, TPM, local APIC) the windows must stay below.
-const PLATFORM_MMIO_START: u64 = 0xFEC0_0000;
-/// Highest end of domain RAM domB accepts (domb-core `MAX_DOMAIN_MEMORY`).
-const DOMAIN_RAM_LIMIT: u64 = 3 << 30;
+use crate::platform::{DOMAIN_MMIO_START, DOMAIN_RAM_HOLE_START};
 
 const _: () = assert!(SLIPWAY_LOG_GPA.is_multiple_of(4096));
 const _: () = assert!(LOG_WINDOW_SIZE.is_multiple_of(4096));
-const _: () = assert!(SLIPWAY_LOG_GPA >= DOMAIN_RAM_LIMIT);
-const _: () = assert!(FIRMWARE_LOG_GPA + LOG_WINDOW_SIZE <= PLATFORM_MMIO_START);
+const _: () = assert!(SLIPWAY_LOG_GPA >= DOMAIN_RAM_HOLE_START);
+const _: () = assert!(FIRMWARE_LOG_GPA + LOG_WINDOW_SIZE <= DOMAIN_MMIO_START);
 
 /// The descriptor at the start of a log window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

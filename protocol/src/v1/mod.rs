@@ -20,7 +20,7 @@
 //! // Client: encode into the buffer page.
 //! let mut page = [0u8; HYPERCALL_BUFFER_SIZE];
 //! let len = encode_request(&Request::QueryModule { index: 2 }, &mut page).unwrap();
-//! assert_eq!(&page[..len], b"SWRQ\x03\x00\x01\x02");
+//! assert_eq!(&page[..len], b"SWRQ\x04\x00\x01\x02");
 //!
 //! // Server: decode its own copy, answer.
 //! let copy = page;
@@ -66,7 +66,8 @@ pub use types::{
 /// a peer of version 1 gets `UnsupportedVersion`, never a misread). The module keeps the name
 /// `v1`: no version-1 peer exists in a tree (domB and the hypervisor are built together).
 /// Version 3 added [`BootInfo::boot_state`] and [`Request::ReportBootSuccess`].
-pub const VERSION: u16 = 3;
+/// Version 4 added [`VcpuEntry::WaitForStartupIpi`].
+pub const VERSION: u16 = 4;
 
 /// Most bytes one [`Request::WriteMemory`] carries: a 4 KiB page takes two calls.
 pub const WRITE_MEMORY_MAX: usize = 2048;

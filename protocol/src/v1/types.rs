@@ -205,6 +205,10 @@ pub enum VcpuEntry {
         /// Argument register (for example a start-info or boot-params address).
         rsi: u64,
     },
+    /// An application processor as after reset: it waits for INIT and a startup IPI from
+    /// another vCPU of its domain (Linux's INIT-SIPI-SIPI) and then runs in real mode at the
+    /// SIPI vector's page. Never vCPU 0, which nothing would start.
+    WaitForStartupIpi,
 }
 
 /// A TPM 2.0 hash algorithm identifier (`TPM_ALG_ID`, TCG algorithm registry).

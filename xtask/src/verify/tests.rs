@@ -534,3 +534,22 @@ fn boot_state_and_slot_choice_events_are_named_with_their_contents() {
     assert!(names[1].ends_with("(slot a chosen over b)"), "{}", names[1]);
     assert!(names[0].contains("EV_SLIPWAY_BOOT_STATE"), "{}", names[0]);
 }
+
+#[test]
+fn bundles_with_the_attest_guest_or_the_linux_initramfs_attest() {
+    let manifest = |modules: &str| {
+        crate::bundle::Manifest::parse(std::path::Path::new("images/x/bundle.toml"), modules)
+            .unwrap()
+    };
+    assert!(bundle_attests(&manifest(
+        "[[module]]\nname = \"attest\"\nbinary = \"slipway-guest-attest\"\n"
+    )));
+    assert!(bundle_attests(&manifest(
+        "[[module]]\nname = \"vmlinux\"\ngenerated = \"linux-kernel\"\n\
+         [[module]]\nname = \"initramfs\"\ngenerated = \"linux-initramfs\"\n"
+    )));
+    assert!(!bundle_attests(&manifest(
+        "[[module]]\nname = \"vmlinux\"\ngenerated = \"linux-kernel\"\n\
+         [[module]]\nname = \"hello\"\nbinary = \"slipway-guest-hello\"\n"
+    )));
+}

@@ -110,7 +110,8 @@ fn refuses_bad_memory_sizes_naming_node_and_property() {
     let cases = [
         (u64v(0), Problem::ZeroMemory),
         (u64v(6), Problem::MemoryNotPageMultiple),
-        (u64v(4 * 1024 * 1024), Problem::MemoryTooBig),
+        // 16 GiB + 4 KiB (in KiB): one page past the largest domain.
+        (u64v(16 * 1024 * 1024 + 4), Problem::MemoryTooBig),
         (u64v(u64::MAX), Problem::MemoryTooBig),
         (vec![0; 3], Problem::NotASize),
         (vec![0; 12], Problem::NotASize),

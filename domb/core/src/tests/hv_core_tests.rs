@@ -246,9 +246,10 @@ fn launch_against_hv_core_dispatcher_builds_bootable_domains() {
         );
         // The control domain (started[0]) also gets the two event-log windows, reserved.
         let windows = if id == started[0] { 2 } else { 0 };
+        let mmio = (4 << 30) - slipway_protocol::platform::DOMAIN_MMIO_START;
         assert_eq!(
             info.described_size(),
-            (16 << 20) + windows * v1::LOG_WINDOW_SIZE
+            (16 << 20) + windows * v1::LOG_WINDOW_SIZE + mmio
         );
         assert_eq!(info.module_count, windows as u32);
         for (index, (gpa, name)) in [

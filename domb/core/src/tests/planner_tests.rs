@@ -1,9 +1,10 @@
 use super::fixtures::*;
 use crate::config;
-use crate::elf_load::ElfError;
+use crate::elf_load::{self, ElfError};
 use crate::planner::{
     self, ACPI_TABLES_GPA, BuildStep, ModuleData, PlanError, PlanProblem, START_INFO_GPA,
 };
+use slipway_protocol::platform::{DOMAIN_MMIO_START, DOMAIN_RAM_HOLE_START, DomainRam};
 use slipway_protocol::v1::{self, DomainId, Request, VcpuEntry};
 
 fn modules<'a>(kernel: &'a [u8], initrd: &'a [u8]) -> Vec<ModuleData<'a>> {
@@ -261,6 +262,7 @@ mod never_panics {
                 bootargs: "a".repeat(bootargs_len),
                 boot_order: None,
                 allowed_sha256: Vec::new(),
+                ap_start: config::ApStart::Entry,
             };
             let modules = modules(&kernel, &initrd);
             if let Ok(plan) = planner::plan_domain(&domain, 0, false, &modules) {
@@ -378,10 +380,106 @@ fn control_domains_get_both_log_windows_reserved_and_listed() {
             (0x10_0000, (16 << 20) - 0x10_0000, 1),
             (v1::SLIPWAY_LOG_GPA, v1::LOG_WINDOW_SIZE, 2),
             (v1::FIRMWARE_LOG_GPA, v1::LOG_WINDOW_SIZE, 2),
+            (DOMAIN_MMIO_START, (4 << 30) - DOMAIN_MMIO_START, 2),
         ]
     );
-    // The windows lie above the largest RAM a domain may have.
-    const { assert!(v1::SLIPWAY_LOG_GPA >= config::MAX_DOMAIN_MEMORY) };
+    // The windows lie in the hole of every domain's layout, whatever its size.
+    const { assert!(v1::SLIPWAY_LOG_GPA >= DOMAIN_RAM_HOLE_START) };
+}
+
+#[test]
+fn domains_larger_than_3_gib_get_ram_above_4_gib_and_the_ramdisk_below_the_hole() {
+    const GIB: u64 = 1 << 30;
+    let mut tree = config_tree();
+    let ctl = tree.find(&["chosen", "hypervisor", "ctl"]);
+    ctl.set("ramdisk", s("initrd"));
+    // 3.5 GiB in KiB, two cells.
+    ctl.set("memory", u64v((3 * GIB + GIB / 2) / 1024));
+    let config = config::parse(&dtb(&tree), MODULES).unwrap();
+    let kernel = ElfSpec::pvh(0x10_0000).build();
+    let initrd = vec![0x5a; 5000];
+    let plans = planner::plan(&config, &start_all(&config), &modules(&kernel, &initrd)).unwrap();
+    let page = start_info_of(&plans[0]);
+    // The ramdisk at the top of the RAM below the hole (not at 3.5 GiB, in the hole).
+    let ramdisk_gpa = 3 * GIB - 0x2000;
+    assert_eq!(start_modules(&page)[0], (ramdisk_gpa, 5000, String::new()));
+    assert!(plans[0].steps.contains(&BuildStep::Populate {
+        module: 3,
+        module_offset: 0,
+        length: 5000,
+        gpa: ramdisk_gpa
+    }));
+    assert_eq!(
+        memory_map(&page),
+        [
+            (0, 0x1000, 1),
+            (0x1000, 0x1000, 2),
+            (0x2000, ACPI_TABLES_GPA - 0x2000, 1),
+            (ACPI_TABLES_GPA, planner::ACPI_TABLES_SIZE, 2),
+            (0x10_0000, 3 * GIB - 0x10_0000, 1),
+            (v1::SLIPWAY_LOG_GPA, v1::LOG_WINDOW_SIZE, 2),
+            (v1::FIRMWARE_LOG_GPA, v1::LOG_WINDOW_SIZE, 2),
+            (DOMAIN_MMIO_START, 4 * GIB - DOMAIN_MMIO_START, 2),
+            (4 * GIB, GIB / 2, 1),
+        ]
+    );
+    // RAM in the map adds up to the configured size less the start-info page; no RAM entry
+    // touches a reserved one.
+    let map = memory_map(&page);
+    let ram: u64 = map.iter().filter(|e| e.2 == 1).map(|e| e.1).sum();
+    assert_eq!(ram, 3 * GIB + GIB / 2 - 0x1000 - planner::ACPI_TABLES_SIZE);
+    for a in map.iter().filter(|e| e.2 == 1) {
+        for b in map.iter().filter(|e| e.2 == 2) {
+            assert!(
+                a.0 + a.1 <= b.0 || b.0 + b.1 <= a.0,
+                "{a:x?} overlaps {b:x?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn memory_maps_keep_the_mmio_reserved_and_kernels_out_of_the_hole() {
+    const GIB: u64 = 1 << 30;
+    let small = planner::memory_map(DomainRam::new(16 << 20).unwrap(), &[]);
+    let entries: Vec<(u64, u64, u32)> = small
+        .iter()
+        .map(|e| (e.addr, e.size, e.kind as u32))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            (0, 0x1000, 1),
+            (0x1000, 0x1000, 2),
+            (0x2000, ACPI_TABLES_GPA - 0x2000, 1),
+            (ACPI_TABLES_GPA, planner::ACPI_TABLES_SIZE, 2),
+            (0x10_0000, (16 << 20) - 0x10_0000, 1),
+            (DOMAIN_MMIO_START, 4 * GIB - DOMAIN_MMIO_START, 2),
+        ]
+    );
+    // A kernel segment in the hole is outside the domain's memory, even one larger than 4 GiB.
+    let with_data_at = |paddr: u64| {
+        let mut spec = ElfSpec::pvh(0x10_0000);
+        spec.loads[1].paddr = paddr;
+        spec.build()
+    };
+    for paddr in [
+        3 * GIB - 0x1000,
+        3 * GIB,
+        v1::SLIPWAY_LOG_GPA,
+        4 * GIB - 0x1000,
+    ] {
+        assert_eq!(
+            elf_load::plan_load(&with_data_at(paddr), 5 * GIB).unwrap_err(),
+            ElfError::SegmentOutsideMemory,
+            "a segment at {paddr:#x} reaches into the hole"
+        );
+    }
+    assert!(elf_load::plan_load(&with_data_at(4 * GIB), 5 * GIB).is_ok());
+    assert_eq!(
+        elf_load::plan_load(&with_data_at(4 * GIB), 3 * GIB).unwrap_err(),
+        ElfError::SegmentOutsideMemory
+    );
 }
 
 #[test]
@@ -392,8 +490,14 @@ fn other_domains_get_no_log_windows() {
     for plan in &plans[1..] {
         let page = start_info_of(plan);
         assert!(start_modules(&page).is_empty(), "{}", plan.name.as_str());
-        assert_eq!(memory_map(&page).len(), 5);
-        assert!(memory_map(&page).iter().all(|entry| entry.0 < 16 << 20));
+        // RAM, start info, RAM, ACPI tables, RAM, and the platform MMIO (reserved).
+        assert_eq!(memory_map(&page).len(), 6);
+        assert!(
+            memory_map(&page)[..5]
+                .iter()
+                .all(|entry| entry.0 < 16 << 20)
+        );
+        assert_eq!(memory_map(&page)[5].0, DOMAIN_MMIO_START);
     }
     // The control domain without a ramdisk lists the two windows only.
     let page = start_info_of(&plans[0]);
@@ -488,4 +592,44 @@ fn a_kernel_over_the_acpi_tables_is_refused() {
     let error = planner::plan(&config, &start_all(&config), &modules(&kernel, b"")).unwrap_err();
     assert_eq!(error.problem, PlanProblem::OverlapsAcpiTables);
     assert_eq!(error.property, "kernel");
+}
+
+#[test]
+fn ap_start_startup_ipi_leaves_every_vcpu_but_the_first_waiting() {
+    let mut tree = config_tree();
+    tree.find(&["chosen", "hypervisor", "hello-b"])
+        .set("ap-start", s("startup-ipi"));
+    let config = config::parse(&dtb(&tree), MODULES).unwrap();
+    let kernel = ElfSpec::pvh(0x10_0000).build();
+    let plans = planner::plan(&config, &["hello-b".into()], &modules(&kernel, b"")).unwrap();
+    let entries: Vec<_> = plans[0]
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            BuildStep::SetVcpu { vcpu, entry } => Some((*vcpu, *entry)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            (
+                0,
+                VcpuEntry::Pvh32 {
+                    entry_eip: 0x10_0000,
+                    start_info_gpa: START_INFO_GPA as u32
+                }
+            ),
+            (1, VcpuEntry::WaitForStartupIpi),
+        ]
+    );
+    // Any other value is refused, naming the property.
+    tree.find(&["chosen", "hypervisor", "hello-b"])
+        .set("ap-start", s("sipi"));
+    let error = config::parse(&dtb(&tree), MODULES).unwrap_err();
+    assert_eq!(error.property.as_deref(), Some("ap-start"));
+    assert!(
+        error.to_string().contains("\"entry\" or \"startup-ipi\""),
+        "{error}"
+    );
 }

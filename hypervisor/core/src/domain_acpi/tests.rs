@@ -108,9 +108,18 @@ fn decode_pkg_length(b: &[u8]) -> (usize, usize) {
 }
 
 /// The devices in the DSDT's `\_SB` scope: (name, body), walked by package lengths that must
-/// tile the table exactly.
+/// tile the table exactly, after the leading `Name(_S5_, Package() {5, 5})`.
 fn dsdt_devices(dsdt: &[u8]) -> Vec<([u8; 4], Vec<u8>)> {
     let aml = &dsdt[36..];
+    // NameOp "_S5_" PackageOp PkgLength(6) NumElements(2) BytePrefix 5 BytePrefix 5.
+    assert_eq!(
+        &aml[..11],
+        &[
+            0x08, b'_', b'S', b'5', b'_', 0x12, 0x06, 0x02, 0x0A, 0x05, 0x0A, 0x05
+        ][..11]
+    );
+    assert_eq!(aml[11], 0x05);
+    let aml = &aml[12..];
     assert_eq!(aml[0], 0x10, "ScopeOp");
     let (scope_len, n) = decode_pkg_length(&aml[1..]);
     assert_eq!(1 + scope_len, aml.len(), "the scope spans the whole table");
@@ -148,6 +157,15 @@ fn tables_parse_back_as_an_os_walks_them() {
     );
     assert_eq!(le_u32(parsed.fadt, 36), 0);
     assert_eq!(le_u64(parsed.fadt, 132), 0);
+    // The PM timer (PM_TMR_BLK, PM_TMR_LEN, X_PM_TMR_BLK) and the sleep registers.
+    assert_eq!(le_u32(parsed.fadt, 76), 0x608);
+    assert_eq!(parsed.fadt[91], 4);
+    assert_eq!(&parsed.fadt[208..212], &[1, 32, 0, 3]);
+    assert_eq!(le_u64(parsed.fadt, 212), 0x608);
+    assert_eq!(&parsed.fadt[244..248], &[1, 8, 0, 1]);
+    assert_eq!(le_u64(parsed.fadt, 248), 0x604);
+    assert_eq!(&parsed.fadt[256..260], &[1, 8, 0, 1]);
+    assert_eq!(le_u64(parsed.fadt, 260), 0x605);
     // MADT: through hv-core's own MADT reader.
     let mut ids = [0u32; 8];
     let found = madt_apic_ids(parsed.madt, &mut ids).expect("MADT walks");

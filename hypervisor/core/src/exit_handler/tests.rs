@@ -69,6 +69,9 @@ impl VcpuBackend for FakeVcpu {
     fn set_interrupt_window(&mut self, _wanted: bool) {}
     fn set_tsc_offset(&mut self, _offset: u64) {}
     fn set_rdtsc_exiting(&mut self, _exiting: bool) {}
+    fn start_real_mode(&mut self, _start: crate::lapic::RealModeStart) -> Result<(), &'static str> {
+        Err("not in this fake")
+    }
     fn interrupted_event(&self) -> Option<InterruptedEvent> {
         self.interrupted
     }
@@ -816,4 +819,35 @@ fn a_refused_xsetbv_faults_like_hardware_and_changes_nothing() {
     rig.host = Host::SseOnly;
     assert_eq!(xsetbv(&mut rig, 0, 0, 0b111), gp, "AVX not offered");
     assert_eq!(rig.vcpu.xcr0, 0b011);
+}
+
+#[test]
+fn acpi_soft_off_powers_the_domain_off_and_other_sleep_writes_are_ignored() {
+    use slipway_protocol::platform::{ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT};
+    let mut rig = Rig::new();
+    let out = |value: u32| VmExit::IoOut {
+        port: ACPI_SLEEP_CONTROL_PORT,
+        size: 1,
+        value,
+        next_rip: 0x1001,
+    };
+    // SLP_TYP 5 without SLP_EN, and SLP_EN with another sleep type: nothing happens.
+    assert_eq!(rig.exit(out(5 << 2)), ExitAction::Resume);
+    assert_eq!(rig.exit(out((1 << 5) | (3 << 2))), ExitAction::Resume);
+    assert_eq!(rig.exit(out((1 << 5) | (5 << 2))), ExitAction::PowerOff);
+    rig.exit(VmExit::IoIn {
+        port: ACPI_SLEEP_STATUS_PORT,
+        size: 1,
+        next_rip: 0x1002,
+    });
+    assert_eq!(rig.vcpu.rax & 0xff, 0, "no wake status");
+}
+
+#[test]
+fn wbinvd_is_skipped_without_flushing() {
+    let mut rig = Rig::new();
+    assert_eq!(rig.exit(VmExit::Wbinvd { len: 2 }), ExitAction::Resume);
+    assert_eq!(rig.vcpu.rip, 0x1002);
+    assert_eq!(rig.exit(VmExit::Wbinvd { len: 3 }), ExitAction::Resume);
+    assert_eq!(rig.vcpu.rip, 0x1005);
 }

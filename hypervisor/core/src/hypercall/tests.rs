@@ -344,7 +344,7 @@ fn garbage_requests_get_decode_errors() {
     assert_eq!(w.call_raw(domb, &[]).0, Err(Error::MalformedRequest));
     assert_eq!(w.call_raw(domb, &[0xff; 40]).0, Err(Error::BadMagic));
     let mut bad_version = REQUEST_MAGIC.to_le_bytes().to_vec();
-    bad_version.extend_from_slice(&[4, 0, 0]);
+    bad_version.extend_from_slice(&[5, 0, 0]);
     assert_eq!(
         w.call_raw(domb, &bad_version).0,
         Err(Error::UnsupportedVersion)
@@ -378,16 +378,6 @@ fn create_domain_errors() {
     w.refused(domb, create("a", 4095, 1), Error::InvalidMemorySize);
     w.refused(domb, create("a", !0xfff, 1), Error::InvalidMemorySize);
     w.refused(domb, create("a", 4096, 0), Error::NoVcpus);
-    let big_control = Request::CreateDomain {
-        name: DomainName::new("ctl").unwrap(),
-        memory_bytes: v1::SLIPWAY_LOG_GPA + 4096,
-        vcpus: 1,
-        capabilities: Capabilities {
-            control: true,
-            ..Default::default()
-        },
-    };
-    w.refused(domb, big_control, Error::InvalidMemorySize);
     w.refused(domb, create("a", 4096, 200), Error::TooManyVcpus);
     w.platform.fail_create = Some(Error::OutOfMemory);
     w.refused(domb, create("a", 4096, 1), Error::OutOfMemory);
@@ -396,6 +386,59 @@ fn create_domain_errors() {
     assert_eq!(w.platform.calls, ["create 1 0x1000 1"]);
     assert_eq!(w.table.get(a).unwrap().state(), DomainState::Planned);
     w.refused(domb, create("a", 4096, 1), Error::NameTaken);
+    // A control domain larger than the hole's start: its RAM continues at 4 GiB, its event-log
+    // windows stay in the hole (nothing to refuse).
+    let big = w.create("ctl", v1::SLIPWAY_LOG_GPA + 4096, 1).unwrap();
+    assert_eq!(w.table.get(big).unwrap().state(), DomainState::Planned);
+}
+
+#[test]
+fn memory_requests_into_the_hole_below_4_gib_are_outside_the_domain() {
+    use slipway_protocol::platform::{DOMAIN_HIGH_RAM_START, DOMAIN_RAM_HOLE_START};
+    let mut w = World::new();
+    let domb = w.domb;
+    // 3.5 GiB: RAM [0, 3 GiB) and [4 GiB, 4.5 GiB).
+    let big = w
+        .create("big", DOMAIN_RAM_HOLE_START + (1 << 29), 1)
+        .unwrap();
+    let populate = |gpa, length| Request::PopulateFromModule {
+        domain: big,
+        module: 1,
+        module_offset: 0,
+        length,
+        gpa,
+    };
+    let write = |gpa| Request::WriteMemory {
+        domain: big,
+        gpa,
+        bytes: Bytes::from_slice(&[7u8; 16]).unwrap(),
+    };
+    for gpa in [
+        DOMAIN_RAM_HOLE_START - 8,
+        DOMAIN_RAM_HOLE_START,
+        v1::SLIPWAY_LOG_GPA,
+        slipway_protocol::platform::TPM_TIS_BASE,
+        DOMAIN_HIGH_RAM_START - 8,
+        DOMAIN_HIGH_RAM_START + (1 << 29) - 8,
+    ] {
+        w.refused(domb, populate(gpa, 16), Error::RangeOutsideDomain);
+        w.refused(domb, write(gpa), Error::RangeOutsideDomain);
+    }
+    for gpa in [DOMAIN_RAM_HOLE_START - 16, DOMAIN_HIGH_RAM_START] {
+        assert_eq!(w.call(domb, populate(gpa, 16)), Ok(ResponseOk::Done));
+        assert_eq!(w.call(domb, write(gpa)), Ok(ResponseOk::Done));
+    }
+    // An entry state in the hole is refused like one past the end.
+    let entry = |start_info_gpa| Request::SetVcpuState {
+        domain: big,
+        vcpu: 0,
+        entry: VcpuEntry::Pvh32 {
+            entry_eip: 0x10_0000,
+            start_info_gpa,
+        },
+    };
+    w.refused(domb, entry(0xF000_0000), Error::InvalidEntryState);
+    assert_eq!(w.call(domb, entry(0x1000)), Ok(ResponseOk::Done));
 }
 
 #[test]

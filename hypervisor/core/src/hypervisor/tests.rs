@@ -42,6 +42,8 @@ struct FakeVcpu {
     tsc_offset: u64,
     /// Whether the core asked RDTSC to exit.
     rdtsc_exiting: bool,
+    /// The real-mode start a startup IPI gave.
+    started_at: Option<crate::lapic::RealModeStart>,
 }
 
 fn reg_name(reg: Reg) -> &'static str {
@@ -102,6 +104,10 @@ impl VcpuBackend for FakeVcpu {
     }
     fn set_rdtsc_exiting(&mut self, exiting: bool) {
         self.rdtsc_exiting = exiting;
+    }
+    fn start_real_mode(&mut self, start: crate::lapic::RealModeStart) -> Result<(), &'static str> {
+        self.started_at = Some(start);
+        Ok(())
     }
 }
 
@@ -284,6 +290,8 @@ struct World {
     image: Vec<u8>,
     initial_free: u64,
     domb: DomainId,
+    /// Domains planned from now on leave their vCPUs after the first waiting for a startup IPI.
+    aps_wait: bool,
 }
 
 fn module(name: &str, range: PhysRange) -> HostModule {
@@ -442,6 +450,7 @@ fn world_with(setup: Setup) -> World {
         image,
         initial_free,
         domb,
+        aps_wait: false,
     }
 }
 
@@ -561,9 +570,13 @@ impl World {
                     Request::SetVcpuState {
                         domain: id,
                         vcpu,
-                        entry: VcpuEntry::Pvh32 {
-                            entry_eip: 0x1000,
-                            start_info_gpa: 0x8000,
+                        entry: if vcpu > 0 && self.aps_wait {
+                            VcpuEntry::WaitForStartupIpi
+                        } else {
+                            VcpuEntry::Pvh32 {
+                                entry_eip: 0x1000,
+                                start_info_gpa: 0x8000,
+                            }
                         },
                     }
                 ),
@@ -666,6 +679,13 @@ fn domb_without_its_module_or_with_a_bad_image_is_refused() {
     assert_eq!(
         w.hv.create_domb(b"not an elf", DOMB_MEMORY, ""),
         Err("domB image is not a loadable PVH ELF")
+    );
+    assert_eq!(w.hv.alloc.free_frames(), before, "nothing allocated");
+    // domB's RAM and the modules mapped above it stay below the hole.
+    let big = slipway_protocol::platform::DOMAIN_RAM_HOLE_START + 4096;
+    assert_eq!(
+        w.hv.create_domb(b"not an elf", big, ""),
+        Err("domB memory larger than 3 GiB (the domain memory hole's start)")
     );
     assert_eq!(w.hv.alloc.free_frames(), before, "nothing allocated");
 }
@@ -1182,7 +1202,7 @@ fn an_apic_access_that_cannot_be_emulated_stops_the_domain_with_the_bytes() {
 }
 
 #[test]
-fn a_pm_timer_read_freezes_a_one_vcpu_domains_clock_until_it_reads_the_tsc() {
+fn a_pm_timer_read_freezes_a_one_vcpu_domains_clock_until_its_next_other_exit() {
     use slipway_protocol::platform::{PM_TIMER_HZ, PM_TIMER_PORT};
     let mut w = world(1);
     // One TSC tick per PM timer tick keeps the numbers readable; the step is then 3 ticks.
@@ -1224,8 +1244,91 @@ fn a_pm_timer_read_freezes_a_one_vcpu_domains_clock_until_it_reads_the_tsc() {
         },
     );
     assert!(!w.vcpu(guest, 0).rdtsc_exiting);
-    assert_eq!(w.vcpu(guest, 0).tsc_offset, 10_009u64.wrapping_sub(30_000));
-    // Time runs normally again: the 1,000 ticks since that entry (running and not) show.
+    assert_eq!(w.vcpu(guest, 0).tsc_offset, 10_009u64.wrapping_sub(25_050));
+    // Time runs normally again: everything since the RDTSC exit shows.
     run(&mut w, 31_000, 31_000, pm_read);
-    assert_eq!(rax(&mut w), 10_009 + 1_000);
+    assert_eq!(rax(&mut w), 10_009 + (31_000 - 25_050));
+    // A frozen clock also thaws at any other exit (a HLT, say), so time never stands still.
+    // (`World::exit` exits at host TSC 0.)
+    let v = w.pick(0, (guest, 0));
+    w.exit(0, v, VmExit::Halt);
+    let domain = w.hv.domains[usize::from(guest.0)].as_ref().unwrap();
+    assert_eq!(domain.tsc_offset, 10_009 + (31_000 - 25_050) + 3);
+}
+
+#[test]
+fn an_application_processor_starts_in_real_mode_at_the_sipi_vector_after_init() {
+    use crate::lapic::{RealModeStart, reg};
+    let mut w = world(1);
+    w.aps_wait = true;
+    let pair = w.plan("pair", 2);
+    w.hand_off();
+    poke(&mut w, pair, 0x3000, &[0x89, 0x08]); // mov [eax], ecx
+    // Only vCPU 0 runs; vCPU 1 waits, queued but never entered.
+    let v = w.pick(0, (pair, 0));
+    w.exit(
+        0,
+        v,
+        VmExit::Cpuid {
+            leaf: 0,
+            subleaf: 0,
+        },
+    );
+    let v = w.pick(0, (pair, 0));
+    assert!(w.vcpu(pair, 1).started_at.is_none());
+    // A startup IPI before the APIC was told about INIT still starts a waiting AP; here the
+    // kernel's order: INIT, then SIPI twice, to APIC ID 1.
+    apic_store(&mut w, v, reg::ICR_HIGH, 1 << 24);
+    apic_store(&mut w, v, reg::ICR_LOW, 0x0000_4500); // INIT, assert
+    let v = w.pick(0, (pair, 0));
+    apic_store(&mut w, v, reg::ICR_LOW, 0x0000_0600 | 0x9a); // SIPI, vector 0x9a
+    assert_eq!(
+        w.vcpu(pair, 1).started_at,
+        Some(RealModeStart {
+            cs_selector: 0x9a00,
+            cs_base: 0x9_a000,
+            ip: 0
+        })
+    );
+    // The second SIPI finds it running and changes nothing.
+    w.vcpu(pair, 1).started_at = None;
+    let v = w.pick(0, (pair, 0));
+    apic_store(&mut w, v, reg::ICR_LOW, 0x0000_0600 | 0x9a);
+    assert!(w.vcpu(pair, 1).started_at.is_none());
+    // Both vCPUs now take turns on the pCPU.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let v = w.hv.pick(0).unwrap();
+        seen.insert(v.vcpu);
+        w.exit(0, v, VmExit::Halt);
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), [0, 1]);
+}
+
+#[test]
+fn vcpu_0_may_not_wait_for_a_startup_ipi() {
+    let mut w = world(1);
+    let id = match w.call(
+        w.domb,
+        Request::CreateDomain {
+            name: DomainName::new("lonely").unwrap(),
+            memory_bytes: 0x2_0000,
+            vcpus: 1,
+            capabilities: Capabilities::default(),
+        },
+    ) {
+        Ok(ResponseOk::DomainCreated(id)) => id,
+        other => panic!("create: {other:?}"),
+    };
+    assert_eq!(
+        w.call(
+            w.domb,
+            Request::SetVcpuState {
+                domain: id,
+                vcpu: 0,
+                entry: VcpuEntry::WaitForStartupIpi,
+            }
+        ),
+        Err(Error::InvalidEntryState)
+    );
 }

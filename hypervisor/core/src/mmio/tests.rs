@@ -72,6 +72,9 @@ impl VcpuBackend for FakeVcpu {
     fn set_interrupt_window(&mut self, _wanted: bool) {}
     fn set_tsc_offset(&mut self, _offset: u64) {}
     fn set_rdtsc_exiting(&mut self, _exiting: bool) {}
+    fn start_real_mode(&mut self, _start: crate::lapic::RealModeStart) -> Result<(), &'static str> {
+        Err("not in this fake")
+    }
     fn interrupted_event(&self) -> Option<InterruptedEvent> {
         None
     }

@@ -215,7 +215,6 @@ fn vmx_instructions_getsec_and_other_forbidden_instructions_are_refused() {
     }
     for (basic, instruction) in [
         (reason::INVD, ForbiddenInstruction::Invd),
-        (reason::WBINVD, ForbiddenInstruction::Wbinvd),
         (reason::MONITOR, ForbiddenInstruction::Monitor),
         (reason::MWAIT, ForbiddenInstruction::Mwait),
         (reason::TASK_SWITCH, ForbiddenInstruction::TaskSwitch),

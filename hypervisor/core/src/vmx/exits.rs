@@ -340,7 +340,9 @@ pub fn decode_exit(info: &ExitInfo) -> VmExit {
                 present: q & (0b111 << 3) != 0,
             }
         }
-        WBINVD => forbidden(ForbiddenInstruction::Wbinvd),
+        WBINVD => VmExit::Wbinvd {
+            len: info.instruction_length as u8,
+        },
         XSETBV => VmExit::Xsetbv,
         basic => VmExit::Unknown {
             code: u64::from(basic),

@@ -233,7 +233,18 @@ pub fn initial_vmcs(
 
     // Guest state: the same flat segments as the SVM backend.
     let (guest_cr0, cr3, guest_cr4, efer, rip, rsp, code, tss) = match vcpu_entry {
-        // PE | ET; no paging.
+        // PE | ET; no paging. A vCPU waiting for a startup IPI is never entered on VMX (the
+        // backend refuses the real-mode start): its VMCS holds this state at 0.
+        VcpuEntry::WaitForStartupIpi => (
+            0x11,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0xb | ar::S | ar::P | ar::DB | ar::G,
+            0xb | ar::P,
+        ),
         VcpuEntry::Pvh32 { entry_eip, .. } => (
             0x11,
             0,

@@ -20,6 +20,7 @@
 //! | `flood` | for `duration=<TSC megaticks>`, in every odd half-period of `period=<megaticks>` of the TSC, writes the non-printable byte 0x01 (escaped to 4 characters) in console writes of 1024 bytes; makes empty console writes in the even ones (the same calls without output) | its output is rate-limited and the drops reported; no other domain slows down |
 //! | `victim` | for `duration`, counts the exits it can make (UART status reads) per 10^9 TSC ticks in the even (quiet) and odd (loud) half-periods of `period`, and prints both rates and their ratio | the ratio stays near 1 |
 //! | `xsetbv-beyond-offer` | executes XSETBV with XCR0 = x87\|SSE\|AVX\|PKRU (PKRU is never offered), then writes to its console | domain stopped: the exit handler's #GP (no IDT: triple fault), or, where the CPU let the XSETBV through without an exit (QEMU 7.2's SVM), the backend's check of XCR0 after the next exit |
+//! | `ram-top` | for each RAM range of its memory map (above 4 GiB too, mapped through its own page-directory page), writes a word at the range's first and last 8 bytes and reads it back; then writes into the memory hole at `DOMAIN_RAM_HOLE_START` | `ram-top: ... read back ...` per range; then the domain stopped (the hole is not RAM) |
 //! | `fpu` | checks its x87/SSE state and DR0-DR3 start clean (XMM0-15 and DR0-DR3 zero), and where CPUID offers AVX (guest-rt's entry enabled it with XSETBV) that XCR0 reads x87\|SSE\|AVX and the upper halves of YMM0-15 start zero; writes its own (`marker=<1..=3>`: XMM0-15, YMM0-15 upper halves, x87 and SSE rounding control, DR0-DR3), then spins `spin=<millions>` iterations checking it still reads back, counting the pauses (TSC gaps) where other vCPUs ran | `fpu: clean start`, `avx: xcr0 0x7, clean start` (or `avx: not offered`), `debug registers: clean start`, `debug registers: kept marker ...`, `avx: kept marker ...` and `fpu: kept marker ...`; another domain's state is never seen |
 #![no_std]
 #![no_main]
@@ -81,6 +82,7 @@ fn main(boot: Boot) -> ! {
             mega(cmdline, "period").unwrap_or(200),
             mega(cmdline, "duration").unwrap_or(6000),
         ),
+        "ram-top" => ram_top(&info),
         "spin" => spin(word_value(cmdline, "spin").and_then(|n| n.parse().ok())),
         "xsetbv-beyond-offer" => xsetbv_beyond_offer(),
         "fpu" => fpu(
@@ -104,6 +106,91 @@ fn write_outside(ram_end: u64) -> ! {
     // must stop the domain on the nested page fault. Nothing in this guest aliases it.
     unsafe { core::ptr::write_volatile(target as *mut u64, 0x5157_5157_5157_5157) };
     survived("a write outside its memory")
+}
+
+/// A page directory for this guest's own mapping of RAM above the runtime's 4 GiB identity map.
+#[repr(C, align(4096))]
+struct PageDirectory([u64; 512]);
+
+static mut HIGH_PAGE_DIRECTORY: PageDirectory = PageDirectory([0; 512]);
+
+/// Makes `gpa` (above 4 GiB, below 512 GiB) addressable at the same virtual address: the
+/// runtime's PDPT (reached from CR3) gets an entry for `gpa`'s GiB pointing at this guest's page
+/// directory, which maps `gpa`'s 2 MiB page. Returns `false` outside that range.
+fn map_high(gpa: u64) -> bool {
+    if !(memory::IDENTITY_MAP_END..512 << 30).contains(&gpa) {
+        return false;
+    }
+    const ADDRESS: u64 = 0x000f_ffff_ffff_f000;
+    let cr3: u64;
+    // SAFETY: reading CR3 has no side effects (this guest runs at CPL 0).
+    unsafe { core::arch::asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack)) };
+    let directory = core::ptr::addr_of_mut!(HIGH_PAGE_DIRECTORY);
+    // SAFETY: the runtime's PML4 and PDPT are static tables of this image, identity-mapped
+    // (virtual == guest-physical below 4 GiB) and written by nobody else after the entry; this
+    // guest's other vCPUs are parked. The page directory is this image's own static, 4 KiB
+    // aligned, used only here. Entry 0 of the PML4 covers the first 512 GiB; the PDPT's entries
+    // for GiB 4 and above are unused by the runtime (its map ends at 4 GiB). Writing CR3 again
+    // flushes the TLB.
+    unsafe {
+        let pml4 = (cr3 & ADDRESS) as *const u64;
+        let pdpt = (pml4.read_volatile() & ADDRESS) as *mut u64;
+        let table = &mut (*directory).0;
+        table[((gpa >> 21) & 511) as usize] = (gpa & !0x1f_ffff) | 0x83;
+        pdpt.add((gpa >> 30) as usize)
+            .write_volatile(directory as u64 | 0x3);
+        core::arch::asm!("mov cr3, {}", in(reg) cr3, options(nostack));
+    }
+    true
+}
+
+/// Writes a marker word at `gpa` and reads it back.
+fn write_and_read_back(gpa: u64) -> (u64, u64) {
+    let marker = 0x5a11_0000_0000_0000 ^ gpa;
+    // SAFETY: `gpa` is 8-byte aligned RAM of this domain (from its memory map, checked by the
+    // caller), mapped at the same virtual address; nothing of this guest's image or stacks lies
+    // at the first or last word of a RAM range it does not use (the start-info page is reserved,
+    // not RAM; the image is loaded at 1 MiB).
+    unsafe {
+        core::ptr::write_volatile(gpa as *mut u64, marker);
+        (marker, core::ptr::read_volatile(gpa as *const u64))
+    }
+}
+
+fn ram_top(info: &slipway_guest_rt::pvh::StartInfo<'static, memory::IdentityMapped>) -> ! {
+    let mut failed = false;
+    for range in info
+        .memory_map()
+        .filter(|r| r.kind == slipway_guest_rt::pvh::E820_RAM)
+    {
+        let end = range.addr + range.size;
+        // The first RAM range starts at 0 (a null pointer): its first word is left alone.
+        let first = if range.addr == 0 { 8 } else { range.addr };
+        for gpa in [first, end - 8] {
+            if gpa >= memory::IDENTITY_MAP_END && !map_high(gpa) {
+                println!("FAILED: ram-top: cannot map {gpa:#x}");
+                failed = true;
+                continue;
+            }
+            let (wrote, read) = write_and_read_back(gpa);
+            println!(
+                "ram-top: RAM [{:#x}, {end:#x}): wrote {wrote:#x} at {gpa:#x}, read back {read:#x}",
+                range.addr
+            );
+            failed |= wrote != read;
+        }
+    }
+    if failed {
+        println!("FAILED: ram-top: a word did not read back");
+        hypercall::shutdown(1);
+    }
+    let hole = slipway_protocol::platform::DOMAIN_RAM_HOLE_START;
+    println!("writing to {hole:#x}, in the memory hole");
+    // SAFETY: deliberately hostile: the hole is not this domain's memory (nothing is mapped
+    // there in its nested tables); the hypervisor must stop the domain. Nothing in this guest
+    // aliases it.
+    unsafe { core::ptr::write_volatile(hole as *mut u64, 0x5157_5157_5157_5157) };
+    survived("a write into the memory hole")
 }
 
 fn write_log_window() -> ! {

@@ -1,7 +1,7 @@
 //! Tests of the helpers around the messages: names, transport checks, digest checks.
 
 use super::*;
-use crate::{CapacityError, HYPERCALL_BUFFER_SIZE, TransportStatus};
+use crate::{CapacityError, HYPERCALL_BUFFER_SIZE, TransportStatus, platform};
 
 #[test]
 fn domain_names_follow_the_pattern() {
@@ -128,6 +128,38 @@ fn transport_status_codes_round_trip_and_buffers_are_checked() {
         TransportStatus::check_buffer(0x800, 1, ram),
         TransportStatus::BadBufferAlignment
     );
+    // A domain larger than the hole's start: buffers in its high RAM are fine, in the hole not.
+    let big = platform::DOMAIN_RAM_HOLE_START + (1 << 30);
+    for (gpa, status) in [
+        (platform::DOMAIN_RAM_HOLE_START - page, TransportStatus::Ok),
+        (
+            platform::DOMAIN_RAM_HOLE_START,
+            TransportStatus::BadBufferAddress,
+        ),
+        (
+            crate::v1::SLIPWAY_LOG_GPA,
+            TransportStatus::BadBufferAddress,
+        ),
+        (
+            platform::DOMAIN_HIGH_RAM_START - page,
+            TransportStatus::BadBufferAddress,
+        ),
+        (platform::DOMAIN_HIGH_RAM_START, TransportStatus::Ok),
+        (
+            platform::DOMAIN_HIGH_RAM_START + (1 << 30) - page,
+            TransportStatus::Ok,
+        ),
+        (
+            platform::DOMAIN_HIGH_RAM_START + (1 << 30),
+            TransportStatus::BadBufferAddress,
+        ),
+    ] {
+        assert_eq!(
+            TransportStatus::check_buffer(gpa, 1, big),
+            status,
+            "{gpa:#x}"
+        );
+    }
     assert_eq!(
         TransportStatus::check_buffer(0, 0, ram),
         TransportStatus::BadLength

@@ -125,8 +125,8 @@ fn a_server_answers_undecodable_requests_with_the_matching_error() {
         (0, Some(request.map(|_| ResponseOk::Done)))
     });
     let mut buffer = [0u8; HYPERCALL_BUFFER_SIZE];
-    // A hand-made request with version 4.
-    buffer[..7].copy_from_slice(&[0x53, 0x57, 0x52, 0x51, 0x04, 0x00, 0x0a]);
+    // A hand-made request with version 5.
+    buffer[..7].copy_from_slice(&[0x53, 0x57, 0x52, 0x51, 0x05, 0x00, 0x0a]);
     let (status, len) = hv.message(&mut buffer, 7);
     assert_eq!(status, 0);
     assert_eq!(

@@ -43,6 +43,10 @@ fn request_variant(request: &Request) -> usize {
             entry: VcpuEntry::Long64 { .. },
             ..
         } => 6,
+        Request::SetVcpuState {
+            entry: VcpuEntry::WaitForStartupIpi,
+            ..
+        } => 14,
         Request::AssignConsole { .. } => 7,
         Request::RequestStart { .. } => 8,
         Request::WriteConsole { .. } => 9,
@@ -52,7 +56,7 @@ fn request_variant(request: &Request) -> usize {
         Request::ReportBootSuccess => 13,
     }
 }
-const REQUEST_VARIANTS: usize = 14;
+const REQUEST_VARIANTS: usize = 15;
 
 /// Index of each response variant (and launch kind inside); exhaustive on purpose.
 fn response_variant(response: &Response) -> usize {

@@ -32,12 +32,12 @@ pub fn requests() -> Vec<(&'static str, Request, &'static str)> {
         (
             "query-boot-info",
             Request::QueryBootInfo,
-            "53 57 52 51 03 00 00",
+            "53 57 52 51 04 00 00",
         ),
         (
             "query-module",
             Request::QueryModule { index: 3 },
-            "53 57 52 51 03 00 01 03",
+            "53 57 52 51 04 00 01 03",
         ),
         (
             "create-domain",
@@ -52,7 +52,7 @@ pub fn requests() -> Vec<(&'static str, Request, &'static str)> {
                     tpm: true,
                 },
             },
-            "53 57 52 51 03 00 02 05 77 65 62 2d 31 80 80 80 20 02 01 00 01 01",
+            "53 57 52 51 04 00 02 05 77 65 62 2d 31 80 80 80 20 02 01 00 01 01",
         ),
         (
             "populate-from-module",
@@ -63,7 +63,7 @@ pub fn requests() -> Vec<(&'static str, Request, &'static str)> {
                 length: 0x2345,
                 gpa: 0x10_0000,
             },
-            "53 57 52 51 03 00 03 01 02 80 20 c5 46 80 80 40",
+            "53 57 52 51 04 00 03 01 02 80 20 c5 46 80 80 40",
         ),
         (
             "write-memory",
@@ -72,7 +72,7 @@ pub fn requests() -> Vec<(&'static str, Request, &'static str)> {
                 gpa: 0x9000,
                 bytes: bytes(b"console=com1\0"),
             },
-            "53 57 52 51 03 00 04 01 80 a0 02 0d 63 6f 6e 73 6f 6c 65 3d 63 6f 6d 31 00",
+            "53 57 52 51 04 00 04 01 80 a0 02 0d 63 6f 6e 73 6f 6c 65 3d 63 6f 6d 31 00",
         ),
         (
             "set-vcpu-state-pvh32",
@@ -84,7 +84,7 @@ pub fn requests() -> Vec<(&'static str, Request, &'static str)> {
                     start_info_gpa: 0x9000,
                 },
             },
-            "53 57 52 51 03 00 05 01 00 00 80 80 40 80 a0 02",
+            "53 57 52 51 04 00 05 01 00 00 80 80 40 80 a0 02",
         ),
         (
             "set-vcpu-state-long64",
@@ -98,14 +98,23 @@ pub fn requests() -> Vec<(&'static str, Request, &'static str)> {
                     rsi: 0x9000,
                 },
             },
-            "53 57 52 51 03 00 05 02 01 01 80 80 80 88 f8 ff ff ff ff 01 80 80 02 80 20 80 a0 02",
+            "53 57 52 51 04 00 05 02 01 01 80 80 80 88 f8 ff ff ff ff 01 80 80 02 80 20 80 a0 02",
+        ),
+        (
+            "set-vcpu-state-wait-for-startup-ipi",
+            Request::SetVcpuState {
+                domain: DomainId(2),
+                vcpu: 1,
+                entry: VcpuEntry::WaitForStartupIpi,
+            },
+            "53 57 52 51 04 00 05 02 01 02",
         ),
         (
             "assign-console",
             Request::AssignConsole {
                 domain: DomainId(2),
             },
-            "53 57 52 51 03 00 06 02",
+            "53 57 52 51 04 00 06 02",
         ),
         (
             "request-start",
@@ -113,14 +122,14 @@ pub fn requests() -> Vec<(&'static str, Request, &'static str)> {
                 domain: DomainId(1),
                 boot_order: 5,
             },
-            "53 57 52 51 03 00 07 01 05",
+            "53 57 52 51 04 00 07 01 05",
         ),
         (
             "write-console",
             Request::WriteConsole {
                 bytes: bytes(b"hello\n"),
             },
-            "53 57 52 51 03 00 08 06 68 65 6c 6c 6f 0a",
+            "53 57 52 51 04 00 08 06 68 65 6c 6c 6f 0a",
         ),
         (
             "measure",
@@ -133,18 +142,18 @@ pub fn requests() -> Vec<(&'static str, Request, &'static str)> {
                 ]),
                 event_data: bytes(b"hello"),
             },
-            "53 57 52 51 03 00 09 14 0d 02 04 14 11 11 11 11 11 11 11 11 11 11 11 11 11 11 11 11 11 11 11 11 0b 20 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 05 68 65 6c 6c 6f",
+            "53 57 52 51 04 00 09 14 0d 02 04 14 11 11 11 11 11 11 11 11 11 11 11 11 11 11 11 11 11 11 11 11 0b 20 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 22 05 68 65 6c 6c 6f",
         ),
-        ("hand-off", Request::HandOff, "53 57 52 51 03 00 0a"),
+        ("hand-off", Request::HandOff, "53 57 52 51 04 00 0a"),
         (
             "shutdown",
             Request::Shutdown { exit_code: 300 },
-            "53 57 52 51 03 00 0b ac 02",
+            "53 57 52 51 04 00 0b ac 02",
         ),
         (
             "report-boot-success",
             Request::ReportBootSuccess,
-            "53 57 52 51 03 00 0c",
+            "53 57 52 51 04 00 0c",
         ),
     ]
 }
@@ -152,7 +161,7 @@ pub fn requests() -> Vec<(&'static str, Request, &'static str)> {
 /// (label, response, pinned encoding as hex); errors are pinned separately, one per code.
 pub fn responses() -> Vec<(&'static str, Response, &'static str)> {
     vec![
-        ("done", Ok(ResponseOk::Done), "53 57 52 53 03 00 00 00"),
+        ("done", Ok(ResponseOk::Done), "53 57 52 53 04 00 00 00"),
         (
             "boot-info-emulated",
             Ok(ResponseOk::BootInfo(BootSummary {
@@ -160,7 +169,7 @@ pub fn responses() -> Vec<(&'static str, Response, &'static str)> {
                 active_banks: banks(&[TpmAlgId::SHA1, TpmAlgId::SHA256]),
                 module_count: 3,
             })),
-            "53 57 52 53 03 00 00 01 01 02 04 0b 03",
+            "53 57 52 53 04 00 00 01 01 02 04 0b 03",
         ),
         (
             "boot-info-skinit",
@@ -169,7 +178,7 @@ pub fn responses() -> Vec<(&'static str, Response, &'static str)> {
                 active_banks: banks(&[]),
                 module_count: 0,
             })),
-            "53 57 52 53 03 00 00 01 03 00 00",
+            "53 57 52 53 04 00 00 01 03 00 00",
         ),
         (
             "boot-info-txt-simulated",
@@ -178,7 +187,7 @@ pub fn responses() -> Vec<(&'static str, Response, &'static str)> {
                 active_banks: banks(&[TpmAlgId::SHA256]),
                 module_count: 2,
             })),
-            "53 57 52 53 03 00 00 01 04 01 0b 02",
+            "53 57 52 53 04 00 00 01 04 01 0b 02",
         ),
         (
             "module",
@@ -187,19 +196,19 @@ pub fn responses() -> Vec<(&'static str, Response, &'static str)> {
                 size: 12345,
                 gpa: 0x1_0000_0000,
             })),
-            "53 57 52 53 03 00 00 02 05 68 65 6c 6c 6f b9 60 80 80 80 80 10",
+            "53 57 52 53 04 00 00 02 05 68 65 6c 6c 6f b9 60 80 80 80 80 10",
         ),
         (
             "domain-created",
             Ok(ResponseOk::DomainCreated(DomainId(1))),
-            "53 57 52 53 03 00 00 03 01",
+            "53 57 52 53 04 00 00 03 01",
         ),
         (
             "measured",
             Ok(ResponseOk::Measured { event_index: 7 }),
-            "53 57 52 53 03 00 00 04 07",
+            "53 57 52 53 04 00 00 04 07",
         ),
-        ("error", Err(Error::NameTaken), "53 57 52 53 03 00 01 82 06"),
+        ("error", Err(Error::NameTaken), "53 57 52 53 04 00 01 82 06"),
     ]
 }
 
@@ -231,7 +240,7 @@ pub fn boot_infos() -> Vec<(&'static str, BootInfo, &'static str)> {
                     last_known_good: Some(0),
                 },
             },
-            "53 57 42 49 03 00 02 02 0b 0c 02 04 64 6f 6d 62 c5 c6 04 80 80 80 20 06 63 6f 6e 66 69 67 84 07 80 80 88 20 80 60 01 01 03 01 00",
+            "53 57 42 49 04 00 02 02 0b 0c 02 04 64 6f 6d 62 c5 c6 04 80 80 80 20 06 63 6f 6e 66 69 67 84 07 80 80 88 20 80 60 01 01 03 01 00",
         ),
         (
             "none-empty",
@@ -246,7 +255,7 @@ pub fn boot_infos() -> Vec<(&'static str, BootInfo, &'static str)> {
                     last_known_good: None,
                 },
             },
-            "53 57 42 49 03 00 00 00 00 00 00 00 00",
+            "53 57 42 49 04 00 00 00 00 00 00 00 00",
         ),
     ]
 }

@@ -69,7 +69,7 @@ fn every_error_code_is_pinned() {
     );
     let mut buffer = [0u8; HYPERCALL_BUFFER_SIZE];
     for (error, pinned_code) in ERRORS {
-        let pinned = std::format!("53 57 52 53 03 00 01 {pinned_code}");
+        let pinned = std::format!("53 57 52 53 04 00 01 {pinned_code}");
         let len = encode_response(&Err(*error), &mut buffer).unwrap();
         assert_eq!(to_hex(&buffer[..len]), pinned, "{error:?}");
         assert_eq!(decode_response(&parse_hex(&pinned)), Ok(Err(*error)));
@@ -167,8 +167,8 @@ fn wrong_magic_and_version_are_distinct_errors() {
             found: BOOT_INFO_MAGIC
         })
     );
-    // Version 2 (before the boot state) and 4 are both refused.
-    for version in [2, 4] {
+    // Version 3 (before the startup-IPI vCPU entry) and 5 are both refused.
+    for version in [3, 5] {
         boot_info[4] = version;
         assert_eq!(
             decode_boot_info(&boot_info),
@@ -181,7 +181,7 @@ fn wrong_magic_and_version_are_distinct_errors() {
     request[5] = 1;
     assert_eq!(
         decode_request(&request),
-        Err(DecodeError::UnsupportedVersion { found: 0x0103 })
+        Err(DecodeError::UnsupportedVersion { found: 0x0104 })
     );
     assert_eq!(
         Error::from(DecodeError::BadMagic { found: 0 }),
@@ -199,7 +199,7 @@ fn wrong_magic_and_version_are_distinct_errors() {
     assert_eq!(Error::from(DecodeError::Malformed), Error::MalformedRequest);
 }
 
-const REQUEST_HEADER: &str = "53 57 52 51 03 00";
+const REQUEST_HEADER: &str = "53 57 52 51 04 00";
 
 fn decode_request_hex(body: &str) -> Result<Request, DecodeError> {
     decode_request(&parse_hex(&std::format!("{REQUEST_HEADER} {body}")))
@@ -225,7 +225,7 @@ fn invalid_names_do_not_decode() {
     let too_long = std::format!("20 {}", ["61"; 32].join(" "));
     assert_eq!(create(&too_long), Err(DecodeError::Malformed));
     // A module name with a space, in a Module response.
-    let module = decode_response(&parse_hex("53 57 52 53 03 00 00 02 02 61 20 01 00"));
+    let module = decode_response(&parse_hex("53 57 52 53 04 00 00 02 02 61 20 01 00"));
     assert_eq!(module, Err(DecodeError::Malformed));
 }
 
@@ -237,7 +237,7 @@ fn invalid_bodies_do_not_decode() {
         "unknown request variant"
     );
     assert_eq!(
-        decode_request_hex("05 01 00 02"),
+        decode_request_hex("05 01 00 03"),
         Err(DecodeError::Malformed),
         "unknown vCPU entry"
     );
@@ -252,7 +252,7 @@ fn invalid_bodies_do_not_decode() {
         "u16 overflow"
     );
     let response =
-        |body: &str| decode_response(&parse_hex(&std::format!("53 57 52 53 03 00 {body}")));
+        |body: &str| decode_response(&parse_hex(&std::format!("53 57 52 53 04 00 {body}")));
     assert_eq!(
         response("01 00"),
         Err(DecodeError::Malformed),
@@ -400,7 +400,7 @@ fn non_canonical_varints_are_rejected() {
         Err(DecodeError::NotCanonical),
         "variant index"
     );
-    let response = parse_hex("53 57 52 53 03 00 01 82 86 00");
+    let response = parse_hex("53 57 52 53 04 00 01 82 86 00");
     assert_eq!(
         decode_response(&response),
         Err(DecodeError::NotCanonical),

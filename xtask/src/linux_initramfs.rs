@@ -467,9 +467,10 @@ pub fn resolve_closure<S: PackageSource>(
     Ok(closure)
 }
 
-/// The line `/init` prints when a role ends, offering a busybox shell on the console.
+/// The line `/init` prints when a role ends, offering a busybox shell on the console (inside
+/// double quotes in the script: no `"`, `` ` ``, `$` or `\\`).
 pub const SHELL_OFFER: &str =
-    "slipway-init: shell? type `shell` within 10 s for a busybox shell; anything else powers off";
+    "slipway-init: shell? type 'shell' within 10 s for a busybox shell; anything else powers off";
 /// How long `/init` waits for an answer to [`SHELL_OFFER`].
 pub const SHELL_OFFER_SECONDS: u32 = 10;
 /// The answer to [`SHELL_OFFER`] that keeps the domain up with a shell.

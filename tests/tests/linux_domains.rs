@@ -199,11 +199,24 @@ fn configured_domain(built: &xtask::BuiltBundle, name: &str) -> DomainConfig {
         .unwrap_or_else(|| panic!("no domain `{name}` in the launch configuration"))
 }
 
+/// Why the attest role has no QEMU reference boot: under QEMU's PVH loader with SeaBIOS and a
+/// TPM, the kernel finds no ACPI tables, hence no TPM (`attest: error tpm: no /dev/tpmrm0`), and
+/// cannot power off (it halts, so QEMU never exits). QEMU keeps the initrd clear of only the top
+/// 160 KiB of low RAM (q35's `acpi_data_size`); with a TPM, SeaBIOS also places the 64 KiB TPM
+/// log there and its ACPI tables end up below that reserve, where the 9 MB initrd, loaded after
+/// them, overwrites them (seen with q35 and pc, 512 MiB and 1 GiB, `ppi=off`). Without a TPM the
+/// tables fit, so the info role is the reference.
+const NO_ATTEST_REFERENCE: &str = "QEMU's PVH loader puts the initrd over SeaBIOS's ACPI \
+     tables once a TPM log is allocated: the kernel finds no ACPI, no TPM (see \
+     NO_ATTEST_REFERENCE in tests/tests/linux_domains.rs)";
+
 /// QEMU's own boot of domain `name`'s kernel, ramdisk and command line (its PVH loader: the
-/// kernel is the `vmlinux` ELF with the PVH note) on a machine of the domain's memory and vCPUs,
-/// with the harness's CPU model and, for the TPM-holding domain, a fresh swtpm.
+/// kernel is the `vmlinux` ELF with the PVH note) under SeaBIOS on a machine of the domain's
+/// memory and vCPUs, with the harness's machine and CPU model. Only for a domain without the
+/// TPM ([`NO_ATTEST_REFERENCE`]).
 fn qemu_pvh_boot(built: &xtask::BuiltBundle, name: &str) -> RunOutcome {
     let domain = configured_domain(built, name);
+    assert!(!domain.capabilities.tpm, "{name}: {NO_ATTEST_REFERENCE}");
     let module_path = |module: &str| module_file(built, module);
     let mut run = config(built, Firmware::Bios, &format!("qemu-pvh-{name}"));
     run.direct_kernel = Some(DirectKernel {
@@ -213,13 +226,7 @@ fn qemu_pvh_boot(built: &xtask::BuiltBundle, name: &str) -> RunOutcome {
     });
     run.smp = domain.vcpus;
     run.memory_mib = u32::try_from(domain.memory_bytes >> 20).unwrap();
-    if domain.capabilities.tpm {
-        run.tpm = Tpm::Swtpm;
-        // The attest role waits for a nonce, as under Slipway.
-        run.console_input = vec![nonce_input(&fresh_nonce().unwrap())];
-    } else {
-        run.tpm = Tpm::None;
-    }
+    run.tpm = Tpm::None;
     run.timeout = Duration::from_secs(built.manifest.run.timeout_seconds.unwrap_or(300));
     slipway_integration_tests::boot(&run)
 }
@@ -260,34 +267,42 @@ fn linux_boot_time_under_slipway_next_to_qemus_own_pvh_boot() {
         .find(|l| l.starts_with("slipway: exits by reason: "))
         .unwrap_or_else(|| panic!("the hypervisor printed no `exits by reason:` line"))
         .to_owned();
-    let mut report = String::from(
-        "\n== Linux boot time: Slipway vs QEMU's own PVH boot (same vmlinux, initramfs, command \
-         line; host time under TCG, -cpu max, one run each; a measurement, not a check) ==\n",
-    );
-    for (domain, role, line) in [
-        ("linux-control", "attest role, 1 vCPU, swtpm", QUOTE_LINE),
-        ("linux-info", "info role, 2 vCPUs", INFO_DONE_LINE),
-    ] {
-        let under_slipway = line_at(&slipway.outcome, Some(domain), line)
+    let since_hand_off = |domain: &str, line: &str| {
+        line_at(&slipway.outcome, Some(domain), line)
             .checked_sub(hand_off)
-            .expect("the line comes after the hand-off");
-        let reference = {
-            let _turn = machine_turn();
-            qemu_pvh_boot(&built, domain)
-        };
-        let under_qemu = line_at(&reference, None, line);
-        report.push_str(&format!(
-            "{domain} ({role}), to `{}`: Slipway {:.3} s from the `hand-off` milestone; \
-             QEMU PVH {:.3} s from QEMU's start (SeaBIOS included); ratio slipway/qemu {:.2}\n",
-            line.trim_end(),
-            under_slipway.as_secs_f64(),
-            under_qemu.as_secs_f64(),
-            under_slipway.as_secs_f64() / under_qemu.as_secs_f64()
-        ));
-    }
+            .expect("the line comes after the hand-off")
+    };
+    let control = since_hand_off("linux-control", QUOTE_LINE);
+    let info = since_hand_off("linux-info", INFO_DONE_LINE);
+    let reference = {
+        let _turn = machine_turn();
+        qemu_pvh_boot(&built, "linux-info")
+    };
+    let info_under_qemu = line_at(&reference, None, INFO_DONE_LINE);
+    let info_domain = configured_domain(&built, "linux-info");
+    let mut report = String::from(
+        "\n== Linux boot time under Slipway, next to QEMU's own PVH boot of the same vmlinux, \
+         initramfs and command line (host time, TCG, -cpu max, one run each; measured, not \
+         checked) ==\n",
+    );
     report.push_str(&format!(
-        "Slipway run (domB, linux-control, linux-info and hello together; the domains share 2 \
-         pCPUs): {exits}\n"
+        "linux-control (attest role, 1 vCPU, swtpm), to `{}`: Slipway {:.3} s from the \
+         `hand-off` milestone; QEMU reference not measured: {NO_ATTEST_REFERENCE}\n",
+        QUOTE_LINE.trim_end(),
+        control.as_secs_f64(),
+    ));
+    report.push_str(&format!(
+        "linux-info (info role, {} vCPUs, {} MiB), to `{INFO_DONE_LINE}`: Slipway {:.3} s from \
+         the `hand-off` milestone (sharing 2 pCPUs with linux-control and hello); QEMU PVH \
+         {:.3} s from QEMU's start (SeaBIOS included, alone); ratio slipway/qemu {:.2}\n",
+        info_domain.vcpus,
+        info_domain.memory_bytes >> 20,
+        info.as_secs_f64(),
+        info_under_qemu.as_secs_f64(),
+        info.as_secs_f64() / info_under_qemu.as_secs_f64()
+    ));
+    report.push_str(&format!(
+        "Slipway run, whole (domB, linux-control, linux-info, hello): {exits}\n"
     ));
     println!("{report}");
 }

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use slipway_domb_core::config::DomainConfig;
 use slipway_integration_tests::{Firmware, Tpm, bundle, config, workspace};
-use xtask::{DirectKernel, RunOutcome};
 use xtask::verify::{self, Alg, Transcript, fresh_nonce, nonce_input};
+use xtask::{DirectKernel, RunOutcome};
 
 const BUNDLE: &str = "linux";
 

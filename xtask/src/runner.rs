@@ -671,6 +671,8 @@ mod tests {
         assert!(!joined.contains("-cdrom"), "{joined}");
         // Nothing to load: the run does not take place.
         config.direct_kernel.as_mut().unwrap().kernel = "/nonexistent/vmlinux".into();
-        assert!(matches!(run(&config), Err(RunError::MissingKernel(p)) if p == Path::new("/nonexistent/vmlinux")));
+        assert!(
+            matches!(run(&config), Err(RunError::MissingKernel(p)) if p == Path::new("/nonexistent/vmlinux"))
+        );
     }
 }

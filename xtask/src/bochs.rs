@@ -48,6 +48,9 @@ pub fn check_config(config: &RunConfig) -> Result<(), String> {
     if !config.extra_qemu_args.is_empty() {
         return Err("extra QEMU arguments do not apply to bochs".into());
     }
+    if config.direct_kernel.is_some() {
+        return Err("bochs boots the ISO only (loading a kernel directly is QEMU's)".into());
+    }
     Ok(())
 }
 
@@ -185,10 +188,10 @@ fn wait_for_pid(path: &Path, script: &mut ManagedChild) -> Result<Option<i32>, R
 
 /// Runs one bochs boot as configured (see the module documentation).
 pub fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
+    check_config(config).map_err(RunError::Unsupported)?;
     if !config.iso.is_file() {
         return Err(RunError::MissingIso(config.iso.clone()));
     }
-    check_config(config).map_err(RunError::Unsupported)?;
     for (file, package) in [(BOCHS_BIOS, "bochsbios"), (VGA_BIOS, "vgabios")] {
         if !Path::new(file).is_file() {
             return Err(RunError::MissingPackage { file, package });
@@ -355,6 +358,13 @@ mod tests {
         let mut extra = bochs_config();
         extra.extra_qemu_args = vec!["-s".into()];
         assert!(check_config(&extra).is_err());
+        let mut direct = bochs_config();
+        direct.direct_kernel = Some(crate::runner::DirectKernel {
+            kernel: "/k/vmlinux".into(),
+            initrd: None,
+            cmdline: String::new(),
+        });
+        assert!(check_config(&direct).unwrap_err().contains("ISO only"));
     }
 
     #[test]

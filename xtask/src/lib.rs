@@ -40,6 +40,6 @@ pub mod verify;
 pub mod workspace;
 
 pub use builder::{BuiltBundle, BuiltModule, ShippedFile, build_bundle};
-pub use runner::{ConsoleInput, Emulator, Firmware, RunConfig, RunOutcome, Tpm, run};
+pub use runner::{ConsoleInput, DirectKernel, Emulator, Firmware, RunConfig, RunOutcome, Tpm, run};
 pub use verdict::Verdict;
 pub use workspace::Workspace;

@@ -85,10 +85,23 @@ pub struct ConsoleInput {
     pub bytes: Vec<u8>,
 }
 
+/// A kernel QEMU loads itself (`-kernel`, `-initrd`, `-append`) instead of booting the ISO:
+/// QEMU's own loader (PVH for an ELF with the PVH note), a reference boot to compare Slipway's
+/// with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectKernel {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+}
+
 /// Everything one run needs.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
+    /// The ISO booted (unused with [`RunConfig::direct_kernel`]).
     pub iso: PathBuf,
+    /// Boot this kernel with QEMU's loader instead of the ISO (QEMU only).
+    pub direct_kernel: Option<DirectKernel>,
     /// QEMU (SVM) or bochs (VMX).
     pub emulator: Emulator,
     pub firmware: Firmware,
@@ -127,6 +140,7 @@ impl RunConfig {
     pub fn new(iso: impl Into<PathBuf>, serial_log: impl Into<PathBuf>) -> Self {
         RunConfig {
             iso: iso.into(),
+            direct_kernel: None,
             emulator: Emulator::Qemu,
             firmware: Firmware::Bios,
             tpm: Tpm::Swtpm,
@@ -214,6 +228,9 @@ pub enum RunError {
     /// The ISO to boot does not exist.
     #[error("{0} does not exist (build the bundle first)")]
     MissingIso(PathBuf),
+    /// A kernel or initrd of [`RunConfig::direct_kernel`] does not exist.
+    #[error("{0} does not exist (the kernel or initrd QEMU was to load)")]
+    MissingKernel(PathBuf),
     /// An OVMF file is missing.
     #[error("{0} is missing: install the `ovmf` package")]
     MissingFirmware(&'static str),
@@ -295,7 +312,16 @@ pub fn qemu_args(
             format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
         ]);
     }
-    args.extend(["-cdrom".into(), config.iso.display().to_string()]);
+    match &config.direct_kernel {
+        None => args.extend(["-cdrom".into(), config.iso.display().to_string()]),
+        Some(direct) => {
+            args.extend(["-kernel".into(), direct.kernel.display().to_string()]);
+            if let Some(initrd) = &direct.initrd {
+                args.extend(["-initrd".into(), initrd.display().to_string()]);
+            }
+            args.extend(["-append".into(), direct.cmdline.clone()]);
+        }
+    }
     args.extend(config.extra_qemu_args.iter().cloned());
     args
 }
@@ -386,8 +412,16 @@ pub fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
     if config.emulator == Emulator::Bochs {
         return crate::bochs::run(config);
     }
-    if !config.iso.is_file() {
-        return Err(RunError::MissingIso(config.iso.clone()));
+    match &config.direct_kernel {
+        None if !config.iso.is_file() => return Err(RunError::MissingIso(config.iso.clone())),
+        None => {}
+        Some(direct) => {
+            for file in std::iter::once(&direct.kernel).chain(&direct.initrd) {
+                if !file.is_file() {
+                    return Err(RunError::MissingKernel(file.clone()));
+                }
+            }
+        }
     }
     let hard_limit = config.timeout + HARD_LIMIT_GRACE;
     let dir = TempDir::new("run")?;
@@ -630,5 +664,29 @@ mod tests {
         assert!(uefi.contains("unit=1,file=/t/vars.fd"), "{uefi}");
         assert!(!uefi.contains("tpm"), "{uefi}");
         assert!(uefi.ends_with("-d int"), "{uefi}");
+    }
+
+    #[test]
+    fn a_direct_kernel_replaces_the_iso() {
+        let mut config = RunConfig::new("/x/demo.iso", "/x/serial.log");
+        config.direct_kernel = Some(DirectKernel {
+            kernel: "/k/vmlinux".into(),
+            initrd: Some("/k/initrd.gz".into()),
+            cmdline: "console=ttyS0 quiet".into(),
+        });
+        let args = qemu_args(&config, None, None);
+        let joined = args.join(" ");
+        assert!(
+            joined.contains("-kernel /k/vmlinux -initrd /k/initrd.gz -append"),
+            "{joined}"
+        );
+        // The command line is one argument, spaces and all.
+        assert!(args.iter().any(|a| a == "console=ttyS0 quiet"), "{args:?}");
+        assert!(!joined.contains("-cdrom"), "{joined}");
+        // Nothing to load: the run does not take place.
+        config.direct_kernel.as_mut().unwrap().kernel = "/nonexistent/vmlinux".into();
+        assert!(
+            matches!(run(&config), Err(RunError::MissingKernel(p)) if p == Path::new("/nonexistent/vmlinux"))
+        );
     }
 }

@@ -21,8 +21,9 @@ slipway_guest_rt::entry!(main);
 
 // The run-time checks sha1 0.11 and sha2 0.11 make before using their x86 backends (the same
 // feature lists, through the same crate): SHA-NI for SHA-1 and SHA-256, AVX2 for SHA-384/512.
-// Under Slipway CPUID hides AVX/OSXSAVE, so SHA-384/512 use the portable code; QEMU's TCG has
-// no SHA-NI, so there everything is portable. On x86_64-unknown-none both always answer no.
+// Slipway offers AVX where the CPU has it and guest-rt's entry enables it (XSETBV), so
+// SHA-384/512 use AVX2 where the CPU has it; QEMU's TCG has AVX2 but no SHA-NI. On
+// x86_64-unknown-none both always answer no.
 cpufeatures::new!(sha1_x86_sha, "sha", "sse2", "ssse3", "sse4.1");
 cpufeatures::new!(sha256_x86_sha, "sha", "sse4.1");
 cpufeatures::new!(sha512_x86_avx2, "avx2");

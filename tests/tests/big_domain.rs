@@ -9,6 +9,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use slipway_domb_core::planner::{ACPI_TABLES_GPA, ACPI_TABLES_SIZE};
 use slipway_integration_tests::{Firmware, RunOutcome, Tpm, Verdict, boot, bundle, config};
 use slipway_protocol::platform::{DOMAIN_HIGH_RAM_START, DOMAIN_RAM_HOLE_START};
 
@@ -82,8 +83,11 @@ fn a_3_5_gib_domain_reads_back_its_top_word_above_4_gib_and_is_stopped_in_the_ho
     );
     let checks: Vec<_> = big.iter().filter_map(|l| ram_top(l)).collect();
     let top = DOMAIN_HIGH_RAM_START + GIB / 2;
+    // RAM below the ACPI tables' reserve, between it and the hole, and above 4 GiB.
+    let acpi_end = ACPI_TABLES_GPA + ACPI_TABLES_SIZE;
     for (start, end) in [
-        (0x2000, DOMAIN_RAM_HOLE_START),
+        (0x2000, ACPI_TABLES_GPA),
+        (acpi_end, DOMAIN_RAM_HOLE_START),
         (DOMAIN_HIGH_RAM_START, top),
     ] {
         for gpa in [start, end - 8] {

@@ -137,9 +137,12 @@ fn hostile_guests_are_stopped_or_refused_and_the_others_finish_under_vmx() {
     assert!(lines.contains(&"slipway: all domains have finished"));
 }
 
-/// `images/test-fpu` under VMX: two domains on one pCPU each keep their own x87/SSE state and
-/// DR0-DR3 (neither is switched by VM entries), starting clean, while the scheduler alternates
-/// them.
+/// `images/test-fpu` under VMX: two domains on one pCPU each keep their own x87/SSE/AVX state
+/// and DR0-DR3 (none is switched by VM entries), starting clean, while the scheduler alternates
+/// them. AVX (bochs' Skylake-X model has it) is enabled by each guest's XSETBV, which exits under
+/// VMX (exit 55) and is emulated by the exit handler: one at entry per vCPU (domB, fpu-a, fpu-b,
+/// xsetbv-pkru), and a fifth from `xsetbv-pkru`, whose XSETBV of PKRU (not offered) gets #GP:
+/// without an IDT the guest triple-faults and is stopped.
 #[test]
 fn each_domain_keeps_its_own_fpu_and_debug_registers_under_vmx() {
     let built = bundle("test-fpu");
@@ -159,8 +162,10 @@ fn each_domain_keeps_its_own_fpu_and_debug_registers_under_vmx() {
         );
         for expected in [
             "fpu: clean start".to_owned(),
+            "avx: xcr0 0x7, clean start".to_owned(),
             "debug registers: clean start".to_owned(),
             format!("debug registers: kept marker {marker}"),
+            format!("avx: kept marker {marker}"),
         ] {
             assert!(lines.contains(&expected.as_str()), "{domain}: {lines:?}");
         }
@@ -181,5 +186,24 @@ fn each_domain_keeps_its_own_fpu_and_debug_registers_under_vmx() {
     assert!(
         total_pauses >= 2,
         "the domains were never interleaved ({total_pauses} pauses): the test proves nothing"
+    );
+    let xsetbv_exits: Option<u64> = outcome.lines.iter().find_map(|l| {
+        let counts = l.text.strip_prefix("slipway: exits by reason: ")?;
+        counts
+            .split("; ")
+            .find_map(|c| c.strip_prefix("XSETBV="))
+            .and_then(|n| n.parse().ok())
+    });
+    assert_eq!(
+        xsetbv_exits,
+        Some(5),
+        "one emulated XSETBV at entry per vCPU (domB, fpu-a, fpu-b, xsetbv-pkru) and the refused one"
+    );
+    assert!(
+        outcome.lines.iter().any(|l| l
+            .text
+            .starts_with("slipway: domain xsetbv-pkru stopped: triple fault")),
+        "{}",
+        outcome.report()
     );
 }

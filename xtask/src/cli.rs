@@ -162,6 +162,11 @@ pub struct RunArgs {
     // `::std::vec::Vec`: one value (the nonce's bytes), not a list of values.
     #[arg(long, value_name = "HEX", value_parser = crate::verify::parse_hex)]
     pub nonce: Option<::std::vec::Vec<u8>>,
+    /// Keep the Linux domains' busybox shell: answer `shell` to their init's offer, then pass
+    /// this terminal's input to the console until the run ends (no timeout; Ctrl-C stops it).
+    /// Without it, the offer is declined at once and the domains power off.
+    #[arg(long)]
+    pub interactive: bool,
     /// Do not verify the transcript at the end (check it later with `cargo xtask verify
     /// <serial log> --nonce HEX --bundle BUNDLE`)
     #[arg(long = "no-verify", action = ArgAction::SetFalse)]

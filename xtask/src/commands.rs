@@ -107,6 +107,27 @@ fn run_command(ws: &Workspace, args: RunArgs) -> ExitCode {
         },
     };
     config.console_input.push(verify::nonce_input(&nonce));
+    // The Linux domains' init offers a shell when its role ends: decline at once, or take it.
+    if bundle
+        .manifest
+        .modules
+        .iter()
+        .any(|m| m.source == crate::bundle::ModuleSource::LinuxInitramfs)
+    {
+        config
+            .console_input
+            .push(crate::linux_initramfs::shell_offer_answer(args.interactive));
+        if args.interactive {
+            config.interactive = true;
+            // An interactive session ends when the user ends it.
+            config.timeout = Duration::from_secs(7 * 24 * 3600);
+        }
+    } else if args.interactive {
+        return fail(format!(
+            "--interactive: bundle `{}` has no Linux domain with the Slipway initramfs (no shell to keep)",
+            bundle.name
+        ));
+    }
     if config.emulator == runner::Emulator::Bochs {
         println!(
             "xtask: WARNING: bochs has no TPM: this run is UNMEASURED (nothing is extended, nothing \

@@ -467,6 +467,28 @@ pub fn resolve_closure<S: PackageSource>(
     Ok(closure)
 }
 
+/// The line `/init` prints when a role ends, offering a busybox shell on the console (inside
+/// double quotes in the script: no `"`, `` ` ``, `$` or `\\`).
+pub const SHELL_OFFER: &str =
+    "slipway-init: shell? type 'shell' within 10 s for a busybox shell; anything else powers off";
+/// How long `/init` waits for an answer to [`SHELL_OFFER`].
+pub const SHELL_OFFER_SECONDS: u32 = 10;
+/// The answer to [`SHELL_OFFER`] that keeps the domain up with a shell.
+pub const SHELL_ANSWER: &str = "shell";
+
+/// What the harness types after [`SHELL_OFFER`]: `shell` for `--interactive`, else a line that
+/// powers off at once (rather than after the wait).
+pub fn shell_offer_answer(interactive: bool) -> crate::runner::ConsoleInput {
+    crate::runner::ConsoleInput {
+        after_line_containing: SHELL_OFFER.to_owned(),
+        bytes: if interactive {
+            format!("{SHELL_ANSWER}\n").into_bytes()
+        } else {
+            b"poweroff\n".to_vec()
+        },
+    }
+}
+
 /// The `/init` script: `init.sh` with its `@NAME@` constants filled in from their definitions.
 pub fn render_init() -> String {
     use slipway_guest_attest::{B64_CHUNK, MAX_NONCE, NONCE_PROMPT, PREFIX};
@@ -475,7 +497,10 @@ pub fn render_init() -> String {
         .map(|p| p.to_string())
         .collect();
     let library_path: Vec<String> = LIBRARY_DIRS.iter().map(|d| format!("/{d}")).collect();
-    let values: [(&str, String); 11] = [
+    let values: [(&str, String); 14] = [
+        ("SHELL_OFFER", SHELL_OFFER.to_owned()),
+        ("SHELL_OFFER_SECONDS", SHELL_OFFER_SECONDS.to_string()),
+        ("SHELL_ANSWER", SHELL_ANSWER.to_owned()),
         ("LIBRARY_PATH", library_path.join(":")),
         ("TCTI", TCTI.to_owned()),
         ("B64_CHUNK", B64_CHUNK.to_string()),

@@ -116,6 +116,9 @@ pub struct RunConfig {
     pub echo: bool,
     /// Console input, each sent at most once, in order of their triggers.
     pub console_input: Vec<ConsoleInput>,
+    /// Once every `console_input` went in, this terminal's standard input goes to the console
+    /// (`cargo xtask run --interactive`).
+    pub interactive: bool,
     /// Further QEMU arguments (debugging: `-d int -D file`, ...).
     pub extra_qemu_args: Vec<String>,
     /// With [`Tpm::Swtpm`]: the active PCR banks, provisioned with `swtpm_setup --pcr-banks`
@@ -147,6 +150,7 @@ impl RunConfig {
             serial_log: serial_log.into(),
             echo: true,
             console_input: Vec::new(),
+            interactive: false,
             extra_qemu_args: Vec::new(),
             tpm_banks: None,
             tpm_state_dir: None,
@@ -515,6 +519,16 @@ pub fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
                     milestones.push(m);
                 }
                 feed_console(&line.text, &mut pending_input, &mut stdin);
+                if config.interactive
+                    && pending_input.is_empty()
+                    && let Some(mut console) = stdin.take()
+                {
+                    // Lines typed here go to the guest's console until QEMU exits (the thread
+                    // ends with the process, or when QEMU closes its input).
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut console);
+                    });
+                }
                 lines.push(line);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {

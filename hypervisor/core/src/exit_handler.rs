@@ -9,6 +9,9 @@
 //!   [`ExitAction::ApicAccess`] for the caller, which owns the guest memory the instruction is
 //!   fetched from and the other vCPUs' APICs an IPI reaches.
 //! - CPUID: passed through from the host, filtered by [`filter_cpuid`].
+//! - XSETBV: judged by [`XsaveOffer::check_xsetbv`] (#UD or #GP as the processor raises them);
+//!   an accepted value becomes the vCPU's XCR0 ([`Reg::Xcr0`]), which the backend loads into the
+//!   hardware only while that vCPU runs.
 //! - MSRs: EFER is emulated (the guest may set SCE, LME, NXE; SVME stays set underneath because
 //!   SVM requires it, and is hidden from the guest); `IA32_APIC_BASE` reads the xAPIC at its
 //!   reset address, enabled (a write may only restate that); any other intercepted MSR raises
@@ -32,6 +35,8 @@ use crate::domain::StopReason;
 use crate::lapic::{LocalApic, XAPIC_BASE, XAPIC_PAGE_SIZE};
 use crate::uart::Uart16550;
 use crate::vmexit::{Event, InterruptedEvent, Reg, VcpuBackend, VmExit};
+use crate::xsave::{CPUID1_ECX_AVX, CPUID1_ECX_OSXSAVE, CPUID1_ECX_XSAVE, CR4_OSXSAVE};
+use crate::xsave::{GuestXsave, XSAVE_LEAF, XsaveOffer};
 use slipway_protocol::platform::{
     ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, PM_TIMER_PORT,
 };
@@ -51,6 +56,8 @@ const EFER_LMA: u64 = 1 << 10;
 const EFER_NXE: u64 = 1 << 11;
 /// EFER.SVME: must be 1 in the guest state on SVM; the guest never sees it.
 pub const EFER_SVME: u64 = 1 << 12;
+/// XSETBV's length (0F 01 D1).
+pub const XSETBV_INSTRUCTION_LEN: u64 = 3;
 /// Leaf of the hypervisor vendor signature.
 pub const HYPERVISOR_LEAF: u32 = 0x4000_0000;
 /// The vendor signature in CPUID 0x40000000 (ebx, ecx, edx).
@@ -250,7 +257,12 @@ pub fn handle_exit<B: VcpuBackend + ?Sized>(
             } else {
                 host_cpuid(leaf, subleaf)
             };
-            let [a, b, c, d] = filter_cpuid(leaf, subleaf, raw, devices.lapic.apic_id());
+            let xsave = GuestXsave {
+                offer: XsaveOffer::from_host(host_cpuid),
+                xcr0: vcpu.reg(Reg::Xcr0),
+                cr4: vcpu.reg(Reg::Cr4),
+            };
+            let [a, b, c, d] = filter_cpuid(leaf, subleaf, raw, devices.lapic.apic_id(), &xsave);
             for (reg, value) in [(Reg::Rax, a), (Reg::Rbx, b), (Reg::Rcx, c), (Reg::Rdx, d)] {
                 vcpu.set_reg(reg, u64::from(value));
             }
@@ -300,6 +312,20 @@ pub fn handle_exit<B: VcpuBackend + ?Sized>(
             ExitAction::Hypercall
         }
         VmExit::Rdtsc => ExitAction::Rdtsc,
+        VmExit::Xsetbv => {
+            let offer = XsaveOffer::from_host(host_cpuid);
+            let value = (vcpu.reg(Reg::Rdx) << 32) | (vcpu.reg(Reg::Rax) & 0xffff_ffff);
+            let xcr = vcpu.reg(Reg::Rcx) as u32;
+            match offer.check_xsetbv(vcpu.reg(Reg::Cpl), vcpu.reg(Reg::Cr4), xcr, value) {
+                Ok(()) => {
+                    vcpu.set_reg(Reg::Xcr0, value);
+                    vcpu.advance_rip(XSETBV_INSTRUCTION_LEN);
+                }
+                // A fault leaves rip on the instruction, as on hardware.
+                Err(event) => vcpu.inject(event),
+            }
+            ExitAction::Resume
+        }
         // Domain memory is coherent (nested paging, no device DMA), so skipping the flush is
         // correct, and performing it would let any guest stall every cache of the machine.
         // Linux executes it on every application processor's way up.
@@ -381,8 +407,7 @@ pub fn apic_base(lapic: &LocalApic) -> u64 {
 /// Hidden: VMX (1.ECX bit 5), SVM (0x80000001.ECX bit 2) and SKINIT (0x80000001.ECX bit 12) and the SVM
 /// leaf 0x8000000A, so no guest tries nested virtualization or a dynamic launch; MONITOR/MWAIT
 /// (1.ECX bit 3), which are intercepted; x2APIC (1.ECX bit 21) and the TSC deadline timer (1.ECX bit 24):
-/// the local APIC offered is the xAPIC model ([`crate::lapic`]); XSAVE/OSXSAVE/AVX (1.ECX bit 26..28), AVX2 and
-/// AVX-512 (leaf 7.0 EBX) and leaf 0xD, because XSETBV is forbidden; MTRRs, MCE and MCA
+/// the local APIC offered is the xAPIC model ([`crate::lapic`]); MTRRs, MCE and MCA
 /// (1.EDX bits 12, 7, 14 and their 0x80000001.EDX copies), TSC_ADJUST (7.0 EBX bit 1), RDTSCP
 /// (0x80000001.EDX bit 27) and RDPID (7.0 ECX bit 22), whose MSRs no domain gets; WBNOINVD
 /// (0x80000008.EBX bit 9: WBINVD is a no-op of two bytes on SVM, which reports no length); the
@@ -390,21 +415,55 @@ pub fn apic_base(lapic: &LocalApic) -> u64 {
 /// 0x8000001E and TOPOEXT, 0x80000001.ECX bit 22). Set: the vCPU's APIC ID in 1.EBX bits 31:24,
 /// the hypervisor-present bit (1.ECX bit 31) and the vendor leaf 0x40000000 ("SlipwaySlipw", no
 /// further leaves).
-pub fn filter_cpuid(leaf: u32, subleaf: u32, raw: [u32; 4], apic_id: u8) -> [u32; 4] {
+///
+/// Extended state follows `xsave` ([`crate::xsave`]): XSAVE (1.ECX bit 26) when offered,
+/// OSXSAVE (bit 27) as the vCPU's own CR4.OSXSAVE, AVX (bit 28) when offered, and with AVX the
+/// instructions that need its state (FMA, F16C, AVX2, VAES, VPCLMULQDQ, AVX-VNNI, AVX-IFMA,
+/// XOP, FMA4), which are hidden without it; leaf 0xD describes only the offered components.
+/// Always hidden: AVX-512 (7.0 EBX 16, 17, 21, 26-28, 30, 31; ECX 1, 6, 11, 12, 14; EDX 2, 3, 8,
+/// 23; 7.1 EAX 5), AMX (7.0 EDX 22, 24, 25; 7.1 EAX 21), AVX10 and APX (7.1 EDX 19, 21), MPX
+/// (7.0 EBX 14), protection keys (7.0 ECX 3, 4: PKRU is not switched) and CET (7.0 ECX 7, EDX
+/// 20): their state is not switched or needs MSRs no domain gets.
+pub fn filter_cpuid(
+    leaf: u32,
+    subleaf: u32,
+    raw: [u32; 4],
+    apic_id: u8,
+    xsave: &GuestXsave,
+) -> [u32; 4] {
     const MACHINE_CHECK_AND_MTRR: u32 = (1 << 7) | (1 << 12) | (1 << 14);
+    let avx = xsave.offer.avx();
+    let unless_avx = |bits: u32| if avx { 0 } else { bits };
     let [mut a, mut b, mut c, mut d] = raw;
     match leaf {
         0x1 => {
             b = (b & 0x00ff_ffff) | (u32::from(apic_id) << 24);
-            c &= !((1 << 3) | (1 << 5) | (1 << 21) | (1 << 24) | (1 << 26) | (1 << 27) | (1 << 28));
+            c &= !((1 << 3)
+                | (1 << 5)
+                | (1 << 21)
+                | (1 << 24)
+                | CPUID1_ECX_XSAVE
+                | CPUID1_ECX_OSXSAVE
+                | CPUID1_ECX_AVX);
+            // FMA (12) and F16C (29) use VEX encodings: only with AVX.
+            c &= !unless_avx((1 << 12) | (1 << 29));
+            if xsave.offer.offered() {
+                c |= CPUID1_ECX_XSAVE;
+                if xsave.cr4 & CR4_OSXSAVE != 0 {
+                    c |= CPUID1_ECX_OSXSAVE;
+                }
+            }
+            if avx {
+                c |= CPUID1_ECX_AVX;
+            }
             c |= 1 << 31;
             d &= !MACHINE_CHECK_AND_MTRR;
         }
         0x7 if subleaf == 0 => {
-            // TSC_ADJUST (1), AVX2 (5), AVX-512 F/DQ/IFMA/PF/ER/CD/BW/VL (16, 17, 21, 26, 27,
-            // 28, 30, 31).
+            // TSC_ADJUST (1), MPX (14), AVX-512 F/DQ/IFMA/PF/ER/CD/BW/VL (16, 17, 21, 26, 27,
+            // 28, 30, 31); AVX2 (5) only with AVX.
             b &= !((1 << 1)
-                | (1 << 5)
+                | (1 << 14)
                 | (1 << 16)
                 | (1 << 17)
                 | (1 << 21)
@@ -413,15 +472,45 @@ pub fn filter_cpuid(leaf: u32, subleaf: u32, raw: [u32; 4], apic_id: u8) -> [u32
                 | (1 << 28)
                 | (1 << 30)
                 | (1 << 31));
-            // AVX-512 VBMI and friends in ECX, AVX-512 4VNNIW/4FMAPS and AMX in EDX.
-            // RDPID (22).
-            c &= !((1 << 1) | (1 << 6) | (1 << 11) | (1 << 12) | (1 << 14) | (1 << 22));
-            d &= !((1 << 2) | (1 << 3) | (1 << 8) | (1 << 22) | (1 << 24) | (1 << 25));
+            b &= !unless_avx(1 << 5);
+            // AVX-512 VBMI/VBMI2/VNNI/BITALG/VPOPCNTDQ (1, 6, 11, 12, 14), PKU/OSPKE (3, 4),
+            // CET shadow stacks (7), RDPID (22); VAES and VPCLMULQDQ (9, 10) only with AVX.
+            c &= !((1 << 1)
+                | (1 << 3)
+                | (1 << 4)
+                | (1 << 6)
+                | (1 << 7)
+                | (1 << 11)
+                | (1 << 12)
+                | (1 << 14)
+                | (1 << 22));
+            c &= !unless_avx((1 << 9) | (1 << 10));
+            // AVX-512 4VNNIW/4FMAPS/VP2INTERSECT/FP16 (2, 3, 8, 23), CET IBT (20), AMX (22, 24,
+            // 25).
+            d &= !((1 << 2)
+                | (1 << 3)
+                | (1 << 8)
+                | (1 << 20)
+                | (1 << 22)
+                | (1 << 23)
+                | (1 << 24)
+                | (1 << 25));
         }
-        0xb | 0xd | 0x1f | 0x8000_000a | 0x8000_001e => [a, b, c, d] = [0; 4],
+        0x7 if subleaf == 1 => {
+            // AVX512_BF16 (5), AMX-FP16 (21); AVX-VNNI (4) and AVX-IFMA (23) only with AVX.
+            a &= !((1 << 5) | (1 << 21));
+            a &= !unless_avx((1 << 4) | (1 << 23));
+            // AVX10 (19), APX (21); AVX-VNNI-INT8 and AVX-NE-CONVERT (4, 5) only with AVX.
+            d &= !((1 << 19) | (1 << 21));
+            d &= !unless_avx((1 << 4) | (1 << 5));
+        }
+        XSAVE_LEAF => [a, b, c, d] = xsave.offer.cpuid_leaf_d(subleaf, xsave.xcr0),
+        0xb | 0x1f | 0x8000_000a | 0x8000_001e => [a, b, c, d] = [0; 4],
         0x8000_0008 => b &= !(1 << 9),
         0x8000_0001 => {
             c &= !((1 << 2) | (1 << 12) | (1 << 22));
+            // XOP (11) and FMA4 (16) use AVX state.
+            c &= !unless_avx((1 << 11) | (1 << 16));
             d &= !(MACHINE_CHECK_AND_MTRR | (1 << 27));
         }
         HYPERVISOR_LEAF => {

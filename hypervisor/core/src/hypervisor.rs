@@ -1472,8 +1472,7 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
                                 domain.name
                             ));
                         }
-                        Some(Err(_)) => {}
-                        None => {}
+                        Some(Err(_)) | None => {}
                     }
                 }
                 // No NMI is given to guests.

@@ -47,6 +47,7 @@ pub mod txt;
 pub mod uart;
 pub mod vmexit;
 pub mod vmx;
+pub mod xsave;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -47,7 +47,8 @@ pub struct GuestRegs {
 // pending physical interrupt (the scheduler tick) is taken right there by the host's IDT, and
 // CLI closes the window.
 //
-// x87/SSE state is not part of this switch (VMRUN does not switch it either): it belongs to the
+// x87/SSE/AVX state is not part of this switch (VMRUN does not switch it either; XCR0 is loaded
+// around the call, `lazy_state::fpu::with_guest_xcr0`): it belongs to the
 // vCPU that last ran on this pCPU and stays live in the registers across its exits. The
 // hypervisor is soft-float and never touches those registers, which is what makes that sound;
 // `Vcpus::switch_lazy_state` (vm.rs) swaps the state (lazy_state/fpu.rs, and the debug registers: lazy_state/debug_regs.rs) when
@@ -557,12 +558,23 @@ impl SvmVcpu {
 
     /// Runs the guest until the next #VMEXIT and returns it, normalized.
     pub fn run(&mut self, cpu: &SvmCpu) -> VmExit {
-        // SAFETY: the VMCB is this vCPU's, fully initialized (intercepts include VMRUN, ASID
-        // != 0, nested paging over the domain's own frames); `regs` is a live Rust object; the
-        // host state page was filled by VMSAVE when SVM was enabled on this CPU. The world
-        // switch restores every callee-saved register and the host's hidden state.
-        unsafe { svm_world_switch(self.vmcb.pa(), &mut self.regs, cpu.host_state_pa) };
+        let (vmcb_pa, regs) = (self.vmcb.pa(), &mut self.regs);
+        // XCR0 is not in the VMCB: the guest's is loaded around VMRUN.
+        let ((), left) = crate::lazy_state::fpu::with_guest_xcr0(self.lazy.xcr0, || {
+            // SAFETY: the VMCB is this vCPU's, fully initialized (intercepts include VMRUN, ASID
+            // != 0, nested paging over the domain's own frames); `regs` is a live Rust object;
+            // the host state page was filled by VMSAVE when SVM was enabled on this CPU. The
+            // world switch restores every callee-saved register and the host's hidden state.
+            unsafe { svm_world_switch(vmcb_pa, regs, cpu.host_state_pa) }
+        });
         self.vmcb.write8(control::TLB_CONTROL, 0);
+        // An XSETBV that did not exit (QEMU's emulated SVM ignores the intercept): adopt a value
+        // the exit handler would have accepted, stop the domain on any other.
+        if let Some(xcr0) = left
+            && !self.lazy.set_xcr0(xcr0)
+        {
+            return VmExit::Forbidden(ForbiddenInstruction::UninterceptedXsetbv);
+        }
         self.decode_exit()
     }
 
@@ -637,7 +649,7 @@ impl SvmVcpu {
             exit::CLGI => VmExit::Forbidden(ForbiddenInstruction::Clgi),
             exit::SKINIT => VmExit::Forbidden(ForbiddenInstruction::Skinit),
             exit::INVLPGA => VmExit::Forbidden(ForbiddenInstruction::Invlpga),
-            exit::XSETBV => VmExit::Forbidden(ForbiddenInstruction::Xsetbv),
+            exit::XSETBV => VmExit::Xsetbv,
             exit::INVD => VmExit::Forbidden(ForbiddenInstruction::Invd),
             exit::MONITOR => VmExit::Forbidden(ForbiddenInstruction::Monitor),
             exit::MWAIT | exit::MWAIT_ARMED => VmExit::Forbidden(ForbiddenInstruction::Mwait),
@@ -696,6 +708,7 @@ impl VcpuBackend for BoundVcpu<'_> {
             Reg::Cr4 => v.vmcb.read64(save::CR4),
             Reg::CsBase => v.vmcb.read64(save::CS + 8),
             Reg::CodeBits => v.code_bits(),
+            Reg::Xcr0 => v.lazy.xcr0,
         }
     }
 
@@ -729,6 +742,9 @@ impl VcpuBackend for BoundVcpu<'_> {
             | Reg::Cr4
             | Reg::CsBase
             | Reg::CodeBits => {}
+            Reg::Xcr0 => {
+                v.lazy.set_xcr0(value);
+            }
         }
     }
 

@@ -939,11 +939,16 @@ impl VmxVcpu {
     fn run_loaded(&mut self, shared: &VmxShared) -> VmExit {
         loop {
             self.sync_to_vmcs(shared);
-            // SAFETY: this vCPU's VMCS is current on this CPU (above), fully written and checked;
-            // `regs` is a live Rust object; the world switch restores every callee-saved register
-            // and the host state comes from the VMCS's host area (this CPU's, written at the
-            // first load).
-            let failed = unsafe { vmx_world_switch(&mut self.regs, self.launched() as u64) };
+            let launched = self.launched() as u64;
+            let regs = &mut self.regs;
+            // XCR0 is not in the VMCS: the guest's is loaded around the entry.
+            let (failed, left) = crate::lazy_state::fpu::with_guest_xcr0(self.lazy.xcr0, || {
+                // SAFETY: this vCPU's VMCS is current on this CPU (above), fully written and
+                // checked; `regs` is a live Rust object; the world switch restores every
+                // callee-saved register and the host state comes from the VMCS's host area (this
+                // CPU's, written at the first load).
+                unsafe { vmx_world_switch(regs, launched) }
+            });
             if failed != 0 {
                 let error = VmInstructionError(vmread(F::VmInstructionError) as u32);
                 crate::hvprintln!(
@@ -954,6 +959,15 @@ impl VmxVcpu {
                 return VmExit::InvalidState;
             }
             self.entered = true;
+            // XSETBV always exits under VMX: a changed XCR0 is adopted only if the exit handler
+            // would have accepted it (as under SVM), else the domain stops.
+            if let Some(xcr0) = left
+                && !self.lazy.set_xcr0(xcr0)
+            {
+                return VmExit::Forbidden(
+                    slipway_hv_core::vmexit::ForbiddenInstruction::UninterceptedXsetbv,
+                );
+            }
             // The exit left IF clear: a pending host interrupt (the tick) is taken here, in a
             // window of a few instructions after STI's one-instruction shadow.
             // SAFETY: the host's IDT handles every vector; interrupts are closed again before
@@ -1076,6 +1090,7 @@ impl VcpuBackend for BoundVcpu<'_> {
                     16
                 }
             }
+            Reg::Xcr0 => v.lazy.xcr0,
         }
     }
 
@@ -1117,6 +1132,9 @@ impl VcpuBackend for BoundVcpu<'_> {
             | Reg::Cr4
             | Reg::CsBase
             | Reg::CodeBits => {}
+            Reg::Xcr0 => {
+                v.lazy.set_xcr0(value);
+            }
         }
     }
 

@@ -8,8 +8,10 @@
 //!
 //! The entry enables x87/SSE for the guest (CR0.MP/NE set, EM/TS clear, CR4.OSFXSR and
 //! OSXMMEXCPT) and sets the System V initial FCW and MXCSR: images built for a target with SSE
-//! (domB, see `docs/architecture.md`) use it everywhere. The hypervisor keeps each vCPU's
-//! x87/SSE state apart. AVX is not enabled: it needs XSETBV, which the hypervisor refuses.
+//! (domB, see `docs/architecture.md`) use it everywhere. Where CPUID offers XSAVE it also sets
+//! CR4.OSXSAVE and XCR0 = x87|SSE, plus AVX where offered (the hypervisor emulates XSETBV), so
+//! run-time feature checks such as sha2's find AVX/AVX2. The hypervisor keeps each vCPU's
+//! x87/SSE/AVX state apart.
 
 /// Most vCPUs a guest image supports; later arrivals halt in the 32-bit entry.
 pub const MAX_CPUS: u32 = 4;
@@ -110,6 +112,25 @@ slipway_pvh_entry32:
     movl %cr4, %eax
     orl $0x620, %eax
     movl %eax, %cr4
+    /* XSAVE where CPUID offers it: CR4.OSXSAVE, then XCR0 = x87|SSE, plus AVX where offered.
+       Compiled code does not use AVX by itself; run-time feature checks (sha2 in domB) may. */
+    movl $1, %eax
+    cpuid
+    btl $26, %ecx
+    jnc 3f
+    movl $3, %ebx
+    btl $28, %ecx
+    jnc 4f
+    movl $7, %ebx
+4:
+    movl %cr4, %eax
+    orl $0x40000, %eax
+    movl %eax, %cr4
+    xorl %ecx, %ecx
+    xorl %edx, %edx
+    movl %ebx, %eax
+    xsetbv
+3:
     movl $slipway_pml4, %eax
     movl %eax, %cr3
     movl $0xc0000080, %ecx

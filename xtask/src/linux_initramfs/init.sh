@@ -19,6 +19,14 @@ P='slipway-init: '
 interactive=
 
 finish() {
+	# Offer the shell on the console (`cargo xtask run --interactive` answers `shell`; a plain
+	# run answers at once with anything else; nobody answering powers off after the wait).
+	if [ -z "$interactive" ]; then
+		echo "@SHELL_OFFER@"
+		answer=
+		read -r -t @SHELL_OFFER_SECONDS@ answer < /dev/console
+		[ "$answer" = "@SHELL_ANSWER@" ] && interactive=1
+	fi
 	if [ -n "$interactive" ]; then
 		echo "${P}slipway.interactive: a busybox shell on the console"
 		exec setsid cttyhack sh

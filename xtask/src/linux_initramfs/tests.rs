@@ -574,3 +574,17 @@ fn a_soname_no_dependency_provides_is_named() {
     assert!(e.contains("leaves the package"), "{e}");
     std::fs::remove_dir_all(&source.dir).unwrap();
 }
+
+#[test]
+fn the_shell_offer_is_printed_verbatim_and_answered_by_the_harness() {
+    // The offer sits inside double quotes in /init: nothing the shell would expand.
+    for special in ['"', '`', '$', '\\'] {
+        assert!(!SHELL_OFFER.contains(special), "{special}");
+    }
+    let init = render_init();
+    assert!(init.contains(&format!("echo \"{SHELL_OFFER}\"")));
+    assert!(init.contains(&format!("\"{SHELL_ANSWER}\"")));
+    assert_eq!(shell_offer_answer(true).bytes, b"shell\n");
+    assert_ne!(shell_offer_answer(false).bytes, b"shell\n");
+    assert_eq!(shell_offer_answer(false).after_line_containing, SHELL_OFFER);
+}

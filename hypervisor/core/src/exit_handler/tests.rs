@@ -18,6 +18,8 @@ struct FakeVcpu {
     efer: u64,
     long_mode: bool,
     cpl: u64,
+    cr4: u64,
+    xcr0: u64,
     interrupted: Option<InterruptedEvent>,
     injected: Vec<Event>,
 }
@@ -38,6 +40,8 @@ impl VcpuBackend for FakeVcpu {
             Reg::Efer => self.efer,
             Reg::LongMode => u64::from(self.long_mode),
             Reg::Cpl => self.cpl,
+            Reg::Cr4 => self.cr4,
+            Reg::Xcr0 => self.xcr0,
             // The exit handler never reads the rest (the MMIO emulator's tests have their own).
             _ => 0,
         }
@@ -52,6 +56,7 @@ impl VcpuBackend for FakeVcpu {
             Reg::Rdi => self.rdi = value,
             Reg::Rip => self.rip = value,
             Reg::Efer => self.efer = value,
+            Reg::Xcr0 => self.xcr0 = value,
             _ => {}
         }
     }
@@ -78,6 +83,42 @@ struct Rig {
     lapic: LocalApic,
     pm_timer: u32,
     printed: Vec<u8>,
+    host: Host,
+}
+
+/// The extended state the fake host CPU has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Host {
+    /// XSAVE with x87, SSE, AVX and AVX-512 state (AVX at offset 576, 256 bytes).
+    Avx,
+    /// XSAVE with x87 and SSE state only.
+    SseOnly,
+    /// No XSAVE at all.
+    NoXsave,
+}
+
+impl Host {
+    fn cpuid(self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        const XSAVE_AVX: u32 = (1 << 26) | (1 << 28);
+        let mut r = match (leaf, subleaf) {
+            (0x1, _) => [0x00a2_0f12, 0x0008_0800, 0xffff_ffff, 0x178b_fbff],
+            (0x7, _) => [u32::MAX, u32::MAX, u32::MAX, u32::MAX],
+            (0xd, 0) => [0xe7, 2696, 2696, 0],
+            (0xd, 1) => [0xf, 0, 0, 0],
+            (0xd, 2) => [256, 576, 0, 0],
+            (0xd, 5) => [64, 832, 0, 0],
+            (0x8000_0001, _) => [0, 0, u32::MAX, 0],
+            (0x8000_000a, _) => [1, 0x10, 0, 0xff],
+            _ => [0x11, 0x22, 0x33, 0x44],
+        };
+        match (self, leaf) {
+            (Host::SseOnly, 0x1) => r[2] &= !(1 << 28),
+            (Host::SseOnly, 0xd) if subleaf == 0 => r[0] = 0b11,
+            (Host::NoXsave, 0x1) => r[2] &= !XSAVE_AVX,
+            _ => {}
+        }
+        r
+    }
 }
 
 impl Rig {
@@ -92,17 +133,13 @@ impl Rig {
             lapic: LocalApic::new(0, 1, true),
             pm_timer: 0,
             printed: Vec::new(),
+            host: Host::Avx,
         }
     }
     fn exit(&mut self, exit: VmExit) -> ExitAction {
         let printed = &mut self.printed;
-        let mut host = |leaf: u32, _sub: u32| match leaf {
-            0x1 => [0x00a2_0f12, 0x0008_0800, 0xffff_ffff, 0x178b_fbff],
-            0x7 => [0, u32::MAX, u32::MAX, u32::MAX],
-            0x8000_0001 => [0, 0, u32::MAX, 0],
-            0x8000_000a => [1, 0x10, 0, 0xff],
-            _ => [0x11, 0x22, 0x33, 0x44],
-        };
+        let cpu = self.host;
+        let mut host = |leaf: u32, subleaf: u32| cpu.cpuid(leaf, subleaf);
         let mut devices = Devices {
             uart: &mut self.uart,
             lapic: &mut self.lapic,
@@ -226,7 +263,7 @@ fn cpuid_hides_virtualization_and_names_the_hypervisor() {
     });
     let ecx = rig.vcpu.rcx as u32;
     assert_ne!(ecx & (1 << 31), 0, "hypervisor present");
-    for bit in [3, 5, 21, 24, 26, 27, 28] {
+    for bit in [3, 5, 21, 24] {
         assert_eq!(ecx & (1 << bit), 0, "leaf 1 ecx bit {bit}");
     }
     let edx = rig.vcpu.rdx as u32;
@@ -634,6 +671,154 @@ fn apic_page_faults_go_to_the_caller_and_other_faults_stop_the_domain() {
         ExitAction::Stop(StopReason::MemoryViolation { .. })
     ));
     assert_eq!(rig.exit(VmExit::InterruptWindow), ExitAction::Resume);
+}
+
+/// Leaf `leaf`.`subleaf` as the rig's vCPU sees it.
+fn cpuid(rig: &mut Rig, leaf: u32, subleaf: u32) -> [u32; 4] {
+    rig.exit(VmExit::Cpuid { leaf, subleaf });
+    [rig.vcpu.rax, rig.vcpu.rbx, rig.vcpu.rcx, rig.vcpu.rdx].map(|r| r as u32)
+}
+
+#[test]
+fn cpuid_offers_xsave_and_avx_and_osxsave_follows_the_guest_cr4() {
+    let mut rig = Rig::new();
+    rig.vcpu.xcr0 = crate::xsave::XCR0_RESET;
+    let [_, _, ecx, _] = cpuid(&mut rig, 1, 0);
+    assert_ne!(ecx & (1 << 26), 0, "XSAVE");
+    assert_eq!(
+        ecx & (1 << 27),
+        0,
+        "OSXSAVE: the guest's CR4.OSXSAVE is clear"
+    );
+    assert_ne!(ecx & (1 << 28), 0, "AVX");
+    assert_ne!(ecx & ((1 << 12) | (1 << 29)), 0, "FMA, F16C with AVX");
+    rig.vcpu.cr4 = CR4_OSXSAVE;
+    let [_, _, ecx, _] = cpuid(&mut rig, 1, 0);
+    assert_ne!(ecx & (1 << 27), 0, "OSXSAVE follows the guest's CR4");
+
+    let [_, ebx, ecx, edx] = cpuid(&mut rig, 7, 0);
+    assert_ne!(ebx & (1 << 5), 0, "AVX2 with AVX");
+    for bit in [1, 14, 16, 17, 21, 26, 27, 28, 30, 31] {
+        assert_eq!(ebx & (1 << bit), 0, "leaf 7 ebx bit {bit}");
+    }
+    for bit in [1, 3, 4, 6, 7, 11, 12, 14, 22] {
+        assert_eq!(ecx & (1 << bit), 0, "leaf 7 ecx bit {bit}");
+    }
+    assert_ne!(ecx & (1 << 9), 0, "VAES with AVX");
+    for bit in [2, 3, 8, 20, 22, 23, 24, 25] {
+        assert_eq!(edx & (1 << bit), 0, "leaf 7 edx bit {bit}");
+    }
+    let [eax, ..] = cpuid(&mut rig, 7, 1);
+    assert_eq!(eax & ((1 << 5) | (1 << 21)), 0, "AVX512_BF16, AMX-FP16");
+
+    // Leaf 0xD: x87 | SSE | AVX, sized for the guest's current XCR0.
+    assert_eq!(cpuid(&mut rig, 0xd, 0), [0b111, 576, 832, 0]);
+    rig.vcpu.xcr0 = 0b111;
+    assert_eq!(cpuid(&mut rig, 0xd, 0), [0b111, 832, 832, 0]);
+    assert_eq!(cpuid(&mut rig, 0xd, 1), [0; 4], "no XSAVEOPT/XSAVEC/XSAVES");
+    assert_eq!(cpuid(&mut rig, 0xd, 2), [256, 576, 0, 0]);
+    assert_eq!(
+        cpuid(&mut rig, 0xd, 5),
+        [0; 4],
+        "AVX-512 state not described"
+    );
+}
+
+#[test]
+fn cpuid_without_host_avx_offers_sse_state_only_and_hides_avx_instructions() {
+    let mut rig = Rig::new();
+    rig.host = Host::SseOnly;
+    rig.vcpu.cr4 = CR4_OSXSAVE;
+    let [_, _, ecx, _] = cpuid(&mut rig, 1, 0);
+    assert_eq!(ecx & ((1 << 26) | (1 << 27)), (1 << 26) | (1 << 27));
+    for bit in [12, 28, 29] {
+        assert_eq!(ecx & (1 << bit), 0, "leaf 1 ecx bit {bit} without AVX");
+    }
+    let [_, ebx, ecx, _] = cpuid(&mut rig, 7, 0);
+    assert_eq!(ebx & (1 << 5), 0, "AVX2");
+    assert_eq!(ecx & ((1 << 9) | (1 << 10)), 0, "VAES, VPCLMULQDQ");
+    let [eax, ..] = cpuid(&mut rig, 7, 1);
+    assert_eq!(eax & ((1 << 4) | (1 << 23)), 0, "AVX-VNNI, AVX-IFMA");
+    let [_, _, ecx, _] = cpuid(&mut rig, 0x8000_0001, 0);
+    assert_eq!(ecx & ((1 << 11) | (1 << 16)), 0, "XOP, FMA4");
+    assert_eq!(cpuid(&mut rig, 0xd, 0), [0b11, 576, 576, 0]);
+    assert_eq!(cpuid(&mut rig, 0xd, 2), [0; 4]);
+}
+
+#[test]
+fn cpuid_without_host_xsave_offers_none_of_it() {
+    let mut rig = Rig::new();
+    rig.host = Host::NoXsave;
+    rig.vcpu.cr4 = CR4_OSXSAVE;
+    let [_, _, ecx, _] = cpuid(&mut rig, 1, 0);
+    assert_eq!(ecx & ((1 << 26) | (1 << 27) | (1 << 28)), 0);
+    for subleaf in 0..4 {
+        assert_eq!(cpuid(&mut rig, 0xd, subleaf), [0; 4]);
+    }
+}
+
+/// Runs an XSETBV of edx:eax into XCR[ecx] and returns what was injected.
+fn xsetbv(rig: &mut Rig, rcx: u64, rdx: u64, rax: u64) -> Vec<Event> {
+    rig.vcpu.injected.clear();
+    rig.vcpu.rip = 0x1000;
+    (rig.vcpu.rcx, rig.vcpu.rdx, rig.vcpu.rax) = (rcx, rdx, rax);
+    assert_eq!(rig.exit(VmExit::Xsetbv), ExitAction::Resume);
+    core::mem::take(&mut rig.vcpu.injected)
+}
+
+#[test]
+fn xsetbv_sets_the_vcpu_xcr0_and_moves_past_the_instruction() {
+    let mut rig = Rig::new();
+    rig.vcpu.cr4 = CR4_OSXSAVE;
+    rig.vcpu.xcr0 = 1;
+    assert_eq!(xsetbv(&mut rig, 0, 0, 0b111), []);
+    assert_eq!((rig.vcpu.xcr0, rig.vcpu.rip), (0b111, 0x1003));
+    // ECX and EAX are 32-bit operands: upper halves of rcx and rax do not count.
+    assert_eq!(xsetbv(&mut rig, 1 << 32, 0, (0xdead << 32) | 0b011), []);
+    assert_eq!((rig.vcpu.xcr0, rig.vcpu.rip), (0b011, 0x1003));
+    // Real mode and 32-bit code run at CPL 0 too.
+    assert_eq!(xsetbv(&mut rig, 0, 0, 0b001), []);
+    assert_eq!(rig.vcpu.xcr0, 0b001);
+}
+
+#[test]
+fn a_refused_xsetbv_faults_like_hardware_and_changes_nothing() {
+    let mut rig = Rig::new();
+    rig.vcpu.cr4 = CR4_OSXSAVE;
+    rig.vcpu.xcr0 = 0b011;
+    let gp = [Event::GENERAL_PROTECTION];
+    for (rcx, rdx, rax, why) in [
+        (0, 0, 0b000, "x87 cleared"),
+        (0, 0, 0b101, "AVX without SSE"),
+        (0, 0, 0b1110_0111, "AVX-512"),
+        (0, 0, 0b111 | (1 << 9), "PKRU"),
+        (0, 1, 0b111, "a bit above 31"),
+        (1, 0, 0b011, "XCR1"),
+        (0xffff_ffff, 0, 0b011, "no such XCR"),
+    ] {
+        assert_eq!(xsetbv(&mut rig, rcx, rdx, rax), gp, "{why}");
+        assert_eq!((rig.vcpu.xcr0, rig.vcpu.rip), (0b011, 0x1000), "{why}");
+    }
+    rig.vcpu.cpl = 3;
+    assert_eq!(xsetbv(&mut rig, 0, 0, 0b111), gp, "user space");
+    assert_eq!(rig.vcpu.xcr0, 0b011);
+    rig.vcpu.cpl = 0;
+    rig.vcpu.cr4 = 0;
+    assert_eq!(
+        xsetbv(&mut rig, 0, 0, 0b111),
+        [Event::INVALID_OPCODE],
+        "CR4.OSXSAVE clear"
+    );
+    rig.vcpu.cr4 = CR4_OSXSAVE;
+    rig.host = Host::NoXsave;
+    assert_eq!(
+        xsetbv(&mut rig, 0, 0, 0b011),
+        [Event::INVALID_OPCODE],
+        "no XSAVE"
+    );
+    rig.host = Host::SseOnly;
+    assert_eq!(xsetbv(&mut rig, 0, 0, 0b111), gp, "AVX not offered");
+    assert_eq!(rig.vcpu.xcr0, 0b011);
 }
 
 #[test]

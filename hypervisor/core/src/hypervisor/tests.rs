@@ -73,6 +73,7 @@ fn reg_name(reg: Reg) -> &'static str {
         Reg::Cr4 => "cr4",
         Reg::CsBase => "cs_base",
         Reg::CodeBits => "code_bits",
+        Reg::Xcr0 => "xcr0",
     }
 }
 

@@ -215,13 +215,17 @@ fn vmx_instructions_getsec_and_other_forbidden_instructions_are_refused() {
     }
     for (basic, instruction) in [
         (reason::INVD, ForbiddenInstruction::Invd),
-        (reason::XSETBV, ForbiddenInstruction::Xsetbv),
         (reason::MONITOR, ForbiddenInstruction::Monitor),
         (reason::MWAIT, ForbiddenInstruction::Mwait),
         (reason::TASK_SWITCH, ForbiddenInstruction::TaskSwitch),
     ] {
         assert_eq!(decode_exit(&exit(basic)), VmExit::Forbidden(instruction));
     }
+}
+
+#[test]
+fn xsetbv_goes_to_the_exit_handler() {
+    assert_eq!(decode_exit(&exit(reason::XSETBV)), VmExit::Xsetbv);
 }
 
 #[test]

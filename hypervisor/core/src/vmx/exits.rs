@@ -343,7 +343,7 @@ pub fn decode_exit(info: &ExitInfo) -> VmExit {
         WBINVD => VmExit::Wbinvd {
             len: info.instruction_length as u8,
         },
-        XSETBV => forbidden(ForbiddenInstruction::Xsetbv),
+        XSETBV => VmExit::Xsetbv,
         basic => VmExit::Unknown {
             code: u64::from(basic),
         },

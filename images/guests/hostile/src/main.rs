@@ -19,8 +19,9 @@
 //! | `debug-exceptions` | single-steps one instruction (#DB) at CPL 0, then with CR0.AM and RFLAGS.AC makes a misaligned load at CPL 3 (#AC) | the guest's own handlers get both (the hypervisor intercepts and reflects them); an emulator that does not check alignment raises no #AC, which is reported |
 //! | `flood` | for `duration=<TSC megaticks>`, in every odd half-period of `period=<megaticks>` of the TSC, writes the non-printable byte 0x01 (escaped to 4 characters) in console writes of 1024 bytes; makes empty console writes in the even ones (the same calls without output) | its output is rate-limited and the drops reported; no other domain slows down |
 //! | `victim` | for `duration`, counts the exits it can make (UART status reads) per 10^9 TSC ticks in the even (quiet) and odd (loud) half-periods of `period`, and prints both rates and their ratio | the ratio stays near 1 |
+//! | `xsetbv-beyond-offer` | executes XSETBV with XCR0 = x87\|SSE\|AVX\|PKRU (PKRU is never offered), then writes to its console | domain stopped: the exit handler's #GP (no IDT: triple fault), or, where the CPU let the XSETBV through without an exit (QEMU 7.2's SVM), the backend's check of XCR0 after the next exit |
 //! | `ram-top` | for each RAM range of its memory map (above 4 GiB too, mapped through its own page-directory page), writes a word at the range's first and last 8 bytes and reads it back; then writes into the memory hole at `DOMAIN_RAM_HOLE_START` | `ram-top: ... read back ...` per range; then the domain stopped (the hole is not RAM) |
-//! | `fpu` | checks its x87/SSE state and DR0-DR3 start clean (XMM0-15 and DR0-DR3 zero), writes its own (`marker=<1..=3>`: XMM0-15, x87 and SSE rounding control, DR0-DR3), then spins `spin=<millions>` iterations checking it still reads back, counting the pauses (TSC gaps) where other vCPUs ran | `fpu: clean start`, `debug registers: clean start`, `debug registers: kept marker ...` and `fpu: kept marker ...`; another domain's state is never seen |
+//! | `fpu` | checks its x87/SSE state and DR0-DR3 start clean (XMM0-15 and DR0-DR3 zero), and where CPUID offers AVX (guest-rt's entry enabled it with XSETBV) that XCR0 reads x87\|SSE\|AVX and the upper halves of YMM0-15 start zero; writes its own (`marker=<1..=3>`: XMM0-15, YMM0-15 upper halves, x87 and SSE rounding control, DR0-DR3), then spins `spin=<millions>` iterations checking it still reads back, counting the pauses (TSC gaps) where other vCPUs ran | `fpu: clean start`, `avx: xcr0 0x7, clean start` (or `avx: not offered`), `debug registers: clean start`, `debug registers: kept marker ...`, `avx: kept marker ...` and `fpu: kept marker ...`; another domain's state is never seen |
 #![no_std]
 #![no_main]
 
@@ -83,6 +84,7 @@ fn main(boot: Boot) -> ! {
         ),
         "ram-top" => ram_top(&info),
         "spin" => spin(word_value(cmdline, "spin").and_then(|n| n.parse().ok())),
+        "xsetbv-beyond-offer" => xsetbv_beyond_offer(),
         "fpu" => fpu(
             word_value(cmdline, "marker").and_then(|n| n.parse().ok()),
             word_value(cmdline, "spin")
@@ -498,6 +500,77 @@ fn set_xmm(value: u64) {
     }
 }
 
+/// XCR0 if AVX is usable: CPUID reports XSAVE, OSXSAVE (the entry set CR4.OSXSAVE) and AVX, and
+/// XGETBV shows x87, SSE and AVX enabled (the hypervisor accepted the entry's XSETBV).
+fn avx_enabled() -> Result<u64, &'static str> {
+    const XSAVE: u32 = 1 << 26;
+    const OSXSAVE: u32 = 1 << 27;
+    const AVX: u32 = 1 << 28;
+    let ecx = core::arch::x86_64::__cpuid(1).ecx;
+    if ecx & XSAVE == 0 {
+        return Err("CPUID has no XSAVE");
+    }
+    if ecx & OSXSAVE == 0 {
+        return Err("CPUID has no OSXSAVE although CR4.OSXSAVE is set");
+    }
+    if ecx & AVX == 0 {
+        return Err("CPUID has no AVX");
+    }
+    let (eax, edx): (u32, u32);
+    // SAFETY: XGETBV of XCR0 with CR4.OSXSAVE set (CPUID's OSXSAVE says so) only reads it.
+    unsafe {
+        core::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") eax, out("edx") edx,
+            options(nomem, nostack, preserves_flags));
+    }
+    let xcr0 = (u64::from(edx) << 32) | u64::from(eax);
+    if xcr0 & 0b111 != 0b111 {
+        return Err("XCR0 lacks AVX although CPUID offers it");
+    }
+    Ok(xcr0)
+}
+
+/// Writes YMM0-15: low quadword `low`, bits 127:64 zero (as `set_xmm` leaves them), upper half
+/// `upper`.
+fn set_ymm(low: u64, upper: [u64; 2]) {
+    let image: [u64; 4] = [low, 0, upper[0], upper[1]];
+    // SAFETY: loads the YMM registers from a local (AVX is enabled: `avx_enabled`); this image's
+    // (soft-float) code never uses them.
+    unsafe {
+        core::arch::asm!(
+            "vmovdqu ymm0, [{p}]", "vmovdqu ymm1, [{p}]", "vmovdqu ymm2, [{p}]",
+            "vmovdqu ymm3, [{p}]", "vmovdqu ymm4, [{p}]", "vmovdqu ymm5, [{p}]",
+            "vmovdqu ymm6, [{p}]", "vmovdqu ymm7, [{p}]", "vmovdqu ymm8, [{p}]",
+            "vmovdqu ymm9, [{p}]", "vmovdqu ymm10, [{p}]", "vmovdqu ymm11, [{p}]",
+            "vmovdqu ymm12, [{p}]", "vmovdqu ymm13, [{p}]", "vmovdqu ymm14, [{p}]",
+            "vmovdqu ymm15, [{p}]",
+            p = in(reg) image.as_ptr(),
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+}
+
+/// The upper halves (bits 255:128) of YMM0-15, as two quadwords each.
+fn ymm_upper_halves() -> [[u64; 2]; 16] {
+    let mut out = [[0u64; 2]; 16];
+    // SAFETY: stores the upper half of each YMM register into a local of 256 bytes (16 bytes
+    // each); AVX is enabled (`avx_enabled`).
+    unsafe {
+        core::arch::asm!(
+            "vextractf128 [{p}], ymm0, 1", "vextractf128 [{p} + 16], ymm1, 1",
+            "vextractf128 [{p} + 32], ymm2, 1", "vextractf128 [{p} + 48], ymm3, 1",
+            "vextractf128 [{p} + 64], ymm4, 1", "vextractf128 [{p} + 80], ymm5, 1",
+            "vextractf128 [{p} + 96], ymm6, 1", "vextractf128 [{p} + 112], ymm7, 1",
+            "vextractf128 [{p} + 128], ymm8, 1", "vextractf128 [{p} + 144], ymm9, 1",
+            "vextractf128 [{p} + 160], ymm10, 1", "vextractf128 [{p} + 176], ymm11, 1",
+            "vextractf128 [{p} + 192], ymm12, 1", "vextractf128 [{p} + 208], ymm13, 1",
+            "vextractf128 [{p} + 224], ymm14, 1", "vextractf128 [{p} + 240], ymm15, 1",
+            p = in(reg) out.as_mut_ptr(),
+            options(nostack, preserves_flags),
+        );
+    }
+    out
+}
+
 /// The x87 control word and MXCSR.
 fn fpu_controls() -> (u16, u32) {
     let mut fcw = 0u16;
@@ -581,6 +654,18 @@ fn fpu(marker: Option<u64>, millions: u64) -> ! {
         hypercall::shutdown(1)
     }
     println!("fpu: clean start");
+    let avx = avx_enabled();
+    match avx {
+        Ok(xcr0) => {
+            let upper = ymm_upper_halves();
+            if upper != [[0; 2]; 16] {
+                println!("FAILED: avx: start state not clean: YMM upper halves {upper:#x?}");
+                hypercall::shutdown(1)
+            }
+            println!("avx: xcr0 {xcr0:#x}, clean start");
+        }
+        Err(why) => println!("avx: not offered ({why})"),
+    }
     let debug = debug_registers();
     if debug != [0; 4] {
         println!("FAILED: debug registers: start state not clean: DR0-DR3 {debug:#x?}");
@@ -595,7 +680,16 @@ fn fpu(marker: Option<u64>, millions: u64) -> ! {
         0x037f | (marker as u16) << 10,
         0x1f80 | (marker as u32) << 13,
     );
-    set_xmm(value);
+    // The upper halves of YMM0-15 get a value of their own, distinct from the lower halves'.
+    let upper = [
+        0xa5c0_0000_0000_0000 | (marker * 0x1111),
+        0x7e57_0000_0000_0000 | marker,
+    ];
+    if avx.is_ok() {
+        set_ymm(value, upper);
+    } else {
+        set_xmm(value);
+    }
     set_fpu_controls(my_fcw, my_mxcsr);
     let limit = millions.saturating_mul(1_000_000);
     let mut pauses = 0u64;
@@ -624,11 +718,41 @@ fn fpu(marker: Option<u64>, millions: u64) -> ! {
                 );
                 hypercall::shutdown(1)
             }
+            if avx.is_ok() {
+                let seen = ymm_upper_halves();
+                if seen != [upper; 16] {
+                    println!("FAILED: avx: marker {marker} lost: YMM upper halves {seen:#x?}");
+                    hypercall::shutdown(1)
+                }
+            }
         }
     }
     println!("debug registers: kept marker {marker}");
+    if avx.is_ok() {
+        println!("avx: kept marker {marker}");
+    }
     println!("fpu: kept marker {marker} for {counter} iterations, {pauses} pauses");
     hypercall::shutdown(0)
+}
+
+/// XCR0 with PKRU (bit 9) on top of x87|SSE|AVX: a component no guest is offered.
+fn xsetbv_beyond_offer() -> ! {
+    const XCR0_WITH_PKRU: u64 = 0b111 | (1 << 9);
+    println!("executing xsetbv with XCR0 = {XCR0_WITH_PKRU:#x} (PKRU is not offered)");
+    // SAFETY: deliberately hostile: the hypervisor must refuse the value (#GP) or stop the
+    // domain; if it were accepted, only this guest's own extended state would change.
+    unsafe {
+        core::arch::asm!(
+            "xsetbv",
+            in("ecx") 0u32,
+            in("eax") XCR0_WITH_PKRU as u32,
+            in("edx") (XCR0_WITH_PKRU >> 32) as u32,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    // The console write exits: a hypervisor that missed the XSETBV sees XCR0 here.
+    println!("xsetbv with PKRU executed; writing to the console");
+    survived("XSETBV of a state component not offered")
 }
 
 /// The page ring 3 passes to the hypervisor in `user-hypercall`.

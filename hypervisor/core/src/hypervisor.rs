@@ -1232,7 +1232,12 @@ impl<'a, M: PhysMemory, F: FrameAllocator, V: Vcpus, H: Host> Hypervisor<'a, M, 
             }
             domain.guest_tsc(now)
         };
-        let pm_timer = crate::pm_timer::count(pm_tsc, self.tsc_hz);
+        // Only a PM-timer read shows the count: no 128-bit division on the other exits.
+        let pm_timer = if pm_read {
+            crate::pm_timer::count(pm_tsc, self.tsc_hz)
+        } else {
+            0
+        };
         let DomainHw {
             uart,
             line,

@@ -524,18 +524,20 @@ impl SvmVcpu {
         const V_IGN_TPR: u64 = 1 << 20;
         let bits = V_IRQ | V_INTR_PRIO_MAX | V_IGN_TPR;
         let vintr = self.vmcb.read64(control::VINTR);
+        let vintr = if wanted { vintr | bits } else { vintr & !bits };
+        self.vmcb.write64(control::VINTR, vintr);
+        self.set_intercept(vmcb::INTERCEPT_VINTR, wanted);
+    }
+
+    /// Sets or clears one intercept bit of INTERCEPT_MISC1 (vector 3).
+    pub fn set_intercept(&mut self, bit: u32, on: bool) {
         let intercepts = self.vmcb.read32(control::INTERCEPT_MISC1);
-        if wanted {
-            self.vmcb.write64(control::VINTR, vintr | bits);
-            self.vmcb
-                .write32(control::INTERCEPT_MISC1, intercepts | vmcb::INTERCEPT_VINTR);
+        let intercepts = if on {
+            intercepts | bit
         } else {
-            self.vmcb.write64(control::VINTR, vintr & !bits);
-            self.vmcb.write32(
-                control::INTERCEPT_MISC1,
-                intercepts & !vmcb::INTERCEPT_VINTR,
-            );
-        }
+            intercepts & !bit
+        };
+        self.vmcb.write32(control::INTERCEPT_MISC1, intercepts);
     }
 
     /// The guest's current privilege level (the VMCB's CPL field).
@@ -777,13 +779,7 @@ impl VcpuBackend for BoundVcpu<'_> {
     }
 
     fn set_rdtsc_exiting(&mut self, exiting: bool) {
-        let intercepts = self.vcpu.vmcb.read32(control::INTERCEPT_MISC1);
-        let intercepts = if exiting {
-            intercepts | vmcb::INTERCEPT_RDTSC
-        } else {
-            intercepts & !vmcb::INTERCEPT_RDTSC
-        };
-        self.vcpu.vmcb.write32(control::INTERCEPT_MISC1, intercepts);
+        self.vcpu.set_intercept(vmcb::INTERCEPT_RDTSC, exiting);
     }
 
     fn advance_rip(&mut self, len: u64) {

@@ -478,6 +478,22 @@ fn vcpu_entry(entry: EntryState) -> Result<VcpuEntry, VmxError> {
     })
 }
 
+/// Sets or clears `bit` of the current VMCS's primary processor-based controls when `wanted`
+/// differs from what the VMCS has (`set`), and records the new state.
+fn sync_primary_control(bit: u32, wanted: bool, set: &mut bool) {
+    if wanted == *set {
+        return;
+    }
+    let controls = vmread(F::PrimaryProcControls);
+    let controls = if wanted {
+        controls | u64::from(bit)
+    } else {
+        controls & !u64::from(bit)
+    };
+    let _ = vmwrite(F::PrimaryProcControls, controls);
+    *set = wanted;
+}
+
 impl VmxVcpu {
     /// Builds a vCPU over the zeroed frame at `vmcs_pa` with EPT at `eptp_root` and `vpid`
     /// (never 0). Nothing touches the hardware until its first [`VmxVcpu::run`].
@@ -736,34 +752,23 @@ impl VmxVcpu {
             let _ = vmwrite(F::GuestIa32Efer, self.efer);
             self.efer_dirty = false;
         }
-        if self.window_wanted != self.window_set {
-            use slipway_hv_core::vmx::caps::proc::INTERRUPT_WINDOW_EXITING;
-            let controls = vmread(F::PrimaryProcControls);
-            let controls = if self.window_wanted {
-                controls | u64::from(INTERRUPT_WINDOW_EXITING)
-            } else {
-                controls & !u64::from(INTERRUPT_WINDOW_EXITING)
-            };
-            let _ = vmwrite(F::PrimaryProcControls, controls);
-            self.window_set = self.window_wanted;
-        }
+        use slipway_hv_core::vmx::caps::proc::{INTERRUPT_WINDOW_EXITING, RDTSC_EXITING};
+        sync_primary_control(
+            INTERRUPT_WINDOW_EXITING,
+            self.window_wanted,
+            &mut self.window_set,
+        );
+        sync_primary_control(
+            RDTSC_EXITING,
+            self.rdtsc_exiting,
+            &mut self.rdtsc_exiting_set,
+        );
         if self.tsc_offset != self.tsc_offset_set {
             use slipway_hv_core::vmx::caps::proc::USE_TSC_OFFSETTING;
             let controls = vmread(F::PrimaryProcControls) | u64::from(USE_TSC_OFFSETTING);
             let _ = vmwrite(F::PrimaryProcControls, controls);
             let _ = vmwrite(F::TscOffset, self.tsc_offset);
             self.tsc_offset_set = self.tsc_offset;
-        }
-        if self.rdtsc_exiting != self.rdtsc_exiting_set {
-            use slipway_hv_core::vmx::caps::proc::RDTSC_EXITING;
-            let controls = vmread(F::PrimaryProcControls);
-            let controls = if self.rdtsc_exiting {
-                controls | u64::from(RDTSC_EXITING)
-            } else {
-                controls & !u64::from(RDTSC_EXITING)
-            };
-            let _ = vmwrite(F::PrimaryProcControls, controls);
-            self.rdtsc_exiting_set = self.rdtsc_exiting;
         }
         if self.rsp_dirty {
             let _ = vmwrite(F::GuestRsp, self.rsp);
